@@ -1,0 +1,225 @@
+#include "losslens/analyzer.hpp"
+
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+
+#include "detail/detector.hpp"
+#include "detail/rolling.hpp"
+#include "losslens/error.hpp"
+
+namespace losslens {
+namespace detail {
+
+std::size_t finding_log::open(finding f, const detector* owner) {
+  f.id = next_id_++;
+  findings_.push_back(std::move(f));
+  owners_.push_back(owner);
+  published_step_.push_back(std::numeric_limits<std::int64_t>::min());
+  published_level_.push_back(findings_.back().level);
+  is_pending_.push_back(0);
+  touch(findings_.size() - 1);
+  return findings_.size() - 1;
+}
+
+void finding_log::touch(std::size_t i) {
+  if (is_pending_[i]) return;
+  is_pending_[i] = 1;
+  pending_.push_back(i);
+}
+
+void finding_log::publish(std::size_t i, const sample_schema& schema, std::int64_t step,
+                          notify_fn notify, void* ctx) {
+  finding& f = findings_[i];
+  owners_[i]->describe(f, schema);
+  const bool is_new = published_step_[i] == std::numeric_limits<std::int64_t>::min();
+  published_step_[i] = step;
+  published_level_[i] = f.level;
+  is_pending_[i] = 0;
+  if (notify) notify(ctx, f, is_new);
+}
+
+void finding_log::flush(std::int64_t step, std::int64_t interval, const sample_schema& schema,
+                        notify_fn notify, void* ctx) {
+  if (pending_.empty()) return;
+  keep_.clear();
+  for (std::size_t i : pending_) {
+    const bool due = published_step_[i] == std::numeric_limits<std::int64_t>::min() ||
+                     findings_[i].level != published_level_[i] ||
+                     step - published_step_[i] >= interval;
+    if (due)
+      publish(i, schema, step, notify, ctx);
+    else
+      keep_.push_back(i);
+  }
+  pending_.swap(keep_);
+}
+
+void finding_log::flush_all(const sample_schema& schema, notify_fn notify, void* ctx) {
+  for (std::size_t i : pending_) publish(i, schema, findings_[i].last_step, notify, ctx);
+  pending_.clear();
+}
+
+void finding_log::describe_pending(const sample_schema& schema) {
+  for (std::size_t i : pending_) owners_[i]->describe(findings_[i], schema);
+}
+
+std::int64_t finding_log::last_step_of(std::string_view kind) const noexcept {
+  // Findings are few (one per episode), and only rare events ask.
+  std::int64_t last = std::numeric_limits<std::int64_t>::min();
+  for (const auto& f : findings_)
+    if (f.kind == kind) last = std::max(last, f.last_step);
+  return last;
+}
+
+std::string format(const char* fmt, ...) {
+  char buf[512];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = std::vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  if (n < 0) return {};
+  if (static_cast<std::size_t>(n) < sizeof buf) return std::string(buf, static_cast<std::size_t>(n));
+  std::string out(static_cast<std::size_t>(n), '\0');
+  va_start(ap, fmt);
+  std::vsnprintf(out.data(), out.size() + 1, fmt, ap);
+  va_end(ap);
+  return out;
+}
+
+std::string task_series(const sample_schema& s, std::size_t i) { return "loss/" + s.tasks[i]; }
+std::string param_series(const sample_schema& s, std::size_t i) {
+  return "grad_norm/" + s.params[i];
+}
+bool finite(const std::optional<double>& v) noexcept { return v && std::isfinite(*v); }
+
+std::string lr_hint(double lr) {
+  if (!std::isfinite(lr)) return "lower the learning rate 10x";
+  return format("lower the learning rate 10x (from %.3g to %.3g)", lr, lr / 10);
+}
+
+/// Running baseline of the total grad norm shared by loss_spike (which cites grad spikes) and
+/// exploding_gradients, so both agree on what "its running median" is.
+class grad_baseline {
+ public:
+  explicit grad_baseline(const detector_options& o)
+      : median_(static_cast<std::size_t>(o.exploding.window), 8),
+        z_(o.loss_spike.z_threshold),
+        ratio_(o.loss_spike.min_ratio),
+        warmup_(o.exploding.warmup) {}
+
+  void update(step_context& ctx) {
+    ctx.grad_spike = false;
+    ctx.grad_median = median_.count() >= static_cast<std::size_t>(warmup_) ? median_.median() : nan;
+    if (finite(ctx.s->grad_norm)) push(ctx, *ctx.s->grad_norm);
+    ctx.last_grad_spike_step = last_step_;
+    ctx.last_grad_spike_value = last_value_;
+    ctx.last_grad_spike_ratio = last_ratio_;
+  }
+
+ private:
+  void push(step_context& ctx, double g) {
+    if (std::isfinite(ctx.grad_median) && median_.z(g) >= z_ && g >= ratio_ * ctx.grad_median) {
+      ctx.grad_spike = true;
+      last_step_ = ctx.s->step;
+      last_value_ = g;
+      last_ratio_ = g / ctx.grad_median;
+    }
+    // The median ignores isolated outliers; a lasting rise moves it after window/2 steps.
+    median_.push(g);
+  }
+
+  robust_baseline median_;
+  double z_, ratio_;
+  int warmup_;
+  std::int64_t last_step_ = std::numeric_limits<std::int64_t>::min();
+  double last_value_ = nan, last_ratio_ = nan;
+};
+
+}  // namespace detail
+
+namespace {
+void validate(const detector_options& o) {
+  auto need = [](bool ok, const char* what) {
+    if (!ok) throw error(std::string("invalid detector options: ") + what);
+  };
+  need(o.loss_spike.window >= 8, "loss_spike.window must be >= 8");
+  need(o.loss_spike.z_threshold > 0, "loss_spike.z_threshold must be > 0");
+  need(o.exploding.window >= 8, "exploding.window must be >= 8");
+  need(o.exploding.ratio > 1, "exploding.ratio must be > 1");
+  need(o.oscillation.window >= 8 && o.oscillation.stride >= 1 &&
+           o.oscillation.stride <= o.oscillation.window,
+       "oscillation.window must be >= 8 and 1 <= stride <= window");
+  need(o.task_stalled.window >= 8, "task_stalled.window must be >= 8");
+  need(o.chance_level.num_classes == 0 || o.chance_level.num_classes >= 2,
+       "chance_level.num_classes must be 0 (off) or >= 2");
+  for (double a : {o.divergence.ema_alpha, o.plateau.ema_alpha, o.chance_level.ema_alpha,
+                   o.task_dominance.ema_alpha, o.task_stalled.ema_alpha})
+    need(a > 0 && a <= 1, "every ema_alpha must be in (0, 1]");
+  need(o.update_interval >= 1, "update_interval must be >= 1");
+  need(o.task_dominance.share_threshold > 0.5 && o.task_dominance.share_threshold <= 1,
+       "task_dominance.share_threshold must be in (0.5, 1]");
+}
+}  // namespace
+
+analyzer::analyzer(sample_schema schema, detector_options options)
+    : schema_(std::move(schema)), options_(options), log_(std::make_unique<detail::finding_log>()) {
+  validate(options_);
+  grad_ = std::make_unique<detail::grad_baseline>(options_);
+  detectors_ = detail::make_detectors(options_, schema_);
+}
+
+analyzer::~analyzer() = default;
+analyzer::analyzer(analyzer&&) noexcept = default;
+analyzer& analyzer::operator=(analyzer&&) noexcept = default;
+
+void analyzer::on_finding(listener l) { listener_ = std::move(l); }
+const std::vector<finding>& analyzer::findings() const {
+  // Messages of findings that grew since their last publication are rebuilt on demand.
+  log_->describe_pending(schema_);
+  return log_->all();
+}
+std::int64_t analyzer::steps() const noexcept { return steps_; }
+std::int64_t analyzer::out_of_order() const noexcept { return out_of_order_; }
+const sample_schema& analyzer::schema() const noexcept { return schema_; }
+const detector_options& analyzer::options() const noexcept { return options_; }
+
+void analyzer::observe(const sample& s) {
+  if (steps_ > 0 && s.step <= last_step_) {
+    ++out_of_order_;
+    return;
+  }
+  ++steps_;
+  last_step_ = s.step;
+
+  detail::step_context ctx;
+  ctx.s = &s;
+  ctx.schema = &schema_;
+  if (detail::finite(s.lr)) last_lr_ = *s.lr;
+  ctx.lr = last_lr_;
+  ctx.total_loss = s.loss ? *s.loss : detail::nan;
+  if (!s.loss && !s.task_losses.empty()) {
+    double sum = 0;
+    bool any = false;
+    for (std::size_t i = 0; i < s.task_losses.size(); ++i) {
+      if (!s.task_losses[i]) continue;
+      const double w = i < s.task_weights.size() ? s.task_weights[i] : 1.0;
+      sum += w * *s.task_losses[i];
+      any = true;
+    }
+    if (any) ctx.total_loss = sum;
+  }
+  grad_->update(ctx);
+
+  for (auto& d : detectors_) d->observe(ctx, *log_);
+  log_->flush(s.step, options_.update_interval, schema_, &analyzer::notify, this);
+}
+
+void analyzer::notify(void* self, const finding& f, bool is_new) {
+  auto* a = static_cast<analyzer*>(self);
+  if (a->listener_) a->listener_(f, is_new);
+}
+
+void analyzer::flush() { log_->flush_all(schema_, &analyzer::notify, this); }
+
+}  // namespace losslens

@@ -1,0 +1,148 @@
+#pragma once
+// Internal interface between the analyzer and its detectors.
+
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "losslens/detector_options.hpp"
+#include "losslens/finding.hpp"
+#include "losslens/sample.hpp"
+
+namespace losslens::detail {
+
+inline constexpr double nan = std::numeric_limits<double>::quiet_NaN();
+
+/// Numbers the analyzer derives once per step for all detectors.
+struct step_context {
+  const sample* s = nullptr;
+  const sample_schema* schema = nullptr;
+  double lr = nan;                 ///< latest known learning rate
+  double grad_median = nan;        ///< running median of the total grad norm, before this step
+  bool grad_spike = false;         ///< this step's grad norm is a robust outlier
+  std::int64_t last_grad_spike_step = std::numeric_limits<std::int64_t>::min();
+  double last_grad_spike_value = nan;
+  double last_grad_spike_ratio = nan;  ///< grad norm / running median at that spike
+  double total_loss = nan;         ///< s->loss, or the weighted sum of task losses if absent
+};
+
+class detector;
+
+/// The findings of one analyzer. Detectors update evidence every step; messages are rebuilt
+/// (by the owning detector's describe()) only when a finding is published: when it opens, when
+/// its severity changes, and otherwise at most once per `interval` steps. That keeps printf off
+/// the per-step path and bounds how often sinks (storage, dashboard) see an update.
+class finding_log {
+ public:
+  static constexpr std::size_t none = static_cast<std::size_t>(-1);
+
+  /// Stores a new finding of `owner`, assigns its id and returns its index.
+  std::size_t open(finding f, const detector* owner);
+  finding& at(std::size_t i) { return findings_[i]; }
+  /// Marks an existing finding as updated in this step.
+  void touch(std::size_t i);
+  const std::vector<finding>& all() const noexcept { return findings_; }
+  /// The last step covered by any finding of this kind, or INT64_MIN when there is none.
+  std::int64_t last_step_of(std::string_view kind) const noexcept;
+
+  using notify_fn = void (*)(void* ctx, const finding&, bool is_new);
+  /// Publishes what is due at `step` (see the class comment) through notify.
+  void flush(std::int64_t step, std::int64_t interval, const sample_schema& schema,
+             notify_fn notify, void* ctx);
+  /// Publishes every pending update now.
+  void flush_all(const sample_schema& schema, notify_fn notify, void* ctx);
+  /// Rebuilds the messages of pending findings without publishing them.
+  void describe_pending(const sample_schema& schema);
+
+ private:
+  void publish(std::size_t i, const sample_schema& schema, std::int64_t step, notify_fn notify,
+               void* ctx);
+
+  std::vector<finding> findings_;
+  std::vector<const detector*> owners_;
+  std::vector<std::int64_t> published_step_;  // INT64_MIN: never published
+  std::vector<severity> published_level_;
+  std::vector<char> is_pending_;
+  std::vector<std::size_t> pending_;
+  std::vector<std::size_t> keep_;  // scratch for flush
+  std::uint64_t next_id_ = 1;
+};
+
+/// One open episode of a pathology: the finding it feeds and when it last held.
+struct episode {
+  std::size_t index = finding_log::none;
+  std::int64_t last_hit = 0;
+  bool open() const noexcept { return index != finding_log::none; }
+  void close() noexcept { index = finding_log::none; }
+  /// True when an open episode may absorb a hit at `step` (within merge_gap of the last one).
+  bool continues(std::int64_t step, std::int64_t merge_gap) const noexcept {
+    return open() && step - last_hit <= merge_gap;
+  }
+};
+
+class detector {
+ public:
+  virtual ~detector() = default;
+  virtual void observe(const step_context& ctx, finding_log& log) = 0;
+  /// Rebuilds f.message (and f.advice where it quotes changing numbers) from f's evidence.
+  virtual void describe(finding& f, const sample_schema& schema) const = 0;
+};
+
+std::vector<std::unique_ptr<detector>> make_detectors(const detector_options& o,
+                                                      const sample_schema& schema);
+
+/// printf into a std::string (messages are built only when a finding opens or grows).
+std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+/// Series name of task i ("loss/<task>") and of parameter i ("grad_norm/<name>").
+std::string task_series(const sample_schema& s, std::size_t i);
+std::string param_series(const sample_schema& s, std::size_t i);
+bool finite(const std::optional<double>& v) noexcept;
+/// "; the LR is 5 (lower it 10x, to 0.5)" or "" when the LR is unknown.
+std::string lr_hint(double lr);
+
+}  // namespace losslens::detail
+
+namespace losslens::detail {
+
+/// The finding an episode feeds this step, and whether it was just opened.
+struct hit_result {
+  finding& f;
+  bool is_new;
+};
+
+/// Extends the episode's finding to `step` when it continues (within merge_gap), else opens a
+/// new finding made by make(); either way the episode now points at it.
+template <class Make>
+hit_result open_or_extend(finding_log& log, const detector* owner, episode& ep,
+                          std::int64_t step, std::int64_t merge_gap, Make&& make) {
+  const bool cont = ep.continues(step, merge_gap);
+  if (cont) {
+    log.at(ep.index).last_step = step;
+    log.touch(ep.index);
+  } else {
+    ep.index = log.open(make(), owner);
+  }
+  ep.last_hit = step;
+  return {log.at(ep.index), !cont};
+}
+
+/// A finding with its identity filled in; the caller adds evidence, message and advice.
+finding new_finding(std::string kind, severity level, std::int64_t first_step,
+                    std::int64_t last_step, std::string series, std::string rule,
+                    std::vector<named_number> params);
+
+std::unique_ptr<detector> make_non_finite(const detector_options&, const sample_schema&);
+std::unique_ptr<detector> make_loss_spike(const detector_options&, const sample_schema&);
+std::unique_ptr<detector> make_divergence(const detector_options&, const sample_schema&);
+std::unique_ptr<detector> make_plateau(const detector_options&, const sample_schema&);
+std::unique_ptr<detector> make_oscillation(const detector_options&, const sample_schema&);
+std::unique_ptr<detector> make_chance_level(const detector_options&, const sample_schema&);
+std::unique_ptr<detector> make_task_dominance(const detector_options&, const sample_schema&);
+std::unique_ptr<detector> make_task_stalled(const detector_options&, const sample_schema&);
+std::unique_ptr<detector> make_exploding(const detector_options&, const sample_schema&);
+std::unique_ptr<detector> make_vanishing(const detector_options&, const sample_schema&);
+
+}  // namespace losslens::detail

@@ -1,0 +1,297 @@
+// non_finite, exploding_gradients and vanishing_gradients.
+
+#include <cmath>
+
+#include "detail/detector.hpp"
+
+namespace losslens::detail {
+namespace {
+
+constexpr const char* non_finite_advice =
+    "check the batch for NaN/Inf inputs and targets; compute losses from logits "
+    "(BCE-with-logits, cross-entropy on logits) instead of taking log of a sigmoid/softmax; add an "
+    "epsilon to divisions and clamp before log/sqrt; clip gradients (clip_grad_norm_ 1.0); ";
+
+const char* value_name(double v) { return std::isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf"); }
+
+class non_finite final : public detector {
+ public:
+  non_finite(const detector_options& o, const sample_schema& schema)
+      : gap_(o.non_finite.merge_gap), st_(schema.tasks.size() + 2) {}
+
+  // The message describes the first bad value and does not change as the episode grows.
+  void describe(finding&, const sample_schema&) const override {}
+
+  void observe(const step_context& ctx, finding_log& log) override {
+    const sample& s = *ctx.s;
+    check(ctx, log, 0, s.loss, "loss", -1);
+    for (std::size_t i = 0; i < s.task_losses.size() && i < ctx.schema->tasks.size(); ++i)
+      check(ctx, log, 1 + i, s.task_losses[i], task_series(*ctx.schema, i), -1);
+
+    // Gradients: the total norm, or any parameter's norm, being non-finite is one episode that
+    // names the first parameter that went bad.
+    int first = s.first_non_finite_param;
+    if (first < 0)
+      for (std::size_t i = 0; i < s.param_grad_norms.size(); ++i)
+        if (s.param_grad_norms[i] && !std::isfinite(*s.param_grad_norms[i])) {
+          first = static_cast<int>(i);
+          break;
+        }
+    if (first >= static_cast<int>(ctx.schema->params.size())) first = -1;
+    std::optional<double> g = s.grad_norm;
+    if (first >= 0 && (!g || std::isfinite(*g)))
+      g = s.param_grad_norms.size() > static_cast<std::size_t>(first)
+              ? s.param_grad_norms[static_cast<std::size_t>(first)]
+              : std::optional<double>(nan);
+    check(ctx, log, st_.size() - 1, g, "grad_norm", first);
+  }
+
+ private:
+  struct state {
+    episode ep;
+    double last_finite = nan;
+    std::int64_t last_finite_step = -1;
+    std::int64_t count = 0;
+  };
+
+  void check(const step_context& ctx, finding_log& log, std::size_t k,
+             const std::optional<double>& v, const std::string& series, int param) {
+    if (!v) return;
+    state& st = st_[k];
+    const std::int64_t step = ctx.s->step;
+    if (std::isfinite(*v)) {
+      st.last_finite = *v;
+      st.last_finite_step = step;
+      return;
+    }
+    auto [f, is_new] = open_or_extend(log, this, st.ep, step, gap_, [&] {
+      st.count = 0;
+      std::string name = series;
+      if (param >= 0) name = param_series(*ctx.schema, static_cast<std::size_t>(param));
+      auto f = new_finding("non_finite", severity::error, step, step, name, "non_finite_value",
+                           {{"merge_gap", double(gap_)}});
+      f.evidence = {{"value", *v},
+                    {"last_finite_value", st.last_finite},
+                    {"last_finite_step", double(st.last_finite_step)}};
+      if (param >= 0) f.evidence.emplace_back("first_param_index", double(param));
+      if (finite(ctx.s->grad_norm) && series != "grad_norm")
+        f.evidence.emplace_back("grad_norm", *ctx.s->grad_norm);
+      if (std::isfinite(ctx.grad_median)) f.evidence.emplace_back("grad_norm_median", ctx.grad_median);
+      if (std::isfinite(ctx.lr)) f.evidence.emplace_back("lr", ctx.lr);
+      std::string where = param >= 0 ? "gradient of " + ctx.schema->params[size_t(param)] +
+                                           " (first parameter to go non-finite)"
+                                     : series;
+      f.message = format("%s is %s at step %lld", where.c_str(), value_name(*v),
+                         static_cast<long long>(step));
+      if (st.last_finite_step >= 0)
+        f.message += format(" (last finite value %.4g at step %lld)", st.last_finite,
+                            static_cast<long long>(st.last_finite_step));
+      f.advice = non_finite_advice;
+      if (param >= 0)
+        f.advice = "inspect the operations that feed " + ctx.schema->params[size_t(param)] +
+                   " (log, division, sqrt, exp) and guard them with clamps/epsilons; " +
+                   f.advice;
+      f.advice += lr_hint(ctx.lr);
+      return f;
+    });
+    ++st.count;
+    f.set_evidence("non_finite_steps", double(st.count));
+  }
+
+  std::int64_t gap_;
+  std::vector<state> st_;  // loss, tasks..., grad_norm
+};
+
+/// Largest per-parameter norm at this step and its share of the squared total.
+struct top_param {
+  int index = -1;
+  double norm = 0;
+  double share = 0;
+};
+top_param largest_param(const sample& s) {
+  top_param t;
+  double sq = 0;
+  for (std::size_t i = 0; i < s.param_grad_norms.size(); ++i) {
+    if (!finite(s.param_grad_norms[i])) continue;
+    const double p = *s.param_grad_norms[i];
+    sq += p * p;
+    if (t.index < 0 || p > t.norm) {
+      t.index = static_cast<int>(i);
+      t.norm = p;
+    }
+  }
+  if (t.index >= 0 && sq > 0) t.share = t.norm * t.norm / sq;
+  return t;
+}
+
+class exploding final : public detector {
+ public:
+  exploding(const detector_options& o, const sample_schema&) : o_(o.exploding) {}
+
+  void observe(const step_context& ctx, finding_log& log) override {
+    if (!finite(ctx.s->grad_norm)) return;
+    const double g = *ctx.s->grad_norm;
+    const double m = ctx.grad_median;
+    const double ratio = std::isfinite(m) && m > 0 ? g / m : nan;
+    const bool by_ratio = std::isfinite(ratio) && ratio >= o_.ratio;
+    if (!by_ratio && !(g >= o_.abs_max)) return;
+    const std::int64_t step = ctx.s->step;
+    auto [f, is_new] = open_or_extend(log, this, ep_, step, o_.merge_gap, [&] {
+      auto f = new_finding("exploding_gradients", severity::warning, step, step, "grad_norm",
+                           "grad_norm_over_running_median",
+                           {{"window", double(o_.window)},
+                            {"ratio", o_.ratio},
+                            {"error_ratio", o_.error_ratio},
+                            {"abs_max", o_.abs_max}});
+      f.evidence = {{"grad_norm", g}, {"running_median", m}, {"ratio", ratio}, {"steps", 0}};
+      const auto top = largest_param(*ctx.s);
+      if (top.index >= 0) {
+        f.series = param_series(*ctx.schema, std::size_t(top.index));
+        f.evidence.emplace_back("top_param_index", double(top.index));
+        f.evidence.emplace_back("top_param_norm", top.norm);
+        f.evidence.emplace_back("top_param_share", top.share);
+      }
+      if (std::isfinite(ctx.lr)) f.evidence.emplace_back("lr", ctx.lr);
+      const double clip = std::isfinite(m) ? 2 * m : 1.0;
+      f.advice = format("clip gradients (clip_grad_norm_ with max_norm 1.0, or about 2x the "
+                        "running median: %.3g) or %s; check the batches at these steps for "
+                        "outliers",
+                        clip, lr_hint(ctx.lr).c_str());
+      return f;
+    });
+    f.set_evidence("steps", f.evidence_value("steps") + 1);
+    if (is_new || g > f.evidence_value("grad_norm")) {
+      f.set_evidence("grad_norm", g);
+      f.set_evidence("running_median", m);
+      f.set_evidence("ratio", ratio);
+      f.set_evidence("peak_step", double(step));
+    }
+    if (f.evidence_value("ratio") >= o_.error_ratio || std::isinf(g)) f.level = severity::error;
+  }
+
+  void describe(finding& f, const sample_schema&) const override {
+    std::string top;
+    if (f.evidence_value("top_param_index") >= 0)
+      top = format(" (largest at onset: %s, %.0f%% of the squared norm)",
+                   f.series.c_str() + 10, 100 * f.evidence_value("top_param_share"));
+    f.message = format("grad norm %.3g at step %lld is %.3gx its running median %.3g%s",
+                       f.evidence_value("grad_norm"),
+                       static_cast<long long>(f.evidence_value("peak_step")),
+                       f.evidence_value("ratio"), f.evidence_value("running_median"), top.c_str());
+    if (f.last_step > f.first_step)
+      f.message += format("; %g steps over %.3gx between steps %lld and %lld",
+                          f.evidence_value("steps"), o_.ratio,
+                          static_cast<long long>(f.first_step),
+                          static_cast<long long>(f.last_step));
+  }
+
+ private:
+  detector_options::exploding_t o_;
+  episode ep_;
+};
+
+class vanishing final : public detector {
+ public:
+  vanishing(const detector_options& o, const sample_schema& schema)
+      : o_(o.vanishing), streak_(schema.params.size(), 0), start_(schema.params.size(), 0),
+        eps_(schema.params.size()) {}
+
+  void observe(const step_context& ctx, finding_log& log) override {
+    const sample& s = *ctx.s;
+    ++n_;
+    const std::int64_t step = s.step;
+    // Total norm near zero.
+    if (finite(s.grad_norm)) {
+      const double g = *s.grad_norm;
+      if (g < o_.abs_min) {
+        if (total_streak_++ == 0) total_start_ = step;
+      } else {
+        total_streak_ = 0;
+      }
+      if (n_ > o_.warmup && total_streak_ >= o_.patience) {
+        auto [f, is_new] = open_or_extend(log, this, total_ep_, step, gap(), [&] {
+          auto f = new_finding("vanishing_gradients", severity::warning, total_start_, step,
+                               "grad_norm", "grad_norm_below_floor",
+                               {{"abs_min", o_.abs_min}, {"patience", double(o_.patience)}});
+          f.advice = "gradients no longer reach the parameters: check for saturated "
+                     "activations (sigmoid/tanh), dead ReLUs (try LeakyReLU or another init), "
+                     "missing normalization or residual paths, and a learning rate that is "
+                     "not tiny";
+          return f;
+        });
+        f.set_evidence("grad_norm", g);
+        f.set_evidence("steps", double(total_streak_));
+      }
+    }
+    // One layer negligible next to the largest.
+    const auto top = largest_param(s);
+    if (top.index < 0 || top.norm <= 0) return;
+    for (std::size_t i = 0; i < s.param_grad_norms.size() && i < streak_.size(); ++i) {
+      if (!finite(s.param_grad_norms[i])) continue;
+      const double p = *s.param_grad_norms[i];
+      if (p < o_.layer_ratio * top.norm) {
+        if (streak_[i]++ == 0) start_[i] = step;
+      } else {
+        streak_[i] = 0;
+        continue;
+      }
+      if (n_ <= o_.warmup || streak_[i] < o_.patience) continue;
+      auto [f, is_new] = open_or_extend(log, this, eps_[i], step, gap(), [&] {
+        auto f = new_finding("vanishing_gradients", severity::warning, start_[i], step,
+                             param_series(*ctx.schema, i), "layer_grad_ratio",
+                             {{"layer_ratio", o_.layer_ratio}, {"patience", double(o_.patience)}});
+        f.advice = format("%s gets almost no gradient: check the path from the loss to it "
+                          "(saturated activations, dead ReLUs, a detach() or no_grad in "
+                          "forward, missing normalization); if it should be frozen, set "
+                          "requires_grad(false)",
+                          ctx.schema->params[i].c_str());
+        return f;
+      });
+      f.set_evidence("grad_norm", p);
+      f.set_evidence("largest_norm", top.norm);
+      f.set_evidence("ratio", p / top.norm);
+      f.set_evidence("steps", double(streak_[i]));
+      f.set_evidence("largest_index", double(top.index));
+    }
+  }
+
+  void describe(finding& f, const sample_schema& schema) const override {
+    if (f.rule.name == "grad_norm_below_floor") {
+      f.message = format("total grad norm %.3g has stayed below %.3g for %g steps",
+                         f.evidence_value("grad_norm"), o_.abs_min, f.evidence_value("steps"));
+      return;
+    }
+    const auto largest = std::size_t(f.evidence_value("largest_index"));
+    f.message = format("grad norm of %s is %.3g, %.2gx the largest layer's (%s, %.3g), for "
+                       "%g steps",
+                       f.series.c_str() + 10, f.evidence_value("grad_norm"),
+                       f.evidence_value("ratio"),
+                       largest < schema.params.size() ? schema.params[largest].c_str() : "?",
+                       f.evidence_value("largest_norm"), f.evidence_value("steps"));
+  }
+
+ private:
+  // A break in the condition shorter than the patience does not end an episode.
+  std::int64_t gap() const noexcept { return 2 * std::int64_t(o_.patience); }
+
+  detector_options::vanishing_t o_;
+  std::int64_t n_ = 0;
+  std::int64_t total_streak_ = 0, total_start_ = 0;
+  episode total_ep_;
+  std::vector<std::int64_t> streak_, start_;
+  std::vector<episode> eps_;
+};
+
+}  // namespace
+
+std::unique_ptr<detector> make_non_finite(const detector_options& o, const sample_schema& s) {
+  return std::make_unique<non_finite>(o, s);
+}
+std::unique_ptr<detector> make_exploding(const detector_options& o, const sample_schema& s) {
+  return std::make_unique<exploding>(o, s);
+}
+std::unique_ptr<detector> make_vanishing(const detector_options& o, const sample_schema& s) {
+  return std::make_unique<vanishing>(o, s);
+}
+
+}  // namespace losslens::detail

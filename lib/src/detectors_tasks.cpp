@@ -1,0 +1,239 @@
+// task_dominance and task_stalled: rules across the tasks of a multi-task loss.
+
+#include <cmath>
+
+#include "detail/detector.hpp"
+#include "detail/rolling.hpp"
+
+namespace losslens::detail {
+namespace {
+
+/// Smoothed shares of a set of per-task magnitudes, and how long one task has held more than
+/// the threshold. Used twice: weighted losses and per-task gradient norms on shared parameters.
+class share_tracker {
+ public:
+  share_tracker(std::size_t tasks, double alpha) : ema_(tasks, ema(alpha)), now_(tasks, nan) {}
+
+  /// Updates from the magnitudes (NaN = missing). Returns false when fewer than two are usable.
+  bool update(std::int64_t step, double threshold) {
+    double total = 0;
+    std::size_t usable = 0;
+    for (double v : now_)
+      if (std::isfinite(v) && v >= 0) {
+        total += v;
+        ++usable;
+      }
+    if (usable < 2 || total <= 0) return false;
+    ++count_;
+    std::size_t best = 0;
+    for (std::size_t i = 0; i < now_.size(); ++i) {
+      if (std::isfinite(now_[i]) && now_[i] >= 0) ema_[i].push(now_[i] / total);
+      if (ema_[i].value() > ema_[best].value()) best = i;
+    }
+    if (ema_[best].value() >= threshold) {
+      if (streak_ == 0 || best != dominant_) {
+        dominant_ = best;
+        streak_ = 0;
+        start_ = step;
+        ep.close();
+      }
+      ++streak_;
+    } else {
+      streak_ = 0;
+    }
+    return true;
+  }
+
+  std::vector<ema> ema_;
+  std::vector<double> now_;
+  std::size_t dominant_ = 0;
+  std::int64_t streak_ = 0, start_ = 0, count_ = 0;
+  episode ep;
+};
+
+class task_dominance final : public detector {
+ public:
+  task_dominance(const detector_options& o, const sample_schema& schema)
+      : o_(o.task_dominance), loss_(schema.tasks.size(), o.task_dominance.ema_alpha),
+        grad_(schema.tasks.size(), o.task_dominance.ema_alpha),
+        raw_(schema.tasks.size(), nan) {}
+
+  void observe(const step_context& ctx, finding_log& log) override {
+    const sample& s = *ctx.s;
+    const std::size_t t = raw_.size();
+    for (std::size_t i = 0; i < t; ++i) {
+      raw_[i] = i < s.task_losses.size() && finite(s.task_losses[i]) ? *s.task_losses[i] : nan;
+      const double w = i < s.task_weights.size() ? s.task_weights[i] : 1.0;
+      loss_.now_[i] = w * raw_[i];
+      grad_.now_[i] =
+          i < s.task_grad_norms.size() && finite(s.task_grad_norms[i]) ? *s.task_grad_norms[i] : nan;
+    }
+    if (loss_.update(s.step, o_.share_threshold)) report(ctx, log, loss_, false);
+    if (grad_.update(s.step, o_.share_threshold)) report(ctx, log, grad_, true);
+  }
+
+ private:
+  void report(const step_context& ctx, finding_log& log, share_tracker& tr, bool by_grad) {
+    if (tr.count_ <= o_.warmup || tr.streak_ < o_.patience) return;
+    const std::size_t d = tr.dominant_;
+    const sample_schema& sc = *ctx.schema;
+    // Raw scales: the largest and smallest unweighted task losses at this step.
+    double lo = nan, hi = nan;
+    for (double v : raw_)
+      if (std::isfinite(v) && v > 0) {
+        lo = std::isnan(lo) ? v : std::min(lo, v);
+        hi = std::isnan(hi) ? v : std::max(hi, v);
+      }
+    const double scale_ratio = hi / lo;
+    auto [f, is_new] = open_or_extend(log, this, tr.ep, ctx.s->step, 2 * std::int64_t(o_.patience), [&] {
+      auto f = new_finding("task_dominance", severity::warning, tr.start_, ctx.s->step,
+                           task_series(sc, d),
+                           by_grad ? "grad_norm_share_on_shared_params" : "weighted_loss_share",
+                           {{"share_threshold", o_.share_threshold},
+                            {"patience", double(o_.patience)},
+                            {"ema_alpha", o_.ema_alpha}});
+      f.evidence = {{"task_index", double(d)}};
+      return f;
+    });
+    const double share = tr.ema_[d].value();
+    const double mine = tr.now_[d];
+    double others = 0;
+    for (std::size_t i = 0; i < tr.now_.size(); ++i)
+      if (i != d && std::isfinite(tr.now_[i])) others += tr.now_[i];
+    const std::size_t n_others = raw_.size() - 1;
+    f.set_evidence("share", share);
+    f.set_evidence(by_grad ? "grad_norm" : "weighted_loss", mine);
+    f.set_evidence(by_grad ? "others_grad_norm" : "others_weighted_loss", others);
+    f.set_evidence("scale_ratio", scale_ratio);
+    f.set_evidence("steps", double(tr.streak_));
+    // A weight that brings the dominant task to the mean of the others.
+    const double suggested = mine > 0 ? (others / double(n_others)) / mine : nan;
+    f.set_evidence("suggested_weight_factor", suggested);
+  }
+
+ public:
+  void describe(finding& f, const sample_schema& sc) const override {
+    const bool by_grad = f.rule.name == "grad_norm_share_on_shared_params";
+    const auto d = std::size_t(f.evidence_value("task_index"));
+    const std::string& name = sc.tasks[d];
+    const std::size_t n_others = sc.tasks.size() - 1;
+    f.message = format("%s makes up %.1f%% of the %s for %g steps (%.3g vs %.3g for the other "
+                       "task%s)",
+                       name.c_str(), 100 * f.evidence_value("share"),
+                       by_grad ? "gradient norm on the shared parameters" : "weighted total loss",
+                       f.evidence_value("steps"),
+                       f.evidence_value(by_grad ? "grad_norm" : "weighted_loss"),
+                       f.evidence_value(by_grad ? "others_grad_norm" : "others_weighted_loss"),
+                       n_others > 1 ? "s" : "");
+    const double scale_ratio = f.evidence_value("scale_ratio");
+    if (std::isfinite(scale_ratio) && scale_ratio >= o_.scale_ratio)
+      f.message += format("; the task losses are %.3gx apart in scale", scale_ratio);
+    f.advice = format("the other tasks barely train: scale %s%s by about %.2g (so its term "
+                      "matches the others) or normalise each task's loss by its initial value, "
+                      "or learn the weights (uncertainty weighting, GradNorm); keep charting "
+                      "each task's loss",
+                      by_grad ? "the loss of " : "", name.c_str(),
+                      f.evidence_value("suggested_weight_factor"));
+  }
+
+ private:
+  detector_options::task_dominance_t o_;
+  share_tracker loss_, grad_;
+  std::vector<double> raw_;
+};
+
+class task_stalled final : public detector {
+ public:
+  task_stalled(const detector_options& o, const sample_schema& schema)
+      : o_(o.task_stalled), stride_(std::max(1, o.task_stalled.window / 4)),
+        tasks_(schema.tasks.size(), ema(o.task_stalled.ema_alpha)), total_(o.task_stalled.ema_alpha),
+        initial_(schema.tasks.size(), nan), eps_(schema.tasks.size()),
+        snaps_(5 * (schema.tasks.size() + 2)) {}
+
+  void observe(const step_context& ctx, finding_log& log) override {
+    const sample& s = *ctx.s;
+    if (!std::isfinite(ctx.total_loss)) return;
+    total_.push(ctx.total_loss);
+    for (std::size_t i = 0; i < tasks_.size() && i < s.task_losses.size(); ++i)
+      if (finite(s.task_losses[i])) {
+        tasks_[i].push(*s.task_losses[i]);
+        if (tasks_[i].count() == o_.warmup) initial_[i] = tasks_[i].value();
+      }
+    if (++since_ < stride_) return;
+    since_ = 0;
+    // Snapshot: step, total, tasks...; the oldest of five is `window` steps back.
+    const std::size_t w = tasks_.size() + 2;
+    const std::size_t slot = std::size_t(nsnaps_ % 5) * w;
+    snaps_[slot] = double(s.step);
+    snaps_[slot + 1] = total_.value();
+    for (std::size_t i = 0; i < tasks_.size(); ++i)
+      snaps_[slot + 2 + i] = tasks_[i].count() > 0 ? tasks_[i].value() : nan;
+    ++nsnaps_;
+    if (nsnaps_ < 5) return;
+    const std::size_t old = std::size_t(nsnaps_ % 5) * w;  // the slot written 4 snapshots ago
+    const double total_then = snaps_[old + 1], total_now = total_.value();
+    const double total_drop = (total_then - total_now) / std::abs(total_then);
+    for (std::size_t i = 0; i < tasks_.size(); ++i) {
+      const double then = snaps_[old + 2 + i], now = tasks_[i].value();
+      const double change = std::abs(now - then) / std::max(std::abs(then), 1e-12);
+      const bool stalled = std::isfinite(initial_[i]) && std::isfinite(then) &&
+                           change <= o_.max_task_change && total_drop >= o_.min_total_drop &&
+                           now >= o_.min_remaining * initial_[i];
+      if (!stalled) {
+        eps_[i].close();
+        continue;
+      }
+      auto [f, is_new] = open_or_extend(log, this, eps_[i], s.step, stride_, [&] {
+        auto f = new_finding("task_stalled", severity::warning, std::int64_t(snaps_[old]), s.step,
+                             task_series(*ctx.schema, i), "flat_task_falling_total",
+                             {{"window", double(o_.window)},
+                              {"max_task_change", o_.max_task_change},
+                              {"min_total_drop", o_.min_total_drop},
+                              {"min_remaining", o_.min_remaining}});
+        f.advice = format("%s no longer learns while the others do: check its weight (it may "
+                          "be drowned out; see task_dominance), that its head receives "
+                          "gradient, and its targets and loss scale; uncertainty weighting or "
+                          "GradNorm rebalance tasks automatically",
+                          ctx.schema->tasks[i].c_str());
+        return f;
+      });
+      f.set_evidence("task_smoothed", now);
+      f.set_evidence("task_change", change);
+      f.set_evidence("task_initial", initial_[i]);
+      f.set_evidence("total_smoothed", total_now);
+      f.set_evidence("total_drop", total_drop);
+    }
+  }
+
+  void describe(finding& f, const sample_schema&) const override {
+    const double initial = f.evidence_value("task_initial");
+    f.message = format("%s moved %.2g%% (smoothed %.4g) over the last %d steps while the "
+                       "total fell %.1f%%; it is still at %.0f%% of its initial %.4g",
+                       f.series.c_str() + 5, 100 * f.evidence_value("task_change"),
+                       f.evidence_value("task_smoothed"), 4 * stride_,
+                       100 * f.evidence_value("total_drop"),
+                       100 * f.evidence_value("task_smoothed") / initial, initial);
+  }
+
+ private:
+  detector_options::task_stalled_t o_;
+  int stride_;
+  std::vector<ema> tasks_;
+  ema total_;
+  std::vector<double> initial_;
+  std::vector<episode> eps_;
+  std::vector<double> snaps_;
+  std::int64_t nsnaps_ = 0;
+  int since_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<detector> make_task_dominance(const detector_options& o, const sample_schema& s) {
+  return std::make_unique<task_dominance>(o, s);
+}
+std::unique_ptr<detector> make_task_stalled(const detector_options& o, const sample_schema& s) {
+  return std::make_unique<task_stalled>(o, s);
+}
+
+}  // namespace losslens::detail

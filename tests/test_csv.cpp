@@ -1,0 +1,140 @@
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <random>
+#include <sstream>
+
+#include "losslens/csv_reader.hpp"
+#include "losslens/error.hpp"
+
+using namespace losslens;
+
+namespace {
+std::vector<sample> read_all(const std::string& text, sample_schema* schema = nullptr) {
+  std::istringstream in(text);
+  csv_reader r(in, "t.csv");
+  if (schema) *schema = r.schema();
+  std::vector<sample> out;
+  sample s;
+  while (r.next(s)) out.push_back(s);
+  return out;
+}
+std::string error_of(const std::string& text) {
+  try {
+    read_all(text);
+  } catch (const losslens::error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+}  // namespace
+
+TEST_CASE("csv: columns map to sample fields; empty is missing, nan/inf are values") {
+  sample_schema schema;
+  const auto rows = read_all(
+      "step,loss,loss/cls,loss/box,grad_norm,grad_norm/fc1.weight,lr,accuracy,wall_time\n"
+      "1,2.5,2.0,0.5,1.5,1.2,0.1,0.25,10.5\n"
+      "2,nan,,inf,-inf,NaN,,0.5,\n"
+      "3, 1e-3 ,\"2\",+INF,Infinity,-0.0,1E-4,,\r\n"
+      "\n",
+      &schema);
+  REQUIRE(schema.tasks == std::vector<std::string>{"cls", "box"});
+  REQUIRE(schema.params == std::vector<std::string>{"fc1.weight"});
+  REQUIRE(rows.size() == 3);
+  CHECK(rows[0].step == 1);
+  CHECK(*rows[0].loss == 2.5);
+  CHECK(*rows[0].task_losses[0] == 2.0);
+  CHECK(*rows[0].task_losses[1] == 0.5);
+  CHECK(*rows[0].grad_norm == 1.5);
+  CHECK(*rows[0].param_grad_norms[0] == 1.2);
+  CHECK(*rows[0].lr == 0.1);
+  CHECK(*rows[0].accuracy == 0.25);
+  CHECK(rows[0].wall_time == 10.5);
+  CHECK(std::isnan(*rows[1].loss));
+  CHECK(!rows[1].task_losses[0].has_value());
+  CHECK(*rows[1].task_losses[1] == INFINITY);
+  CHECK(*rows[1].grad_norm == -INFINITY);
+  CHECK(std::isnan(*rows[1].param_grad_norms[0]));
+  CHECK(!rows[1].lr.has_value());
+  CHECK(*rows[2].loss == 1e-3);
+  CHECK(*rows[2].task_losses[0] == 2.0);
+  CHECK(*rows[2].task_losses[1] == INFINITY);
+  CHECK(*rows[2].grad_norm == INFINITY);
+  CHECK(*rows[2].lr == 1e-4);
+  CHECK(!rows[2].accuracy.has_value());
+}
+
+TEST_CASE("csv: out-of-range numbers saturate like strtod") {
+  const auto rows = read_all("step,loss,grad_norm\n1,1e999,1e-999\n");
+  CHECK(*rows[0].loss == INFINITY);
+  CHECK(*rows[0].grad_norm == 0.0);
+}
+
+TEST_CASE("csv: unknown columns are ignored with a warning; BOM and blank lines tolerated") {
+  std::istringstream in("\xEF\xBB\xBF\n\nstep,epoch,loss\n1,0,2.0\n");
+  csv_reader r(in, "t.csv");
+  REQUIRE(r.warnings().size() == 1);
+  CHECK(r.warnings()[0].find("'epoch'") != std::string::npos);
+  sample s;
+  REQUIRE(r.next(s));
+  CHECK(*s.loss == 2.0);
+  CHECK_FALSE(r.next(s));
+}
+
+TEST_CASE("csv: malformed input names the file, the line and the reason") {
+  CHECK(error_of("") == "t.csv:1: empty file: expected a header row such as step,loss,grad_norm");
+  CHECK(error_of("\n\n") ==
+        "t.csv:2: empty file: expected a header row such as step,loss,grad_norm");
+  CHECK_THAT(error_of("loss,grad_norm\n1,2\n"), Catch::StartsWith("t.csv:1: no 'step' column"));
+  CHECK_THAT(error_of("step,loss\n1,2\n2,3,4\n"),
+             Catch::StartsWith("t.csv:3: row has 3 cells but the header has 2 columns"));
+  CHECK_THAT(error_of("step,loss\n1,2\n2\n"), Catch::StartsWith("t.csv:3: row has 1 cells"));
+  CHECK_THAT(error_of("step,loss\n1,abc\n"),
+             Catch::StartsWith("t.csv:2: column 'loss': 'abc' is not a number"));
+  CHECK_THAT(error_of("step,loss\n1,1.5x\n"), Catch::Contains("'1.5x' is not a number"));
+  CHECK_THAT(error_of("step,loss\n1.5,1\n"),
+             Catch::StartsWith("t.csv:2: step '1.5' is not a whole number"));
+  CHECK_THAT(error_of("step,loss\n,1\n"), Catch::StartsWith("t.csv:2: the step cell is empty"));
+  CHECK_THAT(error_of("step,loss\n1,1\n3,1\n3,1\n"),
+             Catch::StartsWith("t.csv:4: step 3 is not greater than the previous step 3"));
+  CHECK_THAT(error_of("step,loss\n5,1\n4,1\n"), Catch::Contains("steps must increase"));
+  CHECK_THAT(error_of("step,loss,loss\n"), Catch::Contains("column 'loss' appears twice"));
+  CHECK_THAT(error_of("step,,loss\n"), Catch::Contains("column 2 has an empty name"));
+  CHECK_THAT(error_of("step,\"loss\n"), Catch::Contains("unterminated quote"));
+  CHECK_THAT(error_of(std::string("step,loss\n1,\0\x01\x02\n", 15)),
+             Catch::StartsWith("t.csv:2: binary data in a row"));
+  CHECK_THAT(error_of(std::string("\x7f" "ELF\x02\x01\x01\0\0\0", 10)),
+             Catch::Contains("binary data where a CSV header was expected"));
+  CHECK_THAT(error_of("step,loss\n" + std::string(2 << 20, '1')),
+             Catch::Contains("line longer than 1 MiB"));
+}
+
+TEST_CASE("csv: a missing file gives a clear error") {
+  try {
+    csv_reader r("/nonexistent/dir/run.csv");
+    FAIL("no error");
+  } catch (const losslens::error& e) {
+    CHECK_THAT(e.what(), Catch::StartsWith("/nonexistent/dir/run.csv: cannot open"));
+  }
+}
+
+TEST_CASE("csv: random garbage never crashes, only throws losslens::error") {
+  std::mt19937 rng(123);
+  int errors = 0, parsed = 0;
+  for (int i = 0; i < 2000; ++i) {
+    std::string text = "step,loss,grad_norm/a\n";
+    const int n = int(rng() % 200);
+    for (int k = 0; k < n; ++k) {
+      const char alphabet[] = "0123456789.,-+eEnaif\n\" \r\txyz\0\xff";
+      text.push_back(alphabet[rng() % (sizeof alphabet - 1)]);
+    }
+    try {
+      read_all(text);
+      ++parsed;
+    } catch (const losslens::error&) {
+      ++errors;
+    }
+  }
+  CHECK(errors + parsed == 2000);
+  CHECK(errors > 0);
+}

@@ -1,0 +1,366 @@
+// Each detector on a synthetic trace with a known onset: kind, onset within a stated tolerance,
+// and the evidence numbers checked against values computed independently from the trace.
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+
+#include "losslens/analyzer.hpp"
+#include "losslens/error.hpp"
+#include "run_trace.hpp"
+
+using namespace losslens;
+using namespace losslens::traces;
+
+namespace {
+detector_options ten_classes() {
+  detector_options o;
+  o.chance_level.num_classes = 10;
+  return o;
+}
+const sample& at(const trace& t, std::int64_t step) { return t.samples[std::size_t(step)]; }
+}  // namespace
+
+TEST_CASE("non_finite names the series, the first bad parameter and the last finite value") {
+  const auto t = nan_trace(7);
+  const auto fs = of_kind(analyze(t), "non_finite");
+  REQUIRE(fs.size() == 2);  // one episode for the loss, one for the gradients
+  const finding& loss = fs[0].series == "loss" ? fs[0] : fs[1];
+  const finding& grad = fs[0].series == "loss" ? fs[1] : fs[0];
+  CHECK(loss.level == severity::error);
+  CHECK(loss.first_step == t.onset);
+  CHECK(loss.last_step == std::int64_t(t.samples.size()) - 1);
+  CHECK(std::isnan(loss.evidence_value("value")));
+  CHECK(loss.evidence_value("last_finite_step") == t.onset - 1);
+  CHECK(loss.evidence_value("last_finite_value") == Approx(*at(t, t.onset - 1).loss));
+  CHECK(loss.evidence_value("non_finite_steps") == double(t.samples.size()) - double(t.onset));
+  // The trace makes fc1.weight (index 0) NaN and fc2.weight Inf: the first in order is fc1.
+  CHECK(grad.series == "grad_norm/fc1.weight");
+  CHECK(grad.evidence_value("first_param_index") == 0);
+  CHECK(grad.message.find("fc1.weight") != std::string::npos);
+  CHECK(loss.advice.find("logits") != std::string::npos);
+  CHECK(loss.advice.find("clip") != std::string::npos);
+}
+
+TEST_CASE("non_finite prefers the parameter order reported by the hooks") {
+  sample_schema schema{{}, {"a", "b", "c"}};
+  analyzer a(schema);
+  sample s;
+  s.step = 1;
+  s.loss = 1.0;
+  s.grad_norm = INFINITY;
+  s.param_grad_norms = {INFINITY, 1.0, NAN};
+  s.first_non_finite_param = 2;  // c's gradient arrived first in backward
+  a.observe(s);
+  REQUIRE(a.findings().size() == 1);
+  CHECK(a.findings()[0].series == "grad_norm/c");
+  CHECK(a.findings()[0].evidence_value("value") == INFINITY);
+}
+
+TEST_CASE("non_finite episodes: one per run of bad steps, merged across short gaps") {
+  sample_schema schema;
+  detector_options o;
+  o.update_interval = 1;  // publish every growth step
+  analyzer a(schema, o);
+  int opened = 0, updated = 0;
+  a.on_finding([&](const finding&, bool is_new) { (is_new ? opened : updated)++; });
+  for (int i = 0; i < 400; ++i) {
+    sample s;
+    s.step = i;
+    const bool bad = (i >= 100 && i < 110) || i == 130 || i == 300;  // 130 within 50 of 109
+    s.loss = bad ? NAN : 1.0;
+    a.observe(s);
+  }
+  REQUIRE(a.findings().size() == 2);
+  CHECK(a.findings()[0].first_step == 100);
+  CHECK(a.findings()[0].last_step == 130);
+  CHECK(a.findings()[0].evidence_value("non_finite_steps") == 11);
+  CHECK(a.findings()[1].first_step == 300);
+  CHECK(opened == 2);
+  CHECK(updated == 10);
+}
+
+TEST_CASE("updates of a growing finding are published at most once per update_interval") {
+  detector_options o;
+  o.update_interval = 16;
+  analyzer a(sample_schema{}, o);
+  std::vector<std::int64_t> published_last_steps;
+  a.on_finding([&](const finding& f, bool) { published_last_steps.push_back(f.last_step); });
+  for (int i = 0; i < 100; ++i) {
+    sample s;
+    s.step = i;
+    s.loss = i >= 20 ? NAN : 1.0;  // one episode from step 20 to 99
+    a.observe(s);
+  }
+  // Opened at 20, then re-published at 36, 52, 68, 84; 85..99 are held back until flush().
+  CHECK(published_last_steps == std::vector<std::int64_t>{20, 36, 52, 68, 84});
+  a.flush();
+  CHECK(published_last_steps.back() == 99);
+  CHECK(a.findings()[0].evidence_value("non_finite_steps") == 80);
+}
+
+TEST_CASE("loss_spike: robust z-score on a known spike, citing the grad-norm spike before it") {
+  const auto t = spike_trace(3);
+  const auto fs = of_kind(analyze(t), "loss_spike");
+  REQUIRE(fs.size() == 1);
+  const finding& f = fs[0];
+  CHECK(f.first_step == t.onset);
+  CHECK(f.last_step == t.onset);
+  CHECK(f.evidence_value("loss") == Approx(*at(t, t.onset).loss));
+  // Independent reference: the median of the previous 64 losses.
+  std::vector<double> prev;
+  for (auto i = t.onset - 64; i < t.onset; ++i) prev.push_back(*at(t, i).loss);
+  std::nth_element(prev.begin(), prev.begin() + 32, prev.end());
+  const double hi = prev[32];
+  const double lo = *std::max_element(prev.begin(), prev.begin() + 32);
+  const double median = std::exp(0.5 * (std::log(lo) + std::log(hi)));
+  CHECK(f.evidence_value("running_median") == Approx(median).epsilon(1e-9));
+  CHECK(f.evidence_value("ratio") == Approx(*at(t, t.onset).loss / median).epsilon(1e-9));
+  CHECK(f.evidence_value("z") >= 6);
+  CHECK(f.evidence_value("grad_spike_step") == t.onset - 1);
+  CHECK(f.evidence_value("grad_norm") == Approx(*at(t, t.onset - 1).grad_norm));
+  CHECK(f.evidence_value("grad_norm_ratio") >= 10);
+  CHECK(f.message.find("preceded by a grad-norm spike") != std::string::npos);
+}
+
+TEST_CASE("divergence: sustained rise reported from where the smoothed loss left its best") {
+  const auto t = divergence_trace(11);
+  const auto fs = of_kind(analyze(t), "divergence");
+  REQUIRE(fs.size() == 1);
+  const finding& f = fs[0];
+  CHECK(f.level == severity::error);
+  CHECK(f.first_step >= t.onset - 150);  // the smoothed best sits at or before the onset
+  CHECK(f.first_step <= t.onset + 15);
+  CHECK(f.last_step == std::int64_t(t.samples.size()) - 1);
+  CHECK(f.evidence_value("ratio") > 100);
+  CHECK(f.evidence_value("smoothed") / f.evidence_value("best_smoothed") ==
+        Approx(f.evidence_value("ratio")));
+  CHECK(f.advice.find("from 0.1 to 0.01") != std::string::npos);
+}
+
+TEST_CASE("plateau: ReduceLROnPlateau semantics on the smoothed loss") {
+  const auto t = plateau_trace(5);
+  auto fs = of_kind(analyze(t), "plateau");
+  REQUIRE(!fs.empty());
+  const finding& f = fs[0];
+  CHECK(f.level == severity::info);
+  CHECK(f.first_step >= t.onset);
+  CHECK(f.first_step <= t.onset + 1600);
+  CHECK(f.evidence_value("steps_without_improvement") > 500);
+
+  SECTION("a run that keeps improving has no plateau") {
+    detector_options o;
+    analyzer a(mlp_schema(), o);
+    for (int i = 0; i < 3000; ++i) {
+      sample s;
+      s.step = i;
+      s.loss = 3.0 * std::exp(-i / 1000.0);  // improves ~0.1% per step
+      a.observe(s);
+    }
+    CHECK(a.findings().empty());
+  }
+  SECTION("patience and cooldown are honoured exactly on a noiseless series") {
+    detector_options o;
+    o.plateau.warmup = 0;
+    o.plateau.ema_alpha = 1.0;  // no smoothing: the rule sees the raw values
+    o.plateau.patience = 10;
+    o.plateau.cooldown = 5;
+    o.plateau.threshold = 0.01;
+    analyzer a(sample_schema{}, o);
+    std::vector<double> v;
+    for (int i = 0; i < 5; ++i) v.push_back(1.0 - 0.1 * i);  // 1.0 .. 0.6 improving
+    for (int i = 0; i < 20; ++i) v.push_back(0.6);           // flat: bad steps 1..20
+    v.push_back(0.5);                                          // improvement ends the episode
+    for (int i = 0; i < 20; ++i) v.push_back(0.5);           // 5 cooldown steps, then 15 bad
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      sample s;
+      s.step = std::int64_t(i);
+      s.loss = v[i];
+      a.observe(s);
+    }
+    const auto p = of_kind(a.findings(), "plateau");
+    REQUIRE(p.size() == 2);
+    CHECK(p[0].first_step == 4);   // last improvement
+    CHECK(p[0].last_step == 24);   // opened at step 4 + 11 (bad > patience), grew to 24
+    CHECK(p[1].first_step == 25);
+    // cooldown 5 (steps 26-30 count no bad steps), then 11 bad steps: opens at step 41
+    CHECK(p[1].last_step == 45);
+    CHECK(p[1].evidence_value("steps_without_improvement") == 20);
+  }
+}
+
+TEST_CASE("oscillation: sign changes, negative autocorrelation and large amplitude") {
+  const auto t = oscillation_trace(2);
+  const auto fs = of_kind(analyze(t), "oscillation");
+  REQUIRE(fs.size() == 1);
+  const finding& f = fs[0];
+  CHECK(f.first_step >= t.onset - 64);
+  CHECK(f.first_step <= t.onset + 64);
+  CHECK(f.evidence_value("sign_change_rate") >= 0.5);
+  CHECK(f.evidence_value("lag1_autocorr") <= -0.25);
+  CHECK(f.evidence_value("amplitude_ratio") >= 0.75);
+  // The last window's mean |diff| and mean level from the trace itself.
+  double tv = 0, level = 0;
+  const auto end = std::int64_t(t.samples.size());
+  const auto last_eval = f.last_step;
+  for (auto i = last_eval - 63; i <= last_eval; ++i) level += *at(t, i).loss;
+  for (auto i = last_eval - 63; i < last_eval; ++i)
+    tv += std::abs(*at(t, i + 1).loss - *at(t, i).loss);
+  CHECK(f.evidence_value("mean_level") == Approx(level / 64));
+  CHECK(f.evidence_value("mean_abs_diff") == Approx(tv / 63));
+  CHECK(f.last_step > end - 32);
+  // No spike findings while it oscillates (loss_spike stays quiet during oscillation).
+  for (const auto& g : of_kind(analyze(t), "loss_spike")) CHECK(g.first_step < f.first_step + 64);
+}
+
+TEST_CASE("chance_level: loss stuck at ln C after warm-up") {
+  const auto t = chance_trace(4);
+  const auto fs = of_kind(analyze(t, ten_classes()), "chance_level");
+  REQUIRE(fs.size() == 1);
+  CHECK(fs[0].first_step <= 200);
+  CHECK(fs[0].evidence_value("chance_loss") == Approx(std::log(10.0)));
+  CHECK(std::abs(fs[0].evidence_value("smoothed") - std::log(10.0)) <= 0.03 * std::log(10.0));
+  CHECK(fs[0].evidence_value("chance_accuracy") == Approx(0.1));
+  CHECK(fs[0].advice.find("1e-07") != std::string::npos);  // names the tiny LR
+
+  SECTION("binary: ln 2") {
+    detector_options o;
+    o.chance_level.num_classes = 2;
+    analyzer a(sample_schema{}, o);
+    generator g(9);
+    for (int i = 0; i < 500; ++i) {
+      sample s;
+      s.step = i;
+      s.loss = std::log(2.0) * g.noise(0.05);
+      a.observe(s);
+    }
+    REQUIRE(of_kind(a.findings(), "chance_level").size() == 1);
+  }
+  SECTION("off when the number of classes is unknown") {
+    CHECK(of_kind(analyze(t), "chance_level").empty());
+  }
+}
+
+TEST_CASE("task_dominance: share of the weighted loss and scale disparity") {
+  const auto t = dominance_trace(8);
+  const auto fs = of_kind(analyze(t), "task_dominance");
+  REQUIRE(fs.size() == 1);
+  const finding& f = fs[0];
+  CHECK(f.series == "loss/recon");
+  CHECK(f.first_step == 0);
+  CHECK(f.evidence_value("share") > 0.99);
+  const auto& last = t.samples.back();
+  CHECK(f.evidence_value("weighted_loss") == Approx(*last.task_losses[1]));
+  CHECK(f.evidence_value("others_weighted_loss") == Approx(*last.task_losses[0]));
+  CHECK(f.evidence_value("scale_ratio") ==
+        Approx(*last.task_losses[1] / *last.task_losses[0]));
+  CHECK(f.message.find("apart in scale") != std::string::npos);
+
+  SECTION("weights that balance the tasks remove the finding") {
+    auto w = t;
+    for (auto& s : w.samples) {
+      s.task_weights = {1.0, 1.0 / 400};
+      s.loss = *s.task_losses[0] + *s.task_losses[1] / 400;
+    }
+    CHECK(of_kind(analyze(w), "task_dominance").empty());
+  }
+  SECTION("gradient-norm shares on shared parameters") {
+    auto g = t;
+    for (auto& s : g.samples) {
+      s.task_weights = {1.0, 1.0 / 400};
+      s.task_grad_norms = {0.01, 3.0};
+    }
+    const auto gf = of_kind(analyze(g), "task_dominance");
+    REQUIRE(gf.size() == 1);
+    CHECK(gf[0].rule.name == "grad_norm_share_on_shared_params");
+    CHECK(gf[0].evidence_value("share") == Approx(3.0 / 3.01).epsilon(1e-3));
+  }
+}
+
+TEST_CASE("task_stalled: one task flat while the total falls") {
+  const auto t = stalled_trace(6);
+  const auto fs = of_kind(analyze(t), "task_stalled");
+  REQUIRE(!fs.empty());
+  CHECK(fs[0].series == "loss/recon");
+  CHECK(fs[0].first_step >= t.onset - 200);
+  CHECK(fs[0].first_step <= t.onset + 250);
+  CHECK(fs[0].evidence_value("task_change") <= 0.02);
+  CHECK(fs[0].evidence_value("total_drop") >= 0.10);
+}
+
+TEST_CASE("exploding_gradients: norm over 10x its running median, escalating to error") {
+  const auto t = exploding_trace(12);
+  const auto fs = of_kind(analyze(t), "exploding_gradients");
+  REQUIRE(!fs.empty());
+  const finding& f = fs[0];
+  // The injected ramp crosses 10x between 11 and 13 steps after the onset.
+  CHECK(f.first_step >= t.onset + 8);
+  CHECK(f.first_step <= t.onset + 14);
+  CHECK(f.evidence_value("ratio") >= 10);
+  CHECK(f.evidence_value("grad_norm") / f.evidence_value("running_median") ==
+        Approx(f.evidence_value("ratio")));
+  CHECK(f.evidence_value("top_param_share") == Approx(0.6));
+
+  SECTION("100x is an error") {
+    sample_schema schema;
+    analyzer a(schema);
+    for (int i = 0; i < 100; ++i) {
+      sample s;
+      s.step = i;
+      s.loss = 1.0;
+      s.grad_norm = i == 80 ? 500.0 : 1.0 + 0.01 * (i % 3);
+      a.observe(s);
+    }
+    const auto e = of_kind(a.findings(), "exploding_gradients");
+    REQUIRE(e.size() == 1);
+    CHECK(e[0].level == severity::error);
+    CHECK(e[0].first_step == 80);
+    CHECK(e[0].evidence_value("running_median") == Approx(1.01));
+    CHECK(e[0].message.find("500 at step 80") != std::string::npos);
+  }
+}
+
+TEST_CASE("vanishing_gradients: a layer negligible next to the largest") {
+  const auto t = vanishing_trace(13);
+  const auto fs = of_kind(analyze(t), "vanishing_gradients");
+  REQUIRE(fs.size() == 1);
+  CHECK(fs[0].series == "grad_norm/fc1.weight");
+  CHECK(fs[0].first_step == t.onset);
+  CHECK(fs[0].evidence_value("ratio") < 1e-5);
+
+  SECTION("total norm below the floor") {
+    analyzer a(sample_schema{});
+    for (int i = 0; i < 100; ++i) {
+      sample s;
+      s.step = i;
+      s.loss = 1.0;
+      s.grad_norm = i < 50 ? 1.0 : 1e-10;
+      a.observe(s);
+    }
+    const auto v = of_kind(a.findings(), "vanishing_gradients");
+    REQUIRE(v.size() == 1);
+    CHECK(v[0].first_step == 50);
+    CHECK(v[0].last_step == 99);
+  }
+}
+
+TEST_CASE("analyzer ignores out-of-order steps and validates options") {
+  analyzer a(sample_schema{});
+  sample s;
+  s.step = 5;
+  s.loss = 1.0;
+  a.observe(s);
+  s.step = 5;
+  a.observe(s);
+  s.step = 3;
+  a.observe(s);
+  CHECK(a.steps() == 1);
+  CHECK(a.out_of_order() == 2);
+
+  detector_options bad;
+  bad.loss_spike.window = 2;
+  CHECK_THROWS_WITH(analyzer(sample_schema{}, bad), Catch::Contains("loss_spike.window"));
+  detector_options bad2;
+  bad2.chance_level.num_classes = 1;
+  CHECK_THROWS_AS(analyzer(sample_schema{}, bad2), losslens::error);
+}
