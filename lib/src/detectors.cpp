@@ -33,6 +33,9 @@ std::vector<std::unique_ptr<detector>> make_detectors(const detector_options& o,
   add(o.task_stalled.enabled && !schema.tasks.empty(), make_task_stalled);
   add(o.exploding.enabled, make_exploding);
   add(o.vanishing.enabled, make_vanishing);
+  add(o.missing_zero_grad.enabled, make_missing_zero_grad);
+  add(o.dead_parameters.enabled, make_dead_parameters);
+  add(o.eval_mode.enabled, make_eval_mode);
   return out;
 }
 

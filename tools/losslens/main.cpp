@@ -17,7 +17,16 @@ using losslens::cli::command;
 const command commands[] = {
     {"analyze", "run the detectors over a CSV of training numbers",
      losslens::cli::analyze_usage, losslens::cli::run_analyze},
-
+    {"runs", "list the runs in a run-history database", losslens::cli::runs_usage,
+     losslens::cli::run_runs},
+    {"findings", "list stored findings", losslens::cli::findings_usage,
+     losslens::cli::run_findings},
+    {"metrics", "print a series of a run, downsampled", losslens::cli::metrics_usage,
+     losslens::cli::run_metrics},
+    {"export", "write a run as CSV or JSON", losslens::cli::export_usage,
+     losslens::cli::run_export},
+    {"compare", "compare two runs side by side", losslens::cli::compare_usage,
+     losslens::cli::run_compare},
 };
 
 void print_help() {

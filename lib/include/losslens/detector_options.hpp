@@ -118,6 +118,24 @@ struct detector_options {
     int patience = 20;
     int warmup = 10;
   } vanishing;
+
+  /// `missing_zero_grad`: gradients accumulate across optimizer steps (hooks only).
+  struct missing_zero_grad_t {
+    bool enabled = true;
+    int patience = 1;  ///< consecutive steps with stale gradients
+  } missing_zero_grad;
+
+  /// `dead_parameters`: parameters that require grad but receive none (hooks only).
+  struct dead_parameters_t {
+    bool enabled = true;
+    int patience = 10;  ///< consecutive steps without a gradient
+  } dead_parameters;
+
+  /// `eval_mode_training`: training steps taken with the model in eval() mode (hooks only).
+  struct eval_mode_t {
+    bool enabled = true;
+    int patience = 3;
+  } eval_mode;
 };
 
 }  // namespace losslens

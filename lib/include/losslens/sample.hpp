@@ -33,6 +33,19 @@ struct sample {
                                                        ///< the order); -1 = unknown or none
   std::optional<double> lr;                            ///< learning rate (first param group)
   std::optional<double> accuracy;                      ///< batch accuracy in [0, 1]
+
+  /// Per-parameter red flags seen by the gradient hooks this step (bits of param_flag);
+  /// empty when no hooks report them (e.g. a CSV).
+  std::vector<std::uint8_t> param_flags;
+  bool eval_mode = false;  ///< the model was in eval() mode during this training step
+};
+
+/// Bits of sample::param_flags.
+enum param_flag : std::uint8_t {
+  /// backward added to a .grad still holding the previous step's non-zero gradient
+  stale_grad = 1,
+  /// the parameter requires grad but no gradient reached it this step
+  no_grad = 2,
 };
 
 }  // namespace losslens

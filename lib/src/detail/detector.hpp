@@ -144,5 +144,8 @@ std::unique_ptr<detector> make_task_dominance(const detector_options&, const sam
 std::unique_ptr<detector> make_task_stalled(const detector_options&, const sample_schema&);
 std::unique_ptr<detector> make_exploding(const detector_options&, const sample_schema&);
 std::unique_ptr<detector> make_vanishing(const detector_options&, const sample_schema&);
+std::unique_ptr<detector> make_missing_zero_grad(const detector_options&, const sample_schema&);
+std::unique_ptr<detector> make_dead_parameters(const detector_options&, const sample_schema&);
+std::unique_ptr<detector> make_eval_mode(const detector_options&, const sample_schema&);
 
 }  // namespace losslens::detail

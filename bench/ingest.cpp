@@ -1,0 +1,130 @@
+// Ingest throughput of the run-history writer against a bare prepared-statement insert loop
+// into the same table layout, in the same process. Prints one JSON object.
+//
+//   bench_ingest [--points N] [--series S]      (defaults: 4,000,000 points over 8 series)
+
+#include <sqlite3.h>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <thread>
+
+#include "bench_util.hpp"
+#include "losslens/storage/run_writer.hpp"
+
+using losslens::bench::clock_type;
+using losslens::bench::seconds_since;
+using namespace losslens::storage;
+
+namespace {
+
+double value_at(std::int64_t step, std::int64_t series) {
+  return 2.0 * std::exp(-1e-6 * double(step)) + 0.01 * double(series);
+}
+
+void must(int rc, sqlite3* db) {
+  if (rc != SQLITE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW) {
+    std::fprintf(stderr, "bench_ingest: sqlite: %s\n", sqlite3_errmsg(db));
+    std::exit(1);
+  }
+}
+
+// The baseline: what a hand-written loop gets from SQLite with the same settings, the same
+// points table and the same batch size, without queue, rollups or bookkeeping.
+double bare_loop(const std::string& path, std::int64_t points, std::int64_t series,
+                 std::int64_t batch) {
+  sqlite3* db = nullptr;
+  must(sqlite3_open(path.c_str(), &db), db);
+  must(sqlite3_exec(db,
+                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                    "PRAGMA cache_size=-32768; "
+                    "CREATE TABLE points(series_id INTEGER NOT NULL, step INTEGER NOT NULL, "
+                    "wall_time REAL NOT NULL, value REAL, PRIMARY KEY(series_id, step)) "
+                    "WITHOUT ROWID;",
+                    nullptr, nullptr, nullptr),
+       db);
+  sqlite3_stmt* st = nullptr;
+  must(sqlite3_prepare_v2(db, "INSERT INTO points VALUES(?1, ?2, ?3, ?4)", -1, &st, nullptr), db);
+  auto t0 = clock_type::now();
+  std::int64_t in_txn = 0;
+  must(sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr), db);
+  for (std::int64_t i = 0; i < points; ++i) {
+    const std::int64_t s = i % series, step = i / series;
+    sqlite3_bind_int64(st, 1, s + 1);
+    sqlite3_bind_int64(st, 2, step);
+    sqlite3_bind_double(st, 3, double(step) * 0.01);
+    sqlite3_bind_double(st, 4, value_at(step, s));
+    must(sqlite3_step(st), db);
+    sqlite3_reset(st);
+    if (++in_txn == batch) {
+      must(sqlite3_exec(db, "COMMIT; BEGIN", nullptr, nullptr, nullptr), db);
+      in_txn = 0;
+    }
+  }
+  must(sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr), db);
+  double secs = seconds_since(t0);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return secs;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const auto points = losslens::bench::int_arg(argc, argv, "--points", 4'000'000);
+  const auto series = losslens::bench::int_arg(argc, argv, "--series", 8);
+  if (points < 1000 || series < 1) {
+    std::fprintf(stderr, "usage: bench_ingest [--points N (>= 1000)] [--series S (>= 1)]\n");
+    return 2;
+  }
+  const losslens::bench::scratch_dir dir;
+  writer_options wo;
+
+  const double bare_s = bare_loop(dir.file("bare.db"), points, series,
+                                  std::int64_t(wo.batch_rows));
+
+  run_options ro;
+  ro.name = "bench";
+  for (std::int64_t s = 0; s < series; ++s)
+    ro.extra_series.push_back({"s" + std::to_string(s), series_kind::other});
+  double writer_s = 0, producer_ns = 0;
+  std::uint64_t full_waits = 0;
+  writer_stats st;
+  {
+    run_writer w(dir.file("writer.db"), ro, wo);
+    auto t0 = clock_type::now();
+    for (std::int64_t i = 0; i < points; ++i) {
+      const std::int64_t s = i % series, step = i / series;
+      while (!w.try_append(run_writer::series_handle(s), step, double(step) * 0.01,
+                           value_at(step, s))) {
+        ++full_waits;  // the bench wants every point: wait for room instead of dropping
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+      }
+    }
+    w.flush();
+    writer_s = seconds_since(t0);
+    st = w.stats();
+    // Producer cost alone: appends into a queue with room (no waiting).
+    const std::int64_t n = std::int64_t(wo.queue_capacity / 2);
+    auto t1 = clock_type::now();
+    for (std::int64_t i = 0; i < n; ++i) w.append(0, points + i, 0.0, 1.0);
+    producer_ns = seconds_since(t1) * 1e9 / double(n);
+  }
+
+  const double bare_rate = double(points) / bare_s, writer_rate = double(points) / writer_s;
+  std::printf(
+      "{\"bench\": \"ingest\", \"points\": %lld, \"series\": %lld, \"batch_rows\": %zu,\n"
+      " \"bare_loop\": {\"seconds\": %.3f, \"points_per_s\": %.0f},\n"
+      " \"writer\": {\"seconds\": %.3f, \"points_per_s\": %.0f, \"batches\": %llu, "
+      "\"checkpoints\": %llu, \"wal_bytes_max\": %lld, \"dropped\": %llu, "
+      "\"producer_waits_for_room\": %llu},\n"
+      " \"writer_vs_bare\": %.3f,\n"
+      " \"append_ns\": %.1f,\n"
+      " \"targets\": {\"points_per_s\": 500000, \"writer_vs_bare\": 0.7}}\n",
+      (long long)points, (long long)series, wo.batch_rows, bare_s, bare_rate, writer_s,
+      writer_rate, (unsigned long long)st.batches, (unsigned long long)st.checkpoints,
+      (long long)st.wal_bytes_max, (unsigned long long)st.dropped,
+      (unsigned long long)full_waits, writer_rate / bare_rate, producer_ns);
+  return 0;
+}

@@ -1,0 +1,148 @@
+#pragma once
+/// \file monitor.hpp
+/// Attach losslens to a LibTorch trainer with one call; report each step with one more.
+///
+/// \code
+/// auto lens = losslens::attach(model, optimizer, {.run = "fmnist-cnn", .db = "runs.db"});
+/// for (auto& batch : loader) {
+///   optimizer.zero_grad();
+///   auto loss = torch::nn::functional::cross_entropy(model->forward(batch.data), batch.target);
+///   loss.backward();
+///   optimizer.step();
+///   lens.step(loss);   // or lens.step({{"cls", l_cls}, {"box", l_box}}, total)
+/// }
+/// \endcode
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/optim/optimizer.h>
+
+#include "losslens/detector_options.hpp"
+#include "losslens/finding.hpp"
+#include "losslens/sample.hpp"
+#include "losslens/step_guard.hpp"
+
+namespace losslens {
+
+namespace detail {
+class monitor_state;
+}
+
+/// Options of attach().
+struct attach_options {
+  std::string run = "run";        ///< run name (stored with the run)
+  std::string db;                 ///< SQLite run-history file; "" = do not store
+  int dashboard_port = 0;         ///< live dashboard port; 0 = off
+  std::string dashboard_host = "127.0.0.1";
+  std::string config_json = "{}"; ///< the trainer's configuration, stored with the run
+
+  detector_options detectors;     ///< rule parameters (e.g. detectors.chance_level.num_classes)
+  std::vector<std::string> tasks; ///< task names, if known up front (else taken from step())
+
+  /// Number of lens.step() calls per optimizer step when gradients are accumulated on purpose
+  /// over micro-batches; missing_zero_grad is only checked at the first micro-batch.
+  int accumulation_steps = 1;
+
+  bool guard = false;             ///< step() returns skip decisions for non-finite/spiking steps
+  guard_options guard_settings;
+
+  /// Called on the monitor thread with every sample the detectors see (raw numbers for custom
+  /// logging or tests); keep it short.
+  std::function<void(const sample&)> on_sample;
+
+  std::size_t queue_capacity = 1024;  ///< samples buffered for the monitor thread
+  bool log_findings = true;           ///< one line per new finding on stderr
+  severity log_level = severity::warning;  ///< lowest severity printed
+  std::chrono::milliseconds poll_interval{5};  ///< monitor thread's idle wait
+};
+
+/// Extra per-step numbers.
+struct step_extras {
+  std::optional<double> accuracy;  ///< batch accuracy in [0, 1]
+};
+
+/// Counters of the hand-off between the training thread and the monitor thread.
+struct monitor_stats {
+  std::uint64_t steps = 0;      ///< step() calls accepted
+  std::uint64_t queued = 0;     ///< samples handed to the monitor thread
+  std::uint64_t processed = 0;  ///< samples the detectors have seen
+  std::uint64_t dropped = 0;    ///< samples dropped because the queue was full
+  std::uint64_t rejected = 0;   ///< step() calls whose tensors could not be read (see stderr)
+  std::uint64_t findings = 0;   ///< findings opened so far
+  std::size_t hooks = 0;        ///< gradient hooks currently registered
+  std::int64_t run_id = 0;      ///< the run's id in options.db once created (0: none yet)
+  bool storage_failed = false;  ///< the run could not be recorded (see stderr); training goes on
+};
+
+/// A monitor attached to one model and optimizer. Movable, not copyable. Destroying it (or
+/// detach()) removes the hooks, drains the queue and joins the monitor thread; the model keeps
+/// training unaffected.
+///
+/// Thread-safety: step() from the training thread only; stats(), findings() and on_finding()
+/// from any thread.
+class monitor {
+ public:
+  monitor(monitor&&) noexcept;
+  monitor& operator=(monitor&&) noexcept;
+  ~monitor();
+
+  /// Reports one training step: reads the loss and the gradient norms (at most one host
+  /// synchronisation per device) and hands the numbers to the monitor thread. Call after
+  /// backward() (before or after optimizer.step()). Never throws and never blocks; with
+  /// options.guard it returns whether to skip the update, else always proceed.
+  step_decision step(const torch::Tensor& loss, const step_extras& extras = {}) noexcept;
+  /// Same, with named per-task losses and the total that was back-propagated.
+  step_decision step(std::initializer_list<std::pair<std::string_view, torch::Tensor>> tasks,
+                     const torch::Tensor& total, const step_extras& extras = {}) noexcept;
+  step_decision step(const std::vector<std::pair<std::string, torch::Tensor>>& tasks,
+                     const torch::Tensor& total, const step_extras& extras = {}) noexcept;
+
+  /// Calls cb(finding, is_new) on the monitor thread when a finding opens (is_new) or grows.
+  /// Keep it short; to act in the training loop, set an atomic flag there.
+  void on_finding(std::function<void(const finding&, bool is_new)> cb);
+
+  monitor_stats stats() const noexcept;
+  /// A copy of the findings so far (current as of the last processed sample).
+  std::vector<finding> findings() const;
+  /// Waits until every queued sample has been processed (for tests and end-of-run reports).
+  void wait_idle() const;
+  /// Removes the hooks, drains the queue, joins the thread. Idempotent; never throws.
+  void detach() noexcept;
+
+ private:
+  friend monitor attach_module(torch::nn::Module&, torch::optim::Optimizer&, attach_options);
+  explicit monitor(std::unique_ptr<detail::monitor_state> state);
+  std::unique_ptr<detail::monitor_state> state_;
+};
+
+/// Attaches to a module: registers a gradient hook on every parameter that requires grad and
+/// starts the monitor thread. Throws losslens::error when the module has no trainable
+/// parameters, an option is invalid, or options.db cannot be written (missing directory,
+/// read-only, corrupt or newer database). The run is created in options.db when the first step
+/// arrives (its task names are then known).
+monitor attach_module(torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                      attach_options options = {});
+
+/// attach_module() for a module holder (`torch::nn::Linear`, a TORCH_MODULE) or a
+/// std::shared_ptr to a module.
+template <class ModuleRef>
+monitor attach(ModuleRef& model, torch::optim::Optimizer& optimizer, attach_options options = {}) {
+  return attach_module(*model, optimizer, std::move(options));
+}
+
+namespace detail {
+/// Gradient hooks registered by all monitors in this process (for leak tests).
+std::size_t live_hook_count() noexcept;
+}  // namespace detail
+
+}  // namespace losslens

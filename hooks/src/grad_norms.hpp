@@ -1,0 +1,50 @@
+#pragma once
+// Per-parameter gradient norms and scalar read-back with at most one host copy per device.
+
+#include <cstddef>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace losslens::detail {
+
+/// Reads the L2 norm of each gradient and a few scalars (losses) per step. Small contiguous CPU
+/// float/double tensors are summed in a plain loop (no dispatcher, no allocation); the rest go
+/// through at::_foreach_norm grouped by device and dtype (as clip_grad_norm_ does), and all the
+/// numbers of one device, scalars included, come back to the host in a single copy.
+///
+/// Thread-safety: one thread (the training thread). Reuses its buffers between steps.
+class norm_engine {
+ public:
+  /// Tensors with at most this many elements take the plain-loop path on the CPU.
+  static constexpr std::int64_t small_numel = 1 << 15;
+
+  /// grads[i] may be undefined (norm NaN and has_norm[i] = 0). scalars[j] must hold one element
+  /// (any floating dtype, any device); their values go to scalar_out[j].
+  void compute(const std::vector<at::Tensor>& grads, std::vector<double>& norms,
+               std::vector<std::uint8_t>& has_norm, const std::vector<const at::Tensor*>& scalars,
+               std::vector<double>& scalar_out);
+
+ private:
+  struct group {
+    c10::Device device;
+    c10::ScalarType dtype;
+    std::vector<at::Tensor> tensors;
+    std::vector<std::size_t> index;
+  };
+  struct device_batch {
+    c10::Device device;
+    std::vector<at::Tensor> parts;           // double tensors to concatenate
+    std::vector<double*> targets;            // where each element goes, in order
+  };
+  group& group_for(const at::Tensor& t);
+  device_batch& batch_for(c10::Device d);
+
+  std::vector<group> groups_;
+  std::vector<device_batch> batches_;
+};
+
+/// Sum of squares of a contiguous CPU float or double tensor, accumulated in double.
+double sum_of_squares_cpu(const at::Tensor& t) noexcept;
+
+}  // namespace losslens::detail

@@ -1,0 +1,531 @@
+#include "losslens/torch/monitor.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <mutex>
+#include <thread>
+
+#include "grad_norms.hpp"
+#include "losslens/analyzer.hpp"
+#include "losslens/error.hpp"
+#include "losslens/sample_queue.hpp"
+#include "losslens/storage/run_reader.hpp"
+#include "losslens/storage/run_writer.hpp"
+
+#include <filesystem>
+#include <unistd.h>
+
+namespace losslens {
+namespace detail {
+
+namespace {
+std::atomic<std::size_t> g_live_hooks{0};
+}
+std::size_t live_hook_count() noexcept { return g_live_hooks.load(); }
+
+/// Everything a monitor owns. Hooks hold a raw pointer to it, so it lives at a fixed address
+/// until the hooks are removed.
+class monitor_state {
+ public:
+  monitor_state(torch::nn::Module& model, torch::optim::Optimizer& optimizer, attach_options o)
+      : model_(model), optimizer_(optimizer), o_(std::move(o)), start_(clock::now()) {
+    if (o_.accumulation_steps < 1) throw error("attach: accumulation_steps must be >= 1");
+    if (o_.queue_capacity < 2) throw error("attach: queue_capacity must be >= 2");
+    // Validate the detector options now (the analyzer itself is built on the monitor thread).
+    analyzer probe(sample_schema{}, o_.detectors);
+
+    for (const auto& item : model.named_parameters(/*recurse=*/true)) {
+      if (!item.value().requires_grad()) continue;
+      schema_.params.push_back(item.key());
+      params_.push_back(item.value());
+    }
+    if (params_.empty())
+      throw error("attach: the model has no parameters that require grad; attach to the "
+                  "module you train (after building its layers)");
+    const std::size_t n = params_.size();
+    grads_.resize(n);
+    norms_.resize(n);
+    has_norm_.resize(n);
+    fired_ = std::make_unique<std::atomic<std::uint8_t>[]>(n);
+    stale_ = std::make_unique<std::atomic<std::uint8_t>[]>(n);
+    check_fresh_ = std::make_unique<std::atomic<std::uint8_t>[]>(n);
+    arrival_ = std::make_unique<std::atomic<std::uint32_t>[]>(n);
+    last_impl_.assign(n, nullptr);
+    last_version_.assign(n, 0);
+    last_norm_.assign(n, 0.0);
+    for (std::size_t i = 0; i < n; ++i) {
+      fired_[i] = 0;
+      stale_[i] = 0;
+      check_fresh_[i] = 0;
+      arrival_[i] = 0;
+    }
+    try {
+      (void)optimizer_.param_groups().at(0).options().get_lr();
+      has_lr_ = true;
+    } catch (const std::exception&) {
+      has_lr_ = false;  // an optimizer whose options have no learning rate
+    }
+    if (!o_.db.empty()) preflight_db(o_.db);
+    if (o_.guard) guard_ = std::make_unique<step_guard>(o_.guard_settings);
+    if (!o_.tasks.empty()) make_queue(o_.tasks);
+
+    hooks_.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      hooks_.push_back(params_[i].register_hook([this, i](const torch::Tensor&) { on_grad(i); }));
+      ++g_live_hooks;
+    }
+    thread_ = std::thread([this] { run(); });
+  }
+
+  ~monitor_state() { detach(); }
+
+  void detach() noexcept {
+    std::call_once(detached_, [this] {
+      for (std::size_t i = 0; i < hooks_.size(); ++i) {
+        try {
+          params_[i].remove_hook(hooks_[i]);
+        } catch (...) {
+          // The parameter's autograd state is gone (tensor freed): nothing to remove.
+        }
+        --g_live_hooks;
+      }
+      hooks_.clear();
+      {
+        std::lock_guard lock(mutex_);
+        stop_ = true;
+      }
+      wake_.notify_all();
+      if (thread_.joinable()) thread_.join();
+    });
+  }
+
+  step_decision step(const std::pair<std::string_view, torch::Tensor>* tasks, std::size_t n_tasks,
+                     const torch::Tensor& total, const step_extras& extras) noexcept {
+    try {
+      return step_impl(tasks, n_tasks, total, extras);
+    } catch (const std::exception& e) {
+      // Never into the training loop: count it and say it once.
+      if (rejected_.fetch_add(1) == 0)
+        std::fprintf(stderr, "losslens: step() could not read the step's tensors (%s); further "
+                             "errors are only counted in stats().rejected\n", e.what());
+      return step_decision::proceed;
+    }
+  }
+
+  void on_finding(std::function<void(const finding&, bool)> cb) {
+    std::lock_guard lock(findings_mutex_);
+    callback_ = std::move(cb);
+  }
+
+  monitor_stats stats() const noexcept {
+    monitor_stats s;
+    s.steps = steps_.load();
+    auto* q = queue_.load(std::memory_order_acquire);
+    if (q) {
+      s.queued = q->pushed();
+      s.dropped = q->dropped();
+    }
+    s.processed = processed_.load();
+    s.rejected = rejected_.load();
+    s.findings = findings_count_.load();
+    s.hooks = hooks_.size();
+    s.run_id = run_id_.load();
+    s.storage_failed = storage_failed_.load();
+    return s;
+  }
+
+  std::vector<finding> findings() const {
+    std::lock_guard lock(findings_mutex_);
+    return findings_;
+  }
+
+  void wait_idle() const {
+    auto* q = queue_.load(std::memory_order_acquire);
+    if (!q) return;
+    std::unique_lock lock(mutex_);
+    idle_.wait(lock, [&] { return stop_ || processed_.load() >= q->pushed(); });
+  }
+
+ private:
+  using clock = std::chrono::steady_clock;
+
+  // The run is created on the monitor thread once the task names are known; the common setup
+  // errors are caught here, synchronously, with the storage layer's own messages.
+  static void preflight_db(const std::string& path) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    if (fs::exists(path, ec)) {
+      storage::run_reader probe(path);  // throws on corrupt, foreign or newer databases
+      if (::access(path.c_str(), W_OK) != 0)
+        throw error("attach: cannot write the run database " + path +
+                    " (read-only); choose a writable path in attach_options::db");
+      return;
+    }
+    const fs::path dir = fs::absolute(fs::path(path)).parent_path();
+    if (!fs::is_directory(dir, ec))
+      throw error("attach: the directory of the run database " + path +
+                  " does not exist; create it or choose another attach_options::db");
+    if (::access(dir.c_str(), W_OK) != 0)
+      throw error("attach: cannot create the run database in " + dir.string() +
+                  " (not writable); choose another attach_options::db");
+  }
+
+  // Runs in backward, once per parameter, before the gradient is accumulated into .grad.
+  void on_grad(std::size_t i) noexcept {
+    arrival_[i].store(arrival_counter_.fetch_add(1, std::memory_order_relaxed),
+                      std::memory_order_relaxed);
+    fired_[i].store(1, std::memory_order_relaxed);
+    if (!check_fresh_[i].exchange(0, std::memory_order_relaxed)) return;
+    // .grad still being the very tensor we measured last step, unmodified since (same version),
+    // means nobody zeroed it: this backward adds to last step's gradient.
+    const at::Tensor& g = params_[i].grad();
+    if (g.defined() && g.unsafeGetTensorImpl() == last_impl_[i] &&
+        g._version() == last_version_[i] && last_norm_[i] > 0)
+      stale_[i].store(1, std::memory_order_relaxed);
+  }
+
+  void make_queue(const std::vector<std::string>& tasks) {
+    schema_.tasks = tasks;
+    task_values_.assign(tasks.size(), 0.0);
+    scalar_ptrs_.reserve(tasks.size() + 1);
+    scalar_values_.assign(tasks.size() + 1, 0.0);
+    task_slot_.assign(tasks.size(), -1);
+    queue_owner_ = std::make_unique<sample_queue>(o_.queue_capacity, schema_);
+    queue_.store(queue_owner_.get(), std::memory_order_release);
+  }
+
+  step_decision step_impl(const std::pair<std::string_view, torch::Tensor>* tasks,
+                          std::size_t n_tasks, const torch::Tensor& total,
+                          const step_extras& extras) {
+    if (!total.defined()) throw error("the loss tensor is undefined");
+    if (total.numel() != 1)
+      throw error("the loss must hold one element (reduce it with mean() or sum()), got " +
+                  std::to_string(total.numel()) + " elements");
+    if (!queue_.load(std::memory_order_relaxed)) {
+      // First step: the task names become the schema (one-time allocation).
+      std::vector<std::string> names;
+      for (std::size_t k = 0; k < n_tasks; ++k) names.emplace_back(tasks[k].first);
+      make_queue(names);
+    }
+    sample_queue& q = *queue_owner_;
+    const std::uint64_t index = steps_.load(std::memory_order_relaxed);
+
+    // Gather every number of the step: scalars first (losses), then the gradient norms.
+    scalar_ptrs_.clear();
+    scalar_ptrs_.push_back(&total);
+    for (std::size_t t = 0; t < schema_.tasks.size(); ++t) task_slot_[t] = -1;
+    for (std::size_t k = 0; k < n_tasks; ++k) {
+      const auto t = task_index(tasks[k].first);
+      if (t < 0 || !tasks[k].second.defined() || tasks[k].second.numel() != 1) continue;
+      task_slot_[std::size_t(t)] = int(scalar_ptrs_.size());
+      scalar_ptrs_.push_back(&tasks[k].second);
+    }
+    for (std::size_t i = 0; i < params_.size(); ++i) grads_[i] = params_[i].grad();
+    norms_engine_.compute(grads_, norms_, has_norm_, scalar_ptrs_, scalar_values_);
+
+    const double loss = scalar_values_[0];
+    double sq = 0;
+    bool any_norm = false;
+    int first_bad = -1;
+    std::uint32_t first_bad_arrival = 0;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      if (!has_norm_[i] || !fired_[i].load(std::memory_order_relaxed)) continue;
+      any_norm = true;
+      sq += norms_[i] * norms_[i];
+      if (!std::isfinite(norms_[i])) {
+        const std::uint32_t a = arrival_[i].load(std::memory_order_relaxed);
+        if (first_bad < 0 || a < first_bad_arrival) {
+          first_bad = int(i);
+          first_bad_arrival = a;
+        }
+      }
+    }
+    const double grad_norm = std::sqrt(sq);
+    step_decision decision = step_decision::proceed;
+    if (guard_) decision = guard_->check(loss, grad_norm, any_norm);
+
+    if (sample* s = q.try_begin_push()) {
+      s->step = std::int64_t(index);
+      s->wall_time = std::chrono::duration<double>(
+          std::chrono::system_clock::now().time_since_epoch()).count();  // Unix seconds
+      s->loss = loss;
+      for (std::size_t t = 0; t < schema_.tasks.size(); ++t)
+        if (task_slot_[t] >= 0) s->task_losses[t] = scalar_values_[std::size_t(task_slot_[t])];
+      if (any_norm) s->grad_norm = grad_norm;
+      s->first_non_finite_param = first_bad;
+      for (std::size_t i = 0; i < params_.size(); ++i) {
+        const bool fired = fired_[i].load(std::memory_order_relaxed);
+        if (has_norm_[i] && fired) s->param_grad_norms[i] = norms_[i];
+        std::uint8_t flags = 0;
+        if (!fired) flags |= param_flag::no_grad;
+        if (stale_[i].load(std::memory_order_relaxed)) flags |= param_flag::stale_grad;
+        s->param_flags[i] = flags;
+      }
+      if (has_lr_) s->lr = optimizer_.param_groups()[0].options().get_lr();
+      s->accuracy = extras.accuracy;
+      s->eval_mode = !model_.is_training();
+      q.commit_push();
+      // The monitor thread polls every poll_interval; wake it early only when the queue is
+      // filling up, so a normal step costs no syscall.
+      if (q.pushed() - q.popped() >= q.capacity() / 2) wake_.notify_one();
+    }
+
+    // Arm the next step's zero_grad check: remember which tensor each .grad is and its version.
+    // With accumulation, only the first micro-batch of each optimizer step must find it reset.
+    const bool window_end = (index + 1) % std::uint64_t(o_.accumulation_steps) == 0;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      fired_[i].store(0, std::memory_order_relaxed);
+      stale_[i].store(0, std::memory_order_relaxed);
+      if (!window_end) continue;
+      const at::Tensor& g = grads_[i];
+      last_impl_[i] = g.defined() ? g.unsafeGetTensorImpl() : nullptr;
+      last_version_[i] = g.defined() ? g._version() : 0;
+      last_norm_[i] = has_norm_[i] ? norms_[i] : 0.0;
+      check_fresh_[i].store(g.defined() ? 1 : 0, std::memory_order_relaxed);
+    }
+    for (auto& g : grads_) g.reset();  // do not keep gradients alive between steps
+    steps_.fetch_add(1, std::memory_order_relaxed);
+    return decision;
+  }
+
+  int task_index(std::string_view name) const noexcept {
+    for (std::size_t t = 0; t < schema_.tasks.size(); ++t)
+      if (schema_.tasks[t] == name) return int(t);
+    return -1;
+  }
+
+  // The monitor thread: detectors, findings, stderr.
+  void run() noexcept {
+    std::unique_ptr<analyzer> a;
+    std::uint64_t drops_reported = 0;
+    std::int64_t last_step = -1;
+    for (;;) {
+      auto* q = queue_.load(std::memory_order_acquire);
+      bool did = false;
+      if (q) {
+        if (!a) {
+          a = make_analyzer();
+          open_writer();
+        }
+        while (const sample* s = q->front()) {
+          try {
+            a->observe(*s);
+            if (writer_) writer_->append(*s);
+            if (o_.on_sample) o_.on_sample(*s);
+          } catch (const std::exception& e) {
+            std::fprintf(stderr, "losslens: monitor error: %s\n", e.what());
+          }
+          last_step = s->step;
+          q->pop();
+          processed_.fetch_add(1);
+          did = true;
+        }
+        // Queue overflow on the training side: say so once per burst, and store it.
+        const std::uint64_t dropped = q->dropped();
+        if (dropped > drops_reported) {
+          if (drops_reported == 0)
+            std::fprintf(stderr, "losslens: the monitor queue was full; %llu samples dropped "
+                                 "so far (raise attach_options::queue_capacity)\n",
+                         static_cast<unsigned long long>(dropped));
+          if (writer_)
+            writer_->record_event("drops", "{\"dropped_total\":" + std::to_string(dropped) +
+                                               ",\"new\":" +
+                                               std::to_string(dropped - drops_reported) + "}",
+                                  last_step);
+          drops_reported = dropped;
+        }
+      }
+      std::unique_lock lock(mutex_);
+      if (did) idle_.notify_all();
+      if (stop_) {
+        lock.unlock();
+        if (q && q->front()) continue;  // drain what arrived meanwhile
+        break;
+      }
+      if (!did) wake_.wait_for(lock, o_.poll_interval);
+    }
+    if (a) a->flush();
+    if (writer_) {
+      writer_->record_event("detach", "{\"steps\":" + std::to_string(steps_.load()) + "}",
+                            last_step);
+      writer_->finish(storage::run_status::finished);
+    }
+    std::lock_guard lock(mutex_);
+    idle_.notify_all();
+  }
+
+  void open_writer() noexcept {
+    if (o_.db.empty()) return;
+    try {
+      storage::run_options ro;
+      ro.name = o_.run;
+      ro.config_json = o_.config_json;
+      ro.schema = schema_;
+      writer_ = std::make_unique<storage::run_writer>(o_.db, std::move(ro));
+      writer_->record_event("attach", "{\"parameters\":" + std::to_string(params_.size()) + "}");
+      run_id_.store(writer_->run_id());
+    } catch (const std::exception& e) {
+      // Training goes on without a history; the findings still reach stderr and callbacks.
+      std::fprintf(stderr, "losslens: cannot record the run in %s: %s; continuing without it\n",
+                   o_.db.c_str(), e.what());
+      storage_failed_.store(true);
+    }
+  }
+
+  std::unique_ptr<analyzer> make_analyzer() {
+    auto a = std::make_unique<analyzer>(schema_, o_.detectors);
+    a->on_finding([this](const finding& f, bool is_new) { record(f, is_new); });
+    return a;
+  }
+
+  void record(const finding& f, bool is_new) {
+    std::function<void(const finding&, bool)> cb;
+    {
+      std::lock_guard lock(findings_mutex_);
+      bool found = false;
+      for (auto& g : findings_)
+        if (g.id == f.id) {
+          g = f;
+          found = true;
+        }
+      if (!found) findings_.push_back(f);
+      cb = callback_;
+    }
+    if (writer_) {
+      try {
+        writer_->record_finding(f);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "losslens: cannot store a finding: %s\n", e.what());
+      }
+    }
+    if (is_new) {
+      findings_count_.fetch_add(1);
+      if (o_.log_findings && f.level >= o_.log_level)
+        std::fprintf(stderr, "losslens: %s %s at step %lld (%s): %s; fix: %s\n",
+                     std::string(to_string(f.level)).c_str(), f.kind.c_str(),
+                     static_cast<long long>(f.first_step), f.series.c_str(), f.message.c_str(),
+                     f.advice.c_str());
+    }
+    if (cb) {
+      try {
+        cb(f, is_new);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "losslens: on_finding callback threw: %s\n", e.what());
+      } catch (...) {
+        std::fprintf(stderr, "losslens: on_finding callback threw\n");
+      }
+    }
+  }
+
+  torch::nn::Module& model_;
+  torch::optim::Optimizer& optimizer_;
+  attach_options o_;
+  clock::time_point start_;
+  sample_schema schema_;
+  std::vector<torch::Tensor> params_;
+  std::vector<unsigned> hooks_;
+
+  // Training-thread state (preallocated).
+  std::vector<at::Tensor> grads_;
+  std::vector<double> norms_;
+  std::vector<std::uint8_t> has_norm_;
+  std::vector<const at::Tensor*> scalar_ptrs_;
+  std::vector<double> scalar_values_;
+  std::vector<double> task_values_;
+  std::vector<int> task_slot_;
+  norm_engine norms_engine_;
+  std::vector<const c10::TensorImpl*> last_impl_;
+  std::vector<std::uint32_t> last_version_;
+  std::vector<double> last_norm_;
+  std::unique_ptr<step_guard> guard_;
+  bool has_lr_ = false;
+
+  // Written by hooks (possibly on autograd device threads), read at step().
+  std::unique_ptr<std::atomic<std::uint8_t>[]> fired_, stale_, check_fresh_;
+  std::unique_ptr<std::atomic<std::uint32_t>[]> arrival_;
+  std::atomic<std::uint32_t> arrival_counter_{0};
+
+  // Hand-off.
+  std::unique_ptr<sample_queue> queue_owner_;
+  std::atomic<sample_queue*> queue_{nullptr};
+  std::atomic<std::uint64_t> steps_{0}, processed_{0}, rejected_{0}, findings_count_{0};
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  mutable std::condition_variable idle_;
+  bool stop_ = false;
+  std::once_flag detached_;
+  std::thread thread_;
+
+  // Monitor-thread results.
+  std::unique_ptr<storage::run_writer> writer_;
+  std::atomic<std::int64_t> run_id_{0};
+  std::atomic<bool> storage_failed_{false};
+  mutable std::mutex findings_mutex_;
+  std::vector<finding> findings_;
+  std::function<void(const finding&, bool)> callback_;
+};
+
+}  // namespace detail
+
+monitor::monitor(std::unique_ptr<detail::monitor_state> state) : state_(std::move(state)) {}
+monitor::monitor(monitor&&) noexcept = default;
+monitor& monitor::operator=(monitor&& other) noexcept {
+  if (this != &other) {
+    if (state_) state_->detach();
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+monitor::~monitor() {
+  if (state_) state_->detach();
+}
+
+step_decision monitor::step(const torch::Tensor& loss, const step_extras& extras) noexcept {
+  if (!state_) return step_decision::proceed;
+  return state_->step(nullptr, 0, loss, extras);
+}
+
+step_decision monitor::step(std::initializer_list<std::pair<std::string_view, torch::Tensor>> tasks,
+                            const torch::Tensor& total, const step_extras& extras) noexcept {
+  if (!state_) return step_decision::proceed;
+  return state_->step(tasks.begin(), tasks.size(), total, extras);
+}
+
+step_decision monitor::step(const std::vector<std::pair<std::string, torch::Tensor>>& tasks,
+                            const torch::Tensor& total, const step_extras& extras) noexcept {
+  if (!state_) return step_decision::proceed;
+  // Up to 16 tasks without allocating; more is unusual and allowed to allocate.
+  std::pair<std::string_view, torch::Tensor> small[16];
+  std::vector<std::pair<std::string_view, torch::Tensor>> big;
+  std::pair<std::string_view, torch::Tensor>* v = small;
+  if (tasks.size() > 16) {
+    big.resize(tasks.size());
+    v = big.data();
+  }
+  for (std::size_t k = 0; k < tasks.size(); ++k) v[k] = {tasks[k].first, tasks[k].second};
+  return state_->step(v, tasks.size(), total, extras);
+}
+
+void monitor::on_finding(std::function<void(const finding&, bool)> cb) {
+  if (state_) state_->on_finding(std::move(cb));
+}
+monitor_stats monitor::stats() const noexcept { return state_ ? state_->stats() : monitor_stats{}; }
+std::vector<finding> monitor::findings() const {
+  return state_ ? state_->findings() : std::vector<finding>{};
+}
+void monitor::wait_idle() const {
+  if (state_) state_->wait_idle();
+}
+void monitor::detach() noexcept {
+  if (state_) state_->detach();
+}
+
+monitor attach_module(torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                      attach_options options) {
+  return monitor(std::make_unique<detail::monitor_state>(model, optimizer, std::move(options)));
+}
+
+}  // namespace losslens

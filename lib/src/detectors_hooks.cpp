@@ -1,0 +1,159 @@
+// missing_zero_grad, dead_parameters and eval_mode_training: rules over the red flags that the
+// LibTorch gradient hooks attach to each sample (sample::param_flags, sample::eval_mode).
+
+#include <algorithm>
+#include <cmath>
+
+#include "detail/detector.hpp"
+
+namespace losslens::detail {
+namespace {
+
+/// Names of the first few flagged parameters, for messages.
+std::string name_list(const sample_schema& schema, const std::vector<std::uint8_t>& flags,
+                      std::uint8_t bit, std::size_t count) {
+  std::string out;
+  std::size_t shown = 0;
+  for (std::size_t i = 0; i < flags.size() && i < schema.params.size(); ++i) {
+    if (!(flags[i] & bit)) continue;
+    if (shown == 4) {
+      out += format(" and %zu more", count - shown);
+      break;
+    }
+    out += (shown ? ", " : "") + schema.params[i];
+    ++shown;
+  }
+  return out;
+}
+
+/// What distinguishes the rules over one param_flag bit.
+struct flag_rule_spec {
+  const char* kind;
+  severity level;
+  const char* rule;
+  const char* advice;
+  /// Builds the message from the finding and the names of the flagged parameters.
+  std::string (*message)(const finding& f, const std::string& names);
+};
+
+/// Counts flagged parameters per step and keeps one episode while some stay flagged.
+class flag_rule final : public detector {
+ public:
+  flag_rule(const flag_rule_spec& spec, std::uint8_t bit, int patience,
+            const sample_schema& schema)
+      : spec_(spec), bit_(bit), patience_(patience), last_flags_(schema.params.size(), 0) {}
+
+  void observe(const step_context& ctx, finding_log& log) override {
+    const sample& s = *ctx.s;
+    if (s.param_flags.empty()) return;  // no hooks behind this sample
+    long n = 0;
+    for (auto f : s.param_flags) n += (f & bit_) ? 1 : 0;
+    if (n == 0) {
+      streak_ = 0;
+      return;
+    }
+    if (streak_++ == 0) start_ = s.step;
+    if (streak_ < patience_) return;
+    auto [f, is_new] =
+        open_or_extend(log, this, ep_, s.step, 2 * std::int64_t(patience_) + 1, [&] {
+          auto f = new_finding(spec_.kind, spec_.level, start_, s.step, "grad_norm", spec_.rule,
+                               {{"patience", double(patience_)}});
+          f.advice = spec_.advice;
+          return f;
+        });
+    f.set_evidence("parameters", double(n));
+    f.set_evidence("of_parameters", double(s.param_flags.size()));
+    f.set_evidence("steps", is_new ? 1.0 : f.evidence_value("steps") + 1);
+    // The names shown are those of the latest flagged step.
+    const auto m = std::min(last_flags_.size(), s.param_flags.size());
+    std::fill(last_flags_.begin(), last_flags_.end(), 0);
+    std::copy_n(s.param_flags.begin(), m, last_flags_.begin());
+  }
+
+  void describe(finding& f, const sample_schema& schema) const override {
+    f.message = spec_.message(
+        f, name_list(schema, last_flags_, bit_, std::size_t(f.evidence_value("parameters"))));
+  }
+
+ private:
+  flag_rule_spec spec_;
+  std::uint8_t bit_;
+  int patience_;
+  std::int64_t streak_ = 0, start_ = 0;
+  episode ep_;
+  std::vector<std::uint8_t> last_flags_;
+};
+
+const flag_rule_spec missing_zero_grad_spec{
+    "missing_zero_grad", severity::error, "grad_not_reset_between_steps",
+    "call optimizer.zero_grad() (or model->zero_grad()) once per optimizer step, before "
+    "backward; if you accumulate gradients on purpose, declare it (attach option "
+    "accumulation_steps) and divide the loss by the number of micro-batches",
+    [](const finding& f, const std::string& names) {
+      return format("gradients accumulate across steps: backward added to .grad that still "
+                    "held the previous step's gradient for %g of %g parameters (%s), %g steps "
+                    "from step %lld; the effective step grows every iteration",
+                    f.evidence_value("parameters"), f.evidence_value("of_parameters"),
+                    names.c_str(), f.evidence_value("steps"),
+                    static_cast<long long>(f.first_step));
+    }};
+
+const flag_rule_spec dead_parameters_spec{
+    "dead_parameters", severity::warning, "no_gradient_for_steps",
+    "these parameters require grad but no gradient reaches them: look for a detach(), .data or "
+    "NoGradGuard in forward, a branch of the model that the loss does not use, or a layer "
+    "meant to be frozen (then set requires_grad(false) so the optimizer skips it)",
+    [](const finding& f, const std::string& names) {
+      return format("%g of %g parameters received no gradient for %g steps from step %lld: %s",
+                    f.evidence_value("parameters"), f.evidence_value("of_parameters"),
+                    f.evidence_value("steps"), static_cast<long long>(f.first_step),
+                    names.c_str());
+    }};
+
+class eval_mode final : public detector {
+ public:
+  eval_mode(const detector_options& o, const sample_schema&) : patience_(o.eval_mode.patience) {}
+
+  void observe(const step_context& ctx, finding_log& log) override {
+    if (!ctx.s->eval_mode) {
+      streak_ = 0;
+      return;
+    }
+    if (streak_++ == 0) start_ = ctx.s->step;
+    if (streak_ < patience_) return;
+    auto [f, is_new] = open_or_extend(log, this, ep_, ctx.s->step, 1, [&] {
+      auto f = new_finding("eval_mode_training", severity::warning, start_, ctx.s->step, "loss",
+                           "training_steps_in_eval_mode", {{"patience", double(patience_)}});
+      f.advice = "call model->train() before the training loop (and after each validation "
+                 "pass): in eval() mode dropout is off and batch norm uses running statistics";
+      return f;
+    });
+    f.set_evidence("steps", double(streak_));
+  }
+
+  void describe(finding& f, const sample_schema&) const override {
+    f.message = format("the model was in eval() mode for %g training steps from step %lld",
+                       f.evidence_value("steps"), static_cast<long long>(f.first_step));
+  }
+
+ private:
+  int patience_;
+  std::int64_t streak_ = 0, start_ = 0;
+  episode ep_;
+};
+
+}  // namespace
+
+std::unique_ptr<detector> make_missing_zero_grad(const detector_options& o, const sample_schema& s) {
+  return std::make_unique<flag_rule>(missing_zero_grad_spec, param_flag::stale_grad,
+                                     o.missing_zero_grad.patience, s);
+}
+std::unique_ptr<detector> make_dead_parameters(const detector_options& o, const sample_schema& s) {
+  return std::make_unique<flag_rule>(dead_parameters_spec, param_flag::no_grad,
+                                     o.dead_parameters.patience, s);
+}
+std::unique_ptr<detector> make_eval_mode(const detector_options& o, const sample_schema& s) {
+  return std::make_unique<eval_mode>(o, s);
+}
+
+}  // namespace losslens::detail

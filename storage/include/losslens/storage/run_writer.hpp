@@ -1,0 +1,164 @@
+#pragma once
+/// \file run_writer.hpp
+/// Records one training run into a SQLite run-history database from a background thread.
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "losslens/finding.hpp"
+#include "losslens/sample.hpp"
+#include "losslens/storage/types.hpp"
+
+namespace losslens::detail {
+class point_queue;
+class writer_connection;
+}  // namespace losslens::detail
+
+namespace losslens::storage {
+
+/// A series to create when the run starts.
+struct series_spec {
+  std::string name;
+  series_kind kind = series_kind::other;
+};
+
+/// The series that run_writer::append(const sample&) fills, in handle order: "loss",
+/// "loss/<task>"..., "grad_norm", "grad_norm/<param>"..., "task_grad_norm/<task>"..., "lr",
+/// "accuracy". Names match the columns of `losslens analyze` CSV input.
+std::vector<series_spec> standard_series(const sample_schema& schema);
+
+/// What the run is.
+struct run_options {
+  std::string name = "run";         ///< shown by `losslens runs`
+  std::string config_json = "{}";   ///< the user's config, stored as given (must be valid JSON)
+  sample_schema schema;             ///< names behind append(const sample&)
+  std::vector<series_spec> extra_series;  ///< more series; handles follow the standard ones
+};
+
+/// How the writer behaves. Defaults suit a training loop.
+struct writer_options {
+  std::size_t queue_capacity = 1 << 18;  ///< points buffered between producer and writer
+  std::size_t batch_rows = 100000;       ///< commit once this many points are pending ...
+  std::chrono::milliseconds flush_interval{200};  ///< ... or this long after the last commit
+  std::chrono::milliseconds heartbeat_interval{1000};  ///< liveness update while idle
+  std::chrono::milliseconds busy_timeout{5000};        ///< wait for other connections' locks
+  std::chrono::milliseconds retry_interval{1000};      ///< retry period while degraded
+  std::int64_t wal_limit_bytes = std::int64_t{64} << 20;  ///< WAL is checkpointed below this
+  std::int64_t max_database_bytes = 0;  ///< refuse to grow past this (0: no limit); writes then
+                                        ///< fail as on a full disk
+  std::size_t max_pending_rows = 1 << 20;  ///< points kept in memory while writes fail
+  bool report_errors = true;               ///< print the first write failure on stderr
+};
+
+/// Counters of a writer (a snapshot).
+struct writer_stats {
+  std::uint64_t enqueued = 0;      ///< points accepted by append
+  std::uint64_t dropped = 0;       ///< points refused because the queue was full
+  std::uint64_t written = 0;       ///< points committed
+  std::uint64_t rejected = 0;      ///< points whose step did not increase (or was negative)
+  std::uint64_t lost = 0;          ///< points given up when writes kept failing at the end
+  std::uint64_t batches = 0;       ///< committed transactions
+  std::uint64_t write_failures = 0;
+  std::uint64_t checkpoints = 0;   ///< TRUNCATE checkpoints run
+  std::int64_t wal_bytes_max = 0;  ///< largest WAL size seen after a commit
+  bool degraded = false;           ///< the last write failed; data is held and retried
+  std::string last_error;          ///< message of the last write failure
+};
+
+/// Records one run: creates it (status `running`) on construction, streams points, findings and
+/// events to the database from one background thread that owns the SQLite connection, and marks
+/// the run `finished` on finish() or destruction. A run whose process dies shows as `crashed`.
+///
+/// Thread-safety: every method may be called from any thread. append() never blocks, never
+/// allocates and never touches SQLite: it copies four numbers into a preallocated lock-free
+/// queue and drops (and counts) the point when the queue is full. Write failures after
+/// construction never throw: the writer turns degraded (stats(), one line on stderr) and retries.
+class run_writer {
+ public:
+  using series_handle = std::uint32_t;
+
+  /// Opens (creating if needed) the database at path and starts the run. Throws losslens::error
+  /// with advice when the directory is missing, the file is read-only, corrupt or written by a
+  /// newer losslens, the disk is full, or the options/config are invalid.
+  run_writer(const std::string& path, run_options run, writer_options options = {});
+  /// finish(run_status::finished) unless finished already. Never throws.
+  ~run_writer();
+  run_writer(const run_writer&) = delete;
+  run_writer& operator=(const run_writer&) = delete;
+
+  /// The run's id in the database.
+  std::int64_t run_id() const noexcept { return run_id_; }
+  /// All series of the run; a series' handle is its index here.
+  const std::vector<series_spec>& series() const noexcept { return series_; }
+  /// Handle of the series with this name, if any.
+  std::optional<series_handle> find_series(std::string_view name) const noexcept;
+
+  /// Queues one point (steps must increase per series; NaN/Inf are kept). Returns false, and
+  /// counts a drop, when the queue is full or the handle is unknown. Never blocks.
+  bool append(series_handle series, std::int64_t step, double wall_time, double value) noexcept;
+  /// Like append, but a full queue is not counted as a drop (for callers that retry).
+  bool try_append(series_handle series, std::int64_t step, double wall_time,
+                  double value) noexcept;
+  /// Queues every number present in s into the standard series. Never blocks.
+  void append(const sample& s) noexcept;
+
+  /// Stores a finding, or updates it when one with the same id was stored (an episode that
+  /// grew). Copies f; thread-safe; takes a short lock. Repeated updates are coalesced.
+  void record_finding(const finding& f);
+  /// Stores an event (kind e.g. "note"; detail_json an object). Takes a short lock.
+  void record_event(std::string_view kind, std::string detail_json = "{}", std::int64_t step = -1);
+
+  /// Blocks until everything queued before the call is committed. Returns false when the
+  /// writer is degraded (the data is still held and retried). Not for the training loop.
+  bool flush();
+  /// Drains, commits, marks the run with status (finished or crashed) and stops the thread.
+  /// Idempotent; later appends are dropped. Never throws.
+  void finish(run_status status = run_status::finished) noexcept;
+
+  /// A snapshot of the counters.
+  writer_stats stats() const;
+
+ private:
+  void loop() noexcept;
+
+  std::string path_;
+  writer_options options_;
+  std::vector<series_spec> series_;
+  std::size_t tasks_ = 0;
+  std::size_t params_ = 0;
+  std::int64_t run_id_ = 0;
+  std::unique_ptr<detail::point_queue> queue_;
+  std::unique_ptr<detail::writer_connection> connection_;  // used by the writer thread only
+
+  std::atomic<std::uint64_t> enqueued_{0};
+  std::atomic<std::uint64_t> dropped_{0};
+  std::atomic<bool> accepting_{true};
+
+  mutable std::mutex mutex_;  // guards everything below
+  std::condition_variable wake_;
+  std::condition_variable flushed_cv_;
+  std::map<std::uint64_t, finding> pending_findings_;
+  std::vector<event_info> pending_events_;
+  std::uint64_t flush_requested_ = 0;
+  std::uint64_t flushed_ = 0;
+  bool stop_ = false;
+  bool exited_ = false;
+  run_status final_status_ = run_status::finished;
+  writer_stats stats_;  // updated by the writer thread after each commit
+
+  std::mutex finish_mutex_;
+  std::thread thread_;
+};
+
+}  // namespace losslens::storage

@@ -1,0 +1,111 @@
+#pragma once
+/// \file types.hpp
+/// The values that the run history stores and returns: runs, series, points, bucket summaries,
+/// stored findings and events.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "losslens/finding.hpp"
+
+namespace losslens::storage {
+
+/// Life cycle of a run. `crashed`: the writing process died (no heartbeat) before finishing.
+enum class run_status { running = 0, finished = 1, crashed = 2 };
+/// "running", "finished" or "crashed".
+std::string_view to_string(run_status s) noexcept;
+/// Inverse of to_string; throws losslens::error on anything else.
+run_status parse_run_status(std::string_view s);
+
+/// What a series measures. Decides the column name in CSV export and "best" in comparisons
+/// (lower is better for losses, higher for accuracy).
+enum class series_kind { loss, task_loss, grad_norm, param_grad_norm, task_grad_norm, lr, accuracy,
+                         other };
+/// "loss", "task_loss", "grad_norm", "param_grad_norm", "task_grad_norm", "lr", "accuracy",
+/// "other".
+std::string_view to_string(series_kind k) noexcept;
+/// Inverse of to_string; throws losslens::error on an unknown kind.
+series_kind parse_series_kind(std::string_view s);
+
+/// One stored number. value may be NaN or +-Inf (kept, never dropped).
+struct point {
+  std::int64_t step = 0;
+  double wall_time = 0;  ///< seconds since the Unix epoch, or any origin the producer used
+  double value = 0;
+};
+
+/// M4 summary of the points of one step range: first, last, min, max (finite values only) and
+/// the first non-finite point, with counts. Used for the stored rollups and for query buckets.
+struct bucket_summary {
+  std::int64_t from_step = 0;  ///< range covered (inclusive); the points lie inside it
+  std::int64_t to_step = 0;
+  std::int64_t count = 0;      ///< points in the range, finite or not
+  std::int64_t nan_count = 0;
+  std::int64_t pos_inf_count = 0;
+  std::int64_t neg_inf_count = 0;
+  point first;
+  point last;
+  point min;               ///< smallest finite value (earliest on ties); valid if finite_count()
+  point max;               ///< largest finite value (earliest on ties); valid if finite_count()
+  point first_non_finite;  ///< valid if non_finite_count()
+
+  std::int64_t non_finite_count() const noexcept {
+    return nan_count + pos_inf_count + neg_inf_count;
+  }
+  std::int64_t finite_count() const noexcept { return count - non_finite_count(); }
+  /// Adds a point whose step is after every point already added.
+  void add(const point& p) noexcept;
+  /// Appends a summary whose points all come after this one's; widens the range.
+  void append(const bucket_summary& later) noexcept;
+};
+
+/// One run as listed by run_reader.
+struct run_info {
+  std::int64_t id = 0;
+  std::string name;
+  run_status status = run_status::running;  ///< `crashed` when the writer died (see docs)
+  double started_at = 0;                    ///< Unix seconds
+  std::optional<double> ended_at;           ///< set when finished or marked crashed
+  double heartbeat = 0;                     ///< last time the writer was alive (Unix seconds)
+  std::string host;
+  std::int64_t pid = 0;
+  std::string config_json;  ///< the user's config, as given
+  std::string version;      ///< losslens version that wrote the run
+  std::int64_t steps = 0;   ///< largest number of points in any series
+  std::optional<std::int64_t> last_step;  ///< largest step in any series
+  int findings = 0;         ///< number of findings
+  std::optional<finding> worst_finding;   ///< highest severity, earliest first
+
+  /// ended_at (or the last heartbeat while running) minus started_at, in seconds.
+  double duration() const noexcept;
+};
+
+/// One series of a run, with its whole-run summary.
+struct series_info {
+  std::int64_t id = 0;
+  std::int64_t run_id = 0;
+  std::string name;  ///< e.g. "loss", "loss/cls", "grad_norm/fc1.weight"
+  series_kind kind = series_kind::other;
+  bucket_summary summary;  ///< all points of the series (count 0 when empty)
+};
+
+/// A finding as stored with its run.
+struct stored_finding {
+  std::int64_t run_id = 0;
+  finding f;
+};
+
+/// Something that happened to a run: "attach", "detach", "drops", "out_of_order",
+/// "write_error", "recovered".
+struct event_info {
+  std::int64_t id = 0;
+  std::int64_t run_id = 0;
+  double time = 0;           ///< Unix seconds
+  std::int64_t step = -1;    ///< -1 when not tied to a step
+  std::string kind;
+  std::string detail_json;   ///< an object with the event's numbers
+};
+
+}  // namespace losslens::storage

@@ -1,0 +1,221 @@
+#include "detail/schema.hpp"
+
+#include <cstdio>
+#include <filesystem>
+
+#include <sqlite3.h>
+#include <unistd.h>
+
+namespace losslens::detail {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct migration {
+  int to_version;
+  const char* sql;
+};
+
+// Each entry upgrades the schema by one version; never edit a released entry, append one.
+constexpr migration migrations[] = {
+    {1, R"sql(
+CREATE TABLE runs(
+  id         INTEGER PRIMARY KEY,
+  name       TEXT NOT NULL,
+  status     TEXT NOT NULL CHECK(status IN ('running', 'finished', 'crashed')),
+  started_at REAL NOT NULL,
+  ended_at   REAL,
+  heartbeat  REAL NOT NULL,
+  host       TEXT NOT NULL,
+  pid        INTEGER NOT NULL,
+  config     TEXT NOT NULL DEFAULT '{}',
+  version    TEXT NOT NULL);
+CREATE TABLE series(
+  id     INTEGER PRIMARY KEY,
+  run_id INTEGER NOT NULL REFERENCES runs(id),
+  name   TEXT NOT NULL,
+  kind   TEXT NOT NULL,
+  UNIQUE(run_id, name));
+CREATE TABLE points(
+  series_id INTEGER NOT NULL,
+  step      INTEGER NOT NULL,
+  wall_time REAL NOT NULL,
+  value     REAL,
+  PRIMARY KEY(series_id, step)) WITHOUT ROWID;
+CREATE TABLE rollups(
+  series_id INTEGER NOT NULL, level INTEGER NOT NULL, bucket INTEGER NOT NULL,
+  count INTEGER NOT NULL, nan_count INTEGER NOT NULL, pos_inf_count INTEGER NOT NULL,
+  neg_inf_count INTEGER NOT NULL,
+  first_step INTEGER NOT NULL, first_wall REAL NOT NULL, first_value REAL,
+  last_step INTEGER NOT NULL, last_wall REAL NOT NULL, last_value REAL,
+  min_step INTEGER, min_wall REAL, min_value REAL,
+  max_step INTEGER, max_wall REAL, max_value REAL,
+  nf_step INTEGER, nf_wall REAL, nf_value REAL,
+  PRIMARY KEY(series_id, level, bucket)) WITHOUT ROWID;
+CREATE TABLE findings(
+  run_id     INTEGER NOT NULL REFERENCES runs(id),
+  finding_id INTEGER NOT NULL,
+  kind       TEXT NOT NULL,
+  severity   INTEGER NOT NULL,
+  series     TEXT NOT NULL,
+  first_step INTEGER NOT NULL,
+  last_step  INTEGER NOT NULL,
+  message    TEXT NOT NULL,
+  body       TEXT NOT NULL,
+  updated_at REAL NOT NULL,
+  PRIMARY KEY(run_id, finding_id));
+CREATE INDEX findings_by_kind ON findings(kind);
+CREATE TABLE events(
+  id     INTEGER PRIMARY KEY,
+  run_id INTEGER NOT NULL REFERENCES runs(id),
+  time   REAL NOT NULL,
+  step   INTEGER NOT NULL,
+  kind   TEXT NOT NULL,
+  detail TEXT NOT NULL DEFAULT '{}');
+CREATE INDEX events_by_run ON events(run_id, id);
+)sql"},
+};
+
+void migrate(sqlite3* db) {
+  transaction t(db);
+  auto version = int(query_int(db, "PRAGMA user_version"));
+  for (const auto& m : migrations) {
+    if (m.to_version <= version) continue;
+    exec(db, m.sql);
+    exec(db, "PRAGMA user_version = " + std::to_string(m.to_version));
+    version = m.to_version;
+  }
+  exec(db, "PRAGMA application_id = " + std::to_string(application_id));
+  t.commit();
+}
+
+enum class read_access { normal, read_only, immutable };
+
+db_handle connect(const std::string& path, open_mode mode, read_access access,
+                  int busy_timeout_ms) {
+  int flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_READWRITE;
+  if (mode == open_mode::write) flags |= SQLITE_OPEN_CREATE;
+  if (access != read_access::normal) flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_READONLY;
+  std::string name = path;
+  if (access == read_access::immutable) {
+    flags |= SQLITE_OPEN_URI;
+    name = "file:";
+    for (char c : fs::absolute(path).string()) {  // percent-encode what a URI reserves
+      if (c == '%' || c == '?' || c == '#') {
+        char buf[4];
+        std::snprintf(buf, sizeof buf, "%%%02X", unsigned(static_cast<unsigned char>(c)));
+        name += buf;
+      } else {
+        name += c;
+      }
+    }
+    name += "?immutable=1";
+  }
+  sqlite3* raw = nullptr;
+  int rc = sqlite3_open_v2(name.c_str(), &raw, flags, nullptr);
+  db_handle db(raw);
+  if (rc != SQLITE_OK)
+    throw error("cannot open database '" + path + "': " +
+                (raw ? sqlite3_errmsg(raw) : sqlite3_errstr(rc)) +
+                "; check the path and its permissions");
+  sqlite3_busy_timeout(db.get(), busy_timeout_ms);
+  sqlite3_extended_result_codes(db.get(), 0);
+  return db;
+}
+
+}  // namespace
+
+void throw_setup_error(const std::string& path, const sqlite_error& e) {
+  std::string where = "database '" + path + "': ";
+  switch (e.code()) {
+    case SQLITE_NOTADB:
+    case SQLITE_CORRUPT:
+      throw error(where + "not a SQLite database, or corrupt (" + e.what() +
+                  "); move the file away or pass another --db");
+    case SQLITE_FULL:
+      throw error(where + "the disk is full (" + e.what() +
+                  "); free some space or pass a --db on another disk");
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+      throw error(where + "read-only (" + e.what() +
+                  "); check the permissions of the file and of its directory, or pass another --db");
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      throw error(where + "locked by another process (" + e.what() +
+                  "); retry, or pass another --db");
+    default:
+      throw error(where + e.what() + "; check the file, its directory and the free disk space");
+  }
+}
+
+db_handle open_database(const std::string& path, open_mode mode, int busy_timeout_ms) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec))
+    throw error("database '" + path + "' is a directory; pass the path of a file to --db");
+  bool exists = fs::exists(path, ec);
+  if (mode == open_mode::read && !exists)
+    throw error("no database at '" + path +
+                "': pass --db with the file that a losslens run wrote (the default is runs.db)");
+  if (mode == open_mode::write && !exists) {
+    auto parent = fs::path(path).parent_path();
+    if (!parent.empty() && !fs::is_directory(parent, ec))
+      throw error("cannot create database '" + path + "': directory '" + parent.string() +
+                  "' does not exist; create it first or choose another path");
+  }
+
+  const bool read_only = mode == open_mode::read && ::access(path.c_str(), W_OK) != 0;
+  auto db = connect(path, mode, read_only ? read_access::read_only : read_access::normal,
+                    busy_timeout_ms);
+  if (read_only) {
+    // A WAL database in a directory we cannot write lacks its -shm file; nobody can be writing
+    // it, so read it as immutable.
+    try {
+      (void)query_int(db.get(), "PRAGMA user_version");
+    } catch (const sqlite_error& e) {
+      if (e.code() != SQLITE_READONLY && e.code() != SQLITE_CANTOPEN) throw_setup_error(path, e);
+      db = connect(path, mode, read_access::immutable, busy_timeout_ms);
+    }
+  }
+  try {
+    auto app = query_int(db.get(), "PRAGMA application_id");
+    auto version = query_int(db.get(), "PRAGMA user_version");
+    auto objects = query_int(db.get(), "SELECT count(*) FROM sqlite_master");
+    if (app != application_id) {
+      if (objects != 0 || version != 0)
+        throw error("database '" + path +
+                    "' is a SQLite database but not a losslens one; pass another --db");
+      if (mode == open_mode::read)
+        throw error("database '" + path + "' is empty (no losslens run has written to it yet)");
+    }
+    if (version > schema_version)
+      throw error("database '" + path + "' was written by a newer losslens (schema version " +
+                  std::to_string(version) + ", this build understands up to " +
+                  std::to_string(schema_version) +
+                  "); upgrade losslens, or pass another --db");
+    if (mode == open_mode::write && sqlite3_db_readonly(db.get(), "main") == 1)
+      throw error("database '" + path +
+                  "' is read-only; check the permissions of the file and of its directory "
+                  "(SQLite creates '-wal' and '-shm' files next to it), or pass another --db");
+    if (mode == open_mode::write) {
+      // WAL lets readers (the CLI, a dashboard) read while the writer writes.
+      statement wal(db.get(), "PRAGMA journal_mode = WAL");
+      if (!wal.step() || wal.text(0) != "wal")
+        throw error("database '" + path +
+                    "': cannot switch to WAL mode (is it on a network file system?); pass a "
+                    "--db on a local disk");
+    }
+    if (version < schema_version) {
+      if (sqlite3_db_readonly(db.get(), "main") == 1)
+        throw error("database '" + path + "' has an older schema (version " +
+                    std::to_string(version) +
+                    ") and is read-only; open it once with write access to upgrade it");
+      migrate(db.get());
+    }
+  } catch (const sqlite_error& e) {
+    throw_setup_error(path, e);
+  }
+  return db;
+}
+
+}  // namespace losslens::detail

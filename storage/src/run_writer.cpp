@@ -1,0 +1,234 @@
+#include "losslens/storage/run_writer.hpp"
+
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "detail/point_queue.hpp"
+#include "detail/writer_connection.hpp"
+#include "losslens/error.hpp"
+
+namespace losslens::storage {
+
+std::vector<series_spec> standard_series(const sample_schema& schema) {
+  std::vector<series_spec> out;
+  out.push_back({"loss", series_kind::loss});
+  for (const auto& t : schema.tasks) out.push_back({"loss/" + t, series_kind::task_loss});
+  out.push_back({"grad_norm", series_kind::grad_norm});
+  for (const auto& p : schema.params) out.push_back({"grad_norm/" + p, series_kind::param_grad_norm});
+  for (const auto& t : schema.tasks)
+    out.push_back({"task_grad_norm/" + t, series_kind::task_grad_norm});
+  out.push_back({"lr", series_kind::lr});
+  out.push_back({"accuracy", series_kind::accuracy});
+  return out;
+}
+
+namespace {
+void validate(const run_options& run, const writer_options& o,
+              const std::vector<series_spec>& series) {
+  if (o.queue_capacity < 2 || o.batch_rows < 1 || o.max_pending_rows < o.batch_rows)
+    throw error("writer_options: queue_capacity must be >= 2, batch_rows >= 1 and "
+                "max_pending_rows >= batch_rows");
+  if (o.flush_interval.count() <= 0 || o.heartbeat_interval.count() <= 0 ||
+      o.retry_interval.count() <= 0 || o.wal_limit_bytes < (1 << 20))
+    throw error("writer_options: intervals must be positive and wal_limit_bytes at least 1 MiB");
+  try {
+    auto parsed = nlohmann::json::parse(run.config_json);
+    (void)parsed;
+  } catch (const nlohmann::json::exception& e) {
+    throw error("run config is not valid JSON (" + std::string(e.what()) +
+                "); pass a JSON object such as {\"lr\": 0.001}");
+  }
+  std::set<std::string_view> names;
+  for (const auto& s : series) {
+    if (s.name.empty()) throw error("a series needs a non-empty name");
+    if (!names.insert(s.name).second)
+      throw error("series '" + s.name + "' is declared twice; give each series its own name");
+  }
+}
+}  // namespace
+
+run_writer::run_writer(const std::string& path, run_options run, writer_options options)
+    : path_(path),
+      options_(options),
+      series_(standard_series(run.schema)),
+      tasks_(run.schema.tasks.size()),
+      params_(run.schema.params.size()) {
+  for (auto& s : run.extra_series) series_.push_back(std::move(s));
+  validate(run, options_, series_);
+  queue_ = std::make_unique<detail::point_queue>(options_.queue_capacity);
+  connection_ = std::make_unique<detail::writer_connection>(path_, options_);
+  run_id_ = connection_->start_run(run, series_);
+  thread_ = std::thread(&run_writer::loop, this);
+}
+
+run_writer::~run_writer() { finish(run_status::finished); }
+
+std::optional<run_writer::series_handle> run_writer::find_series(
+    std::string_view name) const noexcept {
+  for (std::size_t i = 0; i < series_.size(); ++i)
+    if (series_[i].name == name) return series_handle(i);
+  return std::nullopt;
+}
+
+bool run_writer::try_append(series_handle series, std::int64_t step, double wall_time,
+                            double value) noexcept {
+  if (series >= series_.size() || !accepting_.load(std::memory_order_relaxed)) return false;
+  if (!queue_->try_push({series, step, wall_time, value})) return false;
+  enqueued_.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+bool run_writer::append(series_handle series, std::int64_t step, double wall_time,
+                        double value) noexcept {
+  if (try_append(series, step, wall_time, value)) return true;
+  dropped_.fetch_add(1, std::memory_order_relaxed);
+  return false;
+}
+
+void run_writer::append(const sample& s) noexcept {
+  auto put = [&](std::size_t index, const std::optional<double>& v) {
+    if (v) append(series_handle(index), s.step, s.wall_time, *v);
+  };
+  auto put_all = [&](std::size_t first, std::size_t count,
+                     const std::vector<std::optional<double>>& v) {
+    for (std::size_t i = 0; i < count && i < v.size(); ++i) put(first + i, v[i]);
+  };
+  // Handle layout of standard_series().
+  const std::size_t grad = 1 + tasks_;
+  const std::size_t task_grad = grad + 1 + params_;
+  const std::size_t lr = task_grad + tasks_;
+  put(0, s.loss);
+  put_all(1, tasks_, s.task_losses);
+  put(grad, s.grad_norm);
+  put_all(grad + 1, params_, s.param_grad_norms);
+  put_all(task_grad, tasks_, s.task_grad_norms);
+  put(lr, s.lr);
+  put(lr + 1, s.accuracy);
+}
+
+void run_writer::record_finding(const finding& f) {
+  std::lock_guard lock(mutex_);
+  pending_findings_.insert_or_assign(f.id, f);
+}
+
+void run_writer::record_event(std::string_view kind, std::string detail_json, std::int64_t step) {
+  event_info e;
+  e.kind = std::string(kind);
+  e.detail_json = std::move(detail_json);
+  e.step = step;
+  std::lock_guard lock(mutex_);
+  pending_events_.push_back(std::move(e));
+}
+
+bool run_writer::flush() {
+  std::unique_lock lock(mutex_);
+  if (exited_) return !stats_.degraded;
+  auto target = ++flush_requested_;
+  wake_.notify_all();
+  flushed_cv_.wait(lock, [&] { return flushed_ >= target || exited_; });
+  return !stats_.degraded;
+}
+
+void run_writer::finish(run_status status) noexcept {
+  std::lock_guard finishing(finish_mutex_);
+  if (!thread_.joinable()) return;
+  accepting_.store(false);
+  {
+    std::lock_guard lock(mutex_);
+    final_status_ = status;
+    stop_ = true;
+  }
+  wake_.notify_all();
+  thread_.join();
+}
+
+writer_stats run_writer::stats() const {
+  std::lock_guard lock(mutex_);
+  writer_stats s = stats_;
+  s.enqueued = enqueued_.load(std::memory_order_relaxed);
+  s.dropped = dropped_.load(std::memory_order_relaxed);
+  return s;
+}
+
+void run_writer::loop() noexcept {
+  using clock = std::chrono::steady_clock;
+  auto& conn = *connection_;
+  auto& batch = conn.batch();
+  auto last_commit = clock::now();
+  auto next_retry = last_commit;
+  writer_stats local;  // the connection updates it; copied to stats_ under the lock
+  bool degraded = false;
+  std::uint64_t flushed = 0;
+
+  for (;;) {
+    std::uint64_t flush_target = 0;
+    bool stopping = false;
+    {
+      std::lock_guard lock(mutex_);
+      conn.add(std::move(pending_findings_), std::move(pending_events_));
+      pending_findings_.clear();
+      pending_events_.clear();
+      flush_target = flush_requested_;
+      stopping = stop_;
+    }
+    // Drain the queue into the batch (up to one batch, or more while writes fail).
+    const std::size_t limit = degraded ? options_.max_pending_rows : options_.batch_rows;
+    detail::point_record r;
+    bool drained = true;
+    while (batch.size() < limit) {
+      if (!queue_->try_pop(r)) break;
+      batch.push_back(r);
+    }
+    if (batch.size() >= limit) drained = queue_->size_approx() == 0;
+    if (stopping && (drained || degraded)) break;  // the last commits below write the rest
+
+    const bool forced = stopping || flush_target > flushed;
+    auto now = clock::now();
+    bool due = batch.size() >= options_.batch_rows || forced ||
+               (conn.has_pending() && now - last_commit >= options_.flush_interval) ||
+               now - last_commit >= options_.heartbeat_interval;
+    if (degraded && now < next_retry) due = false;
+    if (due) {
+      degraded = !conn.commit(dropped_.load(), std::nullopt, local);
+      last_commit = now;
+      if (degraded) next_retry = now + options_.retry_interval;
+      std::lock_guard lock(mutex_);
+      stats_ = local;
+    }
+    if (flush_target > flushed && (degraded || (drained && batch.empty()))) {
+      flushed = flush_target;
+      std::lock_guard lock(mutex_);
+      flushed_ = flushed;
+      flushed_cv_.notify_all();
+    }
+    if ((drained || degraded) && !(forced && !degraded)) {
+      std::unique_lock lock(mutex_);
+      wake_.wait_for(lock, std::chrono::milliseconds(2),
+                     [&] { return stop_ || flush_requested_ > flushed; });
+    }
+  }
+
+  // Last commits: everything still queued, then the run's end and a detach event.
+  auto drain = [&] {
+    detail::point_record r;
+    while (batch.size() < options_.batch_rows && queue_->try_pop(r)) batch.push_back(r);
+  };
+  bool ok = true;
+  for (drain(); ok && queue_->size_approx() > 0; drain())
+    ok = conn.commit(dropped_.load(), std::nullopt, local);
+  if (ok) ok = conn.commit(dropped_.load(), final_status_, local);
+  if (!ok) {
+    detail::point_record r;
+    while (queue_->try_pop(r)) batch.push_back(r);
+    local.lost += batch.size();
+    batch.clear();
+  }
+  connection_.reset();  // the writer thread owns the connection: it closes it too
+  std::lock_guard lock(mutex_);
+  stats_ = local;
+  exited_ = true;
+  flushed_cv_.notify_all();
+}
+
+}  // namespace losslens::storage

@@ -1,0 +1,80 @@
+#include "losslens/storage/types.hpp"
+
+#include <cmath>
+
+#include "losslens/error.hpp"
+
+namespace losslens::storage {
+
+namespace {
+constexpr std::string_view status_names[] = {"running", "finished", "crashed"};
+constexpr std::string_view kind_names[] = {"loss",           "task_loss", "grad_norm",
+                                           "param_grad_norm", "task_grad_norm", "lr",
+                                           "accuracy",       "other"};
+}  // namespace
+
+std::string_view to_string(run_status s) noexcept { return status_names[int(s)]; }
+
+run_status parse_run_status(std::string_view s) {
+  for (int i = 0; i < 3; ++i)
+    if (status_names[i] == s) return run_status(i);
+  throw error("unknown run status '" + std::string(s) + "': expected running, finished or crashed");
+}
+
+std::string_view to_string(series_kind k) noexcept { return kind_names[int(k)]; }
+
+series_kind parse_series_kind(std::string_view s) {
+  for (int i = 0; i < int(std::size(kind_names)); ++i)
+    if (kind_names[i] == s) return series_kind(i);
+  throw error("unknown series kind '" + std::string(s) +
+              "': expected loss, task_loss, grad_norm, param_grad_norm, task_grad_norm, lr, "
+              "accuracy or other");
+}
+
+void bucket_summary::add(const point& p) noexcept {
+  if (count == 0) {
+    first = p;
+    from_step = p.step;
+  }
+  last = p;
+  to_step = p.step;
+  if (std::isfinite(p.value)) {
+    if (finite_count() == 0 || p.value < min.value) min = p;
+    if (finite_count() == 0 || p.value > max.value) max = p;
+  } else {
+    if (non_finite_count() == 0) first_non_finite = p;
+    if (std::isnan(p.value))
+      ++nan_count;
+    else if (p.value > 0)
+      ++pos_inf_count;
+    else
+      ++neg_inf_count;
+  }
+  ++count;
+}
+
+void bucket_summary::append(const bucket_summary& later) noexcept {
+  if (later.count == 0) return;
+  if (count == 0) {
+    *this = later;
+    return;
+  }
+  if (later.finite_count() > 0) {
+    if (finite_count() == 0 || later.min.value < min.value) min = later.min;
+    if (finite_count() == 0 || later.max.value > max.value) max = later.max;
+  }
+  if (non_finite_count() == 0 && later.non_finite_count() > 0)
+    first_non_finite = later.first_non_finite;
+  last = later.last;
+  to_step = later.to_step;
+  count += later.count;
+  nan_count += later.nan_count;
+  pos_inf_count += later.pos_inf_count;
+  neg_inf_count += later.neg_inf_count;
+}
+
+double run_info::duration() const noexcept {
+  return (ended_at ? *ended_at : heartbeat) - started_at;
+}
+
+}  // namespace losslens::storage

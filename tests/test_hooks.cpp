@@ -1,0 +1,408 @@
+// Real LibTorch training loops (small MLPs on the CPU) with a monitor attached.
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <functional>
+#include <filesystem>
+#include <unistd.h>
+#include <cmath>
+#include <mutex>
+
+#include <torch/nn/functional/loss.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/activation.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/sgd.h>
+
+#include "losslens/error.hpp"
+#include "losslens/storage/run_reader.hpp"
+#include "losslens/torch/monitor.hpp"
+
+using namespace losslens;
+namespace F = torch::nn::functional;
+
+namespace {
+
+/// A learnable 10-class problem: labels from a fixed random linear map of the inputs.
+struct toy_data {
+  torch::Tensor x, y;
+  explicit toy_data(std::int64_t n = 2048, torch::Dtype dtype = torch::kFloat) {
+    torch::manual_seed(0);
+    x = torch::randn({n, 20}, dtype);
+    auto w = torch::randn({20, 10}, dtype);
+    y = x.matmul(w).argmax(1);
+  }
+  std::pair<torch::Tensor, torch::Tensor> batch(std::int64_t i, std::int64_t bs = 64) const {
+    const auto n = x.size(0);
+    const auto start = (i * bs) % (n - bs);
+    return {x.slice(0, start, start + bs), y.slice(0, start, start + bs)};
+  }
+};
+
+struct mlpImpl : torch::nn::Module {
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+  bool detach_hidden = false;
+  mlpImpl() {
+    fc1 = register_module("fc1", torch::nn::Linear(20, 64));
+    fc2 = register_module("fc2", torch::nn::Linear(64, 10));
+  }
+  torch::Tensor forward(torch::Tensor x) {
+    auto h = torch::relu(fc1->forward(x));
+    if (detach_hidden) h = h.detach();  // the bug: fc1 never gets a gradient
+    return fc2->forward(h);
+  }
+};
+TORCH_MODULE(mlp);
+
+std::vector<finding> kinds(const monitor& m, const std::string& kind) {
+  std::vector<finding> out;
+  for (auto& f : m.findings())
+    if (f.kind == kind) out.push_back(f);
+  return out;
+}
+std::vector<finding> warnings(const monitor& m) {
+  std::vector<finding> out;
+  for (auto& f : m.findings())
+    if (f.level >= severity::warning) out.push_back(f);
+  return out;
+}
+/// n steps of the usual loop: zero_grad, forward, backward, step, lens.step; `each` sees the
+/// step index and the loss.
+void train(mlp& model, torch::optim::Optimizer& opt, monitor& lens, const toy_data& data, int n,
+           const std::function<void(int, const torch::Tensor&)>& each = {}) {
+  for (int i = 0; i < n; ++i) {
+    auto [x, y] = data.batch(i);
+    opt.zero_grad();
+    auto loss = F::cross_entropy(model->forward(x), y);
+    loss.backward();
+    opt.step();
+    lens.step(loss);
+    if (each) each(i, loss);
+  }
+}
+
+attach_options quiet(std::string run) {
+  attach_options o;
+  o.run = std::move(run);
+  o.log_findings = false;
+  o.detectors.chance_level.num_classes = 10;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("a healthy run gives no warnings and every step is processed") {
+  toy_data data;
+  mlp model;
+  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
+  auto lens = attach(model, opt, quiet("healthy"));
+  double first = 0, last = 0;
+  train(model, opt, lens, data, 400,
+        [&](int i, const torch::Tensor& loss) { (i == 0 ? first : last) = loss.item<double>(); });
+  lens.wait_idle();
+  CHECK(last < first * 0.5);  // it did learn
+  const auto st = lens.stats();
+  CHECK(st.steps == 400);
+  CHECK(st.processed == 400);
+  CHECK(st.dropped == 0);
+  CHECK(st.rejected == 0);
+  for (const auto& f : warnings(lens)) INFO(f.kind << ": " << f.message);
+  CHECK(warnings(lens).empty());
+}
+
+TEST_CASE("grad norms match clip_grad_norm_'s total within 1e-5 relative") {
+  toy_data data;
+  mlp model;
+  torch::optim::SGD opt(model->parameters(), 0.05);
+  std::mutex mu;
+  std::vector<double> seen;
+  auto o = quiet("norms");
+  o.on_sample = [&](const sample& s) {
+    std::lock_guard lock(mu);
+    seen.push_back(*s.grad_norm);
+  };
+  auto lens = attach(model, opt, o);
+  std::vector<double> reference;
+  for (int i = 0; i < 20; ++i) {
+    auto [x, y] = data.batch(i);
+    opt.zero_grad();
+    auto loss = F::cross_entropy(model->forward(x), y);
+    loss.backward();
+    lens.step(loss);
+    // clip_grad_norm_ with an infinite max returns the total norm and changes nothing.
+    reference.push_back(torch::nn::utils::clip_grad_norm_(model->parameters(), INFINITY));
+    opt.step();
+  }
+  lens.wait_idle();
+  std::lock_guard lock(mu);
+  REQUIRE(seen.size() == reference.size());
+  for (std::size_t i = 0; i < seen.size(); ++i)
+    CHECK(seen[i] == Approx(reference[i]).epsilon(1e-5));
+}
+
+TEST_CASE("LR 50 diverges and is reported at the step it happened") {
+  toy_data data;
+  mlp model;
+  torch::optim::SGD opt(model->parameters(), 50.0);
+  auto lens = attach(model, opt, quiet("lr50"));
+  std::int64_t first_bad = -1;
+  train(model, opt, lens, data, 200, [&](int i, const torch::Tensor& loss) {
+    if (!std::isfinite(loss.item<double>()) && first_bad < 0) first_bad = i;
+  });
+  lens.wait_idle();
+  lens.detach();
+  auto nf = kinds(lens, "non_finite");
+  auto dv = kinds(lens, "divergence");
+  auto ex = kinds(lens, "exploding_gradients");
+  INFO("first non-finite loss at step " << first_bad);
+  REQUIRE((!nf.empty() || !dv.empty() || !ex.empty()));
+  if (first_bad >= 0) {
+    bool at_step = false;
+    for (const auto& f : nf)
+      if (f.series == "loss") at_step = f.first_step == first_bad;
+    CHECK(at_step);
+  }
+}
+
+TEST_CASE("a loop without zero_grad is reported as missing_zero_grad within 3 steps") {
+  toy_data data;
+  mlp model;
+  torch::optim::SGD opt(model->parameters(), 0.01);
+  auto lens = attach(model, opt, quiet("nozero"));
+  for (int i = 0; i < 10; ++i) {
+    auto [x, y] = data.batch(i);
+    auto loss = F::cross_entropy(model->forward(x), y);  // no opt.zero_grad()
+    loss.backward();
+    opt.step();
+    lens.step(loss);
+  }
+  lens.wait_idle();
+  lens.detach();
+  const auto f = kinds(lens, "missing_zero_grad");
+  REQUIRE(f.size() == 1);
+  CHECK(f[0].first_step <= 2);
+  CHECK(f[0].level == severity::error);
+  CHECK(f[0].evidence_value("parameters") == 4);  // fc1/fc2 weight and bias
+  CHECK(f[0].advice.find("zero_grad") != std::string::npos);
+
+  SECTION("declared gradient accumulation is not reported") {
+    mlp m2;
+    torch::optim::SGD opt2(m2->parameters(), 0.01);
+    auto o = quiet("accum");
+    o.accumulation_steps = 4;
+    auto lens2 = attach(m2, opt2, o);
+    for (int i = 0; i < 40; ++i) {
+      auto [x, y] = data.batch(i);
+      if (i % 4 == 0) opt2.zero_grad();
+      auto loss = F::cross_entropy(m2->forward(x), y) / 4;
+      loss.backward();
+      if (i % 4 == 3) opt2.step();
+      lens2.step(loss);
+    }
+    lens2.wait_idle();
+    CHECK(kinds(lens2, "missing_zero_grad").empty());
+  }
+  SECTION("zero_grad(set_to_none) and model->zero_grad() count as resets") {
+    mlp m3;
+    torch::optim::SGD opt3(m3->parameters(), 0.01);
+    auto lens3 = attach(m3, opt3, quiet("none"));
+    for (int i = 0; i < 10; ++i) {
+      auto [x, y] = data.batch(i);
+      if (i % 2) m3->zero_grad(/*set_to_none=*/true); else m3->zero_grad();
+      auto loss = F::cross_entropy(m3->forward(x), y);
+      loss.backward();
+      opt3.step();
+      lens3.step(loss);
+    }
+    lens3.wait_idle();
+    CHECK(kinds(lens3, "missing_zero_grad").empty());
+  }
+}
+
+TEST_CASE("a layer cut off from the loss is reported as dead_parameters") {
+  toy_data data;
+  mlp model;
+  model->detach_hidden = true;
+  torch::optim::SGD opt(model->parameters(), 0.05);
+  auto lens = attach(model, opt, quiet("frozen"));
+  train(model, opt, lens, data, 30);
+  lens.wait_idle();
+  const auto f = kinds(lens, "dead_parameters");
+  REQUIRE(f.size() == 1);
+  CHECK(f[0].first_step == 0);
+  CHECK(f[0].evidence_value("parameters") == 2);
+  CHECK(f[0].message.find("fc1.weight") != std::string::npos);
+  CHECK(f[0].message.find("fc1.bias") != std::string::npos);
+}
+
+TEST_CASE("float64 models work, eval mode is noted, and multi-task steps are named") {
+  toy_data data(1024, torch::kDouble);
+  mlp model;
+  model->to(torch::kDouble);
+  torch::optim::SGD opt(model->parameters(), 0.05);
+  std::mutex mu;
+  std::vector<sample> seen;
+  auto o = quiet("double");
+  o.on_sample = [&](const sample& s) {
+    std::lock_guard lock(mu);
+    seen.push_back(s);
+  };
+  auto lens = attach(model, opt, o);
+  model->eval();  // the bug: training in eval mode
+  for (int i = 0; i < 10; ++i) {
+    auto [x, y] = data.batch(i);
+    opt.zero_grad();
+    auto out = model->forward(x);
+    auto cls = F::cross_entropy(out, y);
+    auto aux = out.pow(2).mean() * 1e-3;
+    auto total = cls + aux;
+    total.backward();
+    opt.step();
+    lens.step({{"cls", cls}, {"aux", aux}}, total, {.accuracy = 0.5});
+  }
+  lens.wait_idle();
+  REQUIRE(kinds(lens, "eval_mode_training").size() == 1);
+  std::lock_guard lock(mu);
+  REQUIRE(seen.size() == 10);
+  CHECK(seen[3].task_losses.size() == 2);
+  CHECK(*seen[3].task_losses[0] + *seen[3].task_losses[1] == Approx(*seen[3].loss));
+  CHECK(*seen[3].lr == 0.05);
+  CHECK(*seen[3].accuracy == 0.5);
+  CHECK(seen[3].eval_mode);
+}
+
+TEST_CASE("step() never throws into the loop; bad tensors are counted") {
+  mlp model;
+  torch::optim::SGD opt(model->parameters(), 0.05);
+  auto lens = attach(model, opt, quiet("bad"));
+  CHECK(lens.step(torch::ones({3})) == step_decision::proceed);
+  CHECK(lens.step(torch::Tensor()) == step_decision::proceed);
+  CHECK(lens.stats().rejected == 2);
+}
+
+TEST_CASE("guard returns skip decisions for non-finite and spiking steps") {
+  toy_data data;
+  mlp model;
+  torch::optim::SGD opt(model->parameters(), 0.05);
+  auto o = quiet("guard");
+  o.guard = true;
+  auto lens = attach(model, opt, o);
+  int skipped = 0;
+  for (int i = 0; i < 60; ++i) {
+    auto [x, y] = data.batch(i);
+    opt.zero_grad();
+    auto loss = F::cross_entropy(model->forward(x), y);
+    if (i == 50) loss = loss * std::nan("");  // a poisoned batch
+    loss.backward();
+    const auto d = lens.step(loss);
+    if (d != step_decision::proceed) {
+      ++skipped;
+      CHECK(i == 50);
+      CHECK(d == step_decision::skip_non_finite);
+      continue;  // skip the update
+    }
+    opt.step();
+  }
+  CHECK(skipped == 1);
+  for (auto& p : model->parameters()) CHECK(torch::isfinite(p).all().item<bool>());
+}
+
+TEST_CASE("attach/detach 1000 times leaves no hooks and the model trains normally") {
+  toy_data data;
+  mlp model;
+  torch::optim::SGD opt(model->parameters(), 0.05);
+  const auto before = losslens::detail::live_hook_count();
+  for (int k = 0; k < 1000; ++k) {
+    auto lens = attach(model, opt, quiet("churn"));
+    CHECK(lens.stats().hooks == 4);
+  }
+  CHECK(losslens::detail::live_hook_count() == before);
+  // Gradients are the same as on a model that was never attached.
+  mlp fresh;
+  for (std::size_t i = 0; i < model->parameters().size(); ++i) {
+    torch::NoGradGuard g;
+    fresh->parameters()[i].copy_(model->parameters()[i]);
+  }
+  auto [x, y] = data.batch(0);
+  model->zero_grad();
+  fresh->zero_grad();
+  F::cross_entropy(model->forward(x), y).backward();
+  F::cross_entropy(fresh->forward(x), y).backward();
+  for (std::size_t i = 0; i < model->parameters().size(); ++i)
+    CHECK(torch::allclose(model->parameters()[i].grad(), fresh->parameters()[i].grad()));
+}
+
+TEST_CASE("attach rejects a model without trainable parameters") {
+  torch::nn::Sequential empty;
+  torch::optim::SGD opt(std::vector<torch::Tensor>{torch::zeros({1}, torch::requires_grad())}, 0.1);
+  CHECK_THROWS_WITH(attach(empty, opt), Catch::Contains("no parameters that require grad"));
+}
+
+TEST_CASE("with db set, the run, its points, findings and events are stored") {
+  namespace fs = std::filesystem;
+  const auto dir = fs::temp_directory_path() / ("losslens_hooks_db_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string db = (dir / "runs.db").string();
+  toy_data data;
+  std::int64_t run_id = 0;
+  {
+    mlp model;
+    torch::optim::SGD opt(model->parameters(), 0.05);
+    auto o = quiet("stored");
+    o.db = db;
+    o.config_json = R"({"lr":0.05})";
+    auto lens = attach(model, opt, o);
+    for (int i = 0; i < 60; ++i) {
+      auto [x, y] = data.batch(i);
+      opt.zero_grad();
+      auto loss = F::cross_entropy(model->forward(x), y);
+      loss.backward();
+      opt.step();
+      lens.step(i == 40 ? loss * std::nan("") : loss);
+    }
+    lens.wait_idle();
+    run_id = lens.stats().run_id;
+    CHECK(run_id > 0);
+  }  // detach: drained, run finished
+  storage::run_reader r(db);
+  const auto run = r.run(run_id);
+  CHECK(run.name == "stored");
+  CHECK(run.status == storage::run_status::finished);
+  CHECK(run.config_json == R"({"lr":0.05})");
+  const auto loss = r.find_series(run_id, "loss");
+  const auto pts = r.points(loss.id, 0, 1000);
+  REQUIRE(pts.size() == 60);
+  CHECK(pts[0].step == 0);
+  CHECK(std::isnan(pts[40].value));
+  CHECK(std::isfinite(pts[41].value));
+  CHECK(r.find_series(run_id, "grad_norm/fc1.weight").summary.count == 60);
+  const auto nf = r.findings(run_id, "non_finite");
+  REQUIRE(nf.size() == 1);
+  CHECK(nf[0].f.first_step == 40);
+  std::vector<std::string> events;
+  for (const auto& e : r.events(run_id)) events.push_back(e.kind);
+  CHECK(std::find(events.begin(), events.end(), "attach") != events.end());
+  CHECK(std::find(events.begin(), events.end(), "detach") != events.end());
+  fs::remove_all(dir);
+}
+
+TEST_CASE("attach reports an unusable db path at once, with what to do") {
+  mlp model;
+  torch::optim::SGD opt(model->parameters(), 0.05);
+  auto o = quiet("baddb");
+  o.db = "/nonexistent-dir/runs.db";
+  CHECK_THROWS_WITH(attach(model, opt, o), Catch::Contains("does not exist"));
+  const auto garbage = std::filesystem::temp_directory_path() /
+                       ("losslens_garbage_" + std::to_string(getpid()) + ".db");
+  {
+    std::FILE* f = std::fopen(garbage.c_str(), "w");
+    std::fputs("this is not a database, just text that is long enough to be read", f);
+    std::fclose(f);
+  }
+  o.db = garbage.string();
+  CHECK_THROWS_AS(attach(model, opt, o), losslens::error);
+  std::filesystem::remove(garbage);
+}
