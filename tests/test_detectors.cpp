@@ -326,7 +326,11 @@ TEST_CASE("vanishing_gradients: a layer negligible next to the largest") {
   REQUIRE(fs.size() == 1);
   CHECK(fs[0].series == "grad_norm/fc1.weight");
   CHECK(fs[0].first_step == t.onset);
-  CHECK(fs[0].evidence_value("ratio") < 1e-5);
+  CHECK(fs[0].evidence_value("parameters") == 1);
+  CHECK(fs[0].evidence_value("of_parameters") == 3);
+  CHECK(fs[0].evidence_value("smallest_ratio") < 1e-5);
+  CHECK(fs[0].evidence_value("zero_gradient") == 0);
+  CHECK(fs[0].message.find("fc1.weight") != std::string::npos);
 
   SECTION("total norm below the floor") {
     analyzer a(sample_schema{});

@@ -194,7 +194,7 @@ class vanishing final : public detector {
  public:
   vanishing(const detector_options& o, const sample_schema& schema)
       : o_(o.vanishing), streak_(schema.params.size(), 0), start_(schema.params.size(), 0),
-        eps_(schema.params.size()) {}
+        vanished_(schema.params.size(), 0), shown_(schema.params.size(), 0) {}
 
   void observe(const step_context& ctx, finding_log& log) override {
     const sample& s = *ctx.s;
@@ -210,64 +210,90 @@ class vanishing final : public detector {
       }
       if (n_ > o_.warmup && total_streak_ >= o_.patience) {
         auto [f, is_new] = open_or_extend(log, this, total_ep_, step, gap(), [&] {
-          auto f = new_finding("vanishing_gradients", severity::warning, total_start_, step,
-                               "grad_norm", "grad_norm_below_floor",
-                               {{"abs_min", o_.abs_min}, {"patience", double(o_.patience)}});
-          f.advice = "gradients no longer reach the parameters: check for saturated "
-                     "activations (sigmoid/tanh), dead ReLUs (try LeakyReLU or another init), "
-                     "missing normalization or residual paths, and a learning rate that is "
-                     "not tiny";
-          return f;
+          return new_finding("vanishing_gradients", severity::warning, total_start_, step,
+                             "grad_norm", "grad_norm_below_floor",
+                             {{"abs_min", o_.abs_min}, {"patience", double(o_.patience)}});
         });
         f.set_evidence("grad_norm", g);
         f.set_evidence("steps", double(total_streak_));
       }
     }
-    // One layer negligible next to the largest.
+    // Layers negligible next to the largest: one episode for the set of such layers.
     const auto top = largest_param(s);
     if (top.index < 0 || top.norm <= 0) return;
+    std::size_t count = 0, zeros = 0;
+    std::int64_t first = step;
+    double worst = 1;
     for (std::size_t i = 0; i < s.param_grad_norms.size() && i < streak_.size(); ++i) {
+      vanished_[i] = 0;
       if (!finite(s.param_grad_norms[i])) continue;
       const double p = *s.param_grad_norms[i];
-      if (p < o_.layer_ratio * top.norm) {
-        if (streak_[i]++ == 0) start_[i] = step;
-      } else {
+      if (!(p < o_.layer_ratio * top.norm)) {
         streak_[i] = 0;
         continue;
       }
+      if (streak_[i]++ == 0) start_[i] = step;
       if (n_ <= o_.warmup || streak_[i] < o_.patience) continue;
-      auto [f, is_new] = open_or_extend(log, this, eps_[i], step, gap(), [&] {
-        auto f = new_finding("vanishing_gradients", severity::warning, start_[i], step,
-                             param_series(*ctx.schema, i), "layer_grad_ratio",
-                             {{"layer_ratio", o_.layer_ratio}, {"patience", double(o_.patience)}});
-        f.advice = format("%s gets almost no gradient: check the path from the loss to it "
-                          "(saturated activations, dead ReLUs, a detach() or no_grad in "
-                          "forward, missing normalization); if it should be frozen, set "
-                          "requires_grad(false)",
-                          ctx.schema->params[i].c_str());
-        return f;
-      });
-      f.set_evidence("grad_norm", p);
-      f.set_evidence("largest_norm", top.norm);
-      f.set_evidence("ratio", p / top.norm);
-      f.set_evidence("steps", double(streak_[i]));
-      f.set_evidence("largest_index", double(top.index));
+      vanished_[i] = 1;
+      ++count;
+      zeros += p == 0 ? 1 : 0;
+      first = std::min(first, start_[i]);
+      worst = std::min(worst, p / top.norm);
     }
+    if (count == 0) return;
+    auto [f, is_new] = open_or_extend(log, this, layers_ep_, step, gap(), [&] {
+      std::size_t i0 = 0;
+      while (!vanished_[i0]) ++i0;
+      return new_finding("vanishing_gradients", severity::warning, first, step,
+                         param_series(*ctx.schema, i0), "layer_grad_ratio",
+                         {{"layer_ratio", o_.layer_ratio}, {"patience", double(o_.patience)}});
+    });
+    f.set_evidence("parameters", double(count));
+    f.set_evidence("of_parameters", double(s.param_grad_norms.size()));
+    f.set_evidence("zero_gradient", double(zeros));
+    f.set_evidence("smallest_ratio", worst);
+    f.set_evidence("largest_norm", top.norm);
+    f.set_evidence("largest_index", double(top.index));
+    f.set_evidence("steps", is_new ? 1.0 : f.evidence_value("steps") + 1);
+    shown_ = vanished_;
   }
 
   void describe(finding& f, const sample_schema& schema) const override {
     if (f.rule.name == "grad_norm_below_floor") {
       f.message = format("total grad norm %.3g has stayed below %.3g for %g steps",
                          f.evidence_value("grad_norm"), o_.abs_min, f.evidence_value("steps"));
+      f.advice = "gradients no longer reach the parameters: check for saturated activations "
+                 "(sigmoid/tanh), dead ReLUs (try LeakyReLU or another init), missing "
+                 "normalization or residual paths, and a learning rate that is not tiny";
       return;
     }
+    std::string names;
+    std::size_t shown = 0;
+    for (std::size_t i = 0; i < shown_.size() && i < schema.params.size(); ++i) {
+      if (!shown_[i]) continue;
+      if (shown++ == 4) {
+        names += " and more";
+        break;
+      }
+      names += (names.empty() ? "" : ", ") + schema.params[i];
+    }
     const auto largest = std::size_t(f.evidence_value("largest_index"));
-    f.message = format("grad norm of %s is %.3g, %.2gx the largest layer's (%s, %.3g), for "
-                       "%g steps",
-                       f.series.c_str() + 10, f.evidence_value("grad_norm"),
-                       f.evidence_value("ratio"),
-                       largest < schema.params.size() ? schema.params[largest].c_str() : "?",
-                       f.evidence_value("largest_norm"), f.evidence_value("steps"));
+    const char* largest_name = largest < schema.params.size() ? schema.params[largest].c_str() : "?";
+    f.message = format("%g of %g parameters get less than %.0ex the gradient of the largest "
+                       "(%s, %.3g) for %g steps: %s",
+                       f.evidence_value("parameters"), f.evidence_value("of_parameters"),
+                       o_.layer_ratio, largest_name, f.evidence_value("largest_norm"),
+                       f.evidence_value("steps"), names.c_str());
+    const double zeros = f.evidence_value("zero_gradient");
+    if (zeros > 0) f.message += format(" (%g of them exactly 0)", zeros);
+    f.advice = zeros > 0
+                   ? "exactly zero gradients behind a healthy last layer mean the ReLUs before it "
+                     "died (often after a too-large step early on: lower the learning rate, add "
+                     "warm-up or gradient clipping) or a detach()/no_grad cuts the path; use "
+                     "LeakyReLU or re-initialise, and check the first steps for an explosion"
+                   : "the gradient fades on its way back: check for saturated activations "
+                     "(sigmoid/tanh), missing normalization or residual connections, and the "
+                     "initialisation of these layers";
   }
 
  private:
@@ -279,7 +305,8 @@ class vanishing final : public detector {
   std::int64_t total_streak_ = 0, total_start_ = 0;
   episode total_ep_;
   std::vector<std::int64_t> streak_, start_;
-  std::vector<episode> eps_;
+  std::vector<std::uint8_t> vanished_, shown_;  // this step's set; the set last reported
+  episode layers_ep_;
 };
 
 }  // namespace

@@ -103,7 +103,7 @@ struct detector_options {
   struct exploding_t {
     bool enabled = true;
     int window = 128;        ///< rolling median window of the total grad norm
-    int warmup = 20;
+    int warmup = 5;          ///< norms seen before the rule may fire (early blow-ups count)
     double ratio = 10;       ///< norm / running median at or above this
     double error_ratio = 100;///< ... at or above this is an error
     double abs_max = std::numeric_limits<double>::infinity();  ///< fires above this too
