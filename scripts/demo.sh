@@ -1,18 +1,42 @@
 #!/usr/bin/env bash
-# Installs the Debian packages, builds losslens and shows what it finds in a set of training
-# runs: a healthy one and one per pathology (generated runs with a known onset).
-# Usage: bash scripts/demo.sh [BUILD_DIR]   (default: build)
+# Installs the Debian packages, builds losslens, starts the dashboard, trains a Fashion-MNIST
+# classifier twice with losslens attached (a healthy run, then one at a learning rate that blows
+# up), and prints what losslens found. About two minutes on 2 cores.
+# Usage: bash scripts/demo.sh [BUILD_DIR]   (default: build); PORT=8080 to change the port.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 build=${1:-build}
+port=${PORT:-8080}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build" -j"${LOSSLENS_JOBS:-2}" --target losslens_cli synthetic_runs
-out="$build/demo-runs"
-echo "== writing runs to $out"
-"$build/examples/synthetic_runs" "$out"
-for f in "$out"/*.csv; do
+cmake --build "$build" -j"${LOSSLENS_JOBS:-2}" --target losslens_cli fmnist_train
+cli="$build/tools/losslens/losslens"
+train="$build/examples/fmnist_train"
+mkdir -p "$build/demo"
+db="$build/demo/runs.db"
+rm -f "$db" "$db-wal" "$db-shm"
+
+server=""
+if "$cli" --help | grep -q '^  serve'; then
+  "$cli" serve --db "$db" --port "$port" &
+  server=$!
+  trap 'kill $server 2>/dev/null || true' EXIT
+  echo "== dashboard: http://127.0.0.1:$port/  (live while the runs train)"
+fi
+
+echo "== healthy run (lr 0.05)"
+"$train" --db "$db" --run demo-healthy --steps 15000 --limit 0
+echo
+echo "== too-high learning rate (lr 5)"
+"$train" --db "$db" --run demo-lr5 --lr 5 --steps 15000 --limit 0
+echo
+echo "== losslens runs --db $db"
+"$cli" runs --db "$db"
+if [ -n "$server" ]; then
   echo
-  echo "== losslens analyze $f --classes 10"
-  "$build/tools/losslens/losslens" analyze "$f" --classes 10
-done
+  echo "== dashboard: http://127.0.0.1:$port/"
+  if [ -t 0 ]; then
+    echo "   (Ctrl-C to stop)"
+    wait "$server"
+  fi
+fi
