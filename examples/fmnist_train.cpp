@@ -196,7 +196,7 @@ int run(const options& o) {
     }
     step_us.push_back(
         std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
-    if (step % 100 == 0 || step + 1 == o.steps)
+    if (step % (o.steps > 2000 ? 1000 : 100) == 0 || step + 1 == o.steps)
       std::printf("step %4d  loss %.4f\n", step, loss.item<double>());
   }
 

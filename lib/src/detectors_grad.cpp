@@ -222,7 +222,7 @@ class vanishing final : public detector {
     const auto top = largest_param(s);
     if (top.index < 0 || top.norm <= 0) return;
     std::size_t count = 0, zeros = 0;
-    std::int64_t first = step;
+    std::int64_t first = step, longest = 0;
     double worst = 1;
     for (std::size_t i = 0; i < s.param_grad_norms.size() && i < streak_.size(); ++i) {
       vanished_[i] = 0;
@@ -238,6 +238,7 @@ class vanishing final : public detector {
       ++count;
       zeros += p == 0 ? 1 : 0;
       first = std::min(first, start_[i]);
+      longest = std::max(longest, streak_[i]);
       worst = std::min(worst, p / top.norm);
     }
     if (count == 0) return;
@@ -254,7 +255,7 @@ class vanishing final : public detector {
     f.set_evidence("smallest_ratio", worst);
     f.set_evidence("largest_norm", top.norm);
     f.set_evidence("largest_index", double(top.index));
-    f.set_evidence("steps", is_new ? 1.0 : f.evidence_value("steps") + 1);
+    f.set_evidence("steps", double(longest));
     shown_ = vanished_;
   }
 
