@@ -1,7 +1,5 @@
 // Real LibTorch training loops (small MLPs on the CPU) with a monitor attached.
 
-#include <catch2/catch.hpp>
-
 #include <atomic>
 #include <functional>
 #include <filesystem>
@@ -19,6 +17,10 @@
 #include "losslens/error.hpp"
 #include "losslens/storage/run_reader.hpp"
 #include "losslens/torch/monitor.hpp"
+
+// LibTorch's logging header defines CHECK (abort on failure); Catch's must win in this file.
+#undef CHECK
+#include <catch2/catch.hpp>
 
 using namespace losslens;
 namespace F = torch::nn::functional;
