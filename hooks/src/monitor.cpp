@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "grad_norms.hpp"
+#include "rank_sync.hpp"
 #include "losslens/analyzer.hpp"
 #include "losslens/error.hpp"
 #include "losslens/sample_queue.hpp"
@@ -30,8 +31,10 @@ std::size_t live_hook_count() noexcept { return g_live_hooks.load(); }
 /// until the hooks are removed.
 class monitor_state {
  public:
-  monitor_state(torch::nn::Module& model, torch::optim::Optimizer& optimizer, attach_options o)
-      : model_(model), optimizer_(optimizer), o_(std::move(o)), start_(clock::now()) {
+  monitor_state(torch::nn::Module& model, torch::optim::Optimizer& optimizer, attach_options o,
+                std::unique_ptr<rank_sync> dist = nullptr)
+      : model_(model), optimizer_(optimizer), o_(std::move(o)), start_(clock::now()),
+        dist_(std::move(dist)) {
     if (o_.accumulation_steps < 1) throw error("attach: accumulation_steps must be >= 1");
     if (o_.queue_capacity < 2) throw error("attach: queue_capacity must be >= 2");
     // Validate the detector options now (the analyzer itself is built on the monitor thread).
@@ -178,6 +181,7 @@ class monitor_state {
     arrival_[i].store(arrival_counter_.fetch_add(1, std::memory_order_relaxed),
                       std::memory_order_relaxed);
     fired_[i].store(1, std::memory_order_relaxed);
+    if (dist_) dist_->note_grad();
     if (!check_fresh_[i].exchange(0, std::memory_order_relaxed)) return;
     // .grad still being the very tensor we measured last step, unmodified since (same version),
     // means nobody zeroed it: this backward adds to last step's gradient.
@@ -287,6 +291,8 @@ class monitor_state {
       check_fresh_[i].store(g.defined() ? 1 : 0, std::memory_order_relaxed);
     }
     for (auto& g : grads_) g.reset();  // do not keep gradients alive between steps
+    if (dist_) dist_->on_step(std::int64_t(index), loss, any_norm ? std::optional(grad_norm)
+                                                                   : std::nullopt);
     steps_.fetch_add(1, std::memory_order_relaxed);
     return decision;
   }
@@ -309,6 +315,7 @@ class monitor_state {
         if (!a) {
           a = make_analyzer();
           open_writer();
+          if (dist_) dist_->bind(writer_.get(), [this](const finding& f, bool n) { record(f, n); });
         }
         while (const sample* s = q->front()) {
           try {
@@ -323,6 +330,7 @@ class monitor_state {
           processed_.fetch_add(1);
           did = true;
         }
+        if (dist_ && dist_->poll()) did = true;
         // Queue overflow on the training side: say so once per burst, and store it.
         const std::uint64_t dropped = q->dropped();
         if (dropped > drops_reported) {
@@ -348,6 +356,7 @@ class monitor_state {
       if (!did) wake_.wait_for(lock, o_.poll_interval);
     }
     if (a) a->flush();
+    if (dist_ && a) dist_->finish();
     if (writer_) {
       writer_->record_event("detach", "{\"steps\":" + std::to_string(steps_.load()) + "}",
                             last_step);
@@ -364,6 +373,7 @@ class monitor_state {
       ro.name = o_.run;
       ro.config_json = o_.config_json;
       ro.schema = schema_;
+      if (dist_) ro.extra_series = dist_->series();
       writer_ = std::make_unique<storage::run_writer>(o_.db, std::move(ro));
       writer_->record_event("attach", "{\"parameters\":" + std::to_string(params_.size()) + "}");
       run_id_.store(writer_->run_id());
@@ -424,6 +434,7 @@ class monitor_state {
   torch::optim::Optimizer& optimizer_;
   attach_options o_;
   clock::time_point start_;
+  std::unique_ptr<rank_sync> dist_;  // multi-rank view (attach_distributed), else null
   sample_schema schema_;
   std::vector<torch::Tensor> params_;
   std::vector<unsigned> hooks_;
@@ -526,6 +537,14 @@ void monitor::detach() noexcept {
 monitor attach_module(torch::nn::Module& model, torch::optim::Optimizer& optimizer,
                       attach_options options) {
   return monitor(std::make_unique<detail::monitor_state>(model, optimizer, std::move(options)));
+}
+
+monitor attach_distributed(torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                           const c10::intrusive_ptr<c10d::ProcessGroup>& process_group,
+                           attach_options options, distributed_options distributed) {
+  auto sync = detail::make_rank_sync(process_group, std::move(distributed), options);
+  return monitor(std::make_unique<detail::monitor_state>(model, optimizer, std::move(options),
+                                                         std::move(sync)));
 }
 
 }  // namespace losslens

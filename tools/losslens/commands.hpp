@@ -28,4 +28,8 @@ extern const std::string_view export_usage;
 int run_compare(int argc, char** argv);
 extern const std::string_view compare_usage;
 
+// The live dashboard (serve_command.cpp).
+int run_serve(int argc, char** argv);
+extern const std::string_view serve_usage;
+
 }  // namespace losslens::cli

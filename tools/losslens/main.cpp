@@ -27,6 +27,8 @@ const command commands[] = {
      losslens::cli::run_export},
     {"compare", "compare two runs side by side", losslens::cli::compare_usage,
      losslens::cli::run_compare},
+    {"serve", "serve the live dashboard in a browser", losslens::cli::serve_usage,
+     losslens::cli::run_serve},
 };
 
 void print_help() {

@@ -32,11 +32,16 @@
 #include "losslens/sample.hpp"
 #include "losslens/step_guard.hpp"
 
+namespace c10d {
+class ProcessGroup;
+}
+
 namespace losslens {
 
 namespace detail {
 class monitor_state;
 }
+struct distributed_options;
 
 /// Options of attach().
 struct attach_options {
@@ -121,6 +126,9 @@ class monitor {
 
  private:
   friend monitor attach_module(torch::nn::Module&, torch::optim::Optimizer&, attach_options);
+  friend monitor attach_distributed(torch::nn::Module&, torch::optim::Optimizer&,
+                                    const c10::intrusive_ptr<c10d::ProcessGroup>&, attach_options,
+                                    distributed_options);  // losslens/torch/distributed.hpp
   explicit monitor(std::unique_ptr<detail::monitor_state> state);
   std::unique_ptr<detail::monitor_state> state_;
 };

@@ -1,0 +1,70 @@
+#include "detail/json.hpp"
+
+#include "losslens/finding.hpp"
+
+namespace losslens::detail {
+
+std::string dump_json(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::string error_json(const std::string& message) {
+  return dump_json(nlohmann::json{{"error", message}});
+}
+
+nlohmann::json run_json(const storage::run_info& r) {
+  nlohmann::json config = nlohmann::json::parse(r.config_json, nullptr, false);
+  if (config.is_discarded()) config = r.config_json;
+  nlohmann::json worst;
+  if (r.worst_finding) worst = to_json(*r.worst_finding);
+  return {{"id", r.id},
+          {"name", r.name},
+          {"status", std::string(to_string(r.status))},
+          {"started_at", json_number(r.started_at)},
+          {"ended_at", r.ended_at ? json_number(*r.ended_at) : nlohmann::json()},
+          {"heartbeat", json_number(r.heartbeat)},
+          {"duration", json_number(r.duration())},
+          {"host", r.host},
+          {"pid", r.pid},
+          {"config", config},
+          {"version", r.version},
+          {"steps", r.steps},
+          {"last_step", r.last_step ? nlohmann::json(*r.last_step) : nlohmann::json()},
+          {"findings", r.findings},
+          {"worst_severity",
+           r.worst_finding ? nlohmann::json(std::string(to_string(r.worst_finding->level)))
+                           : nlohmann::json()},
+          {"worst_finding", worst}};
+}
+
+nlohmann::json series_json(const storage::series_info& s) {
+  const auto& b = s.summary;
+  bool any = b.count > 0;
+  bool finite = b.finite_count() > 0;
+  return {{"id", s.id},
+          {"name", s.name},
+          {"kind", std::string(to_string(s.kind))},
+          {"count", b.count},
+          {"first_step", any ? nlohmann::json(b.first.step) : nlohmann::json()},
+          {"last_step", any ? nlohmann::json(b.last.step) : nlohmann::json()},
+          {"last_value", any ? json_number(b.last.value) : nlohmann::json()},
+          {"min", finite ? json_number(b.min.value) : nlohmann::json()},
+          {"max", finite ? json_number(b.max.value) : nlohmann::json()},
+          {"nan_count", b.nan_count},
+          {"pos_inf_count", b.pos_inf_count},
+          {"neg_inf_count", b.neg_inf_count}};
+}
+
+nlohmann::json finding_json(const storage::stored_finding& f) {
+  nlohmann::json j = to_json(f.f);
+  j["run_id"] = f.run_id;
+  return j;
+}
+
+nlohmann::json points_json(const std::vector<storage::point>& points) {
+  nlohmann::json a = nlohmann::json::array();
+  for (const auto& p : points) a.push_back(nlohmann::json::array({p.step, json_number(p.value)}));
+  return a;
+}
+
+}  // namespace losslens::detail

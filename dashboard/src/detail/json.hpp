@@ -1,0 +1,25 @@
+#pragma once
+// JSON shapes shared by the HTTP API and the websocket deltas (docs/dashboard.md).
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "losslens/storage/types.hpp"
+
+namespace losslens::detail {
+
+/// Compact JSON text; invalid UTF-8 in strings is replaced, never thrown.
+std::string dump_json(const nlohmann::json& j);
+/// {"error": message}.
+std::string error_json(const std::string& message);
+
+nlohmann::json run_json(const storage::run_info& r);
+nlohmann::json series_json(const storage::series_info& s);
+/// A stored finding: to_json(f) plus "run_id".
+nlohmann::json finding_json(const storage::stored_finding& f);
+/// [[step, value], ...] with non-finite values as "nan", "inf", "-inf".
+nlohmann::json points_json(const std::vector<storage::point>& points);
+
+}  // namespace losslens::detail

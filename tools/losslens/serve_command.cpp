@@ -1,0 +1,61 @@
+// `losslens serve`: the live dashboard over a run-history database.
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "args.hpp"
+#include "commands.hpp"
+#include "losslens/dashboard/server.hpp"
+
+namespace losslens::cli {
+
+const std::string_view serve_usage =
+    "usage: losslens serve [--db PATH] [--port N] [--host ADDR] [--token T]\n\n"
+    "Serves the live dashboard: the run list, charts of any run (live runs update as they\n"
+    "are written), findings and comparisons, at http://ADDR:N/. Reads the database while\n"
+    "trainers write it. Stops cleanly on Ctrl-C (SIGINT) or SIGTERM.\n\noptions:\n"
+    "  --db PATH        run-history database (default runs.db)\n"
+    "  --port N         TCP port (default 8080; 0 picks a free one)\n"
+    "  --host ADDR      address to bind (default 127.0.0.1). Any other address needs a token\n"
+    "  --token T        require this token (header 'Authorization: Bearer T' or ?token=T);\n"
+    "                   default: the LOSSLENS_TOKEN environment variable\n\n"
+    "exit status: 0 stopped by a signal, 1 cannot start (database, port), 2 usage error\n";
+
+int run_serve(int argc, char** argv) {
+  auto args = parse_args(argc, argv, 1, {"db", "port", "host", "token"}, {});
+  if (!args.positional.empty())
+    throw usage_error("unexpected argument '" + args.positional.front() + "'");
+  dashboard::server_options options;
+  options.db_path = args.get("db", "runs.db");
+  options.port = static_cast<std::uint16_t>(args.get_int("port", 8080, 0, 65535));
+  options.host = args.get("host", "127.0.0.1");
+  const char* env_token = std::getenv("LOSSLENS_TOKEN");
+  options.token = args.get("token", env_token ? env_token : "");
+
+  // Block the stop signals in every thread (the server's threads inherit the mask) and
+  // wait for them here.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  dashboard::server server(options);
+  server.start();
+  std::string shown = options.host.find(':') != std::string::npos ? "[" + options.host + "]"
+                                                                  : options.host;
+  std::printf("losslens: dashboard for %s at http://%s:%u/%s\n", options.db_path.c_str(),
+              shown.c_str(), unsigned(server.port()),
+              options.token.empty() ? "" : "?token=<token>");
+  std::fflush(stdout);
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  std::printf("losslens: %s, stopping\n", sig == SIGINT ? "interrupted" : "terminated");
+  server.stop();
+  return 0;
+}
+
+}  // namespace losslens::cli
