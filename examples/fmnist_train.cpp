@@ -19,10 +19,8 @@
 #include <torch/optim/sgd.h>
 
 #include "fmnist.hpp"
+#include "report_util.hpp"
 #include "losslens/error.hpp"
-#include "losslens/report.hpp"
-
-#include <nlohmann/json.hpp>
 #include "losslens/torch/monitor.hpp"
 
 namespace F = torch::nn::functional;
@@ -186,8 +184,10 @@ int run(const options& o) {
     const auto t0 = std::chrono::steady_clock::now();
     if (o.zero_grad) opt.zero_grad();
     auto logits = model->forward(x);
-    auto loss = o.softmax_then_ce ? F::cross_entropy(torch::softmax(logits, 1), y)
-                                  : F::cross_entropy(logits, y);
+    // The bug --softmax-then-ce reproduces: probabilities fed to a loss that wants logits.
+    auto ce_input = o.softmax_then_ce ? torch::softmax(logits, 1) : logits;
+    if (lens) lens->check_class_logits("cls", ce_input, y);  // sampled input red flags
+    auto loss = F::cross_entropy(ce_input, y);
     loss.backward();
     opt.step();
     if (lens) {
@@ -211,15 +211,8 @@ int run(const options& o) {
                 static_cast<unsigned long long>(st.processed),
                 static_cast<unsigned long long>(st.dropped),
                 o.db.empty() ? "" : (", run stored in " + o.db).c_str());
-    const auto findings = lens->findings();
-    std::fputs(losslens::format_findings_text(findings, std::int64_t(st.processed)).c_str(), stdout);
-    if (!o.findings_json.empty()) {
-      std::FILE* f = std::fopen(o.findings_json.c_str(), "w");
-      if (!f) throw losslens::error("cannot write " + o.findings_json);
-      const auto j = losslens::findings_report_json(findings, std::int64_t(st.processed));
-      std::fputs(j.dump(2).c_str(), f);
-      std::fclose(f);
-    }
+    losslens::examples::report_findings(lens->findings(), std::int64_t(st.processed),
+                                        o.findings_json);
   }
   return 0;
 }

@@ -22,14 +22,13 @@ struct run_result {
   nlohmann::json report;
 };
 
-run_result train(const std::string& flags, int steps = 300) {
+run_result run_example(const std::string& exe, const std::string& flags) {
   const auto dir = fs::temp_directory_path() / ("losslens_examples_" + std::to_string(getpid()));
   fs::create_directories(dir);
   const auto json = dir / "findings.json";
   fs::remove(json);
-  const std::string cmd = std::string(FMNIST_TRAIN) + " --limit 6000 --steps " +
-                          std::to_string(steps) + " --db '' --findings-json " + json.string() +
-                          " " + flags + " > " + (dir / "out.txt").string() + " 2>&1";
+  const std::string cmd = exe + " --db '' --findings-json " + json.string() + " " + flags +
+                          " > " + (dir / "out.txt").string() + " 2>&1";
   run_result r;
   const int st = std::system(cmd.c_str());
   r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
@@ -41,6 +40,10 @@ run_result train(const std::string& flags, int steps = 300) {
     if (f["severity"] != "info") r.warnings.insert(f["kind"]);
   }
   return r;
+}
+
+run_result train(const std::string& flags, int steps = 300) {
+  return run_example(FMNIST_TRAIN, "--limit 6000 --steps " + std::to_string(steps) + " " + flags);
 }
 
 std::string list(const std::set<std::string>& s) {
@@ -85,4 +88,44 @@ TEST_CASE("fmnist_train --tiny-lr: chance_level") {
   REQUIRE(r.status == 0);
   INFO(list(r.kinds));
   CHECK(r.warnings.count("chance_level"));
+}
+
+TEST_CASE("fmnist_train --softmax-then-ce: probabilities_as_logits") {
+  const auto r = train("--softmax-then-ce", 120);
+  REQUIRE(r.status == 0);
+  INFO(list(r.kinds));
+  CHECK(r.warnings.count("probabilities_as_logits"));
+}
+
+TEST_CASE("fmnist_train --imbalance: class_imbalance with class weights in the advice") {
+  const auto r = train("--imbalance", 200);
+  REQUIRE(r.status == 0);
+  INFO(list(r.kinds));
+  REQUIRE(r.warnings.count("class_imbalance"));
+  for (const auto& f : r.report["findings"])
+    if (f["kind"] == "class_imbalance")
+      CHECK(f["advice"].get<std::string>().find("weight") != std::string::npos);
+}
+
+
+TEST_CASE("fmnist_multitask: reconstruction dominates unweighted, not with uncertainty weighting") {
+  const auto none = run_example(FMNIST_MULTITASK, "--weighting none --steps 200 --limit 6000");
+  REQUIRE(none.status == 0);
+  INFO("none: " << list(none.kinds));
+  CHECK(none.warnings.count("task_dominance"));
+  const auto unc = run_example(FMNIST_MULTITASK, "--weighting uncertainty --steps 200 --limit 6000");
+  REQUIRE(unc.status == 0);
+  INFO("uncertainty: " << list(unc.kinds));
+  CHECK_FALSE(unc.warnings.count("task_dominance"));
+}
+
+TEST_CASE("regression_targets: raw targets are flagged, standardised ones are not") {
+  const auto raw = run_example(REGRESSION_TARGETS, "--steps 120");
+  REQUIRE(raw.status == 0);
+  INFO("raw: " << list(raw.kinds));
+  CHECK(raw.warnings.count("unnormalized_targets"));
+  const auto std_ = run_example(REGRESSION_TARGETS, "--steps 120 --standardize");
+  REQUIRE(std_.status == 0);
+  INFO("standardized: " << list(std_.kinds));
+  CHECK(std_.warnings.empty());
 }

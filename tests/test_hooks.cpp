@@ -3,6 +3,10 @@
 #include <atomic>
 #include <functional>
 #include <filesystem>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <thread>
 #include <unistd.h>
 #include <cmath>
 #include <mutex>
@@ -407,4 +411,102 @@ TEST_CASE("attach reports an unusable db path at once, with what to do") {
   o.db = garbage.string();
   CHECK_THROWS_AS(attach(model, opt, o), losslens::error);
   std::filesystem::remove(garbage);
+}
+
+namespace {
+/// GET path from 127.0.0.1:port with a plain socket; returns the whole response ("" on failure).
+std::string http_get(int port, const std::string& path) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return {};
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string out;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    const std::string req = "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    if (::write(fd, req.data(), req.size()) == ssize_t(req.size())) {
+      char buf[4096];
+      ssize_t n;
+      while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, std::size_t(n));
+    }
+  }
+  ::close(fd);
+  return out;
+}
+}  // namespace
+
+TEST_CASE("loss() names the tasks, check_*() findings and task weights reach the run and its "
+          "dashboard") {
+  namespace fs = std::filesystem;
+  const auto dir = fs::temp_directory_path() / ("losslens_hooks_dash_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  toy_data data;
+  mlp model;
+  torch::optim::SGD opt(model->parameters(), 0.05);
+  std::mutex mu;
+  std::vector<sample> seen;
+  auto o = quiet("named");
+  o.db = (dir / "runs.db").string();
+  o.dashboard_port = 20000 + int(getpid() % 20000);
+  o.red_flags.every_n_steps = 5;
+  o.on_sample = [&](const sample& s) {
+    std::lock_guard lock(mu);
+    seen.push_back(s);
+  };
+  auto lens = attach(model, opt, o);
+  const std::vector<double> weights{1.0, 0.5};
+  for (int i = 0; i < 40; ++i) {
+    auto [x, y] = data.batch(i);
+    opt.zero_grad();
+    auto probs = torch::softmax(model->forward(x), 1);  // the bug: probabilities as logits
+    lens.check_class_logits("cls", probs, y);
+    // Named in this order (the operands of one + may be evaluated in either order).
+    auto cls = lens.loss("cls", F::cross_entropy(probs, y));
+    auto l2 = lens.loss("l2", probs.pow(2).mean());
+    auto total = cls + 0.5 * l2;
+    total.backward();
+    opt.step();
+    lens.step(total, {.task_weights = weights});
+  }
+  lens.wait_idle();
+  const auto st = lens.stats();
+  REQUIRE(st.run_id > 0);
+  {
+    std::lock_guard lock(mu);
+    REQUIRE(seen.size() == 40);
+    REQUIRE(seen[5].task_losses.size() == 2);
+    CHECK(*seen[5].task_losses[0] + 0.5 * *seen[5].task_losses[1] == Approx(*seen[5].loss));
+    CHECK(seen[5].task_weights == weights);
+  }
+  // Let the monitor thread drain the red-flag inbox (it polls every few ms).
+  std::vector<finding> flags;
+  for (int k = 0; k < 200 && flags.empty(); ++k) {
+    flags = kinds(lens, "probabilities_as_logits");
+    if (flags.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  REQUIRE(flags.size() == 1);
+  CHECK(flags[0].id > (std::uint64_t{1} << 41));
+  CHECK(flags[0].series == "loss/cls");
+  REQUIRE(st.dashboard_port == o.dashboard_port);
+  const auto runs = http_get(st.dashboard_port, "/api/runs");
+  CHECK(runs.find("200 OK") != std::string::npos);
+  CHECK(runs.find("\"named\"") != std::string::npos);
+  CHECK_THROWS_AS(lens.check_class_logits("cls", torch::zeros({4, 3}),
+                                          torch::zeros({5}, torch::kLong)),
+                  losslens::error);
+  lens.detach();
+  storage::run_reader r(o.db);
+  CHECK(r.findings(st.run_id, "probabilities_as_logits").size() == 1);
+  CHECK(r.find_series(st.run_id, "loss/l2").summary.count == 40);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("dashboard_port without db is a setup error") {
+  mlp model;
+  torch::optim::SGD opt(model->parameters(), 0.05);
+  auto o = quiet("nodb");
+  o.dashboard_port = 8080;
+  CHECK_THROWS_WITH(attach(model, opt, o), Catch::Contains("dashboard_port needs db"));
 }

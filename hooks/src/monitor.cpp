@@ -1,5 +1,6 @@
 #include "losslens/torch/monitor.hpp"
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -15,6 +16,7 @@
 #include "losslens/sample_queue.hpp"
 #include "losslens/storage/run_reader.hpp"
 #include "losslens/storage/run_writer.hpp"
+#include "losslens/dashboard/server.hpp"
 
 #include <filesystem>
 #include <unistd.h>
@@ -72,6 +74,18 @@ class monitor_state {
       has_lr_ = false;  // an optimizer whose options have no learning rate
     }
     if (!o_.db.empty()) preflight_db(o_.db);
+    if (o_.dashboard_port < 0 || o_.dashboard_port > 65535)
+      throw error("attach: dashboard_port must be in 0..65535");
+    if (o_.dashboard_port != 0 && o_.db.empty())
+      throw error("attach: dashboard_port needs db: the dashboard shows the run from the run "
+                  "database (set attach_options::db, e.g. \"runs.db\")");
+    flags_ = std::make_unique<red_flag_checker>(o_.red_flags);
+    // Red flags are found on whichever thread calls check_*; they reach the monitor thread
+    // through a small inbox (rare: at most one per sampled check).
+    flags_->on_finding([this](const finding& f, bool is_new) {
+      std::lock_guard lock(inbox_mutex_);
+      inbox_.push_back({f, is_new});
+    });
     if (o_.guard) guard_ = std::make_unique<step_guard>(o_.guard_settings);
     if (!o_.tasks.empty()) make_queue(o_.tasks);
 
@@ -107,6 +121,17 @@ class monitor_state {
 
   step_decision step(const std::pair<std::string_view, torch::Tensor>* tasks, std::size_t n_tasks,
                      const torch::Tensor& total, const step_extras& extras) noexcept {
+    if (n_tasks == 0 && named_count_ > 0) {  // tasks named with loss() since the last step
+      tasks = named_.data();
+      n_tasks = named_count_;
+    }
+    struct clear_named {
+      monitor_state* st;
+      ~clear_named() {
+        for (std::size_t k = 0; k < st->named_count_; ++k) st->named_[k].second.reset();
+        st->named_count_ = 0;
+      }
+    } clear{this};
     try {
       return step_impl(tasks, n_tasks, total, extras);
     } catch (const std::exception& e) {
@@ -117,6 +142,18 @@ class monitor_state {
       return step_decision::proceed;
     }
   }
+
+  const torch::Tensor& loss(std::string_view task, const torch::Tensor& value) noexcept {
+    if (named_count_ < named_.size()) {
+      named_[named_count_].first = task;  // the caller's string must live until step()
+      named_[named_count_].second = value;
+      ++named_count_;
+    }
+    return value;
+  }
+
+  red_flag_checker& red_flags() noexcept { return *flags_; }
+  std::int64_t next_step() const noexcept { return std::int64_t(steps_.load()); }
 
   void on_finding(std::function<void(const finding&, bool)> cb) {
     std::lock_guard lock(findings_mutex_);
@@ -136,6 +173,7 @@ class monitor_state {
     s.findings = findings_count_.load();
     s.hooks = hooks_.size();
     s.run_id = run_id_.load();
+    s.dashboard_port = dashboard_port_.load();
     s.storage_failed = storage_failed_.load();
     return s;
   }
@@ -270,6 +308,13 @@ class monitor_state {
       }
       if (has_lr_) s->lr = optimizer_.param_groups()[0].options().get_lr();
       s->accuracy = extras.accuracy;
+      // Capacity for the schema's tasks is reserved in the queue's slots: no allocation.
+      const std::size_t nt = schema_.tasks.size();
+      s->task_weights.assign(extras.task_weights.begin(),
+                             extras.task_weights.begin() +
+                                 std::ptrdiff_t(std::min(nt, extras.task_weights.size())));
+      for (std::size_t t = 0; t < std::min(nt, extras.task_grad_norms.size()); ++t)
+        s->task_grad_norms.push_back(extras.task_grad_norms[t]);
       s->eval_mode = !model_.is_training();
       q.commit_push();
       // The monitor thread polls every poll_interval; wake it early only when the queue is
@@ -331,6 +376,7 @@ class monitor_state {
           did = true;
         }
         if (dist_ && dist_->poll()) did = true;
+        if (drain_inbox()) did = true;
         // Queue overflow on the training side: say so once per burst, and store it.
         const std::uint64_t dropped = q->dropped();
         if (dropped > drops_reported) {
@@ -356,7 +402,9 @@ class monitor_state {
       if (!did) wake_.wait_for(lock, o_.poll_interval);
     }
     if (a) a->flush();
+    drain_inbox();
     if (dist_ && a) dist_->finish();
+    dashboard_.reset();  // stop serving before the run is marked finished
     if (writer_) {
       writer_->record_event("detach", "{\"steps\":" + std::to_string(steps_.load()) + "}",
                             last_step);
@@ -377,6 +425,8 @@ class monitor_state {
       writer_ = std::make_unique<storage::run_writer>(o_.db, std::move(ro));
       writer_->record_event("attach", "{\"parameters\":" + std::to_string(params_.size()) + "}");
       run_id_.store(writer_->run_id());
+      writer_->flush();  // the run row exists before the dashboard looks for it
+      start_dashboard();
     } catch (const std::exception& e) {
       // Training goes on without a history; the findings still reach stderr and callbacks.
       std::fprintf(stderr, "losslens: cannot record the run in %s: %s; continuing without it\n",
@@ -389,6 +439,41 @@ class monitor_state {
     auto a = std::make_unique<analyzer>(schema_, o_.detectors);
     a->on_finding([this](const finding& f, bool is_new) { record(f, is_new); });
     return a;
+  }
+
+  void start_dashboard() noexcept {
+    if (o_.dashboard_port == 0) return;
+    try {
+      dashboard::server_options so;
+      so.db_path = o_.db;
+      so.host = o_.dashboard_host;
+      so.port = static_cast<std::uint16_t>(o_.dashboard_port);
+      so.token = o_.dashboard_token;
+      auto srv = std::make_unique<dashboard::server>(so);
+      srv->start();
+      dashboard_port_.store(srv->port());
+      std::fprintf(stderr, "losslens: dashboard at http://%s:%u/\n", o_.dashboard_host.c_str(),
+                   unsigned(srv->port()));
+      dashboard_ = std::move(srv);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "losslens: cannot serve the dashboard: %s; training goes on\n",
+                   e.what());
+    }
+  }
+
+  // Findings of the red-flag checker, renumbered into the monitor's ids.
+  bool drain_inbox() {
+    std::vector<std::pair<finding, bool>> items;
+    {
+      std::lock_guard lock(inbox_mutex_);
+      if (inbox_.empty()) return false;
+      items.swap(inbox_);
+    }
+    for (auto& [f, is_new] : items) {
+      f.id += red_flag_id_base;
+      record(f, is_new);
+    }
+    return true;
   }
 
   void record(const finding& f, bool is_new) {
@@ -470,7 +555,17 @@ class monitor_state {
   std::once_flag detached_;
   std::thread thread_;
 
+  // Ids of red-flag findings start here (analyzer ids count from 1, rank findings from 2^40).
+  static constexpr std::uint64_t red_flag_id_base = std::uint64_t{1} << 41;
+  std::unique_ptr<red_flag_checker> flags_;
+  std::mutex inbox_mutex_;
+  std::vector<std::pair<finding, bool>> inbox_;
+  std::array<std::pair<std::string_view, torch::Tensor>, 16> named_;  // loss() since last step
+  std::size_t named_count_ = 0;
+
   // Monitor-thread results.
+  std::unique_ptr<dashboard::server> dashboard_;
+  std::atomic<int> dashboard_port_{0};
   std::unique_ptr<storage::run_writer> writer_;
   std::atomic<std::int64_t> run_id_{0};
   std::atomic<bool> storage_failed_{false};
@@ -518,6 +613,40 @@ step_decision monitor::step(const std::vector<std::pair<std::string, torch::Tens
   }
   for (std::size_t k = 0; k < tasks.size(); ++k) v[k] = {tasks[k].first, tasks[k].second};
   return state_->step(v, tasks.size(), total, extras);
+}
+
+const torch::Tensor& monitor::loss(std::string_view task, const torch::Tensor& value) noexcept {
+  return state_ ? state_->loss(task, value) : value;
+}
+
+namespace {
+// A monitor that was moved from has no state: its checks do nothing.
+red_flag_checker& no_checker() {
+  static red_flag_checker idle;
+  return idle;
+}
+}  // namespace
+
+red_flag_checker& monitor::red_flags() { return state_ ? state_->red_flags() : no_checker(); }
+
+void monitor::check_class_logits(std::string_view task, const torch::Tensor& logits,
+                                 const torch::Tensor& target, std::int64_t ignore_index) {
+  if (state_) red_flags().check_class_logits(task, logits, target, state_->next_step(), ignore_index);
+}
+void monitor::check_binary_logits(std::string_view task, const torch::Tensor& logits,
+                                  const torch::Tensor& target) {
+  if (state_) red_flags().check_binary_logits(task, logits, target, state_->next_step());
+}
+void monitor::check_regression(std::string_view task, const torch::Tensor& pred,
+                               const torch::Tensor& target) {
+  if (state_) red_flags().check_regression(task, pred, target, state_->next_step());
+}
+void monitor::check_probabilities(std::string_view task, const torch::Tensor& probs,
+                                  const torch::Tensor& target) {
+  if (state_) red_flags().check_probabilities(task, probs, target, state_->next_step());
+}
+void monitor::check_loss_scale(std::string_view task, double loss, std::int64_t batch_size) {
+  if (state_) red_flags().check_loss_scale(task, loss, batch_size, state_->next_step());
 }
 
 void monitor::on_finding(std::function<void(const finding&, bool)> cb) {

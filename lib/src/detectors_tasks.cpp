@@ -68,8 +68,11 @@ class task_dominance final : public detector {
       grad_.now_[i] =
           i < s.task_grad_norms.size() && finite(s.task_grad_norms[i]) ? *s.task_grad_norms[i] : nan;
     }
-    if (loss_.update(s.step, o_.share_threshold)) report(ctx, log, loss_, false);
-    if (grad_.update(s.step, o_.share_threshold)) report(ctx, log, grad_, true);
+    // Gradient shares on the shared parameters, when reported, are what decides which task
+    // drives training (GradNorm balances those, not the losses): they take precedence.
+    const bool by_grad = grad_.update(s.step, o_.share_threshold);
+    if (by_grad) report(ctx, log, grad_, true);
+    if (loss_.update(s.step, o_.share_threshold) && !by_grad) report(ctx, log, loss_, false);
   }
 
  private:

@@ -19,6 +19,7 @@
 #include <initializer_list>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -31,6 +32,7 @@
 #include "losslens/finding.hpp"
 #include "losslens/sample.hpp"
 #include "losslens/step_guard.hpp"
+#include "losslens/torch/red_flags.hpp"
 
 namespace c10d {
 class ProcessGroup;
@@ -47,8 +49,11 @@ struct distributed_options;
 struct attach_options {
   std::string run = "run";        ///< run name (stored with the run)
   std::string db;                 ///< SQLite run-history file; "" = do not store
-  int dashboard_port = 0;         ///< live dashboard port; 0 = off
+  /// Serve the live dashboard on dashboard_host:dashboard_port from the monitor thread, once
+  /// the run exists in db (needs db); 0 = off. Binding off loopback needs dashboard_token.
+  int dashboard_port = 0;
   std::string dashboard_host = "127.0.0.1";
+  std::string dashboard_token;
   std::string config_json = "{}"; ///< the trainer's configuration, stored with the run
 
   detector_options detectors;     ///< rule parameters (e.g. detectors.chance_level.num_classes)
@@ -57,6 +62,8 @@ struct attach_options {
   /// Number of lens.step() calls per optimizer step when gradients are accumulated on purpose
   /// over micro-batches; missing_zero_grad is only checked at the first micro-batch.
   int accumulation_steps = 1;
+
+  red_flag_options red_flags;     ///< sampling and thresholds of the check_*() input checks
 
   bool guard = false;             ///< step() returns skip decisions for non-finite/spiking steps
   guard_options guard_settings;
@@ -73,7 +80,12 @@ struct attach_options {
 
 /// Extra per-step numbers.
 struct step_extras {
-  std::optional<double> accuracy;  ///< batch accuracy in [0, 1]
+  std::optional<double> accuracy{};  ///< batch accuracy in [0, 1]
+  /// Effective weights of the task losses in the total (e.g. task_weighting::weights()), so
+  /// task_dominance judges weighted shares; empty = all 1.
+  std::span<const double> task_weights{};
+  /// Per-task gradient norms on the shared parameters (gradnorm_weighting::task_grad_norms()).
+  std::span<const double> task_grad_norms{};
 };
 
 /// Counters of the hand-off between the training thread and the monitor thread.
@@ -86,6 +98,7 @@ struct monitor_stats {
   std::uint64_t findings = 0;   ///< findings opened so far
   std::size_t hooks = 0;        ///< gradient hooks currently registered
   std::int64_t run_id = 0;      ///< the run's id in options.db once created (0: none yet)
+  int dashboard_port = 0;       ///< port the dashboard listens on (0: not serving)
   bool storage_failed = false;  ///< the run could not be recorded (see stderr); training goes on
 };
 
@@ -111,6 +124,27 @@ class monitor {
                      const torch::Tensor& total, const step_extras& extras = {}) noexcept;
   step_decision step(const std::vector<std::pair<std::string, torch::Tensor>>& tasks,
                      const torch::Tensor& total, const step_extras& extras = {}) noexcept;
+
+  /// Records a task's loss for the next step() and returns it unchanged, so the loss is named
+  /// where it is computed: `auto total = lens.loss("cls", l_cls) + lens.loss("box", l_box);
+  /// ...; lens.step(total);`. Up to 16 tasks per step; never throws.
+  const torch::Tensor& loss(std::string_view task, const torch::Tensor& value) noexcept;
+
+  /// Input red flags, sampled every options.red_flags.every_n_steps steps (see red_flags.hpp):
+  /// the findings go through the monitor (stderr, on_finding, the run history). Throws
+  /// losslens::error on a wrong shape or dtype, saying what was expected.
+  void check_class_logits(std::string_view task, const torch::Tensor& logits,
+                          const torch::Tensor& target, std::int64_t ignore_index = -100);
+  void check_binary_logits(std::string_view task, const torch::Tensor& logits,
+                           const torch::Tensor& target);
+  void check_regression(std::string_view task, const torch::Tensor& pred,
+                        const torch::Tensor& target);
+  void check_probabilities(std::string_view task, const torch::Tensor& probs,
+                           const torch::Tensor& target);
+  /// sum_reduction: the reduced loss of a batch and its size (no tensors, always checked).
+  void check_loss_scale(std::string_view task, double loss, std::int64_t batch_size);
+  /// The checker itself (its findings also reach the monitor).
+  red_flag_checker& red_flags();
 
   /// Calls cb(finding, is_new) on the monitor thread when a finding opens (is_new) or grows.
   /// Keep it short; to act in the training loop, set an atomic flag there.
