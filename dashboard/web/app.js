@@ -215,6 +215,10 @@ function chartSpecs() {
     { key: 'grad', title: 'Gradient norm (total and top-' + k + ' layers)', series: names.filter((n) => n === 'grad_norm').concat(byMax('grad_norm/').slice(0, k)) },
     { key: 'task_grad', title: 'Per-task gradient norm', series: names.filter((n) => n.startsWith('task_grad_norm/')) },
     { key: 'lr', title: 'Learning rate', series: names.filter((n) => n === 'lr') },
+    // Multi-process runs (attach with a process group): one line per rank, from rank 0's run.
+    { key: 'rank_loss', title: 'Loss per rank', series: names.filter((n) => /^rank\/\d+\/loss$/.test(n)) },
+    { key: 'rank_grad', title: 'Gradient norm per rank', series: names.filter((n) => /^rank\/\d+\/grad_norm$/.test(n)) },
+    { key: 'rank_time', title: 'Step time per rank (s)', series: names.filter((n) => /^rank\/\d+\/step_time$/.test(n)) },
     { key: 'acc', title: 'Accuracy', series: names.filter((n) => n === 'accuracy') },
   ];
   const used = new Set(specs.flatMap((s) => s.series).concat(names.filter((n) => n.startsWith('grad_norm/'))));
@@ -432,7 +436,9 @@ function renderFindings() {
   $('#findings-count').textContent = '(' + list.length + ')';
   $('#findings tbody').replaceChildren(...list.map((f) => el('tr', { onclick: () => showFinding(f), 'data-finding-id': f.id },
     el('td', {}, f.first_step === f.last_step ? f.first_step : f.first_step + '–' + f.last_step),
-    el('td', { class: 'sev-' + f.severity }, f.severity), el('td', {}, f.kind), el('td', {}, f.series),
+    el('td', { class: 'sev-' + f.severity }, f.severity),
+    el('td', {}, f.kind + (f.evidence && f.evidence.rank !== undefined ? ' (rank ' + fmt(f.evidence.rank) + ')' : '')),
+    el('td', {}, f.series),
     el('td', {}, f.message))));
   // Timeline: one tick per finding over the run's steps.
   const tl = $('#timeline');
