@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include <nlohmann/json.hpp>
+
 #include "losslens/error.hpp"
 
 namespace losslens::storage {
@@ -75,6 +77,29 @@ void bucket_summary::append(const bucket_summary& later) noexcept {
 
 double run_info::duration() const noexcept {
   return (ended_at ? *ended_at : heartbeat) - started_at;
+}
+
+nlohmann::json to_json(const run_info& r) {
+  nlohmann::json config = nlohmann::json::parse(r.config_json, nullptr, false);
+  if (config.is_discarded()) config = r.config_json;
+  return {{"id", r.id},
+          {"name", r.name},
+          {"status", std::string(to_string(r.status))},
+          {"started_at", json_number(r.started_at)},
+          {"ended_at", r.ended_at ? json_number(*r.ended_at) : nlohmann::json()},
+          {"heartbeat", json_number(r.heartbeat)},
+          {"duration", json_number(r.duration())},
+          {"host", r.host},
+          {"pid", r.pid},
+          {"config", config},
+          {"version", r.version},
+          {"steps", r.steps},
+          {"last_step", r.last_step ? nlohmann::json(*r.last_step) : nlohmann::json()},
+          {"findings", r.findings},
+          {"worst_severity", r.worst_finding
+                                 ? nlohmann::json(std::string(losslens::to_string(r.worst_finding->level)))
+                                 : nlohmann::json()},
+          {"worst_finding", r.worst_finding ? losslens::to_json(*r.worst_finding) : nlohmann::json()}};
 }
 
 }  // namespace losslens::storage

@@ -57,24 +57,7 @@ void print_json(const nlohmann::json& j) {
   std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
 }
 
-nlohmann::json run_json(const run_info& r) {
-  nlohmann::json config = nlohmann::json::parse(r.config_json, nullptr, false);
-  if (config.is_discarded()) config = r.config_json;
-  return {{"id", r.id},
-          {"name", r.name},
-          {"status", std::string(to_string(r.status))},
-          {"started_at", r.started_at},
-          {"ended_at", r.ended_at ? nlohmann::json(*r.ended_at) : nlohmann::json()},
-          {"duration", r.duration()},
-          {"host", r.host},
-          {"pid", r.pid},
-          {"config", config},
-          {"version", r.version},
-          {"steps", r.steps},
-          {"last_step", r.last_step ? nlohmann::json(*r.last_step) : nlohmann::json()},
-          {"findings", r.findings},
-          {"worst_finding", r.worst_finding ? to_json(*r.worst_finding) : nlohmann::json()}};
-}
+nlohmann::json run_json(const run_info& r) { return storage::to_json(r); }
 
 std::string worst_text(const run_info& r) {
   if (!r.worst_finding) return "-";

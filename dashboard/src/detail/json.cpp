@@ -12,30 +12,7 @@ std::string error_json(const std::string& message) {
   return dump_json(nlohmann::json{{"error", message}});
 }
 
-nlohmann::json run_json(const storage::run_info& r) {
-  nlohmann::json config = nlohmann::json::parse(r.config_json, nullptr, false);
-  if (config.is_discarded()) config = r.config_json;
-  nlohmann::json worst;
-  if (r.worst_finding) worst = to_json(*r.worst_finding);
-  return {{"id", r.id},
-          {"name", r.name},
-          {"status", std::string(to_string(r.status))},
-          {"started_at", json_number(r.started_at)},
-          {"ended_at", r.ended_at ? json_number(*r.ended_at) : nlohmann::json()},
-          {"heartbeat", json_number(r.heartbeat)},
-          {"duration", json_number(r.duration())},
-          {"host", r.host},
-          {"pid", r.pid},
-          {"config", config},
-          {"version", r.version},
-          {"steps", r.steps},
-          {"last_step", r.last_step ? nlohmann::json(*r.last_step) : nlohmann::json()},
-          {"findings", r.findings},
-          {"worst_severity",
-           r.worst_finding ? nlohmann::json(std::string(to_string(r.worst_finding->level)))
-                           : nlohmann::json()},
-          {"worst_finding", worst}};
-}
+nlohmann::json run_json(const storage::run_info& r) { return storage::to_json(r); }
 
 nlohmann::json series_json(const storage::series_info& s) {
   const auto& b = s.summary;

@@ -8,6 +8,8 @@
 #include <string>
 #include <string_view>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "losslens/finding.hpp"
 
 namespace losslens::storage {
@@ -107,5 +109,10 @@ struct event_info {
   std::string kind;
   std::string detail_json;   ///< an object with the event's numbers
 };
+
+/// JSON for a run as the CLI (--json) and the dashboard API show it: id, name, status, times
+/// (Unix seconds), host, pid, config (parsed; the raw string if it is not JSON), version, steps,
+/// last_step, findings, worst_severity, worst_finding.
+nlohmann::json to_json(const run_info& r);
 
 }  // namespace losslens::storage
