@@ -270,7 +270,7 @@ function makeChart(spec, zoom) {
       spanGaps: true, points: { show: false }, dash: n.startsWith('#') ? [6, 4] : undefined,
       value: (u, v) => (v == null ? '-' : fmt(v)),
     }))),
-    axes: [{}, { size: 60, values: (u, vals) => vals.map((v) => fmt(v)) }],
+    axes: [{}, { size: 80, values: (u, vals) => vals.map((v) => fmt(v)) }],
     hooks: {
       draw: [(u) => drawMarkers(c, u)],
       setSelect: [(u) => onSelect(c, u)],
