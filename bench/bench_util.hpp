@@ -11,6 +11,8 @@
 #include <filesystem>
 #include <string>
 
+#include "temp_dir.hpp"
+
 namespace losslens::bench {
 
 using clock_type = std::chrono::steady_clock;
@@ -27,17 +29,8 @@ inline double seconds_since(clock_type::time_point t0) {
 }
 
 /// A fresh directory under the system temp directory, removed on destruction.
-struct scratch_dir {
-  std::filesystem::path path;
-  scratch_dir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "losslens-bench-XXXXXX").string();
-    path = ::mkdtemp(tmpl.data());
-  }
-  ~scratch_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  std::string file(const char* name) const { return (path / name).string(); }
+struct scratch_dir : testing::temp_dir {
+  scratch_dir() : testing::temp_dir("bench") {}
 };
 
 }  // namespace losslens::bench

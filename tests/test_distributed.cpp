@@ -7,6 +7,8 @@
 
 #include <filesystem>
 #include <fstream>
+
+#include "temp_dir.hpp"
 #include <map>
 #include <unistd.h>
 
@@ -20,15 +22,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct temp_dir {
-  fs::path path;
-  explicit temp_dir(const std::string& name) {
-    path = fs::temp_directory_path() / ("losslens_" + name + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~temp_dir() { fs::remove_all(path); }
-};
+using testing::temp_dir;
 
 std::string slurp(const fs::path& p) {
   std::ifstream in(p);

@@ -21,6 +21,7 @@
 #include "losslens/error.hpp"
 #include "losslens/storage/run_reader.hpp"
 #include "losslens/torch/monitor.hpp"
+#include "temp_dir.hpp"
 
 // LibTorch's logging header defines CHECK (abort on failure); Catch's must win in this file.
 #undef CHECK
@@ -347,11 +348,8 @@ TEST_CASE("attach rejects a model without trainable parameters") {
 }
 
 TEST_CASE("with db set, the run, its points, findings and events are stored") {
-  namespace fs = std::filesystem;
-  const auto dir = fs::temp_directory_path() / ("losslens_hooks_db_" + std::to_string(getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  const std::string db = (dir / "runs.db").string();
+  const testing::temp_dir dir("hooks-db");
+  const std::string db = dir.file("runs.db");
   toy_data data;
   std::int64_t run_id = 0;
   {
@@ -392,7 +390,6 @@ TEST_CASE("with db set, the run, its points, findings and events are stored") {
   for (const auto& e : r.events(run_id)) events.push_back(e.kind);
   CHECK(std::find(events.begin(), events.end(), "attach") != events.end());
   CHECK(std::find(events.begin(), events.end(), "detach") != events.end());
-  fs::remove_all(dir);
 }
 
 TEST_CASE("attach reports an unusable db path at once, with what to do") {
@@ -438,17 +435,14 @@ std::string http_get(int port, const std::string& path) {
 
 TEST_CASE("loss() names the tasks, check_*() findings and task weights reach the run and its "
           "dashboard") {
-  namespace fs = std::filesystem;
-  const auto dir = fs::temp_directory_path() / ("losslens_hooks_dash_" + std::to_string(getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
+  const testing::temp_dir dir("hooks-dash");
   toy_data data;
   mlp model;
   torch::optim::SGD opt(model->parameters(), 0.05);
   std::mutex mu;
   std::vector<sample> seen;
   auto o = quiet("named");
-  o.db = (dir / "runs.db").string();
+  o.db = dir.file("runs.db");
   o.dashboard_port = 20000 + int(getpid() % 20000);
   o.red_flags.every_n_steps = 5;
   o.on_sample = [&](const sample& s) {
@@ -500,7 +494,6 @@ TEST_CASE("loss() names the tasks, check_*() findings and task weights reach the
   storage::run_reader r(o.db);
   CHECK(r.findings(st.run_id, "probabilities_as_logits").size() == 1);
   CHECK(r.find_series(st.run_id, "loss/l2").summary.count == 40);
-  fs::remove_all(dir);
 }
 
 TEST_CASE("dashboard_port without db is a setup error") {

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "losslens/error.hpp"
+#include "temp_dir.hpp"
 #include "losslens/storage/run_reader.hpp"
 #include "losslens/storage/run_writer.hpp"
 
@@ -31,20 +32,7 @@ namespace {
 const double nan_v = std::numeric_limits<double>::quiet_NaN();
 const double inf_v = std::numeric_limits<double>::infinity();
 
-/// A fresh directory, removed with everything in it at the end of the test.
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    std::string tmpl = (fs::temp_directory_path() / "losslens-storage-XXXXXX").string();
-    path = ::mkdtemp(tmpl.data());
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::permissions(path, fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(path, ec);
-  }
-  std::string file(const char* name) const { return (path / name).string(); }
-};
+using testing::temp_dir;
 
 /// Same number, NaN equal to NaN.
 bool same(double a, double b) { return (std::isnan(a) && std::isnan(b)) || a == b; }

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <deque>
 #include <filesystem>
+
+#include "temp_dir.hpp"
 #include <optional>
 #include <string>
 #include <utility>
@@ -27,19 +29,7 @@ namespace websocket = beast::websocket;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
 
-/// A fresh directory, removed with everything in it at the end.
-struct temp_dir {
-  std::filesystem::path path;
-  temp_dir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "losslens-dash-XXXXXX").string();
-    path = ::mkdtemp(tmpl.data());
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  std::string file(const char* name) const { return (path / name).string(); }
-};
+using temp_dir = losslens::testing::temp_dir;
 
 struct http_answer {
   unsigned status = 0;
