@@ -396,6 +396,7 @@ TEST_CASE("attach reports an unusable db path at once, with what to do") {
   mlp model;
   torch::optim::SGD opt(model->parameters(), 0.05);
   auto o = quiet("baddb");
+  o.require_db = true;
   o.db = "/nonexistent-dir/runs.db";
   CHECK_THROWS_WITH(attach(model, opt, o), Catch::Contains("does not exist"));
   const auto garbage = std::filesystem::temp_directory_path() /
@@ -408,6 +409,26 @@ TEST_CASE("attach reports an unusable db path at once, with what to do") {
   o.db = garbage.string();
   CHECK_THROWS_AS(attach(model, opt, o), losslens::error);
   std::filesystem::remove(garbage);
+}
+
+TEST_CASE("without require_db an unusable db path degrades the monitor and training goes on") {
+  mlp model;
+  torch::optim::SGD opt(model->parameters(), 0.05);
+  toy_data data;
+  auto o = quiet("baddb");
+  o.db = "/nonexistent-dir/runs.db";
+  o.db_retry_interval = std::chrono::milliseconds(10);
+  auto lens = attach(model, opt, o);
+  CHECK(lens.stats().storage_degraded);
+  CHECK(lens.stats().storage_failed);
+  CHECK_THAT(lens.stats().storage_error, Catch::Contains("does not exist"));
+  train(model, opt, lens, data, 200);
+  lens.wait_idle();
+  auto s = lens.stats();
+  CHECK(s.processed == 200);
+  CHECK(s.storage_degraded);
+  CHECK(s.points_written == 0);
+  CHECK(s.run_id == 0);
 }
 
 namespace {

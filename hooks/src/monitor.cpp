@@ -73,7 +73,15 @@ class monitor_state {
     } catch (const std::exception&) {
       has_lr_ = false;  // an optimizer whose options have no learning rate
     }
-    if (!o_.db.empty()) preflight_db(o_.db);
+    if (!o_.db.empty()) {
+      try {
+        preflight_db(o_.db);
+      } catch (const error& e) {
+        if (o_.require_db) throw;
+        // A monitor must not end a long run over its history: say it once, train on, retry.
+        report_storage_failure(e.what());
+      }
+    }
     if (o_.dashboard_port < 0 || o_.dashboard_port > 65535)
       throw error("attach: dashboard_port must be in 0..65535");
     if (o_.dashboard_port != 0 && o_.db.empty())
@@ -175,6 +183,16 @@ class monitor_state {
     s.run_id = run_id_.load();
     s.dashboard_port = dashboard_port_.load();
     s.storage_failed = storage_failed_.load();
+    s.storage_degraded = storage_degraded_.load();
+    s.points_written = points_written_.load();
+    s.points_lost = points_lost_.load();
+    s.write_failures = write_failures_.load();
+    try {
+      std::lock_guard lock(storage_error_mutex_);
+      s.storage_error = storage_error_;
+    } catch (...) {
+      // Out of memory copying a message: the counters still tell the state.
+    }
     return s;
   }
 
@@ -359,8 +377,8 @@ class monitor_state {
       if (q) {
         if (!a) {
           a = make_analyzer();
+          if (dist_) dist_->bind(nullptr, [this](const finding& f, bool n) { record(f, n); });
           open_writer();
-          if (dist_) dist_->bind(writer_.get(), [this](const finding& f, bool n) { record(f, n); });
         }
         while (const sample* s = q->front()) {
           try {
@@ -371,10 +389,12 @@ class monitor_state {
             std::fprintf(stderr, "losslens: monitor error: %s\n", e.what());
           }
           last_step = s->step;
+          processed_last_step_ = last_step;
           q->pop();
           processed_.fetch_add(1);
           did = true;
         }
+        watch_storage();
         if (dist_ && dist_->poll()) did = true;
         if (drain_inbox()) did = true;
         // Queue overflow on the training side: say so once per burst, and store it.
@@ -385,9 +405,9 @@ class monitor_state {
                                  "so far (raise attach_options::queue_capacity)\n",
                          static_cast<unsigned long long>(dropped));
           if (writer_)
-            writer_->record_event("drops", "{\"dropped_total\":" + std::to_string(dropped) +
-                                               ",\"new\":" +
-                                               std::to_string(dropped - drops_reported) + "}",
+            writer_->record_event("drops", "{\"source\":\"monitor\",\"count\":" +
+                                               std::to_string(dropped - drops_reported) +
+                                               ",\"total\":" + std::to_string(dropped) + "}",
                                   last_step);
           drops_reported = dropped;
         }
@@ -409,12 +429,16 @@ class monitor_state {
       writer_->record_event("detach", "{\"steps\":" + std::to_string(steps_.load()) + "}",
                             last_step);
       writer_->finish(storage::run_status::finished);
+      next_storage_check_ = {};
+      watch_storage();  // the final counters (points given up at the end count as lost)
     }
     std::lock_guard lock(mutex_);
     idle_.notify_all();
   }
 
-  void open_writer() noexcept {
+  // Creates the run in db. A failure is reported once (the attach-time check may have said it
+  // already) and retried every db_retry_interval from watch_storage().
+  void open_writer(std::int64_t from_step = -1) noexcept {
     if (o_.db.empty()) return;
     try {
       storage::run_options ro;
@@ -422,17 +446,81 @@ class monitor_state {
       ro.config_json = o_.config_json;
       ro.schema = schema_;
       if (dist_) ro.extra_series = dist_->series();
-      writer_ = std::make_unique<storage::run_writer>(o_.db, std::move(ro));
+      writer_ = std::make_unique<storage::run_writer>(o_.db, std::move(ro), o_.db_writer);
       writer_->record_event("attach", "{\"parameters\":" + std::to_string(params_.size()) + "}");
+      if (storage_failed_.load()) {
+        // Opened late: what the run found so far goes in too; its points start here.
+        writer_->record_event("storage_opened", "{\"first_step\":" +
+                                                    std::to_string(from_step + 1) + "}",
+                              from_step + 1);
+        std::lock_guard lock(findings_mutex_);
+        for (const auto& f : findings_) writer_->record_finding(f);
+        std::fprintf(stderr, "losslens: the run database %s works now; recording the run from "
+                             "step %lld on\n",
+                     o_.db.c_str(), static_cast<long long>(from_step + 1));
+      }
       run_id_.store(writer_->run_id());
       writer_->flush();  // the run row exists before the dashboard looks for it
+      storage_failed_.store(false);
+      storage_degraded_.store(false);
+      if (dist_) dist_->bind(writer_.get(), [this](const finding& f, bool n) { record(f, n); });
       start_dashboard();
     } catch (const std::exception& e) {
-      // Training goes on without a history; the findings still reach stderr and callbacks.
-      std::fprintf(stderr, "losslens: cannot record the run in %s: %s; continuing without it\n",
-                   o_.db.c_str(), e.what());
-      storage_failed_.store(true);
+      writer_.reset();
+      report_storage_failure(e.what());
     }
+    next_open_retry_ = clock::now() + o_.db_retry_interval;
+  }
+
+  // First failure to open db: one line on stderr; later ones only update storage_error.
+  void report_storage_failure(const std::string& what) noexcept {
+    try {
+      std::lock_guard lock(storage_error_mutex_);
+      storage_error_ = what;
+    } catch (...) {
+    }
+    storage_degraded_.store(true);
+    if (storage_failed_.exchange(true)) return;
+    std::fprintf(stderr,
+                 "losslens: cannot record the run in %s: %s; training goes on without a "
+                 "history (findings still reach stderr and on_finding)%s\n",
+                 o_.db.c_str(), what.c_str(),
+                 o_.db_retry_interval.count() > 0 ? "; retrying to open it" : "");
+  }
+
+  // On the monitor thread, at most every 100 ms: the writer's health into stats(), one line
+  // when writes work again, and retries of a database that could not be opened.
+  void watch_storage() noexcept {
+    const auto now = clock::now();
+    if (o_.db.empty() || now < next_storage_check_) return;
+    next_storage_check_ = now + std::chrono::milliseconds(100);
+    if (!writer_) {
+      if (storage_failed_.load() && o_.db_retry_interval.count() > 0 && now >= next_open_retry_ &&
+          queue_.load(std::memory_order_acquire))
+        open_writer(processed_last_step_);
+      return;
+    }
+    storage::writer_stats ws;
+    try {
+      ws = writer_->stats();
+    } catch (...) {
+      return;
+    }
+    points_written_.store(ws.written);
+    points_lost_.store(ws.dropped + ws.lost);
+    write_failures_.store(ws.write_failures);
+    if (ws.degraded) {
+      try {
+        std::lock_guard lock(storage_error_mutex_);
+        storage_error_ = ws.last_error;
+      } catch (...) {
+      }
+    }
+    // The writer says the first failure itself; the way back is said here.
+    if (storage_degraded_.exchange(ws.degraded) && !ws.degraded)
+      std::fprintf(stderr, "losslens: writing %s works again; the points held meanwhile are "
+                           "stored (%llu failed attempts)\n",
+                   o_.db.c_str(), static_cast<unsigned long long>(ws.write_failures));
   }
 
   std::unique_ptr<analyzer> make_analyzer() {
@@ -569,6 +657,13 @@ class monitor_state {
   std::unique_ptr<storage::run_writer> writer_;
   std::atomic<std::int64_t> run_id_{0};
   std::atomic<bool> storage_failed_{false};
+  std::atomic<bool> storage_degraded_{false};
+  std::atomic<std::uint64_t> points_written_{0}, points_lost_{0}, write_failures_{0};
+  mutable std::mutex storage_error_mutex_;
+  std::string storage_error_;
+  // Monitor-thread only.
+  clock::time_point next_storage_check_{}, next_open_retry_{};
+  std::int64_t processed_last_step_ = -1;
   mutable std::mutex findings_mutex_;
   std::vector<finding> findings_;
   std::function<void(const finding&, bool)> callback_;

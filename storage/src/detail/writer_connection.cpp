@@ -124,7 +124,8 @@ std::int64_t writer_connection::start_run(const storage::run_options& run,
     }
     nlohmann::json detail = {{"host", host_name()}, {"pid", process_id()},
                              {"series", series.size()}};
-    insert_event("attach", detail.dump(), -1);
+    insert_event("attach", detail.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+                 -1);
     t.commit();
   } catch (const sqlite_error& e) {
     throw_setup_error(path_, e);
@@ -216,14 +217,18 @@ void writer_connection::write_all(std::optional<storage::run_status> final_statu
         .bind(6, f.first_step)
         .bind(7, f.last_step)
         .bind(8, std::string_view(f.message))
-        .bind(9, std::string_view(to_json(f).dump()))
+        // Invalid UTF-8 (e.g. in a series name) is replaced: dump() would throw, and the
+        // commit would fail again on every retry.
+        .bind(9, std::string_view(to_json(f).dump(-1, ' ', false,
+                                                  nlohmann::json::error_handler_t::replace)))
         .bind(10, unix_now())
         .run();
   }
   for (const auto& e : events_) insert_event(e.kind, e.detail_json, e.step);
   if (dropped_total > dropped_recorded_)
     insert_event("drops",
-                 nlohmann::json{{"count", dropped_total - dropped_recorded_},
+                 nlohmann::json{{"source", "writer"},
+                                {"count", dropped_total - dropped_recorded_},
                                 {"total", dropped_total}}
                      .dump(),
                  -1);

@@ -32,6 +32,7 @@
 #include "losslens/finding.hpp"
 #include "losslens/sample.hpp"
 #include "losslens/step_guard.hpp"
+#include "losslens/storage/run_writer.hpp"
 #include "losslens/torch/red_flags.hpp"
 
 namespace c10d {
@@ -55,6 +56,13 @@ struct attach_options {
   std::string dashboard_host = "127.0.0.1";
   std::string dashboard_token;
   std::string config_json = "{}"; ///< the trainer's configuration, stored with the run
+  /// When db cannot be used at attach (missing directory, read-only, corrupt or newer
+  /// database): false (default) says so once on stderr, reports stats().storage_degraded and
+  /// trains on, retrying to open db every db_retry_interval (the run is then recorded from that
+  /// step on); true makes attach throw losslens::error instead.
+  bool require_db = false;
+  std::chrono::milliseconds db_retry_interval{5000};  ///< 0: never retry opening db
+  storage::writer_options db_writer;  ///< flush interval, memory held while writes fail, ...
 
   detector_options detectors;     ///< rule parameters (e.g. detectors.chance_level.num_classes)
   std::vector<std::string> tasks; ///< task names, if known up front (else taken from step())
@@ -99,7 +107,14 @@ struct monitor_stats {
   std::size_t hooks = 0;        ///< gradient hooks currently registered
   std::int64_t run_id = 0;      ///< the run's id in options.db once created (0: none yet)
   int dashboard_port = 0;       ///< port the dashboard listens on (0: not serving)
-  bool storage_failed = false;  ///< the run could not be recorded (see stderr); training goes on
+  bool storage_failed = false;  ///< db could not be opened (yet; see stderr); training goes on
+  /// Nothing reaches db right now: it cannot be opened, or writes fail (disk full, I/O error).
+  /// Points are held in memory (up to db_writer.max_pending_rows) and retried; see stderr.
+  bool storage_degraded = false;
+  std::uint64_t points_written = 0;  ///< points committed to db
+  std::uint64_t points_lost = 0;     ///< points db never got (writer queue full, or given up)
+  std::uint64_t write_failures = 0;  ///< failed commits so far
+  std::string storage_error;         ///< the last storage error ("" when none)
 };
 
 /// A monitor attached to one model and optimizer. Movable, not copyable. Destroying it (or
@@ -169,9 +184,10 @@ class monitor {
 
 /// Attaches to a module: registers a gradient hook on every parameter that requires grad and
 /// starts the monitor thread. Throws losslens::error when the module has no trainable
-/// parameters, an option is invalid, or options.db cannot be written (missing directory,
-/// read-only, corrupt or newer database). The run is created in options.db when the first step
-/// arrives (its task names are then known).
+/// parameters or an option is invalid, and, with options.require_db, when options.db cannot be
+/// written (missing directory, read-only, corrupt or newer database; without require_db that is
+/// reported once and retried). The run is created in options.db when the first step arrives
+/// (its task names are then known).
 monitor attach_module(torch::nn::Module& model, torch::optim::Optimizer& optimizer,
                       attach_options options = {});
 
