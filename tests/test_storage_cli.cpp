@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "losslens/analyzer.hpp"
+#include "child_process.hpp"
 #include "losslens/storage/run_writer.hpp"
 #include "traces.hpp"
 
@@ -331,4 +332,33 @@ TEST_CASE("storage commands report bad usage (2) and runtime failures (1)", "[st
   r = cli("runs --help", fx.dir);
   REQUIRE(r.status == 0);
   REQUIRE_THAT(r.out, Catch::Contains("--db PATH"));
+}
+
+TEST_CASE("serve --wait starts once a trainer creates the database, and stops on SIGTERM while "
+          "waiting", "[cli][serve]") {
+  const auto dir = fs::temp_directory_path() / ("losslens_serve_wait_" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  const auto db = (dir / "runs.db").string();
+  {
+    // Nobody creates it: SIGTERM ends the wait with status 0.
+    losslens::testing::child_process serve(LOSSLENS_CLI, {"serve", "--db", db, "--port", "0", "--wait"},
+                                           (dir / "serve1.txt").string());
+    auto waiting = serve.read_line(std::chrono::seconds(30));
+    REQUIRE(waiting);
+    CHECK(waiting->find("waiting for " + db) != std::string::npos);
+    serve.kill(SIGTERM);
+    CHECK(serve.wait() == 0);
+    CHECK(!fs::exists(db));
+  }
+  {
+    losslens::testing::child_process serve(LOSSLENS_CLI, {"serve", "--db", db, "--port", "0", "--wait"},
+                                           (dir / "serve2.txt").string());
+    REQUIRE(serve.wait_for("losslens: waiting", std::chrono::seconds(30)));
+    storage::run_writer w(db, storage::run_options{});
+    auto up = serve.wait_for("losslens: dashboard for " + db, std::chrono::seconds(30));
+    CHECK(up);
+    serve.kill(SIGTERM);
+    CHECK(serve.wait() == 0);
+  }
+  fs::remove_all(dir);
 }

@@ -100,6 +100,7 @@ class monitor_state {
     hooks_.reserve(n);
     for (std::size_t i = 0; i < n; ++i) {
       hooks_.push_back(params_[i].register_hook([this, i](const torch::Tensor&) { on_grad(i); }));
+      hook_count_.fetch_add(1);
       ++g_live_hooks;
     }
     thread_ = std::thread([this] { run(); });
@@ -118,6 +119,7 @@ class monitor_state {
         --g_live_hooks;
       }
       hooks_.clear();
+      hook_count_.store(0);
       {
         std::lock_guard lock(mutex_);
         stop_ = true;
@@ -179,7 +181,7 @@ class monitor_state {
     s.processed = processed_.load();
     s.rejected = rejected_.load();
     s.findings = findings_count_.load();
-    s.hooks = hooks_.size();
+    s.hooks = hook_count_.load();  // hooks_ itself belongs to attach/detach
     s.run_id = run_id_.load();
     s.dashboard_port = dashboard_port_.load();
     s.storage_failed = storage_failed_.load();
@@ -611,6 +613,7 @@ class monitor_state {
   sample_schema schema_;
   std::vector<torch::Tensor> params_;
   std::vector<unsigned> hooks_;
+  std::atomic<std::size_t> hook_count_{0};
 
   // Training-thread state (preallocated).
   std::vector<at::Tensor> grads_;

@@ -1,18 +1,25 @@
 // `losslens serve`: the live dashboard over a run-history database.
 
+#include <sys/resource.h>
+
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
+#include <filesystem>
 #include <string>
 
 #include "args.hpp"
 #include "commands.hpp"
 #include "losslens/dashboard/server.hpp"
+#include "losslens/error.hpp"
+#include "losslens/storage/run_reader.hpp"
 
 namespace losslens::cli {
 
 const std::string_view serve_usage =
-    "usage: losslens serve [--db PATH] [--port N] [--host ADDR] [--token T]\n\n"
+    "usage: losslens serve [--db PATH] [--port N] [--host ADDR] [--token T] [--wait]\n\n"
     "Serves the live dashboard: the run list, charts of any run (live runs update as they\n"
     "are written), findings and comparisons, at http://ADDR:N/. Reads the database while\n"
     "trainers write it. Stops cleanly on Ctrl-C (SIGINT) or SIGTERM.\n\noptions:\n"
@@ -20,11 +27,13 @@ const std::string_view serve_usage =
     "  --port N         TCP port (default 8080; 0 picks a free one)\n"
     "  --host ADDR      address to bind (default 127.0.0.1). Any other address needs a token\n"
     "  --token T        require this token (header 'Authorization: Bearer T' or ?token=T);\n"
-    "                   default: the LOSSLENS_TOKEN environment variable\n\n"
+    "                   default: the LOSSLENS_TOKEN environment variable\n"
+    "  --wait           if the database does not exist yet, wait for a trainer to create it\n"
+    "                   (otherwise that is an error)\n\n"
     "exit status: 0 stopped by a signal, 1 cannot start (database, port), 2 usage error\n";
 
 int run_serve(int argc, char** argv) {
-  auto args = parse_args(argc, argv, 1, {"db", "port", "host", "token"}, {});
+  auto args = parse_args(argc, argv, 1, {"db", "port", "host", "token"}, {"wait"});
   if (!args.positional.empty())
     throw usage_error("unexpected argument '" + args.positional.front() + "'");
   dashboard::server_options options;
@@ -41,6 +50,34 @@ int run_serve(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  if (args.has("wait") && !std::filesystem::exists(options.db_path)) {
+    std::printf("losslens: waiting for %s to be created (by a trainer with attach_options::db)\n",
+                options.db_path.c_str());
+    std::fflush(stdout);
+    const timespec poll{0, 200 * 1000 * 1000};
+    while (!std::filesystem::exists(options.db_path))
+      if (sigtimedwait(&stop_signals, nullptr, &poll) > 0) return 0;  // stopped while waiting
+    // The trainer creates the file, then its tables: give it a few seconds to finish.
+    for (int tries = 0;; ++tries) {
+      try {
+        storage::run_reader probe(options.db_path);
+        break;
+      } catch (const losslens::error&) {
+        if (tries >= 50) throw;
+      }
+      if (sigtimedwait(&stop_signals, nullptr, &poll) > 0) return 0;
+    }
+  }
+
+  // Every client is a file descriptor: raise the soft limit (often 1024) towards the hard one
+  // so that max_clients (4096) connections fit.
+  rlimit files{};
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < 8192 &&
+      files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = std::min<rlim_t>(files.rlim_max, 8192);
+    setrlimit(RLIMIT_NOFILE, &files);
+  }
 
   dashboard::server server(options);
   server.start();
