@@ -9,6 +9,7 @@ packages=(
   libboost-dev nlohmann-json3-dev libsqlite3-dev zlib1g-dev
   nodejs chromium
   catch2
+  clang libclang-rt-14-dev
   dataset-fashion-mnist
 )
 

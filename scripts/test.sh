@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian packages (scripts/setup.sh), builds everything and runs every test.
+# Installs the Debian packages (scripts/setup.sh), builds everything and runs every test; then
+# runs the fuzzers for a bounded time (scripts/fuzz.sh, in BUILD_DIR-fuzz) and the tests again
+# under AddressSanitizer + UndefinedBehaviorSanitizer (scripts/sanitize.sh, in BUILD_DIR-asan).
+# See docs/fuzzing.md.
 # Usage: bash scripts/test.sh [BUILD_DIR]   (default: build)
+# Env: LOSSLENS_JOBS (2), LOSSLENS_FUZZ_SECONDS (per fuzzer, 60), LOSSLENS_SKIP_FUZZ=1,
+#      LOSSLENS_SKIP_SANITIZERS=1 (quick local runs: only the main build and its tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -9,3 +14,11 @@ jobs=${LOSSLENS_JOBS:-2}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build "$build" -j"$jobs"
 ctest --test-dir "$build" -j"$jobs" --output-on-failure
+
+if [ "${LOSSLENS_SKIP_FUZZ:-0}" != 1 ]; then
+  bash scripts/fuzz.sh "$build-fuzz"
+fi
+
+if [ "${LOSSLENS_SKIP_SANITIZERS:-0}" != 1 ]; then
+  bash scripts/sanitize.sh "$build-asan"
+fi

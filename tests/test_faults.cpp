@@ -57,6 +57,15 @@ nlohmann::json done_json(child_process& child, std::chrono::milliseconds timeout
   return nlohmann::json::parse(line->substr(5));
 }
 
+/// Once storage works again: the child says "healthy", finishes and exits 0. Its final stats
+/// and its stderr.
+std::pair<nlohmann::json, std::string> finish_healthy(child_process& child, const fs::path& dir) {
+  REQUIRE(child.wait_for("healthy ", 60s));
+  auto stats = done_json(child, 120s);
+  CHECK(child.wait() == 0);
+  return {stats, slurp(dir / "stderr.txt")};
+}
+
 /// Steps of the run's loss series, in order.
 std::vector<std::int64_t> loss_steps(storage::run_reader& r, std::int64_t run_id) {
   auto s = r.find_series(run_id, "loss");
@@ -214,11 +223,7 @@ TEST_CASE("a full disk degrades the monitor once, training goes on, and everythi
         std::this_thread::sleep_for(1500ms);  // train on for a while with nowhere to write
         fs::remove(filler);                  // space returns
       }
-      auto healthy = child.wait_for("healthy ", 60s);
-      REQUIRE(healthy);
-      auto stats = done_json(child, 120s);
-      CHECK(child.wait() == 0);
-      const auto err = slurp(dir.path / "stderr.txt");
+      auto [stats, err] = finish_healthy(child, dir.path);
       INFO(err);
       CHECK(count_lines_with(err, "writing run history") == 1);  // said once, however long it lasted
       CHECK(count_lines_with(err, "works again") == 1);
@@ -278,11 +283,7 @@ TEST_CASE("a read-only database directory degrades the monitor; the run is recor
     REQUIRE(mnt->remount(0, "size=16m"));
   else
     REQUIRE(::chmod(where.c_str(), 0755) == 0);
-  auto healthy = child.wait_for("healthy ", 60s);
-  REQUIRE(healthy);
-  auto stats = done_json(child, 120s);
-  CHECK(child.wait() == 0);
-  const auto err = slurp(dir.path / "stderr.txt");
+  auto [stats, err] = finish_healthy(child, dir.path);
   INFO(err);
   CHECK(count_lines_with(err, "cannot record the run") == 1);
   CHECK(count_lines_with(err, "works now") == 1);

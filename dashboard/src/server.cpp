@@ -5,6 +5,7 @@
 
 #include "losslens/dashboard/server.hpp"
 
+#include <array>
 #include <atomic>
 #include <deque>
 #include <optional>
@@ -25,6 +26,7 @@
 #include "detail/hub.hpp"
 #include "detail/json.hpp"
 #include "detail/poller.hpp"
+#include "detail/ws_protocol.hpp"
 #include "losslens/error.hpp"
 
 namespace beast = boost::beast;
@@ -42,6 +44,7 @@ struct server_state {
   reader_pool readers;
   std::atomic<std::uint64_t> connections{0};
   std::atomic<std::uint64_t> refused{0};
+  std::atomic<std::uint64_t> accept_errors{0};
   std::atomic<std::uint64_t> slow_drops{0};
   std::atomic<std::uint64_t> frames_sent{0};
   std::atomic<std::size_t> open_connections{0};
@@ -136,32 +139,25 @@ class ws_session : public subscriber, public std::enable_shared_from_this<ws_ses
   }
 
   void handle(bool is_text, const std::string& text) {
-    auto bad = [&](const std::string& why) { reply({{"type", "error"}, {"error", why}}); };
-    if (!is_text) return bad("binary messages are not supported; send JSON text");
-    auto j = nlohmann::json::parse(text, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("type") || !j["type"].is_string())
-      return bad("malformed message: expected a JSON object with a \"type\"");
-    const std::string type = j["type"];
-    if (type == "ping") return reply({{"type", "pong"}});
-    if (type == "watch_runs") {
-      state_->subscribers.watch_runs(shared_from_this());
-      return;
+    auto bad = [&](const std::string& why) {
+      on_send(std::make_shared<const std::string>(ws_error_json(why)));
+    };
+    const client_message m = parse_client_message(is_text, text);
+    switch (m.type) {
+      case client_message::kind::error: return bad(m.error);
+      case client_message::kind::ping: return reply({{"type", "pong"}});
+      case client_message::kind::watch_runs:
+        return state_->subscribers.watch_runs(shared_from_this());
+      case client_message::kind::unsubscribe:
+        state_->subscribers.unsubscribe(m.run, this);
+        return reply({{"type", "unsubscribed"}, {"run", m.run}});
+      case client_message::kind::subscribe:
+        if (!state_->subscribers.subscribe(m.run, shared_from_this(),
+                                           state_->options.max_subscriptions))
+          return bad("too many subscriptions (at most " +
+                     std::to_string(state_->options.max_subscriptions) + ")");
+        return;  // the poller acknowledges with "subscribed"
     }
-    if (type == "subscribe" || type == "unsubscribe") {
-      if (!j.contains("run") || !j["run"].is_number_integer() || j["run"].get<std::int64_t>() < 1)
-        return bad("\"" + type + "\" needs \"run\": a positive integer run id");
-      auto run = j["run"].get<std::int64_t>();
-      if (type == "unsubscribe") {
-        state_->subscribers.unsubscribe(run, this);
-        return reply({{"type", "unsubscribed"}, {"run", run}});
-      }
-      if (!state_->subscribers.subscribe(run, shared_from_this(),
-                                         state_->options.max_subscriptions))
-        return bad("too many subscriptions (at most " +
-                   std::to_string(state_->options.max_subscriptions) + ")");
-      return;  // the poller acknowledges with "subscribed"
-    }
-    bad("unknown message type \"" + type + "\"");
   }
 
   void on_send(shared_message message) {
@@ -275,9 +271,10 @@ class http_session : public std::enable_shared_from_this<http_session> {
       return send(make_response(error_reply(ec == http::error::body_limit ? 413 : 431,
                                             "request too large"),
                                 11, false, false));
-    if (ec == http::error::bad_target || ec == http::error::bad_method ||
-        ec == http::error::bad_version || ec == http::error::bad_field ||
-        ec == http::error::bad_value || ec == http::error::bad_line_ending)
+    // Any other parse error (bad method, target, field, chunk, content length, ...) is a 400;
+    // socket errors, timeouts and a message cut short close the connection without an answer.
+    if (ec && ec.category() == http::make_error_code(http::error::bad_target).category() &&
+        ec != http::error::partial_message && ec != http::error::need_more)
       return send(make_response(error_reply(400, "malformed HTTP request"), 11, false, false));
     if (ec) return;
 
@@ -326,9 +323,24 @@ class http_session : public std::enable_shared_from_this<http_session> {
   void shutdown() {
     beast::error_code ec;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    // Lingering close: read and discard what the client still sends (e.g. the rest of a body
+    // refused with 413) for a moment before closing. Closing with unread data would send a
+    // reset, which can destroy the answer before the client has read it.
+    stream_.expires_after(std::chrono::seconds(1));
+    drain(0);
+  }
+
+  void drain(std::size_t drained) {
+    if (drained > (std::size_t{1} << 20)) return;
+    stream_.async_read_some(net::buffer(discard_),
+                            [self = shared_from_this(), drained](beast::error_code ec,
+                                                                 std::size_t n) {
+                              if (!ec) self->drain(drained + n);
+                            });
   }
 
   beast::tcp_stream stream_;
+  std::array<char, 4096> discard_{};
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::shared_ptr<server_state> state_;
@@ -338,13 +350,15 @@ class http_session : public std::enable_shared_from_this<http_session> {
 class listener : public std::enable_shared_from_this<listener> {
  public:
   listener(net::io_context& ioc, tcp::acceptor acceptor, std::shared_ptr<server_state> state)
-      : ioc_(ioc), acceptor_(std::move(acceptor)), state_(std::move(state)) {}
+      : ioc_(ioc), acceptor_(std::move(acceptor)), retry_(acceptor_.get_executor()),
+        state_(std::move(state)) {}
 
   void run() { do_accept(); }
   void stop() {
     net::post(acceptor_.get_executor(), [self = shared_from_this()] {
       beast::error_code ec;
       self->acceptor_.close(ec);
+      self->retry_.cancel();
     });
   }
 
@@ -356,21 +370,30 @@ class listener : public std::enable_shared_from_this<listener> {
 
   void on_accept(beast::error_code ec, tcp::socket socket) {
     if (ec == net::error::operation_aborted || !acceptor_.is_open()) return;
-    if (!ec) {
-      ++state_->connections;
-      if (state_->open_connections.load() >= state_->options.max_clients) {
-        ++state_->refused;
-        socket.close(ec);
-      } else {
-        socket.set_option(tcp::no_delay(true), ec);  // frames are latency-bound, not bulk
-        std::make_shared<http_session>(std::move(socket), state_)->run();
-      }
+    if (ec) {
+      // Out of file descriptors (EMFILE/ENFILE) or a transient error: accepting again at once
+      // would fail again in a busy loop. Wait a little; pending connections stay queued.
+      ++state_->accept_errors;
+      retry_.expires_after(std::chrono::milliseconds(50));
+      retry_.async_wait([self = shared_from_this()](beast::error_code e) {
+        if (!e && self->acceptor_.is_open()) self->do_accept();
+      });
+      return;
+    }
+    ++state_->connections;
+    if (state_->open_connections.load() >= state_->options.max_clients) {
+      ++state_->refused;
+      socket.close(ec);
+    } else {
+      socket.set_option(tcp::no_delay(true), ec);  // frames are latency-bound, not bulk
+      std::make_shared<http_session>(std::move(socket), state_)->run();
     }
     do_accept();
   }
 
   net::io_context& ioc_;
   tcp::acceptor acceptor_;
+  net::steady_timer retry_;  ///< delays the next accept after an accept error
   std::shared_ptr<server_state> state_;
 };
 
@@ -435,6 +458,8 @@ class server_impl {
     s.clients = state_->subscribers.size();
     s.connections = state_->connections.load();
     s.refused = state_->refused.load();
+    s.accept_errors = state_->accept_errors.load();
+    s.open_connections = state_->open_connections.load();
     s.slow_drops = state_->slow_drops.load();
     s.frames_sent = state_->frames_sent.load();
     if (poller_) {

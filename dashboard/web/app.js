@@ -46,6 +46,7 @@ const state = {
   run: null,        // its /api/runs/{id}
   series: [],       // its /api/runs/{id}/series
   findings: new Map(),  // id -> finding
+  events: new Map(),    // id -> event (attach, detach, drops, ...)
   compareId: null,
   lastStep: 0,      // largest step seen in the shown run
   charts: [],       // chart objects (see makeChart)
@@ -125,7 +126,8 @@ function renderRuns() {
     'data-run-id': r.id, onclick: () => { location.hash = '#/run/' + r.id; },
   },
   el('td', {}, r.id), el('td', {}, r.name),
-  el('td', {}, el('span', { class: 'badge ' + r.status }, r.status)),
+  el('td', {}, el('span', { class: 'badge ' + r.status }, r.status),
+    ...(r.dropped > 0 ? [el('span', { class: 'badge drops', title: dropText(r.dropped_samples, r.dropped_points).join('; ') }, 'drops')] : [])),
   el('td', {}, r.steps), el('td', {}, fmtDuration(toNumber(r.duration))),
   el('td', {}, r.findings),
   el('td', { class: r.worst_severity ? 'sev-' + r.worst_severity : 'muted' },
@@ -159,6 +161,7 @@ function route() {
   state.subscribed = false;
   state.compareId = null;
   state.lastStep = 0;
+  state.events = new Map();
   $('#compare').value = '';
   destroyCharts();
   if (id === null) { refreshRuns(); return; }
@@ -170,15 +173,19 @@ function route() {
 async function loadRun(id, keepZoom) {
   const gen = state.generation;
   try {
-    const [run, series, findings] = await Promise.all([
-      api('/api/runs/' + id), api('/api/runs/' + id + '/series'), api('/api/runs/' + id + '/findings')]);
+    const [run, series, findings, events] = await Promise.all([
+      api('/api/runs/' + id), api('/api/runs/' + id + '/series'), api('/api/runs/' + id + '/findings'),
+      api('/api/runs/' + id + '/events')]);
     if (gen !== state.generation) return;
     state.run = run;
     state.series = series.series;
     state.lastStep = Math.max(state.lastStep, run.last_step || 0);
     state.findings = new Map(findings.findings.map((f) => [f.id, f]));
+    // Events are keyed by id: the HTTP answer and the deltas may overlap.
+    for (const e of events.events) state.events.set(e.id, e);
     renderRunHead();
     renderFindings();
+    renderEvents();
     buildCharts(keepZoom);
   } catch (e) {
     $('#run-title').textContent = 'Run ' + id + ': ' + e.message;
@@ -191,7 +198,44 @@ function renderRunHead() {
   const s = $('#run-status');
   s.className = 'badge ' + r.status;
   s.textContent = r.status;
+  renderDropWarning();
   updateLive();
+}
+
+// Queue overflow: the monitor's drops events count samples, the writer's count points.
+const isMonitorDrop = (e) => e.detail && (e.detail.source === 'monitor' || e.detail.dropped_total !== undefined);
+const dropTotal = (e) => Number(e.detail && (e.detail.total !== undefined ? e.detail.total : e.detail.dropped_total)) || 0;
+function dropText(samples, points) {
+  const out = [];
+  if (samples > 0) out.push('monitor dropped ' + samples.toLocaleString('en-US') + ' samples (queue full) — raise attach_options::queue_capacity');
+  if (points > 0) out.push('writer dropped ' + points.toLocaleString('en-US') + ' points (queue full) — raise writer_options::queue_capacity (attach_options::db_writer)');
+  return out;
+}
+
+function renderDropWarning() {
+  let samples = (state.run && state.run.dropped_samples) || 0, points = (state.run && state.run.dropped_points) || 0;
+  for (const e of state.events.values()) {
+    if (e.kind !== 'drops' || typeof e.detail !== 'object') continue;
+    if (isMonitorDrop(e)) samples = Math.max(samples, dropTotal(e)); else points = Math.max(points, dropTotal(e));
+  }
+  const w = $('#drop-warning');
+  const lines = dropText(samples, points);
+  w.replaceChildren(...lines.map((t) => el('div', {}, '⚠ ' + t)));
+  w.hidden = lines.length === 0;
+  w.dataset.samples = String(samples);
+  w.dataset.points = String(points);
+}
+
+const MAX_EVENT_ROWS = 200;
+function renderEvents() {
+  const list = Array.from(state.events.values()).sort((a, b) => a.id - b.id);
+  const shown = list.slice(-MAX_EVENT_ROWS);
+  $('#events-count').textContent = '(' + list.length + (list.length > shown.length ? ', the last ' + shown.length + ' shown' : '') + ')';
+  $('#events tbody').replaceChildren(...shown.map((e) => el('tr', { class: e.kind === 'drops' ? 'drops' : '', 'data-event-id': e.id },
+    el('td', {}, typeof e.time === 'number' ? new Date(e.time * 1000).toLocaleString() : String(e.time)),
+    el('td', {}, e.step == null ? '-' : e.step),
+    el('td', {}, e.kind),
+    el('td', { class: 'detail' }, typeof e.detail === 'string' ? e.detail : JSON.stringify(e.detail)))));
 }
 
 function updateLive() {
@@ -302,7 +346,7 @@ async function fetchChart(c) {
   if (c.zoom) { params.from = String(c.zoom.from); params.to = String(c.zoom.to); }
   const runId = state.runId;
   const jobs = c.spec.series.map((name) => api('/api/runs/' + runId + '/points', { ...params, series: name })
-    .then((r) => [name, r.points]).catch(() => [name, []]));
+    .then((r) => [name, r.points, r.exact]).catch(() => [name, [], false]));
   if (c.spec.compare && state.compareId)
     jobs.push(api('/api/runs/' + state.compareId + '/points', { ...params, series: 'loss' })
       .then((r) => ['#' + state.compareId + ' loss', r.points]).catch(() => ['#' + state.compareId + ' loss', []]));
@@ -315,7 +359,8 @@ async function fetchChart(c) {
       for (const p of c.data.get(name) || []) if (p[0] > last) pts.push(p);
     }
   }
-  c.data = new Map(results);
+  c.data = new Map(results.map(([name, pts]) => [name, pts]));
+  c.box.dataset.exact = results.every((r) => r[2] !== false) ? '1' : '0';  // every point, not M4
   redraw(c);
 }
 
@@ -422,6 +467,11 @@ function applyDelta(m) {
   }
   for (const f of m.findings || []) state.findings.set(f.id, f);
   if (state.findings.size) renderFindings();  // new findings, and the timeline grows
+  if (m.events && m.events.length) {
+    for (const e of m.events) state.events.set(e.id, e);
+    renderEvents();
+    renderDropWarning();
+  }
   if (newSeries) { loadRun(state.runId, true); return; }
   for (const c of state.charts) redraw(c);
   // Raw points pile up while live: now and then swap them for the server's downsampled view.

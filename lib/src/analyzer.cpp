@@ -46,7 +46,7 @@ void finding_log::flush(std::int64_t step, std::int64_t interval, const sample_s
   for (std::size_t i : pending_) {
     const bool due = published_step_[i] == std::numeric_limits<std::int64_t>::min() ||
                      findings_[i].level != published_level_[i] ||
-                     step - published_step_[i] >= interval;
+                     step_diff(step, published_step_[i]) >= interval;
     if (due)
       publish(i, schema, step, notify, ctx);
     else

@@ -36,7 +36,7 @@ class loss_spike final : public detector {
     const std::int64_t step = ctx.s->step;
     if (spike && !ep_.continues(step, o_.merge_gap))
       for (const char* k : {"oscillation", "divergence"})
-        if (log.last_step_of(k) >= step - o_.unstable_lookback) spike = false;
+        if (log.last_step_of(k) >= step_diff(step, o_.unstable_lookback)) spike = false;
     if (!spike) {
       push(x);
       return;
@@ -56,8 +56,8 @@ class loss_spike final : public detector {
                     {"robust_scale", median_.scale()}, {"log_scale", median_.log_scale() ? 1.0 : 0.0},
                     {"z", z},    {"ratio", ratio},      {"spike_steps", 0}};
       const std::int64_t gs = ctx.last_grad_spike_step;
-      if (gs != std::numeric_limits<std::int64_t>::min() && step - gs >= 0 &&
-          step - gs <= o_.grad_lookback) {
+      if (gs != std::numeric_limits<std::int64_t>::min() && step_diff(step, gs) >= 0 &&
+          step_diff(step, gs) <= o_.grad_lookback) {
         f.evidence.emplace_back("grad_spike_step", double(gs));
         f.evidence.emplace_back("grad_norm", ctx.last_grad_spike_value);
         f.evidence.emplace_back("grad_norm_ratio", ctx.last_grad_spike_ratio);
@@ -252,7 +252,7 @@ class plateau final : public detector {
       return f;
     });
     f.set_evidence("smoothed", e);
-    f.set_evidence("steps_without_improvement", double(step - best_step_));
+    f.set_evidence("steps_without_improvement", double(step_diff(step, best_step_)));
   }
 
   void describe(finding& f, const sample_schema&) const override {

@@ -46,7 +46,19 @@ constexpr const char* run_columns =
     "WHERE s.run_id = r.id), "
     "(SELECT count(*) FROM findings f WHERE f.run_id = r.id), "
     "(SELECT f.body FROM findings f WHERE f.run_id = r.id "
-    " ORDER BY f.severity DESC, f.first_step, f.finding_id LIMIT 1) "
+    " ORDER BY f.severity DESC, f.first_step, f.finding_id LIMIT 1), "
+    // Queue overflow: the monitor's drops events count samples ({"source": "monitor", "count",
+    // "total"}; earlier versions {"dropped_total", "new"}), the writer's count points
+    // ({"source": "writer", "count", "total"}; earlier without "source"); totals are
+    // cumulative, so the largest is the run's.
+    "(SELECT max(CAST(CASE WHEN json_extract(e.detail, '$.source') = 'monitor' "
+    "   THEN json_extract(e.detail, '$.total') ELSE json_extract(e.detail, '$.dropped_total') "
+    "   END AS INTEGER)) FROM events e "
+    " WHERE e.run_id = r.id AND e.kind = 'drops' AND json_valid(e.detail)), "
+    "(SELECT max(CAST(json_extract(e.detail, '$.total') AS INTEGER)) FROM events e "
+    " WHERE e.run_id = r.id AND e.kind = 'drops' AND json_valid(e.detail) "
+    "   AND json_extract(e.detail, '$.dropped_total') IS NULL "
+    "   AND coalesce(json_extract(e.detail, '$.source'), 'writer') <> 'monitor') "
     "FROM runs r ";
 
 run_info read_run(const statement& st, double stale_after) {
@@ -65,6 +77,8 @@ run_info read_run(const statement& st, double stale_after) {
   if (!st.is_null(11)) r.last_step = st.int64(11);
   r.findings = int(st.int64(12));
   if (!st.is_null(13)) r.worst_finding = finding_from_json(nlohmann::json::parse(st.text(13)));
+  r.dropped_samples = std::max<std::int64_t>(0, st.int64(14));  // NULL (no event) reads as 0
+  r.dropped_points = std::max<std::int64_t>(0, st.int64(15));
   if (r.status == run_status::running &&
       detail::writer_is_dead(r.host, r.pid, r.heartbeat, detail::unix_now(), stale_after))
     r.status = run_status::crashed;  // the writer died; a writer opening the file records it
@@ -228,11 +242,11 @@ std::vector<stored_finding> run_reader::findings(std::optional<std::int64_t> run
   return out;
 }
 
-std::vector<event_info> run_reader::events(std::int64_t run_id) {
+std::vector<event_info> run_reader::events(std::int64_t run_id, std::int64_t after_id) {
   statement st(db_->db.get(),
                "SELECT id, run_id, time, step, kind, detail FROM events WHERE run_id = ?1 "
-               "ORDER BY id");
-  st.bind(1, run_id);
+               "AND id > ?2 ORDER BY id");
+  st.bind(1, run_id).bind(2, after_id);
   std::vector<event_info> out;
   while (st.step())
     out.push_back({st.int64(0), st.int64(1), st.real(2), st.int64(3), st.text(4), st.text(5)});

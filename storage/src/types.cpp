@@ -99,7 +99,21 @@ nlohmann::json to_json(const run_info& r) {
           {"worst_severity", r.worst_finding
                                  ? nlohmann::json(std::string(losslens::to_string(r.worst_finding->level)))
                                  : nlohmann::json()},
-          {"worst_finding", r.worst_finding ? losslens::to_json(*r.worst_finding) : nlohmann::json()}};
+          {"worst_finding", r.worst_finding ? losslens::to_json(*r.worst_finding) : nlohmann::json()},
+          {"dropped", r.dropped_samples + r.dropped_points},
+          {"dropped_samples", r.dropped_samples},
+          {"dropped_points", r.dropped_points}};
+}
+
+nlohmann::json to_json(const event_info& e) {
+  nlohmann::json detail = nlohmann::json::parse(e.detail_json, nullptr, false);
+  if (detail.is_discarded()) detail = e.detail_json;
+  return {{"id", e.id},
+          {"run_id", e.run_id},
+          {"time", json_number(e.time)},
+          {"step", e.step >= 0 ? nlohmann::json(e.step) : nlohmann::json()},
+          {"kind", e.kind},
+          {"detail", detail}};
 }
 
 }  // namespace losslens::storage

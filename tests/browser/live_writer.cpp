@@ -1,7 +1,9 @@
 // Fixture for the browser test: writes a finished run and then a live run into a fresh
 // database while an embedded dashboard server (port 0) serves it. Prints {"port":N,"run":ID}
 // on stdout, then streams until `seconds` have passed or stdin closes. The line "restart" on
-// stdin stops the server and starts it again on the same port (then prints "restarted").
+// stdin stops the server and starts it again on the same port 1.5 s later (then prints
+// "restarted"); points keep streaming meanwhile. Two monitor "drops" events (queue overflow)
+// are recorded, at steps 350 (12,345 samples) and 700 (20,000 in all).
 
 #include <poll.h>
 #include <unistd.h>
@@ -49,6 +51,8 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   so.port = server->port();  // a restart binds the same port
   std::string command;
+  bool restarting = false;  // the server is down until restart_at
+  std::chrono::steady_clock::time_point restart_at{};
 
   auto start = std::chrono::steady_clock::now();
   const std::int64_t spike_at = 400, nan_at = 420;
@@ -64,10 +68,21 @@ int main(int argc, char** argv) {
       f.evidence = {{"value", std::numeric_limits<double>::quiet_NaN()}};
       w.record_finding(f);
     }
+    if (s == 350)
+      w.record_event("drops", R"({"source":"monitor","count":12345,"total":12345})", s);
+    if (s == 700)
+      w.record_event("drops", R"({"source":"monitor","count":7655,"total":20000})", s);
     if (s < 300) continue;  // some history before the page opens
     std::this_thread::sleep_for(20ms);  // 50 steps/s
     if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > seconds)
       break;
+    if (restarting && std::chrono::steady_clock::now() >= restart_at) {
+      restarting = false;
+      server = std::make_unique<dashboard::server>(so);
+      server->start();
+      std::printf("restarted\n");
+      std::fflush(stdout);
+    }
     pollfd in{0, POLLIN, 0};
     if (::poll(&in, 1, 0) > 0) {  // a command line, or stdin closed: stop
       char c;
@@ -76,13 +91,10 @@ int main(int argc, char** argv) {
         command += c;
         continue;
       }
-      if (command == "restart") {  // the page must reconnect by itself
+      if (command == "restart" && !restarting) {  // the page must reconnect by itself
         server.reset();
-        std::this_thread::sleep_for(1500ms);
-        server = std::make_unique<dashboard::server>(so);
-        server->start();
-        std::printf("restarted\n");
-        std::fflush(stdout);
+        restarting = true;
+        restart_at = std::chrono::steady_clock::now() + 1500ms;
       }
       command.clear();
     }

@@ -57,6 +57,11 @@ void print_json(const nlohmann::json& j) {
   std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
 }
 
+// Compact JSON; invalid UTF-8 (names are the user's bytes) is replaced, never thrown.
+std::string compact_json(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 nlohmann::json run_json(const run_info& r) { return storage::to_json(r); }
 
 std::string worst_text(const run_info& r) {
@@ -259,11 +264,11 @@ void export_csv(run_reader& reader, const std::vector<storage::series_info>& ser
 
 void export_json(run_reader& reader, const run_info& run,
                  const std::vector<storage::series_info>& series) {
-  std::printf("{\"run\": %s,\n \"series\": [", run_json(run).dump().c_str());
+  std::printf("{\"run\": %s,\n \"series\": [", compact_json(run_json(run)).c_str());
   for (std::size_t i = 0; i < series.size(); ++i) {
     const auto& s = series[i];
     std::printf("%s\n  {\"name\": %s, \"kind\": \"%s\", \"points\": [", i ? "," : "",
-                nlohmann::json(s.name).dump().c_str(), std::string(to_string(s.kind)).c_str());
+                compact_json(s.name).c_str(), std::string(to_string(s.kind)).c_str());
     auto c = reader.cursor(s.id, 0, INT64_MAX);
     storage::point p;
     bool first = true;
@@ -283,9 +288,9 @@ void export_json(run_reader& reader, const run_info& run,
     events.push_back({{"time", e.time},
                       {"step", e.step},
                       {"kind", e.kind},
-                      {"detail", nlohmann::json::parse(e.detail_json, nullptr, false)}});
-  std::printf("],\n \"findings\": %s,\n \"events\": %s}\n", findings.dump().c_str(),
-              events.dump().c_str());
+                      {"detail", storage::to_json(e)["detail"]}});  // raw string if not JSON
+  std::printf("],\n \"findings\": %s,\n \"events\": %s}\n", compact_json(findings).c_str(),
+              compact_json(events).c_str());
 }
 
 }  // namespace

@@ -153,6 +153,11 @@ reply api_dispatch(storage::run_reader& r, const std::vector<std::string_view>& 
     for (const auto& f : r.findings(*id)) a.push_back(finding_json(f));
     return json_reply({{"run_id", *id}, {"findings", a}});
   }
+  if (parts.size() == 4 && parts[3] == "events") {
+    nlohmann::json a = nlohmann::json::array();
+    for (const auto& e : r.events(*id)) a.push_back(event_json(e));
+    return json_reply({{"run_id", *id}, {"events", a}});
+  }
   return error_reply(404, "no such API: " + t.path);
 }
 

@@ -38,6 +38,8 @@ nlohmann::json finding_json(const storage::stored_finding& f) {
   return j;
 }
 
+nlohmann::json event_json(const storage::event_info& e) { return storage::to_json(e); }
+
 nlohmann::json points_json(const std::vector<storage::point>& points) {
   nlohmann::json a = nlohmann::json::array();
   for (const auto& p : points) a.push_back(nlohmann::json::array({p.step, json_number(p.value)}));

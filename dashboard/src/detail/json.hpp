@@ -19,6 +19,8 @@ nlohmann::json run_json(const storage::run_info& r);
 nlohmann::json series_json(const storage::series_info& s);
 /// A stored finding: to_json(f) plus "run_id".
 nlohmann::json finding_json(const storage::stored_finding& f);
+/// A stored event: storage::to_json(e) (detail parsed, or the raw string).
+nlohmann::json event_json(const storage::event_info& e);
 /// [[step, value], ...] with non-finite values as "nan", "inf", "-inf".
 nlohmann::json points_json(const std::vector<storage::point>& points);
 

@@ -1,5 +1,6 @@
 #include "detail/poller.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <limits>
 #include <set>
@@ -134,6 +135,7 @@ bool poller::init_cursor(std::int64_t run, run_cursor& c) {
   for (const auto& s : reader_.series(run))
     c.series.push_back({s.id, s.name, s.summary.count > 0 ? s.summary.last.step : -1});
   for (const auto& f : reader_.findings(run)) c.findings[f.f.id] = dump_json(finding_json(f));
+  for (const auto& e : reader_.events(run)) c.last_event = std::max(c.last_event, e.id);
   c.refreshed = c.findings_polled = std::chrono::steady_clock::now();
   return true;
 }
@@ -142,7 +144,8 @@ shared_message poller::subscribed_message(std::int64_t run, const run_cursor& c)
   nlohmann::json last = nlohmann::json::object();
   for (const auto& s : c.series) last[s.name] = s.last_step;
   return make_message({{"type", "subscribed"}, {"run", run}, {"status", c.status},
-                       {"last_steps", last}, {"time", unix_now()}});
+                       {"last_steps", last}, {"last_event", c.last_event},
+                       {"time", unix_now()}});
 }
 
 shared_message poller::poll_run(std::int64_t run, run_cursor& c) {
@@ -172,7 +175,11 @@ shared_message poller::poll_run(std::int64_t run, run_cursor& c) {
   // findings_interval rather than every cycle.
   bool read_findings = now - c.findings_polled >= findings_interval;
   std::vector<storage::stored_finding> stored;
-  if (read_findings) stored = reader_.findings(run);
+  std::vector<storage::event_info> events;  // appended only: read those after the last sent
+  if (read_findings) {
+    stored = reader_.findings(run);
+    events = reader_.events(run, c.last_event);
+  }
 
   // All reads done: advance.
   bool changed = status != c.status || !points.empty();
@@ -194,9 +201,16 @@ shared_message poller::poll_run(std::int64_t run, run_cursor& c) {
     findings.push_back(std::move(j));
     changed = true;
   }
+  nlohmann::json new_events = nlohmann::json::array();
+  for (const auto& e : events) {
+    new_events.push_back(event_json(e));
+    c.last_event = std::max(c.last_event, e.id);
+    changed = true;
+  }
   if (!changed) return nullptr;
   return make_message({{"type", "delta"}, {"run", run}, {"status", c.status},
-                       {"points", points}, {"findings", findings}, {"time", unix_now()}});
+                       {"points", points}, {"findings", findings}, {"events", new_events},
+                       {"time", unix_now()}});
 }
 
 void poller::poll_runs(const std::vector<std::shared_ptr<subscriber>>& watchers) {

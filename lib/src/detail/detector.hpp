@@ -71,6 +71,15 @@ class finding_log {
   std::uint64_t next_id_ = 1;
 };
 
+/// a - b saturated to the int64 range. Steps may span all of it (a CSV can say anything), and
+/// saturating keeps every comparison of the difference with an in-range bound exact.
+constexpr std::int64_t step_diff(std::int64_t a, std::int64_t b) noexcept {
+  std::int64_t d = 0;
+  if (!__builtin_sub_overflow(a, b, &d)) return d;
+  return a < b ? std::numeric_limits<std::int64_t>::min()
+               : std::numeric_limits<std::int64_t>::max();
+}
+
 /// One open episode of a pathology: the finding it feeds and when it last held.
 struct episode {
   std::size_t index = finding_log::none;
@@ -79,7 +88,7 @@ struct episode {
   void close() noexcept { index = finding_log::none; }
   /// True when an open episode may absorb a hit at `step` (within merge_gap of the last one).
   bool continues(std::int64_t step, std::int64_t merge_gap) const noexcept {
-    return open() && step - last_hit <= merge_gap;
+    return open() && step_diff(step, last_hit) <= merge_gap;
   }
 };
 

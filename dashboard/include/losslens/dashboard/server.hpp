@@ -39,8 +39,10 @@ struct server_options {
 /// Counters of a server (a snapshot).
 struct server_stats {
   std::size_t clients = 0;          ///< open websocket sessions
+  std::size_t open_connections = 0; ///< open TCP connections (HTTP and websocket)
   std::uint64_t connections = 0;    ///< TCP connections accepted
   std::uint64_t refused = 0;        ///< connections refused (max_clients)
+  std::uint64_t accept_errors = 0;  ///< failed accepts (e.g. out of file descriptors; retried)
   std::uint64_t slow_drops = 0;     ///< websocket clients disconnected for not keeping up
   std::uint64_t frames_sent = 0;    ///< websocket frames written
   std::uint64_t polls = 0;          ///< poll cycles run

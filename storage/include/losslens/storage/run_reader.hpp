@@ -83,8 +83,8 @@ class run_reader {
   /// Findings of one run (or of all runs), optionally of one kind, by run then first step.
   std::vector<stored_finding> findings(std::optional<std::int64_t> run_id = std::nullopt,
                                        std::string_view kind = {});
-  /// Events of a run, oldest first.
-  std::vector<event_info> events(std::int64_t run_id);
+  /// Events of a run with an id above after_id (all by default), oldest first.
+  std::vector<event_info> events(std::int64_t run_id, std::int64_t after_id = 0);
   /// Raw points of a series with from <= step <= to, in step order.
   std::vector<point> points(std::int64_t series_id, std::int64_t from, std::int64_t to);
   /// A cursor over the same points, for series too long to hold in memory.

@@ -79,6 +79,12 @@ struct run_info {
   std::optional<std::int64_t> last_step;  ///< largest step in any series
   int findings = 0;         ///< number of findings
   std::optional<finding> worst_finding;   ///< highest severity, earliest first
+  /// Samples the monitor dropped because its queue (attach_options::queue_capacity) was full:
+  /// the largest `total` of the run's monitor `drops` events (`"source": "monitor"`).
+  std::int64_t dropped_samples = 0;
+  /// Points the writer dropped because its queue (writer_options::queue_capacity) was full:
+  /// the largest `total` of the run's writer `drops` events.
+  std::int64_t dropped_points = 0;
 
   /// ended_at (or the last heartbeat while running) minus started_at, in seconds.
   double duration() const noexcept;
@@ -99,8 +105,9 @@ struct stored_finding {
   finding f;
 };
 
-/// Something that happened to a run: "attach", "detach", "drops", "out_of_order",
-/// "write_error", "recovered".
+/// Something that happened to a run: "attach", "detach", "drops" (the writer's:
+/// {"source": "writer", "count", "total"} points; the monitor's: {"source": "monitor", "count",
+/// "total"} samples), "out_of_order", "recovered", or a kind of the user's.
 struct event_info {
   std::int64_t id = 0;
   std::int64_t run_id = 0;
@@ -112,7 +119,12 @@ struct event_info {
 
 /// JSON for a run as the CLI (--json) and the dashboard API show it: id, name, status, times
 /// (Unix seconds), host, pid, config (parsed; the raw string if it is not JSON), version, steps,
-/// last_step, findings, worst_severity, worst_finding.
+/// last_step, findings, worst_severity, worst_finding, dropped (dropped_samples +
+/// dropped_points), dropped_samples, dropped_points.
 nlohmann::json to_json(const run_info& r);
+
+/// JSON for an event: id, run_id, time, step (null when -1), kind, detail (parsed; the raw
+/// string if it is not JSON).
+nlohmann::json to_json(const event_info& e);
 
 }  // namespace losslens::storage
