@@ -18,11 +18,13 @@
 #include <vector>
 
 #include <catch2/catch.hpp>
+#include <sqlite3.h>
 #include <nlohmann/json.hpp>
 
 #include "child_process.hpp"
 #include "losslens/error.hpp"
 #include "losslens/storage/run_reader.hpp"
+#include "losslens/storage/run_writer.hpp"
 #include "temp_dir.hpp"
 
 using namespace std::chrono_literals;
@@ -166,9 +168,25 @@ TEST_CASE("a trainer killed with SIGKILL leaves a readable database, a crashed r
   CHECK(last_stored <= last_done);
   CHECK(lost_ms < flush_ms + 1000);
 
-  // The file is intact: the integrity check of SQLite passes and a new writer can append.
+  // The file is intact: SQLite's integrity check passes and a new run can be recorded in it.
+  {
+    sqlite3* raw = nullptr;
+    REQUIRE(sqlite3_open_v2(db.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    REQUIRE(sqlite3_prepare_v2(raw, "PRAGMA integrity_check", -1, &st, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_step(st) == SQLITE_ROW);
+    CHECK(std::string(reinterpret_cast<const char*>(sqlite3_column_text(st, 0))) == "ok");
+    sqlite3_finalize(st);
+    sqlite3_close(raw);
+  }
+  {
+    storage::run_writer next(db, storage::run_options{});
+    next.append(0, 0, 0.0, 1.0);
+    CHECK(next.flush());
+  }
   storage::run_reader again(db);
-  CHECK(again.runs().size() == 1);
+  CHECK(again.runs().size() == 2);
+  CHECK(again.runs()[0].status == storage::run_status::crashed);
 }
 
 TEST_CASE("a full disk degrades the monitor once, training goes on, and everything held is "
