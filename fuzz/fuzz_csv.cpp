@@ -42,7 +42,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const auto report = losslens::findings_report_json(a.findings(), a.steps());
     losslens::fuzz::require_json(
         report.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "analyze --json");
-    (void)losslens::format_findings_text(a.findings(), a.steps());
+    (void)losslens::format_findings_text(a.findings(), a.steps(), /*all_episodes=*/true);
+    // Every finding survives its JSON: what storage and the dashboard read back.
+    for (const auto& f : a.findings()) (void)losslens::finding_from_json(losslens::to_json(f));
   } catch (const losslens::error& e) {
     // "fuzz.csv:LINE: reason", LINE >= 1
     const std::string_view what = e.what(), name = "fuzz.csv:";

@@ -2,10 +2,15 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <string>
 #include <sys/wait.h>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -74,8 +79,12 @@ TEST_CASE("analyze text output, --classes and --fail-on") {
   CHECK(r.status == 0);
   CHECK(r.out.find("WARNING  chance_level") != std::string::npos);
   CHECK(r.out.find("fix: ") != std::string::npos);
+  CHECK(r.out.find("class count inferred") == std::string::npos);
+  // Without --classes the class count is inferred from the level the loss sits at.
   r = run("analyze " + path.string());
-  CHECK(r.out.find("chance_level") == std::string::npos);
+  CHECK(r.out.find("WARNING  chance_level") != std::string::npos);
+  CHECK(r.out.find("ln(10) = 2.303") != std::string::npos);
+  CHECK(r.out.find("class count inferred") != std::string::npos);
   CHECK(run("analyze " + path.string() + " --classes 10 --fail-on warning").status == 3);
   CHECK(run("analyze " + path.string() + " --classes 10 --fail-on error").status == 0);
 
@@ -119,4 +128,65 @@ TEST_CASE("analyze: malformed files and bad usage exit non-zero with a clear mes
   r = run("--help");
   CHECK(r.status == 0);
   CHECK(r.out.find("analyze") != std::string::npos);
+}
+
+TEST_CASE("analyze shows each incident's episode count and, with --all, its episodes") {
+  // Two separate NaN episodes on the loss (steps 100 and 300, far beyond non_finite's merge gap).
+  std::string csv = "step,loss\n";
+  for (int s = 0; s < 400; ++s)
+    csv += std::to_string(s) + "," + (s == 100 || s == 300 ? std::string("nan") : "1") + "\n";
+  const auto path = temp_file("two_nans.csv", csv);
+  const auto json = run("analyze " + path.string() + " --json");
+  REQUIRE(json.status == 0);
+  const auto text = run("analyze " + path.string());
+  REQUIRE(text.status == 0);
+  const auto all = run("analyze " + path.string() + " --all");
+  REQUIRE(all.status == 0);
+
+  // Every episode of non_finite on loss, from the incidents' spans (or their own steps when an
+  // incident has one episode and no spans).
+  std::vector<std::pair<std::int64_t, std::int64_t>> episodes;
+  std::int64_t counted = 0;
+  const auto report = nlohmann::json::parse(json.out);
+  for (const auto& f : report["findings"]) {
+    const auto first = f["first_step"].get<std::int64_t>(), last = f["last_step"].get<std::int64_t>();
+    const auto n = f["episodes"].get<std::int64_t>();
+    std::string header = std::string(f["severity"] == "error" ? "ERROR" : f["severity"] == "warning" ? "WARNING" : "INFO") +
+                         "  " + f["kind"].get<std::string>() + "  steps " + std::to_string(first) +
+                         (last != first ? "-" + std::to_string(last) : "") + "  " +
+                         f["series"].get<std::string>() +
+                         (n > 1 ? "  (" + std::to_string(n) + " episodes)" : "") + "\n";
+    INFO(header);
+    CHECK(text.out.find("\n" + header) != std::string::npos);
+    CHECK(all.out.find("\n" + header) != std::string::npos);
+    if (!f["cause"].get<std::string>().empty())
+      CHECK(text.out.find("  preceded by: " + f["cause"].get<std::string>() + "\n") !=
+            std::string::npos);
+    // Fewer than 64 episodes: every span is kept (none: one episode, the finding's steps).
+    REQUIRE((f["spans"].size() == std::size_t(n) || (f["spans"].empty() && n == 1)));
+    for (std::size_t i = 0; i < f["spans"].size(); ++i) {
+      const auto& s = f["spans"][i];
+      const auto a = s["first_step"].get<std::int64_t>(), b = s["last_step"].get<std::int64_t>();
+      std::string line = "  episode " + std::to_string(i + 1) + ": steps " + std::to_string(a) +
+                         (b != a ? "-" + std::to_string(b) : "") + " " +
+                         s["severity"].get<std::string>();
+      CHECK(all.out.find(line) != std::string::npos);
+      CHECK(text.out.find(line) == std::string::npos);
+      if (f["kind"] == "non_finite" && f["series"] == "loss") episodes.emplace_back(a, b);
+    }
+    if (f["kind"] == "non_finite" && f["series"] == "loss") {
+      counted += n;
+      if (f["spans"].empty()) episodes.emplace_back(first, last);
+    }
+  }
+  CHECK(counted == 2);
+  std::sort(episodes.begin(), episodes.end());
+  REQUIRE(episodes.size() == 2);
+  CHECK(episodes[0].first == 100);
+  CHECK(episodes[1].first == 300);
+  CHECK(episodes[1].first > episodes[0].second);
+
+  const auto help = run("analyze --help");
+  CHECK(help.out.find("--all") != std::string::npos);
+  CHECK(help.out.find("(12 episodes)") != std::string::npos);
 }

@@ -42,6 +42,10 @@ const double inf_v = std::numeric_limits<double>::infinity();
 finding make_finding(std::uint64_t id, std::int64_t first, std::int64_t last) {
   finding f = dashboard_finding(id, first, last);
   f.evidence = {{"value", inf_v}, {"median", nan_v}};
+  f.episodes = 3;  // an incident: two spans kept, one not
+  f.spans = {{first, first, severity::warning, 7.5}, {last, last, severity::warning, inf_v}};
+  f.cause_id = 4;
+  f.cause = "task_dominance at step 0 (rec is 99.98% of the loss)";
   return f;
 }
 
@@ -116,6 +120,8 @@ struct live_view {
   std::map<std::string, std::int64_t> next_step;  ///< per series, the step expected next
   std::map<std::string, int> non_finite;
   std::map<std::uint64_t, std::int64_t> finding_last_step;
+  std::map<std::uint64_t, json> finding_spans;
+  std::map<std::uint64_t, std::int64_t> finding_episodes;
   std::string status;
   bool in_order = true;
 
@@ -132,7 +138,11 @@ struct live_view {
         next_step[name] = pt[0].get<std::int64_t>() + 1;
         if (pt[1].is_string()) ++non_finite[name];
       }
-    for (const auto& f : m["findings"]) finding_last_step[f["id"]] = f["last_step"];
+    for (const auto& f : m["findings"]) {
+      finding_last_step[f["id"]] = f["last_step"];
+      finding_spans[f["id"]] = f["spans"];
+      finding_episodes[f["id"]] = f["episodes"];
+    }
   }
 };
 
@@ -215,6 +225,14 @@ TEST_CASE("dashboard API answers match the storage reader", "[dashboard][http]")
   CHECK(findings[0]["kind"] == "loss_spike");
   CHECK(findings[0]["evidence"]["value"] == "inf");
   CHECK(findings[0]["evidence"]["median"] == "nan");
+  CHECK(findings[0]["episodes"] == 3);  // the incident's fields arrive as stored
+  REQUIRE(findings[0]["spans"].size() == 2);
+  CHECK(findings[0]["spans"][0] ==
+        json({{"first_step", 200}, {"last_step", 200}, {"severity", "warning"}, {"peak", 7.5}}));
+  CHECK(findings[0]["spans"][1]["first_step"] == 210);
+  CHECK(findings[0]["spans"][1]["peak"] == "inf");
+  CHECK(findings[0]["cause_id"] == 4);
+  CHECK(findings[0]["cause"] == "task_dominance at step 0 (rec is 99.98% of the loss)");
 
   auto page = http_request(srv.port(), "/");
   CHECK(page.status == 200);
@@ -339,6 +357,9 @@ TEST_CASE("dashboard websocket streams deltas and findings of a live run", "[das
   w.record_finding(make_finding(1, 1500, 1600));
   w.flush();
   CHECK(wait_for(c, v, [](const live_view& x) { return x.finding_last_step.at(1) == 1600; }));
+  CHECK(v.finding_episodes[1] == 3);  // the delta carries the incident's episodes and spans
+  REQUIRE(v.finding_spans[1].size() == 2);
+  CHECK(v.finding_spans[1][1]["last_step"] == 1600);
 
   SECTION("at most about 10 frames per second per client") {
     auto frames0 = c.frames();

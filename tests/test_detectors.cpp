@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <random>
 
 #include "losslens/analyzer.hpp"
 #include "losslens/error.hpp"
@@ -71,13 +72,28 @@ TEST_CASE("non_finite episodes: one per run of bad steps, merged across short ga
     s.loss = bad ? NAN : 1.0;
     a.observe(s);
   }
-  REQUIRE(a.findings().size() == 2);
-  CHECK(a.findings()[0].first_step == 100);
-  CHECK(a.findings()[0].last_step == 130);
-  CHECK(a.findings()[0].evidence_value("non_finite_steps") == 11);
-  CHECK(a.findings()[1].first_step == 300);
-  CHECK(opened == 2);
-  CHECK(updated == 10);
+  // Two episodes of the detector ...
+  REQUIRE(a.episodes().size() == 2);
+  CHECK(a.episodes()[0].first_step == 100);
+  CHECK(a.episodes()[0].last_step == 130);
+  CHECK(a.episodes()[0].evidence_value("non_finite_steps") == 11);
+  CHECK(a.episodes()[1].first_step == 300);
+  // ... are one incident of non_finite on the loss, which lists both.
+  REQUIRE(a.findings().size() == 1);
+  const finding& inc = a.findings()[0];
+  CHECK(inc.id == 1);
+  CHECK(inc.episodes == 2);
+  CHECK(inc.first_step == 100);
+  CHECK(inc.last_step == 300);
+  REQUIRE(inc.spans.size() == 2);
+  CHECK(inc.spans[0].first_step == 100);
+  CHECK(inc.spans[0].last_step == 130);
+  CHECK(inc.spans[1].first_step == 300);
+  CHECK(inc.spans[1].last_step == 300);
+  CHECK(inc.evidence_value("non_finite_steps") == 11);  // the worst episode's evidence
+  CHECK(to_line(inc).find("2 episodes between steps 100 and 300") != std::string::npos);
+  CHECK(opened == 1);
+  CHECK(updated == 11);  // 10 growth steps of the first episode, then the second one
 }
 
 TEST_CASE("updates of a growing finding are published at most once per update_interval") {
@@ -129,8 +145,9 @@ TEST_CASE("divergence: sustained rise reported from where the smoothed loss left
   REQUIRE(fs.size() == 1);
   const finding& f = fs[0];
   CHECK(f.level == severity::error);
-  CHECK(f.first_step >= t.onset - 150);  // the smoothed best sits at or before the onset
-  CHECK(f.first_step <= t.onset + 15);
+  // The slow average's best sits shortly after the onset (it lags the rise a little).
+  CHECK(f.first_step >= t.onset - 20);
+  CHECK(f.first_step <= t.onset + 30);
   CHECK(f.last_step == std::int64_t(t.samples.size()) - 1);
   CHECK(f.evidence_value("ratio") > 100);
   CHECK(f.evidence_value("smoothed") / f.evidence_value("best_smoothed") ==
@@ -178,8 +195,10 @@ TEST_CASE("plateau: ReduceLROnPlateau semantics on the smoothed loss") {
       s.loss = v[i];
       a.observe(s);
     }
-    const auto p = of_kind(a.findings(), "plateau");
+    const auto p = of_kind(a.episodes(), "plateau");
     REQUIRE(p.size() == 2);
+    REQUIRE(of_kind(a.findings(), "plateau").size() == 1);
+    CHECK(of_kind(a.findings(), "plateau")[0].episodes == 2);
     CHECK(p[0].first_step == 4);   // last improvement
     CHECK(p[0].last_step == 24);   // opened at step 4 + 11 (bad > patience), grew to 24
     CHECK(p[1].first_step == 25);
@@ -189,28 +208,44 @@ TEST_CASE("plateau: ReduceLROnPlateau semantics on the smoothed loss") {
   }
 }
 
-TEST_CASE("oscillation: sign changes, negative autocorrelation and large amplitude") {
+TEST_CASE("oscillation: detrended levels that bounce from step to step") {
   const auto t = oscillation_trace(2);
   const auto fs = of_kind(analyze(t), "oscillation");
   REQUIRE(fs.size() == 1);
   const finding& f = fs[0];
-  CHECK(f.first_step >= t.onset - 64);
-  CHECK(f.first_step <= t.onset + 64);
-  CHECK(f.evidence_value("sign_change_rate") >= 0.5);
-  CHECK(f.evidence_value("lag1_autocorr") <= -0.25);
-  CHECK(f.evidence_value("amplitude_ratio") >= 0.75);
-  // The last window's mean |diff| and mean level from the trace itself.
+  // The onset is the change point inside the window, not the window's start.
+  CHECK(f.first_step >= t.onset - 10);
+  CHECK(f.first_step <= t.onset + 10);
+  CHECK(f.rule.name == "detrended_lag1_alternation");
+  CHECK(f.evidence_value("lag1_autocorr") <= -0.3);
+  CHECK(f.evidence_value("amplitude_ratio") >= 0.5);
+  // The last window's mean |diff| and mean level from the trace itself (the bouncing stays
+  // within the winsorizing bounds, so the rule saw the raw values).
   double tv = 0, level = 0;
   const auto end = std::int64_t(t.samples.size());
   const auto last_eval = f.last_step;
-  for (auto i = last_eval - 63; i <= last_eval; ++i) level += *at(t, i).loss;
-  for (auto i = last_eval - 63; i < last_eval; ++i)
+  for (auto i = last_eval - 127; i <= last_eval; ++i) level += *at(t, i).loss;
+  for (auto i = last_eval - 127; i < last_eval; ++i)
     tv += std::abs(*at(t, i + 1).loss - *at(t, i).loss);
-  CHECK(f.evidence_value("mean_level") == Approx(level / 64));
-  CHECK(f.evidence_value("mean_abs_diff") == Approx(tv / 63));
+  CHECK(f.evidence_value("mean_level") == Approx(level / 128).epsilon(0.05));
+  CHECK(f.evidence_value("mean_abs_diff") == Approx(tv / 127).epsilon(0.05));
   CHECK(f.last_step > end - 32);
-  // No spike findings while it oscillates (loss_spike stays quiet during oscillation).
-  for (const auto& g : of_kind(analyze(t), "loss_spike")) CHECK(g.first_step < f.first_step + 64);
+}
+
+TEST_CASE("oscillation: i.i.d. batch noise of a small batch is not an oscillation") {
+  // Differences of i.i.d. noise alternate in sign 2/3 of the time with lag-1 autocorrelation
+  // -0.5: the old rule fired on that. Levels of i.i.d. noise are uncorrelated.
+  std::mt19937_64 rng(7);
+  std::lognormal_distribution<double> noise(0.0, 0.6);  // a batch of 8: CV ~ 0.65
+  analyzer a(sample_schema{});
+  for (int i = 0; i < 20000; ++i) {
+    sample s;
+    s.step = i;
+    s.loss = (0.3 + 0.4 * std::exp(-i / 5000.0)) * noise(rng);
+    a.observe(s);
+  }
+  CHECK(of_kind(a.findings(), "oscillation").empty());
+  CHECK(of_kind(a.findings(), "divergence").empty());
 }
 
 TEST_CASE("chance_level: loss stuck at ln C after warm-up") {

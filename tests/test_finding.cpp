@@ -1,6 +1,8 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -71,4 +73,163 @@ TEST_CASE("text report lists each finding with its steps, evidence, rule and fix
   CHECK(format_findings_text({}, 12) == "no findings in 12 steps\n");
   CHECK(worst_severity({}) == -1);
   CHECK(worst_severity({sample_finding()}) == 2);
+}
+
+namespace {
+/// An incident of 12 episodes whose spans are all kept, following incident 3.
+finding incident() {
+  finding f;
+  f.id = 9;
+  f.kind = "loss_spike";
+  f.level = severity::warning;
+  f.first_step = 377;
+  f.last_step = 15020;
+  f.series = "loss";
+  f.rule = {"loss_spike", {{"z_threshold", 6}}};
+  f.evidence = {{"z", 9.4}};
+  f.message = "loss 2.843 is 5.2x its running median";
+  f.advice = "clip gradients";
+  f.episodes = 12;
+  for (int i = 0; i < 12; ++i)
+    f.spans.push_back({377 + 1000 * i, 377 + 1000 * i + (i % 3) * 6,
+                       i == 2 ? severity::error : severity::warning, 5.5 + i});
+  f.spans.back().last_step = 15020;
+  f.spans[4].peak = NAN;
+  f.cause_id = 3;
+  f.cause = "task_dominance at step 0 (recon is 99.98% of the loss)";
+  return f;
+}
+}  // namespace
+
+TEST_CASE("finding JSON carries episodes, spans and cause and round-trips") {
+  const auto f = incident();
+  const auto j = to_json(f);
+  CHECK(j["episodes"] == 12);
+  REQUIRE(j["spans"].size() == 12);
+  CHECK(j["spans"][2] == nlohmann::json({{"first_step", 2377},
+                                         {"last_step", 2389},
+                                         {"severity", "error"},
+                                         {"peak", 7.5}}));
+  CHECK(j["spans"][4]["peak"] == "nan");
+  CHECK(j["spans"][11]["last_step"] == 15020);
+  CHECK(j["cause_id"] == 3);
+  CHECK(j["cause"] == "task_dominance at step 0 (recon is 99.98% of the loss)");
+
+  const auto back = finding_from_json(nlohmann::json::parse(j.dump()));
+  CHECK(back.episodes == 12);
+  REQUIRE(back.spans.size() == 12);
+  for (std::size_t i = 0; i < 12; ++i) {
+    INFO(i);
+    CHECK(back.spans[i].first_step == f.spans[i].first_step);
+    CHECK(back.spans[i].last_step == f.spans[i].last_step);
+    CHECK(back.spans[i].level == f.spans[i].level);
+    if (i == 4)
+      CHECK(std::isnan(back.spans[i].peak));
+    else
+      CHECK(back.spans[i].peak == f.spans[i].peak);
+  }
+  CHECK(back.cause_id == 3);
+  CHECK(back.cause == f.cause);
+  CHECK(to_json(back) == j);
+
+  // A single-episode finding writes episodes 1, no spans, no cause.
+  const auto one = to_json(sample_finding());
+  CHECK(one["episodes"] == 1);
+  CHECK(one["spans"] == nlohmann::json::array());
+  CHECK(one["cause_id"] == 0);
+  CHECK(one["cause"] == "");
+}
+
+TEST_CASE("finding JSON written before incidents reads as one episode without a cause") {
+  // A body as schema version 1 stored it.
+  const auto old = nlohmann::json::parse(R"({"advice":"clip","evidence":{"z":9.5,"loss":"nan"},
+      "first_step":100,"id":7,"kind":"loss_spike","last_step":140,"message":"spike",
+      "rule":{"name":"loss_spike","params":{"z_threshold":6}},"series":"loss",
+      "severity":"warning"})");
+  const auto f = finding_from_json(old);
+  CHECK(f.id == 7);
+  CHECK(f.first_step == 100);
+  CHECK(f.last_step == 140);
+  CHECK(f.evidence_value("z") == 9.5);
+  CHECK(f.episodes == 1);
+  CHECK(f.spans.empty());
+  CHECK(f.cause_id == 0);
+  CHECK(f.cause.empty());
+
+  auto bad = old;
+  bad["episodes"] = 0;
+  CHECK_THROWS_WITH(finding_from_json(bad), Catch::Contains("at least 1"));
+  bad = old;
+  bad["spans"] = "none";
+  CHECK_THROWS_WITH(finding_from_json(bad), Catch::Contains("spans"));
+  bad = old;
+  bad["spans"] = nlohmann::json::parse(R"([{"first_step": 1}])");  // no last_step
+  CHECK_THROWS_AS(finding_from_json(bad), losslens::error);
+}
+
+TEST_CASE("text report shows an incident's episodes and cause, and lists spans with all") {
+  const auto f = incident();
+  const auto text = format_findings_text({f}, 20000);
+  CHECK(text ==
+        "1 finding in 20000 steps\n"
+        "\n"
+        "WARNING  loss_spike  steps 377-15020  loss  (12 episodes)\n"
+        "  loss 2.843 is 5.2x its running median\n"
+        "  preceded by: task_dominance at step 0 (recon is 99.98% of the loss)\n"
+        "  evidence: z=9.4\n"
+        "  rule: loss_spike z_threshold=6\n"
+        "  fix: clip gradients\n");
+  const auto all = format_findings_text({f}, 20000, true);
+  CHECK(all.substr(0, text.size()) == text);  // the same block, then one line per episode
+  CHECK(all.substr(text.size()) ==
+        "  episode 1: steps 377 warning peak 5.5\n"
+        "  episode 2: steps 1377-1383 warning peak 6.5\n"
+        "  episode 3: steps 2377-2389 error peak 7.5\n"
+        "  episode 4: steps 3377 warning peak 8.5\n"
+        "  episode 5: steps 4377-4383 warning\n"
+        "  episode 6: steps 5377-5389 warning peak 10.5\n"
+        "  episode 7: steps 6377 warning peak 11.5\n"
+        "  episode 8: steps 7377-7383 warning peak 12.5\n"
+        "  episode 9: steps 8377-8389 warning peak 13.5\n"
+        "  episode 10: steps 9377 warning peak 14.5\n"
+        "  episode 11: steps 10377-10383 warning peak 15.5\n"
+        "  episode 12: steps 11377-15020 warning peak 16.5\n");
+  // One episode: no count, no episode lines without spans.
+  CHECK(format_findings_text({sample_finding()}, 1000, true) ==
+        format_findings_text({sample_finding()}, 1000));
+  CHECK(format_findings_text({sample_finding()}, 1000).find("episode") == std::string::npos);
+}
+
+TEST_CASE("episode lines count the episodes whose spans were not kept") {
+  finding f;
+  f.kind = "loss_spike";
+  f.episodes = 70;  // the first 32 and the latest 32 kept, episodes 33-38 not
+  for (int i = 0; i < 64; ++i) {
+    const std::int64_t start = i < 32 ? 100 * i : 100 * (i + 6);
+    f.spans.push_back({start, start + 5, severity::warning, 2.0 * i});
+  }
+  const auto text = format_episodes_text(f, "    ");
+  std::vector<std::string> lines;
+  for (std::size_t at = 0, nl; (nl = text.find('\n', at)) != std::string::npos; at = nl + 1)
+    lines.push_back(text.substr(at, nl - at));
+  REQUIRE(lines.size() == 65);
+  CHECK(lines[0] == "    episode 1: steps 0-5 warning peak 0");
+  CHECK(lines[31] == "    episode 32: steps 3100-3105 warning peak 62");
+  CHECK(lines[32] == "    ... 6 episodes not kept (episodes 33-38)");
+  CHECK(lines[33] == "    episode 39: steps 3800-3805 warning peak 64");
+  CHECK(lines[64] == "    episode 70: steps 6900-6905 warning peak 126");
+
+  f.episodes = 65;
+  CHECK(format_episodes_text(f, "").find("... 1 episode not kept (episode 33)\nepisode 34: steps") !=
+        std::string::npos);
+  f.spans.resize(3);  // only the first ones kept
+  CHECK(format_episodes_text(f, "") ==
+        "episode 1: steps 0-5 warning peak 0\n"
+        "episode 2: steps 100-105 warning peak 2\n"
+        "episode 3: steps 200-205 warning peak 4\n"
+        "... 62 later episodes not kept\n");
+  f.spans.clear();
+  CHECK(format_episodes_text(f, "") == "... 65 episodes not kept\n");
+  f.episodes = 1;
+  CHECK(format_episodes_text(f, "").empty());
 }

@@ -9,6 +9,7 @@
 #include <thread>
 #include <unistd.h>
 #include <cmath>
+#include <limits>
 #include <mutex>
 
 #include <torch/nn/functional/loss.h>
@@ -87,6 +88,24 @@ void train(mlp& model, torch::optim::Optimizer& opt, monitor& lens, const toy_da
     opt.step();
     lens.step(loss);
     if (each) each(i, loss);
+  }
+}
+
+/// The call-order bugs: lens.step() before backward, or zero_grad() between backward and step.
+enum class order { step_before_backward, zero_grad_before_step };
+void train_misordered(mlp& model, torch::optim::Optimizer& opt, monitor& lens,
+                      const toy_data& data, int n, order o) {
+  for (int i = 0; i < n; ++i) {
+    auto [x, y] = data.batch(i);
+    if (o == order::step_before_backward) opt.zero_grad();
+    auto loss = F::cross_entropy(model->forward(x), y);
+    if (o == order::step_before_backward) lens.step(loss);
+    loss.backward();
+    opt.step();
+    if (o == order::zero_grad_before_step) {
+      opt.zero_grad();
+      lens.step(loss);
+    }
   }
 }
 
@@ -242,6 +261,97 @@ TEST_CASE("a layer cut off from the loss is reported as dead_parameters") {
   CHECK(f[0].evidence_value("parameters") == 2);
   CHECK(f[0].message.find("fc1.weight") != std::string::npos);
   CHECK(f[0].message.find("fc1.bias") != std::string::npos);
+  // The steps it covers, not the steps since it opened (was "for 1 steps" over steps 0-9).
+  CHECK(f[0].evidence_value("steps") == double(f[0].last_step - f[0].first_step + 1));
+  CHECK(f[0].last_step == 29);
+  CHECK(f[0].message.find("for 30 steps") != std::string::npos);
+}
+
+TEST_CASE("lens.step() before backward is a call_order finding, not vanishing gradients") {
+  toy_data data;
+  mlp model;
+  torch::optim::SGD opt(model->parameters(), 0.05);
+  auto lens = attach(model, opt, quiet("call-order"));
+  // The bug: at lens.step() the gradients of this step do not exist yet.
+  train_misordered(model, opt, lens, data, 40, order::step_before_backward);
+  lens.wait_idle();
+  const auto f = kinds(lens, "call_order");
+  REQUIRE(f.size() == 1);
+  CHECK(f[0].level == severity::error);
+  CHECK(f[0].first_step == 1);  // step 0 has no earlier backward to tell
+  CHECK(f[0].evidence_value("parameters") == 4);
+  CHECK(f[0].advice.find("after loss.backward()") != std::string::npos);
+  CHECK(kinds(lens, "vanishing_gradients").empty());
+  CHECK(kinds(lens, "dead_parameters").empty());
+}
+
+TEST_CASE("zero_grad between backward and lens.step() is a call_order finding too") {
+  toy_data data;
+  mlp model;
+  torch::optim::SGD opt(model->parameters(), 0.05);
+  auto lens = attach(model, opt, quiet("call-order-2"));
+  train_misordered(model, opt, lens, data, 20, order::zero_grad_before_step);
+  lens.wait_idle();
+  CHECK(kinds(lens, "call_order").size() == 1);
+  CHECK(kinds(lens, "vanishing_gradients").empty());
+}
+
+TEST_CASE("loss() keeps its own copy of a temporary task name") {
+  toy_data data;
+  mlp model;
+  torch::optim::SGD opt(model->parameters(), 0.05);
+  auto lens = attach(model, opt, quiet("temp-names"));
+  for (int i = 0; i < 5; ++i) {
+    auto [x, y] = data.batch(i);
+    opt.zero_grad();
+    auto logits = model->forward(x);
+    // A temporary std::string, long enough to live on the heap, dies before step().
+    auto total = lens.loss(std::string("classification_head_") + "number_one",
+                           F::cross_entropy(logits, y));
+    { std::string scratch(64, 'x'); (void)scratch; }  // reuse the freed memory
+    total.backward();
+    opt.step();
+    lens.step(total);
+  }
+  lens.wait_idle();
+  CHECK(lens.stats().processed == 5);
+}
+
+TEST_CASE("step() after detach() is rejected, counted and said once") {
+  toy_data data;
+  mlp model;
+  torch::optim::SGD opt(model->parameters(), 0.05);
+  auto lens = attach(model, opt, quiet("after-detach"));
+  train(model, opt, lens, data, 5);
+  lens.detach();
+  train(model, opt, lens, data, 10);
+  const auto st = lens.stats();
+  CHECK(st.processed == 5);
+  CHECK(st.queued == 5);
+  CHECK(st.rejected == 10);
+}
+
+TEST_CASE("findings() right after wait_idle() holds every step the detectors saw") {
+  toy_data data;
+  mlp model;
+  torch::optim::SGD opt(model->parameters(), 0.05);
+  auto o = quiet("fresh-findings");
+  auto lens = attach(model, opt, o);
+  for (int i = 0; i < 60; ++i) {
+    auto [x, y] = data.batch(i);
+    opt.zero_grad();
+    auto loss = F::cross_entropy(model->forward(x), y);
+    loss.backward();
+    opt.step();
+    // NaN losses at steps 30-59: one non_finite incident growing every step.
+    lens.step(i >= 30 ? loss * std::numeric_limits<float>::quiet_NaN() : loss);
+  }
+  lens.wait_idle();
+  const auto f = kinds(lens, "non_finite");
+  REQUIRE(f.size() == 1);
+  CHECK(f[0].first_step == 30);
+  CHECK(f[0].last_step == 59);  // not the last update_interval publication (46)
+  CHECK(f[0].evidence_value("non_finite_steps") == 30);
 }
 
 TEST_CASE("float64 models work, eval mode is noted, and multi-task steps are named") {
@@ -502,7 +612,12 @@ TEST_CASE("loss() names the tasks, check_*() findings and task weights reach the
     if (flags.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   REQUIRE(flags.size() == 1);
-  CHECK(flags[0].id > (std::uint64_t{1} << 41));
+  // One id space for every source (no magic offsets): ids are 1, 2, ... across all findings.
+  std::vector<std::uint64_t> ids;
+  for (const auto& f : lens.findings()) ids.push_back(f.id);
+  for (std::size_t k = 0; k < ids.size(); ++k) CHECK(ids[k] == k + 1);
+  CHECK(flags[0].id >= 1);
+  CHECK(flags[0].id <= ids.size());
   CHECK(flags[0].series == "loss/cls");
   REQUIRE(st.dashboard_port == o.dashboard_port);
   const auto runs = http_get(st.dashboard_port, "/api/runs");

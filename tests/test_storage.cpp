@@ -342,6 +342,181 @@ TEST_CASE("findings are upserted by id as an episode grows", "[storage]") {
   REQUIRE(info.worst_finding->kind == "non_finite");
 }
 
+namespace {
+
+/// The schema of losslens databases at version 1, as that release created it.
+constexpr const char* schema_v1 = R"sql(
+CREATE TABLE runs(
+  id         INTEGER PRIMARY KEY,
+  name       TEXT NOT NULL,
+  status     TEXT NOT NULL CHECK(status IN ('running', 'finished', 'crashed')),
+  started_at REAL NOT NULL,
+  ended_at   REAL,
+  heartbeat  REAL NOT NULL,
+  host       TEXT NOT NULL,
+  pid        INTEGER NOT NULL,
+  config     TEXT NOT NULL DEFAULT '{}',
+  version    TEXT NOT NULL);
+CREATE TABLE series(
+  id     INTEGER PRIMARY KEY,
+  run_id INTEGER NOT NULL REFERENCES runs(id),
+  name   TEXT NOT NULL,
+  kind   TEXT NOT NULL,
+  UNIQUE(run_id, name));
+CREATE TABLE points(
+  series_id INTEGER NOT NULL,
+  step      INTEGER NOT NULL,
+  wall_time REAL NOT NULL,
+  value     REAL,
+  PRIMARY KEY(series_id, step)) WITHOUT ROWID;
+CREATE TABLE rollups(
+  series_id INTEGER NOT NULL, level INTEGER NOT NULL, bucket INTEGER NOT NULL,
+  count INTEGER NOT NULL, nan_count INTEGER NOT NULL, pos_inf_count INTEGER NOT NULL,
+  neg_inf_count INTEGER NOT NULL,
+  first_step INTEGER NOT NULL, first_wall REAL NOT NULL, first_value REAL,
+  last_step INTEGER NOT NULL, last_wall REAL NOT NULL, last_value REAL,
+  min_step INTEGER, min_wall REAL, min_value REAL,
+  max_step INTEGER, max_wall REAL, max_value REAL,
+  nf_step INTEGER, nf_wall REAL, nf_value REAL,
+  PRIMARY KEY(series_id, level, bucket)) WITHOUT ROWID;
+CREATE TABLE findings(
+  run_id     INTEGER NOT NULL REFERENCES runs(id),
+  finding_id INTEGER NOT NULL,
+  kind       TEXT NOT NULL,
+  severity   INTEGER NOT NULL,
+  series     TEXT NOT NULL,
+  first_step INTEGER NOT NULL,
+  last_step  INTEGER NOT NULL,
+  message    TEXT NOT NULL,
+  body       TEXT NOT NULL,
+  updated_at REAL NOT NULL,
+  PRIMARY KEY(run_id, finding_id));
+CREATE INDEX findings_by_kind ON findings(kind);
+CREATE TABLE events(
+  id     INTEGER PRIMARY KEY,
+  run_id INTEGER NOT NULL REFERENCES runs(id),
+  time   REAL NOT NULL,
+  step   INTEGER NOT NULL,
+  kind   TEXT NOT NULL,
+  detail TEXT NOT NULL DEFAULT '{}');
+CREATE INDEX events_by_run ON events(run_id, id);
+PRAGMA application_id = 1282624622;
+PRAGMA user_version = 1;
+INSERT INTO runs VALUES(1, 'old', 'finished', 1.7e9, 1.7e9 + 60, 1.7e9 + 60, 'h', 1, '{}', '0.1.0');
+INSERT INTO findings VALUES(1, 5, 'loss_spike', 1, 'loss', 100, 140, 'spike',
+  '{"advice":"clip","evidence":{"z":9.5},"first_step":100,"id":5,"kind":"loss_spike","last_step":140,"message":"spike","rule":{"name":"loss_spike","params":{"z_threshold":6}},"series":"loss","severity":"warning"}',
+  1.7e9);
+)sql";
+
+/// The integer a one-row, one-column query returns (-1 on failure).
+std::int64_t sql_int(const std::string& db, const std::string& sql) {
+  sqlite3* h = nullptr;
+  std::int64_t out = -1;
+  sqlite3_stmt* st = nullptr;
+  if (sqlite3_open(db.c_str(), &h) == SQLITE_OK &&
+      sqlite3_prepare_v2(h, sql.c_str(), -1, &st, nullptr) == SQLITE_OK &&
+      sqlite3_step(st) == SQLITE_ROW)
+    out = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(h);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("a version-1 database migrates to version 2, keeps its findings and stores incidents",
+          "[storage]") {
+  temp_dir dir;
+  const auto db = dir.file("v1.db");
+  {
+    sqlite3* h = nullptr;
+    REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
+    char* err = nullptr;
+    const int rc = sqlite3_exec(h, schema_v1, nullptr, nullptr, &err);
+    INFO((err ? err : ""));
+    sqlite3_free(err);
+    sqlite3_close(h);
+    REQUIRE(rc == SQLITE_OK);
+  }
+  REQUIRE(sql_int(db, "PRAGMA user_version") == 1);
+
+  finding f;
+  f.id = 1;
+  f.kind = "loss_spike";
+  f.level = severity::warning;
+  f.first_step = 377;
+  f.last_step = 900;
+  f.series = "loss";
+  f.rule = {"loss_spike", {{"z_threshold", 6}}};
+  f.evidence = {{"z", 9.4}};
+  f.message = "spike";
+  f.advice = "clip";
+  f.episodes = 2;
+  f.spans = {{377, 377, severity::warning, 9.4}, {850, 900, severity::error, nan_v}};
+  f.cause_id = 7;
+  f.cause = "task_dominance at step 0 (recon is 99.98% of the loss)";
+  std::int64_t run_id = 0;
+  {
+    run_writer w(db, one_series("new"));  // migrates
+    run_id = w.run_id();
+    w.record_finding(f);
+    REQUIRE(w.flush());
+    f.last_step = 1300;  // a third episode: the incident is upserted in place
+    f.episodes = 3;
+    f.spans.push_back({1290, 1300, severity::warning, 12.5});
+    w.record_finding(f);
+  }
+  REQUIRE(run_id == 2);
+  REQUIRE(sql_int(db, "PRAGMA user_version") == 2);
+  REQUIRE(sql_int(db, "PRAGMA application_id") == 0x4c734c6e);
+  // The old row gets the defaults; the new one the incident's numbers.
+  REQUIRE(sql_int(db, "SELECT episodes FROM findings WHERE run_id = 1 AND finding_id = 5") == 1);
+  REQUIRE(sql_int(db, "SELECT cause_id FROM findings WHERE run_id = 1 AND finding_id = 5") == 0);
+  REQUIRE(sql_int(db, "SELECT episodes FROM findings WHERE run_id = 2 AND finding_id = 1") == 3);
+  REQUIRE(sql_int(db, "SELECT cause_id FROM findings WHERE run_id = 2 AND finding_id = 1") == 7);
+  REQUIRE(sql_int(db, "SELECT count(*) FROM findings") == 2);
+
+  run_reader r(db);
+  const auto runs = r.runs();
+  REQUIRE(runs.size() == 2);
+  REQUIRE(runs[0].name == "old");
+  REQUIRE(runs[0].findings == 1);
+  const auto old = r.findings(1);
+  REQUIRE(old.size() == 1);
+  REQUIRE(old[0].f.id == 5);
+  REQUIRE(old[0].f.last_step == 140);
+  REQUIRE(old[0].f.evidence_value("z") == 9.5);
+  REQUIRE(old[0].f.episodes == 1);
+  REQUIRE(old[0].f.spans.empty());
+  REQUIRE(old[0].f.cause_id == 0);
+  const auto got = r.findings(run_id);
+  REQUIRE(got.size() == 1);
+  REQUIRE(got[0].f.last_step == 1300);
+  REQUIRE(got[0].f.episodes == 3);
+  REQUIRE(got[0].f.spans.size() == 3);
+  REQUIRE(got[0].f.spans[1].first_step == 850);
+  REQUIRE(got[0].f.spans[1].level == severity::error);
+  REQUIRE(std::isnan(got[0].f.spans[1].peak));
+  REQUIRE(got[0].f.spans[2].peak == 12.5);
+  REQUIRE(got[0].f.cause_id == 7);
+  REQUIRE(got[0].f.cause == f.cause);
+}
+
+TEST_CASE("a version-1 database is migrated by a reader with write access", "[storage]") {
+  temp_dir dir;
+  const auto db = dir.file("v1.db");
+  sqlite3* h = nullptr;
+  REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(h, schema_v1, nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(h);
+  run_reader r(db);
+  REQUIRE(sql_int(db, "PRAGMA user_version") == 2);
+  const auto got = r.findings();
+  REQUIRE(got.size() == 1);
+  REQUIRE(got[0].f.first_step == 100);
+  REQUIRE(got[0].f.episodes == 1);
+}
+
 TEST_CASE("a writer killed with SIGKILL leaves a readable database and a crashed run",
           "[storage]") {
   temp_dir dir;

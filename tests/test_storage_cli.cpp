@@ -203,6 +203,91 @@ TEST_CASE("findings lists the stored findings with --run and --kind", "[storage]
   REQUIRE_THAT(r.out, Catch::Contains("non_finite") && Catch::Contains("severity"));
 }
 
+TEST_CASE("findings shows an incident's episodes and cause, and its spans with --all",
+          "[storage][cli]") {
+  const fs::path dir = [] {
+    std::string tmpl = (fs::temp_directory_path() / "losslens-cli-XXXXXX").string();
+    return fs::path(::mkdtemp(tmpl.data()));
+  }();
+  const auto db = (dir / "runs.db").string();
+  {
+    storage::run_options ro;
+    ro.name = "incidents";
+    storage::run_writer w(db, ro);
+    finding f;  // 70 episodes, 64 spans kept: 1-32 and 39-70
+    f.id = 1;
+    f.kind = "loss_spike";
+    f.level = severity::warning;
+    f.first_step = 377;
+    f.last_step = 15020;
+    f.series = "loss";
+    f.message = "loss 2.843 is 5.2x its running median 0.5463";
+    f.episodes = 70;
+    for (int n = 1; n <= 70; ++n) {
+      if (n > 32 && n < 39) continue;
+      const std::int64_t first = 377 + 200 * (n - 1);
+      f.spans.push_back({first, first + 4, severity::warning, 5 + 0.5 * n});
+    }
+    f.spans.back().last_step = 15020;
+    f.cause_id = 9;
+    f.cause = "task_dominance at step 0 (recon is 99.98% of the loss)";
+    w.record_finding(f);
+    finding g;  // one episode, no spans, no cause
+    g.id = 2;
+    g.kind = "non_finite";
+    g.level = severity::error;
+    g.first_step = 15100;
+    g.last_step = 15999;
+    g.series = "loss";
+    g.message = "loss is NaN at step 15100";
+    w.record_finding(g);
+  }
+  auto r = cli("findings --run 1 --db " + db, dir);
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.out ==
+        "run  id  severity  kind        steps        episodes  series  message\n"
+        "1    1   warning   loss_spike  377-15020    70        loss    loss 2.843 is 5.2x its "
+        "running median 0.5463\n"
+        "    preceded by: task_dominance at step 0 (recon is 99.98% of the loss)\n"
+        "1    2   error     non_finite  15100-15999  1         loss    loss is NaN at step 15100\n");
+
+  r = cli("findings --run 1 --all --db " + db, dir);
+  REQUIRE(r.status == 0);
+  std::vector<std::string> lines;
+  std::istringstream in(r.out);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  REQUIRE(lines.size() == 69);  // header, incident, cause, 64 episodes + 1 gap note, finding 2
+  CHECK(lines[2] == "    preceded by: task_dominance at step 0 (recon is 99.98% of the loss)");
+  CHECK(lines[3] == "    episode 1: steps 377-381 warning peak 5.5");
+  CHECK(lines[34] == "    episode 32: steps 6577-6581 warning peak 21");
+  CHECK(lines[35] == "    ... 6 episodes not kept (episodes 33-38)");
+  CHECK(lines[36] == "    episode 39: steps 7977-7981 warning peak 24.5");
+  CHECK(lines[67] == "    episode 70: steps 14177-15020 warning peak 40");
+  CHECK(lines[68].rfind("1    2   error     non_finite  15100-15999  1 ", 0) == 0);
+
+  r = cli("findings --run 1 --json --db " + db, dir);
+  REQUIRE(r.status == 0);
+  const auto j = nlohmann::json::parse(r.out)["findings"];
+  REQUIRE(j.size() == 2);
+  CHECK(j[0]["episodes"] == 70);
+  REQUIRE(j[0]["spans"].size() == 64);
+  CHECK(j[0]["spans"][32] == nlohmann::json({{"first_step", 7977},
+                                             {"last_step", 7981},
+                                             {"severity", "warning"},
+                                             {"peak", 24.5}}));
+  CHECK(j[0]["cause_id"] == 9);
+  CHECK(j[0]["cause"] == "task_dominance at step 0 (recon is 99.98% of the loss)");
+  CHECK(j[1]["episodes"] == 1);
+  CHECK(j[1]["spans"].empty());
+
+  r = cli("findings --help", dir);
+  REQUIRE(r.status == 0);
+  CHECK_THAT(r.out, Catch::Contains("--all") && Catch::Contains("episode 3: steps 900-912"));
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+}
+
 TEST_CASE("metrics downsamples without hiding the spike and is exact when zoomed in",
           "[storage][cli]") {
   fixture fx;

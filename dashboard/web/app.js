@@ -487,7 +487,8 @@ function renderFindings() {
   $('#findings tbody').replaceChildren(...list.map((f) => el('tr', { onclick: () => showFinding(f), 'data-finding-id': f.id },
     el('td', {}, f.first_step === f.last_step ? f.first_step : f.first_step + '–' + f.last_step),
     el('td', { class: 'sev-' + f.severity }, f.severity),
-    el('td', {}, f.kind + (f.evidence && f.evidence.rank !== undefined ? ' (rank ' + fmt(f.evidence.rank) + ')' : '')),
+    el('td', {}, f.kind + (f.evidence && f.evidence.rank !== undefined ? ' (rank ' + fmt(f.evidence.rank) + ')' : '') +
+      (f.episodes > 1 ? ' (' + f.episodes + ' episodes)' : '')),
     el('td', {}, f.series),
     el('td', {}, f.message))));
   // Timeline: one tick per finding over the run's steps.
@@ -506,8 +507,10 @@ function showFinding(f) {
   d.replaceChildren(
     el('button', { class: 'close', onclick: () => { d.hidden = true; } }, '×'),
     el('h4', { class: 'sev-' + f.severity }, f.severity + ': ' + f.kind),
-    el('div', { class: 'muted' }, 'series ' + f.series + ', steps ' + f.first_step + '–' + f.last_step + ', rule ' + (f.rule && f.rule.name)),
+    el('div', { class: 'muted' }, 'series ' + f.series + ', steps ' + f.first_step + '–' + f.last_step +
+      (f.episodes > 1 ? ', ' + f.episodes + ' episodes' : '') + ', rule ' + (f.rule && f.rule.name)),
     el('p', {}, f.message),
+    ...(f.cause ? [el('p', { class: 'muted' }, 'preceded by: ' + f.cause)] : []),
     el('table', {}, el('tbody', {}, ...rows(f.evidence))),
     el('div', { class: 'advice' }, f.advice));
   d.hidden = false;

@@ -13,6 +13,7 @@
 #include "rank_sync.hpp"
 #include "losslens/analyzer.hpp"
 #include "losslens/error.hpp"
+#include "losslens/finding_router.hpp"
 #include "losslens/sample_queue.hpp"
 #include "losslens/storage/run_reader.hpp"
 #include "losslens/storage/run_writer.hpp"
@@ -87,6 +88,9 @@ class monitor_state {
     if (o_.dashboard_port != 0 && o_.db.empty())
       throw error("attach: dashboard_port needs db: the dashboard shows the run from the run "
                   "database (set attach_options::db, e.g. \"runs.db\")");
+    red_source_ = router_.add_source("red_flags");
+    rank_source_ = router_.add_source("ranks");
+    router_.add_listener([this](const finding& f, bool is_new) { record(f, is_new); });
     flags_ = std::make_unique<red_flag_checker>(o_.red_flags);
     // Red flags are found on whichever thread calls check_*; they reach the monitor thread
     // through a small inbox (rare: at most one per sampled check).
@@ -110,6 +114,7 @@ class monitor_state {
 
   void detach() noexcept {
     std::call_once(detached_, [this] {
+      is_detached_.store(true);
       for (std::size_t i = 0; i < hooks_.size(); ++i) {
         try {
           params_[i].remove_hook(hooks_[i]);
@@ -131,6 +136,15 @@ class monitor_state {
 
   step_decision step(const std::pair<std::string_view, torch::Tensor>* tasks, std::size_t n_tasks,
                      const torch::Tensor& total, const step_extras& extras) noexcept {
+    if (is_detached_.load(std::memory_order_relaxed)) {
+      // Nothing runs behind a detached monitor: say so once, count the rest.
+      if (rejected_.fetch_add(1) == 0)
+        router_.log(severity::warning, "step() after detach() is ignored (counted in "
+                                       "stats().rejected); attach again to monitor a new run");
+      for (std::size_t k = 0; k < named_count_; ++k) named_[k].second.reset();
+      named_count_ = 0;
+      return step_decision::proceed;
+    }
     if (n_tasks == 0 && named_count_ > 0) {  // tasks named with loss() since the last step
       tasks = named_.data();
       n_tasks = named_count_;
@@ -147,17 +161,30 @@ class monitor_state {
     } catch (const std::exception& e) {
       // Never into the training loop: count it and say it once.
       if (rejected_.fetch_add(1) == 0)
-        std::fprintf(stderr, "losslens: step() could not read the step's tensors (%s); further "
-                             "errors are only counted in stats().rejected\n", e.what());
+        router_.log(severity::warning,
+                    std::string("step() could not read the step's tensors (") + e.what() +
+                        "); further errors are only counted in stats().rejected");
       return step_decision::proceed;
     }
   }
 
   const torch::Tensor& loss(std::string_view task, const torch::Tensor& value) noexcept {
     if (named_count_ < named_.size()) {
-      named_[named_count_].first = task;  // the caller's string must live until step()
+      try {
+        // A copy: the caller's string may be a temporary. After the first steps the strings
+        // have their capacity and assign() allocates nothing.
+        named_names_[named_count_].assign(task);
+      } catch (...) {
+        return value;  // out of memory: this task's loss is not recorded this step
+      }
+      named_[named_count_].first = named_names_[named_count_];
       named_[named_count_].second = value;
       ++named_count_;
+    } else if (!too_many_tasks_.exchange(true)) {
+      router_.log(severity::warning,
+                  "more than " + std::to_string(named_.size()) +
+                      " task losses named with loss() in one step; the rest are not recorded "
+                      "(pass them to step() as a vector instead)");
     }
     return value;
   }
@@ -206,8 +233,12 @@ class monitor_state {
   void wait_idle() const {
     auto* q = queue_.load(std::memory_order_acquire);
     if (!q) return;
+    const auto request = sync_request_.fetch_add(1) + 1;
+    wake_.notify_all();
     std::unique_lock lock(mutex_);
-    idle_.wait(lock, [&] { return stop_ || processed_.load() >= q->pushed(); });
+    idle_.wait(lock, [&] {
+      return stop_ || (processed_.load() >= q->pushed() && sync_done_ >= request);
+    });
   }
 
  private:
@@ -289,12 +320,22 @@ class monitor_state {
     norms_engine_.compute(grads_, norms_, has_norm_, scalar_ptrs_, scalar_values_);
 
     const double loss = scalar_values_[0];
+    // Backward reached these parameters since the last step(), yet their .grad is gone (or
+    // every one of them is zero): step() was called before backward, or zero_grad() ran in
+    // between. Their norms would be fake zeros, so they are left out and flagged instead.
+    bool any_fired = false, all_fired_gone = true;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      if (!fired_[i].load(std::memory_order_relaxed)) continue;
+      any_fired = true;
+      if (has_norm_[i] && norms_[i] != 0) all_fired_gone = false;
+    }
+    const bool cleared = any_fired && all_fired_gone;
     double sq = 0;
     bool any_norm = false;
     int first_bad = -1;
     std::uint32_t first_bad_arrival = 0;
     for (std::size_t i = 0; i < params_.size(); ++i) {
-      if (!has_norm_[i] || !fired_[i].load(std::memory_order_relaxed)) continue;
+      if (cleared || !has_norm_[i] || !fired_[i].load(std::memory_order_relaxed)) continue;
       any_norm = true;
       sq += norms_[i] * norms_[i];
       if (!std::isfinite(norms_[i])) {
@@ -320,9 +361,10 @@ class monitor_state {
       s->first_non_finite_param = first_bad;
       for (std::size_t i = 0; i < params_.size(); ++i) {
         const bool fired = fired_[i].load(std::memory_order_relaxed);
-        if (has_norm_[i] && fired) s->param_grad_norms[i] = norms_[i];
+        if (has_norm_[i] && fired && !cleared) s->param_grad_norms[i] = norms_[i];
         std::uint8_t flags = 0;
         if (!fired) flags |= param_flag::no_grad;
+        if (fired && cleared) flags |= param_flag::grad_cleared;
         if (stale_[i].load(std::memory_order_relaxed)) flags |= param_flag::stale_grad;
         s->param_flags[i] = flags;
       }
@@ -379,7 +421,7 @@ class monitor_state {
       if (q) {
         if (!a) {
           a = make_analyzer();
-          if (dist_) dist_->bind(nullptr, [this](const finding& f, bool n) { record(f, n); });
+          if (dist_) dist_->bind(nullptr, rank_listener());
           open_writer();
         }
         while (const sample* s = q->front()) {
@@ -388,7 +430,7 @@ class monitor_state {
             if (writer_) writer_->append(*s);
             if (o_.on_sample) o_.on_sample(*s);
           } catch (const std::exception& e) {
-            std::fprintf(stderr, "losslens: monitor error: %s\n", e.what());
+            router_.log(severity::error, std::string("monitor error: ") + e.what());
           }
           last_step = s->step;
           processed_last_step_ = last_step;
@@ -403,9 +445,9 @@ class monitor_state {
         const std::uint64_t dropped = q->dropped();
         if (dropped > drops_reported) {
           if (drops_reported == 0)
-            std::fprintf(stderr, "losslens: the monitor queue was full; %llu samples dropped "
-                                 "so far (raise attach_options::queue_capacity)\n",
-                         static_cast<unsigned long long>(dropped));
+            router_.log(severity::warning,
+                        "the monitor queue was full; " + std::to_string(dropped) +
+                            " samples dropped so far (raise attach_options::queue_capacity)");
           if (writer_)
             writer_->record_event("drops", "{\"source\":\"monitor\",\"count\":" +
                                                std::to_string(dropped - drops_reported) +
@@ -414,7 +456,21 @@ class monitor_state {
           drops_reported = dropped;
         }
       }
+      // A waiter in wait_idle() wants findings() current: merge what the detectors hold back.
+      std::uint64_t synced = 0;
+      if (a && (!q || !q->front())) {
+        const auto request = sync_request_.load();
+        std::unique_lock lock(mutex_);
+        const bool due = request != sync_done_;
+        lock.unlock();
+        if (due) {
+          sync_findings(*a);
+          synced = request;
+          did = true;
+        }
+      }
       std::unique_lock lock(mutex_);
+      if (synced) sync_done_ = std::max(sync_done_, synced);
       if (did) idle_.notify_all();
       if (stop_) {
         lock.unlock();
@@ -457,15 +513,15 @@ class monitor_state {
                               from_step + 1);
         std::lock_guard lock(findings_mutex_);
         for (const auto& f : findings_) writer_->record_finding(f);
-        std::fprintf(stderr, "losslens: the run database %s works now; recording the run from "
-                             "step %lld on\n",
-                     o_.db.c_str(), static_cast<long long>(from_step + 1));
+        router_.log(severity::info, "the run database " + o_.db +
+                                        " works now; recording the run from step " +
+                                        std::to_string(from_step + 1) + " on");
       }
       run_id_.store(writer_->run_id());
       writer_->flush();  // the run row exists before the dashboard looks for it
       storage_failed_.store(false);
       storage_degraded_.store(false);
-      if (dist_) dist_->bind(writer_.get(), [this](const finding& f, bool n) { record(f, n); });
+      if (dist_) dist_->bind(writer_.get(), rank_listener());
       start_dashboard();
     } catch (const std::exception& e) {
       writer_.reset();
@@ -483,11 +539,11 @@ class monitor_state {
     }
     storage_degraded_.store(true);
     if (storage_failed_.exchange(true)) return;
-    std::fprintf(stderr,
-                 "losslens: cannot record the run in %s: %s; training goes on without a "
-                 "history (findings still reach stderr and on_finding)%s\n",
-                 o_.db.c_str(), what.c_str(),
-                 o_.db_retry_interval.count() > 0 ? "; retrying to open it" : "");
+    router_.log(severity::warning,
+                "cannot record the run in " + o_.db + ": " + what +
+                    "; training goes on without a history (findings still reach stderr and "
+                    "on_finding)" +
+                    (o_.db_retry_interval.count() > 0 ? "; retrying to open it" : ""));
   }
 
   // On the monitor thread, at most every 100 ms: the writer's health into stats(), one line
@@ -520,15 +576,14 @@ class monitor_state {
     }
     // The writer says the first failure itself; the way back is said here.
     if (storage_degraded_.exchange(ws.degraded) && !ws.degraded)
-      std::fprintf(stderr, "losslens: writing %s works again; the points held meanwhile are "
-                           "stored (%llu failed attempts)\n",
-                   o_.db.c_str(), static_cast<unsigned long long>(ws.write_failures));
+      router_.log(severity::info, "writing " + o_.db +
+                                      " works again; the points held meanwhile are stored (" +
+                                      std::to_string(ws.write_failures) + " failed attempts)");
   }
 
   std::unique_ptr<analyzer> make_analyzer() {
-    auto a = std::make_unique<analyzer>(schema_, o_.detectors);
-    a->on_finding([this](const finding& f, bool is_new) { record(f, is_new); });
-    return a;
+    // The detectors publish into the monitor's router, like the red flags and the ranks.
+    return std::make_unique<analyzer>(schema_, o_.detectors, router_);
   }
 
   void start_dashboard() noexcept {
@@ -542,16 +597,27 @@ class monitor_state {
       auto srv = std::make_unique<dashboard::server>(so);
       srv->start();
       dashboard_port_.store(srv->port());
-      std::fprintf(stderr, "losslens: dashboard at http://%s:%u/\n", o_.dashboard_host.c_str(),
-                   unsigned(srv->port()));
+      router_.log(severity::info, "dashboard at http://" + o_.dashboard_host + ":" +
+                                      std::to_string(srv->port()) + "/");
       dashboard_ = std::move(srv);
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "losslens: cannot serve the dashboard: %s; training goes on\n",
-                   e.what());
+      router_.log(severity::warning,
+                  std::string("cannot serve the dashboard: ") + e.what() + "; training goes on");
     }
   }
 
-  // Findings of the red-flag checker, renumbered into the monitor's ids.
+  finding_router::listener rank_listener() {
+    return [this](const finding& f, bool is_new) { router_.publish(rank_source_, f, is_new); };
+  }
+
+  // The router's incidents with every held-back episode update merged in, for findings().
+  void sync_findings(analyzer& a) {
+    (void)a.findings();
+    std::lock_guard lock(findings_mutex_);
+    findings_ = router_.incidents();
+  }
+
+  // Findings of the red-flag checker, published into the router like every other source.
   bool drain_inbox() {
     std::vector<std::pair<finding, bool>> items;
     {
@@ -559,48 +625,39 @@ class monitor_state {
       if (inbox_.empty()) return false;
       items.swap(inbox_);
     }
-    for (auto& [f, is_new] : items) {
-      f.id += red_flag_id_base;
-      record(f, is_new);
-    }
+    for (auto& [f, is_new] : items) router_.publish(red_source_, f, is_new);
     return true;
   }
 
+  // The router's one listener: the incident goes to the snapshot findings() returns, the run
+  // history, stderr (when new) and the user's callback.
   void record(const finding& f, bool is_new) {
     std::function<void(const finding&, bool)> cb;
     {
       std::lock_guard lock(findings_mutex_);
-      bool found = false;
-      for (auto& g : findings_)
-        if (g.id == f.id) {
-          g = f;
-          found = true;
-        }
-      if (!found) findings_.push_back(f);
+      // Incident ids are dense (1, 2, ...): the snapshot is indexed by them.
+      if (findings_.size() < f.id) findings_.resize(f.id);
+      findings_[f.id - 1] = f;
       cb = callback_;
     }
     if (writer_) {
       try {
         writer_->record_finding(f);
       } catch (const std::exception& e) {
-        std::fprintf(stderr, "losslens: cannot store a finding: %s\n", e.what());
+        router_.log(severity::warning, std::string("cannot store a finding: ") + e.what());
       }
     }
     if (is_new) {
       findings_count_.fetch_add(1);
-      if (o_.log_findings && f.level >= o_.log_level)
-        std::fprintf(stderr, "losslens: %s %s at step %lld (%s): %s; fix: %s\n",
-                     std::string(to_string(f.level)).c_str(), f.kind.c_str(),
-                     static_cast<long long>(f.first_step), f.series.c_str(), f.message.c_str(),
-                     f.advice.c_str());
+      if (o_.log_findings && f.level >= o_.log_level) router_.log(f.level, to_line(f));
     }
     if (cb) {
       try {
         cb(f, is_new);
       } catch (const std::exception& e) {
-        std::fprintf(stderr, "losslens: on_finding callback threw: %s\n", e.what());
+        router_.log(severity::warning, std::string("on_finding callback threw: ") + e.what());
       } catch (...) {
-        std::fprintf(stderr, "losslens: on_finding callback threw\n");
+        router_.log(severity::warning, "on_finding callback threw");
       }
     }
   }
@@ -640,18 +697,27 @@ class monitor_state {
   std::atomic<sample_queue*> queue_{nullptr};
   std::atomic<std::uint64_t> steps_{0}, processed_{0}, rejected_{0}, findings_count_{0};
   mutable std::mutex mutex_;
-  std::condition_variable wake_;
+  mutable std::condition_variable wake_;
+  // wait_idle() asks (request) and the monitor thread answers (done, under mutex_) once the
+  // findings snapshot includes every held-back update.
+  mutable std::atomic<std::uint64_t> sync_request_{0};
+  std::uint64_t sync_done_ = 0;
   mutable std::condition_variable idle_;
   bool stop_ = false;
   std::once_flag detached_;
+  std::atomic<bool> is_detached_{false};
   std::thread thread_;
 
-  // Ids of red-flag findings start here (analyzer ids count from 1, rank findings from 2^40).
-  static constexpr std::uint64_t red_flag_id_base = std::uint64_t{1} << 41;
+  // Every finding goes through here: the detectors', the red flags' and the ranks'. Used on the
+  // monitor thread, except log(), which any thread may call.
+  finding_router router_;
+  finding_router::source_id red_source_ = 0, rank_source_ = 0;
   std::unique_ptr<red_flag_checker> flags_;
   std::mutex inbox_mutex_;
   std::vector<std::pair<finding, bool>> inbox_;
   std::array<std::pair<std::string_view, torch::Tensor>, 16> named_;  // loss() since last step
+  std::array<std::string, 16> named_names_;  // owned copies of their names
+  std::atomic<bool> too_many_tasks_{false};
   std::size_t named_count_ = 0;
 
   // Monitor-thread results.

@@ -1,5 +1,6 @@
 #include "losslens/analyzer.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdarg>
 #include <cstdio>
@@ -18,6 +19,7 @@ std::size_t finding_log::open(finding f, const detector* owner) {
   published_step_.push_back(std::numeric_limits<std::int64_t>::min());
   published_level_.push_back(findings_.back().level);
   is_pending_.push_back(0);
+  held_.push_back(0);
   touch(findings_.size() - 1);
   return findings_.size() - 1;
 }
@@ -47,7 +49,7 @@ void finding_log::flush(std::int64_t step, std::int64_t interval, const sample_s
     const bool due = published_step_[i] == std::numeric_limits<std::int64_t>::min() ||
                      findings_[i].level != published_level_[i] ||
                      step_diff(step, published_step_[i]) >= interval;
-    if (due)
+    if (due && !held_[i])
       publish(i, schema, step, notify, ctx);
     else
       keep_.push_back(i);
@@ -104,13 +106,23 @@ class grad_baseline {
  public:
   explicit grad_baseline(const detector_options& o)
       : median_(static_cast<std::size_t>(o.exploding.window), 8),
+        tail_(static_cast<std::size_t>(o.exploding.tail_window), 64, 16),
         z_(o.loss_spike.z_threshold),
         ratio_(o.loss_spike.min_ratio),
-        warmup_(o.exploding.warmup) {}
+        tail_factor_(o.exploding.tail_factor),
+        window_(static_cast<std::size_t>(o.exploding.window)),
+        warmup_(o.exploding.warmup),
+        tail_warmup_(o.exploding.tail_warmup) {}
 
   void update(step_context& ctx) {
     ctx.grad_spike = false;
     ctx.grad_median = median_.count() >= static_cast<std::size_t>(warmup_) ? median_.median() : nan;
+    if (!std::isfinite(early_) && median_.count() >= window_) early_ = median_.median();
+    ctx.grad_early = early_;
+    // Residuals against the running median (log ratios), so the trend does not widen the tail.
+    ctx.grad_tail_ratio = tail_.count() >= static_cast<std::size_t>(tail_warmup_)
+                              ? std::exp(std::max(0.0, tail_.upper()))
+                              : nan;
     if (finite(ctx.s->grad_norm)) push(ctx, *ctx.s->grad_norm);
     ctx.last_grad_spike_step = last_step_;
     ctx.last_grad_spike_value = last_value_;
@@ -119,21 +131,62 @@ class grad_baseline {
 
  private:
   void push(step_context& ctx, double g) {
-    if (std::isfinite(ctx.grad_median) && median_.z(g) >= z_ && g >= ratio_ * ctx.grad_median) {
+    // A spike stands out from the run's own tail too: heavy-tailed norms (near-zero loss, a few
+    // hard examples) reach 10x their median routinely.
+    const double tail = std::isfinite(ctx.grad_tail_ratio) ? ctx.grad_tail_ratio : 1.0;
+    if (std::isfinite(ctx.grad_median) && median_.z(g) >= z_ &&
+        g >= std::max(ratio_, std::pow(tail, tail_factor_)) * ctx.grad_median) {
       ctx.grad_spike = true;
       last_step_ = ctx.s->step;
       last_value_ = g;
       last_ratio_ = g / ctx.grad_median;
     }
     // The median ignores isolated outliers; a lasting rise moves it after window/2 steps.
+    if (std::isfinite(ctx.grad_median) && ctx.grad_median > 0 && g > 0)
+      tail_.push(std::log(g / ctx.grad_median));
     median_.push(g);
   }
 
   robust_baseline median_;
-  double z_, ratio_;
-  int warmup_;
+  lagged_tail tail_;
+  double z_, ratio_, tail_factor_;
+  std::size_t window_;
+  double early_ = nan;
+  int warmup_, tail_warmup_;
   std::int64_t last_step_ = std::numeric_limits<std::int64_t>::min();
   double last_value_ = nan, last_ratio_ = nan;
+};
+
+/// The loss winsorized against its recent median and MAD (see step_context::level_loss).
+class level_filter {
+ public:
+  level_filter() : median_(64, 4), slow_(0.01) {}
+  double update(double x) {
+    if (!std::isfinite(x)) return nan;
+    double out = x;
+    if (median_.count() >= 16) {
+      const double m = median_.median(), s = std::max(5 * median_.scale(), 0.5 * std::abs(m));
+      out = std::clamp(x, m - s, m + s);
+    }
+    median_.push(x);
+    const double e = slow_.push(out);
+    if (slow_.count() <= 50) {
+      initial_sum_ += out;
+      initial_ = initial_sum_ / double(slow_.count());
+      best_ = e;
+    }
+    best_ = std::min(best_, e);
+    return out;
+  }
+  double range() const noexcept {
+    if (slow_.count() < 50) return nan;
+    return initial_ - best_ > 0 ? initial_ - best_ : std::abs(initial_);
+  }
+
+ private:
+  rolling_median median_;
+  ema slow_;
+  double initial_sum_ = 0, initial_ = 0, best_ = 0;
 };
 
 }  // namespace detail
@@ -163,9 +216,23 @@ void validate(const detector_options& o) {
 }  // namespace
 
 analyzer::analyzer(sample_schema schema, detector_options options)
+    : analyzer(std::move(schema), options, nullptr) {}
+
+analyzer::analyzer(sample_schema schema, detector_options options, finding_router& router)
+    : analyzer(std::move(schema), options, &router) {}
+
+analyzer::analyzer(sample_schema schema, detector_options options, finding_router* router)
     : schema_(std::move(schema)), options_(options), log_(std::make_unique<detail::finding_log>()) {
   validate(options_);
+  router_ = router;
+  if (!router_) {  // the delegating constructor: a router of its own
+    own_router_ = std::make_unique<finding_router>();
+    router_ = own_router_.get();
+  }
+  source_ = router_->add_source("detectors");
+  listener_handle_ = router_->add_listener(nullptr);
   grad_ = std::make_unique<detail::grad_baseline>(options_);
+  level_ = std::make_unique<detail::level_filter>();
   detectors_ = detail::make_detectors(options_, schema_);
 }
 
@@ -173,9 +240,15 @@ analyzer::~analyzer() = default;
 analyzer::analyzer(analyzer&&) noexcept = default;
 analyzer& analyzer::operator=(analyzer&&) noexcept = default;
 
-void analyzer::on_finding(listener l) { listener_ = std::move(l); }
+void analyzer::on_finding(listener l) { router_->set_listener(listener_handle_, std::move(l)); }
 const std::vector<finding>& analyzer::findings() const {
-  // Messages of findings that grew since their last publication are rebuilt on demand.
+  // Episodes that grew since their last publication are described and merged on demand; the
+  // listeners hear about them at their next publication.
+  log_->describe_pending(schema_);
+  for (std::size_t i : log_->pending()) router_->merge_quietly(source_, log_->all()[i]);
+  return router_->incidents();
+}
+const std::vector<finding>& analyzer::episodes() const {
   log_->describe_pending(schema_);
   return log_->all();
 }
@@ -210,6 +283,8 @@ void analyzer::observe(const sample& s) {
     if (any) ctx.total_loss = sum;
   }
   grad_->update(ctx);
+  ctx.level_loss = level_->update(ctx.total_loss);
+  ctx.loss_range = level_->range();
 
   for (auto& d : detectors_) d->observe(ctx, *log_);
   log_->flush(s.step, options_.update_interval, schema_, &analyzer::notify, this);
@@ -217,7 +292,7 @@ void analyzer::observe(const sample& s) {
 
 void analyzer::notify(void* self, const finding& f, bool is_new) {
   auto* a = static_cast<analyzer*>(self);
-  if (a->listener_) a->listener_(f, is_new);
+  a->router_->publish(a->source_, f, is_new);
 }
 
 void analyzer::flush() { log_->flush_all(schema_, &analyzer::notify, this); }

@@ -28,7 +28,7 @@ std::vector<std::unique_ptr<detector>> make_detectors(const detector_options& o,
   add(o.oscillation.enabled, make_oscillation);
   add(o.loss_spike.enabled, make_loss_spike);
   add(o.plateau.enabled, make_plateau);
-  add(o.chance_level.enabled && o.chance_level.num_classes >= 2, make_chance_level);
+  add(o.chance_level.enabled, make_chance_level);
   add(o.task_dominance.enabled && schema.tasks.size() >= 2, make_task_dominance);
   add(o.task_stalled.enabled && !schema.tasks.empty(), make_task_stalled);
   add(o.exploding.enabled, make_exploding);
@@ -36,6 +36,7 @@ std::vector<std::unique_ptr<detector>> make_detectors(const detector_options& o,
   add(o.missing_zero_grad.enabled, make_missing_zero_grad);
   add(o.dead_parameters.enabled, make_dead_parameters);
   add(o.eval_mode.enabled, make_eval_mode);
+  add(o.call_order.enabled, make_call_order);
   return out;
 }
 

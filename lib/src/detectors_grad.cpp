@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "detail/detector.hpp"
+#include "detail/rolling.hpp"
 
 namespace losslens::detail {
 namespace {
@@ -126,27 +127,49 @@ top_param largest_param(const sample& s) {
 
 class exploding final : public detector {
  public:
-  exploding(const detector_options& o, const sample_schema&) : o_(o.exploding) {}
+  exploding(const detector_options& o, const sample_schema&)
+      : o_(o.exploding), recent_(std::size_t(o.exploding.rise_window), 4),
+        loss_(std::size_t(std::max<std::int64_t>(4, o.exploding.confirm_steps)), 4),
+        gate_(o.exploding.confirm_steps, o.exploding.max_wait) {}
 
   void observe(const step_context& ctx, finding_log& log) override {
     if (!finite(ctx.s->grad_norm)) return;
     const double g = *ctx.s->grad_norm;
     const double m = ctx.grad_median;
+    recent_.push(g);
+    if (std::isfinite(ctx.level_loss)) loss_.push(ctx.level_loss);
+    const double range = std::isfinite(ctx.loss_range) ? ctx.loss_range : 0.0;
+    const bool loss_back = loss_.count() == 0 || loss_.median() <= 1.5 * loss_before_ + 0.05 * range;
+    gate_.check(log, ctx.s->step, recent_.median(),
+                std::isfinite(ctx.grad_early) ? 0.05 * ctx.grad_early : 0.0, 3.0, o_.ratio,
+                std::isfinite(ctx.grad_early) ? 0.05 * ctx.grad_early : 0.0, loss_back);
     const double ratio = std::isfinite(m) && m > 0 ? g / m : nan;
-    const bool by_ratio = std::isfinite(ratio) && ratio >= o_.ratio;
-    if (!by_ratio && !(g >= o_.abs_max)) return;
+    // How far above its median this run's norms go by themselves (p99 / median): a blow-up
+    // has to stand out from that too, not only from a fixed ratio.
+    const double tail = std::isfinite(ctx.grad_tail_ratio) ? ctx.grad_tail_ratio : 1.0;
+    const double threshold = std::max(o_.ratio, std::pow(tail, o_.tail_factor));
+    const bool spike = std::isfinite(ratio) && ratio >= threshold;
+    // A lasting rise: the recent median itself far above the longer running median.
+    const double rise = std::isfinite(m) && m > 0 && recent_.count() >= std::size_t(o_.rise_window)
+                            ? recent_.median() / m
+                            : nan;
+    // As for spikes, the bar includes the run's own tail (a memorising run's median of 16
+    // norms jumps 10x when a few hard batches come together).
+    rise_held_ = std::isfinite(rise) && rise >= std::max(o_.ratio, tail) ? rise_held_ + 1 : 0;
+    const bool lasting = rise_held_ >= o_.rise_patience;
+    if (!spike && !lasting && !(g >= o_.abs_max)) return;
     const std::int64_t step = ctx.s->step;
     auto [f, is_new] = open_or_extend(log, this, ep_, step, o_.merge_gap, [&] {
       auto f = new_finding("exploding_gradients", severity::warning, step, step, "grad_norm",
-                           "grad_norm_over_running_median",
+                           spike || !lasting ? "grad_norm_beyond_own_tail" : "grad_norm_rise",
                            {{"window", double(o_.window)},
                             {"ratio", o_.ratio},
                             {"error_ratio", o_.error_ratio},
+                            {"tail_factor", o_.tail_factor},
                             {"abs_max", o_.abs_max}});
       f.evidence = {{"grad_norm", g}, {"running_median", m}, {"ratio", ratio}, {"steps", 0}};
       const auto top = largest_param(*ctx.s);
       if (top.index >= 0) {
-        f.series = param_series(*ctx.schema, std::size_t(top.index));
         f.evidence.emplace_back("top_param_index", double(top.index));
         f.evidence.emplace_back("top_param_norm", top.norm);
         f.evidence.emplace_back("top_param_share", top.share);
@@ -159,34 +182,52 @@ class exploding final : public detector {
                         clip, lr_hint(ctx.lr).c_str());
       return f;
     });
+    if (is_new) loss_before_ = loss_.count() ? loss_.median() : nan;
+    // A blow-up in the first steps (before the run's normal norms are known) is no transient.
+    gate_.hit(log, ep_.index, is_new, step, m, std::isfinite(ctx.grad_early));
     f.set_evidence("steps", f.evidence_value("steps") + 1);
+    f.set_evidence("threshold_ratio", threshold);
+    f.set_evidence("tail_ratio", tail);
     if (is_new || g > f.evidence_value("grad_norm")) {
       f.set_evidence("grad_norm", g);
       f.set_evidence("running_median", m);
       f.set_evidence("ratio", ratio);
       f.set_evidence("peak_step", double(step));
     }
-    if (f.evidence_value("ratio") >= o_.error_ratio || std::isinf(g)) f.level = severity::error;
+    if (f.evidence_value("ratio") >= std::max(o_.error_ratio, 10 * threshold) || std::isinf(g))
+      f.level = severity::error;
   }
 
-  void describe(finding& f, const sample_schema&) const override {
+  void describe(finding& f, const sample_schema& schema) const override {
     std::string top;
-    if (f.evidence_value("top_param_index") >= 0)
+    const double ti = f.evidence_value("top_param_index");
+    if (ti >= 0 && std::size_t(ti) < schema.params.size())
       top = format(" (largest at onset: %s, %.0f%% of the squared norm)",
-                   f.series.c_str() + 10, 100 * f.evidence_value("top_param_share"));
+                   schema.params[std::size_t(ti)].c_str(), 100 * f.evidence_value("top_param_share"));
     f.message = format("grad norm %.3g at step %lld is %.3gx its running median %.3g%s",
                        f.evidence_value("grad_norm"),
                        static_cast<long long>(f.evidence_value("peak_step")),
                        f.evidence_value("ratio"), f.evidence_value("running_median"), top.c_str());
+    const double tail = f.evidence_value("tail_ratio");
+    if (tail > 1.5)
+      f.message += format(" (this run's norms reach %.3gx their median by themselves)", tail);
     if (f.last_step > f.first_step)
       f.message += format("; %g steps over %.3gx between steps %lld and %lld",
-                          f.evidence_value("steps"), o_.ratio,
+                          f.evidence_value("steps"), f.evidence_value("threshold_ratio"),
                           static_cast<long long>(f.first_step),
                           static_cast<long long>(f.last_step));
+    if (f.evidence_value("recovered") > 0)
+      f.message += format("; transient: norms were back at %.3g %g steps later",
+                          f.evidence_value("recovered_level"), f.evidence_value("recovered_after"));
   }
 
  private:
   detector_options::exploding_t o_;
+  rolling_median recent_;
+  rolling_median loss_;  // the level loss of the last confirm_steps steps
+  double loss_before_ = nan;
+  recovery_gate gate_;
+  std::int64_t rise_held_ = 0;
   episode ep_;
 };
 
@@ -194,11 +235,22 @@ class vanishing final : public detector {
  public:
   vanishing(const detector_options& o, const sample_schema& schema)
       : o_(o.vanishing), streak_(schema.params.size(), 0), start_(schema.params.size(), 0),
-        vanished_(schema.params.size(), 0), shown_(schema.params.size(), 0) {}
+        vanished_(schema.params.size(), 0), shown_(schema.params.size(), 0),
+        sibling_(schema.params.size(), -1) {
+    // A bias whose layer's weight is named alongside it ("conv2.bias" / "conv2.weight"): when
+    // only the bias gets no gradient, a normalization right after the layer cancels it.
+    for (std::size_t i = 0; i < schema.params.size(); ++i) {
+      const std::string& n = schema.params[i];
+      if (n.size() < 4 || n.compare(n.size() - 4, 4, "bias") != 0) continue;
+      const std::string w = n.substr(0, n.size() - 4) + "weight";
+      for (std::size_t j = 0; j < schema.params.size(); ++j)
+        if (schema.params[j] == w) sibling_[i] = int(j);
+    }
+  }
 
   void observe(const step_context& ctx, finding_log& log) override {
     const sample& s = *ctx.s;
-    ++n_;
+    if (n_++ == 0) first_step_ = s.step;
     const std::int64_t step = s.step;
     // Total norm near zero.
     if (finite(s.grad_norm)) {
@@ -221,10 +273,11 @@ class vanishing final : public detector {
     // Layers negligible next to the largest: one episode for the set of such layers.
     const auto top = largest_param(s);
     if (top.index < 0 || top.norm <= 0) return;
-    std::size_t count = 0, zeros = 0;
-    std::int64_t first = step, longest = 0;
+    std::size_t count = 0, zeros = 0, biases = 0;
+    std::int64_t first = step, longest = 0, bias_first = step;
     double worst = 1;
-    for (std::size_t i = 0; i < s.param_grad_norms.size() && i < streak_.size(); ++i) {
+    const auto n_params = std::min(s.param_grad_norms.size(), streak_.size());
+    for (std::size_t i = 0; i < n_params; ++i) {
       vanished_[i] = 0;
       if (!finite(s.param_grad_norms[i])) continue;
       const double p = *s.param_grad_norms[i];
@@ -233,7 +286,22 @@ class vanishing final : public detector {
         continue;
       }
       if (streak_[i]++ == 0) start_[i] = step;
+    }
+    for (std::size_t i = 0; i < n_params; ++i) {
+      if (!streak_[i] || !finite(s.param_grad_norms[i])) continue;
       if (n_ <= o_.warmup || streak_[i] < o_.patience) continue;
+      const double p = *s.param_grad_norms[i];
+      const int w = sibling_[i];
+      // Only from the first steps on (200): a bias that loses its gradient later, while its
+      // weight keeps one, is a layer dying unit by unit, not a normalization.
+      if (w >= 0 && std::size_t(w) < n_params && streak_[std::size_t(w)] == 0 &&
+          start_[i] <= first_step_ + 200) {
+        // Not a training pathology: a bias that a normalization cancels (info, once).
+        vanished_[i] = 2;
+        ++biases;
+        bias_first = std::min(bias_first, start_[i]);
+        continue;
+      }
       vanished_[i] = 1;
       ++count;
       zeros += p == 0 ? 1 : 0;
@@ -241,12 +309,29 @@ class vanishing final : public detector {
       longest = std::max(longest, streak_[i]);
       worst = std::min(worst, p / top.norm);
     }
+    if (biases > 0) {
+      auto [f, is_new] = open_or_extend(log, this, bias_ep_, step, gap(), [&] {
+        auto f = new_finding("redundant_bias", severity::info, bias_first, step, "grad_norm",
+                             "bias_cancelled_by_normalization",
+                             {{"layer_ratio", o_.layer_ratio}, {"patience", double(o_.patience)}});
+        f.advice = "harmless: a normalization (BatchNorm, LayerNorm) right after these layers "
+                   "subtracts the mean, so their bias never matters; build the layers with "
+                   "bias=false to save the parameters and optimizer state";
+        return f;
+      });
+      f.set_evidence("parameters", double(biases));
+      if (is_new) bias_shown_ = vanished_;
+    }
     if (count == 0) return;
     auto [f, is_new] = open_or_extend(log, this, layers_ep_, step, gap(), [&] {
-      std::size_t i0 = 0;
-      while (!vanished_[i0]) ++i0;
+      // Later episodes keep the first one's series, so that they are one incident.
+      if (layers_i0_ < 0) {
+        std::size_t i0 = 0;
+        while (vanished_[i0] != 1) ++i0;
+        layers_i0_ = int(i0);
+      }
       return new_finding("vanishing_gradients", severity::warning, first, step,
-                         param_series(*ctx.schema, i0), "layer_grad_ratio",
+                         param_series(*ctx.schema, std::size_t(layers_i0_)), "layer_grad_ratio",
                          {{"layer_ratio", o_.layer_ratio}, {"patience", double(o_.patience)}});
     });
     f.set_evidence("parameters", double(count));
@@ -256,10 +341,19 @@ class vanishing final : public detector {
     f.set_evidence("largest_norm", top.norm);
     f.set_evidence("largest_index", double(top.index));
     f.set_evidence("steps", double(longest));
-    shown_ = vanished_;
+    for (std::size_t i = 0; i < shown_.size(); ++i) shown_[i] = vanished_[i] == 1;
   }
 
   void describe(finding& f, const sample_schema& schema) const override {
+    if (f.kind == "redundant_bias") {
+      std::string names;
+      for (std::size_t i = 0; i < bias_shown_.size() && i < schema.params.size(); ++i)
+        if (bias_shown_[i] == 2) names += (names.empty() ? "" : ", ") + schema.params[i];
+      f.message = format("%g bias parameters get no gradient while their layers' weights do: "
+                         "%s (a normalization right after the layer cancels a bias)",
+                         f.evidence_value("parameters"), names.c_str());
+      return;
+    }
     if (f.rule.name == "grad_norm_below_floor") {
       f.message = format("total grad norm %.3g has stayed below %.3g for %g steps",
                          f.evidence_value("grad_norm"), o_.abs_min, f.evidence_value("steps"));
@@ -306,8 +400,13 @@ class vanishing final : public detector {
   std::int64_t total_streak_ = 0, total_start_ = 0;
   episode total_ep_;
   std::vector<std::int64_t> streak_, start_;
-  std::vector<std::uint8_t> vanished_, shown_;  // this step's set; the set last reported
-  episode layers_ep_;
+  std::vector<std::uint8_t> vanished_, shown_;  // this step's set (1 vanished, 2 a bias
+                                                // cancelled by normalization); last reported
+  std::vector<std::uint8_t> bias_shown_;
+  std::vector<int> sibling_;  // index of a bias's weight, or -1
+  int layers_i0_ = -1;        // the parameter the layer episodes are charted on
+  std::int64_t first_step_ = 0;
+  episode layers_ep_, bias_ep_;
 };
 
 }  // namespace

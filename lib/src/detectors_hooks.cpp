@@ -1,4 +1,4 @@
-// missing_zero_grad, dead_parameters and eval_mode_training: rules over the red flags that the
+// missing_zero_grad, dead_parameters, call_order and eval_mode_training: rules over the red flags that the
 // LibTorch gradient hooks attach to each sample (sample::param_flags, sample::eval_mode).
 
 #include <algorithm>
@@ -63,7 +63,8 @@ class flag_rule final : public detector {
         });
     f.set_evidence("parameters", double(n));
     f.set_evidence("of_parameters", double(s.param_flags.size()));
-    f.set_evidence("steps", is_new ? 1.0 : f.evidence_value("steps") + 1);
+    // The steps the episode covers (it opened patience steps after the first flagged one).
+    f.set_evidence("steps", double(step_diff(s.step, f.first_step) + 1));
     // The names shown are those of the latest flagged step.
     const auto m = std::min(last_flags_.size(), s.param_flags.size());
     std::fill(last_flags_.begin(), last_flags_.end(), 0);
@@ -110,6 +111,22 @@ const flag_rule_spec dead_parameters_spec{
                     names.c_str());
     }};
 
+const flag_rule_spec call_order_spec{
+    "call_order", severity::error, "grad_cleared_before_step",
+    "call lens.step(loss) after loss.backward() and before optimizer.zero_grad(): the order is "
+    "zero_grad, forward, backward, lens.step, optimizer.step (lens.step may also come after "
+    "optimizer.step, as long as zero_grad comes after it)",
+    [](const finding& f, const std::string& names) {
+      return format("lens.step() ran when the gradients were already gone: backward reached %g "
+                    "of %g parameters (%s) since the previous step() but their .grad was empty "
+                    "or zero when step() read it, for %g steps from step %lld (step() called "
+                    "before backward, or zero_grad() between backward and step()); every "
+                    "gradient number losslens shows for these steps is missing",
+                    f.evidence_value("parameters"), f.evidence_value("of_parameters"),
+                    names.c_str(), f.evidence_value("steps"),
+                    static_cast<long long>(f.first_step));
+    }};
+
 class eval_mode final : public detector {
  public:
   eval_mode(const detector_options& o, const sample_schema&) : patience_(o.eval_mode.patience) {}
@@ -151,6 +168,10 @@ std::unique_ptr<detector> make_missing_zero_grad(const detector_options& o, cons
 std::unique_ptr<detector> make_dead_parameters(const detector_options& o, const sample_schema& s) {
   return std::make_unique<flag_rule>(dead_parameters_spec, param_flag::no_grad,
                                      o.dead_parameters.patience, s);
+}
+std::unique_ptr<detector> make_call_order(const detector_options& o, const sample_schema& s) {
+  return std::make_unique<flag_rule>(call_order_spec, param_flag::grad_cleared,
+                                     o.call_order.patience, s);
 }
 std::unique_ptr<detector> make_eval_mode(const detector_options& o, const sample_schema& s) {
   return std::make_unique<eval_mode>(o, s);

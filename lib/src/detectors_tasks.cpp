@@ -56,7 +56,8 @@ class task_dominance final : public detector {
   task_dominance(const detector_options& o, const sample_schema& schema)
       : o_(o.task_dominance), loss_(schema.tasks.size(), o.task_dominance.ema_alpha),
         grad_(schema.tasks.size(), o.task_dominance.ema_alpha),
-        raw_(schema.tasks.size(), nan) {}
+        raw_(schema.tasks.size(), nan), level_(schema.tasks.size(), ema(o.task_dominance.ema_alpha)),
+        initial_(schema.tasks.size(), nan) {}
 
   void observe(const step_context& ctx, finding_log& log) override {
     const sample& s = *ctx.s;
@@ -70,15 +71,79 @@ class task_dominance final : public detector {
     }
     // Gradient shares on the shared parameters, when reported, are what decides which task
     // drives training (GradNorm balances those, not the losses): they take precedence.
+    for (std::size_t i = 0; i < t; ++i)
+      if (std::isfinite(raw_[i])) {
+        level_[i].push(raw_[i]);
+        if (level_[i].count() == o_.warmup) initial_[i] = level_[i].value();
+      }
     const bool by_grad = grad_.update(s.step, o_.share_threshold);
     if (by_grad) report(ctx, log, grad_, true);
-    if (loss_.update(s.step, o_.share_threshold) && !by_grad) report(ctx, log, loss_, false);
+    const bool by_loss = loss_.update(s.step, o_.share_threshold) && !by_grad;
+    if (by_loss && !scale_mismatch(ctx, log)) report(ctx, log, loss_, false);
   }
+
+ private:
+  // Raw task losses 100x or more apart with the large one owning the weighted total: reported
+  // on the step it is seen (often step 0), because such a run can blow up before any patience
+  // runs out (CE 2.3 + MSE on 0-255 pixels 14491 is Inf by step 6).
+  bool scale_mismatch(const step_context& ctx, finding_log& log) {
+    double lo = nan, hi = nan, total = 0;
+    std::size_t hi_i = 0;
+    for (std::size_t i = 0; i < raw_.size(); ++i) {
+      const double v = raw_[i];
+      if (!(std::isfinite(v) && v > 0)) continue;
+      if (std::isnan(lo) || v < lo) lo = v;
+      if (std::isnan(hi) || v > hi) {
+        hi = v;
+        hi_i = i;
+      }
+    }
+    for (double v : loss_.now_)
+      if (std::isfinite(v) && v >= 0) total += v;
+    if (!(hi / lo >= o_.scale_ratio) || !(total > 0)) return false;
+    const double share = loss_.now_[hi_i] / total;
+    if (share < o_.share_threshold) return false;  // the weights already correct the scales
+    auto [f, is_new] = open_or_extend(log, this, loss_.ep, ctx.s->step,
+                                      2 * std::int64_t(o_.patience), [&] {
+      auto f = new_finding("task_dominance", severity::warning, ctx.s->step, ctx.s->step,
+                           task_series(*ctx.schema, hi_i), "raw_scale_ratio",
+                           {{"scale_ratio", o_.scale_ratio}, {"share_threshold", o_.share_threshold}});
+      f.evidence = {{"task_index", double(hi_i)}};
+      return f;
+    });
+    if (!is_new && f.rule.name != "raw_scale_ratio") return false;
+    double others = 0;
+    for (std::size_t i = 0; i < loss_.now_.size(); ++i)
+      if (i != hi_i && std::isfinite(loss_.now_[i])) others += loss_.now_[i];
+    f.set_evidence("share", share);
+    f.set_evidence("weighted_loss", loss_.now_[hi_i]);
+    f.set_evidence("others_weighted_loss", others);
+    f.set_evidence("scale_ratio", hi / lo);
+    f.set_evidence("steps", double(step_diff(ctx.s->step, f.first_step) + 1));
+    const double mine = loss_.now_[hi_i];
+    f.set_evidence("suggested_weight_factor",
+                   mine > 0 ? (others / double(raw_.size() - 1)) / mine : nan);
+    return true;
+  }
+
+  // Every other task has come down to a fraction of its initial loss: it trained, and the
+  // task left dominating the total is expected, not starving the others.
+  bool others_converged(std::size_t dominant) const {
+    for (std::size_t i = 0; i < level_.size(); ++i) {
+      if (i == dominant) continue;
+      if (!std::isfinite(initial_[i]) || !(level_[i].value() <= o_.converged_fraction * initial_[i]))
+        return false;
+    }
+    return true;
+  }
+
+ public:
 
  private:
   void report(const step_context& ctx, finding_log& log, share_tracker& tr, bool by_grad) {
     if (tr.count_ <= o_.warmup || tr.streak_ < o_.patience) return;
     const std::size_t d = tr.dominant_;
+    if (others_converged(d)) return;
     const sample_schema& sc = *ctx.schema;
     // Raw scales: the largest and smallest unweighted task losses at this step.
     double lo = nan, hi = nan;
@@ -120,10 +185,11 @@ class task_dominance final : public detector {
     const auto d = std::size_t(f.evidence_value("task_index"));
     const std::string& name = sc.tasks[d];
     const std::size_t n_others = sc.tasks.size() - 1;
-    f.message = format("%s makes up %.1f%% of the %s for %g steps (%.3g vs %.3g for the other "
+    f.message = format("%s makes up %.2f%% of the %s %s %g steps (%.3g vs %.3g for the other "
                        "task%s)",
                        name.c_str(), 100 * f.evidence_value("share"),
                        by_grad ? "gradient norm on the shared parameters" : "weighted total loss",
+                       f.rule.name == "raw_scale_ratio" ? "from its first step, over" : "for",
                        f.evidence_value("steps"),
                        f.evidence_value(by_grad ? "grad_norm" : "weighted_loss"),
                        f.evidence_value(by_grad ? "others_grad_norm" : "others_weighted_loss"),
@@ -143,6 +209,8 @@ class task_dominance final : public detector {
   detector_options::task_dominance_t o_;
   share_tracker loss_, grad_;
   std::vector<double> raw_;
+  std::vector<ema> level_;       // smoothed raw task losses
+  std::vector<double> initial_;  // their level after warm-up
 };
 
 class task_stalled final : public detector {

@@ -69,6 +69,30 @@ std::vector<named_number> numbers_from_json(const nlohmann::json& j) {
   for (const auto& [k, v] : j.items()) out.emplace_back(k, number_from_json(v));
   return out;
 }
+nlohmann::json spans_to_json(const std::vector<episode_span>& spans) {
+  auto a = nlohmann::json::array();
+  for (const auto& s : spans)
+    a.push_back({{"first_step", s.first_step},
+                 {"last_step", s.last_step},
+                 {"severity", std::string(to_string(s.level))},
+                 {"peak", json_number(s.peak)}});
+  return a;
+}
+std::vector<episode_span> spans_from_json(const nlohmann::json& j) {
+  if (!j.is_array()) throw error("finding JSON: \"spans\" must be an array, got " + j.dump());
+  std::vector<episode_span> out;
+  out.reserve(j.size());
+  for (const auto& s : j) {
+    episode_span e;
+    e.first_step = s.at("first_step").get<std::int64_t>();
+    e.last_step = s.at("last_step").get<std::int64_t>();
+    e.level = parse_severity(s.at("severity").get<std::string>());
+    e.peak = s.contains("peak") ? number_from_json(s["peak"])
+                                : std::numeric_limits<double>::quiet_NaN();
+    out.push_back(e);
+  }
+  return out;
+}
 }  // namespace
 
 nlohmann::json to_json(const finding& f) {
@@ -82,7 +106,11 @@ nlohmann::json to_json(const finding& f) {
           {"rule", {{"name", f.rule.name}, {"params", numbers_to_json(f.rule.params)}}},
           {"evidence", numbers_to_json(f.evidence)},
           {"message", f.message},
-          {"advice", f.advice}};
+          {"advice", f.advice},
+          {"episodes", f.episodes},
+          {"spans", spans_to_json(f.spans)},
+          {"cause_id", f.cause_id},
+          {"cause", f.cause}};
 }
 
 finding finding_from_json(const nlohmann::json& j) {
@@ -101,6 +129,14 @@ finding finding_from_json(const nlohmann::json& j) {
     if (j.contains("evidence")) f.evidence = numbers_from_json(j["evidence"]);
     f.message = j.value("message", std::string{});
     f.advice = j.value("advice", std::string{});
+    // Written before incidents (schema version 1 bodies): one episode, no spans, no cause.
+    f.episodes = j.value("episodes", std::int64_t{1});
+    if (f.episodes < 1)
+      throw error("finding JSON: \"episodes\" must be at least 1, got " +
+                  std::to_string(f.episodes));
+    if (j.contains("spans")) f.spans = spans_from_json(j["spans"]);
+    f.cause_id = j.value("cause_id", std::uint64_t{0});
+    f.cause = j.value("cause", std::string{});
     return f;
   } catch (const nlohmann::json::exception& e) {
     throw error(std::string("malformed finding JSON: ") + e.what());

@@ -351,17 +351,12 @@ void rank_analyzer::flush() { log_->flush_all(sample_schema{}, &rank_analyzer::n
 
 std::vector<finding> rank_analyzer::findings() const {
   log_->describe_pending(sample_schema{});
-  std::vector<finding> out = log_->all();
-  for (auto& f : out) f.id += options_.first_id - 1;
-  return out;
+  return log_->all();
 }
 
 void rank_analyzer::notify(void* self, const finding& f, bool is_new) {
   auto* a = static_cast<rank_analyzer*>(self);
-  if (!a->listener_) return;
-  finding copy = f;
-  copy.id += a->options_.first_id - 1;
-  a->listener_(copy, is_new);
+  if (a->listener_) a->listener_(f, is_new);
 }
 
 }  // namespace losslens

@@ -1,5 +1,7 @@
 #include "losslens/report.hpp"
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 
@@ -17,7 +19,39 @@ std::string number_text(double v) {
 }
 }  // namespace
 
-std::string format_findings_text(const std::vector<finding>& findings, std::int64_t steps) {
+std::string format_episodes_text(const finding& f, std::string_view indent) {
+  std::string out;
+  if (f.spans.empty() && f.episodes <= 1) return out;  // the finding's own steps, nothing kept
+  const auto kept = static_cast<std::int64_t>(f.spans.size());
+  const std::int64_t missing = std::max<std::int64_t>(0, f.episodes - kept);
+  // Kept: the first max_spans / 2 episodes, then the latest ones.
+  const std::int64_t head =
+      missing > 0 ? std::min<std::int64_t>(kept, finding::max_spans / 2) : kept;
+  for (std::int64_t i = 0; i < kept; ++i) {
+    if (i == head && missing > 0) {
+      out += std::string(indent) + "... " + std::to_string(missing) + " episode" +
+             (missing == 1 ? "" : "s") + " not kept (episode" + (missing == 1 ? " " : "s ") +
+             std::to_string(head + 1);
+      if (missing > 1) out += "-" + std::to_string(head + missing);
+      out += ")\n";
+    }
+    const auto& s = f.spans[static_cast<std::size_t>(i)];
+    const auto number = i < head ? i + 1 : i + 1 + missing;
+    out += std::string(indent) + "episode " + std::to_string(number) + ": steps " +
+           std::to_string(s.first_step);
+    if (s.last_step != s.first_step) out += "-" + std::to_string(s.last_step);
+    out += " " + std::string(to_string(s.level));
+    if (!std::isnan(s.peak)) out += " peak " + number_text(s.peak);
+    out += "\n";
+  }
+  if (head == kept && missing > 0)  // none, or only the first ones, were kept
+    out += std::string(indent) + "... " + std::to_string(missing) + (kept > 0 ? " later" : "") +
+           " episode" + (missing == 1 ? "" : "s") + " not kept\n";
+  return out;
+}
+
+std::string format_findings_text(const std::vector<finding>& findings, std::int64_t steps,
+                                 bool all_episodes) {
   std::string out;
   if (findings.empty()) {
     out = "no findings in " + std::to_string(steps) + " steps\n";
@@ -31,8 +65,11 @@ std::string format_findings_text(const std::vector<finding>& findings, std::int6
     for (auto& c : level) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
     out += level + "  " + f.kind + "  steps " + std::to_string(f.first_step);
     if (f.last_step != f.first_step) out += "-" + std::to_string(f.last_step);
-    out += "  " + f.series + "\n";
+    out += "  " + f.series;
+    if (f.episodes > 1) out += "  (" + std::to_string(f.episodes) + " episodes)";
+    out += "\n";
     out += "  " + f.message + "\n";
+    if (!f.cause.empty()) out += "  preceded by: " + f.cause + "\n";
     if (!f.evidence.empty()) {
       out += "  evidence:";
       for (const auto& [k, v] : f.evidence) out += " " + k + "=" + number_text(v);
@@ -42,6 +79,7 @@ std::string format_findings_text(const std::vector<finding>& findings, std::int6
     for (const auto& [k, v] : f.rule.params) out += " " + k + "=" + number_text(v);
     out += "\n";
     out += "  fix: " + f.advice + "\n";
+    if (all_episodes) out += format_episodes_text(f, "  ");
   }
   return out;
 }

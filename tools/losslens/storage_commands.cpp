@@ -12,6 +12,7 @@
 #include "args.hpp"
 #include "commands.hpp"
 #include "losslens/error.hpp"
+#include "losslens/report.hpp"
 #include "losslens/storage/run_reader.hpp"
 
 namespace losslens::cli {
@@ -72,21 +73,25 @@ std::string worst_text(const run_info& r) {
          (r.findings == 1 ? " finding)" : " findings)");
 }
 
-// A table printed with columns padded to their widest cell.
-void print_table(const std::vector<std::vector<std::string>>& rows) {
+// A table printed with columns padded to their widest cell; below[i], when given, is printed
+// as is after row i.
+void print_table(const std::vector<std::vector<std::string>>& rows,
+                 const std::vector<std::string>& below = {}) {
   std::vector<std::size_t> width;
   for (const auto& row : rows)
     for (std::size_t i = 0; i < row.size(); ++i) {
       if (width.size() <= i) width.push_back(0);
       width[i] = std::max(width[i], row[i].size());
     }
-  for (const auto& row : rows) {
+  for (std::size_t r = 0; r < rows.size(); ++r) {
+    const auto& row = rows[r];
     std::string line;
     for (std::size_t i = 0; i < row.size(); ++i) {
       line += row[i];
       if (i + 1 < row.size()) line += std::string(width[i] - row[i].size() + 2, ' ');
     }
     std::printf("%s\n", line.c_str());
+    if (r < below.size()) std::fputs(below[r].c_str(), stdout);
   }
 }
 
@@ -131,7 +136,7 @@ int run_runs(int argc, char** argv) {
 // ---- findings -----------------------------------------------------------------------------
 
 int run_findings(int argc, char** argv) {
-  auto args = parse_args(argc, argv, 1, {"db", "run", "kind"}, {"json"});
+  auto args = parse_args(argc, argv, 1, {"db", "run", "kind"}, {"json", "all"});
   no_positionals(args);
   run_reader reader(args.get("db", default_db));
   std::optional<std::int64_t> run;
@@ -154,14 +159,22 @@ int run_findings(int argc, char** argv) {
     std::printf("no findings\n");
     return 0;
   }
+  // One row per incident; below it, indented, the incident it follows and (--all) its
+  // episodes.
   std::vector<std::vector<std::string>> rows = {
-      {"run", "id", "severity", "kind", "steps", "series", "message"}};
-  for (const auto& s : all)
+      {"run", "id", "severity", "kind", "steps", "episodes", "series", "message"}};
+  std::vector<std::string> below = {""};
+  for (const auto& s : all) {
     rows.push_back({std::to_string(s.run_id), std::to_string(s.f.id),
                     std::string(to_string(s.f.level)), s.f.kind,
                     std::to_string(s.f.first_step) + "-" + std::to_string(s.f.last_step),
-                    s.f.series, s.f.message});
-  print_table(rows);
+                    std::to_string(s.f.episodes), s.f.series, s.f.message});
+    std::string lines;
+    if (!s.f.cause.empty()) lines += "    preceded by: " + s.f.cause + "\n";
+    if (args.has("all")) lines += format_episodes_text(s.f, "    ");
+    below.push_back(std::move(lines));
+  }
+  print_table(rows, below);
   return 0;
 }
 
@@ -431,12 +444,20 @@ const std::string_view runs_usage =
         LOSSLENS_EXIT_STATUS;
 
 const std::string_view findings_usage =
-    "usage: losslens findings [--run ID] [--kind KIND] [--db PATH] [--json]\n\n"
+    "usage: losslens findings [--run ID] [--kind KIND] [--all] [--db PATH] [--json]\n\n"
     "Lists stored findings, of one run or of all runs, optionally of one kind\n"
-    "(e.g. loss_spike, non_finite).\n\noptions:\n"
+    "(e.g. loss_spike, non_finite). A finding is an incident (every episode of one kind on\n"
+    "one series), one row each: run, id, severity, kind, steps (first-last), episodes,\n"
+    "series, message; an indented `preceded by:` line below names the earlier incident it\n"
+    "follows.\n\noptions:\n"
     "  --run ID         only this run\n"
-    "  --kind KIND      only this kind\n" LOSSLENS_DB_OPTION LOSSLENS_JSON_OPTION
-        LOSSLENS_EXIT_STATUS;
+    "  --kind KIND      only this kind\n"
+    "  --all            also list each incident's episodes, one indented line each:\n"
+    "                     episode 3: steps 900-912 warning peak 14.2\n"
+    "                   (the first 32 and the latest 32 are kept; a line counts the others)\n"
+    LOSSLENS_DB_OPTION
+    "  --json           print JSON instead of a table (each finding with episodes, spans,\n"
+    "                   cause_id and cause)\n" LOSSLENS_EXIT_STATUS;
 
 const std::string_view metrics_usage =
     "usage: losslens metrics --run ID --series NAME [--from S] [--to S] [--max-points N]\n"

@@ -10,6 +10,7 @@
 
 #include "losslens/detector_options.hpp"
 #include "losslens/finding.hpp"
+#include "losslens/finding_router.hpp"
 #include "losslens/sample.hpp"
 
 namespace losslens {
@@ -18,10 +19,13 @@ namespace detail {
 class detector;
 class finding_log;
 class grad_baseline;
+class level_filter;
 }  // namespace detail
 
-/// Streaming diagnosis of one run. Feed samples in step order with observe(); findings appear in
-/// findings() and are passed to the listener when they open or grow.
+/// Streaming diagnosis of one run. Feed samples in step order with observe(); the detectors'
+/// episodes are merged into incidents by a finding_router (its own, or one shared with other
+/// sources of findings), which appear in findings() and are passed to the listener when they
+/// open or grow.
 ///
 /// Thread-safety: one thread at a time (the monitor's background thread, or the CLI).
 /// Cost: O(1) amortized per step and per series; memory fixed after construction, except for
@@ -35,6 +39,9 @@ class analyzer {
 
   /// Throws losslens::error on inconsistent options (e.g. window < 4).
   explicit analyzer(sample_schema schema, detector_options options = {});
+  /// Publishes into `router`, which must outlive the analyzer (the monitor shares one router
+  /// between the detectors, the input red flags and the multi-rank rules). Throws like above.
+  analyzer(sample_schema schema, detector_options options, finding_router& router);
   ~analyzer();
   analyzer(analyzer&&) noexcept;
   analyzer& operator=(analyzer&&) noexcept;
@@ -42,15 +49,22 @@ class analyzer {
   /// Feeds one step. Samples whose step does not increase are ignored and counted.
   void observe(const sample& s);
 
-  /// Sets the listener (replaces any previous one).
+  /// Sets the listener (replaces any previous one set here). With a shared router it hears every
+  /// incident of the router.
   void on_finding(listener l);
 
   /// Publishes every finding update still held back by update_interval (call at the end of a
   /// run so the listener sees final last_step and evidence).
   void flush();
 
-  /// All findings so far, in the order they opened, with up-to-date messages.
+  /// All incidents so far (of the router: with a shared one, other sources' too), in the order
+  /// they opened, with up-to-date messages and evidence.
   const std::vector<finding>& findings() const;
+  /// The detectors' episodes before merging (each with the detector's own id), for tests and
+  /// `--all` style listings.
+  const std::vector<finding>& episodes() const;
+  /// The router this analyzer publishes into.
+  finding_router& router() noexcept { return *router_; }
   /// Samples accepted so far.
   std::int64_t steps() const noexcept;
   /// Samples ignored because their step did not increase.
@@ -59,14 +73,19 @@ class analyzer {
   const detector_options& options() const noexcept;
 
  private:
+  analyzer(sample_schema schema, detector_options options, finding_router* router);
   static void notify(void* self, const finding& f, bool is_new);
 
   sample_schema schema_;
   detector_options options_;
+  std::unique_ptr<finding_router> own_router_;  // null when a shared router is used
+  finding_router* router_ = nullptr;
+  finding_router::source_id source_ = 0;
+  std::size_t listener_handle_ = 0;
   std::unique_ptr<detail::finding_log> log_;
   std::unique_ptr<detail::grad_baseline> grad_;
+  std::unique_ptr<detail::level_filter> level_;
   std::vector<std::unique_ptr<detail::detector>> detectors_;
-  listener listener_;
   double last_lr_ = std::numeric_limits<double>::quiet_NaN();
   std::int64_t steps_ = 0;
   std::int64_t out_of_order_ = 0;

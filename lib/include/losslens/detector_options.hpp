@@ -32,6 +32,18 @@ struct detector_options {
     std::int64_t merge_gap = 10;
     std::int64_t unstable_lookback = 64;  ///< quiet within this many steps of an oscillation
                                           ///< or divergence finding
+    /// The run's own tail: once `tail_warmup` values are seen, z must also reach tail_factor x
+    /// the 99th percentile of the z-scores of the last `tail_window` losses (near zero loss a
+    /// batch with one hard example is routinely 100x the median).
+    int tail_window = 512;
+    int tail_warmup = 128;
+    double tail_factor = 2.0;
+    /// A spike is reported once the loss had this many steps to come back: back within 1.5x
+    /// its median from before (plus 5% of the run's progress) it was a transient (info), and
+    /// without that after max_wait more steps it keeps its severity.
+    std::int64_t confirm_steps = 32;
+    std::int64_t max_wait = 480;  ///< ... and waits this much longer for it to recover
+    double min_range_fraction = 0.1;  ///< loss - median at least this x the run's progress
   } loss_spike;
 
   /// `divergence`: smoothed loss rises well above its best and stays there.
@@ -42,6 +54,8 @@ struct detector_options {
     double rise_ratio = 1.5;          ///< smoothed / best at or above this ...
     double min_rise_fraction = 0.25;  ///< ... and (smoothed - best) >= this x the initial level
     int patience = 25;                ///< steps the condition must hold
+    double noise_z = 6;               ///< the rise must also exceed this x the smoothed loss's
+                                      ///< own noise (batch noise x sqrt(alpha / (2 - alpha)))
   } divergence;
 
   /// `plateau`: ReduceLROnPlateau semantics on the smoothed loss.
@@ -55,23 +69,27 @@ struct detector_options {
     double ema_alpha = 0.01;
     int warmup = 100;
     double max_rise = 0.5;        ///< smoothed loss more than this x |best| above best: not flat
+    double patience_fraction = 0.1;  ///< patience is at least this x the steps seen so far
   } plateau;
 
-  /// `oscillation`: loss differences alternate in sign with an amplitude close to the level.
+  /// `oscillation`: structure that batch noise lacks: detrended levels anti-correlated from one
+  /// step to the next (bouncing), or swings that grew while the loss stopped improving.
   struct oscillation_t {
     bool enabled = true;
-    int window = 64;                  ///< losses per evaluated window
+    int window = 128;                 ///< losses per evaluated window
     int stride = 16;                  ///< evaluate every this many steps
-    double min_sign_change_rate = 0.5;
-    double max_lag1_autocorr = -0.25;
-    double min_amplitude_ratio = 0.75;  ///< mean |diff| / mean |loss|
-    double max_trend_ratio = 0.25;      ///< |net change| / total variation in the window
+    double max_lag1_autocorr = -0.3;  ///< detrended levels; i.i.d. noise: 0 +- 1/sqrt(window)
+    double min_amplitude_ratio = 0.5; ///< mean |diff| / mean |loss|
+    double max_trend_ratio = 0.25;    ///< |net change| / total variation in the window
+    double min_growth = 3.0;          ///< spread now / spread one window earlier, for growth
+    double min_range_fraction = 0.05; ///< mean |diff| at least this x the run's progress
   } oscillation;
 
   /// `chance_level`: loss stuck near ln C (or ln 2 for binary) after warm-up.
   struct chance_level_t {
     bool enabled = true;
-    int num_classes = 0;       ///< 0 = unknown: rule off; 2 = binary (ln 2)
+    int num_classes = 0;       ///< 0 = unknown: inferred from the level (see below); 2 = binary
+    double inferred_tolerance = 0.01;  ///< with num_classes 0: |smoothed - ln k| <= this x ln k
     double tolerance = 0.03;   ///< |smoothed - ln C| <= tolerance x ln C
     int warmup = 200;
     int patience = 100;
@@ -84,7 +102,10 @@ struct detector_options {
     double share_threshold = 0.9;
     int patience = 50;
     double ema_alpha = 0.1;     ///< smoothing of the shares
-    double scale_ratio = 100;   ///< loss scales this far apart are called out
+    double scale_ratio = 100;   ///< raw loss scales this far apart, with the large one over
+                                ///< share_threshold of the total, are reported at once
+    double converged_fraction = 0.3;  ///< no dominance once every other task is below this x
+                                      ///< its initial loss (they trained)
     int warmup = 10;
   } task_dominance;
 
@@ -108,6 +129,20 @@ struct detector_options {
     double error_ratio = 100;///< ... at or above this is an error
     double abs_max = std::numeric_limits<double>::infinity();  ///< fires above this too
     std::int64_t merge_gap = 10;
+    /// The run's own tail: once `tail_warmup` norms are seen, a spike must also reach
+    /// (p99 / median)^tail_factor over the last `tail_window` norms (heavy-tailed norms near
+    /// zero loss reach 10x their median routinely; a blow-up is far beyond).
+    int tail_window = 512;
+    int tail_warmup = 128;
+    double tail_factor = 2.0;
+    /// A persistent rise: the median of the last `rise_window` norms at or above `ratio` x the
+    /// running median, for `rise_patience` steps.
+    int rise_window = 16;
+    int rise_patience = 8;
+    /// As loss_spike.confirm_steps: norms back within 3x their median from before (plus 5% of
+    /// the run's early norm) make the episode a transient (info).
+    std::int64_t confirm_steps = 32;
+    std::int64_t max_wait = 480;
   } exploding;
 
   /// `vanishing_gradients`: total norm near zero, or a layer's norm negligible next to the rest.
@@ -130,6 +165,12 @@ struct detector_options {
     bool enabled = true;
     int patience = 10;  ///< consecutive steps without a gradient
   } dead_parameters;
+
+  /// `call_order`: lens.step() reads the gradients after they were cleared (hooks only).
+  struct call_order_t {
+    bool enabled = true;
+    int patience = 3;  ///< consecutive steps
+  } call_order;
 
   /// `eval_mode_training`: training steps taken with the model in eval() mode (hooks only).
   struct eval_mode_t {

@@ -37,8 +37,6 @@ struct rank_summary {
 struct rank_options {
   /// An open finding that keeps growing is re-published at most once per this many syncs.
   int update_interval = 16;
-  std::uint64_t first_id = std::uint64_t{1} << 40;  ///< ids start here (kept apart from the
-                                                    ///< per-rank analyzer's ids)
   /// `rank_divergence`: a rank's loss at least `loss_ratio` x (or at most 1/loss_ratio x) the
   /// median of the other ranks for `patience` consecutive syncs (needs >= 3 ranks); or a
   /// non-finite loss or grad norm on some ranks but not all (at once, any world size).
@@ -88,7 +86,8 @@ class rank_analyzer {
   void on_finding(listener l);
   /// Publishes every update still held back by update_interval.
   void flush();
-  /// All findings so far (ids offset by options.first_id), with up-to-date messages.
+  /// All findings (episodes, numbered from 1) so far, with up-to-date messages. The monitor
+  /// publishes them into its finding_router, which gives them their run-wide ids.
   std::vector<finding> findings() const;
   /// Syncs accepted, and syncs ignored (bad size or step order).
   std::int64_t syncs() const noexcept { return syncs_; }

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
@@ -12,9 +13,28 @@
 
 namespace losslens {
 
-/// A readable report: one block per finding (severity, kind, steps, series, message, evidence,
-/// advice), or a line saying there are none. `steps` is the number of samples analysed.
-std::string format_findings_text(const std::vector<finding>& findings, std::int64_t steps);
+/// A readable report: one block per finding (incident) or a line saying there are none.
+/// `steps` is the number of samples analysed. A block is
+///   SEVERITY  kind  steps FIRST[-LAST]  series[  (N episodes)]
+///     message
+///     preceded by: cause          (when f.cause is set)
+///     evidence: name=value ...    (when there is evidence)
+///     rule: name param=value ...
+///     fix: advice
+/// followed, with `all_episodes`, by the lines of format_episodes_text(f, "  ").
+/// Thread-safe (reads only its arguments); throws nothing but std::bad_alloc.
+std::string format_findings_text(const std::vector<finding>& findings, std::int64_t steps,
+                                 bool all_episodes = false);
+
+/// One line per stored span of f, each starting with `indent`:
+///   episode K: steps FIRST[-LAST] SEVERITY[ peak P]
+/// numbered 1..episodes (peak omitted when NaN). When f.episodes exceeds f.spans.size() the
+/// spans are the first finding::max_spans / 2 episodes and the latest ones, and a line
+///   ... M episodes not kept (episodes A-B)
+/// sits between them (or "... M [later ]episodes not kept" after them when only the first
+/// ones, or none, were kept). Empty when f has no spans and one episode. Thread-safe; throws
+/// nothing but std::bad_alloc.
+std::string format_episodes_text(const finding& f, std::string_view indent);
 
 /// {"findings":[to_json(f)...],"steps":steps}
 nlohmann::json findings_report_json(const std::vector<finding>& findings, std::int64_t steps);

@@ -46,6 +46,10 @@ enum param_flag : std::uint8_t {
   stale_grad = 1,
   /// the parameter requires grad but no gradient reached it this step
   no_grad = 2,
+  /// backward reached the parameter since the previous step(), but its .grad was empty (or
+  /// every such .grad zero) when step() read it: step() runs before backward or after
+  /// zero_grad(); its norm is then left missing
+  grad_cleared = 4,
 };
 
 }  // namespace losslens

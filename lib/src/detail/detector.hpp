@@ -1,6 +1,8 @@
 #pragma once
 // Internal interface between the analyzer and its detectors.
 
+#include <cmath>
+
 #include <cstdint>
 #include <limits>
 #include <memory>
@@ -26,7 +28,19 @@ struct step_context {
   std::int64_t last_grad_spike_step = std::numeric_limits<std::int64_t>::min();
   double last_grad_spike_value = nan;
   double last_grad_spike_ratio = nan;  ///< grad norm / running median at that spike
+  double grad_early = nan;         ///< running median of the grad norm once `window` norms
+                                   ///< were seen: the run's scale of gradients early on
+  double grad_tail_ratio = nan;    ///< the recent norms' 99th percentile / their median (NaN
+                                   ///< until enough norms were seen)
   double total_loss = nan;         ///< s->loss, or the weighted sum of task losses if absent
+  /// total_loss winsorized to the recent median +- 5 robust scales: the input of the rules on
+  /// the loss's level (divergence, plateau, oscillation, chance_level), so that one outlier
+  /// (a -50 batch of a density model, a single bad batch) moves no level. NaN when the loss is.
+  double level_loss = nan;
+  /// How far the run has come: the mean of its first 50 losses minus the lowest value of a
+  /// slow average since (or |initial| while it has not improved). Rules on near-zero or
+  /// negative losses weigh their numbers against this instead of ratios. NaN before 50 losses.
+  double loss_range = nan;
 };
 
 class detector;
@@ -56,6 +70,17 @@ class finding_log {
   void flush_all(const sample_schema& schema, notify_fn notify, void* ctx);
   /// Rebuilds the messages of pending findings without publishing them.
   void describe_pending(const sample_schema& schema);
+  /// Indexes of the findings that changed since they were last published.
+  const std::vector<std::size_t>& pending() const noexcept { return pending_; }
+  /// Keeps a finding from being published until release() (a detector that waits to see
+  /// whether the series recovers before it settles the severity); flush_all() publishes it
+  /// regardless.
+  void hold(std::size_t i) { held_[i] = 1; }
+  void release(std::size_t i) {
+    held_[i] = 0;
+    touch(i);
+  }
+  bool held(std::size_t i) const noexcept { return held_[i] != 0; }
 
  private:
   void publish(std::size_t i, const sample_schema& schema, std::int64_t step, notify_fn notify,
@@ -66,6 +91,7 @@ class finding_log {
   std::vector<std::int64_t> published_step_;  // INT64_MIN: never published
   std::vector<severity> published_level_;
   std::vector<char> is_pending_;
+  std::vector<char> held_;
   std::vector<std::size_t> pending_;
   std::vector<std::size_t> keep_;  // scratch for flush
   std::uint64_t next_id_ = 1;
@@ -138,6 +164,84 @@ hit_result open_or_extend(finding_log& log, const detector* owner, episode& ep,
   return {log.at(ep.index), !cont};
 }
 
+/// Holds a new spike episode back for `confirm` steps after its last hit and then settles its
+/// severity: a series back near its level from before the episode had a transient that
+/// recovered (info, with "recovered" evidence); otherwise the episode keeps its severity. A run
+/// that memorises its data has such transients (a batch with one hard example, an Adam step
+/// near a zero loss) that recover by themselves; a corrupted shard or an LR that is too high
+/// does not recover.
+class recovery_gate {
+ public:
+  /// Waits at least `confirm` steps after the last hit, and at most `max_wait` more for the
+  /// series to recover before the episode is published with its severity.
+  recovery_gate(std::int64_t confirm, std::int64_t max_wait) : confirm_(confirm), max_wait_(max_wait) {}
+  /// The episode at `index` opened or grew at `step`; `before` is the series' level before it.
+  /// With `hold` false (too early in the run to know its normal level) the episode is
+  /// published at once with its severity.
+  void hit(finding_log& log, std::size_t index, bool is_new, std::int64_t step, double before,
+           bool hold = true) {
+    if (is_new && index_ != finding_log::none && index_ != index && !released_)
+      log.release(index_);  // a new episode replaces one still held: publish that one as it is
+    if (is_new && !hold) {
+      index_ = finding_log::none;
+      return;
+    }
+    if (is_new) {
+      index_ = index;
+      before_ = before;
+      opened_ = step;
+      released_ = false;
+      log.hold(index);
+    }
+    if (index == index_) deadline_ = step + confirm_;
+  }
+  /// Call every step after the detector's own update; `now` is the series' current level
+  /// (a short rolling median). Recovered: now <= factor x before + tolerance. Clearly not
+  /// recovering (published at once): now >= elevated x before + stuck_tolerance. In between it waits
+  /// up to max_wait steps. Settles a due episode.
+  /// `also_ok`: a second condition the detector requires for a recovery (gradient norms that
+  /// fell back because the network died are no recovery: the loss must be back too).
+  void check(finding_log& log, std::int64_t step, double now, double tolerance, double factor,
+             double elevated, double stuck_tolerance, bool also_ok = true) {
+    // Stuck high confirm steps after the onset: published then, even while it still grows.
+    if (index_ == finding_log::none || step < opened_ + confirm_) return;
+    finding& f = log.at(index_);
+    const bool recovered = also_ok && step >= deadline_ && std::isfinite(now) &&
+                           now <= factor * before_ + tolerance;
+    const bool stuck = !std::isfinite(now) || now >= elevated * before_ + stuck_tolerance;
+    if (released_) {
+      // Published as stuck; it may still come back within max_wait: say so, and an error that
+      // recovered by itself is a warning.
+      if (recovered) {
+        f.set_evidence("recovered", 1);
+        f.set_evidence("recovered_level", now);
+        f.set_evidence("recovered_after", double(step - opened_));
+        if (f.level == severity::error) f.level = severity::warning;
+        log.touch(index_);
+      }
+      if (recovered || step >= deadline_ + max_wait_) index_ = finding_log::none;
+      return;
+    }
+    if (!recovered && !stuck && step < deadline_ + max_wait_) return;
+    if (recovered) {
+      f.level = severity::info;
+      f.set_evidence("recovered", 1);
+      f.set_evidence("recovered_level", now);
+      f.set_evidence("recovered_after", double(step - opened_));
+    }
+    log.release(index_);
+    released_ = !recovered && step < deadline_ + max_wait_;
+    if (!released_) index_ = finding_log::none;
+  }
+
+ private:
+  std::int64_t confirm_, max_wait_;
+  std::size_t index_ = finding_log::none;
+  std::int64_t deadline_ = 0, opened_ = 0;
+  double before_ = 0;
+  bool released_ = false;  // published as stuck, still watched for a late recovery
+};
+
 /// A finding with its identity filled in; the caller adds evidence, message and advice.
 finding new_finding(std::string kind, severity level, std::int64_t first_step,
                     std::int64_t last_step, std::string series, std::string rule,
@@ -156,5 +260,6 @@ std::unique_ptr<detector> make_vanishing(const detector_options&, const sample_s
 std::unique_ptr<detector> make_missing_zero_grad(const detector_options&, const sample_schema&);
 std::unique_ptr<detector> make_dead_parameters(const detector_options&, const sample_schema&);
 std::unique_ptr<detector> make_eval_mode(const detector_options&, const sample_schema&);
+std::unique_ptr<detector> make_call_order(const detector_options&, const sample_schema&);
 
 }  // namespace losslens::detail

@@ -41,6 +41,9 @@ class rolling_median {
   std::size_t count() const noexcept { return seen_; }
   double median() const noexcept { return median_; }
   double mad() const noexcept { return mad_; }
+  /// The 99th percentile of the window: the run's own "usual extreme", against which an outlier
+  /// has to stand out (heavy-tailed series reach 10x their median routinely).
+  double upper() const noexcept { return upper_; }
   /// Robust scale: 1.4826 x MAD, floored at rel_floor x |median| and a tiny absolute value so a
   /// constant series does not divide by zero.
   double scale(double rel_floor = 1e-3) const noexcept;
@@ -56,6 +59,7 @@ class rolling_median {
   std::size_t seen_ = 0;
   double median_ = 0;
   double mad_ = 0;
+  double upper_ = 0;
 };
 
 /// Robust baseline for outlier tests: median and MAD on the log scale while every value is
@@ -74,9 +78,30 @@ class robust_baseline {
   double scale() const noexcept { return median_.scale(); }
   bool log_scale() const noexcept { return log_; }
 
+
  private:
   rolling_median median_;
   bool log_ = true;
+};
+
+/// The 99th percentile of a series' values from `lag` to `lag + window` pushes ago: the run's
+/// own usual extremes, measured on values old enough that a burst now (5 high values are
+/// already 1% of 512) does not raise the bar it is measured against.
+class lagged_tail {
+ public:
+  lagged_tail(std::size_t window, std::size_t lag, std::size_t stride)
+      : delay_(lag), tail_(window, stride) {}
+  void push(double x) noexcept {
+    if (delay_.full()) tail_.push(delay_[0]);
+    delay_.push(x);
+  }
+  /// Values that have reached the tail window.
+  std::size_t count() const noexcept { return tail_.count(); }
+  double upper() const noexcept { return tail_.upper(); }
+
+ private:
+  ring delay_;
+  rolling_median tail_;
 };
 
 /// Exponential moving average that starts at the first value.

@@ -75,6 +75,12 @@ CREATE TABLE events(
   detail TEXT NOT NULL DEFAULT '{}');
 CREATE INDEX events_by_run ON events(run_id, id);
 )sql"},
+    // Findings are incidents: the episodes they merged and the incident they follow. Bodies
+    // written by version 1 lack both and read as one episode, no cause.
+    {2, R"sql(
+ALTER TABLE findings ADD COLUMN episodes INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE findings ADD COLUMN cause_id INTEGER NOT NULL DEFAULT 0;
+)sql"},
 };
 
 void migrate(sqlite3* db) {

@@ -9,7 +9,7 @@
 namespace losslens::detail {
 
 /// The layout this build writes (PRAGMA user_version); see docs/storage.md.
-inline constexpr int schema_version = 1;
+inline constexpr int schema_version = 2;
 /// PRAGMA application_id of a losslens database ("LsLn").
 inline constexpr int application_id = 0x4c734c6e;
 

@@ -52,11 +52,13 @@ writer_connection::writer_connection(const std::string& path,
     upsert_finding_ = statement(
         db_.get(),
         "INSERT INTO findings(run_id, finding_id, kind, severity, series, first_step, last_step, "
-        "message, body, updated_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
+        "message, body, updated_at, episodes, cause_id) "
+        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) "
         "ON CONFLICT(run_id, finding_id) DO UPDATE SET kind = excluded.kind, "
         "severity = excluded.severity, series = excluded.series, "
         "first_step = excluded.first_step, last_step = excluded.last_step, "
-        "message = excluded.message, body = excluded.body, updated_at = excluded.updated_at");
+        "message = excluded.message, body = excluded.body, updated_at = excluded.updated_at, "
+        "episodes = excluded.episodes, cause_id = excluded.cause_id");
     insert_event_ = statement(db_.get(),
                               "INSERT INTO events(run_id, time, step, kind, detail) "
                               "VALUES(?1, ?2, ?3, ?4, ?5)");
@@ -222,6 +224,8 @@ void writer_connection::write_all(std::optional<storage::run_status> final_statu
         .bind(9, std::string_view(to_json(f).dump(-1, ' ', false,
                                                   nlohmann::json::error_handler_t::replace)))
         .bind(10, unix_now())
+        .bind(11, f.episodes)
+        .bind(12, std::int64_t(f.cause_id))
         .run();
   }
   for (const auto& e : events_) insert_event(e.kind, e.detail_json, e.step);

@@ -1,0 +1,189 @@
+// finding_router: episodes merged into incidents, one id space, causes, listeners, log sink.
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "losslens/analyzer.hpp"
+#include "losslens/finding_router.hpp"
+
+using namespace losslens;
+
+namespace {
+
+finding episode(std::uint64_t id, std::string kind, std::string series, std::int64_t first,
+                std::int64_t last, severity level = severity::warning, double ratio = NAN) {
+  finding f;
+  f.id = id;
+  f.kind = std::move(kind);
+  f.series = std::move(series);
+  f.first_step = first;
+  f.last_step = last;
+  f.level = level;
+  f.rule.name = "test_rule";
+  if (std::isfinite(ratio)) f.evidence = {{"ratio", ratio}};
+  f.message = "episode " + std::to_string(id);
+  f.advice = "advice " + std::to_string(id);
+  return f;
+}
+
+}  // namespace
+
+TEST_CASE("router: episodes of one kind on one series are one incident with the worst evidence") {
+  finding_router r;
+  const auto src = r.add_source("detectors");
+  std::vector<std::pair<std::uint64_t, bool>> heard;
+  r.add_listener([&](const finding& f, bool is_new) { heard.emplace_back(f.id, is_new); });
+  r.publish(src, episode(1, "loss_spike", "loss", 100, 102, severity::warning, 5.0), true);
+  r.publish(src, episode(2, "loss_spike", "loss", 500, 500, severity::warning, 12.0), true);
+  r.publish(src, episode(3, "loss_spike", "loss", 900, 905, severity::warning, 7.0), true);
+  r.publish(src, episode(4, "exploding_gradients", "grad_norm", 499, 501), true);
+  REQUIRE(r.incidents().size() == 2);
+  const finding& inc = r.incidents()[0];
+  CHECK(inc.id == 1);
+  CHECK(inc.kind == "loss_spike");
+  CHECK(inc.episodes == 3);
+  CHECK(inc.first_step == 100);
+  CHECK(inc.last_step == 905);
+  CHECK(inc.evidence_value("ratio") == 12.0);  // episode 2 is the worst
+  CHECK(inc.message == "episode 2");
+  REQUIRE(inc.spans.size() == 3);
+  CHECK(inc.spans[1].first_step == 500);
+  CHECK(inc.spans[1].peak == 12.0);
+  CHECK(inc.spans[2].last_step == 905);
+  CHECK(r.incidents()[1].id == 2);
+  // New once per incident; every further episode is an update.
+  const std::vector<std::pair<std::uint64_t, bool>> want = {
+      {1, true}, {1, false}, {1, false}, {2, true}};
+  CHECK(heard == want);
+  // The line stderr shows says how many episodes and where.
+  CHECK(to_line(inc) == "warning loss_spike at step 100 (loss): episode 2; 3 episodes between "
+                        "steps 100 and 905; fix: advice 2");
+}
+
+TEST_CASE("router: a growing episode updates its span; higher severity takes over the evidence") {
+  finding_router r;
+  const auto src = r.add_source("detectors");
+  r.publish(src, episode(1, "exploding_gradients", "grad_norm", 10, 12, severity::warning, 50), true);
+  r.publish(src, episode(2, "exploding_gradients", "grad_norm", 40, 41, severity::error, 20), true);
+  auto grown = episode(1, "exploding_gradients", "grad_norm", 10, 30, severity::warning, 80);
+  r.publish(src, grown, false);  // episode 1 grew: its span follows, the error stays worst
+  const finding& inc = r.incidents()[0];
+  CHECK(inc.episodes == 2);
+  CHECK(inc.level == severity::error);
+  CHECK(inc.evidence_value("ratio") == 20);
+  CHECK(inc.spans[0].last_step == 30);
+  CHECK(inc.spans[0].peak == 80);
+}
+
+TEST_CASE("router: spans keep the first and the latest episodes, episodes counts all") {
+  finding_router r;
+  const auto src = r.add_source("detectors");
+  const int n = 100;
+  for (int k = 0; k < n; ++k)
+    r.publish(src, episode(std::uint64_t(k + 1), "loss_spike", "loss", 10 * k, 10 * k + 1), true);
+  const finding& inc = r.incidents()[0];
+  CHECK(inc.episodes == n);
+  REQUIRE(inc.spans.size() == finding::max_spans);
+  CHECK(inc.spans[0].first_step == 0);
+  CHECK(inc.spans[finding::max_spans / 2 - 1].first_step == 10 * (finding::max_spans / 2 - 1));
+  CHECK(inc.spans[finding::max_spans / 2].first_step == 10 * (n - finding::max_spans / 2));
+  CHECK(inc.spans.back().first_step == 10 * (n - 1));
+}
+
+TEST_CASE("router: sources keep their own episode ids; incident ids are one sequence") {
+  finding_router r;
+  const auto a = r.add_source("detectors");
+  const auto b = r.add_source("red_flags");
+  r.publish(a, episode(1, "loss_spike", "loss", 5, 5), true);
+  r.publish(b, episode(1, "probabilities_as_logits", "loss/cls", 0, 0), true);  // same own id
+  r.publish(a, episode(2, "plateau", "loss", 900, 1000, severity::info), true);
+  REQUIRE(r.incidents().size() == 3);
+  for (std::size_t i = 0; i < 3; ++i) CHECK(r.incidents()[i].id == i + 1);
+  CHECK(r.incidents()[1].kind == "probabilities_as_logits");
+  CHECK(r.incident(2)->kind == "probabilities_as_logits");
+  CHECK(r.incident(4) == nullptr);
+  CHECK(r.incident(0) == nullptr);
+}
+
+TEST_CASE("router: an incident names the earlier incident that can cause it") {
+  finding_router r;
+  const auto src = r.add_source("detectors");
+  auto dom = episode(1, "task_dominance", "loss/recon", 0, 6);
+  dom.message = "recon makes up 99.98% of the weighted total loss; the task losses are 6e3x apart";
+  r.publish(src, dom, true);
+  r.publish(src, episode(2, "non_finite", "loss", 6, 6, severity::error), true);
+  r.publish(src, episode(3, "plateau", "loss", 9000, 9600, severity::info), true);  // unrelated
+  const finding& nf = r.incidents()[1];
+  CHECK(nf.cause_id == 1);
+  CHECK(nf.cause == "task_dominance at step 0 (recon makes up 99.98% of the weighted total loss)");
+  CHECK(to_line(nf).find("preceded by: task_dominance at step 0") != std::string::npos);
+  CHECK(r.incidents()[2].cause_id == 0);  // plateau is not caused by a dominance long gone
+  CHECK(r.incidents()[0].cause_id == 0);
+}
+
+TEST_CASE("router: a cause published after its effect is cited retroactively") {
+  finding_router r;
+  const auto src = r.add_source("detectors");
+  std::vector<std::pair<std::uint64_t, bool>> heard;
+  r.add_listener([&](const finding& f, bool is_new) {
+    if (f.kind == "divergence") heard.emplace_back(f.cause_id, is_new);
+  });
+  r.publish(src, episode(1, "divergence", "loss", 5020, 5100, severity::error), true);
+  // The spike at 5000 was held back to see whether the loss recovers; it arrives later.
+  r.publish(src, episode(2, "loss_spike", "loss", 5000, 5000), true);
+  REQUIRE(heard.size() == 2);
+  CHECK(heard[0] == std::make_pair(std::uint64_t{0}, true));
+  CHECK(heard[1] == std::make_pair(std::uint64_t{2}, false));
+  CHECK(r.incidents()[0].cause.rfind("loss_spike at step 5000", 0) == 0);
+  // No cycle: the spike does not cite the divergence back.
+  CHECK(r.incidents()[1].cause_id == 0);
+}
+
+TEST_CASE("router: a throwing listener is reported through the log sink; others still hear") {
+  finding_router r;
+  const auto src = r.add_source("detectors");
+  std::vector<std::string> lines;
+  r.set_log_sink([&](severity, std::string_view line) { lines.emplace_back(line); });
+  int second = 0;
+  r.add_listener([](const finding&, bool) { throw std::runtime_error("boom"); });
+  r.add_listener([&](const finding&, bool) { ++second; });
+  r.publish(src, episode(1, "loss_spike", "loss", 1, 1), true);
+  CHECK(second == 1);
+  REQUIRE(lines.size() == 1);
+  CHECK(lines[0] == "an on_finding callback threw: boom");
+}
+
+TEST_CASE("router: an incident first read quietly is still new to the listeners") {
+  finding_router r;
+  const auto src = r.add_source("detectors");
+  std::vector<bool> news;
+  r.add_listener([&](const finding&, bool is_new) { news.push_back(is_new); });
+  r.merge_quietly(src, episode(1, "loss_spike", "loss", 1, 1));
+  REQUIRE(r.incidents().size() == 1);
+  CHECK(news.empty());
+  r.publish(src, episode(1, "loss_spike", "loss", 1, 3), false);
+  CHECK(news == std::vector<bool>{true});
+}
+
+TEST_CASE("analyzer: two analyzers sharing a router number their incidents in one sequence") {
+  finding_router r;
+  analyzer a(sample_schema{}, detector_options{}, r);
+  analyzer b(sample_schema{}, detector_options{}, r);
+  for (int i = 0; i < 10; ++i) {
+    sample s;
+    s.step = i;
+    s.loss = i == 3 ? NAN : 1.0;
+    a.observe(s);
+    s.loss = i == 7 ? NAN : 1.0;
+    b.observe(s);
+  }
+  // The same kind on the same series from two sources is one incident of the run.
+  REQUIRE(r.incidents().size() == 1);
+  CHECK(r.incidents()[0].episodes == 2);
+  CHECK(r.incidents()[0].first_step == 3);
+  CHECK(r.incidents()[0].last_step == 7);
+  CHECK(&a.findings() == &r.incidents());
+}
