@@ -583,9 +583,13 @@ int main(int argc, char** argv) {
       }
       ++faults;
       const json* first = nullptr;
+      // The earliest incident of an expected kind that reaches the fault (a plateau long
+      // before an LR jump does not name it).
+      const std::int64_t from = j["fault_step"].is_null() ? 0 : j["fault_step"].get<std::int64_t>();
       for (const auto& f : j["findings"])
         if (std::find(sc.expected.begin(), sc.expected.end(), f["kind"].get<std::string>()) !=
                 sc.expected.end() &&
+            f["last_step"].get<std::int64_t>() >= from &&
             (!first || f["first_step"].get<std::int64_t>() < (*first)["first_step"].get<std::int64_t>()))
           first = &f;
       if (!first) {
