@@ -18,14 +18,14 @@ struct bound {
 // These bounds are the ones documented in docs/detectors.md.
 const bound bounds[] = {
     {"non_finite", 200, 0, 0, 0},
-    {"loss_spike", 197, 32, 0, 0},
+    {"loss_spike", 197, 0, 0, 0},
     {"divergence", 200, 160, -20, 35},
     {"plateau", 200, 1600, 0, 1600},
     {"oscillation", 200, 200, -40, 160},
     {"chance_level", 200, 250, 0, 200},
     {"task_dominance", 200, 60, 0, 0},
     {"task_stalled", 200, 350, -200, 250},
-    {"exploding_gradients", 200, 50, 8, 15},
+    {"exploding_gradients", 200, 15, 8, 15},
     {"vanishing_gradients", 200, 20, 0, 0},
 };
 }  // namespace

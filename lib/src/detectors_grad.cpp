@@ -184,7 +184,9 @@ class exploding final : public detector {
     });
     if (is_new) loss_before_ = loss_.count() ? loss_.median() : nan;
     // A blow-up in the first steps (before the run's normal norms are known) is no transient.
-    gate_.hit(log, ep_.index, is_new, step, m, std::isfinite(ctx.grad_early));
+    // Transients are waited for only where the norms are heavy-tailed by themselves.
+    gate_.hit(log, ep_.index, is_new, step, m,
+              std::isfinite(ctx.grad_early) && tail >= o_.heavy_tail_ratio);
     f.set_evidence("steps", f.evidence_value("steps") + 1);
     f.set_evidence("threshold_ratio", threshold);
     f.set_evidence("tail_ratio", tail);

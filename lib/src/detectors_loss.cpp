@@ -88,7 +88,10 @@ class loss_spike final : public detector {
                         lr_hint(ctx.lr).c_str(), static_cast<long long>(step));
       return f;
     });
-    gate_.hit(log, ep_.index, is_new, step, m, std::isfinite(ctx.loss_range));
+    // Only a run whose own losses are heavy-tailed (a memorising run's hard batches) has
+    // transients worth waiting for; elsewhere a spike is reported on its step.
+    const bool heavy = tail_.count() >= std::size_t(o_.tail_warmup) && tail_.upper() >= o_.heavy_tail_z;
+    gate_.hit(log, ep_.index, is_new, step, m, std::isfinite(ctx.loss_range) && heavy);
     f.set_evidence("spike_steps", f.evidence_value("spike_steps") + 1);
     if (!is_new && z > f.evidence_value("z")) {
       f.set_evidence("loss", x);

@@ -43,6 +43,8 @@ struct detector_options {
     /// without that after max_wait more steps it keeps its severity.
     std::int64_t confirm_steps = 32;
     std::int64_t max_wait = 480;  ///< ... and waits this much longer for it to recover
+    double heavy_tail_z = 4;      ///< ... but only when the run's p99 z-score is at least this
+                                  ///< (heavy-tailed losses); otherwise a spike is reported at once
     double min_range_fraction = 0.1;  ///< loss - median at least this x the run's progress
   } loss_spike;
 
@@ -143,6 +145,7 @@ struct detector_options {
     /// the run's early norm) make the episode a transient (info).
     std::int64_t confirm_steps = 32;
     std::int64_t max_wait = 480;
+    double heavy_tail_ratio = 3;  ///< held back only when p99 / median of the norms >= this
   } exploding;
 
   /// `vanishing_gradients`: total norm near zero, or a layer's norm negligible next to the rest.

@@ -27,7 +27,7 @@ namespace losslens {
 /// Options of the multi-rank view.
 struct distributed_options {
   /// Per-rank summaries are gathered to rank 0 every this many step() calls. Each sync is one
-  /// asynchronous gather of 5 doubles per rank, issued by step() at the same steps on every
+  /// asynchronous gather of 6 doubles per rank, issued by step() at the same steps on every
   /// rank and collected by the monitor thread later, so the training thread never waits.
   int sync_every = 10;
   /// Device of the summary tensor: CPU for Gloo; the rank's CUDA device for NCCL.
