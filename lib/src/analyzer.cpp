@@ -106,7 +106,7 @@ class grad_baseline {
  public:
   explicit grad_baseline(const detector_options& o)
       : median_(static_cast<std::size_t>(o.exploding.window), 8),
-        tail_(static_cast<std::size_t>(o.exploding.tail_window), 64, 16),
+        tail_(static_cast<std::size_t>(o.exploding.tail_window), 64, 64),
         z_(o.loss_spike.z_threshold),
         ratio_(o.loss_spike.min_ratio),
         tail_factor_(o.exploding.tail_factor),
@@ -160,7 +160,7 @@ class grad_baseline {
 /// The loss winsorized against its recent median and MAD (see step_context::level_loss).
 class level_filter {
  public:
-  level_filter() : median_(64, 4), slow_(0.01) {}
+  level_filter() : median_(64, 16), slow_(0.01) {}
   double update(double x) {
     if (!std::isfinite(x)) return nan;
     double out = x;

@@ -129,7 +129,7 @@ class exploding final : public detector {
  public:
   exploding(const detector_options& o, const sample_schema&)
       : o_(o.exploding), recent_(std::size_t(o.exploding.rise_window), 4),
-        loss_(std::size_t(std::max<std::int64_t>(4, o.exploding.confirm_steps)), 4),
+        loss_(std::size_t(std::max<std::int64_t>(4, o.exploding.confirm_steps))),
         gate_(o.exploding.confirm_steps, o.exploding.max_wait) {}
 
   void observe(const step_context& ctx, finding_log& log) override {
@@ -138,11 +138,13 @@ class exploding final : public detector {
     const double m = ctx.grad_median;
     recent_.push(g);
     if (std::isfinite(ctx.level_loss)) loss_.push(ctx.level_loss);
-    const double range = std::isfinite(ctx.loss_range) ? ctx.loss_range : 0.0;
-    const bool loss_back = loss_.count() == 0 || loss_.median() <= 1.5 * loss_before_ + 0.05 * range;
-    gate_.check(log, ctx.s->step, recent_.median(),
-                std::isfinite(ctx.grad_early) ? 0.05 * ctx.grad_early : 0.0, 3.0, o_.ratio,
-                std::isfinite(ctx.grad_early) ? 0.05 * ctx.grad_early : 0.0, loss_back);
+    if (gate_.waiting(ctx.s->step)) {
+      const double range = std::isfinite(ctx.loss_range) ? ctx.loss_range : 0.0;
+      const bool loss_back =
+          loss_.count() == 0 || loss_.median() <= 1.5 * loss_before_ + 0.05 * range;
+      const double slack = std::isfinite(ctx.grad_early) ? 0.05 * ctx.grad_early : 0.0;
+      gate_.check(log, ctx.s->step, recent_.median(), slack, 3.0, o_.ratio, slack, loss_back);
+    }
     const double ratio = std::isfinite(m) && m > 0 ? g / m : nan;
     // How far above its median this run's norms go by themselves (p99 / median): a blow-up
     // has to stand out from that too, not only from a fixed ratio.
@@ -226,7 +228,7 @@ class exploding final : public detector {
  private:
   detector_options::exploding_t o_;
   rolling_median recent_;
-  rolling_median loss_;  // the level loss of the last confirm_steps steps
+  lazy_median loss_;  // the level loss of the last confirm_steps steps
   double loss_before_ = nan;
   recovery_gate gate_;
   std::int64_t rise_held_ = 0;

@@ -15,8 +15,8 @@ class loss_spike final : public detector {
   loss_spike(const detector_options& o, const sample_schema&)
       : o_(o.loss_spike), median_(static_cast<std::size_t>(o.loss_spike.window), 8),
         recent_(static_cast<std::size_t>(o.loss_spike.recent_window)),
-        tail_(static_cast<std::size_t>(o.loss_spike.tail_window), 64, 16),
-        after_(std::size_t(std::max<std::int64_t>(4, o.loss_spike.confirm_steps)), 4),
+        tail_(static_cast<std::size_t>(o.loss_spike.tail_window), 64, 64),
+        after_(std::size_t(std::max<std::int64_t>(4, o.loss_spike.confirm_steps))),
         gate_(o.loss_spike.confirm_steps, o.loss_spike.max_wait) {}
 
   void observe(const step_context& ctx, finding_log& log) override {
@@ -25,7 +25,8 @@ class loss_spike final : public detector {
     after_.push(x);
     // A held spike settles once the loss has had confirm_steps to come back down.
     const double range = std::isfinite(ctx.loss_range) ? ctx.loss_range : 0.0;
-    gate_.check(log, ctx.s->step, after_.median(), 0.05 * range, 1.5, 2, 0.25 * range);
+    if (gate_.waiting(ctx.s->step))
+      gate_.check(log, ctx.s->step, after_.median(), 0.05 * range, 1.5, 2, 0.25 * range);
     if (median_.count() < static_cast<std::size_t>(o_.warmup)) {
       push(x);
       return;
@@ -132,7 +133,7 @@ class loss_spike final : public detector {
   robust_baseline median_;
   ring recent_;
   lagged_tail tail_;  // z-scores of earlier losses against their running median
-  rolling_median after_;  // the last confirm_steps losses, to tell a transient
+  lazy_median after_;  // the last confirm_steps losses, to tell a transient
   recovery_gate gate_;
   episode ep_;
 };
@@ -141,7 +142,7 @@ class divergence final : public detector {
  public:
   divergence(const detector_options& o, const sample_schema&)
       : o_(o.divergence), ema_(o.divergence.ema_alpha), slow_(o.divergence.ema_alpha / 5),
-        spread_(64, 8) {}
+        spread_(64, 32) {}
 
   void observe(const step_context& ctx, finding_log& log) override {
     const double x = ctx.level_loss;

@@ -199,6 +199,10 @@ class recovery_gate {
   /// (a short rolling median). Recovered: now <= factor x before + tolerance. Clearly not
   /// recovering (published at once): now >= elevated x before + stuck_tolerance. In between it waits
   /// up to max_wait steps. Settles a due episode.
+  /// True when check() has something to decide at `step` (the caller computes `now` only then).
+  bool waiting(std::int64_t step) const noexcept {
+    return index_ != finding_log::none && step >= opened_ + confirm_;
+  }
   /// `also_ok`: a second condition the detector requires for a recovery (gradient norms that
   /// fell back because the network died are no recovery: the loss must be back too).
   void check(finding_log& log, std::int64_t step, double now, double tolerance, double factor,

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace losslens::detail {
 
@@ -25,7 +26,7 @@ double rolling_median::scale(double rel_floor) const noexcept {
 void rolling_median::clear() noexcept {
   values_.clear();
   since_ = seen_ = 0;
-  median_ = mad_ = upper_ = 0;
+  median_ = mad_ = 0;
 }
 
 void robust_baseline::push(double x) noexcept {
@@ -61,16 +62,32 @@ void rolling_median::recompute() noexcept {
   if (n == 0) return;
   for (std::size_t i = 0; i < n; ++i) scratch_[i] = values_[i];
   median_ = median_of(scratch_, n);
-  {
-    // scratch_ is partitioned around the median now; the upper quantile lies above it.
-    const auto k = std::min(n - 1, static_cast<std::size_t>(0.99 * double(n - 1) + 0.5));
-    auto at = scratch_.begin() + static_cast<std::ptrdiff_t>(k);
-    std::nth_element(scratch_.begin() + static_cast<std::ptrdiff_t>(n / 2), at,
-                     scratch_.begin() + static_cast<std::ptrdiff_t>(n));
-    upper_ = *at;
-  }
   for (std::size_t i = 0; i < n; ++i) scratch_[i] = std::abs(values_[i] - median_);
   mad_ = median_of(scratch_, n);
+}
+
+void lagged_tail::push(double x) noexcept {
+  if (delay_.full()) {
+    tail_.push(delay_[0]);
+    ++seen_;
+    if (++since_ >= stride_ || seen_ <= 1) {
+      since_ = 0;
+      const std::size_t n = tail_.size();
+      for (std::size_t i = 0; i < n; ++i) scratch_[i] = tail_[i];
+      const auto k = std::min(n - 1, static_cast<std::size_t>(0.99 * double(n - 1) + 0.5));
+      std::nth_element(scratch_.begin(), scratch_.begin() + static_cast<std::ptrdiff_t>(k),
+                       scratch_.begin() + static_cast<std::ptrdiff_t>(n));
+      upper_ = scratch_[k];
+    }
+  }
+  delay_.push(x);
+}
+
+double lazy_median::median() noexcept {
+  const std::size_t n = values_.size();
+  if (n == 0) return std::numeric_limits<double>::quiet_NaN();
+  for (std::size_t i = 0; i < n; ++i) scratch_[i] = values_[i];
+  return median_of(scratch_, n);
 }
 
 }  // namespace losslens::detail

@@ -41,9 +41,7 @@ class rolling_median {
   std::size_t count() const noexcept { return seen_; }
   double median() const noexcept { return median_; }
   double mad() const noexcept { return mad_; }
-  /// The 99th percentile of the window: the run's own "usual extreme", against which an outlier
-  /// has to stand out (heavy-tailed series reach 10x their median routinely).
-  double upper() const noexcept { return upper_; }
+
   /// Robust scale: 1.4826 x MAD, floored at rel_floor x |median| and a tiny absolute value so a
   /// constant series does not divide by zero.
   double scale(double rel_floor = 1e-3) const noexcept;
@@ -59,7 +57,6 @@ class rolling_median {
   std::size_t seen_ = 0;
   double median_ = 0;
   double mad_ = 0;
-  double upper_ = 0;
 };
 
 /// Robust baseline for outlier tests: median and MAD on the log scale while every value is
@@ -89,19 +86,34 @@ class robust_baseline {
 /// already 1% of 512) does not raise the bar it is measured against.
 class lagged_tail {
  public:
+  /// The percentile is recomputed every `stride` pushes (one selection over the window).
   lagged_tail(std::size_t window, std::size_t lag, std::size_t stride)
-      : delay_(lag), tail_(window, stride) {}
-  void push(double x) noexcept {
-    if (delay_.full()) tail_.push(delay_[0]);
-    delay_.push(x);
-  }
+      : delay_(lag), tail_(window), scratch_(window), stride_(stride) {}
+  void push(double x) noexcept;
   /// Values that have reached the tail window.
-  std::size_t count() const noexcept { return tail_.count(); }
-  double upper() const noexcept { return tail_.upper(); }
+  std::size_t count() const noexcept { return seen_; }
+  double upper() const noexcept { return upper_; }
 
  private:
-  ring delay_;
-  rolling_median tail_;
+  ring delay_, tail_;
+  std::vector<double> scratch_;
+  std::size_t stride_, since_ = 0, seen_ = 0;
+  double upper_ = 0;
+};
+
+/// The median of the last `window` values, computed only when asked (for rules that need it
+/// rarely: a held episode deciding whether the series recovered).
+class lazy_median {
+ public:
+  explicit lazy_median(std::size_t window) : values_(window), scratch_(window) {}
+  void push(double x) noexcept { values_.push(x); }
+  std::size_t count() const noexcept { return values_.size(); }
+  /// NaN when empty.
+  double median() noexcept;
+
+ private:
+  ring values_;
+  std::vector<double> scratch_;
 };
 
 /// Exponential moving average that starts at the first value.
