@@ -403,3 +403,28 @@ TEST_CASE("analyzer ignores out-of-order steps and validates options") {
   bad2.chance_level.num_classes = 1;
   CHECK_THROWS_AS(analyzer(sample_schema{}, bad2), losslens::error);
 }
+
+TEST_CASE("negative and zero losses give no finding by themselves; one -50 or -1e308 batch none") {
+  std::mt19937_64 rng(1);
+  std::normal_distribution<double> z(0.0, 1.0);
+  auto run = [&](auto loss_at) {
+    analyzer a(sample_schema{});
+    for (int i = 0; i < 3000; ++i) {
+      sample s;
+      s.step = i;
+      s.loss = loss_at(i);
+      a.observe(s);
+    }
+    std::vector<std::string> kinds;
+    for (const auto& f : a.findings())
+      if (f.level >= severity::warning || f.kind != "loss_spike") kinds.push_back(f.kind);
+    return kinds;
+  };
+  const auto falling = [&](int i) { return (0.2 + 2.1 * std::exp(-i / 800.0)) * std::exp(0.15 * z(rng)); };
+  // One outlier in a falling loss (the -50 once gave "divergence ... rose from its best -1.797").
+  CHECK(run([&](int i) { return i == 1500 ? -50.0 : falling(i); }).empty());
+  CHECK(run([&](int i) { return i == 1500 ? -1e308 : falling(i); }).empty());
+  // A loss that reaches exactly zero, and a falling negative NLL with noise.
+  CHECK(run([](int i) { return std::max(0.0, 2.3 * std::exp(-i / 300.0) - 0.01); }).empty());
+  CHECK(run([&](int i) { return -1 - 3 * (1 - std::exp(-i / 600.0)) + 0.2 * z(rng); }).empty());
+}
