@@ -105,7 +105,7 @@ std::string lr_hint(double lr) {
 class grad_baseline {
  public:
   explicit grad_baseline(const detector_options& o)
-      : median_(static_cast<std::size_t>(o.exploding.window), 8),
+      : median_(static_cast<std::size_t>(o.exploding.window)),
         tail_(static_cast<std::size_t>(o.exploding.tail_window), 64, 64),
         z_(o.loss_spike.z_threshold),
         ratio_(o.loss_spike.min_ratio),
@@ -134,8 +134,10 @@ class grad_baseline {
     // A spike stands out from the run's own tail too: heavy-tailed norms (near-zero loss, a few
     // hard examples) reach 10x their median routinely.
     const double tail = std::isfinite(ctx.grad_tail_ratio) ? ctx.grad_tail_ratio : 1.0;
-    if (std::isfinite(ctx.grad_median) && median_.z(g) >= z_ &&
-        g >= std::max(ratio_, std::pow(tail, tail_factor_)) * ctx.grad_median) {
+    // The ratio first: it is cheap and rarely holds, the z-score needs the MAD.
+    if (std::isfinite(ctx.grad_median) &&
+        g >= std::max(ratio_, std::pow(tail, tail_factor_)) * ctx.grad_median &&
+        median_.z(g) >= z_) {
       ctx.grad_spike = true;
       last_step_ = ctx.s->step;
       last_value_ = g;
@@ -160,13 +162,18 @@ class grad_baseline {
 /// The loss winsorized against its recent median and MAD (see step_context::level_loss).
 class level_filter {
  public:
-  level_filter() : median_(64, 16), slow_(0.01) {}
+  level_filter() : median_(64), slow_(0.01) {}
   double update(double x) {
     if (!std::isfinite(x)) return nan;
     double out = x;
     if (median_.count() >= 16) {
-      const double m = median_.median(), s = std::max(5 * median_.scale(), 0.5 * std::abs(m));
-      out = std::clamp(x, m - s, m + s);
+      // The bound is max(5 robust scales, half the median): within half the median of it no
+      // value is clipped, and the MAD is not needed.
+      const double m = median_.median();
+      if (std::abs(x - m) > 0.5 * std::abs(m)) {
+        const double s = std::max(5 * median_.scale(), 0.5 * std::abs(m));
+        out = std::clamp(x, m - s, m + s);
+      }
     }
     median_.push(x);
     const double e = slow_.push(out);
@@ -233,6 +240,7 @@ analyzer::analyzer(sample_schema schema, detector_options options, finding_route
   listener_handle_ = router_->add_listener(nullptr);
   grad_ = std::make_unique<detail::grad_baseline>(options_);
   level_ = std::make_unique<detail::level_filter>();
+  scale_ = std::make_unique<detail::clipped_scale>();
   detectors_ = detail::make_detectors(options_, schema_);
 }
 
@@ -284,6 +292,12 @@ void analyzer::observe(const sample& s) {
   }
   grad_->update(ctx);
   ctx.level_loss = level_->update(ctx.total_loss);
+  if (std::isfinite(ctx.total_loss)) {
+    double y = 0;
+    ctx.work_reset = scale_->push(ctx.total_loss, y);
+    ctx.work_loss = y;
+  }
+  ctx.work_log = scale_->log_scale();
   ctx.loss_range = level_->range();
 
   for (auto& d : detectors_) d->observe(ctx, *log_);

@@ -128,7 +128,7 @@ top_param largest_param(const sample& s) {
 class exploding final : public detector {
  public:
   exploding(const detector_options& o, const sample_schema&)
-      : o_(o.exploding), recent_(std::size_t(o.exploding.rise_window), 4),
+      : o_(o.exploding), recent_(std::size_t(o.exploding.rise_window)),
         loss_(std::size_t(std::max<std::int64_t>(4, o.exploding.confirm_steps))),
         gate_(o.exploding.confirm_steps, o.exploding.max_wait) {}
 

@@ -1,5 +1,6 @@
 // loss_spike, divergence, plateau, oscillation and chance_level: rules on the total loss.
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <limits>
@@ -13,7 +14,7 @@ namespace {
 class loss_spike final : public detector {
  public:
   loss_spike(const detector_options& o, const sample_schema&)
-      : o_(o.loss_spike), median_(static_cast<std::size_t>(o.loss_spike.window), 8),
+      : o_(o.loss_spike), median_(static_cast<std::size_t>(o.loss_spike.window)),
         recent_(static_cast<std::size_t>(o.loss_spike.recent_window)),
         tail_(static_cast<std::size_t>(o.loss_spike.tail_window), 64, 64),
         after_(std::size_t(std::max<std::int64_t>(4, o.loss_spike.confirm_steps))),
@@ -142,22 +143,36 @@ class divergence final : public detector {
  public:
   divergence(const detector_options& o, const sample_schema&)
       : o_(o.divergence), ema_(o.divergence.ema_alpha), slow_(o.divergence.ema_alpha / 5),
-        spread_(64, 32) {}
+        recent_(1024), recent_steps_(1024), y_(1024) {}
 
   void observe(const step_context& ctx, finding_log& log) override {
+    // The recent loss on its working scale (log while positive, outliers clipped), for the
+    // onset.
+    if (ctx.work_reset) {
+      recent_.clear();
+      recent_steps_.clear();
+    }
+    if (std::isfinite(ctx.work_loss)) {
+      recent_.push(ctx.work_loss);
+      recent_steps_.push(double(ctx.s->step));
+    }
     const double x = ctx.level_loss;
     if (!std::isfinite(x)) return;
+    // The batch-to-batch noise as the fast average meets it: the mean square of each loss's
+    // distance from the average before it. Unlike a MAD it counts the heavy tail of small
+    // batches (a lognormal batch loss of sigma 1 has a MAD far below its standard deviation),
+    // and a slow trend barely adds to it.
+    if (ema_.count() > 0) noise_var_.push((x - ema_.value()) * (x - ema_.value()));
     const double e = ema_.push(x);
     // The best is taken on a slower average: the minimum of a noisy average over a long run
     // sits several of its standard deviations below the level, and the rise would be noise.
     const double slow = slow_.push(x);
-    spread_.push(x);
     const std::int64_t step = ctx.s->step;
     if (ema_.count() <= o_.warmup) {
       initial_sum_ += x;
       if (ema_.count() == o_.warmup) {
         initial_ = initial_sum_ / o_.warmup;
-        best_ = e;
+        best_ = slow;
         best_step_ = step;
       }
       return;
@@ -168,7 +183,7 @@ class divergence final : public detector {
     }
     // The fast average's own noise: batch noise x sqrt(alpha / (2 - alpha)).
     const double a = o_.ema_alpha;
-    const double noise = spread_.scale() * std::sqrt(a / (2 - a));
+    const double noise = std::sqrt(noise_var_.value()) * std::sqrt(a / (2 - a));
     // A rise matters against the progress the run has made (initial level minus best), or
     // against the level itself when it made none; a ratio to the best only means something for
     // a positive loss (NLL of densities, ELBOs and RL objectives go negative).
@@ -187,15 +202,15 @@ class divergence final : public detector {
     }
     if (++held_ < o_.patience && !ep_.open()) return;
     auto [f, is_new] = open_or_extend(log, this, ep_, step, 4 * std::int64_t(o_.patience), [&] {
-      const std::int64_t onset = best_step_;  // where the rise began
+      const std::int64_t onset = onset_step();
       auto f = new_finding("divergence", severity::error, onset, step, "loss",
                            "smoothed_rise_over_best",
                            {{"ema_alpha", o_.ema_alpha},
                             {"rise_ratio", o_.rise_ratio},
                             {"min_rise_fraction", o_.min_rise_fraction},
                             {"patience", double(o_.patience)}});
-      f.evidence = {{"best_smoothed", best_}, {"best_step", double(onset)},
-                    {"initial_level", initial_}, {"peak", 0}};
+      f.evidence = {{"best_smoothed", best_}, {"best_step", double(best_step_)},
+                    {"onset_step", double(onset)}, {"initial_level", initial_}, {"peak", 0}};
       return f;
     });
     if (std::isfinite(ctx.lr)) f.set_evidence("lr", ctx.lr);
@@ -204,16 +219,17 @@ class divergence final : public detector {
     if (best_ > 0) f.set_evidence("ratio", e / best_);
     // How much of the progress has been given back: the measure of how bad it is.
     f.set_evidence("peak", std::max(f.evidence_value("peak"), range > 0 ? rise / range : 0));
-    f.set_evidence("steps_rising", double(step_diff(step, std::int64_t(f.evidence_value("best_step")))));
+    f.set_evidence("steps_rising", double(step_diff(step, std::int64_t(f.evidence_value("onset_step")))));
   }
 
   void describe(finding& f, const sample_schema&) const override {
     const double best = f.evidence_value("best_smoothed");
     const auto best_step = static_cast<long long>(f.evidence_value("best_step"));
     const double rising = f.evidence_value("steps_rising");
-    f.message = format("the loss has been rising since its best: smoothed %.4g at step %lld, "
-                       "%.4g now",
-                       best, best_step, f.evidence_value("smoothed"));
+    f.message = format("the loss has been rising since step %lld: smoothed %.4g at its best "
+                       "(step %lld), %.4g now",
+                       static_cast<long long>(f.first_step), best, best_step,
+                       f.evidence_value("smoothed"));
     if (best > 0) f.message += format(" (%.3gx)", f.evidence_value("ratio"));
     f.message += format(", %g steps later; %.0f%% of the progress from the initial %.4g is lost",
                         rising, 100 * std::min(f.evidence_value("peak"), 99.99),
@@ -235,9 +251,29 @@ class divergence final : public detector {
   }
 
  private:
+  // Where the rise began: the break between two straight lines fitted to the recent loss (log
+  // scale) from a little before the smoothed best on, after which the loss is higher or
+  // climbs faster. The slow average's lowest point is only where noise put it on a flat
+  // floor (hundreds of steps before an LR jump); when the best is older than the recent
+  // buffer (a slow degradation), the best it is.
+  std::int64_t onset_step() {
+    const std::size_t n = recent_.size();
+    if (n < 64 || double(best_step_) < recent_steps_[0]) return best_step_;
+    std::size_t b = 0;  // index of the best step in the buffer
+    while (b + 1 < n && recent_steps_[b] < double(best_step_)) ++b;
+    const std::size_t a = b > 256 ? b - 256 : 0;
+    for (std::size_t i = a; i < n; ++i) y_[i] = recent_[i];
+    const std::size_t tau = change_point(
+        y_.data(), a, n, 16,
+        [](double before, double after, double jump) { return jump > 0 || after > before; });
+    return tau == a ? best_step_ : std::int64_t(recent_steps_[tau]);
+  }
+
   detector_options::divergence_t o_;
   ema ema_, slow_;
-  rolling_median spread_;
+  ema noise_var_{0.01};
+  ring recent_, recent_steps_;
+  std::vector<double> y_;
   double initial_sum_ = 0, initial_ = 0, best_ = 0;
   std::int64_t best_step_ = 0, held_ = 0;
   episode ep_;
@@ -347,119 +383,269 @@ class plateau final : public detector {
 class oscillation final : public detector {
  public:
   oscillation(const detector_options& o, const sample_schema&)
-      : o_(o.oscillation), values_(std::size_t(o.oscillation.window)),
-        steps_(std::size_t(o.oscillation.window)), history_(8),
-        resid_(std::size_t(o.oscillation.window)) {}
+      : o_(o.oscillation), cap_(2 * std::size_t(o.oscillation.window)),
+        history_(std::size_t(o.oscillation.window / o.oscillation.stride) + 1),
+        means_(history_.capacity()), y_(2 * cap_), x_(2 * cap_), steps_(2 * cap_),
+        sums_(2 * cap_ + 1), resid_(2 * cap_) {}
 
   void observe(const step_context& ctx, finding_log& log) override {
-    const double x = ctx.level_loss;
-    if (!std::isfinite(x)) return;
-    values_.push(x);
-    steps_.push(double(ctx.s->step));
-    if (!values_.full() || ++since_ < o_.stride) return;
+    if (ctx.work_reset) {
+      begin_ = end_ = 0;
+      history_.clear();
+      evals_ = in_row_ = 0;
+    }
+    const double y = ctx.work_loss;
+    if (!std::isfinite(y)) return;
+    // The rule reads the loss on the log scale while every loss is positive (batch noise is
+    // multiplicative, so there its spread does not change with the level, and a bounce between
+    // 1.9 and 0.25 is as large as one between 0.019 and 0.0025), with single outliers clipped
+    // so they neither fake growing swings nor inflate the amplitude (see clipped_scale; the
+    // 64-step level filter would flatten a bounce for 64 steps).
+    append(y, ctx.work_log ? std::exp(y) : y, double(ctx.s->step));
+    if (end_ - begin_ < std::size_t(o_.window) || ++since_ < o_.stride) return;
     since_ = 0;
     evaluate(ctx, log);
   }
 
  private:
-  // Two shapes that batch noise does not have. (a) Alternation: the loss detrended over the
-  // window is anti-correlated with itself one step later (period-2 bouncing); i.i.d. noise
-  // gives a lag-1 autocorrelation of the levels near 0 (+-2/sqrt(n)), whereas the
-  // differences of pure noise already have -0.5, which is why the rule looks at levels.
-  // (b) Growing swings: the detrended spread is several times what it was a few windows
-  // ago while the smoothed loss no longer improves (instability after an LR change).
+  /// Appends a value to the buffer y_[begin_, end_) (at most cap_ values) and its prefix sums.
+  /// The arrays hold 2 cap_: when full, the last cap_ - 1 values move to the front and their
+  /// sums are rebuilt (y relative to a new reference, so the sums stay small): O(1) amortized.
+  void append(double y, double x, double step) noexcept {
+    if (end_ == y_.size()) {
+      const std::size_t keep = std::min(cap_ - 1, end_ - begin_);
+      const std::size_t from = end_ - keep;
+      for (std::size_t i = 0; i < keep; ++i) {
+        y_[i] = y_[from + i];
+        x_[i] = x_[from + i];
+        steps_[i] = steps_[from + i];
+      }
+      begin_ = 0;
+      end_ = 0;
+      ref_ = y;
+      for (std::size_t i = 0; i < keep; ++i) add_sums(i);
+      end_ = keep;
+    }
+    if (end_ == begin_) {
+      begin_ = end_ = 0;
+      ref_ = y;
+    }
+    y_[end_] = y;
+    x_[end_] = x;
+    steps_[end_] = step;
+    add_sums(end_);
+    ++end_;
+    if (end_ - begin_ > cap_) ++begin_;
+  }
+  void add_sums(std::size_t i) noexcept {
+    prefix p = i > 0 ? sums_[i] : prefix{};
+    const double t = double(i), y = y_[i] - ref_, x = x_[i];
+    const double y0 = i > 0 ? y_[i - 1] - ref_ : 0, x0 = i > 0 ? x_[i - 1] : x;
+    p.y += y;
+    p.yy += y * y;
+    p.ty += t * y;
+    p.pyy += y0 * y;
+    p.ax += std::abs(x);
+    p.adx += std::abs(x - x0);
+    sums_[i + 1] = p;
+  }
+
+  /// Prefix sums over the buffer, so that the line fit, residual spread, lag-1 autocorrelation
+  /// and swings of any range of it cost O(1). Sums of t alone have closed forms.
+  struct prefix {
+    double y = 0, yy = 0, ty = 0;  // sums of y, y^2, t y
+    double pyy = 0;                // sum of y_{i-1} y_i over pairs ending here
+    double ax = 0, adx = 0;        // sums of |x| and |x_i - x_{i-1}|
+  };
+  struct range_stats {
+    double ac = 0, spread = 0, slope = 0, icpt = 0;  // of y, detrended (t = buffer index)
+    double amp = 0, mean_abs_diff = 0, level = 0, trend = 1;  // of x
+  };
+  range_stats stats(std::size_t a, std::size_t b) const noexcept {
+    // Sums of t and t^2 over [a, b).
+    auto st = [](double a0, double b0) { return (b0 * (b0 - 1) - a0 * (a0 - 1)) / 2; };
+    auto stt = [](double a0, double b0) {
+      auto c = [](double k) { return (k - 1) * k * (2 * k - 1) / 6; };  // sum of t^2, t < k
+      return c(b0) - c(a0);
+    };
+    const prefix& P = sums_[a];
+    const prefix& Q = sums_[b];
+    const double n = double(b - a), fa = double(a), fb = double(b);
+    const double St = st(fa, fb), Stt = stt(fa, fb), Sy = Q.y - P.y, Syy = Q.yy - P.yy,
+                 Sty = Q.ty - P.ty;
+    range_stats r;
+    const double ctt = Stt - St * St / n, cty = Sty - St * Sy / n;
+    r.slope = ctt > 0 ? cty / ctt : 0;
+    r.icpt = (Sy - r.slope * St) / n;
+    const double sse = std::max(0.0, (Syy - Sy * Sy / n) - r.slope * cty);
+    r.spread = std::sqrt(sse / n);
+    // Pairs (i - 1, i) for i in [a + 1, b): their sums from the sums of single values.
+    const prefix& A = sums_[a + 1];
+    const prefix& B = sums_[b - 1];
+    const double np = n - 1;
+    const double Sy_head = B.y - P.y, Sy_tail = Q.y - A.y;        // y over [a, b-1), [a+1, b)
+    const double Sty_head = B.ty - P.ty, Sty_tail = Q.ty - A.ty;
+    const double pyy = Q.pyy - A.pyy, py = Sy_head + Sy_tail;
+    const double pty = (Sty_head + Sy_head) + (Sty_tail - Sy_tail);  // t_i y_{i-1} + t_{i-1} y_i
+    const double pt = st(fa, fb - 1) + st(fa + 1, fb);               // t_{i-1} + t_i
+    const double ptt = (stt(fa + 1, fb) - st(fa + 1, fb));           // t_{i-1} t_i = t_i^2 - t_i
+    const double a0 = r.icpt, b0 = r.slope;
+    const double lag = pyy - a0 * py - b0 * pty + a0 * a0 * np + a0 * b0 * pt + b0 * b0 * ptt;
+    r.ac = sse > 0 ? lag / sse : 0;
+    const double ax = Q.ax - P.ax, tv = Q.adx - A.adx;
+    r.level = ax / n;
+    r.mean_abs_diff = np > 0 ? tv / np : 0;
+    r.amp = r.level > 0 ? r.mean_abs_diff / r.level : 0;
+    r.trend = tv > 0 ? std::abs(x_[b - 1] - x_[a]) / tv : 1;
+    return r;
+  }
+
+  // Three shapes that batch noise does not have:
+  // (a) Alternation over the last `window` steps: the loss detrended over the window is
+  //     anti-correlated with itself one step later (period-2 bouncing); i.i.d. noise gives a
+  //     lag-1 autocorrelation of the levels near 0 (+-1/sqrt(n)), whereas the differences of
+  //     pure noise already have -0.5, which is why the rule looks at levels.
+  // (b) Alternation that began recently with swings several times the run's earlier noise:
+  //     the suffix since the change is anti-correlated beyond recent_z / sqrt(its length),
+  //     and its spread is min_growth x that of the steps before it. Noise passes the two
+  //     tests together almost never, so the rule needs only the suffix, not a full window.
+  // (c) Growing swings: the detrended spread is several times what it was a window ago while
+  //     the loss no longer improves (instability after an LR change).
   void evaluate(const step_context& ctx, finding_log& log) {
-    const std::size_t n = values_.size();
-    // Least-squares line through the window.
-    double sx = 0, sy = 0, sxx = 0, sxy = 0, level = 0, tv = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-      const double t = double(i), y = values_[i];
-      sx += t;
-      sy += y;
-      sxx += t * t;
-      sxy += t * y;
-      level += std::abs(y);
-      if (i + 1 < n) tv += std::abs(values_[i + 1] - y);
-    }
-    const double nn = double(n);
-    const double slope = (nn * sxy - sx * sy) / (nn * sxx - sx * sx);
-    const double icpt = (sy - slope * sx) / nn;
-    level /= nn;
-    const double mean = sy / nn;
-    double num = 0, den = 0;
-    for (std::size_t i = 0; i < n; ++i) resid_[i] = values_[i] - (icpt + slope * double(i));
-    for (std::size_t i = 0; i < n; ++i) {
-      den += resid_[i] * resid_[i];
-      if (i + 1 < n) num += resid_[i] * resid_[i + 1];
-    }
-    const double spread = std::sqrt(den / nn);
-    // Per-evaluation history for (b): spread and mean of earlier windows.
-    history_.push(spread);
+    // Positions in the arrays: the buffer is [begin_, n).
+    const std::size_t n = end_;
+    const std::size_t w = std::size_t(o_.window);
+    // Swings have to matter against the run's progress: near a zero floor, bouncing between
+    // 1e-6 and 1e-5 is large against the level and irrelevant to training.
+    auto matters = [&](const range_stats& s) {
+      return !std::isfinite(ctx.loss_range) ||
+             s.mean_abs_diff >= o_.min_range_fraction * ctx.loss_range;
+    };
+    auto swings = [&](const range_stats& s) {
+      return s.amp >= o_.min_amplitude_ratio && s.trend <= o_.max_trend_ratio && matters(s);
+    };
+    const range_stats all = stats(n - w, n);
+    double mean = 0;
+    for (std::size_t i = n - w; i < n; ++i) mean += x_[i];
+    mean /= double(w);
+    history_.push(all.spread);
     means_[head_] = mean;
     head_ = (head_ + 1) % means_.size();
     ++evals_;
-    if (den <= 0 || level <= 0 || tv <= 0) return;
-    const double ac = num / den;
-    const double amp = tv / (nn - 1) / level;
-    const double trend = std::abs(values_[n - 1] - values_[0]) / tv;
-    // Swings have to matter against the run's progress: near a zero floor, bouncing between
-    // 1e-6 and 1e-5 is large against the level and irrelevant to training.
-    const bool matters = !std::isfinite(ctx.loss_range) ||
-                         tv / (nn - 1) >= o_.min_range_fraction * ctx.loss_range;
-    const bool alternating = ac <= o_.max_lag1_autocorr && amp >= o_.min_amplitude_ratio &&
-                             trend <= o_.max_trend_ratio && matters;
-    // (b) needs windows that do not overlap: compare with the one `window` steps earlier.
+
+    const bool steady = all.ac <= o_.max_lag1_autocorr && swings(all);
+
+    // (b): the longest suffix (in steps of stride) that passes, against up to `window / 2`
+    // steps before it.
+    bool recent = false;
+    std::size_t from = n - w;
+    range_stats rs;
+    double recent_growth = nan;
+    // Suffix lengths 24, 32, ..., 64, then every 32: fine steps where the delay is decided,
+    // coarse ones for weak alternations that need long stretches.
+    const std::size_t min_prefix = 32, min_suffix = 24;
+    for (std::size_t len = min_suffix; len + min_prefix <= n - begin_;
+         len += len < 64 ? std::size_t(o_.stride) : 32) {
+      const std::size_t a = n - len;
+      const range_stats pre = stats(a - std::min(a - begin_, w / 2), a);
+      const range_stats suf = stats(a, n);
+      if (!(pre.spread > 0) || suf.spread < o_.min_growth * pre.spread) continue;
+      if (suf.ac * std::sqrt(double(len)) > -o_.recent_z || !swings(suf)) continue;
+      recent = true;
+      from = a;
+      rs = suf;
+      recent_growth = suf.spread / pre.spread;
+    }
+
+    // (c) needs windows that do not overlap: compare with the one `window` steps earlier.
     const std::size_t back = std::size_t(o_.window / o_.stride);
     bool growing = false;
     double growth = nan;
     if (evals_ > std::int64_t(back) && back < history_.capacity()) {
       const double before = history_[history_.size() - 1 - back];
       const double mean_before = means_[(head_ + means_.size() - 1 - back) % means_.size()];
-      growth = before > 0 ? spread / before : nan;
-      growing = growth >= o_.min_growth && mean >= mean_before && amp >= o_.min_amplitude_ratio &&
-                matters;
+      growth = before > 0 ? all.spread / before : nan;
+      growing = growth >= o_.min_growth && mean >= mean_before &&
+                all.amp >= o_.min_amplitude_ratio && matters(all);
     }
-    // Two evaluations in a row: one window at -0.3 happens by chance on long noisy runs.
-    in_row_ = alternating || growing ? in_row_ + 1 : 0;
-    if (in_row_ < 2 && !ep_.continues(ctx.s->step, 2 * std::int64_t(o_.window))) return;
-    if (!alternating && !growing) return;
+    // Twice in a row, `stride` steps apart: a single window at the threshold happens by
+    // chance on long noisy runs.
+    const bool any = steady || recent || growing;
+    in_row_ = any ? in_row_ + 1 : 0;
     const std::int64_t step = ctx.s->step;
-    const std::int64_t onset = change_point(alternating);
+    if (in_row_ < 2 && !ep_.continues(step, 2 * std::int64_t(o_.window))) return;
+    if (!any) return;
+    const bool alternating = steady || recent;
+    const range_stats& fit = recent ? rs : all;
+    // The onset: a change point in the evaluated range and a window before it (swings that
+    // grew), or in the window (a steady alternation).
+    const std::size_t a = recent || growing
+                              ? n - std::min(n - begin_, (recent ? n - from : w) + w / 2)
+                              : n - w;
+    const std::int64_t onset = change_point(a, n, fit, !recent && !growing);
     auto [f, is_new] = open_or_extend(log, this, ep_, step, 2 * std::int64_t(o_.window), [&] {
       auto f = new_finding("oscillation", severity::warning, onset, step, "loss",
-                           alternating ? "detrended_lag1_alternation" : "growing_swings",
+                           recent   ? "recent_alternation"
+                           : steady ? "detrended_lag1_alternation"
+                                    : "growing_swings",
                            {{"window", double(o_.window)},
                             {"max_lag1_autocorr", o_.max_lag1_autocorr},
+                            {"recent_z", o_.recent_z},
                             {"min_amplitude_ratio", o_.min_amplitude_ratio},
                             {"max_trend_ratio", o_.max_trend_ratio},
                             {"min_growth", o_.min_growth}});
       return f;
     });
     if (std::isfinite(ctx.lr)) f.set_evidence("lr", ctx.lr);
-    f.set_evidence("lag1_autocorr", ac);
-    f.set_evidence("amplitude_ratio", amp);
-    f.set_evidence("mean_abs_diff", tv / (nn - 1));
-    f.set_evidence("mean_level", level);
-    f.set_evidence("trend_ratio", trend);
-    f.set_evidence("spread_growth", growth);
+    f.set_evidence("lag1_autocorr", fit.ac);
+    f.set_evidence("amplitude_ratio", fit.amp);
+    f.set_evidence("mean_abs_diff", fit.mean_abs_diff);
+    f.set_evidence("mean_level", fit.level);
+    f.set_evidence("trend_ratio", fit.trend);
+    f.set_evidence("steps_evaluated", double(recent ? n - from : w));
+    f.set_evidence("spread_growth", recent ? recent_growth : growth);
     f.set_evidence("alternating", alternating ? 1 : 0);
   }
 
-  // Where the behaviour began inside the window: the start of the suffix with the largest
-  // excess over what noise gives (alternation: sign flips of consecutive residuals above 1/2;
-  // growth: |residual| above the earlier spread).
-  std::int64_t change_point(bool alternating) const {
-    const std::size_t n = values_.size();
-    double ref = 0;
-    if (!alternating) {
-      const std::size_t back = std::size_t(o_.window / o_.stride);
-      ref = 1.5 * history_[history_.size() - 1 - back];
+  // Where the behaviour began in [a, n).
+  // Swings that grew (recent alternation, growing swings): the step at which the mean square
+  // of the step-to-step differences changes, by the maximum likelihood of a two-segment
+  // Gaussian model (the later segment louder); differences need no trend model.
+  // A steady alternation: the start of the suffix whose sign flips of consecutive residuals
+  // from `fit`'s line exceed 0.6 (noise gives 1/2) by the most.
+  std::int64_t change_point(std::size_t a, std::size_t n, const range_stats& fit,
+                            bool steady) {
+    if (!steady) {
+      // resid_[i]: sum of squared differences over (a, i].
+      double acc = 0;
+      resid_[a] = 0;
+      for (std::size_t i = a + 1; i < n; ++i) {
+        const double d = y_[i] - y_[i - 1];
+        acc += d * d;
+        resid_[i] = acc;
+      }
+      const double total = acc, tiny = 1e-300;
+      double best = std::numeric_limits<double>::infinity();
+      std::size_t at = a;
+      // The later segment starts at tau (its first difference is y[tau] - y[tau-1]).
+      for (std::size_t tau = a + 4; tau + 4 <= n; ++tau) {
+        const double n1 = double(tau - 1 - a), n2 = double(n - tau);
+        const double v1 = resid_[tau - 1] / n1, v2 = (total - resid_[tau - 1]) / n2;
+        if (v2 <= v1) continue;
+        const double cost = n1 * std::log(v1 + tiny) + n2 * std::log(v2 + tiny);
+        if (cost < best) {
+          best = cost;
+          at = tau;
+        }
+      }
+      return std::int64_t(steps_[at]);
     }
+    for (std::size_t i = a; i < n; ++i)
+      resid_[i] = y_[i] - ref_ - (fit.icpt + fit.slope * double(i));
     double suffix = 0, best = -1;
-    std::size_t at = 0;
-    for (std::size_t i = n - 1; i-- > 0;) {
-      suffix += alternating ? ((resid_[i] * resid_[i + 1] < 0 ? 1.0 : 0.0) - 0.5)
-                            : (std::abs(resid_[i]) - ref);
+    std::size_t at = a;
+    for (std::size_t i = n - 1; i-- > a;) {
+      suffix += (resid_[i] * resid_[i + 1] < 0 ? 1.0 : 0.0) - 0.6;
       if (suffix > best) {
         best = suffix;
         at = i;
@@ -472,9 +658,10 @@ class oscillation final : public detector {
   void describe(finding& f, const sample_schema&) const override {
     if (f.evidence_value("alternating") > 0)
       f.message = format("loss bounces up and down on alternate steps: detrended lag-1 "
-                         "autocorrelation %.2f (batch noise gives about 0), swings of %.3g per "
-                         "step (%.0f%% of its level %.3g), steps %lld-%lld",
-                         f.evidence_value("lag1_autocorr"), f.evidence_value("mean_abs_diff"),
+                         "autocorrelation %.2f over %g steps (batch noise gives about 0), swings "
+                         "of %.3g per step (%.0f%% of its level %.3g), steps %lld-%lld",
+                         f.evidence_value("lag1_autocorr"), f.evidence_value("steps_evaluated"),
+                         f.evidence_value("mean_abs_diff"),
                          100 * f.evidence_value("amplitude_ratio"), f.evidence_value("mean_level"),
                          static_cast<long long>(f.first_step), static_cast<long long>(f.last_step));
     else
@@ -493,10 +680,16 @@ class oscillation final : public detector {
 
  private:
   detector_options::oscillation_t o_;
-  ring values_, steps_, history_;
-  std::array<double, 8> means_{};
+  std::size_t cap_;
+  ring history_;  // spread of the last window / stride + 1 evaluations
+  std::vector<double> means_;
   std::size_t head_ = 0;
   std::int64_t evals_ = 0, in_row_ = 0;
+  // The buffer: working-scale loss, linear (clipped) loss, step; [begin_, end_) is valid.
+  std::vector<double> y_, x_, steps_;
+  std::vector<prefix> sums_;  // sums_[i + 1]: sums over [0, i] (y relative to ref_)
+  std::size_t begin_ = 0, end_ = 0;
+  double ref_ = 0;
   std::vector<double> resid_;
   int since_ = 0;
   episode ep_;

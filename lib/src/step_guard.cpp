@@ -18,8 +18,8 @@ std::string_view to_string(step_decision d) noexcept {
 
 step_guard::step_guard(guard_options options)
     : o_(options),
-      loss_(std::make_unique<detail::robust_baseline>(std::size_t(std::max(8, o_.window)), 16)),
-      grad_(std::make_unique<detail::robust_baseline>(std::size_t(std::max(8, o_.window)), 16)) {}
+      loss_(std::make_unique<detail::robust_baseline>(std::size_t(std::max(8, o_.window)))),
+      grad_(std::make_unique<detail::robust_baseline>(std::size_t(std::max(8, o_.window)))) {}
 step_guard::~step_guard() = default;
 step_guard::step_guard(step_guard&&) noexcept = default;
 step_guard& step_guard::operator=(step_guard&&) noexcept = default;

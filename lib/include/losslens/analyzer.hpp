@@ -18,6 +18,7 @@ namespace losslens {
 namespace detail {
 class detector;
 class finding_log;
+class clipped_scale;
 class grad_baseline;
 class level_filter;
 }  // namespace detail
@@ -85,6 +86,7 @@ class analyzer {
   std::unique_ptr<detail::finding_log> log_;
   std::unique_ptr<detail::grad_baseline> grad_;
   std::unique_ptr<detail::level_filter> level_;
+  std::unique_ptr<detail::clipped_scale> scale_;
   std::vector<std::unique_ptr<detail::detector>> detectors_;
   double last_lr_ = std::numeric_limits<double>::quiet_NaN();
   std::int64_t steps_ = 0;

@@ -79,8 +79,11 @@ struct detector_options {
   struct oscillation_t {
     bool enabled = true;
     int window = 128;                 ///< losses per evaluated window
-    int stride = 16;                  ///< evaluate every this many steps
-    double max_lag1_autocorr = -0.3;  ///< detrended levels; i.i.d. noise: 0 +- 1/sqrt(window)
+    int stride = 8;                   ///< evaluate every this many steps
+    double max_lag1_autocorr = -0.4;  ///< detrended levels; i.i.d. noise: 0 +- 1/sqrt(window)
+    /// A bounce that began within the window: its lag-1 autocorrelation x sqrt(its length)
+    /// must be <= -recent_z, with swings min_growth x the earlier ones.
+    double recent_z = 3.0;
     double min_amplitude_ratio = 0.5; ///< mean |diff| / mean |loss|
     double max_trend_ratio = 0.25;    ///< |net change| / total variation in the window
     double min_growth = 3.0;          ///< spread now / spread one window earlier, for growth

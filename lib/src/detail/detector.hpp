@@ -41,6 +41,12 @@ struct step_context {
   /// slow average since (or |initial| while it has not improved). Rules on near-zero or
   /// negative losses weigh their numbers against this instead of ratios. NaN before 50 losses.
   double loss_range = nan;
+  /// total_loss on the working scale of the rules that look at its shape (oscillation, the
+  /// divergence onset): log while every loss so far was positive, else linear, with single
+  /// outliers clipped (see clipped_scale). NaN when the loss is not finite.
+  double work_loss = nan;
+  bool work_log = true;     ///< work_loss is a log
+  bool work_reset = false;  ///< the scale switched to linear at this step: forget earlier values
 };
 
 class detector;

@@ -2,7 +2,10 @@
 // Fixed-memory rolling statistics used by the detectors.
 
 #include <cstddef>
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 namespace losslens::detail {
@@ -24,6 +27,13 @@ class ring {
   }
   double back() const noexcept { return (*this)[size_ - 1]; }
   void clear() noexcept { size_ = head_ = 0; }
+  /// Copies the values, oldest first, to out[0, size()).
+  void copy_to(double* out) const noexcept {
+    const std::size_t start = (head_ + buf_.size() - size_) % buf_.size();
+    const std::size_t first = std::min(size_, buf_.size() - start);
+    std::copy(buf_.begin() + std::ptrdiff_t(start), buf_.begin() + std::ptrdiff_t(start + first), out);
+    std::copy(buf_.begin(), buf_.begin() + std::ptrdiff_t(size_ - first), out + first);
+  }
 
  private:
   std::vector<double> buf_;
@@ -31,32 +41,96 @@ class ring {
   std::size_t size_ = 0;
 };
 
-/// Median and MAD of the last `window` values, recomputed every `stride` pushes (and whenever
-/// fewer than `window` values have been seen), so the cost is O(window / stride) amortized per
-/// push: constant for fixed parameters. No allocation after construction.
+/// The last `window` values kept in arrival order and sorted at once, so that the median and
+/// any order statistic are O(1) and the MAD O(log window) at every step, exactly; a push costs
+/// two binary searches and two moves of at most `window` doubles. No allocation after
+/// construction. Non-finite values are ignored (callers filter them; NaN has no order).
+class sorted_window {
+ public:
+  explicit sorted_window(std::size_t window) : order_(window), sorted_(window) {}
+  void push(double x) noexcept;
+  std::size_t size() const noexcept { return order_.size(); }
+  std::size_t capacity() const noexcept { return order_.capacity(); }
+  bool full() const noexcept { return order_.full(); }
+  /// The k-th smallest value (0-based, k < size()).
+  double at(std::size_t k) const noexcept { return sorted_[k]; }
+  /// Median (the mean of the two middle values for an even count); 0 when empty.
+  double median() const noexcept;
+  /// Median absolute deviation from the median; 0 when empty.
+  double mad() const noexcept;
+  /// The q-quantile by nearest rank, as std::nth_element at round(q (n - 1)).
+  double quantile(double q) const noexcept;
+  /// The value pushed `age` pushes ago (0 = the latest).
+  double recent(std::size_t age) const noexcept { return order_[order_.size() - 1 - age]; }
+  void clear() noexcept { order_.clear(); }
+
+ private:
+  ring order_;                  // arrival order; the oldest leaves first
+  std::vector<double> sorted_;  // the same values ascending, in sorted_[0, size())
+};
+
+/// A series on the log scale while every value is positive (batch losses are close to
+/// log-normal, so spreads and changes do not depend on the level) and on the linear scale from
+/// the first value <= 0 on, with each value clipped to the median +- 8 robust scales of the
+/// last 16: one outlier (a -50 batch, one corrupted batch) is flattened, a change that lasts
+/// moves the median within a few steps.
+class clipped_scale {
+ public:
+  clipped_scale() : window_(16) {}
+  /// The working value of x (finite x only). Returns true when the scale switched from log to
+  /// linear with this value: earlier working values are not comparable with later ones.
+  bool push(double x, double& out) noexcept;
+  bool log_scale() const noexcept { return log_; }
+
+ private:
+  sorted_window window_;
+  bool log_ = true;
+};
+
+/// Where a series changed from one straight line to another (t = the index). Two models are
+/// fitted for every tau in [a + min_segment, b - min_segment]: a hinge (one line that bends at
+/// tau: y = c0 + c1 t + c2 (t - tau)+, for a gradual change) and two separate lines (a jump at
+/// tau); the model with the better BIC wins. Only changes for which `accept(slope before,
+/// slope after, jump at tau)` holds count; returns a when none does. O(b - a).
+template <class Accept>
+std::size_t change_point(const double* y, std::size_t a, std::size_t b, std::size_t min_segment,
+                         Accept&& accept);
+
+/// Median and MAD of the last `window` values, exact at every push (a sorted_window); the MAD
+/// is computed when first asked after a push. No allocation after construction.
 class rolling_median {
  public:
-  rolling_median(std::size_t window, std::size_t stride);
-  void push(double x) noexcept;
+  explicit rolling_median(std::size_t window) : values_(window) {}
+  void push(double x) noexcept {
+    values_.push(x);
+    ++seen_;
+    mad_valid_ = false;
+  }
   std::size_t count() const noexcept { return seen_; }
-  double median() const noexcept { return median_; }
-  double mad() const noexcept { return mad_; }
+  double median() const noexcept { return values_.median(); }
+  double mad() const noexcept {
+    if (!mad_valid_) {
+      mad_ = values_.mad();
+      mad_valid_ = true;
+    }
+    return mad_;
+  }
 
   /// Robust scale: 1.4826 x MAD, floored at rel_floor x |median| and a tiny absolute value so a
   /// constant series does not divide by zero.
   double scale(double rel_floor = 1e-3) const noexcept;
   /// Forgets every value.
-  void clear() noexcept;
+  void clear() noexcept {
+    values_.clear();
+    seen_ = 0;
+    mad_valid_ = false;
+  }
 
  private:
-  void recompute() noexcept;
-  ring values_;
-  std::vector<double> scratch_;
-  std::size_t stride_;
-  std::size_t since_ = 0;
+  sorted_window values_;
   std::size_t seen_ = 0;
-  double median_ = 0;
-  double mad_ = 0;
+  mutable double mad_ = 0;
+  mutable bool mad_valid_ = false;
 };
 
 /// Robust baseline for outlier tests: median and MAD on the log scale while every value is
@@ -64,7 +138,7 @@ class rolling_median {
 /// scale from the first value <= 0 on (the baseline then restarts).
 class robust_baseline {
  public:
-  robust_baseline(std::size_t window, std::size_t stride) : median_(window, stride) {}
+  explicit robust_baseline(std::size_t window) : median_(window) {}
   void push(double x) noexcept;
   std::size_t count() const noexcept { return median_.count(); }
   /// The running median in the series' own units.
@@ -116,12 +190,18 @@ class lazy_median {
   std::vector<double> scratch_;
 };
 
-/// Exponential moving average that starts at the first value.
+/// Exponential moving average with Adam's bias correction: the weights of the values seen so
+/// far are normalised to 1, so the first value is the first average and, early on, the average
+/// is close to the plain mean of what was seen. (An average that starts at the first value and
+/// moves by alpha keeps (1 - alpha)^n of that one value: with alpha 0.01 still 60% after 50
+/// steps, so one lucky first batch set the "best" of a flat run.)
 class ema {
  public:
   explicit ema(double alpha) : alpha_(alpha) {}
   double push(double x) noexcept {
-    value_ = n_ == 0 ? x : value_ + alpha_ * (x - value_);
+    raw_ += alpha_ * (x - raw_);
+    decay_ *= 1 - alpha_;
+    value_ = raw_ / (1 - decay_);
     ++n_;
     return value_;
   }
@@ -130,8 +210,91 @@ class ema {
 
  private:
   double alpha_;
+  double raw_ = 0;    // the average started at 0
+  double decay_ = 1;  // (1 - alpha)^n: the weight it still gives that 0
   double value_ = 0;
   std::int64_t n_ = 0;
 };
+
+template <class Accept>
+std::size_t change_point(const double* y, std::size_t a, std::size_t b, std::size_t min_segment,
+                         Accept&& accept) {
+  if (b <= a || b - a < 2 * min_segment) return a;
+  // Prefix sums relative to y[a] (keeps the differences of sums exact).
+  struct sums {
+    double n = 0, t = 0, tt = 0, y = 0, yy = 0, ty = 0;
+  };
+  std::vector<sums> p(b - a + 1);
+  for (std::size_t i = a; i < b; ++i) {
+    const double t = double(i - a), v = y[i] - y[a];
+    sums q = p[i - a];
+    q.n += 1;
+    q.t += t;
+    q.tt += t * t;
+    q.y += v;
+    q.yy += v * v;
+    q.ty += t * v;
+    p[i - a + 1] = q;
+  }
+  auto range = [&](std::size_t from, std::size_t to) {
+    const sums& P = p[from - a];
+    const sums& Q = p[to - a];
+    return sums{Q.n - P.n, Q.t - P.t, Q.tt - P.tt, Q.y - P.y, Q.yy - P.yy, Q.ty - P.ty};
+  };
+  struct line {
+    double sse, slope, icpt;
+  };
+  auto fit = [](const sums& s) {
+    const double ctt = s.tt - s.t * s.t / s.n, cty = s.ty - s.t * s.y / s.n;
+    const double slope = ctt > 0 ? cty / ctt : 0;
+    return line{(s.yy - s.y * s.y / s.n) - slope * cty, slope, (s.y - slope * s.t) / s.n};
+  };
+  const sums all = range(a, b);
+  const double n = all.n;
+  double best_jump = std::numeric_limits<double>::infinity(), best_hinge = best_jump;
+  std::size_t at_jump = a, at_hinge = a;
+  for (std::size_t tau = a + min_segment; tau + min_segment <= b; ++tau) {
+    const double t0 = double(tau - a);
+    const sums suf = range(tau, b);
+    // Two lines.
+    const line l = fit(range(a, tau)), r = fit(suf);
+    const double jump = (r.icpt + r.slope * t0) - (l.icpt + l.slope * t0);
+    if (accept(l.slope, r.slope, jump) && l.sse + r.sse < best_jump) {
+      best_jump = l.sse + r.sse;
+      at_jump = tau;
+    }
+    // Hinge: regressors 1, t, h = (t - tau)+; normal equations solved by Cramer's rule.
+    const double Sh = suf.t - t0 * suf.n, Shh = suf.tt - 2 * t0 * suf.t + t0 * t0 * suf.n,
+                 Sth = suf.tt - t0 * suf.t, Shy = suf.ty - t0 * suf.y;
+    const double m[3][3] = {{n, all.t, Sh}, {all.t, all.tt, Sth}, {Sh, Sth, Shh}};
+    const double v[3] = {all.y, all.ty, Shy};
+    auto det3 = [](const double (&q)[3][3]) {
+      return q[0][0] * (q[1][1] * q[2][2] - q[1][2] * q[2][1]) -
+             q[0][1] * (q[1][0] * q[2][2] - q[1][2] * q[2][0]) +
+             q[0][2] * (q[1][0] * q[2][1] - q[1][1] * q[2][0]);
+    };
+    const double d = det3(m);
+    if (!(std::abs(d) > 0)) continue;
+    double c[3];
+    for (int k = 0; k < 3; ++k) {
+      double q[3][3];
+      for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j) q[i][j] = j == k ? v[i] : m[i][j];
+      c[k] = det3(q) / d;
+    }
+    const double sse = all.yy - (c[0] * v[0] + c[1] * v[1] + c[2] * v[2]);
+    if (accept(c[1], c[1] + c[2], 0.0) && sse < best_hinge) {
+      best_hinge = sse;
+      at_hinge = tau;
+    }
+  }
+  if (at_jump == a) return at_hinge;
+  if (at_hinge == a) return at_jump;
+  // BIC: the jump model has one more parameter (5 with tau, against 4).
+  const double floor = 1e-12 * (all.yy - all.y * all.y / n) + 1e-300;
+  const double bic_jump = n * std::log(std::max(best_jump, floor) / n) + 5 * std::log(n);
+  const double bic_hinge = n * std::log(std::max(best_hinge, floor) / n) + 4 * std::log(n);
+  return bic_jump < bic_hinge ? at_jump : at_hinge;
+}
 
 }  // namespace losslens::detail

@@ -1,0 +1,87 @@
+// The detectors' streaming statistics against brute force written independently: a sorted copy
+// of the window for medians, MADs and quantiles, the closed-form mean for the bias-corrected
+// average, and traces with a known break for the change point.
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <random>
+#include <vector>
+
+#include "detail/rolling.hpp"
+
+using namespace losslens::detail;
+
+namespace {
+long double median_of(std::vector<long double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+}  // namespace
+
+TEST_CASE("sorted_window: median, MAD and quantiles equal a sorted copy at every push") {
+  std::mt19937_64 rng(3);
+  std::normal_distribution<double> normal(0, 1);
+  for (std::size_t w : {1u, 2u, 3u, 16u, 17u, 64u, 128u}) {
+    sorted_window s(w);
+    std::deque<double> window;
+    for (int i = 0; i < 3000; ++i) {
+      // Ties, huge values and a NaN (ignored) among normal noise.
+      double x = i % 7 == 0 ? double(rng() % 3) : normal(rng);
+      if (i % 97 == 0) x = 1e300;
+      if (i % 101 == 0) x = std::nan("");
+      s.push(x);
+      if (!std::isfinite(x)) continue;
+      window.push_back(x);
+      if (window.size() > w) window.pop_front();
+      std::vector<long double> v(window.begin(), window.end());
+      const long double m = median_of(v);
+      std::vector<long double> dev;
+      for (long double y : v) dev.push_back(std::fabs(y - m));
+      REQUIRE(s.size() == window.size());
+      REQUIRE(s.median() == Approx(double(m)).epsilon(1e-15));
+      REQUIRE(s.mad() == Approx(double(median_of(dev))).epsilon(1e-12).margin(1e-300));
+      std::sort(v.begin(), v.end());
+      const auto k = std::size_t(0.99 * double(v.size() - 1) + 0.5);
+      REQUIRE(s.quantile(0.99) == double(v[k]));
+    }
+  }
+}
+
+TEST_CASE("ema: bias-corrected, so early values are the mean of what was seen") {
+  ema e(0.01);
+  CHECK(e.push(4.0) == Approx(4.0).epsilon(1e-14));
+  // Weights (1 - a)^k normalised: for two values 4 and 2 -> (0.99 * 4 + 2) / 1.99.
+  CHECK(e.push(2.0) == Approx((0.99 * 4.0 + 2.0) / 1.99).epsilon(1e-14));
+  ema c(0.05);
+  for (int i = 0; i < 1000; ++i) c.push(7.25);
+  CHECK(c.value() == Approx(7.25).epsilon(1e-14));
+}
+
+TEST_CASE("change_point: finds a bend and a jump where they were put") {
+  std::mt19937_64 rng(11);
+  std::normal_distribution<double> noise(0, 0.05);
+  auto any = [](double before, double after, double jump) { return jump > 0 || after > before; };
+  SECTION("a flat line that bends upward at 300 (the log of an exponential divergence)") {
+    std::vector<double> y(500);
+    for (std::size_t i = 0; i < y.size(); ++i)
+      y[i] = -1.0 + (i >= 300 ? 0.01 * double(i - 300) : 0.0) + noise(rng);
+    const std::size_t tau = change_point(y.data(), 0, y.size(), 16, any);
+    CHECK(std::abs(double(tau) - 300) <= 10);
+  }
+  SECTION("a jump up at 200 on a falling line (an LR jump at the floor)") {
+    std::vector<double> y(400);
+    for (std::size_t i = 0; i < y.size(); ++i)
+      y[i] = -0.001 * double(i) + (i >= 200 ? 2.0 : 0.0) + noise(rng);
+    CHECK(change_point(y.data(), 0, y.size(), 16, any) == 200);
+  }
+  SECTION("nothing acceptable: the start") {
+    std::vector<double> y(100);
+    for (std::size_t i = 0; i < y.size(); ++i) y[i] = -0.01 * double(i);
+    CHECK(change_point(y.data(), 10, y.size(), 16,
+                       [](double, double, double jump) { return jump > 1; }) == 10);
+  }
+}
