@@ -21,6 +21,7 @@
 #include "fmnist.hpp"
 #include "report_util.hpp"
 #include "losslens/error.hpp"
+#include "losslens/dashboard/live_dashboard.hpp"
 #include "losslens/torch/monitor.hpp"
 
 namespace F = torch::nn::functional;
@@ -157,7 +158,6 @@ int run(const options& o) {
     losslens::attach_options ao;
     ao.run = o.run;
     ao.db = o.db;
-    ao.dashboard_port = o.port;
     ao.detectors.chance_level.num_classes = 10;
     char config[256];
     std::snprintf(config, sizeof config,
@@ -165,6 +165,10 @@ int run(const options& o) {
                   o.lr, o.batch, o.steps, static_cast<unsigned long long>(o.seed));
     ao.config_json = config;
     lens.emplace(losslens::attach(model, opt, ao));
+    // The live dashboard is a sink of its own (losslens::dashboard), serving the run in db.
+    if (o.port != 0 && !o.db.empty())
+      lens->add_sink(std::make_unique<losslens::dashboard::live_dashboard>(
+          losslens::dashboard::live_options{.port = static_cast<std::uint16_t>(o.port)}));
   }
 
   std::vector<double> step_us;

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <functional>
+#include <fstream>
 #include <filesystem>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -21,7 +22,9 @@
 
 #include "losslens/error.hpp"
 #include "losslens/storage/run_reader.hpp"
+#include "losslens/dashboard/live_dashboard.hpp"
 #include "losslens/torch/monitor.hpp"
+#include "step_capture.hpp"  // detail::live_hook_count()
 #include "temp_dir.hpp"
 
 // LibTorch's logging header defines CHECK (abort on failure); Catch's must win in this file.
@@ -574,13 +577,14 @@ TEST_CASE("loss() names the tasks, check_*() findings and task weights reach the
   std::vector<sample> seen;
   auto o = quiet("named");
   o.db = dir.file("runs.db");
-  o.dashboard_port = 20000 + int(getpid() % 20000);
+  const auto port = std::uint16_t(20000 + int(getpid() % 20000));
   o.red_flags.every_n_steps = 5;
   o.on_sample = [&](const sample& s) {
     std::lock_guard lock(mu);
     seen.push_back(s);
   };
   auto lens = attach(model, opt, o);
+  lens.add_sink(std::make_unique<dashboard::live_dashboard>(dashboard::live_options{.port = port}));
   const std::vector<double> weights{1.0, 0.5};
   for (int i = 0; i < 40; ++i) {
     auto [x, y] = data.batch(i);
@@ -619,7 +623,7 @@ TEST_CASE("loss() names the tasks, check_*() findings and task weights reach the
   CHECK(flags[0].id >= 1);
   CHECK(flags[0].id <= ids.size());
   CHECK(flags[0].series == "loss/cls");
-  REQUIRE(st.dashboard_port == o.dashboard_port);
+  REQUIRE(st.dashboard_port == port);
   const auto runs = http_get(st.dashboard_port, "/api/runs");
   CHECK(runs.find("200 OK") != std::string::npos);
   CHECK(runs.find("\"named\"") != std::string::npos);
@@ -632,10 +636,177 @@ TEST_CASE("loss() names the tasks, check_*() findings and task weights reach the
   CHECK(r.find_series(st.run_id, "loss/l2").summary.count == 40);
 }
 
-TEST_CASE("dashboard_port without db is a setup error") {
+TEST_CASE("a live dashboard without a run history says so and serves nothing") {
+  toy_data data;
   mlp model;
   torch::optim::SGD opt(model->parameters(), 0.05);
   auto o = quiet("nodb");
-  o.dashboard_port = 8080;
-  CHECK_THROWS_WITH(attach(model, opt, o), Catch::Contains("dashboard_port needs db"));
+  std::mutex mu;
+  std::vector<std::string> lines;
+  o.log = [&](severity, std::string_view line) {
+    std::lock_guard lock(mu);
+    lines.emplace_back(line);
+  };
+  auto lens = attach(model, opt, o);
+  lens.add_sink(std::make_unique<dashboard::live_dashboard>(dashboard::live_options{.port = 0}));
+  auto [x, y] = data.batch(0);
+  auto loss = F::cross_entropy(model->forward(x), y);
+  loss.backward();
+  lens.step(loss);
+  lens.wait_idle();
+  CHECK(lens.stats().dashboard_port == 0);
+  lens.detach();
+  std::lock_guard lock(mu);
+  bool said = false;
+  for (const auto& l : lines) said |= l.find("needs a run history") != std::string::npos;
+  CHECK(said);
+}
+
+namespace {
+// Voluntary context switches of every thread of this process but the calling one: how often
+// the monitor's background threads (monitor thread, writer, dashboard) went to sleep, i.e.
+// woke up.
+std::uint64_t background_wakeups() {
+  std::uint64_t total = 0;
+  const auto self = std::to_string(::gettid());
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    if (task.path().filename() == self) continue;
+    std::ifstream in(task.path() / "status");
+    std::string line;
+    while (std::getline(in, line))
+      if (line.rfind("voluntary_ctxt_switches:", 0) == 0) total += std::stoull(line.substr(24));
+  }
+  return total;
+}
+}  // namespace
+
+TEST_CASE("an idle attached trainer wakes its background threads at most 20 times a second") {
+  const testing::temp_dir dir("hooks-idle");
+  toy_data data;
+  mlp model;
+  torch::optim::SGD opt(model->parameters(), 0.05);
+  auto o = quiet("idle");
+  o.db = dir.file("runs.db");
+  auto lens = attach(model, opt, o);
+  lens.add_sink(std::make_unique<dashboard::live_dashboard>(dashboard::live_options{.port = 0}));
+  for (int i = 0; i < 50; ++i) {
+    auto [x, y] = data.batch(i);
+    opt.zero_grad();
+    auto loss = F::cross_entropy(model->forward(x), y);
+    loss.backward();
+    opt.step();
+    lens.step(loss);
+  }
+  lens.wait_idle();
+  REQUIRE(lens.stats().dashboard_port > 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the last commit settles
+  const auto before = background_wakeups();
+  const auto t0 = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double per_second = double(background_wakeups() - before) / seconds;
+  INFO("background wake-ups per second while idle: " << per_second);
+  CHECK(per_second <= 20);
+  std::printf("idle attached trainer (db + live dashboard): %.1f background wake-ups/s\n",
+              per_second);
+}
+
+TEST_CASE("a loss on the meta device is one line and leaves no empty run behind") {
+  const testing::temp_dir dir("hooks-meta");
+  mlp model;
+  torch::optim::SGD opt(model->parameters(), 0.05);
+  auto o = quiet("meta");
+  o.db = dir.file("runs.db");
+  std::mutex mu;
+  std::vector<std::string> lines;
+  o.log = [&](severity, std::string_view line) {
+    std::lock_guard lock(mu);
+    lines.emplace_back(line);
+  };
+  auto lens = attach(model, opt, o);
+  const auto meta = torch::zeros({}, torch::TensorOptions().device(torch::kMeta));
+  for (int i = 0; i < 3; ++i) CHECK(lens.step(meta) == step_decision::proceed);
+  CHECK(lens.stats().rejected == 3);
+  lens.detach();
+  {
+    std::lock_guard lock(mu);
+    REQUIRE(lines.size() == 1);
+    CHECK(lines[0].find("meta device") != std::string::npos);
+    CHECK(lines[0].find('\n') == std::string::npos);  // no c10 backtrace
+  }
+  // The run is created by the first step whose numbers could be read: there was none.
+  CHECK_FALSE(std::filesystem::exists(o.db));
+}
+
+TEST_CASE("every param group's learning rate is read, and advice quotes their range") {
+  toy_data data;
+  mlp model;
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(model->fc1->parameters(), std::make_unique<torch::optim::SGDOptions>(5.0));
+  groups.emplace_back(model->fc2->parameters(), std::make_unique<torch::optim::SGDOptions>(0.5));
+  torch::optim::SGD opt(groups, torch::optim::SGDOptions(1.0));
+  auto o = quiet("groups");
+  std::mutex mu;
+  std::vector<sample> seen;
+  o.on_sample = [&](const sample& s) {
+    std::lock_guard lock(mu);
+    seen.push_back(s);
+  };
+  auto lens = attach(model, opt, o);
+  for (int i = 0; i < 60; ++i) {
+    auto [x, y] = data.batch(i);
+    opt.zero_grad();
+    auto loss = F::cross_entropy(model->forward(x * 50), y);
+    loss.backward();
+    opt.step();
+    lens.step(loss);
+  }
+  lens.wait_idle();
+  {
+    std::lock_guard lock(mu);
+    REQUIRE(!seen.empty());
+    CHECK(*seen[0].lr == 5.0);
+    CHECK(*seen[0].lr_min == 0.5);
+    CHECK(*seen[0].lr_max == 5.0);
+  }
+  // An LR of 5 on inputs x50 blows up: the advice names both groups' LRs.
+  bool quoted = false;
+  for (const auto& f : lens.findings())
+    quoted |= f.advice.find("param groups at 0.5-5") != std::string::npos;
+  CHECK(quoted);
+}
+
+TEST_CASE("on_new_finding hears each incident once; to_line() is the line stderr shows") {
+  toy_data data;
+  mlp model;
+  torch::optim::SGD opt(model->parameters(), 0.05);
+  auto o = quiet("new-only");
+  std::mutex mu;
+  std::vector<std::string> logged, heard;
+  o.log_findings = true;
+  o.log = [&](severity, std::string_view line) {
+    std::lock_guard lock(mu);
+    logged.emplace_back(line);
+  };
+  auto lens = attach(model, opt, o);
+  lens.on_new_finding([&](const finding& f) {
+    std::lock_guard lock(mu);
+    heard.push_back(to_line(f));
+  });
+  for (int i = 0; i < 120; ++i) {
+    auto [x, y] = data.batch(i);
+    opt.zero_grad();
+    auto loss = F::cross_entropy(model->forward(x), y);
+    loss.backward();
+    opt.step();
+    // NaN losses from step 60 on: one non_finite incident that grows for 60 steps.
+    lens.step(i >= 60 ? loss * std::numeric_limits<float>::quiet_NaN() : loss);
+  }
+  lens.detach();
+  std::lock_guard lock(mu);
+  REQUIRE(heard.size() == 1);
+  CHECK(heard[0].find("non_finite") != std::string::npos);
+  REQUIRE(logged.size() == 1);
+  CHECK(logged[0] == heard[0]);
 }

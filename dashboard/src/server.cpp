@@ -452,6 +452,9 @@ class server_impl {
   }
 
   std::uint16_t port() const noexcept { return port_; }
+  void notify() noexcept {
+    if (poller_) poller_->notify();
+  }
 
   dashboard::server_stats stats() const {
     dashboard::server_stats s;
@@ -496,6 +499,10 @@ void server::start() {
 std::uint16_t server::port() const noexcept { return impl_ ? impl_->port() : 0; }
 
 void server::stop() noexcept { impl_.reset(); }
+
+void server::notify() noexcept {
+  if (impl_) impl_->notify();
+}
 
 server_stats server::stats() const { return impl_ ? impl_->stats() : server_stats{}; }
 

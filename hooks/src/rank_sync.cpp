@@ -53,9 +53,12 @@ void rank_sync::make_buffer(receive_buffer& b) const {
 }
 
 void rank_sync::report_once(const char* what, const std::exception& e) noexcept {
-  if (!reported_.exchange(true))
-    std::fprintf(stderr, "losslens: rank %d: %s: %s; training goes on (further errors are "
-                         "not printed)\n", rank_, what, e.what());
+  if (reported_.exchange(true) || !log_) return;
+  try {
+    log_(severity::warning, "rank " + std::to_string(rank_) + ": " + what + ": " + e.what() +
+                                "; training goes on (further errors are not printed)");
+  } catch (...) {
+  }
 }
 
 void rank_sync::on_step(std::int64_t step, double loss, std::optional<double> grad_norm) noexcept {
@@ -113,24 +116,18 @@ void rank_sync::on_step(std::int64_t step, double loss, std::optional<double> gr
   }
 }
 
-std::vector<storage::series_spec> rank_sync::series() const {
-  std::vector<storage::series_spec> out;
+std::vector<series_key> rank_sync::series() const {
+  std::vector<series_key> out;
   if (rank_ != 0) return out;
   for (int r = 0; r < world_; ++r)
-    for (const char* name : series_names)
-      out.push_back({"rank/" + std::to_string(r) + "/" + name, storage::series_kind::other});
+    for (const char* name : series_names) out.push_back(rank_series(std::size_t(r), name));
   return out;
 }
 
-void rank_sync::bind(storage::run_writer* writer, record_fn record) {
-  writer_ = writer;
+void rank_sync::bind(point_fn point, record_fn record, log_fn log) {
+  point_ = std::move(point);
   record_ = std::move(record);
-  handles_.clear();
-  if (writer_)
-    for (const auto& s : series()) {
-      const auto h = writer_->find_series(s.name);
-      handles_.push_back(h ? *h : std::numeric_limits<storage::run_writer::series_handle>::max());
-    }
+  log_ = std::move(log);
   if (rules_)
     rules_->on_finding([this](const finding& f, bool is_new) {
       if (record_) record_(f, is_new);
@@ -188,11 +185,11 @@ void rank_sync::consume(pending& p) {
     s.grad_non_finite = flags & grad_bad;
     s.has_grad = flags & has_grad;
     s.non_finite_step = std::int64_t(v[5]);
-    if (!handles_.empty()) {
+    if (point_) {  // series() order: loss, grad_norm, step_time per rank
       const std::size_t h = std::size_t(r) * 3;
-      writer_->append(handles_[h], p.step, wall, s.loss);
-      if (s.has_grad) writer_->append(handles_[h + 1], p.step, wall, s.grad_norm);
-      writer_->append(handles_[h + 2], p.step, wall, s.step_time);
+      point_(h, p.step, wall, s.loss);
+      if (s.has_grad) point_(h + 1, p.step, wall, s.grad_norm);
+      point_(h + 2, p.step, wall, s.step_time);
     }
   }
   rules_->observe(p.step, summaries_);
@@ -207,9 +204,11 @@ void rank_sync::finish() noexcept {
       empty = in_flight_.empty();
       if (!empty && !in_flight_.front().work->isCompleted() &&
           std::chrono::steady_clock::now() >= deadline) {
-        std::fprintf(stderr, "losslens: rank %d: %zu gather(s) of per-rank summaries did not "
-                             "complete within drain_timeout at detach (did every rank run "
-                             "the same number of steps?)\n", rank_, in_flight_.size());
+        if (log_)
+          log_(severity::warning,
+               "rank " + std::to_string(rank_) + ": " + std::to_string(in_flight_.size()) +
+                   " gather(s) of per-rank summaries did not complete within drain_timeout at "
+                   "detach (did every rank run the same number of steps?)");
         break;
       }
     }
@@ -230,10 +229,7 @@ std::unique_ptr<rank_sync> make_rank_sync(const c10::intrusive_ptr<c10d::Process
   rank_sync::validate(pg, o);
   if (pg->getSize() == 1) return nullptr;
   auto sync = std::make_unique<rank_sync>(pg, std::move(o));
-  if (sync->rank() != 0) {
-    options.db.clear();  // only rank 0 records and serves
-    options.dashboard_port = 0;
-  }
+  if (sync->rank() != 0) options.db.clear();  // only rank 0 records
   return sync;
 }
 

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "losslens/rank_analyzer.hpp"
-#include "losslens/storage/run_writer.hpp"
+#include "losslens/series_key.hpp"
 #include "losslens/torch/distributed.hpp"
 
 namespace losslens::detail {
@@ -23,6 +23,10 @@ namespace losslens::detail {
 class rank_sync {
  public:
   using record_fn = std::function<void(const finding&, bool is_new)>;
+  /// A point of series()[series].
+  using point_fn = std::function<void(std::size_t series, std::int64_t step, double wall_time,
+                                      double value)>;
+  using log_fn = std::function<void(severity, std::string_view)>;
   /// Summary values per rank, in this order, as doubles.
   static constexpr std::int64_t width = 6;
 
@@ -45,9 +49,10 @@ class rank_sync {
   void on_step(std::int64_t step, double loss, std::optional<double> grad_norm) noexcept;
 
   /// Series rank 0 records: rank/<r>/{loss,grad_norm,step_time} for every rank.
-  std::vector<storage::series_spec> series() const;
-  /// Where rank 0 appends points (may be null) and reports findings.
-  void bind(storage::run_writer* writer, record_fn record);
+  std::vector<series_key> series() const;
+  /// Where rank 0's per-rank points and findings go, and where every rank's messages go.
+  /// Before the first on_step() (the training thread reads log too).
+  void bind(point_fn point, record_fn record, log_fn log);
   /// Consumes completed gathers in order; true when one was consumed.
   bool poll() noexcept;
   /// Waits up to drain_timeout for gathers in flight, consumes them, flushes the rules.
@@ -95,14 +100,14 @@ class rank_sync {
   std::vector<pending> taken_;
   std::unique_ptr<rank_analyzer> rules_;  // rank 0 only
   std::vector<rank_summary> summaries_;
-  storage::run_writer* writer_ = nullptr;
-  std::vector<storage::run_writer::series_handle> handles_;
+  point_fn point_;
   record_fn record_;
+  log_fn log_;
   std::atomic<bool> reported_{false};
 };
 
 /// The rank_sync for attach_distributed(), or null for a world of one; on ranks other than 0
-/// clears options.db and options.dashboard_port. Throws losslens::error.
+/// clears options.db (only rank 0 records). Throws losslens::error.
 std::unique_ptr<rank_sync> make_rank_sync(const c10::intrusive_ptr<c10d::ProcessGroup>& pg,
                                           distributed_options o, attach_options& options);
 

@@ -6,6 +6,7 @@
 #include <deque>
 #include <limits>
 
+#include "losslens/series_key.hpp"
 #include "losslens/torch/losses.hpp"
 #include "tensor_checks.hpp"
 
@@ -67,7 +68,9 @@ value_stats summarise(const std::vector<double>& v) {
   return s;
 }
 
-std::string series_of(std::string_view task) { return "loss/" + std::string(task); }
+std::string series_of(std::string_view task) {
+  return series_key{series_kind::task_loss, std::string(task)}.name();
+}
 
 /// Row sums of a row-major [rows, row_len] block: the largest |sum - 1|, or Inf if a value is
 /// negative or not finite.

@@ -8,6 +8,7 @@
 #include "detail/detector.hpp"
 #include "detail/rolling.hpp"
 #include "losslens/error.hpp"
+#include "losslens/series_key.hpp"
 
 namespace losslens {
 namespace detail {
@@ -89,15 +90,32 @@ std::string format(const char* fmt, ...) {
   return out;
 }
 
-std::string task_series(const sample_schema& s, std::size_t i) { return "loss/" + s.tasks[i]; }
+std::string task_series(const sample_schema& s, std::size_t i) {
+  return series_key{series_kind::task_loss, s.tasks[i]}.name();
+}
 std::string param_series(const sample_schema& s, std::size_t i) {
-  return "grad_norm/" + s.params[i];
+  return series_key{series_kind::param_grad_norm, s.params[i]}.name();
 }
 bool finite(const std::optional<double>& v) noexcept { return v && std::isfinite(*v); }
 
-std::string lr_hint(double lr) {
+std::string lr_hint(double lr, double lo, double hi) {
+  if (std::isfinite(lo) && std::isfinite(hi) && lo != hi)
+    return format("lower the learning rates 10x (param groups at %.3g-%.3g, to %.3g-%.3g)", lo,
+                  hi, lo / 10, hi / 10);
   if (!std::isfinite(lr)) return "lower the learning rate 10x";
   return format("lower the learning rate 10x (from %.3g to %.3g)", lr, lr / 10);
+}
+
+std::string lr_hint(const finding& f) {
+  return lr_hint(f.evidence_value("lr"), f.evidence_value("lr_min"), f.evidence_value("lr_max"));
+}
+
+void set_lr_evidence(finding& f, const step_context& ctx) {
+  if (std::isfinite(ctx.lr)) f.set_evidence("lr", ctx.lr);
+  if (std::isfinite(ctx.lr_min) && std::isfinite(ctx.lr_max) && ctx.lr_min != ctx.lr_max) {
+    f.set_evidence("lr_min", ctx.lr_min);
+    f.set_evidence("lr_max", ctx.lr_max);
+  }
 }
 
 /// Running baseline of the total grad norm shared by loss_spike (which cites grad spikes) and
@@ -277,7 +295,13 @@ void analyzer::observe(const sample& s) {
   ctx.s = &s;
   ctx.schema = &schema_;
   if (detail::finite(s.lr)) last_lr_ = *s.lr;
+  if (detail::finite(s.lr_min) && detail::finite(s.lr_max)) {
+    last_lr_min_ = *s.lr_min;
+    last_lr_max_ = *s.lr_max;
+  }
   ctx.lr = last_lr_;
+  ctx.lr_min = last_lr_min_;
+  ctx.lr_max = last_lr_max_;
   ctx.total_loss = s.loss ? *s.loss : detail::nan;
   if (!s.loss && !s.task_losses.empty()) {
     double sum = 0;

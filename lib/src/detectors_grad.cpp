@@ -78,7 +78,7 @@ class non_finite final : public detector {
       if (finite(ctx.s->grad_norm) && series != "grad_norm")
         f.evidence.emplace_back("grad_norm", *ctx.s->grad_norm);
       if (std::isfinite(ctx.grad_median)) f.evidence.emplace_back("grad_norm_median", ctx.grad_median);
-      if (std::isfinite(ctx.lr)) f.evidence.emplace_back("lr", ctx.lr);
+      set_lr_evidence(f, ctx);
       std::string where = param >= 0 ? "gradient of " + ctx.schema->params[size_t(param)] +
                                            " (first parameter to go non-finite)"
                                      : series;
@@ -92,7 +92,7 @@ class non_finite final : public detector {
         f.advice = "inspect the operations that feed " + ctx.schema->params[size_t(param)] +
                    " (log, division, sqrt, exp) and guard them with clamps/epsilons; " +
                    f.advice;
-      f.advice += lr_hint(ctx.lr);
+      f.advice += lr_hint(ctx.lr, ctx.lr_min, ctx.lr_max);
       return f;
     });
     ++st.count;
@@ -176,12 +176,12 @@ class exploding final : public detector {
         f.evidence.emplace_back("top_param_norm", top.norm);
         f.evidence.emplace_back("top_param_share", top.share);
       }
-      if (std::isfinite(ctx.lr)) f.evidence.emplace_back("lr", ctx.lr);
+      set_lr_evidence(f, ctx);
       const double clip = std::isfinite(m) ? 2 * m : 1.0;
       f.advice = format("clip gradients (clip_grad_norm_ with max_norm 1.0, or about 2x the "
                         "running median: %.3g) or %s; check the batches at these steps for "
                         "outliers",
-                        clip, lr_hint(ctx.lr).c_str());
+                        clip, lr_hint(ctx.lr, ctx.lr_min, ctx.lr_max).c_str());
       return f;
     });
     if (is_new) loss_before_ = loss_.count() ? loss_.median() : nan;

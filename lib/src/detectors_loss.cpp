@@ -83,11 +83,11 @@ class loss_spike final : public detector {
         f.evidence.emplace_back("grad_norm", ctx.last_grad_spike_value);
         f.evidence.emplace_back("grad_norm_ratio", ctx.last_grad_spike_ratio);
       }
-      if (std::isfinite(ctx.lr)) f.evidence.emplace_back("lr", ctx.lr);
+      set_lr_evidence(f, ctx);
       f.advice = format("clip gradients (clip_grad_norm_ 1.0) or %s; look at the batch at "
                         "step %lld for outliers or bad labels; trainers of large models skip "
                         "the update on such steps (attach option guard)",
-                        lr_hint(ctx.lr).c_str(), static_cast<long long>(step));
+                        lr_hint(ctx.lr, ctx.lr_min, ctx.lr_max).c_str(), static_cast<long long>(step));
       return f;
     });
     // Only a run whose own losses are heavy-tailed (a memorising run's hard batches) has
@@ -213,7 +213,7 @@ class divergence final : public detector {
                     {"onset_step", double(onset)}, {"initial_level", initial_}, {"peak", 0}};
       return f;
     });
-    if (std::isfinite(ctx.lr)) f.set_evidence("lr", ctx.lr);
+    set_lr_evidence(f, ctx);
     f.set_evidence("smoothed", e);
     f.set_evidence("loss", ctx.total_loss);
     if (best_ > 0) f.set_evidence("ratio", e / best_);
@@ -234,15 +234,15 @@ class divergence final : public detector {
     f.message += format(", %g steps later; %.0f%% of the progress from the initial %.4g is lost",
                         rising, 100 * std::min(f.evidence_value("peak"), 99.99),
                         f.evidence_value("initial_level"));
-    const double lr = f.evidence_value("lr");
-    const std::string lower = lr_hint(lr);
+    const std::string lower = lr_hint(f);
+    const auto onset = static_cast<long long>(f.first_step);
     if (rising >= 1000)
       // Slow degradation: the step size is too large for the noise of this batch size.
       f.advice = format("a slow rise over many steps means the updates are too large for the "
                         "gradient noise of this batch: %s (or decay it from step %lld on), or "
                         "raise the batch size (with momentum m the step is about LR / (1 - m)); "
                         "keep the checkpoint from step %lld",
-                        lower.c_str(), best_step, best_step);
+                        lower.c_str(), onset, onset);
     else
       f.advice = format("%s and add gradient clipping (clip_grad_norm_ 1.0); if the rise "
                         "follows an LR warm-up, restart or change, lower its peak; check that "
@@ -331,7 +331,7 @@ class plateau final : public detector {
                             {"ema_alpha", o_.ema_alpha},
                             {"max_rise", o_.max_rise}});
       f.evidence = {{"best_smoothed", best_}, {"best_step", double(best_step_)}};
-      if (std::isfinite(ctx.lr)) f.evidence.emplace_back("lr", ctx.lr);
+      set_lr_evidence(f, ctx);
       f.evidence.emplace_back("initial_smoothed", initial_);
       const bool never_moved = std::abs(best_ - initial_) < 0.1 * std::abs(initial_);
       if (never_moved)
@@ -596,7 +596,7 @@ class oscillation final : public detector {
                             {"min_growth", o_.min_growth}});
       return f;
     });
-    if (std::isfinite(ctx.lr)) f.set_evidence("lr", ctx.lr);
+    set_lr_evidence(f, ctx);
     f.set_evidence("lag1_autocorr", fit.ac);
     f.set_evidence("amplitude_ratio", fit.amp);
     f.set_evidence("mean_abs_diff", fit.mean_abs_diff);
@@ -675,7 +675,7 @@ class oscillation final : public detector {
                       "the swings began after an LR change (warm-up end, restart), lower that "
                       "peak; if the loss is computed on probabilities (BCE after sigmoid), "
                       "switch to the logits form",
-                      lr_hint(f.evidence_value("lr")).c_str());
+                      lr_hint(f).c_str());
   }
 
  private:
@@ -727,7 +727,7 @@ class chance_level final : public detector {
       f.evidence = {{"chance_loss", target_}, {"classes", double(classes_)},
                     {"tolerance", tolerance()},
                     {"inferred", o_.num_classes == 0 ? 1.0 : 0.0}};
-      if (std::isfinite(ctx.lr)) f.evidence.emplace_back("lr", ctx.lr);
+      set_lr_evidence(f, ctx);
       f.advice = "the model predicts the uniform distribution: ";
       if (std::isfinite(ctx.lr) && ctx.lr < 1e-5)
         f.advice += format("the learning rate %.3g is very low, try %.3g; ", ctx.lr, ctx.lr * 100);
@@ -771,8 +771,11 @@ class chance_level final : public detector {
     return o_.num_classes == 0 ? o_.inferred_tolerance : o_.tolerance;
   }
   bool infer(double e) {
+    // The average's lowest point counts once it averages over its own horizon (2 / alpha
+    // losses): before that it is the mean of a few batches and dips with their noise.
+    const bool settled = double(ema_.count()) >= 2 / o_.ema_alpha;
     if (ema_.count() <= o_.warmup / 2) {
-      lowest_ = std::min(lowest_, e);
+      if (settled) lowest_ = std::min(lowest_, e);
       return false;
     }
     const double k = std::round(std::exp(e));

@@ -8,6 +8,7 @@
 
 #include "detail/detector.hpp"
 #include "losslens/error.hpp"
+#include "losslens/series_key.hpp"
 
 namespace losslens::detail {
 
@@ -24,7 +25,7 @@ class rank_rule : public detector {
 namespace {
 
 std::string rank_series(std::size_t rank, const char* what) {
-  return "rank/" + std::to_string(rank) + "/" + what;
+  return losslens::rank_series(rank, what).name();
 }
 
 /// Sorted finite values and, per rank, the median of the *other* ranks' finite values.

@@ -30,6 +30,8 @@ sample* sample_queue::try_begin_push() noexcept {
   s.loss.reset();
   s.grad_norm.reset();
   s.lr.reset();
+  s.lr_min.reset();
+  s.lr_max.reset();
   s.accuracy.reset();
   s.first_non_finite_param = -1;
   s.eval_mode = false;

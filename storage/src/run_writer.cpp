@@ -12,14 +12,8 @@ namespace losslens::storage {
 
 std::vector<series_spec> standard_series(const sample_schema& schema) {
   std::vector<series_spec> out;
-  out.push_back({"loss", series_kind::loss});
-  for (const auto& t : schema.tasks) out.push_back({"loss/" + t, series_kind::task_loss});
-  out.push_back({"grad_norm", series_kind::grad_norm});
-  for (const auto& p : schema.params) out.push_back({"grad_norm/" + p, series_kind::param_grad_norm});
-  for (const auto& t : schema.tasks)
-    out.push_back({"task_grad_norm/" + t, series_kind::task_grad_norm});
-  out.push_back({"lr", series_kind::lr});
-  out.push_back({"accuracy", series_kind::accuracy});
+  const series_layout layout(schema);  // named: a temporary's keys() would dangle in the loop
+  for (const auto& k : layout.keys()) out.push_back({k.name(), k.kind});
   return out;
 }
 
@@ -51,6 +45,7 @@ void validate(const run_options& run, const writer_options& o,
 run_writer::run_writer(const std::string& path, run_options run, writer_options options)
     : path_(path),
       options_(options),
+      layout_(run.schema),
       series_(standard_series(run.schema)),
       tasks_(run.schema.tasks.size()),
       params_(run.schema.params.size()) {
@@ -94,22 +89,28 @@ void run_writer::append(const sample& s) noexcept {
                      const std::vector<std::optional<double>>& v) {
     for (std::size_t i = 0; i < count && i < v.size(); ++i) put(first + i, v[i]);
   };
-  // Handle layout of standard_series().
-  const std::size_t grad = 1 + tasks_;
-  const std::size_t task_grad = grad + 1 + params_;
-  const std::size_t lr = task_grad + tasks_;
-  put(0, s.loss);
-  put_all(1, tasks_, s.task_losses);
-  put(grad, s.grad_norm);
-  put_all(grad + 1, params_, s.param_grad_norms);
-  put_all(task_grad, tasks_, s.task_grad_norms);
-  put(lr, s.lr);
-  put(lr + 1, s.accuracy);
+  // Handles follow standard_series(), i.e. the layout.
+  const series_layout& l = layout_;
+  put(l.loss(), s.loss);
+  put_all(l.task(0), tasks_, s.task_losses);
+  put(l.grad_norm(), s.grad_norm);
+  put_all(l.param(0), params_, s.param_grad_norms);
+  put_all(l.task_grad_norm(0), tasks_, s.task_grad_norms);
+  put(l.lr(), s.lr);
+  put(l.accuracy(), s.accuracy);
 }
 
 void run_writer::record_finding(const finding& f) {
   std::lock_guard lock(mutex_);
   pending_findings_.insert_or_assign(f.id, f);
+}
+
+void run_writer::record_event(const run_event& e) {
+  nlohmann::json detail = nlohmann::json::object();
+  for (const auto& [k, v] : e.numbers) detail[k] = json_number(v);
+  for (const auto& [k, v] : e.texts) detail[k] = v;
+  record_event(to_string(e.kind),
+               detail.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), e.step);
 }
 
 void run_writer::record_event(std::string_view kind, std::string detail_json, std::int64_t step) {

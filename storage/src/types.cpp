@@ -10,9 +10,6 @@ namespace losslens::storage {
 
 namespace {
 constexpr std::string_view status_names[] = {"running", "finished", "crashed"};
-constexpr std::string_view kind_names[] = {"loss",           "task_loss", "grad_norm",
-                                           "param_grad_norm", "task_grad_norm", "lr",
-                                           "accuracy",       "other"};
 }  // namespace
 
 std::string_view to_string(run_status s) noexcept { return status_names[int(s)]; }
@@ -21,16 +18,6 @@ run_status parse_run_status(std::string_view s) {
   for (int i = 0; i < 3; ++i)
     if (status_names[i] == s) return run_status(i);
   throw error("unknown run status '" + std::string(s) + "': expected running, finished or crashed");
-}
-
-std::string_view to_string(series_kind k) noexcept { return kind_names[int(k)]; }
-
-series_kind parse_series_kind(std::string_view s) {
-  for (int i = 0; i < int(std::size(kind_names)); ++i)
-    if (kind_names[i] == s) return series_kind(i);
-  throw error("unknown series kind '" + std::string(s) +
-              "': expected loss, task_loss, grad_norm, param_grad_norm, task_grad_norm, lr, "
-              "accuracy or other");
 }
 
 void bucket_summary::add(const point& p) noexcept {

@@ -32,13 +32,30 @@ void hub::leave(const subscriber* s) noexcept {
 }
 
 bool hub::subscribe(std::int64_t run, const std::shared_ptr<subscriber>& s, std::size_t limit) {
-  std::lock_guard lock(mutex_);
-  std::size_t count = 0;
-  for (const auto& [r, m] : runs_) count += m.count(s.get());
-  if (count >= limit && !runs_[run].count(s.get())) return false;
-  runs_[run][s.get()] = s;
-  new_[run][s.get()] = s;
+  {
+    std::lock_guard lock(mutex_);
+    std::size_t count = 0;
+    for (const auto& [r, m] : runs_) count += m.count(s.get());
+    if (count >= limit && !runs_[run].count(s.get())) return false;
+    runs_[run][s.get()] = s;
+    new_[run][s.get()] = s;
+  }
+  changed();
   return true;
+}
+
+void hub::on_change(std::function<void()> cb) {
+  std::lock_guard lock(mutex_);
+  on_change_ = std::move(cb);
+}
+
+void hub::changed() {
+  std::function<void()> cb;
+  {
+    std::lock_guard lock(mutex_);
+    cb = on_change_;
+  }
+  if (cb) cb();
 }
 
 void hub::unsubscribe(std::int64_t run, const subscriber* s) {
@@ -52,8 +69,11 @@ void hub::unsubscribe(std::int64_t run, const subscriber* s) {
 }
 
 void hub::watch_runs(const std::shared_ptr<subscriber>& s) {
-  std::lock_guard lock(mutex_);
-  watchers_[s.get()] = s;
+  {
+    std::lock_guard lock(mutex_);
+    watchers_[s.get()] = s;
+  }
+  changed();
 }
 
 void hub::drop_run(std::int64_t run) {

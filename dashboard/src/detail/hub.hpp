@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -43,6 +44,9 @@ class hub {
   void drop_run(std::int64_t run);
   /// Live subscribers; clears the "new" marks.
   snapshot take();
+  /// Called (outside the lock) when a session subscribes or watches the run list, so that the
+  /// poller serves it at once. Set before sessions exist; empty = nothing.
+  void on_change(std::function<void()> cb);
   std::size_t size() const;
 
  private:
@@ -52,6 +56,8 @@ class hub {
   std::map<std::int64_t, weak_map> runs_;
   std::map<std::int64_t, weak_map> new_;
   weak_map watchers_;
+  std::function<void()> on_change_;  // under mutex_
+  void changed();
 };
 
 }  // namespace losslens::detail

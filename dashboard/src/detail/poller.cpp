@@ -33,10 +33,12 @@ constexpr std::chrono::milliseconds findings_interval{100};
 
 poller::poller(storage::run_reader reader, hub& h, poller_options options)
     : reader_(std::move(reader)), hub_(h), options_(options) {
+  hub_.on_change([this] { notify(); });
   thread_ = std::thread([this] { loop(); });
 }
 
 poller::~poller() {
+  hub_.on_change(nullptr);
   {
     std::lock_guard lock(mutex_);
     stop_ = true;
@@ -56,8 +58,17 @@ void poller::loop() noexcept {
     }
     ++polls_;
     lock.lock();
-    wake_.wait_for(lock, options_.interval, [this] { return stop_; });
+    wake_.wait_for(lock, options_.interval, [this] { return stop_ || pending_; });
+    pending_ = false;
   }
+}
+
+void poller::notify() noexcept {
+  {
+    std::lock_guard lock(mutex_);
+    pending_ = true;
+  }
+  wake_.notify_one();
 }
 
 void poller::report(const std::exception& e) noexcept {

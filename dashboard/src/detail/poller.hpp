@@ -35,6 +35,9 @@ class poller {
   poller& operator=(const poller&) = delete;
 
   std::uint64_t polls() const noexcept { return polls_.load(); }
+  /// Runs a cycle now instead of at the next interval (new data was committed, a client
+  /// subscribed). Any thread; never blocks for long.
+  void notify() noexcept;
   std::uint64_t errors() const noexcept { return errors_.load(); }
 
  private:
@@ -78,6 +81,7 @@ class poller {
 
   std::mutex mutex_;
   std::condition_variable wake_;
+  bool pending_ = false;  // under mutex_: notify() asked for a cycle
   bool stop_ = false;
   std::thread thread_;
 };

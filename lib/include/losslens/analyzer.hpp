@@ -89,6 +89,8 @@ class analyzer {
   std::unique_ptr<detail::clipped_scale> scale_;
   std::vector<std::unique_ptr<detail::detector>> detectors_;
   double last_lr_ = std::numeric_limits<double>::quiet_NaN();
+  double last_lr_min_ = std::numeric_limits<double>::quiet_NaN();
+  double last_lr_max_ = std::numeric_limits<double>::quiet_NaN();
   std::int64_t steps_ = 0;
   std::int64_t out_of_order_ = 0;
   std::int64_t last_step_ = 0;

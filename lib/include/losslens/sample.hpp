@@ -32,6 +32,9 @@ struct sample {
                                                        ///< gradient was non-finite (hooks know
                                                        ///< the order); -1 = unknown or none
   std::optional<double> lr;                            ///< learning rate (first param group)
+  std::optional<double> lr_min, lr_max;                ///< the smallest and largest LR over the
+                                                       ///< optimizer's param groups, when it
+                                                       ///< has several
   std::optional<double> accuracy;                      ///< batch accuracy in [0, 1]
 
   /// Per-parameter red flags seen by the gradient hooks this step (bits of param_flag);

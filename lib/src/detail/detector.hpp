@@ -22,7 +22,8 @@ inline constexpr double nan = std::numeric_limits<double>::quiet_NaN();
 struct step_context {
   const sample* s = nullptr;
   const sample_schema* schema = nullptr;
-  double lr = nan;                 ///< latest known learning rate
+  double lr = nan;                 ///< latest known learning rate (first param group)
+  double lr_min = nan, lr_max = nan;  ///< latest range over several param groups (else NaN)
   double grad_median = nan;        ///< running median of the total grad norm, before this step
   bool grad_spike = false;         ///< this step's grad norm is a robust outlier
   std::int64_t last_grad_spike_step = std::numeric_limits<std::int64_t>::min();
@@ -141,8 +142,13 @@ std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 std::string task_series(const sample_schema& s, std::size_t i);
 std::string param_series(const sample_schema& s, std::size_t i);
 bool finite(const std::optional<double>& v) noexcept;
-/// "; the LR is 5 (lower it 10x, to 0.5)" or "" when the LR is unknown.
-std::string lr_hint(double lr);
+/// "lower the learning rate 10x (from 5 to 0.5)"; with several param groups (lo, hi finite
+/// and different) "lower the learning rates 10x (param groups at 0.001-0.1, to 0.0001-0.01)".
+std::string lr_hint(double lr, double lo = nan, double hi = nan);
+/// lr_hint of the LR evidence a finding carries ("lr", "lr_min", "lr_max").
+std::string lr_hint(const finding& f);
+/// Sets the LR evidence of f from ctx ("lr", and "lr_min"/"lr_max" for several groups).
+void set_lr_evidence(finding& f, const step_context& ctx);
 
 }  // namespace losslens::detail
 

@@ -22,7 +22,8 @@ struct server_options {
   std::uint16_t port = 8080;        ///< 0: an ephemeral port (see server::port())
   std::string token;                ///< when set, every request must carry it (see docs)
   int threads = 1;                  ///< I/O threads (the poller has its own thread)
-  std::chrono::milliseconds poll_interval{20};      ///< how often the DB is polled for news
+  /// How often the DB is polled for news (notify() asks for a poll at once).
+  std::chrono::milliseconds poll_interval{20};
   std::chrono::milliseconds min_send_interval{100}; ///< per client: at most one frame per this
   std::chrono::milliseconds runs_interval{1000};    ///< how often the run list is refreshed
   std::size_t max_queue_messages = 256;  ///< queued behind a pending write; beyond: dropped
@@ -78,6 +79,9 @@ class server {
   void stop() noexcept;
   /// A snapshot of the counters.
   server_stats stats() const;
+  /// Reads the database for news now instead of at the next poll_interval (the process that
+  /// writes it knows when it committed: see live_dashboard). Any thread; never throws.
+  void notify() noexcept;
 
  private:
   server_options options_;

@@ -30,7 +30,9 @@
 
 #include "losslens/detector_options.hpp"
 #include "losslens/finding.hpp"
+#include "losslens/finding_router.hpp"
 #include "losslens/sample.hpp"
+#include "losslens/sink.hpp"
 #include "losslens/step_guard.hpp"
 #include "losslens/storage/run_writer.hpp"
 #include "losslens/torch/red_flags.hpp"
@@ -49,12 +51,9 @@ struct distributed_options;
 /// Options of attach().
 struct attach_options {
   std::string run = "run";        ///< run name (stored with the run)
-  std::string db;                 ///< SQLite run-history file; "" = do not store
-  /// Serve the live dashboard on dashboard_host:dashboard_port from the monitor thread, once
-  /// the run exists in db (needs db); 0 = off. Binding off loopback needs dashboard_token.
-  int dashboard_port = 0;
-  std::string dashboard_host = "127.0.0.1";
-  std::string dashboard_token;
+  std::string db;                 ///< SQLite run-history file; "" = do not store. The live
+                                  ///< dashboard is a sink of its own: monitor::add_sink() with
+                                  ///< losslens::dashboard::live_dashboard (losslens::dashboard)
   std::string config_json = "{}"; ///< the trainer's configuration, stored with the run
   /// When db cannot be used at attach (missing directory, read-only, corrupt or newer
   /// database): false (default) says so once on stderr, reports stats().storage_degraded and
@@ -81,9 +80,14 @@ struct attach_options {
   std::function<void(const sample&)> on_sample;
 
   std::size_t queue_capacity = 1024;  ///< samples buffered for the monitor thread
-  bool log_findings = true;           ///< one line per new finding on stderr
+  bool log_findings = true;           ///< one line per new finding on stderr (the log sink)
   severity log_level = severity::warning;  ///< lowest severity printed
-  std::chrono::milliseconds poll_interval{5};  ///< monitor thread's idle wait
+  /// Where the monitor's lines go (new findings, storage trouble, dropped samples): any
+  /// thread may call it; empty = "losslens: <line>" on stderr.
+  log_sink log;
+  /// Unused since the monitor thread is woken by the training thread instead of polling; kept
+  /// so that code setting it still builds.
+  std::chrono::milliseconds poll_interval{5};
 };
 
 /// Extra per-step numbers.
@@ -106,7 +110,7 @@ struct monitor_stats {
   std::uint64_t findings = 0;   ///< findings opened so far
   std::size_t hooks = 0;        ///< gradient hooks currently registered
   std::int64_t run_id = 0;      ///< the run's id in options.db once created (0: none yet)
-  int dashboard_port = 0;       ///< port the dashboard listens on (0: not serving)
+  int dashboard_port = 0;       ///< port a live_dashboard sink listens on (0: not serving)
   bool storage_failed = false;  ///< db could not be opened (yet; see stderr); training goes on
   /// Nothing reaches db right now: it cannot be opened, or writes fail (disk full, I/O error).
   /// Points are held in memory (up to db_writer.max_pending_rows) and retried; see stderr.
@@ -162,8 +166,17 @@ class monitor {
   red_flag_checker& red_flags();
 
   /// Calls cb(finding, is_new) on the monitor thread when a finding opens (is_new) or grows.
-  /// Keep it short; to act in the training loop, set an atomic flag there.
+  /// Keep it short; to act in the training loop, set an atomic flag there. Replaces the
+  /// previous callback (of this and of on_new_finding).
   void on_finding(std::function<void(const finding&, bool is_new)> cb);
+  /// Calls cb(finding) on the monitor thread once per new incident (losslens::to_line(f) is
+  /// the line stderr shows). Replaces the previous callback.
+  void on_new_finding(std::function<void(const finding&)> cb);
+  /// Adds a sink (the live dashboard, a logger of your own): it hears the run's samples,
+  /// incidents and events on the monitor thread (see losslens/sink.hpp); added before the
+  /// first step it hears the whole run. The monitor owns it until detach. Never throws but
+  /// bad_alloc.
+  void add_sink(std::unique_ptr<sink> s);
 
   monitor_stats stats() const noexcept;
   /// A copy of the findings so far (current as of the last processed sample).
@@ -197,10 +210,5 @@ template <class ModuleRef>
 monitor attach(ModuleRef& model, torch::optim::Optimizer& optimizer, attach_options options = {}) {
   return attach_module(*model, optimizer, std::move(options));
 }
-
-namespace detail {
-/// Gradient hooks registered by all monitors in this process (for leak tests).
-std::size_t live_hook_count() noexcept;
-}  // namespace detail
 
 }  // namespace losslens

@@ -17,7 +17,9 @@
 #include <vector>
 
 #include "losslens/finding.hpp"
+#include "losslens/run_event.hpp"
 #include "losslens/sample.hpp"
+#include "losslens/series_key.hpp"
 #include "losslens/storage/types.hpp"
 
 namespace losslens::detail {
@@ -33,9 +35,10 @@ struct series_spec {
   series_kind kind = series_kind::other;
 };
 
-/// The series that run_writer::append(const sample&) fills, in handle order: "loss",
-/// "loss/<task>"..., "grad_norm", "grad_norm/<param>"..., "task_grad_norm/<task>"..., "lr",
-/// "accuracy". Names match the columns of `losslens analyze` CSV input.
+/// The series that run_writer::append(const sample&) fills, in handle order (see
+/// losslens::series_layout): "loss", "loss/<task>"..., "grad_norm", "grad_norm/<param>"...,
+/// "task_grad_norm/<task>"..., "lr", "accuracy". Names match the columns of `losslens
+/// analyze` CSV input.
 std::vector<series_spec> standard_series(const sample_schema& schema);
 
 /// What the run is.
@@ -118,6 +121,8 @@ class run_writer {
   void record_finding(const finding& f);
   /// Stores an event (kind e.g. "note"; detail_json an object). Takes a short lock.
   void record_event(std::string_view kind, std::string detail_json = "{}", std::int64_t step = -1);
+  /// Stores a typed event: its kind's name, its numbers and texts as one JSON object.
+  void record_event(const run_event& e);
 
   /// Blocks until everything queued before the call is committed. Returns false when the
   /// writer is degraded (the data is still held and retried). Not for the training loop.
@@ -134,6 +139,7 @@ class run_writer {
 
   std::string path_;
   writer_options options_;
+  series_layout layout_;
   std::vector<series_spec> series_;
   std::size_t tasks_ = 0;
   std::size_t params_ = 0;

@@ -11,6 +11,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "losslens/finding.hpp"
+#include "losslens/series_key.hpp"
 
 namespace losslens::storage {
 
@@ -21,15 +22,10 @@ std::string_view to_string(run_status s) noexcept;
 /// Inverse of to_string; throws losslens::error on anything else.
 run_status parse_run_status(std::string_view s);
 
-/// What a series measures. Decides the column name in CSV export and "best" in comparisons
-/// (lower is better for losses, higher for accuracy).
-enum class series_kind { loss, task_loss, grad_norm, param_grad_norm, task_grad_norm, lr, accuracy,
-                         other };
-/// "loss", "task_loss", "grad_norm", "param_grad_norm", "task_grad_norm", "lr", "accuracy",
-/// "other".
-std::string_view to_string(series_kind k) noexcept;
-/// Inverse of to_string; throws losslens::error on an unknown kind.
-series_kind parse_series_kind(std::string_view s);
+/// What a series measures (losslens/series_key.hpp): one definition for every layer.
+using losslens::series_kind;
+using losslens::parse_series_kind;
+using losslens::to_string;
 
 /// One stored number. value may be NaN or +-Inf (kept, never dropped).
 struct point {

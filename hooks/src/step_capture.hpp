@@ -1,0 +1,104 @@
+#pragma once
+// The training-thread half of a monitor: the parameters and their gradient hooks, zero_grad and
+// call-order bookkeeping, the gradient-norm pass, and filling the preallocated sample that goes
+// to the monitor thread. No locks, no allocation per step, never throws from step().
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/optim/optimizer.h>
+
+#include "grad_norms.hpp"
+#include "losslens/pipeline.hpp"
+#include "losslens/step_guard.hpp"
+#include "losslens/torch/monitor.hpp"
+
+namespace losslens::detail {
+
+class rank_sync;
+
+/// Gradient hooks registered by all monitors in this process (for leak tests).
+std::size_t live_hook_count() noexcept;
+
+/// Thread-safety: step(), loss() and the constructor on the training thread; the hooks on
+/// whichever thread autograd runs them (atomics only); counters from any thread.
+class step_capture {
+ public:
+  /// Registers a gradient hook on every parameter of `model` that requires grad. Throws
+  /// losslens::error when there is none.
+  step_capture(torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+               const attach_options& options, rank_sync* dist, pipeline& out);
+  ~step_capture();
+  step_capture(const step_capture&) = delete;
+  step_capture& operator=(const step_capture&) = delete;
+
+  /// The parameters watched, in hook order.
+  const std::vector<std::string>& parameter_names() const noexcept { return names_; }
+
+  step_decision step(const std::pair<std::string_view, torch::Tensor>* tasks, std::size_t n_tasks,
+                     const torch::Tensor& total, const step_extras& extras) noexcept;
+  const torch::Tensor& loss(std::string_view task, const torch::Tensor& value) noexcept;
+  /// Removes the hooks; later steps are rejected (counted). Idempotent; never throws.
+  void detach() noexcept;
+
+  std::uint64_t steps() const noexcept { return steps_.load(); }
+  std::uint64_t rejected() const noexcept { return rejected_.load(); }
+  std::size_t hooks() const noexcept { return hook_count_.load(); }
+
+ private:
+  void on_grad(std::size_t i) noexcept;
+  step_decision capture(const std::pair<std::string_view, torch::Tensor>* tasks,
+                        std::size_t n_tasks, const torch::Tensor& total,
+                        const step_extras& extras);
+  void start(const std::vector<std::string>& tasks);
+  int task_index(std::string_view name) const noexcept;
+  void read_lrs(sample& s) const noexcept;
+  /// A message from the training thread: never throws, even when out of memory.
+  void say_once(std::atomic<bool>& said, const char* prefix, const char* what) noexcept;
+
+  torch::nn::Module& model_;
+  torch::optim::Optimizer& optimizer_;
+  const attach_options& o_;
+  rank_sync* dist_;
+  pipeline& out_;
+  std::vector<std::string> names_;
+  std::vector<torch::Tensor> params_;
+  std::vector<unsigned> hooks_;
+  std::atomic<std::size_t> hook_count_{0};
+  std::atomic<bool> detached_{false};
+
+  // Training-thread state (preallocated).
+  sample_schema schema_;
+  std::vector<at::Tensor> grads_;
+  std::vector<double> norms_;
+  std::vector<std::uint8_t> has_norm_;
+  std::vector<const at::Tensor*> scalar_ptrs_;
+  std::vector<double> scalar_values_;
+  std::vector<int> task_slot_;
+  norm_engine norms_engine_;
+  std::vector<const c10::TensorImpl*> last_impl_;
+  std::vector<std::uint32_t> last_version_;
+  std::vector<double> last_norm_;
+  std::unique_ptr<step_guard> guard_;
+  bool has_lr_ = false;
+  std::array<std::pair<std::string_view, torch::Tensor>, 16> named_;  // loss() since last step
+  std::array<std::string, 16> named_names_;  // owned copies of their names
+  std::size_t named_count_ = 0;
+
+  // Written by hooks (possibly on autograd device threads), read at step().
+  std::unique_ptr<std::atomic<std::uint8_t>[]> fired_, stale_, check_fresh_;
+  std::unique_ptr<std::atomic<std::uint32_t>[]> arrival_;
+  std::atomic<std::uint32_t> arrival_counter_{0};
+
+  std::atomic<std::uint64_t> steps_{0}, rejected_{0};
+  std::atomic<bool> said_rejected_{false}, said_detached_{false}, said_too_many_{false};
+};
+
+}  // namespace losslens::detail
