@@ -16,8 +16,10 @@
 /// \endcode
 ///
 /// Errors: a wrong shape or dtype throws losslens::error naming what was expected and what
-/// was given (before any computation). Values are not inspected (no host synchronisation);
-/// red_flags.hpp checks the values.
+/// was given (before any computation). Values are not inspected (no host synchronisation;
+/// red_flags.hpp checks the values), except class indices: outside [0, C) and not
+/// ignore_index, they throw losslens::error on the vectorised CPU path (float32/float64) and
+/// ATen's index error elsewhere, as in LibTorch.
 ///
 /// Thread-safety: all functions are pure; call them from any thread.
 ///
@@ -110,7 +112,8 @@ struct cross_entropy_options {
 /// non-ignored targets is 0 (PyTorch gives NaN). No gradient flows into weight.
 /// Throws losslens::error if target is not an integer tensor (a float one-hot target gets a
 /// message saying to pass target.argmax(1)), the shapes disagree, label_smoothing is outside
-/// [0, 1], weight is not [C], or (CPU) a target lies outside [0, C) and is not ignore_index.
+/// [0, 1], weight is not [C], or (float32/float64 on the CPU) a target lies outside [0, C) and
+/// is not ignore_index.
 at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& target,
                          const cross_entropy_options& options = {});
 
