@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config
-  libtorch-dev libopenblas0-pthread libgloo-dev
+  libtorch-dev libopenblas0-pthread libgloo-dev libsleef-dev
   libboost-dev nlohmann-json3-dev libsqlite3-dev zlib1g-dev
   nodejs chromium
   catch2

@@ -4,15 +4,12 @@
 #include <limits>
 
 #include <ATen/TensorOperators.h>
-#include <ATen/ops/abs.h>
 #include <ATen/ops/ones_like.h>
 #include <ATen/ops/log_sigmoid.h>
 #include <ATen/ops/relu.h>
-#include <ATen/ops/sigmoid.h>
-#include <ATen/ops/softplus.h>
 #include <ATen/ops/where.h>
-#include <ATen/ops/zeros_like.h>
 
+#include "fused_losses.hpp"
 #include "tensor_checks.hpp"
 
 namespace losslens {
@@ -60,12 +57,7 @@ at::Tensor binary_cross_entropy_with_logits(const at::Tensor& logits, const at::
     detail::require_broadcastable(options.pos_weight, logits, fn, "pos_weight", "logits");
   if (options.weight.defined())
     detail::require_broadcastable(options.weight, logits, fn, "weight", "logits");
-  // log sigma(x) and log(1 - sigma(x)) = log sigma(-x), each via max(x, 0) + log1p(exp(-|x|)).
-  auto pos = -target * at::log_sigmoid(logits);
-  if (options.pos_weight.defined()) pos = pos * as_options(options.pos_weight, logits);
-  auto l = pos - (1 - target) * at::log_sigmoid(-logits);
-  if (options.weight.defined()) l = l * as_options(options.weight, logits);
-  return detail::reduce(l, options.reduction);
+  return detail::bce_with_logits(logits, target, options.pos_weight, options.weight, options.reduction);
 }
 
 at::Tensor binary_cross_entropy(const at::Tensor& probs, const at::Tensor& target,
@@ -76,8 +68,13 @@ at::Tensor binary_cross_entropy(const at::Tensor& probs, const at::Tensor& targe
     fail(fn, "eps must be in (0, 0.5), got " + std::to_string(options.eps));
   if (options.weight.defined())
     detail::require_broadcastable(options.weight, probs, fn, "weight", "probs");
-  auto p = probs.clamp(options.eps, 1 - options.eps);
-  auto l = -(target * p.log() + (1 - target) * (-p).log1p());
+  // log p and log(1 - p), each floored at log(eps). 1 - p is exact for p >= 0.5 (so p = 1 gives
+  // exactly -log(eps), not the log of a float32 1 - eps rounded to 1 - 1.19e-7), and log1p(-p)
+  // keeps small p. Each where() branch is finite with a finite gradient on every input.
+  const auto log_p = probs.clamp_min(options.eps).log();
+  const auto log_q = at::where(probs < 0.5, (-probs.clamp_max(0.5)).log1p(),
+                               (1 - probs).clamp_min(options.eps).log());
+  auto l = -(target * log_p + (1 - target) * log_q);
   if (options.weight.defined()) l = l * as_options(options.weight, probs);
   return detail::reduce(l, options.reduction);
 }
@@ -118,24 +115,20 @@ at::Tensor binary_focal_loss(const at::Tensor& logits, const at::Tensor& target,
 
 namespace {
 
-/// Class indices with ignored entries replaced by 0, and the float mask of the kept ones.
-struct kept_targets {
-  at::Tensor index;  // int64, ignored -> 0
-  at::Tensor keep;   // logits' dtype, 1 = kept
-};
-
-kept_targets keep_targets(const at::Tensor& logits, const at::Tensor& target,
-                          std::int64_t ignore_index) {
-  auto t = target.to(at::kLong);
-  auto ignored = t == ignore_index;
-  return {t.masked_fill(ignored, 0), (~ignored).to(logits.scalar_type())};
+/// Logits [N, C, d1, ...] as rows [N d1 ..., C] and targets [N, d1, ...] as [N d1 ...].
+at::Tensor class_rows(const at::Tensor& logits) {
+  return logits.dim() == 2 ? logits : logits.movedim(1, -1).reshape({-1, logits.size(1)});
 }
 
-/// View of a per-class [C] tensor that broadcasts against logits [N, C, d1, ...].
-at::Tensor per_class_view(const at::Tensor& w, const at::Tensor& logits) {
-  std::vector<std::int64_t> shape(static_cast<std::size_t>(logits.dim()), 1);
-  shape[1] = logits.size(1);
-  return w.to(logits.options()).view(shape);
+/// Cross-entropy or focal loss (spec), with the fields both have.
+at::Tensor softmax_family(const at::Tensor& logits, const at::Tensor& target,
+                          detail::softmax_loss_spec spec, const char* fn, std::int64_t ignore_index,
+                          loss_reduction reduction) {
+  spec.fn = fn;
+  spec.ignore_index = ignore_index;
+  spec.reduction = reduction;
+  auto l = detail::softmax_loss(class_rows(logits), target.reshape({-1}), spec);
+  return spec.reduction == loss_reduction::none ? l.reshape(target.sizes()) : l;
 }
 
 }  // namespace
@@ -144,27 +137,14 @@ at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& target,
                          const cross_entropy_options& options) {
   constexpr const char* fn = "cross_entropy";
   detail::require_class_target(logits, target, fn);
-  const auto num_classes = logits.size(1);
-  detail::require_per_class(options.weight, num_classes, fn, "weight");
+  detail::require_per_class(options.weight, logits.size(1), fn, "weight");
   const double eps = options.label_smoothing;
   if (!(eps >= 0 && eps <= 1))
     fail(fn, "label_smoothing must be in [0, 1], got " + std::to_string(eps));
-
-  auto kept = keep_targets(logits, target, options.ignore_index);
-  // -log p_y = softplus(-z) with z the target's log-odds against all other classes: exact even
-  // where log_softmax rounds log p_y to 0.
-  auto nll = at::softplus(-detail::target_log_odds(logits, kept.index));
-  auto w_y = options.weight.defined() ? options.weight.to(logits.options()).take(kept.index) * kept.keep
-                                      : kept.keep;
-  auto l = nll * w_y;
-  if (eps > 0) {
-    auto log_p = logits.log_softmax(1);
-    auto weighted = options.weight.defined() ? log_p * per_class_view(options.weight, logits) : log_p;
-    auto smooth = -weighted.sum(1) * kept.keep;
-    l = (1 - eps) * l + (eps / static_cast<double>(num_classes)) * smooth;
-  }
-  if (options.reduction == loss_reduction::mean) return detail::ratio_or_zero(l.sum(), w_y.sum());
-  return detail::reduce(l, options.reduction);
+  detail::softmax_loss_spec spec;
+  spec.class_weight = options.weight;
+  spec.label_smoothing = eps;
+  return softmax_family(logits, target, spec, fn, options.ignore_index, options.reduction);
 }
 
 at::Tensor focal_loss(const at::Tensor& logits, const at::Tensor& target,
@@ -173,13 +153,11 @@ at::Tensor focal_loss(const at::Tensor& logits, const at::Tensor& target,
   detail::require_class_target(logits, target, fn);
   detail::require_per_class(options.class_alpha, logits.size(1), fn, "class_alpha");
   check_gamma(options.gamma, fn);
-  auto kept = keep_targets(logits, target, options.ignore_index);
-  auto z = detail::target_log_odds(logits, kept.index);
-  // log p_y = log_sigmoid(z), log(1 - p_y) = log_sigmoid(-z).
-  auto l = focal_term(at::log_sigmoid(z), at::log_sigmoid(-z), options.gamma) * kept.keep;
-  if (options.class_alpha.defined()) l = l * options.class_alpha.to(logits.options()).take(kept.index);
-  if (options.reduction == loss_reduction::mean) return detail::ratio_or_zero(l.sum(), kept.keep.sum());
-  return detail::reduce(l, options.reduction);
+  detail::softmax_loss_spec spec;
+  spec.class_alpha = options.class_alpha;
+  spec.focal = true;
+  spec.gamma = options.gamma;
+  return softmax_family(logits, target, spec, fn, options.ignore_index, options.reduction);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -263,26 +241,14 @@ double pos_weight_for(std::int64_t negatives, std::int64_t positives) {
 at::Tensor dice_loss(const at::Tensor& logits, const at::Tensor& target, const dice_options& options) {
   constexpr const char* fn = "dice_loss";
   if (!(options.smooth >= 0)) fail(fn, "smooth must be >= 0, got " + std::to_string(options.smooth));
-  at::Tensor p, t;
   if (target.defined() && target.is_floating_point()) {
     detail::require_floating(logits, fn, "logits");
     detail::require_same_shape(logits, target, fn, "logits", "target");
     if (logits.dim() < 2) fail(fn, "logits must be [N, d] or [N, C, d1, ...], got " + detail::describe(logits));
-    p = logits.sigmoid();
-    t = target;
   } else {
     detail::require_class_target(logits, target, fn);
-    p = logits.softmax(1);
-    auto idx = target.to(at::kLong).unsqueeze(1);
-    t = at::zeros_like(logits).scatter(1, idx, 1.0);
   }
-  // One score per sample and channel over dims 2.. ([N, C, d1, ...]), or per sample ([N, d]).
-  std::vector<std::int64_t> dims;
-  for (std::int64_t d = logits.dim() >= 3 ? 2 : 1; d < logits.dim(); ++d) dims.push_back(d);
-  auto inter = (p * t).sum(dims);
-  auto denom = p.sum(dims) + t.sum(dims) + options.smooth;
-  auto dice = safe_div(2 * inter + options.smooth, denom, options.eps);
-  return detail::reduce(1 - dice, options.reduction);
+  return detail::dice(logits, target, options.smooth, options.eps, options.reduction);
 }
 
 at::Tensor bce_dice_loss(const at::Tensor& logits, const at::Tensor& target, const dice_options& options) {

@@ -1,7 +1,5 @@
 #include "tensor_checks.hpp"
 
-#include <limits>
-
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/ones_like.h>
 #include <ATen/ops/where.h>
@@ -98,14 +96,6 @@ at::Tensor ratio_or_zero(const at::Tensor& num, const at::Tensor& den) {
   auto positive = den > 0;
   return at::where(positive, num / at::where(positive, den, at::ones_like(den)),
                    at::zeros_like(num));
-}
-
-at::Tensor target_log_odds(const at::Tensor& logits, const at::Tensor& index) {
-  auto idx = index.unsqueeze(1);
-  auto x_y = logits.gather(1, idx).squeeze(1);
-  auto is_target = at::zeros_like(logits, logits.options().dtype(at::kBool)).scatter(1, idx, true);
-  auto others = logits.masked_fill(is_target, -std::numeric_limits<double>::infinity());
-  return x_y - others.logsumexp({1});
 }
 
 }  // namespace losslens::detail

@@ -47,9 +47,4 @@ at::Tensor reduce(const at::Tensor& per_element, loss_reduction reduction);
 /// num / den where den > 0, else 0 (with zero gradient): a mean over nothing is 0.
 at::Tensor ratio_or_zero(const at::Tensor& num, const at::Tensor& den);
 
-/// The log-odds of the target class, z = x_y - logsumexp_{c != y} x_c, from logits [N, C, ...]
-/// and in-range indices [N, ...]. -log p_y = softplus(-z) and log(1 - p_y) = log_sigmoid(-z),
-/// both accurate to the last bit even when p_y rounds to 1.
-at::Tensor target_log_odds(const at::Tensor& logits, const at::Tensor& index);
-
 }  // namespace losslens::detail
