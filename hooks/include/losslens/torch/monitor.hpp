@@ -54,6 +54,8 @@ struct attach_options {
   /// the run exists in db (needs db); 0 = off. Binding off loopback needs dashboard_token.
   int dashboard_port = 0;
   std::string dashboard_host = "127.0.0.1";
+  /// At least 16 characters (dashboard::min_token_length; dashboard::generate_token() makes
+  /// one); a shorter one keeps the dashboard from starting (printed; training goes on).
   std::string dashboard_token;
   std::string config_json = "{}"; ///< the trainer's configuration, stored with the run
   /// When db cannot be used at attach (missing directory, read-only, corrupt or newer
