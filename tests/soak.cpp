@@ -168,7 +168,8 @@ int writer_main(const std::string& db, const std::string& go_file, double second
         f.advice = "none";
         w.record_finding(f);
       }
-      step_us.push_back(std::chrono::duration<double, std::micro>(steady::now() - step_start).count());
+      step_us.push_back(
+          std::chrono::duration<double, std::micro>(steady::now() - step_start).count());
     }
     std::this_thread::sleep_for(10ms);
   }

@@ -161,7 +161,8 @@ inline tcp::socket connect_from(net::io_context& ioc, std::uint16_t port,
                                 const char* from = "127.0.0.1") {
   tcp::socket sock(ioc);
   sock.open(tcp::v4());
-  if (std::string_view(from) != "127.0.0.1") sock.bind(tcp::endpoint(net::ip::make_address(from), 0));
+  if (std::string_view(from) != "127.0.0.1")
+    sock.bind(tcp::endpoint(net::ip::make_address(from), 0));
   sock.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
   return sock;
 }

@@ -41,7 +41,8 @@ class program_args {
     for (int i = 1; i < argc; ++i) {
       std::string_view a = argv[i];
       if (only_positional || a.size() < 2 || a[0] != '-') {
-        if (positional_.size() >= max_positional) fail("unexpected argument '" + std::string(a) + "'");
+        if (positional_.size() >= max_positional)
+          fail("unexpected argument '" + std::string(a) + "'");
         positional_.emplace_back(a);
         continue;
       }
