@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "losslens/rank_analyzer.hpp"
+#include "program_args.hpp"
 #include "spawn_ranks.hpp"
 
 namespace fs = std::filesystem;
@@ -74,13 +75,16 @@ double rules_us_per_sync(int world) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int world = 2, steps = 400, repeat = 3;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string k = argv[i];
-    if (k == "--world") world = std::stoi(argv[i + 1]);
-    else if (k == "--steps") steps = std::stoi(argv[i + 1]);
-    else if (k == "--repeat") repeat = std::stoi(argv[i + 1]);
-  }
+  const losslens::testing::program_args args(
+      argc, argv,
+      "usage: bench_distributed [--world W] [--steps N] [--repeat R]\n\n"
+      "Step time of W worker processes (default 2) training over Gloo on loopback, N steps\n"
+      "each (default 400), without losslens, with a per-process monitor and with the\n"
+      "multi-rank view at several sync intervals; best of R runs (default 3). Prints JSON.\n",
+      {"world", "steps", "repeat"});
+  const int world = int(args.integer("world", 2, 1, 1024));
+  const int steps = int(args.integer("steps", 400, 1, 1 << 30));
+  const int repeat = int(args.integer("repeat", 3, 1, 1000));
   const fs::path dir =
       fs::temp_directory_path() / ("losslens_bench_dist_" + std::to_string(::getpid()));
   fs::create_directories(dir);

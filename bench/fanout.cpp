@@ -194,13 +194,23 @@ nlohmann::json run_phase(int clients, double seconds, int threads, int poll_ms, 
 }  // namespace
 
 int main(int argc, char** argv) {
-  double seconds = double(losslens::bench::int_arg(argc, argv, "--seconds", 15));
-  int threads = int(losslens::bench::int_arg(argc, argv, "--threads", 2));
-  int max_clients = int(losslens::bench::int_arg(argc, argv, "--max-clients", 1000));
+  const losslens::testing::program_args args(
+      argc, argv,
+      "usage: bench_dashboard_fanout [--seconds S] [--threads T] [--max-clients N]\n"
+      "                              [--commit-ms C] [--poll-ms P] [--send-ms M]\n\n"
+      "Commit-to-client latency of the dashboard with 1, 100 and 1000 websocket clients\n"
+      "(up to --max-clients, default 1000) while a writer streams 10,000 points/s and\n"
+      "commits every C ms (default 200). S seconds per client count (default 15); T server\n"
+      "I/O threads (default 2); the server's poll interval P and per-client frame interval M\n"
+      "in ms (default 20 and 100). Prints JSON.\n",
+      {"seconds", "threads", "max-clients", "commit-ms", "poll-ms", "send-ms"});
   losslens::dashboard::server_options defaults;
-  int poll_ms = int(losslens::bench::int_arg(argc, argv, "--poll-ms", defaults.poll_interval.count()));
-  int send_ms = int(losslens::bench::int_arg(argc, argv, "--send-ms", defaults.min_send_interval.count()));
-  int commit_ms = int(losslens::bench::int_arg(argc, argv, "--commit-ms", 200));
+  double seconds = double(args.integer("seconds", 15, 2, 86400));
+  int threads = int(args.integer("threads", 2, 1, 64));
+  int max_clients = int(args.integer("max-clients", 1000, 1, 4000));
+  int poll_ms = int(args.integer("poll-ms", defaults.poll_interval.count(), 1, 10000));
+  int send_ms = int(args.integer("send-ms", defaults.min_send_interval.count(), 0, 10000));
+  int commit_ms = int(args.integer("commit-ms", 200, 1, 60000));
   batch_period = std::chrono::milliseconds(std::max(1, commit_ms));
   batch_points = std::max<std::int64_t>(1, points_per_second * batch_period.count() / 1000);
   // Two descriptors per client on loopback.

@@ -72,12 +72,15 @@ double bare_loop(const std::string& path, std::int64_t points, std::int64_t seri
 }  // namespace
 
 int main(int argc, char** argv) {
-  const auto points = losslens::bench::int_arg(argc, argv, "--points", 4'000'000);
-  const auto series = losslens::bench::int_arg(argc, argv, "--series", 8);
-  if (points < 1000 || series < 1) {
-    std::fprintf(stderr, "usage: bench_ingest [--points N (>= 1000)] [--series S (>= 1)]\n");
-    return 2;
-  }
+  const losslens::testing::program_args args(
+      argc, argv,
+      "usage: bench_ingest [--points N] [--series S]\n\n"
+      "Ingest throughput of the run-history writer against a bare prepared-statement insert\n"
+      "loop into the same table layout: N points (>= 1000, default 4,000,000) over S series\n"
+      "(default 8). Prints JSON.\n",
+      {"points", "series"});
+  const auto points = args.integer("points", 4'000'000, 1000, std::int64_t{1} << 40);
+  const auto series = args.integer("series", 8, 1, 100000);
   const losslens::bench::scratch_dir dir;
   writer_options wo;
 

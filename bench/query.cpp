@@ -42,12 +42,15 @@ run_options one_series(const char* name) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const auto points = losslens::bench::int_arg(argc, argv, "--points", 10'000'000);
-  const auto queries = losslens::bench::int_arg(argc, argv, "--queries", 300);
-  if (points < 10000 || queries < 1) {
-    std::fprintf(stderr, "usage: bench_query [--points N (>= 10000)] [--queries Q (>= 1)]\n");
-    return 2;
-  }
+  const losslens::testing::program_args args(
+      argc, argv,
+      "usage: bench_query [--points N] [--queries Q]\n\n"
+      "Query latency of the run history on one long series of N points (>= 10000, default\n"
+      "10,000,000): Q overviews and zoomed windows each (default 300), p50/p95/max, while a\n"
+      "writer keeps writing to the same file. Prints JSON.\n",
+      {"points", "queries"});
+  const auto points = args.integer("points", 10'000'000, 10000, std::int64_t{1} << 40);
+  const auto queries = args.integer("queries", 300, 1, 1000000);
   const losslens::bench::scratch_dir dir;
   const std::string db = dir.file("runs.db");
 

@@ -6,11 +6,19 @@
 #include <filesystem>
 #include <string>
 
+#include "program_args.hpp"
 #include "traces.hpp"
 
 using namespace losslens::traces;
 
 namespace {
+const char* usage =
+    "usage: synthetic_runs OUT_DIR [SEED]\n\n"
+    "Writes CSVs of generated training runs (one healthy, seven with a known pathology:\n"
+    "NaN, spike, divergence, oscillation, chance level, task dominance, vanishing\n"
+    "gradients) into OUT_DIR (created if needed), for `losslens analyze`. SEED (default 1)\n"
+    "picks the noise.\n";
+
 bool write_csv(const std::filesystem::path& path, const trace& t) {
   FILE* f = std::fopen(path.c_str(), "w");
   if (!f) return false;
@@ -40,12 +48,10 @@ bool write_csv(const std::filesystem::path& path, const trace& t) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
-    std::fprintf(stderr, "usage: synthetic_runs OUT_DIR [SEED]\n");
-    return 2;
-  }
-  const std::filesystem::path dir = argv[1];
-  const std::uint64_t seed = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 1;
+  const losslens::testing::program_args args(argc, argv, usage, {}, {}, 2);
+  if (args.positional().empty()) args.fail("OUT_DIR is required");
+  const std::filesystem::path dir = args.positional()[0];
+  const auto seed = std::uint64_t(args.positional_integer(1, 1, 0, INT64_MAX));
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) {

@@ -1,7 +1,8 @@
 // Fuzz target: the dashboard's HTTP side on arbitrary bytes.
-//  1. The bytes as an HTTP request: Beast's request_parser with the server's limits, then what
-//     http_session::on_read does (parse_target, token_ok, upgrade/method/path checks,
-//     handle_api against a real database, handle_static) and the response serialized.
+//  1. The bytes as an HTTP request: the server's request_parser with its limits, then what
+//     http_session::on_read does (parse_target, the Host and Origin checks, token_ok,
+//     upgrade/method/path checks, handle_api against a real database, handle_static) and the
+//     response serialized.
 //  2. The bytes as a request target: parse_target, then handle_api / handle_static.
 // Invariants: nothing throws out; every reply has a status in 200..599 and, when it says
 // application/json, a body that is valid JSON (strict UTF-8); decoding never grows a target.
@@ -19,7 +20,9 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket/rfc6455.hpp>
 
+#include "detail/access.hpp"
 #include "detail/api.hpp"
+#include "detail/request_parser.hpp"
 #include "fuzz_check.hpp"
 #include "losslens/dashboard/server.hpp"
 #include "losslens/finding.hpp"
@@ -104,9 +107,7 @@ void route(const detail::target& t, unsigned version) {
 
 void fuzz_request(std::string_view bytes) {
   const losslens::dashboard::server_options defaults;
-  http::request_parser<http::string_body> parser;
-  parser.body_limit(defaults.max_request_body);
-  parser.header_limit(static_cast<std::uint32_t>(defaults.max_header_bytes));
+  detail::request_parser parser(defaults.max_header_bytes, defaults.max_request_body);
   parser.eager(true);
   beast::error_code ec;
   boost::asio::const_buffer buf(bytes.data(), bytes.size());
@@ -118,11 +119,23 @@ void fuzz_request(std::string_view bytes) {
   if (ec == http::error::need_more) ec = {};
   if (!ec && !parser.is_done()) parser.put_eof(ec);  // the peer closed: all bytes are in
   if (ec || !parser.is_done()) return;  // the server answers 400/413/431 or drops the connection
+  require(parser.header_bytes() <= defaults.max_header_bytes, "the header is within its limit");
 
   auto req = parser.release();
   const unsigned version = req.version();
   const auto t = detail::parse_target(std::string_view(req.target().data(), req.target().size()));
   if (!t) return check_reply(detail::error_reply(400, "malformed percent-encoding"), version);
+  // Host and Origin checks (a 403 when refused); the rest goes on as if they passed.
+  const auto host = req[http::field::host];
+  const std::string_view host_view(host.data(), host.size());
+  const auto origin = req[http::field::origin];
+  const std::string_view origin_view(origin.data(), origin.size());
+  if (!detail::host_names_loopback(host_view) ||
+      !detail::origin_allowed(origin_view, host_view, {}))
+    check_reply(detail::error_reply(403, "refused"), version);
+  if (!host_view.empty())
+    require(detail::origin_allowed("http://" + std::string(host_view), host_view, {}),
+            "the page's own origin is allowed");
   const auto auth = req[http::field::authorization];
   const std::string_view auth_view(auth.data(), auth.size());
   require(detail::token_ok("", auth_view, *t), "no token configured: everything passes");

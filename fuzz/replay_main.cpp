@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "program_args.hpp"
+
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size);
 // Optional, as in libFuzzer: targets that need set-up (a database) define it.
 extern "C" __attribute__((weak)) int LLVMFuzzerInitialize(int* argc, char*** argv);
@@ -21,10 +23,16 @@ extern "C" __attribute__((weak)) int LLVMFuzzerInitialize(int* argc, char*** arg
 namespace fs = std::filesystem;
 
 int main(int argc, char** argv) {
+  const losslens::testing::program_args args(
+      argc, argv,
+      "usage: fuzz_replay_TARGET DIR_OR_FILE...\n\n"
+      "Runs the fuzz target once on every file given and every file under the directories\n"
+      "given (a missing one is skipped): the committed corpus and regression inputs.\n",
+      {}, {}, std::size_t(-1));
   if (LLVMFuzzerInitialize) LLVMFuzzerInitialize(&argc, &argv);
   std::vector<fs::path> inputs;
-  for (int i = 1; i < argc; ++i) {
-    const fs::path p = argv[i];
+  for (const auto& arg : args.positional()) {
+    const fs::path p = arg;
     if (fs::is_regular_file(p)) {
       inputs.push_back(p);
     } else if (fs::is_directory(p)) {

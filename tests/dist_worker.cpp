@@ -30,6 +30,7 @@
 
 #include "losslens/error.hpp"
 #include "losslens/torch/distributed.hpp"
+#include "program_args.hpp"
 
 namespace {
 
@@ -40,29 +41,36 @@ struct args {
   int desync_rank = -1, desync_step = -1;
 };
 
+const char* usage =
+    "usage: dist_worker --store FILE --rank R --world W [--db DB] [--steps N]\n"
+    "         [--sync-every K] [--nan-rank R --nan-step S] [--slow-rank R --sleep-ms M]\n"
+    "         [--desync-rank R --desync-step S] [--mode dist|local|none|errors]\n"
+    "         [--json FILE]\n\n"
+    "One rank of a small data-parallel run over Gloo (FileStore rendezvous at FILE) with\n"
+    "losslens attached, for test_distributed and bench_distributed.\n";
+
 args parse(int argc, char** argv) {
+  const losslens::testing::program_args p(
+      argc, argv, usage,
+      {"store", "db", "json", "mode", "rank", "world", "steps", "sync-every", "nan-rank",
+       "nan-step", "slow-rank", "sleep-ms", "desync-rank", "desync-step"});
+  constexpr std::int64_t big = 1 << 30;
   args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string k = argv[i];
-    if (i + 1 >= argc) throw std::runtime_error("missing value for " + k);
-    const std::string v = argv[++i];
-    if (k == "--store") a.store = v;
-    else if (k == "--db") a.db = v;
-    else if (k == "--json") a.json = v;
-    else if (k == "--mode") a.mode = v;
-    else if (k == "--rank") a.rank = std::stoi(v);
-    else if (k == "--world") a.world = std::stoi(v);
-    else if (k == "--steps") a.steps = std::stoi(v);
-    else if (k == "--sync-every") a.sync_every = std::stoi(v);
-    else if (k == "--nan-rank") a.nan_rank = std::stoi(v);
-    else if (k == "--nan-step") a.nan_step = std::stoi(v);
-    else if (k == "--slow-rank") a.slow_rank = std::stoi(v);
-    else if (k == "--sleep-ms") a.sleep_ms = std::stoi(v);
-    else if (k == "--desync-rank") a.desync_rank = std::stoi(v);
-    else if (k == "--desync-step") a.desync_step = std::stoi(v);
-    else throw std::runtime_error("unknown option " + k);
-  }
-  if (a.store.empty()) throw std::runtime_error("--store is required");
+  a.store = p.text("store");
+  a.db = p.text("db");
+  a.json = p.text("json");
+  a.mode = p.text("mode", a.mode);
+  a.rank = int(p.integer("rank", a.rank, 0, big));
+  a.world = int(p.integer("world", a.world, 1, big));
+  a.steps = int(p.integer("steps", a.steps, 0, big));
+  a.sync_every = int(p.integer("sync-every", a.sync_every, 1, big));
+  a.nan_rank = int(p.integer("nan-rank", a.nan_rank, -1, big));
+  a.nan_step = int(p.integer("nan-step", a.nan_step, -1, big));
+  a.slow_rank = int(p.integer("slow-rank", a.slow_rank, -1, big));
+  a.sleep_ms = int(p.integer("sleep-ms", a.sleep_ms, 0, big));
+  a.desync_rank = int(p.integer("desync-rank", a.desync_rank, -1, big));
+  a.desync_step = int(p.integer("desync-step", a.desync_step, -1, big));
+  if (a.store.empty()) p.fail("--store is required");
   return a;
 }
 

@@ -31,6 +31,7 @@
 #include <nlohmann/json.hpp>
 
 #include "losslens/torch/monitor.hpp"
+#include "program_args.hpp"
 
 namespace {
 
@@ -50,35 +51,37 @@ struct options {
   long queue = 1024;
 };
 
-[[noreturn]] void usage(const char* why) {
-  std::fprintf(stderr, "losslens_fault_trainer: %s\n", why);
-  std::exit(2);
-}
+const char* usage =
+    "usage: losslens_fault_trainer --db PATH [--steps N] [--trace] [--nan-at STEP]\n"
+    "         [--step-sleep-us US] [--db-retry-ms MS] [--flush-ms MS] [--fsize-at STEP]\n"
+    "         [--fsize-restore-ms MS] [--until-healthy-steps N] [--burst-seconds S]\n"
+    "         [--stall-ms MS] [--queue N]\n\n"
+    "A small training loop with a monitor recording into PATH, for test_faults: N steps\n"
+    "(default 2000; 0: until killed). Reports step / degraded / healthy / done lines on\n"
+    "stdout (see tests/fault_trainer.cpp).\n";
 
 options parse(int argc, char** argv) {
+  const losslens::testing::program_args args(
+      argc, argv, usage,
+      {"db", "steps", "nan-at", "step-sleep-us", "db-retry-ms", "flush-ms", "fsize-at",
+       "fsize-restore-ms", "until-healthy-steps", "burst-seconds", "stall-ms", "queue"},
+      {"trace"});
+  constexpr std::int64_t big = std::int64_t{1} << 40;
   options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage(("missing value for " + a).c_str());
-      return argv[++i];
-    };
-    if (a == "--db") o.db = value();
-    else if (a == "--steps") o.steps = std::stol(value());
-    else if (a == "--trace") o.trace = true;
-    else if (a == "--nan-at") o.nan_at = std::stol(value());
-    else if (a == "--step-sleep-us") o.step_sleep_us = std::stol(value());
-    else if (a == "--db-retry-ms") o.db_retry_ms = std::stol(value());
-    else if (a == "--flush-ms") o.flush_ms = std::stol(value());
-    else if (a == "--fsize-at") o.fsize_at = std::stol(value());
-    else if (a == "--fsize-restore-ms") o.fsize_restore_ms = std::stol(value());
-    else if (a == "--until-healthy-steps") o.until_healthy_steps = std::stol(value());
-    else if (a == "--burst-seconds") o.burst_seconds = std::stod(value());
-    else if (a == "--stall-ms") o.stall_ms = std::stol(value());
-    else if (a == "--queue") o.queue = std::stol(value());
-    else usage(("unknown argument " + a).c_str());
-  }
-  if (o.db.empty()) usage("--db is required");
+  o.db = args.text("db");
+  o.steps = long(args.integer("steps", o.steps, 0, big));
+  o.trace = args.has("trace");
+  o.nan_at = long(args.integer("nan-at", o.nan_at, -1, big));
+  o.step_sleep_us = long(args.integer("step-sleep-us", o.step_sleep_us, 0, big));
+  o.db_retry_ms = long(args.integer("db-retry-ms", o.db_retry_ms, 0, big));
+  o.flush_ms = long(args.integer("flush-ms", o.flush_ms, 1, big));
+  o.fsize_at = long(args.integer("fsize-at", o.fsize_at, -1, big));
+  o.fsize_restore_ms = long(args.integer("fsize-restore-ms", o.fsize_restore_ms, 0, big));
+  o.until_healthy_steps = long(args.integer("until-healthy-steps", o.until_healthy_steps, -1, big));
+  o.burst_seconds = args.number("burst-seconds", o.burst_seconds, 0, 1e6);
+  o.stall_ms = long(args.integer("stall-ms", o.stall_ms, 0, big));
+  o.queue = long(args.integer("queue", o.queue, 1, big));
+  if (o.db.empty()) args.fail("--db is required");
   return o;
 }
 

@@ -11,3 +11,4 @@ test -x "$prefix/bin/losslens"
 cmake -S "$src_dir/tests/install_consumer" -B "$prefix/consumer-build" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$prefix/consumer-build" -j2 >/dev/null
 "$prefix/consumer-build/consumer"
+bash "$src_dir/tests/help_test.sh" "$prefix/consumer-build/consumer"

@@ -1,7 +1,11 @@
-// Dashboard soak: a writer process streams points (and findings) into a database, a separate
-// `losslens serve` sidecar serves it, 100 websocket clients subscribed to the run read
-// everything and one stuck client reads nothing. Every second the sidecar's RSS
-// (/proc/PID/status VmRSS) and the WAL file size are sampled. At the end:
+// Dashboard soak: a writer process (the trainer's side: it times every step's appends)
+// streams points (and findings) into a database, a separate `losslens serve` sidecar serves
+// it, 100 websocket clients subscribed to the run read everything, one stuck client reads
+// nothing, and a reader loop queries the database as the CLI would. Every second the
+// sidecar's RSS (/proc/PID/status VmRSS) and the WAL file size are sampled; every
+// --sample-seconds (60 by default) a row of the summary's "samples": RSS, WAL size, open file
+// descriptors of the sidecar and the writer, the writer's step-time p99 and the reader's
+// queries. At the end:
 //
 //  * every fast client got every point of every series once, in order (compared with
 //    run_reader), and none stalled (largest gap between two of its frames while the writer
@@ -10,13 +14,13 @@
 //    sidecar's memory stayed bounded anyway;
 //  * the sidecar's RSS grew by less than 20 MiB from the end of the warm-up to the end;
 //  * the WAL never exceeded the writer's wal_limit_bytes plus 2 MiB (sampled, and the writer's
-//    own wal_bytes_max).
+//    own wal_bytes_max);
+//  * the sidecar's and the writer's open file descriptors did not grow by more than 16 after
+//    the warm-up, and every query of the reader loop succeeded.
 //
 // Prints a JSON summary with the measured numbers; exit status 0 when every check holds.
-//
-// usage: dashboard_soak [--seconds N] [--rate POINTS_PER_S] [--clients N] [--cli PATH]
-//        (N defaults to LOSSLENS_SOAK_SECONDS, else 120)
-//        dashboard_soak --writer DB GO_FILE SECONDS RATE   (internal: the writer process)
+// Usage: see `dashboard_soak --help`. The 30-minute soak is a bench, not a CI test:
+// `dashboard_soak --seconds 1800` (or the bench_soak_30min target).
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -32,6 +36,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <stop_token>
 #include <string>
 #include <thread>
 #include <vector>
@@ -44,6 +50,7 @@
 
 #include "child_process.hpp"
 #include "losslens/storage/run_reader.hpp"
+#include "program_args.hpp"
 #include "losslens/storage/run_writer.hpp"
 #include "temp_dir.hpp"
 
@@ -62,6 +69,17 @@ constexpr double max_frame_gap_s = 5.0;
 constexpr std::int64_t max_rss_growth_kib = 20 * 1024;
 constexpr std::int64_t wal_limit_bytes = 4 << 20;
 constexpr std::int64_t wal_margin_bytes = 2 << 20;
+constexpr std::int64_t max_fd_growth = 16;
+
+const char* usage =
+    "usage: dashboard_soak [--seconds N] [--rate POINTS_PER_S] [--clients N]\n"
+    "                      [--sample-seconds S] [--cli PATH]\n\n"
+    "A writer process streams RATE points/s (default 5000) for N seconds (default\n"
+    "LOSSLENS_SOAK_SECONDS, else 120; at least 10) into a database served by a `losslens\n"
+    "serve` sidecar (PATH, default the one built with it) to N websocket clients (default\n"
+    "100) and one stuck client, while a reader loop queries the database. Every S seconds\n"
+    "(default 60) it records RSS, WAL size, open file descriptors and the writer's step-time\n"
+    "p99. Prints a JSON summary; exit status 0 when every check holds, 1 otherwise.\n";
 
 const std::vector<std::string> series_names = {"loss", "loss/cls", "grad_norm", "lr"};
 
@@ -71,7 +89,15 @@ double seconds_since(steady::time_point t) {
 
 // ---- the writer process -----------------------------------------------------------------------
 
-int writer_main(const std::string& db, const std::string& go_file, double seconds, double rate) {
+/// p-quantile of v (sorted in place); 0 when empty.
+double quantile(std::vector<double>& v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, std::size_t(p * double(v.size())))];
+}
+
+int writer_main(const std::string& db, const std::string& go_file, double seconds, double rate,
+                double sample_seconds) {
   losslens::storage::run_options run;
   run.name = "soak";
   run.config_json = R"({"soak": true})";
@@ -90,11 +116,28 @@ int writer_main(const std::string& db, const std::string& go_file, double second
   const auto start = steady::now();
   std::int64_t step = 0;
   std::uint64_t finding_id = 0;
+  // What each step costs the training loop (its appends and findings), per sample interval.
+  std::vector<double> step_us;
+  int sample = 0;
+  auto report = [&] {
+    const double max_us = step_us.empty() ? 0 : *std::max_element(step_us.begin(), step_us.end());
+    const double p99 = quantile(step_us, 0.99);
+    std::printf("%s\n", json{{"sample", sample++},
+                             {"steps", step_us.size()},
+                             {"step_p99_us", std::round(p99 * 100) / 100},
+                             {"step_max_us", std::round(max_us * 100) / 100}}
+                             .dump()
+                             .c_str());
+    std::fflush(stdout);
+    step_us.clear();
+  };
   for (;;) {
     const double t = seconds_since(start);
     if (t >= seconds) break;
+    if (t >= sample_seconds * (sample + 1)) report();
     const auto due = std::int64_t(t * steps_per_s);
     for (; step < due; ++step) {
+      const auto step_start = steady::now();
       const double s = double(step);
       const double loss = 2.0 * std::exp(-s / 50000.0) + 0.05 * std::sin(s * 0.01);
       w.append(handles[0], step, 0, step % 100000 == 77777 ? std::nan("") : loss);
@@ -125,9 +168,12 @@ int writer_main(const std::string& db, const std::string& go_file, double second
         f.advice = "none";
         w.record_finding(f);
       }
+      step_us.push_back(
+          std::chrono::duration<double, std::micro>(steady::now() - step_start).count());
     }
     std::this_thread::sleep_for(10ms);
   }
+  if (!step_us.empty()) report();
   w.finish();
   auto st = w.stats();
   std::printf("{\"steps\":%lld,\"written\":%llu,\"dropped\":%llu,\"wal_bytes_max\":%lld}\n",
@@ -296,43 +342,99 @@ double cpu_seconds(pid_t pid) {
   return double(std::atoll(f[11].c_str()) + std::atoll(f[12].c_str())) / double(sysconf(_SC_CLK_TCK));
 }
 
+std::int64_t open_fds(pid_t pid) {
+  std::error_code ec;
+  std::int64_t n = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec))
+    ++n;
+  return ec ? -1 : n;
+}
+
 std::int64_t file_size(const std::string& path) {
   std::error_code ec;
   auto n = std::filesystem::file_size(path, ec);
   return ec ? 0 : std::int64_t(n);
 }
 
-int usage() {
-  std::fprintf(stderr,
-               "usage: dashboard_soak [--seconds N] [--rate POINTS_PER_S] [--clients N] "
-               "[--cli PATH]\n");
-  return 2;
-}
+/// Queries the database in a loop as `losslens runs` / `metrics` would, on its own thread:
+/// the run list, the series, a 1000-point window of the loss, the findings. Counts the
+/// queries, their failures and the slowest, per interval.
+class reader_loop {
+ public:
+  reader_loop(std::string db, std::int64_t run)
+      : thread_([this, db = std::move(db), run](std::stop_token stop) { loop(stop, db, run); }) {}
+
+  struct counts {
+    std::uint64_t queries = 0;
+    std::uint64_t errors = 0;
+    double max_ms = 0;
+    std::string last_error;
+  };
+  /// The counts since the last call (and the totals in all).
+  counts take(counts* all = nullptr) {
+    std::lock_guard lock(mutex_);
+    counts c = interval_;
+    interval_ = {};
+    interval_.last_error = c.last_error;
+    if (all) *all = total_;
+    return c;
+  }
+
+ private:
+  void loop(std::stop_token stop, const std::string& db, std::int64_t run) {
+    std::optional<losslens::storage::run_reader> reader;
+    while (!stop.stop_requested()) {
+      const auto t0 = steady::now();
+      try {
+        if (!reader) reader.emplace(db);
+        (void)reader->runs();
+        for (const auto& s : reader->series(run))
+          if (s.name == "loss" && s.summary.count > 0)
+            (void)reader->window(s.id, 0, s.summary.last.step, 1000);
+        (void)reader->findings(run);
+        add(seconds_since(t0) * 1000, {});
+      } catch (const std::exception& e) {
+        reader.reset();
+        add(seconds_since(t0) * 1000, e.what());
+      }
+      std::this_thread::sleep_for(50ms);
+    }
+  }
+  void add(double ms, const std::string& error) {
+    std::lock_guard lock(mutex_);
+    for (counts* c : {&interval_, &total_}) {
+      ++c->queries;
+      c->max_ms = std::max(c->max_ms, ms);
+      if (!error.empty()) {
+        ++c->errors;
+        c->last_error = error;
+      }
+    }
+  }
+
+  std::mutex mutex_;
+  counts interval_, total_;
+  std::jthread thread_;  // last: stopped and joined before the counters go
+};
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc == 6 && std::string(argv[1]) == "--writer")
-    return writer_main(argv[2], argv[3], std::atof(argv[4]), std::atof(argv[5]));
+  // Internal: the writer process (not a user-facing mode).
+  if (argc == 7 && std::string(argv[1]) == "--writer")
+    return writer_main(argv[2], argv[3], std::atof(argv[4]), std::atof(argv[5]),
+                       std::atof(argv[6]));
 
-  double seconds = 120;
-  if (const char* env = std::getenv("LOSSLENS_SOAK_SECONDS")) seconds = std::atof(env);
-  double rate = 5000;
-  int n_clients = 100;
-  std::string cli = LOSSLENS_CLI;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (i + 1 >= argc) return usage();
-    if (a == "--seconds") seconds = std::atof(argv[++i]);
-    else if (a == "--rate") rate = std::atof(argv[++i]);
-    else if (a == "--clients") n_clients = std::atoi(argv[++i]);
-    else if (a == "--cli") cli = argv[++i];
-    else return usage();
-  }
-  if (!(seconds >= 10) || !(rate >= 100) || n_clients < 1) {
-    std::fprintf(stderr, "dashboard_soak: --seconds >= 10, --rate >= 100, --clients >= 1\n");
-    return 2;
-  }
+  const losslens::testing::program_args args(
+      argc, argv, usage, {"seconds", "rate", "clients", "sample-seconds", "cli"});
+  double default_seconds = 120;
+  if (const char* env = std::getenv("LOSSLENS_SOAK_SECONDS")) default_seconds = std::atof(env);
+  const double seconds = args.number("seconds", default_seconds, 10, 1e7);
+  const double rate = args.number("rate", 5000, 100, 1e8);
+  const int n_clients = int(args.integer("clients", 100, 1, 4000));
+  const double sample_seconds = args.number("sample-seconds", 60, 1, 1e7);
+  const std::string cli = args.text("cli", LOSSLENS_CLI);
   const double warmup = std::min(20.0, seconds / 4);
 
   losslens::testing::temp_dir dir("soak");
@@ -347,7 +449,8 @@ int main(int argc, char** argv) {
 
   // 1. The writer creates the run, then waits for the go file.
   losslens::testing::child_process writer(
-      self, {"--writer", db, go, std::to_string(seconds), std::to_string(rate)},
+      self, {"--writer", db, go, std::to_string(seconds), std::to_string(rate),
+             std::to_string(sample_seconds)},
       dir.file("writer.err"));
   auto first = writer.read_line(30s);
   if (!first) {
@@ -399,22 +502,61 @@ int main(int argc, char** argv) {
     state.stream_start = steady::now();
     state.streaming = true;
   }
+  reader_loop reader_queries(db, run);
   std::ofstream(go).put('\n');
   const auto start = steady::now();
   const double cpu0 = cpu_seconds(sidecar.pid());
   std::int64_t rss_start = rss_kib(sidecar.pid()), rss_warm = -1, rss_max = rss_start, wal_max = 0;
-  std::vector<std::int64_t> rss_trace;
+  std::int64_t fds_warm_sidecar = -1, fds_warm_writer = -1, fds_max_sidecar = 0,
+               fds_max_writer = 0;
   std::optional<std::string> writer_done;
+  json samples = json::array(), writer_samples = json::array();
+  std::int64_t interval_wal_max = 0;
   while (!writer_done) {
-    writer_done = writer.read_line(1s);
+    if (auto line = writer.read_line(1s)) {
+      auto j = json::parse(*line, nullptr, false);
+      if (j.is_object() && j.contains("sample")) writer_samples.push_back(j);
+      else writer_done = line;
+    }
     auto rss = rss_kib(sidecar.pid());
     rss_max = std::max(rss_max, rss);
-    rss_trace.push_back(rss);
-    wal_max = std::max(wal_max, file_size(db + "-wal"));
-    if (rss_warm < 0 && seconds_since(start) >= warmup) rss_warm = rss;
+    const auto wal = file_size(db + "-wal");
+    wal_max = std::max(wal_max, wal);
+    interval_wal_max = std::max(interval_wal_max, wal);
+    const auto fds_sidecar = open_fds(sidecar.pid());
+    const auto fds_writer = writer_done ? fds_max_writer : open_fds(writer.pid());
+    fds_max_sidecar = std::max(fds_max_sidecar, fds_sidecar);
+    fds_max_writer = std::max(fds_max_writer, fds_writer);
+    if (rss_warm < 0 && seconds_since(start) >= warmup) {
+      rss_warm = rss;
+      fds_warm_sidecar = fds_sidecar;
+      fds_warm_writer = fds_writer;
+    }
+    // One row per sample interval (the writer reports its step times on the same clock).
+    const double now_s = seconds_since(start);
+    if (now_s >= sample_seconds * double(samples.size() + 1) ||
+        (writer_done && now_s >= sample_seconds * double(samples.size()) + 1)) {
+      auto q = reader_queries.take();
+      samples.push_back({{"t_s", std::round(seconds_since(start))},
+                         {"sidecar_rss_kib", rss},
+                         {"wal_bytes", wal},
+                         {"wal_bytes_max", interval_wal_max},
+                         {"sidecar_fds", fds_sidecar},
+                         {"writer_fds", fds_writer},
+                         {"reader_queries", q.queries},
+                         {"reader_errors", q.errors},
+                         {"reader_max_ms", std::round(q.max_ms * 10) / 10}});
+      interval_wal_max = 0;
+    }
     if (seconds_since(start) > seconds + 60) break;
   }
   const double streamed_s = seconds_since(start);
+  // The writer's step times, joined to the rows by interval.
+  for (std::size_t i = 0; i < samples.size() && i < writer_samples.size(); ++i) {
+    samples[i]["step_p99_us"] = writer_samples[i]["step_p99_us"];
+    samples[i]["step_max_us"] = writer_samples[i]["step_max_us"];
+    samples[i]["steps"] = writer_samples[i]["steps"];
+  }
   {
     std::lock_guard lock(state.mutex);
     state.streaming = false;
@@ -443,7 +585,10 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(100ms);
   }
   auto rss_end = rss_kib(sidecar.pid());
+  const auto fds_end_sidecar = open_fds(sidecar.pid());
   const double cpu1 = cpu_seconds(sidecar.pid());
+  reader_loop::counts reader_total;
+  (void)reader_queries.take(&reader_total);
   stuck->drain();
   std::this_thread::sleep_for(100ms);
   auto drain_deadline = steady::now() + 25s;
@@ -495,6 +640,15 @@ int main(int argc, char** argv) {
   if (wj.value("wal_bytes_max", std::int64_t{0}) > wal_limit_bytes + wal_margin_bytes)
     fail("the writer saw the WAL at " + std::to_string(wj.value("wal_bytes_max", 0)) + " bytes");
   if (wj.value("dropped", 0) != 0) fail("the writer dropped points");
+  if (fds_end_sidecar - fds_warm_sidecar > max_fd_growth)
+    fail("the sidecar's open file descriptors grew from " + std::to_string(fds_warm_sidecar) +
+         " to " + std::to_string(fds_end_sidecar));
+  if (fds_max_writer - fds_warm_writer > max_fd_growth)
+    fail("the writer's open file descriptors grew from " + std::to_string(fds_warm_writer) +
+         " to " + std::to_string(fds_max_writer));
+  if (reader_total.errors > 0 || reader_total.queries == 0)
+    fail("the reader loop failed " + std::to_string(reader_total.errors) + " of " +
+         std::to_string(reader_total.queries) + " times: " + reader_total.last_error);
 
   // 7. Stop the sidecar cleanly.
   sidecar.kill(SIGTERM);
@@ -524,6 +678,15 @@ int main(int argc, char** argv) {
       {"wal_bytes", {{"max_sampled", wal_max}, {"writer_max", wj.value("wal_bytes_max", 0)},
                      {"limit", wal_limit_bytes}, {"bound", wal_limit_bytes + wal_margin_bytes}}},
       {"sidecar_cpu_s", std::round((cpu1 - cpu0) * 10) / 10},
+      {"fds",
+       {{"sidecar", {{"warmup_end", fds_warm_sidecar}, {"max", fds_max_sidecar},
+                     {"end", fds_end_sidecar}}},
+        {"writer", {{"warmup_end", fds_warm_writer}, {"max", fds_max_writer}}},
+        {"growth_bound", max_fd_growth}}},
+      {"reader_loop", {{"queries", reader_total.queries}, {"errors", reader_total.errors},
+                       {"max_ms", std::round(reader_total.max_ms * 10) / 10}}},
+      {"sample_seconds", sample_seconds},
+      {"samples", samples},
       {"serve_exit", serve_exit},
       {"failures", failures},
       {"pass", failures.empty()}};

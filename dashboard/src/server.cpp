@@ -22,10 +22,13 @@
 #include <boost/beast/websocket.hpp>
 #include <nlohmann/json.hpp>
 
+#include "detail/access.hpp"
 #include "detail/api.hpp"
+#include "detail/connection_table.hpp"
 #include "detail/hub.hpp"
 #include "detail/json.hpp"
 #include "detail/poller.hpp"
+#include "detail/request_parser.hpp"
 #include "detail/ws_protocol.hpp"
 #include "losslens/error.hpp"
 
@@ -42,28 +45,34 @@ struct server_state {
   dashboard::server_options options;
   hub subscribers;
   reader_pool readers;
+  connection_table table;
+  bool loopback_bind = true;  ///< Host must name loopback (set before the threads start)
   std::atomic<std::uint64_t> connections{0};
   std::atomic<std::uint64_t> refused{0};
+  std::atomic<std::uint64_t> evicted{0};
+  std::atomic<std::uint64_t> shed{0};
+  std::atomic<std::uint64_t> forbidden{0};
   std::atomic<std::uint64_t> accept_errors{0};
   std::atomic<std::uint64_t> slow_drops{0};
   std::atomic<std::uint64_t> frames_sent{0};
-  std::atomic<std::size_t> open_connections{0};
 
   explicit server_state(dashboard::server_options o)
-      : options(std::move(o)), readers(options.db_path) {}
+      : options(std::move(o)), readers(options.db_path),
+        table(connection_limits{options.max_clients, options.max_connections_per_address,
+                                options.reserve_connections, options.pressure_timeout}) {}
 };
 
 namespace {
 
-/// Counts an open connection for its lifetime (max_clients).
+/// An admitted connection, counted in the connection table (per address) for its lifetime.
 struct connection_slot {
   std::shared_ptr<server_state> state;
-  explicit connection_slot(std::shared_ptr<server_state> s) : state(std::move(s)) {
-    ++state->open_connections;
-  }
+  std::string address;  ///< connection_table's key of the client
+  connection_slot(std::shared_ptr<server_state> s, std::string a)
+      : state(std::move(s)), address(std::move(a)) {}
   connection_slot(const connection_slot&) = delete;
   connection_slot& operator=(const connection_slot&) = delete;
-  ~connection_slot() { --state->open_connections; }
+  ~connection_slot() { state->table.release(address); }
 };
 
 http::response<http::string_body> make_response(const reply& r, unsigned version,
@@ -244,27 +253,53 @@ class ws_session : public subscriber, public std::enable_shared_from_this<ws_ses
   bool closed_ = false;
 };
 
-class http_session : public std::enable_shared_from_this<http_session> {
+class http_session : public idle_connection, public std::enable_shared_from_this<http_session> {
  public:
-  http_session(tcp::socket&& socket, std::shared_ptr<server_state> state)
-      : stream_(std::move(socket)), state_(std::move(state)) {}
+  /// ticket: the connection_table ticket it waits under since it was admitted.
+  http_session(tcp::socket&& socket, std::shared_ptr<server_state> state,
+               std::unique_ptr<connection_slot> slot, std::uint64_t ticket)
+      : stream_(std::move(socket)), state_(std::move(state)), slot_(std::move(slot)),
+        ticket_(ticket) {}
+
+  ~http_session() override {
+    if (ticket_) state_->table.stop_waiting(ticket_);
+  }
 
   void run() {
     net::dispatch(stream_.get_executor(),
                   beast::bind_front_handler(&http_session::do_read, shared_from_this()));
   }
 
+  // From the listener's thread: the table chose this waiting connection to make room.
+  void close_if_waiting(std::uint64_t ticket) noexcept override {
+    try {
+      net::post(stream_.get_executor(), [self = shared_from_this(), ticket] {
+        if (self->ticket_ != ticket) return;  // its request arrived meanwhile
+        self->ticket_ = 0;
+        beast::error_code ec;
+        self->stream_.socket().close(ec);  // the pending read ends with an error
+      });
+    } catch (...) {  // out of memory: the connection stays until its own timeout
+    }
+  }
+
  private:
   void do_read() {
-    parser_.emplace();
-    parser_->body_limit(state_->options.max_request_body);
-    parser_->header_limit(static_cast<std::uint32_t>(state_->options.max_header_bytes));
-    stream_.expires_after(state_->options.http_timeout);
+    parser_.emplace(state_->options.max_header_bytes, state_->options.max_request_body);
+    // Near max_clients a connection gets pressure_timeout, not http_timeout, for its request.
+    const auto& o = state_->options;
+    stream_.expires_after(state_->table.under_pressure()
+                              ? std::min<std::chrono::steady_clock::duration>(
+                                    o.http_timeout, o.pressure_timeout)
+                              : std::chrono::steady_clock::duration(o.http_timeout));
+    if (!ticket_) ticket_ = state_->table.start_waiting(slot_->address, weak_from_this());
     http::async_read(stream_, buffer_, *parser_,
                      beast::bind_front_handler(&http_session::on_read, shared_from_this()));
   }
 
   void on_read(beast::error_code ec, std::size_t) {
+    state_->table.stop_waiting(ticket_);
+    ticket_ = 0;
     if (ec == http::error::end_of_stream) return shutdown();
     if (ec == http::error::body_limit || ec == http::error::header_limit ||
         ec == http::error::buffer_overflow)
@@ -285,6 +320,22 @@ class http_session : public std::enable_shared_from_this<http_session> {
       return send(make_response(r, req.version(), req.keep_alive(), head));
     };
     if (!t) return answer(error_reply(400, "malformed percent-encoding in the URL"));
+    // Other web sites: a DNS-rebinding page reaches a loopback server under its own name;
+    // a page's websocket (no CORS) carries its origin.
+    const auto host = req[http::field::host];
+    const std::string_view host_view(host.data(), host.size());
+    if (state_->loopback_bind && !host_view.empty() && !host_names_loopback(host_view)) {
+      ++state_->forbidden;
+      return answer(error_reply(403, "this server on a loopback address answers only requests "
+                                     "for localhost, 127.0.0.1 or [::1] (Host header)"));
+    }
+    if (auto origin = req[http::field::origin]; !origin.empty() &&
+        !origin_allowed(std::string_view(origin.data(), origin.size()), host_view,
+                        state_->options.allowed_origins)) {
+      ++state_->forbidden;
+      return answer(error_reply(403, "requests from another web site (Origin header) are "
+                                     "refused; allow its origin with --allow-origin"));
+    }
     auto auth = req[http::field::authorization];
     if (!token_ok(state_->options.token, std::string_view(auth.data(), auth.size()), *t))
       return answer(error_reply(401, "missing or wrong token: send 'Authorization: Bearer "
@@ -342,30 +393,59 @@ class http_session : public std::enable_shared_from_this<http_session> {
   beast::tcp_stream stream_;
   std::array<char, 4096> discard_{};
   beast::flat_buffer buffer_;
-  std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<request_parser> parser_;
   std::shared_ptr<server_state> state_;
-  std::unique_ptr<connection_slot> slot_ = std::make_unique<connection_slot>(state_);
+  std::unique_ptr<connection_slot> slot_;
+  std::uint64_t ticket_ = 0;  ///< connection_table ticket while waiting for a request
 };
 
+// Accepts connections and decides which may stay (connection_table). Its handlers and
+// timers run on one strand.
 class listener : public std::enable_shared_from_this<listener> {
  public:
   listener(net::io_context& ioc, tcp::acceptor acceptor, std::shared_ptr<server_state> state)
-      : ioc_(ioc), acceptor_(std::move(acceptor)), retry_(acceptor_.get_executor()),
-        state_(std::move(state)) {}
+      : ioc_(ioc), strand_(net::make_strand(ioc)), acceptor_(std::move(acceptor)),
+        retry_(strand_), sweep_(strand_), state_(std::move(state)) {}
 
-  void run() { do_accept(); }
+  void run() {
+    net::dispatch(strand_, beast::bind_front_handler(&listener::do_accept, shared_from_this()));
+  }
   void stop() {
-    net::post(acceptor_.get_executor(), [self = shared_from_this()] {
+    net::post(strand_, [self = shared_from_this()] {
       beast::error_code ec;
       self->acceptor_.close(ec);
       self->retry_.cancel();
+      self->sweep_.cancel();
     });
   }
 
  private:
   void do_accept() {
-    acceptor_.async_accept(net::make_strand(ioc_), beast::bind_front_handler(
-                                                       &listener::on_accept, shared_from_this()));
+    acceptor_.async_accept(
+        net::make_strand(ioc_),
+        net::bind_executor(strand_, beast::bind_front_handler(&listener::on_accept,
+                                                              shared_from_this())));
+  }
+
+  // Near max_clients, connections that have waited pressure_timeout for a request are closed,
+  // checked every quarter of it for as long as the table sheds.
+  void sweep() {
+    if (sweeping_ || !state_->table.shedding()) return;
+    sweeping_ = true;
+    const auto period = std::max<std::chrono::steady_clock::duration>(
+        std::chrono::milliseconds(20), state_->options.pressure_timeout / 4);
+    sweep_.expires_after(period);
+    sweep_.async_wait([self = shared_from_this()](beast::error_code ec) {
+      self->sweeping_ = false;
+      if (ec || !self->acceptor_.is_open()) return;
+      const auto cutoff = std::chrono::steady_clock::now() - self->state_->options.pressure_timeout;
+      for (auto& [who, ticket] : self->state_->table.overdue(cutoff))
+        if (who) {
+          ++self->state_->shed;
+          who->close_if_waiting(ticket);
+        }
+      self->sweep();
+    });
   }
 
   void on_accept(beast::error_code ec, tcp::socket socket) {
@@ -381,19 +461,34 @@ class listener : public std::enable_shared_from_this<listener> {
       return;
     }
     ++state_->connections;
-    if (state_->open_connections.load() >= state_->options.max_clients) {
+    auto peer = socket.remote_endpoint(ec);
+    std::string address = ec ? std::string("?") : address_key(peer.address());
+    auto admission = state_->table.admit(address);
+    if (!admission.accepted) {
       ++state_->refused;
       socket.close(ec);
     } else {
+      if (auto& [who, ticket] = admission.evict; who) {
+        ++state_->evicted;
+        who->close_if_waiting(ticket);
+      }
       socket.set_option(tcp::no_delay(true), ec);  // frames are latency-bound, not bulk
-      std::make_shared<http_session>(std::move(socket), state_)->run();
+      auto slot = std::make_unique<connection_slot>(state_, std::move(address));
+      auto session = std::make_shared<http_session>(std::move(socket), state_, std::move(slot),
+                                                    admission.ticket);
+      state_->table.set_waiter(admission.ticket, session);
+      session->run();
     }
+    sweep();
     do_accept();
   }
 
   net::io_context& ioc_;
+  net::strand<net::io_context::executor_type> strand_;
   tcp::acceptor acceptor_;
   net::steady_timer retry_;  ///< delays the next accept after an accept error
+  net::steady_timer sweep_;  ///< closes overdue waiting connections under pressure
+  bool sweeping_ = false;
   std::shared_ptr<server_state> state_;
 };
 
@@ -413,6 +508,12 @@ class server_impl {
       throw losslens::error("dashboard: refusing to listen on '" + o.host +
                             "' without a token; set a token (--token or LOSSLENS_TOKEN) or "
                             "bind to 127.0.0.1");
+    if (!o.token.empty())
+      if (auto why = token_problem(o.token); !why.empty())
+        throw losslens::error("dashboard: " + why);
+    if (o.max_clients < 1)
+      throw losslens::error("dashboard: max_clients must be at least 1");
+    state_->loopback_bind = dashboard::is_loopback(o.host);
     // Open the database first: its errors carry the storage layer's advice.
     storage::run_reader reader(o.db_path);
     beast::error_code ec;
@@ -461,8 +562,11 @@ class server_impl {
     s.clients = state_->subscribers.size();
     s.connections = state_->connections.load();
     s.refused = state_->refused.load();
+    s.evicted = state_->evicted.load();
+    s.shed = state_->shed.load();
+    s.forbidden = state_->forbidden.load();
     s.accept_errors = state_->accept_errors.load();
-    s.open_connections = state_->open_connections.load();
+    s.open_connections = state_->table.open();
     s.slow_drops = state_->slow_drops.load();
     s.frames_sent = state_->frames_sent.load();
     if (poller_) {

@@ -149,6 +149,8 @@ writer_stats run_writer::stats() const {
   writer_stats s = stats_;
   s.enqueued = enqueued_.load(std::memory_order_relaxed);
   s.dropped = dropped_.load(std::memory_order_relaxed);
+  const auto settled = s.written + s.rejected + s.lost;
+  s.held = s.enqueued > settled ? s.enqueued - settled : 0;
   return s;
 }
 
@@ -224,6 +226,8 @@ void run_writer::loop() noexcept {
     while (queue_->try_pop(r)) batch.push_back(r);
     local.lost += batch.size();
     batch.clear();
+    local.lost_findings += conn.pending_findings();
+    local.lost_events += conn.pending_events();
   }
   connection_.reset();  // the writer thread owns the connection: it closes it too
   std::lock_guard lock(mutex_);

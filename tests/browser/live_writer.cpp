@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "dashboard_trace.hpp"
+#include "program_args.hpp"
 #include "losslens/dashboard/server.hpp"
 #include "losslens/storage/run_writer.hpp"
 
@@ -24,12 +25,16 @@ using namespace losslens;
 using namespace std::chrono_literals;
 
 int main(int argc, char** argv) {
-  if (argc < 3) {
-    std::fprintf(stderr, "usage: dashboard_live_writer DB SECONDS\n");
-    return 2;
-  }
-  std::string db = argv[1];
-  double seconds = std::atof(argv[2]);
+  const losslens::testing::program_args args(
+      argc, argv,
+      "usage: dashboard_live_writer DB SECONDS\n\n"
+      "Fixture of the browser test: writes a finished and then a live run into DB while an\n"
+      "embedded dashboard serves it; prints {\"port\":N,\"run\":ID}, streams for SECONDS or\n"
+      "until stdin closes; the line \"restart\" on stdin restarts the server.\n",
+      {}, {}, 2);
+  if (args.positional().size() != 2) args.fail("DB and SECONDS are required");
+  std::string db = args.positional()[0];
+  double seconds = double(args.positional_integer(1, 0, 1, 1 << 30));
   {
     storage::run_writer old(db, test::dashboard_run("baseline-lr0.05"));
     for (std::int64_t s = 0; s < 1500; ++s) {

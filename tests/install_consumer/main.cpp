@@ -1,11 +1,21 @@
 // Feeds a NaN into an analyzer through the installed headers and library.
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 
 #include <losslens/analyzer.hpp>
 #include <losslens/version.hpp>
 
-int main() {
+int main(int argc, char** argv) {
+  const char* usage =
+      "usage: consumer\n\nFeeds a NaN into a losslens analyzer through the installed headers "
+      "and library;\nexit status 0 when the finding comes out as expected.\n";
+  if (argc > 1) {
+    const bool help = std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0;
+    std::fprintf(help ? stdout : stderr, "%s%s", help ? "" : "consumer: takes no arguments\n\n",
+                 usage);
+    return help ? 0 : 2;
+  }
   losslens::analyzer a(losslens::sample_schema{});
   for (int i = 0; i < 10; ++i) {
     losslens::sample s;

@@ -5,12 +5,14 @@
 #include <cstdint>
 #include <deque>
 #include <filesystem>
-
-#include "temp_dir.hpp"
 #include <optional>
 #include <string>
+#include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
+
+#include "temp_dir.hpp"
 
 #include <stdlib.h>
 
@@ -152,5 +154,95 @@ class ws_client {
   std::uint64_t frames_ = 0;
   std::chrono::system_clock::time_point last_frame_time_{};
 };
+
+/// A socket connected to 127.0.0.1:port from the loopback address `from` (e.g. "127.0.0.2":
+/// the whole of 127.0.0.0/8 is loopback on Linux), so that a test can play several clients.
+inline tcp::socket connect_from(net::io_context& ioc, std::uint16_t port,
+                                const char* from = "127.0.0.1") {
+  tcp::socket sock(ioc);
+  sock.open(tcp::v4());
+  if (std::string_view(from) != "127.0.0.1")
+    sock.bind(tcp::endpoint(net::ip::make_address(from), 0));
+  sock.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+  return sock;
+}
+
+/// Sends raw bytes on a fresh connection (from the loopback address `from`) and reads one
+/// HTTP response. status 0: the server closed the connection (or the time ran out) without a
+/// complete answer.
+inline http_answer raw_http(std::uint16_t port, const std::string& bytes,
+                            std::chrono::milliseconds timeout = std::chrono::seconds(10),
+                            const char* from = "127.0.0.1") {
+  net::io_context ioc;
+  tcp::socket sock = connect_from(ioc, port, from);
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(64 << 20);
+  bool done = false;
+  beast::error_code read_ec;
+  net::async_write(sock, net::buffer(bytes), [](beast::error_code, std::size_t) {});
+  http::async_read(sock, buffer, parser, [&](beast::error_code e, std::size_t) {
+    read_ec = e;
+    done = true;
+  });
+  ioc.run_for(timeout);
+  http_answer a;
+  if (done && !read_ec) {
+    auto res = parser.release();
+    a = {res.result_int(), res.body(), std::string(res[http::field::content_type])};
+  }
+  return a;
+}
+
+/// A plain TCP connection for hostile clients: writes without blocking, notices when the
+/// server closes it, and can end with a reset (SO_LINGER 0) instead of a FIN.
+struct raw_conn {
+  net::io_context& ioc;
+  tcp::socket sock;
+  bool closed = false;     ///< the server closed it (EOF or reset)
+  std::string received;    ///< whatever the server sent
+  raw_conn(net::io_context& io, std::uint16_t port, const char* from = "127.0.0.1")
+      : ioc(io), sock(connect_from(io, port, from)) {
+    sock.non_blocking(true);
+  }
+  void write(std::string_view bytes) {
+    if (closed) return;
+    beast::error_code ec;
+    sock.write_some(net::buffer(bytes.data(), bytes.size()), ec);
+    if (ec && ec != net::error::would_block) closed = true;
+  }
+  /// Reads what is there without blocking; true while the connection is open.
+  bool poll() {
+    char buf[4096];
+    while (!closed) {
+      beast::error_code ec;
+      auto n = sock.read_some(net::buffer(buf), ec);
+      if (ec == net::error::would_block) break;
+      if (ec) {
+        closed = true;
+        break;
+      }
+      received.append(buf, n);
+    }
+    return !closed;
+  }
+  void reset() {
+    beast::error_code ec;
+    sock.set_option(net::socket_base::linger(true, 0), ec);
+    sock.close(ec);
+    closed = true;
+  }
+};
+
+/// Waits (polling) until pred() holds; false after timeout.
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+  auto end = std::chrono::steady_clock::now() + timeout;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
 
 }  // namespace losslens::test

@@ -19,21 +19,31 @@
 namespace losslens::cli {
 
 const std::string_view serve_usage =
-    "usage: losslens serve [--db PATH] [--port N] [--host ADDR] [--token T] [--wait]\n\n"
+    "usage: losslens serve [--db PATH] [--port N] [--host ADDR] [--token T]\n"
+    "                      [--allow-origin ORIGINS] [--wait]\n\n"
     "Serves the live dashboard: the run list, charts of any run (live runs update as they\n"
     "are written), findings and comparisons, at http://ADDR:N/. Reads the database while\n"
     "trainers write it. Stops cleanly on Ctrl-C (SIGINT) or SIGTERM.\n\noptions:\n"
     "  --db PATH        run-history database (default runs.db)\n"
     "  --port N         TCP port (default 8080; 0 picks a free one)\n"
-    "  --host ADDR      address to bind (default 127.0.0.1). Any other address needs a token\n"
-    "  --token T        require this token (header 'Authorization: Bearer T' or ?token=T);\n"
+    "  --host ADDR      address to bind (default 127.0.0.1). Any other address needs a\n"
+    "                   token: without --token one is generated and printed in the URL\n"
+    "  --token T        require this token (header 'Authorization: Bearer T' or ?token=T),\n"
+    "                   at least 16 visible ASCII characters (e.g. `openssl rand -hex 16`);\n"
     "                   default: the LOSSLENS_TOKEN environment variable\n"
+    "  --allow-origin ORIGINS\n"
+    "                   comma-separated origins (e.g. https://dash.example.com) whose pages\n"
+    "                   may use the server besides its own (a reverse proxy's public name).\n"
+    "                   Requests with any other Origin header get 403; on a loopback --host\n"
+    "                   so do requests whose Host is not localhost, 127.0.0.1 or [::1]\n"
     "  --wait           if the database does not exist yet, wait for a trainer to create it\n"
     "                   (otherwise that is an error)\n\n"
-    "exit status: 0 stopped by a signal, 1 cannot start (database, port), 2 usage error\n";
+    "exit status: 0 stopped by a signal, 1 cannot start (database, port, weak token),\n"
+    "2 usage error\n";
 
 int run_serve(int argc, char** argv) {
-  auto args = parse_args(argc, argv, 1, {"db", "port", "host", "token"}, {"wait"});
+  auto args =
+      parse_args(argc, argv, 1, {"db", "port", "host", "token", "allow-origin"}, {"wait"});
   if (!args.positional.empty())
     throw usage_error("unexpected argument '" + args.positional.front() + "'");
   dashboard::server_options options;
@@ -42,6 +52,19 @@ int run_serve(int argc, char** argv) {
   options.host = args.get("host", "127.0.0.1");
   const char* env_token = std::getenv("LOSSLENS_TOKEN");
   options.token = args.get("token", env_token ? env_token : "");
+  // Off loopback a token is required: make one rather than refuse, and show it in the URL.
+  const bool generated = options.token.empty() && !dashboard::is_loopback(options.host);
+  if (generated) options.token = dashboard::generate_token();
+  const std::string allow = args.get("allow-origin");
+  for (std::string_view rest = allow; !rest.empty();) {
+    const auto comma = rest.find(',');
+    const auto origin = rest.substr(0, comma);
+    if (origin.empty() || origin.find("://") == std::string_view::npos)
+      throw usage_error("--allow-origin expects origins such as https://dash.example.com, got '" +
+                        std::string(origin) + "'");
+    options.allowed_origins.emplace_back(origin);
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+  }
 
   // Block the stop signals in every thread (the server's threads inherit the mask) and
   // wait for them here.
@@ -83,9 +106,11 @@ int run_serve(int argc, char** argv) {
   server.start();
   std::string shown = options.host.find(':') != std::string::npos ? "[" + options.host + "]"
                                                                   : options.host;
+  const std::string query = options.token.empty() ? ""
+                            : generated          ? "?token=" + options.token + " (generated token)"
+                                                 : "?token=<token>";
   std::printf("losslens: dashboard for %s at http://%s:%u/%s\n", options.db_path.c_str(),
-              shown.c_str(), unsigned(server.port()),
-              options.token.empty() ? "" : "?token=<token>");
+              shown.c_str(), unsigned(server.port()), query.c_str());
   std::fflush(stdout);
 
   int sig = 0;

@@ -1,7 +1,9 @@
 #include "detail/schema.hpp"
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <thread>
 
 #include <sqlite3.h>
 #include <unistd.h>
@@ -83,8 +85,12 @@ ALTER TABLE findings ADD COLUMN cause_id INTEGER NOT NULL DEFAULT 0;
 )sql"},
 };
 
+// Creates or upgrades the schema in one transaction under an exclusive lock: a new file is
+// never seen half-made (readers and other writers wait on the lock with their busy timeout),
+// and of several processes creating the same file at once, the first creates it and the
+// others find it done (the version is read again under the lock).
 void migrate(sqlite3* db) {
-  transaction t(db);
+  transaction t(db, begin_mode::exclusive);
   auto version = int(query_int(db, "PRAGMA user_version"));
   for (const auto& m : migrations) {
     if (m.to_version <= version) continue;
@@ -155,6 +161,49 @@ void throw_setup_error(const std::string& path, const sqlite_error& e) {
   }
 }
 
+namespace {
+
+/// What a database's header and catalog say about it.
+struct database_kind {
+  std::int64_t application = 0;  ///< PRAGMA application_id
+  std::int64_t version = 0;      ///< PRAGMA user_version
+  std::int64_t objects = 0;      ///< tables, indexes, ...
+  /// No losslens schema and nothing else either: a new file.
+  bool empty() const noexcept {
+    return application != application_id && objects == 0 && version == 0;
+  }
+};
+
+database_kind read_kind(sqlite3* db) {
+  // One read transaction: a creator committing between the three reads would otherwise
+  // show a mix (no application id yet, but tables) that looks like a foreign database.
+  transaction t(db, begin_mode::deferred);
+  database_kind kind{query_int(db, "PRAGMA application_id"),
+                     query_int(db, "PRAGMA user_version"),
+                     query_int(db, "SELECT count(*) FROM sqlite_master")};
+  t.commit();
+  return kind;
+}
+
+/// A reader that finds a file without a schema may have opened it in the moment between a
+/// writer creating the file and locking it to create the schema: when the file is recent,
+/// look again until busy_timeout_ms has passed.
+database_kind wait_for_schema(sqlite3* db, const std::string& path, int busy_timeout_ms) {
+  auto kind = read_kind(db);
+  std::error_code ec;
+  const auto modified = fs::last_write_time(path, ec);
+  if (ec || fs::file_time_type::clock::now() - modified > std::chrono::seconds(10)) return kind;
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(busy_timeout_ms);
+  while (kind.empty() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    kind = read_kind(db);
+  }
+  return kind;
+}
+
+}  // namespace
+
 db_handle open_database(const std::string& path, open_mode mode, int busy_timeout_ms) {
   std::error_code ec;
   if (fs::is_directory(path, ec))
@@ -184,15 +233,20 @@ db_handle open_database(const std::string& path, open_mode mode, int busy_timeou
     }
   }
   try {
-    auto app = query_int(db.get(), "PRAGMA application_id");
-    auto version = query_int(db.get(), "PRAGMA user_version");
-    auto objects = query_int(db.get(), "SELECT count(*) FROM sqlite_master");
-    if (app != application_id) {
-      if (objects != 0 || version != 0)
+    const auto kind = mode == open_mode::read ? wait_for_schema(db.get(), path, busy_timeout_ms)
+                                              : read_kind(db.get());
+    const auto version = kind.version;
+    if (kind.application != application_id) {
+      if (!kind.empty())
         throw error("database '" + path +
                     "' is a SQLite database but not a losslens one; pass another --db");
       if (mode == open_mode::read)
         throw error("database '" + path + "' is empty (no losslens run has written to it yet)");
+    } else if (version < 1) {  // the schema and its version are written in one transaction
+      throw error("database '" + path +
+                  "' is not a losslens database, or its schema version (" +
+                  std::to_string(version) + ") is unknown (this build writes version " +
+                  std::to_string(schema_version) + "); pass another --db");
     }
     if (version > schema_version)
       throw error("database '" + path + "' was written by a newer losslens (schema version " +
@@ -203,6 +257,13 @@ db_handle open_database(const std::string& path, open_mode mode, int busy_timeou
       throw error("database '" + path +
                   "' is read-only; check the permissions of the file and of its directory "
                   "(SQLite creates '-wal' and '-shm' files next to it), or pass another --db");
+    if (version < schema_version) {
+      if (sqlite3_db_readonly(db.get(), "main") == 1)
+        throw error("database '" + path + "' has an older schema (version " +
+                    std::to_string(version) +
+                    ") and is read-only; open it once with write access to upgrade it");
+      migrate(db.get());  // also creates a new file's schema, before it turns to WAL
+    }
     if (mode == open_mode::write) {
       // WAL lets readers (the CLI, a dashboard) read while the writer writes.
       statement wal(db.get(), "PRAGMA journal_mode = WAL");
@@ -210,13 +271,6 @@ db_handle open_database(const std::string& path, open_mode mode, int busy_timeou
         throw error("database '" + path +
                     "': cannot switch to WAL mode (is it on a network file system?); pass a "
                     "--db on a local disk");
-    }
-    if (version < schema_version) {
-      if (sqlite3_db_readonly(db.get(), "main") == 1)
-        throw error("database '" + path + "' has an older schema (version " +
-                    std::to_string(version) +
-                    ") and is read-only; open it once with write access to upgrade it");
-      migrate(db.get());
     }
   } catch (const sqlite_error& e) {
     throw_setup_error(path, e);

@@ -103,8 +103,10 @@ std::string statement::text(int col) const {
            : std::string();
 }
 
-transaction::transaction(sqlite3* db, bool immediate) : db_(db) {
-  exec(db_, immediate ? "BEGIN IMMEDIATE" : "BEGIN");
+transaction::transaction(sqlite3* db, begin_mode mode) : db_(db) {
+  exec(db_, mode == begin_mode::exclusive   ? "BEGIN EXCLUSIVE"
+            : mode == begin_mode::immediate ? "BEGIN IMMEDIATE"
+                                            : "BEGIN");
 }
 
 transaction::~transaction() {

@@ -74,11 +74,15 @@ class statement {
   std::unique_ptr<sqlite3_stmt, finalizer> stmt_;
 };
 
+/// How a transaction takes its locks (SQLite's BEGIN DEFERRED / IMMEDIATE / EXCLUSIVE).
+enum class begin_mode { deferred, immediate, exclusive };
+
 /// A transaction that rolls back unless committed (never throws from the destructor).
 class transaction {
  public:
-  /// Begins (IMMEDIATE when immediate, else DEFERRED); throws sqlite_error.
-  explicit transaction(sqlite3* db, bool immediate = true);
+  /// Begins (IMMEDIATE by default: the write lock at once, waiting up to the busy timeout);
+  /// throws sqlite_error.
+  explicit transaction(sqlite3* db, begin_mode mode = begin_mode::immediate);
   ~transaction();
   transaction(const transaction&) = delete;
   transaction& operator=(const transaction&) = delete;

@@ -286,11 +286,16 @@ bool writer_connection::commit(std::uint64_t dropped_total,
     ++failures_since_success_;
     stats.write_failures += 1;
     stats.last_error = e.what();
-    if (!stats.degraded && stats.write_failures == 1 && options_.report_errors)
-      std::fprintf(stderr,
-                   "losslens: writing run history '%s' failed: %s; keeping up to %zu points in "
-                   "memory and retrying (dropped points are counted)\n",
-                   path_.c_str(), e.what(), options_.max_pending_rows);
+    // Every episode is reported when it starts, not only the first: the monitor says when
+    // writing works again, and each "works again" follows its own "failed".
+    if (!stats.degraded) {
+      stats.failure_episodes += 1;
+      if (options_.report_errors)
+        std::fprintf(stderr,
+                     "losslens: writing run history '%s' failed: %s; keeping up to %zu points "
+                     "in memory and retrying (dropped points are counted)\n",
+                     path_.c_str(), e.what(), options_.max_pending_rows);
+    }
     stats.degraded = true;
     return false;
   }

@@ -32,6 +32,9 @@ class writer_connection {
   void add(std::map<std::uint64_t, finding>&& findings, std::vector<storage::event_info>&& events);
   /// Whether anything besides the heartbeat waits for a commit.
   bool has_pending() const noexcept;
+  /// Findings and events waiting for a commit (lost if the writer gives up now).
+  std::size_t pending_findings() const noexcept { return findings_.size(); }
+  std::size_t pending_events() const noexcept { return events_.size(); }
 
   /// Writes everything pending in one transaction, with the heartbeat, drop and rejection
   /// events and, when final_status is set, the run's end. On failure nothing is lost from

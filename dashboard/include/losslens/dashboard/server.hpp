@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace losslens::detail {
 class server_impl;
@@ -20,7 +21,13 @@ struct server_options {
   std::string db_path = "runs.db";  ///< run-history database (must exist; read-only use)
   std::string host = "127.0.0.1";   ///< address to bind; non-loopback addresses need a token
   std::uint16_t port = 8080;        ///< 0: an ephemeral port (see server::port())
-  std::string token;                ///< when set, every request must carry it (see docs)
+  /// When set, every request must carry it (see docs): at least min_token_length visible ASCII
+  /// characters (see generate_token()).
+  std::string token;
+  /// Origins (e.g. "https://dash.example.com") allowed besides the page's own, i.e. besides
+  /// "http://" or "https://" followed by the request's Host. A request whose Origin header is
+  /// neither gets 403 (websocket upgrades included). Compared exactly, case-insensitively.
+  std::vector<std::string> allowed_origins;
   int threads = 1;                  ///< I/O threads (the poller has its own thread)
   /// How often the DB is polled for news (notify() asks for a poll at once).
   std::chrono::milliseconds poll_interval{20};
@@ -33,6 +40,14 @@ struct server_options {
   std::size_t max_header_bytes = 8192;              ///< largest HTTP request header accepted
   std::size_t max_subscriptions = 16;               ///< runs one client may subscribe to
   std::size_t max_clients = 4096;                   ///< open connections; beyond: refused
+  /// Open connections from one client address (an IPv6 /64 counts as one); 0: no limit. At the
+  /// limit, the address's connection that has waited longest for a request is closed to make
+  /// room; when none is waiting, the new connection is refused.
+  std::size_t max_connections_per_address = 1024;
+  /// The last connections below max_clients (at most a quarter of it): once that few are
+  /// left, connections waiting for a request are closed after pressure_timeout.
+  std::size_t reserve_connections = 64;
+  std::chrono::milliseconds pressure_timeout{2000};  ///< see reserve_connections
   std::chrono::seconds http_timeout{30};            ///< idle HTTP connection timeout
   std::chrono::seconds ws_idle_timeout{60};         ///< websocket idle timeout (pings sent)
 };
@@ -42,7 +57,10 @@ struct server_stats {
   std::size_t clients = 0;          ///< open websocket sessions
   std::size_t open_connections = 0; ///< open TCP connections (HTTP and websocket)
   std::uint64_t connections = 0;    ///< TCP connections accepted
-  std::uint64_t refused = 0;        ///< connections refused (max_clients)
+  std::uint64_t refused = 0;        ///< connections refused (max_clients, or per address)
+  std::uint64_t evicted = 0;        ///< waiting connections closed to make room (per address)
+  std::uint64_t shed = 0;           ///< waiting connections closed early near max_clients
+  std::uint64_t forbidden = 0;      ///< requests answered 403 (Host or Origin not allowed)
   std::uint64_t accept_errors = 0;  ///< failed accepts (e.g. out of file descriptors; retried)
   std::uint64_t slow_drops = 0;     ///< websocket clients disconnected for not keeping up
   std::uint64_t frames_sent = 0;    ///< websocket frames written
@@ -58,6 +76,9 @@ struct server_stats {
 /// owned by the server and stopped and joined by stop() or the destructor. Slow clients never
 /// block the poller or other clients (bounded per-client queue; disconnected beyond it).
 ///
+/// Access: on a loopback bind only requests whose Host names loopback are served (DNS
+/// rebinding); a request whose Origin is not the page's own (or allowed_origins) gets 403.
+///
 /// Thread-safety: start(), stop(), port() and stats() may be called from any thread, but
 /// start()/stop() not concurrently with each other.
 class server {
@@ -71,7 +92,7 @@ class server {
 
   /// Validates the options, opens the database, binds and listens, and starts the threads.
   /// Throws losslens::error with advice: database missing or unreadable, address not local
-  /// and no token, port in use, bad host. Throws if already started.
+  /// and no token, token too short, port in use, bad host. Throws if already started.
   void start();
   /// The port actually bound (useful with port 0); 0 before start().
   std::uint16_t port() const noexcept;
@@ -90,5 +111,12 @@ class server {
 
 /// True when host names a loopback address ("localhost", 127.x.x.x, ::1).
 bool is_loopback(const std::string& host) noexcept;
+
+/// The shortest server_options::token accepted.
+inline constexpr std::size_t min_token_length = 16;
+
+/// A random token for server_options::token: 32 hex digits (128 bits from getrandom(2)).
+/// Throws losslens::error when the system gives no randomness.
+std::string generate_token();
 
 }  // namespace losslens::dashboard

@@ -61,22 +61,33 @@ struct writer_options {
   std::int64_t max_database_bytes = 0;  ///< refuse to grow past this (0: no limit); writes then
                                         ///< fail as on a full disk
   std::size_t max_pending_rows = 1 << 20;  ///< points kept in memory while writes fail
-  bool report_errors = true;               ///< print the first write failure on stderr
+  bool report_errors = true;  ///< print a line on stderr when writes start failing (each time)
 };
 
-/// Counters of a writer (a snapshot).
+/// Counters of a writer (a snapshot). Every point given to append() ends up in exactly one
+/// of dropped, written, rejected or lost; until then it is held.
 struct writer_stats {
   std::uint64_t enqueued = 0;      ///< points accepted by append
   std::uint64_t dropped = 0;       ///< points refused because the queue was full
   std::uint64_t written = 0;       ///< points committed
   std::uint64_t rejected = 0;      ///< points whose step did not increase (or was negative)
   std::uint64_t lost = 0;          ///< points given up when writes kept failing at the end
+  /// Points accepted but not committed yet (queued, or held in memory while writes fail):
+  /// enqueued - written - rejected - lost. 0 once the writer has finished.
+  std::uint64_t held = 0;
+  std::uint64_t lost_findings = 0;  ///< findings (updates) given up when the last commit failed
+  std::uint64_t lost_events = 0;    ///< events given up when the last commit failed
   std::uint64_t batches = 0;       ///< committed transactions
   std::uint64_t write_failures = 0;
+  std::uint64_t failure_episodes = 0;  ///< times writes started failing after working
   std::uint64_t checkpoints = 0;   ///< TRUNCATE checkpoints run
   std::int64_t wal_bytes_max = 0;  ///< largest WAL size seen after a commit
   bool degraded = false;           ///< the last write failed; data is held and retried
   std::string last_error;          ///< message of the last write failure
+
+  /// Points that did not reach the database: dropped + rejected + lost. Final once the writer
+  /// has finished (finish() or the destructor); before that, held points may still be lost.
+  std::uint64_t not_stored() const noexcept { return dropped + rejected + lost; }
 };
 
 /// Records one run: creates it (status `running`) on construction, streams points, findings and
