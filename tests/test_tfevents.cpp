@@ -20,11 +20,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "fixtures.hpp"
 #include "losslens/error.hpp"
 #include "losslens/tfevents/event_reader.hpp"
 #include "losslens/tfevents/event_writer.hpp"
 #include "losslens/tfevents/record_reader.hpp"
 #include "losslens/tfevents/scalar_run.hpp"
+#include "shell_run.hpp"
 
 namespace fs = std::filesystem;
 using namespace losslens;
@@ -32,21 +34,10 @@ using namespace losslens::tfevents;
 
 namespace {
 
-const fs::path fixtures = fs::path(LOSSLENS_FIXTURES_DIR) / "tensorboard";
+const fs::path fixtures = losslens::testing::tensorboard_fixtures();
+using losslens::testing::have_tensorboard_fixtures;
 
-// Catch2 v2 has no skip: the fixture tests say why they did not run and pass.
-bool have_fixtures() {
-  if (fs::exists(fixtures / "expected.json")) return true;
-  WARN("fixtures not found at " << fixtures.string()
-                                << ": set -DLOSSLENS_FIXTURES_DIR=<shared>/fixtures; skipped");
-  return false;
-}
-
-std::string read_bytes(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  REQUIRE(in);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
+std::string read_bytes(const fs::path& p) { return losslens::testing::read_file(p); }
 
 nlohmann::json expected() { return nlohmann::json::parse(read_bytes(fixtures / "expected.json")); }
 
@@ -107,7 +98,7 @@ std::string plugin(const std::string& name) { return field_bytes(9, field_bytes(
 }  // namespace
 
 TEST_CASE("tfevents: the fixtures read back as expected.json says", "[tfevents]") {
-  if (!have_fixtures()) return;
+  if (!have_tensorboard_fixtures()) return;
   const auto exp = expected();
   for (const auto& [run, e] : exp.items()) {
     INFO(run);
@@ -150,7 +141,7 @@ TEST_CASE("tfevents: the fixtures read back as expected.json says", "[tfevents]"
 }
 
 TEST_CASE("tfevents: our records are byte for byte those of the fixtures' writer", "[tfevents]") {
-  if (!have_fixtures()) return;
+  if (!have_tensorboard_fixtures()) return;
   const auto exp = expected();
   for (const auto& [run, e] : exp.items()) {
     INFO(run);
