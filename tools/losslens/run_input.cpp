@@ -291,7 +291,10 @@ std::unique_ptr<opened_run> input_set::open(const run_input& run) const {
     throw error(run.source + ": " + w + "s seen: " +
                 (o.mapping.tags.empty() ? std::string("none") : o.mapping.seen_list()) +
                 "; none is a loss or a gradient norm: map one with --loss " + arg +
-                " (or --grad-norm " + arg + ", --task NAME=" + arg + ")");
+                " (or --grad-norm " + arg + ", --task NAME=" + arg + ")" +
+                // A cut-short file may be why nothing is there.
+                (o.events && !o.events->notes.empty() ? "; note: " + o.events->notes.back()
+                                                      : std::string()));
   }
   return out;
 }
