@@ -56,36 +56,36 @@ std::vector<std::string> scalar_run::tag_names() const {
   return out;
 }
 
-scalar_run read_scalar_run(const run_files& files) {
-  scalar_run run;
-  run.name = files.name;
-  run.files = files.files;
-  std::map<std::string, std::size_t, std::less<>> index;
-  for (const auto& file : files.files) {
-    event_reader reader(file);
-    scalar_value v;
-    while (reader.next(v)) {
-      auto it = index.find(v.tag);
-      if (it == index.end()) {
-        it = index.emplace(v.tag, run.tags.size()).first;
-        run.tags.push_back({v.tag, {}});
-      }
-      run.tags[it->second].points.push_back({v.step, v.wall_time, v.value});
+namespace {
+
+// Appends every scalar of one file to the run (tags in order of first appearance).
+void read_into(scalar_run& run, event_reader& reader,
+               std::map<std::string, std::size_t, std::less<>>& index) {
+  scalar_value v;
+  while (reader.next(v)) {
+    auto it = index.find(v.tag);
+    if (it == index.end()) {
+      it = index.emplace(v.tag, run.tags.size()).first;
+      run.tags.push_back({v.tag, {}});
     }
-    run.records += reader.stats().records;
-    run.scalars += reader.stats().scalars;
-    run.skipped += reader.stats().skipped;
-    if (!reader.truncated().empty()) run.notes.push_back(reader.truncated());
+    run.tags[it->second].points.push_back({v.step, v.wall_time, v.value});
   }
+  run.records += reader.stats().records;
+  run.scalars += reader.stats().scalars;
+  run.skipped += reader.stats().skipped;
+  if (!reader.truncated().empty()) run.notes.push_back(reader.truncated());
+}
+
+// Sorts each tag by step; a repeated step keeps the point written last.
+void one_point_per_step(scalar_run& run) {
   for (auto& t : run.tags) {
     auto& p = t.points;
     auto by_step = [](const scalar_point& a, const scalar_point& b) { return a.step < b.step; };
+    auto same_step = [](const scalar_point& a, const scalar_point& b) { return a.step == b.step; };
     if (std::is_sorted(p.begin(), p.end(), by_step) &&
-        std::adjacent_find(p.begin(), p.end(), [](auto& a, auto& b) { return a.step == b.step; }) ==
-            p.end())
+        std::adjacent_find(p.begin(), p.end(), same_step) == p.end())
       continue;
-    std::stable_sort(p.begin(), p.end(), by_step);
-    // Keep the last written point of each step (stable sort keeps the write order).
+    std::stable_sort(p.begin(), p.end(), by_step);  // keeps the write order within a step
     std::vector<scalar_point> kept;
     kept.reserve(p.size());
     for (const auto& x : p) {
@@ -99,6 +99,31 @@ scalar_run read_scalar_run(const run_files& files) {
                         "sorted by step");
     p = std::move(kept);
   }
+}
+
+}  // namespace
+
+scalar_run read_scalar_run(const run_files& files) {
+  scalar_run run;
+  run.name = files.name;
+  run.files = files.files;
+  std::map<std::string, std::size_t, std::less<>> index;
+  for (const auto& file : files.files) {
+    event_reader reader(file);
+    read_into(run, reader, index);
+  }
+  one_point_per_step(run);
+  return run;
+}
+
+scalar_run read_scalar_run(std::istream& in, const std::string& name) {
+  scalar_run run;
+  run.name = name;
+  run.files = {name};
+  std::map<std::string, std::size_t, std::less<>> index;
+  event_reader reader(in, name);
+  read_into(run, reader, index);
+  one_point_per_step(run);
   return run;
 }
 

@@ -4,6 +4,7 @@
 /// to the detectors as samples.
 
 #include <cstdint>
+#include <istream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -60,6 +61,9 @@ struct scalar_run {
 /// when a step repeats (a restarted run that logged it again), the one written last is kept,
 /// with a note. Throws losslens::error ("FILE: offset N: reason") on a corrupt record.
 scalar_run read_scalar_run(const run_files& run);
+/// The same for one event file in a stream (e.g. in memory); `name` appears in messages and is
+/// the run's name.
+scalar_run read_scalar_run(std::istream& in, const std::string& name);
 
 /// Adds one stream per mapped tag of `run` to `merger` (tags mapping maps; mapping must come
 /// from map_tags(run.tag_names(), ...)). `run` must outlive the merger.
