@@ -233,6 +233,13 @@ TEST_CASE("tfevents: scalar tensors (TF2, float_val, double) and skipped non-sca
   CHECK((got[2].tag == "grad_norm" && got[2].step == 2 && got[2].value == -1.25));
   CHECK((got[3].tag == "lr" && got[3].step == 4 && got[3].value == 0.5));
 
+  // A tag that is not UTF-8 (proto3 would refuse it as a string) is read as its bytes.
+  const auto latin1 = read_all(frame_record(event_with(1.0, 7, field_bytes(1, "p\xe9rte") +
+                                                                  field_fixed(2, 1.5f))));
+  REQUIRE(latin1.size() == 1);
+  CHECK(latin1[0].tag == "p\xe9rte");
+  CHECK(latin1[0].value == 1.5);
+
   // A scalar float tensor with 3 content bytes is malformed: the record's offset is named.
   const std::string first = frame_record(field_fixed(1, 10.0));
   const std::string bad = first + frame_record(event_with(
