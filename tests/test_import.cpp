@@ -270,8 +270,15 @@ TEST_CASE("import: runs into the history, idempotent, shown by runs, findings an
   r = cli("compare " + std::to_string(ids["sgd01"]) + " 4 --json --db " + db, dir.path);
   REQUIRE(r.status == 0);
   // The event file and the W&B export hold the same float32 losses.
-  for (const auto& s : json::parse(r.out)["series"])
-    if (s["name"] == "loss") CHECK(s["runs"][0] == s["runs"][1]);
+  const auto compared = json::parse(r.out);
+  int losses = 0;
+  for (const auto& s : compared["series"])
+    if (s["name"] == "loss") {
+      CHECK(s["runs"][0] == s["runs"][1]);
+      CHECK(s["runs"][0]["final"] == expected()["sgd01"]["tags"]["train/loss"]["last"][1]);
+      ++losses;
+    }
+  CHECK(losses == 1);
 
   // The dashboard: `losslens serve` on the database lists the imported runs with findings.
   testing::child_process serve(LOSSLENS_CLI, {"serve", "--db", db, "--port", "0"},

@@ -40,7 +40,8 @@ extern const std::vector<std::string_view> input_value_options;
   "                   not used. A FILE instead of a TAG: a TensorBoard CSV export of the loss\n" \
   "  --grad-norm TAG  the same for the gradient norm (TAG or FILE)\n"                           \
   "  --lr TAG         the same for the learning rate (TAG or FILE)\n"                           \
-  "  --task NAME=TAG  the tag that is task NAME's loss (series loss/NAME); repeatable\n"
+  "  --task NAME=TAG  the tag (TAG or FILE) that is task NAME's loss (series loss/NAME);\n"   \
+  "                   repeatable\n"
 /// Reads --loss, --grad-norm, --lr, --task (a value naming an existing file is a TensorBoard
 /// CSV export of that series, otherwise a tag) and --run. Throws usage_error.
 input_options parse_input_options(const parsed_args& args);
