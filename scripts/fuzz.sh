@@ -3,14 +3,14 @@
 # from the committed corpus and regressions copied into a scratch directory (fuzz/ is never
 # modified). Fails on any crash, sanitizer report, leak, timeout or out-of-memory and prints
 # where the input that caused it is. See docs/fuzzing.md.
-# Usage: bash scripts/fuzz.sh [BUILD_DIR [TARGET...]]   (default: build-fuzz; csv http ws)
+# Usage: bash scripts/fuzz.sh [BUILD_DIR [TARGET...]]   (default: build-fuzz; csv tfevents http ws)
 # Env: LOSSLENS_FUZZ_SECONDS (per target, default 60), LOSSLENS_JOBS (build jobs, default 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build-fuzz}
 shift $(( $# > 0 ? 1 : 0 ))
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(csv http ws)
+[ ${#targets[@]} -gt 0 ] || targets=(csv tfevents http ws)
 seconds=${LOSSLENS_FUZZ_SECONDS:-60}
 jobs=${LOSSLENS_JOBS:-2}
 

@@ -7,6 +7,7 @@ packages=(
   build-essential cmake pkg-config
   libtorch-dev libopenblas0-pthread libgloo-dev libsleef-dev
   libboost-dev nlohmann-json3-dev libsqlite3-dev zlib1g-dev
+  libprotobuf-dev protobuf-compiler python3
   nodejs chromium
   catch2
   clang libclang-rt-14-dev

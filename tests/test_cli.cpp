@@ -112,7 +112,7 @@ TEST_CASE("analyze: malformed files and bad usage exit non-zero with a clear mes
   CHECK(r.out.find("/nonexistent.csv: cannot open") != std::string::npos);
   r = run("analyze");
   CHECK(r.status == 2);
-  CHECK(r.out.find("missing FILE.csv") != std::string::npos);
+  CHECK(r.out.find("missing PATH") != std::string::npos);
   r = run("analyze x.csv --classes 1");
   CHECK(r.status == 2);
   CHECK(r.out.find("--classes must be between 2") != std::string::npos);

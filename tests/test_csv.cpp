@@ -138,3 +138,88 @@ TEST_CASE("csv: random garbage never crashes, only throws losslens::error") {
   CHECK(errors + parsed == 2000);
   CHECK(errors > 0);
 }
+
+TEST_CASE("csv: header names in any case and quoted; common tag spellings are mapped") {
+  std::istringstream in("\"Step\",\"Train/Loss\",\"LEARNING_RATE\",\"train/loss_cls\",\"epoch\"\r\n"
+                        "\"0\",\"2.5\",\"0.1\",\"1.5\",\"0\"\r\n");
+  csv_reader r(in, "t.csv");
+  CHECK(r.schema().tasks == std::vector<std::string>{"cls"});
+  CHECK(r.mapping().describe() == "Train/Loss -> loss, LEARNING_RATE -> lr, train/loss_cls -> loss/cls");
+  REQUIRE(r.warnings().size() == 1);
+  CHECK_THAT(r.warnings()[0], Catch::StartsWith("t.csv:1: 1 column not used: 'epoch' ("));
+  sample s;
+  REQUIRE(r.next(s));
+  CHECK(*s.loss == 2.5);
+  CHECK(*s.lr == 0.1);
+  CHECK(*s.task_losses[0] == 1.5);
+  CHECK_FALSE(r.next(s));
+}
+
+TEST_CASE("csv: TensorBoard's export (Wall time,Step,Value): the tag comes from the file name") {
+  CHECK(tensorboard_csv_tag("dir/run-sgd01-tag-train_loss.csv") == "train_loss");
+  CHECK(tensorboard_csv_tag("dir/grad_norm.CSV") == "grad_norm");
+  CHECK(tensorboard_csv_tag("tb_export_train_loss.csv") == "tb_export_train_loss");
+  const std::string text =
+      "Wall time,Step,Value\r\n1733070000.0,0,2.3142499923706055\r\n1733070000.05,1,nan\r\n";
+  std::istringstream in(text);
+  csv_reader r(in, "run-a-tag-train_loss.csv");
+  CHECK(r.tensorboard_layout());
+  CHECK(r.mapping().describe() == "train_loss -> loss");
+  CHECK(r.warnings().empty());
+  sample s;
+  REQUIRE(r.next(s));
+  CHECK(s.step == 0);
+  CHECK(s.wall_time == 1733070000.0);
+  CHECK(*s.loss == 2.3142499923706055);
+  REQUIRE(r.next(s));
+  CHECK(s.wall_time == 1733070000.05);
+  CHECK(std::isnan(*s.loss));
+  CHECK_FALSE(r.next(s));
+  // A name that says nothing: mapped by the caller (value_tag and a rule), else unused.
+  std::istringstream in2(text);
+  csv_options o;
+  o.value_tag = "export";
+  o.mapping.rules = {{"export", {series_role::grad_norm, ""}}};
+  csv_reader r2(in2, "x.csv", o);
+  REQUIRE(r2.next(s));
+  CHECK(*s.grad_norm == 2.3142499923706055);
+  std::istringstream in3(text);
+  csv_reader r3(in3, "x.csv");
+  CHECK_FALSE(r3.mapping().diagnosable());
+}
+
+TEST_CASE("csv: W&B export with several runs, __MIN/__MAX ignored, rows of other runs skipped") {
+  const std::string text =
+      "\"Step\",\"a - train/loss\",\"a - train/loss__MIN\",\"a - train/loss__MAX\","
+      "\"b - train/loss\",\"b - train/loss__MIN\",\"b - train/loss__MAX\"\n"
+      "\"0\",\"2\",\"2\",\"2\",\"3\",\"3\",\"3\"\n"
+      "\"1\",\"1e-7\",\"1e-7\",\"1e-7\",\"Infinity\",\"Infinity\",\"Infinity\"\n"
+      "\"2\",\"\",\"\",\"\",\"NaN\",\"NaN\",\"NaN\"\n";
+  std::istringstream in(text);
+  csv_reader a(in, "w.csv");
+  CHECK(a.runs() == std::vector<std::string>{"a", "b"});
+  CHECK(a.run() == "a");
+  CHECK(a.mapping().describe() == "train/loss -> loss");
+  REQUIRE(a.warnings().size() == 1);
+  CHECK(a.warnings()[0] ==
+        "w.csv:1: 2 W&B __MIN/__MAX columns ignored (bucket bounds of the value column)");
+  sample s;
+  REQUIRE(a.next(s));
+  CHECK(*s.loss == 2);
+  REQUIRE(a.next(s));
+  CHECK(*s.loss == 1e-7);
+  CHECK_FALSE(a.next(s));  // step 2 has no value for run a
+  std::istringstream in2(text);
+  csv_options o;
+  o.run = "b";
+  csv_reader b(in2, "w.csv", o);
+  std::vector<double> losses;
+  while (b.next(s)) losses.push_back(*s.loss);
+  REQUIRE(losses.size() == 3);
+  CHECK(losses[1] == INFINITY);
+  CHECK(std::isnan(losses[2]));
+  std::istringstream in3(text);
+  o.run = "c";
+  CHECK_THROWS_WITH(csv_reader(in3, "w.csv", o),
+                    "w.csv:1: no run 'c' in the header (W&B columns '<run> - <key>'); runs: a, b");
+}

@@ -9,6 +9,7 @@
 #include <limits>
 #include <set>
 
+#include "detail/text.hpp"
 #include "losslens/error.hpp"
 
 namespace losslens {
@@ -43,12 +44,8 @@ bool split(std::string_view line, std::vector<std::string_view>& out) {
   }
 }
 
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
+using detail::iequals;
+using detail::lower;
 
 /// Parses a number: decimal or exponent notation, or nan/inf/-inf (any case, also "infinity").
 bool parse_double(std::string_view s, double& v) {
@@ -80,6 +77,12 @@ bool parse_double(std::string_view s, double& v) {
   return true;
 }
 
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& x : v) out += (out.empty() ? "" : ", ") + x;
+  return out;
+}
+
 bool has_binary(std::string_view s) {
   return std::any_of(s.begin(), s.end(), [](char c) {
     const auto u = static_cast<unsigned char>(c);
@@ -89,7 +92,17 @@ bool has_binary(std::string_view s) {
 
 }  // namespace
 
-csv_reader::csv_reader(const std::string& path) : name_(path) {
+std::string tensorboard_csv_tag(std::string_view path) {
+  if (auto slash = path.find_last_of('/'); slash != std::string_view::npos)
+    path.remove_prefix(slash + 1);
+  if (path.size() > 4 && iequals(path.substr(path.size() - 4), ".csv")) path.remove_suffix(4);
+  if (auto tag = path.rfind("-tag-"); tag != std::string_view::npos && tag + 5 < path.size())
+    path.remove_prefix(tag + 5);
+  return std::string(path);
+}
+
+csv_reader::csv_reader(const std::string& path, csv_options options)
+    : name_(path), options_(std::move(options)) {
   file_ = std::make_unique<std::ifstream>(path, std::ios::binary);
   if (!*file_)
     throw error(path + ": cannot open: " + std::strerror(errno) +
@@ -98,7 +111,8 @@ csv_reader::csv_reader(const std::string& path) : name_(path) {
   read_header();
 }
 
-csv_reader::csv_reader(std::istream& in, std::string name) : in_(&in), name_(std::move(name)) {
+csv_reader::csv_reader(std::istream& in, std::string name, csv_options options)
+    : in_(&in), name_(std::move(name)), options_(std::move(options)) {
   read_header();
 }
 
@@ -139,65 +153,136 @@ void csv_reader::read_header() {
       line_ = std::max<std::int64_t>(line_, 1);
       fail("empty file: expected a header row such as step,loss,grad_norm");
     }
+    // A byte-order mark starts the file, even when blank lines follow it.
+    if (line_ == 1 && header.size() >= 3 && header.compare(0, 3, "\xEF\xBB\xBF") == 0)
+      header.erase(0, 3);
     if (!trim(header).empty()) break;
   }
-  if (header.size() >= 3 && header.compare(0, 3, "\xEF\xBB\xBF") == 0) header.erase(0, 3);  // BOM
   if (has_binary(header)) fail("binary data where a CSV header was expected");
   if (!split(header, cells_)) fail("unterminated quote in the header");
   std::set<std::string, std::less<>> seen;
-  bool has_step = false;
+  std::vector<std::string> names;
   for (std::size_t i = 0; i < cells_.size(); ++i) {
-    const std::string name(cells_[i]);
+    std::string name(cells_[i]);
     if (name.empty()) fail("column " + std::to_string(i + 1) + " has an empty name");
     if (!seen.insert(name).second) fail("column '" + name + "' appears twice");
-    column c{column_kind::ignored, 0, name};
-    auto sub = [&](std::string_view prefix) -> std::string {
-      if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) return {};
-      return name.substr(prefix.size());
-    };
-    if (name == "step") {
-      c.kind = column_kind::step;
-      has_step = true;
-    } else if (name == "wall_time") {
-      c.kind = column_kind::wall_time;
-    } else if (name == "loss") {
-      c.kind = column_kind::loss;
-    } else if (name == "grad_norm") {
-      c.kind = column_kind::grad_norm;
-    } else if (name == "lr") {
-      c.kind = column_kind::lr;
-    } else if (name == "accuracy") {
-      c.kind = column_kind::accuracy;
-    } else if (auto t = sub("loss/"); !t.empty()) {
-      c.kind = column_kind::task;
-      c.index = schema_.tasks.size();
-      schema_.tasks.push_back(t);
-    } else if (auto p = sub("grad_norm/"); !p.empty()) {
-      c.kind = column_kind::param;
-      c.index = schema_.params.size();
-      schema_.params.push_back(p);
-    } else {
-      warnings_.push_back(name_ + ":" + std::to_string(line_) + ": column '" + name +
-                          "' is not one of step, loss, loss/<task>, grad_norm, "
-                          "grad_norm/<name>, lr, accuracy, wall_time: ignored");
+    names.push_back(std::move(name));
+  }
+  auto is_any = [](std::string_view name, std::initializer_list<std::string_view> words) {
+    return std::any_of(words.begin(), words.end(), [&](auto w) { return iequals(name, w); });
+  };
+  tensorboard_ = names.size() == 3 &&
+                 std::all_of(names.begin(), names.end(), [&](const std::string& n) {
+                   return is_any(n, {"wall time", "step", "value"});
+                 }) &&
+                 std::set<std::string>{lower(names[0]), lower(names[1]), lower(names[2])}.size() == 3;
+  // W&B: "<run> - <key>" columns; the run read is the one asked for, else the first.
+  constexpr std::string_view run_sep = " - ";
+  for (const auto& n : names)
+    if (auto sep = n.find(run_sep); sep != std::string::npos && sep > 0) {
+      const std::string run = n.substr(0, sep);
+      if (std::find(runs_.begin(), runs_.end(), run) == runs_.end()) runs_.push_back(run);
     }
-    columns_.push_back(std::move(c));
+  if (!options_.run.empty()) {
+    if (std::find(runs_.begin(), runs_.end(), options_.run) == runs_.end())
+      fail("no run '" + options_.run + "' in the header (W&B columns '<run> - <key>'); runs: " +
+           (runs_.empty() ? std::string("none") : join(runs_)));
+    run_ = options_.run;
+  } else if (!runs_.empty()) {
+    run_ = runs_.front();
+  }
+
+  std::vector<std::string> tags;
+  std::vector<std::size_t> tag_columns;
+  std::size_t bounds = 0;
+  bool has_step = false, has_wall = false;
+  columns_.clear();
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    const std::string& name = names[i];
+    columns_.push_back({column_kind::ignored, 0, name});
+    if (!has_step && is_any(name, {"step", "_step", "global_step"})) {
+      columns_[i].kind = column_kind::step;
+      has_step = true;
+      continue;
+    }
+    if (!has_wall && is_any(name, {"wall_time", "wall time", "_timestamp"})) {
+      columns_[i].kind = column_kind::wall_time;
+      has_wall = true;
+      continue;
+    }
+    std::string key = name;
+    if (tensorboard_ && iequals(name, "value")) {
+      key = options_.value_tag.empty() ? tensorboard_csv_tag(name_) : options_.value_tag;
+    } else if (auto sep = name.find(run_sep); sep != std::string::npos && sep > 0) {
+      if (name.compare(0, sep, run_) != 0) continue;  // another run's column
+      key = name.substr(sep + run_sep.size());
+      const std::string low = lower(key);
+      if (low.size() > 5 && (low.ends_with("__min") || low.ends_with("__max"))) {
+        ++bounds;
+        continue;
+      }
+    }
+    tags.push_back(std::move(key));
+    tag_columns.push_back(i);
   }
   if (!has_step)
-    fail("no 'step' column (the header must name a step column, e.g. step,loss,grad_norm)");
+    fail("no 'step' column (the header must name one: step, _step or TensorBoard's Step, e.g. "
+         "step,loss,grad_norm)");
+  try {
+    mapping_ = map_tags(tags, options_.mapping);
+  } catch (const error& e) {
+    fail(e.what());
+  }
+  schema_ = mapping_.schema;
+  for (std::size_t j = 0; j < tags.size(); ++j) {
+    if (!mapping_.targets[j]) continue;
+    column& c = columns_[tag_columns[j]];
+    const series_target& t = *mapping_.targets[j];
+    auto index_of = [](const std::vector<std::string>& v, const std::string& n) {
+      return std::size_t(std::find(v.begin(), v.end(), n) - v.begin());
+    };
+    switch (t.role) {
+      case series_role::loss: c.kind = column_kind::loss; break;
+      case series_role::task_loss:
+        c.kind = column_kind::task;
+        c.index = index_of(schema_.tasks, t.name);
+        break;
+      case series_role::grad_norm: c.kind = column_kind::grad_norm; break;
+      case series_role::param_grad_norm:
+        c.kind = column_kind::param;
+        c.index = index_of(schema_.params, t.name);
+        break;
+      case series_role::lr: c.kind = column_kind::lr; break;
+      case series_role::accuracy: c.kind = column_kind::accuracy; break;
+    }
+  }
+  const std::string where = name_ + ":" + std::to_string(line_) + ": ";
+  if (auto unused = mapping_.unused_summary("column"); !unused.empty())
+    warnings_.push_back(where + unused +
+                        " (known: loss, loss/<task>, grad_norm, grad_norm/<name>, lr, accuracy, "
+                        "wall_time and their common TensorBoard/W&B spellings; map a column "
+                        "with --loss, --grad-norm, --lr or --task NAME=COLUMN)");
+  for (const auto& n : mapping_.notes) warnings_.push_back(where + n);
+  if (bounds > 0)
+    warnings_.push_back(where + std::to_string(bounds) +
+                        " W&B __MIN/__MAX columns ignored (bucket bounds of the value column)");
+  skip_empty_rows_ = tensorboard_ || !runs_.empty();
 }
 
 bool csv_reader::next(sample& s) {
   for (;;) {
     if (!read_line(buf_)) return false;
-    if (!trim(buf_).empty()) break;  // blank lines (e.g. a trailing one) are skipped
+    if (trim(buf_).empty()) continue;  // blank lines (e.g. a trailing one) are skipped
+    if (has_binary(buf_)) fail("binary data in a row");
+    if (!split(buf_, cells_)) fail("unterminated quote");
+    if (cells_.size() != columns_.size())
+      fail("row has " + std::to_string(cells_.size()) + " cells but the header has " +
+           std::to_string(columns_.size()) + " columns");
+    if (parse_row(s)) return true;
   }
-  if (has_binary(buf_)) fail("binary data in a row");
-  if (!split(buf_, cells_)) fail("unterminated quote");
-  if (cells_.size() != columns_.size())
-    fail("row has " + std::to_string(cells_.size()) + " cells but the header has " +
-         std::to_string(columns_.size()) + " columns");
+}
 
+bool csv_reader::parse_row(sample& s) {
   s.step = 0;
   s.wall_time = 0;
   s.loss.reset();
@@ -210,7 +295,7 @@ bool csv_reader::next(sample& s) {
   s.task_weights.clear();
   s.task_grad_norms.clear();
 
-  bool have_step = false;
+  bool have_step = false, have_value = false;
   for (std::size_t i = 0; i < cells_.size(); ++i) {
     const column& c = columns_[i];
     const std::string_view cell = cells_[i];
@@ -227,6 +312,7 @@ bool csv_reader::next(sample& s) {
     double v = 0;
     if (!parse_double(cell, v))
       fail("column '" + c.name + "': '" + std::string(cell.substr(0, 40)) + "' is not a number");
+    have_value = have_value || c.kind != column_kind::wall_time;
     switch (c.kind) {
       case column_kind::wall_time: s.wall_time = v; break;
       case column_kind::loss: s.loss = v; break;
@@ -238,6 +324,7 @@ bool csv_reader::next(sample& s) {
       default: break;
     }
   }
+  if (skip_empty_rows_ && !have_value) return false;  // another run's step (W&B)
   if (!have_step) fail("the step cell is empty");
   if (have_prev_step_ && s.step <= prev_step_)
     fail("step " + std::to_string(s.step) + " is not greater than the previous step " +

@@ -1,9 +1,13 @@
-// Feeds a NaN into an analyzer through the installed headers and library.
+// Feeds a NaN into an analyzer through the installed headers and library, and reads back an
+// event record written with losslens::tfevents (which links protobuf).
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <sstream>
 
 #include <losslens/analyzer.hpp>
+#include <losslens/tfevents/event_reader.hpp>
+#include <losslens/tfevents/event_writer.hpp>
 #include <losslens/version.hpp>
 
 int main(int argc, char** argv) {
@@ -26,6 +30,14 @@ int main(int argc, char** argv) {
   if (a.findings().size() != 1 || a.findings()[0].kind != "non_finite" ||
       a.findings()[0].first_step != 7) {
     std::printf("unexpected findings\n");
+    return 1;
+  }
+  std::istringstream file(losslens::tfevents::frame_record(
+      losslens::tfevents::scalar_event("train/loss", 3, 1.5, 0.25f)));
+  losslens::tfevents::event_reader reader(file, "consumer");
+  losslens::tfevents::scalar_value v;
+  if (!reader.next(v) || v.tag != "train/loss" || v.step != 3 || v.value != 0.25) {
+    std::printf("event record did not read back\n");
     return 1;
   }
   std::printf("losslens %s: %s at step %lld\n", losslens::version_string,

@@ -1,4 +1,5 @@
-// `losslens analyze`: run the detectors offline over a CSV of training numbers.
+// `losslens analyze`: run the detectors offline over a CSV, TensorBoard event files or
+// TensorBoard / W&B CSV exports.
 
 #include <cstdio>
 #include <iostream>
@@ -7,10 +8,9 @@
 
 #include "args.hpp"
 #include "commands.hpp"
-#include "losslens/analyzer.hpp"
-#include "losslens/csv_reader.hpp"
 #include "losslens/error.hpp"
 #include "losslens/report.hpp"
+#include "run_input.hpp"
 
 namespace losslens::cli {
 
@@ -18,18 +18,41 @@ namespace losslens::cli {
 static_assert(finding::max_spans == 64, "update the --all text of analyze_usage and findings_usage");
 
 const std::string_view analyze_usage =
-    "usage: losslens analyze FILE.csv [--classes C] [--all] [--json] [--fail-on LEVEL]\n"
+    "usage: losslens analyze PATH [--classes C] [--all] [--json] [--fail-on LEVEL]\n"
+    "                        [--run NAME] [--loss TAG] [--grad-norm TAG] [--lr TAG]\n"
+    "                        [--task NAME=TAG]...\n"
+    "       losslens analyze --loss FILE [--grad-norm FILE] [--lr FILE] [--task NAME=FILE] ...\n"
     "\n"
-    "Runs every detector over a CSV of per-step training numbers and prints the findings.\n"
-    "FILE may be - for standard input. A finding is an incident (every episode of one kind\n"
-    "on one series), printed as one block; its first line counts the episodes when there are\n"
-    "several, e.g.\n"
+    "Runs every detector over a run's per-step numbers and prints the findings. PATH is\n"
+    "  - a CSV file (- for standard input): losslens' layout, TensorBoard's \"download CSV\"\n"
+    "    (Wall time,Step,Value: one tag per file) or W&B's export (\"Step\",\"<run> - <key>\",\n"
+    "    ...; several runs in one file are analysed one by one);\n"
+    "  - a TensorBoard event file (events.out.tfevents.*), a run directory holding event\n"
+    "    files, or a logdir: every directory below it with event files is a run, as\n"
+    "    TensorBoard's --logdir sees it;\n"
+    "  - a directory of TensorBoard CSV exports (run-<run>-tag-<tag>.csv: one run per <run>).\n"
+    "Or give the TensorBoard CSV exports of one run series by series with --loss FILE etc.\n"
+    "\n"
+    "Tags and columns are mapped to series case-insensitively: loss, train/loss, Loss/train,\n"
+    "train_loss -> loss; train/loss_<task>, loss/<task>, <task>_loss -> loss/<task>;\n"
+    "grad_norm, train/grad_norm, gradients/global_norm -> grad_norm; lr, learning_rate ->\n"
+    "lr; accuracy, acc -> accuracy. Validation and test curves (val, eval, test...) are not\n"
+    "used. How tags were mapped, unused tags (in one line) and notes go to standard error.\n"
+    "A run in which no series is a loss or a gradient norm, or without data rows, is an\n"
+    "error (exit 1) that says what was seen.\n"
+    "\n"
+    "A finding is an incident (every episode of one kind on one series), printed as one\n"
+    "block; its first line counts the episodes when there are several, e.g.\n"
     "  WARNING  loss_spike  steps 377-15020  loss  (12 episodes)\n"
-    "and a `preceded by:` line names the earlier incident it follows.\n"
+    "and a `preceded by:` line names the earlier incident it follows. Several runs are\n"
+    "printed one after the other, each under a `== run NAME (SOURCE)` line.\n"
     "\n"
-    "CSV: a header row naming `step` (required, strictly increasing whole numbers) and any of\n"
-    "  loss, loss/<task>, grad_norm, grad_norm/<name>, lr, accuracy, wall_time.\n"
-    "  Empty cells are missing; nan, inf and -inf are values. Other columns are ignored.\n"
+    "CSV (losslens' layout): a header row naming `step` (strictly increasing whole numbers)\n"
+    "  and any of loss, loss/<task>, grad_norm, grad_norm/<name>, lr, accuracy, wall_time.\n"
+    "  Empty cells are missing; nan, inf and -inf are values.\n"
+    "Event files: scalars from simple_value and from scalar float/double tensors; every\n"
+    "  record's CRC32C is checked; a cut-short last record (a run still being written) is\n"
+    "  read up to the last complete record, with a note.\n"
     "\n"
     "options:\n"
     "  --classes C      number of classes of a classification loss (2 = binary); enables the\n"
@@ -37,16 +60,41 @@ const std::string_view analyze_usage =
     "  --all            also list each incident's episodes, one line each:\n"
     "                     episode 3: steps 900-912 warning peak 14.2\n"
     "                   (the first 32 and the latest 32 are kept; a line counts the others)\n"
-    "  --json           print {\"findings\":[...],\"steps\":N} instead of the readable report\n"
-    "                   (each finding with episodes, spans, cause_id and cause)\n"
+    "  --json           print {\"findings\":[...],\"steps\":N,\"run\":NAME,\"source\":PATH,\n"
+    "                   \"series\":{TAG:SERIES}} instead of the readable report (each finding\n"
+    "                   with episodes, spans, cause_id and cause); several runs:\n"
+    "                   {\"runs\":[{...},...]}, a run that failed with its \"error\"\n"
     "  --fail-on LEVEL  exit 3 when a finding of LEVEL (info, warning, error) or worse exists\n"
+    "  --run NAME       only the run NAME (of a logdir, or a W&B export with several runs)\n"
+    LOSSLENS_INPUT_OPTIONS
     "\n"
-    "exit status: 0 analysed, 1 unreadable or malformed file, 2 bad usage, 3 --fail-on hit\n";
+    "exit status: 0 analysed, 1 unreadable or malformed input (FILE:LINE or FILE: offset N,\n"
+    "and the reason) or nothing to analyse, 2 bad usage, 3 --fail-on hit\n";
+
+namespace {
+
+nlohmann::json run_json(const run_input& run, const run_analysis& r) {
+  auto j = findings_report_json(r.findings, r.steps);
+  j["run"] = run.name;
+  j["source"] = run.source;
+  j["series"] = r.series;
+  return j;
+}
+
+void print_json(const nlohmann::json& j) {
+  std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+}
+
+}  // namespace
 
 int run_analyze(int argc, char** argv) {
-  const auto args = parse_args(argc, argv, 1, {"classes", "fail-on"}, {"json", "all"});
-  if (args.positional.size() != 1)
-    throw usage_error(args.positional.empty() ? "missing FILE.csv" : "expected one FILE.csv");
+  auto value_options = input_value_options;
+  value_options.insert(value_options.end(), {"classes", "fail-on"});
+  const auto args = parse_args(argc, argv, 1, value_options, {"json", "all"});
+  if (args.positional.size() > 1) throw usage_error("expected one PATH");
+  const auto inputs_options = parse_input_options(args);
+  if (args.positional.empty() && inputs_options.files.empty())
+    throw usage_error("missing PATH (a CSV, an event file or a directory of runs)");
   int fail_on = -1;
   if (auto lvl = args.get("fail-on"); !lvl.empty()) {
     try {
@@ -59,23 +107,50 @@ int run_analyze(int argc, char** argv) {
   opts.chance_level.num_classes =
       static_cast<int>(args.get_int("classes", 0, 2, 1'000'000'000));
 
-  const std::string& path = args.positional[0];
-  std::unique_ptr<csv_reader> reader = path == "-" ? std::make_unique<csv_reader>(std::cin, "<stdin>")
-                                                   : std::make_unique<csv_reader>(path);
-  for (const auto& w : reader->warnings()) std::fprintf(stderr, "losslens analyze: %s\n", w.c_str());
+  const input_set inputs(args.positional.empty() ? "" : args.positional[0], inputs_options,
+                         /*buffer_stdin=*/false);
+  const auto runs = select_runs(inputs.runs(), inputs_options.run);
+  const bool json = args.has("json");
 
-  analyzer a(reader->schema(), opts);
-  sample s;
-  while (reader->next(s)) a.observe(s);
-
-  if (args.has("json")) {
-    const auto j = findings_report_json(a.findings(), a.steps());
-    std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
-  } else {
-    std::fputs(format_findings_text(a.findings(), a.steps(), args.has("all")).c_str(), stdout);
+  if (runs.size() == 1) {  // one run: errors go to main() (exit 1)
+    const auto& run = runs[0];
+    const auto r = analyze_run(inputs, run, opts, "analyze");
+    if (json) {
+      print_json(run_json(run, r));
+    } else {
+      std::fputs(format_findings_text(r.findings, r.steps, args.has("all")).c_str(), stdout);
+    }
+    return fail_on >= 0 && worst_severity(r.findings) >= fail_on ? 3 : 0;
   }
-  if (fail_on >= 0 && worst_severity(a.findings()) >= fail_on) return 3;
-  return 0;
+
+  // Several runs: each one analysed and printed; a failed run is reported and the others go on.
+  int worst = -1;
+  bool failed = false;
+  auto all = nlohmann::json::array();
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    const auto& run = runs[i];
+    try {
+      const auto r = analyze_run(inputs, run, opts, "analyze");
+      worst = std::max(worst, worst_severity(r.findings));
+      if (json) {
+        all.push_back(run_json(run, r));
+      } else {
+        std::printf("%s== run %s  (%s)\n%s", i ? "\n" : "", run.name.c_str(), run.source.c_str(),
+                    format_findings_text(r.findings, r.steps, args.has("all")).c_str());
+      }
+    } catch (const error& e) {
+      failed = true;
+      std::fprintf(stderr, "losslens analyze: %s\n", e.what());
+      if (json) all.push_back({{"run", run.name}, {"source", run.source}, {"error", e.what()}});
+      else
+        std::printf("%s== run %s  (%s)\nnot analysed: %s\n", i ? "\n" : "", run.name.c_str(),
+                    run.source.c_str(), e.what());
+    }
+    std::fflush(stdout);
+  }
+  if (json) print_json({{"runs", all}});
+  if (failed) return 1;
+  return fail_on >= 0 && worst >= fail_on ? 3 : 0;
 }
 
 }  // namespace losslens::cli

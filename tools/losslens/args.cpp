@@ -10,6 +10,13 @@ std::string parsed_args::get(std::string_view name, std::string_view fallback) c
   return it == options.end() ? std::string(fallback) : it->second;
 }
 
+std::vector<std::string> parsed_args::all(std::string_view name) const {
+  std::vector<std::string> out;
+  for (const auto& [n, v] : ordered)
+    if (n == name) out.push_back(v);
+  return out;
+}
+
 std::int64_t parsed_args::get_int(std::string_view name, std::int64_t fallback, std::int64_t lo,
                                   std::int64_t hi) const {
   auto it = options.find(name);
@@ -65,6 +72,7 @@ parsed_args parse_args(int argc, char** argv, int first,
         value = argv[++i];
       }
       out.options[std::string(name)] = std::string(value);
+      out.ordered.emplace_back(std::string(name), std::string(value));
     } else {
       throw usage_error("unknown option --" + std::string(name));
     }

@@ -23,10 +23,14 @@ struct parsed_args {
   std::vector<std::string> positional;
   std::map<std::string, std::string, std::less<>> options;
   std::set<std::string, std::less<>> flags;
+  /// Every option in command-line order, repeats included (options keeps the last of each).
+  std::vector<std::pair<std::string, std::string>> ordered;
 
   bool has(std::string_view flag) const { return flags.count(flag) != 0; }
   /// The option's value, or fallback when absent.
   std::string get(std::string_view name, std::string_view fallback = {}) const;
+  /// Every value given to the option, in order (for options that may repeat).
+  std::vector<std::string> all(std::string_view name) const;
   /// The option as an integer in [lo, hi], or fallback when absent; throws usage_error.
   std::int64_t get_int(std::string_view name, std::int64_t fallback, std::int64_t lo,
                        std::int64_t hi) const;

@@ -15,6 +15,9 @@ struct command {
 
 int run_analyze(int argc, char** argv);
 extern const std::string_view analyze_usage;
+// import_command.cpp: runs logged elsewhere into the run history.
+int run_import(int argc, char** argv);
+extern const std::string_view import_usage;
 
 // Run history (storage_commands.cpp): read the SQLite database that monitored runs write.
 int run_runs(int argc, char** argv);

@@ -15,15 +15,17 @@ namespace {
 using losslens::cli::command;
 
 const command commands[] = {
-    {"analyze", "run the detectors over a CSV of training numbers",
+    {"analyze", "run the detectors over a CSV, TensorBoard event files or TB/W&B exports",
      losslens::cli::analyze_usage, losslens::cli::run_analyze},
+    {"import", "analyse runs logged elsewhere and store them in a run-history database",
+     losslens::cli::import_usage, losslens::cli::run_import},
     {"runs", "list the runs in a run-history database", losslens::cli::runs_usage,
      losslens::cli::run_runs},
     {"findings", "list stored findings", losslens::cli::findings_usage,
      losslens::cli::run_findings},
     {"metrics", "print a series of a run, downsampled", losslens::cli::metrics_usage,
      losslens::cli::run_metrics},
-    {"export", "write a run as CSV or JSON", losslens::cli::export_usage,
+    {"export", "write a run as CSV, JSON or a TensorBoard event file", losslens::cli::export_usage,
      losslens::cli::run_export},
     {"compare", "compare two runs side by side", losslens::cli::compare_usage,
      losslens::cli::run_compare},

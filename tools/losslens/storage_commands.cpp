@@ -3,6 +3,8 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -14,6 +16,7 @@
 #include "losslens/error.hpp"
 #include "losslens/report.hpp"
 #include "losslens/storage/run_reader.hpp"
+#include "losslens/tfevents/event_writer.hpp"
 
 namespace losslens::cli {
 
@@ -239,40 +242,84 @@ int run_metrics(int argc, char** argv) {
 
 namespace {
 
-void export_csv(run_reader& reader, const std::vector<storage::series_info>& series) {
+// Calls fn(step, at) for every step that any series has, in step order; at[i] is series i's
+// point at that step, or null. Reads the points through cursors (not all in memory).
+void for_each_step(run_reader& reader, const std::vector<storage::series_info>& series,
+                   const std::function<void(std::int64_t, const std::vector<const storage::point*>&)>& fn) {
   std::vector<storage::point_cursor> cursors;
-  std::vector<storage::point> current;
+  std::vector<storage::point> current(series.size());
   std::vector<bool> live;
-  std::string line = "step,wall_time";
-  for (const auto& s : series) {
-    line += "," + s.name;
-    cursors.push_back(reader.cursor(s.id, 0, INT64_MAX));
-    current.emplace_back();
-    live.push_back(cursors.back().next(current.back()));
+  for (std::size_t i = 0; i < series.size(); ++i) {
+    cursors.push_back(reader.cursor(series[i].id, 0, INT64_MAX));
+    live.push_back(cursors.back().next(current[i]));
   }
-  std::printf("%s\n", line.c_str());
+  std::vector<const storage::point*> at(series.size());
   for (;;) {
     std::int64_t step = INT64_MAX;
     for (std::size_t i = 0; i < cursors.size(); ++i)
       if (live[i]) step = std::min(step, current[i].step);
     if (step == INT64_MAX) break;
+    for (std::size_t i = 0; i < cursors.size(); ++i)
+      at[i] = live[i] && current[i].step == step ? &current[i] : nullptr;
+    fn(step, at);
+    for (std::size_t i = 0; i < cursors.size(); ++i)
+      if (at[i]) live[i] = cursors[i].next(current[i]);
+  }
+}
+
+void export_csv(run_reader& reader, const std::vector<storage::series_info>& series) {
+  std::string line = "step,wall_time";
+  for (const auto& s : series) line += "," + s.name;
+  std::printf("%s\n", line.c_str());
+  for_each_step(reader, series, [&](std::int64_t step, const std::vector<const storage::point*>& at) {
     line = std::to_string(step) + ",";
     std::string values;
     bool wall_done = false;
-    for (std::size_t i = 0; i < cursors.size(); ++i) {
+    for (const auto* p : at) {
       values += ",";
-      if (!live[i] || current[i].step != step) continue;
+      if (!p) continue;
       if (!wall_done) {
-        line += number_text(current[i].wall_time);
+        line += number_text(p->wall_time);
         wall_done = true;
       }
-      values += number_text(current[i].value);
-      live[i] = cursors[i].next(current[i]);
+      values += number_text(p->value);
     }
     line += values;
     line += '\n';
     std::fwrite(line.data(), 1, line.size(), stdout);
-  }
+  });
+}
+
+// One event file in dir, scalars tagged with the series names, in step order.
+void export_tfevents(run_reader& reader, const run_info& run,
+                     const std::vector<storage::series_info>& series, const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) throw error(dir + ": cannot create the directory: " + ec.message());
+  // The file's own time: the first point's wall time (an imported run keeps its original
+  // times), else the run's start.
+  double start = run.started_at;
+  for (const auto& s : series)
+    if (s.summary.count > 0 && s.summary.first.wall_time > 0) {
+      start = s.summary.first.wall_time;
+      break;
+    }
+  char name[96];
+  std::snprintf(name, sizeof name, "events.out.tfevents.%lld.losslens.run%lld",
+                (long long)std::floor(start), (long long)run.id);
+  const std::string path = (std::filesystem::path(dir) / name).string();
+  tfevents::event_writer w(path, start);
+  std::uint64_t scalars = 0;
+  for_each_step(reader, series, [&](std::int64_t step, const std::vector<const storage::point*>& at) {
+    for (std::size_t i = 0; i < at.size(); ++i)
+      if (at[i]) {
+        w.write_scalar(series[i].name, step, at[i]->wall_time, static_cast<float>(at[i]->value));
+        ++scalars;
+      }
+  });
+  w.close();
+  std::printf("wrote %s: %llu scalars of %zu series\n", path.c_str(), (unsigned long long)scalars,
+              series.size());
 }
 
 void export_json(run_reader& reader, const run_info& run,
@@ -309,12 +356,16 @@ void export_json(run_reader& reader, const run_info& run,
 }  // namespace
 
 int run_export(int argc, char** argv) {
-  auto args = parse_args(argc, argv, 1, {"db", "run", "format"}, {"json"});
+  auto args = parse_args(argc, argv, 1, {"db", "run", "format", "out"}, {"json"});
   no_positionals(args);
   const auto run = run_id_arg(args);
   std::string format = args.get("format", args.has("json") ? "json" : "csv");
-  if (format != "csv" && format != "json")
-    throw usage_error("--format must be csv or json, got '" + format + "'");
+  if (format != "csv" && format != "json" && format != "tfevents")
+    throw usage_error("--format must be csv, json or tfevents, got '" + format + "'");
+  if ((format == "tfevents") != args.options.count("out"))
+    throw usage_error(format == "tfevents"
+                          ? "--format tfevents needs --out DIR (the event file's directory)"
+                          : "--out DIR is for --format tfevents (csv and json go to standard output)");
   run_reader reader(args.get("db", default_db));
   const auto info = reader.run(run);
   std::vector<storage::series_info> series;
@@ -322,6 +373,8 @@ int run_export(int argc, char** argv) {
     if (s.summary.count > 0) series.push_back(std::move(s));
   if (format == "csv")
     export_csv(reader, series);
+  else if (format == "tfevents")
+    export_tfevents(reader, info, series, args.get("out"));
   else
     export_json(reader, info, series);
   return std::fflush(stdout) == 0 ? 0 : 1;
@@ -472,14 +525,22 @@ const std::string_view metrics_usage =
     "  --json           print {\"points\":[...],\"buckets\":[...],...}\n" LOSSLENS_EXIT_STATUS;
 
 const std::string_view export_usage =
-    "usage: losslens export --run ID [--format csv|json] [--db PATH]\n\n"
+    "usage: losslens export --run ID [--format csv|json] [--db PATH]\n"
+    "       losslens export --run ID --format tfevents --out DIR [--db PATH]\n\n"
     "Writes every point of a run to standard output. CSV uses the columns of\n"
     "`losslens analyze` input (step, wall_time, loss, loss/<task>, grad_norm, grad_norm/<name>,\n"
     "lr, accuracy; nan/inf/-inf as values, empty = missing), so\n"
     "  losslens export --run 3 | losslens analyze -\n"
-    "re-runs the detectors. JSON adds the run, its findings and events.\n\noptions:\n"
+    "re-runs the detectors. JSON adds the run, its findings and events.\n"
+    "tfevents writes a TensorBoard event file into DIR (created if needed), named\n"
+    "events.out.tfevents.<start>.losslens.run<ID>: one scalar event per point, tagged with the\n"
+    "series name (loss, loss/<task>, grad_norm, lr...), the point's step and wall time, the\n"
+    "value as float32 (TensorBoard's simple_value); `tensorboard --logdir DIR` shows it.\n"
+    "\noptions:\n"
     "  --run ID         the run\n"
-    "  --format F       csv (default) or json\n"
+    "  --format F       csv (default), json or tfevents\n"
+    "  --out DIR        tfevents: the directory of the event file (an existing file of the\n"
+    "                   same name is not overwritten)\n"
     "  --json           same as --format json\n" LOSSLENS_DB_OPTION LOSSLENS_EXIT_STATUS;
 
 const std::string_view compare_usage =

@@ -10,27 +10,58 @@
 #include <vector>
 
 #include "losslens/sample.hpp"
+#include "losslens/tag_mapping.hpp"
 
 namespace losslens {
 
-/// Reads a CSV with a header row. Columns: `step` (required, whole numbers, strictly
-/// increasing) and any of `loss`, `loss/<task>`, `grad_norm`, `grad_norm/<name>`, `lr`,
-/// `accuracy`, `wall_time`. Empty cells are missing values; `nan`, `inf`, `-inf` are values.
-/// Other columns are ignored with a warning. Memory use does not grow with the file.
+/// How a CSV is read.
+struct csv_options {
+  tag_map_options mapping;  ///< which column is which series (explicit rules, then automatic)
+  std::string run;          ///< W&B export with several runs: whose columns (empty: the first)
+  std::string value_tag;    ///< TensorBoard export: the tag of its Value column (empty: from
+                            ///< the file name, see tensorboard_csv_tag)
+};
+
+/// The tag of a TensorBoard "download CSV" file: TensorBoard names it
+/// `run-<run>-tag-<tag>.csv` (the tag's slashes as underscores), so the part after the last
+/// `-tag-`; otherwise the file name without directory and `.csv`.
+std::string tensorboard_csv_tag(std::string_view path);
+
+/// Reads a CSV with a header row, in one of three layouts:
+/// - losslens' own: `step` (whole numbers, strictly increasing) and any of `loss`,
+///   `loss/<task>`, `grad_norm`, `grad_norm/<name>`, `lr`, `accuracy`, `wall_time`;
+/// - TensorBoard's export of one tag: `Wall time,Step,Value` (the tag from csv_options);
+/// - W&B's export: `"Step","<run> - <key>",...`, several runs in one file; `<key>__MIN` and
+///   `<key>__MAX` columns (W&B's bucket bounds) are ignored, `_step` is a step column and
+///   `_timestamp` a wall time.
+/// Header names are matched case-insensitively, with or without quotes; other column names go
+/// through map_tags (so `train/loss`, `Loss/train`, `train_loss`, `learning_rate` are
+/// understood). Empty cells are missing values; `nan`, `inf`, `-inf`, `Infinity` are values.
+/// Unused columns are summarised in one warning. A UTF-8 byte-order mark and CRLF line ends are
+/// accepted. In the TensorBoard and W&B layouts a row with no value for the run is skipped.
+/// Memory use does not grow with the file.
 ///
 /// Every error is a losslens::error whose message starts with "FILE:LINE: ".
 /// Thread-safety: one thread at a time.
 class csv_reader {
  public:
   /// Opens the file and reads the header. Throws losslens::error.
-  explicit csv_reader(const std::string& path);
+  explicit csv_reader(const std::string& path, csv_options options = {});
   /// Reads from a stream that outlives the reader; `name` appears in messages. Throws.
-  csv_reader(std::istream& in, std::string name);
+  csv_reader(std::istream& in, std::string name, csv_options options = {});
   ~csv_reader();
 
   /// The task and parameter names found in the header.
   const sample_schema& schema() const noexcept { return schema_; }
-  /// Notes about ignored columns.
+  /// Which column became which series (tags: the column names, without a W&B run prefix).
+  const tag_mapping& mapping() const noexcept { return mapping_; }
+  /// The W&B runs named in the header (`<run> - <key>` columns), in order; empty when none.
+  const std::vector<std::string>& runs() const noexcept { return runs_; }
+  /// The run being read: options.run, else the first of runs(); empty when runs() is.
+  const std::string& run() const noexcept { return run_; }
+  /// True for TensorBoard's `Wall time,Step,Value` layout.
+  bool tensorboard_layout() const noexcept { return tensorboard_; }
+  /// One-line notes: unused columns, W&B bucket-bound columns, tags that lost to another.
   const std::vector<std::string>& warnings() const noexcept { return warnings_; }
   /// Reads the next data row into s (cleared first); false at the end. Throws losslens::error.
   bool next(sample& s);
@@ -46,12 +77,19 @@ class csv_reader {
   };
 
   bool read_line(std::string& out);
+  bool parse_row(sample& s);  // false: a row to skip
   void read_header();
   [[noreturn]] void fail(const std::string& reason) const;
 
   std::unique_ptr<std::ifstream> file_;
   std::istream* in_;
   std::string name_;
+  csv_options options_;
+  tag_mapping mapping_;
+  std::vector<std::string> runs_;
+  std::string run_;
+  bool tensorboard_ = false;
+  bool skip_empty_rows_ = false;
   std::int64_t line_ = 0;
   std::vector<column> columns_;
   sample_schema schema_;

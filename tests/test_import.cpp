@@ -1,0 +1,496 @@
+// Runs logged by other tools, through the built `losslens` binary: TensorBoard event files
+// (fixtures written by an independent C++ writer), TensorBoard and W&B CSV exports of the same
+// runs, `import` into the run history and `serve`, `export --format tfevents` read back by our
+// reader and by an independent Python reader (tests/tfevents_read.py), malformed inputs.
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "child_process.hpp"
+#include "dashboard_client.hpp"
+#include "fixtures.hpp"
+#include "losslens/storage/run_reader.hpp"
+#include "losslens/tfevents/event_reader.hpp"
+#include "shell_run.hpp"
+#include "temp_dir.hpp"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using namespace losslens;
+
+namespace {
+
+const fs::path fixtures = testing::tensorboard_fixtures();
+using testing::have_tensorboard_fixtures;
+using testing::read_file;
+using result = testing::shell_result;
+
+void write_text(const fs::path& p, const std::string& text) {
+  std::ofstream(p, std::ios::binary) << text;
+}
+
+result shell(const std::string& cmd, const fs::path& dir) { return testing::run_shell(cmd, dir); }
+
+result cli(const std::string& args, const fs::path& dir) {
+  return shell(std::string(LOSSLENS_CLI) + " " + args, dir);
+}
+
+std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
+
+json expected() { return json::parse(read_file(fixtures / "expected.json")); }
+
+// A CSV of the source trace's step and loss columns (what the one-tag exports hold).
+std::string step_and_loss(const std::string& csv) {
+  std::istringstream in(csv);
+  std::string line, out;
+  std::size_t loss_col = 0;
+  bool header = true;
+  while (std::getline(in, line)) {
+    std::vector<std::string> cells;
+    std::stringstream ls(line);
+    for (std::string c; std::getline(ls, c, ',');) cells.push_back(c);
+    if (header) {
+      loss_col = std::size_t(std::find(cells.begin(), cells.end(), "loss") - cells.begin());
+      REQUIRE(loss_col < cells.size());
+      header = false;
+    }
+    out += cells[0] + "," + cells[loss_col] + "\n";
+  }
+  return out;
+}
+
+// Numbers in a message, for messages that print a value rounded (3 significant digits).
+std::vector<double> numbers_in(const std::string& s, std::string& words) {
+  std::vector<double> out;
+  words.clear();
+  for (std::size_t i = 0; i < s.size();) {
+    if (std::isdigit(static_cast<unsigned char>(s[i]))) {
+      char* end = nullptr;
+      out.push_back(std::strtod(s.c_str() + i, &end));
+      i = std::size_t(end - s.c_str());
+      words += '#';
+    } else {
+      words += s[i++];
+    }
+  }
+  return out;
+}
+
+// Same findings within float32 rounding of the inputs: structure, steps, kinds and text equal,
+// numbers within a relative 1e-5 (1e-2 for the rounded numbers inside messages).
+void same_json(const json& a, const json& b, const std::string& path) {
+  INFO(path);
+  if (a.is_number() && b.is_number()) {
+    const double x = a.get<double>(), y = b.get<double>();
+    CHECK(std::abs(x - y) <= 1e-5 * std::max({1.0, std::abs(x), std::abs(y)}));
+    return;
+  }
+  REQUIRE(a.type() == b.type());
+  if (a.is_object()) {
+    REQUIRE(a.size() == b.size());
+    for (auto it = a.begin(); it != a.end(); ++it) {
+      REQUIRE(b.contains(it.key()));
+      same_json(it.value(), b[it.key()], path + "/" + it.key());
+    }
+  } else if (a.is_array()) {
+    REQUIRE(a.size() == b.size());
+    for (std::size_t i = 0; i < a.size(); ++i) same_json(a[i], b[i], path + "/" + std::to_string(i));
+  } else if (a.is_string() && a != b) {
+    std::string wa, wb;
+    const auto na = numbers_in(a.get<std::string>(), wa), nb = numbers_in(b.get<std::string>(), wb);
+    CHECK(wa == wb);
+    REQUIRE(na.size() == nb.size());
+    for (std::size_t i = 0; i < na.size(); ++i)
+      CHECK(std::abs(na[i] - nb[i]) <= 1e-2 * std::max(std::abs(na[i]), std::abs(nb[i])));
+  } else {
+    CHECK(a == b);
+  }
+}
+
+void same_findings(const json& reference, const json& got) {
+  CHECK(got["steps"] == reference["steps"]);
+  same_json(reference["findings"], got["findings"], "findings");
+}
+
+json analyze_json(const std::string& args, const fs::path& dir) {
+  const auto r = cli("analyze " + args + " --json", dir);
+  INFO(args << "\n" << r.err);
+  REQUIRE(r.status == 0);
+  return json::parse(r.out);
+}
+
+}  // namespace
+
+TEST_CASE("fixtures: event files and TensorBoard/W&B exports give the original CSV's findings",
+          "[import]") {
+  if (!have_tensorboard_fixtures()) return;
+  testing::temp_dir dir("import");
+  std::size_t total_findings = 0;
+  const auto exp = expected();
+  for (const auto& [run, e] : exp.items()) {
+    INFO(run);
+    const auto source = fixtures / e["source_csv"].get<std::string>();
+    const json reference = analyze_json(q(source), dir.path);
+    total_findings += reference["findings"].size();
+
+    // The run directory, and its event file given directly.
+    const json events = analyze_json(q(fixtures / run), dir.path);
+    same_findings(reference, events);
+    CHECK(events["run"] == run);
+    same_findings(reference, analyze_json(q(fixtures / e["event_file"].get<std::string>()), dir.path));
+    // Which tag became which series: the CSV column the fixture README names for it.
+    json columns = json::object();
+    for (const auto& [tag, t] : e["tags"].items()) columns[tag] = t["csv_column"];
+    CHECK(events["series"] == columns);
+
+    // The exports hold the loss only: the reference is the original CSV's step and loss.
+    const auto loss_csv = dir.path / (run + "_loss.csv");
+    write_text(loss_csv, step_and_loss(read_file(source)));
+    const json loss_reference = analyze_json(q(loss_csv), dir.path);
+    const json tensorboard =
+        analyze_json("--loss " + q(fixtures / run / "tb_export_train_loss.csv"), dir.path);
+    same_findings(loss_reference, tensorboard);
+    CHECK(tensorboard["series"] == json{{"tb_export_train_loss", "loss"}});
+    const json wandb = analyze_json(q(fixtures / run / "wandb_export.csv"), dir.path);
+    same_findings(loss_reference, wandb);
+    CHECK(wandb["run"] == run);
+    CHECK(wandb["series"] == json{{"train/loss", "loss"}});
+    // A directory of TensorBoard downloads named as TensorBoard names them.
+    const auto downloads = dir.path / (run + "_downloads");
+    fs::create_directories(downloads);
+    fs::copy_file(fixtures / run / "tb_export_train_loss.csv",
+                  downloads / ("run-" + run + "-tag-train_loss.csv"));
+    const json from_dir = analyze_json(q(downloads), dir.path);
+    same_findings(loss_reference, from_dir);
+    CHECK(from_dir["run"] == run);
+  }
+  // The comparison is not vacuous: the fixtures have findings (exploding gradients, task
+  // dominance).
+  CHECK(total_findings >= 2);
+
+  // The logdir: three runs (source_csv/ has no event files), each as above.
+  const json logdir = analyze_json(q(fixtures), dir.path);
+  REQUIRE(logdir["runs"].size() == 3);
+  for (const auto& r : logdir["runs"]) {
+    INFO(r["run"]);
+    const auto source = fixtures / "source_csv" / (r["run"].get<std::string>() + ".csv");
+    same_findings(analyze_json(q(source), dir.path), r);
+  }
+  CHECK(analyze_json(q(fixtures) + " --run sgd01", dir.path)["run"] == "sgd01");
+}
+
+TEST_CASE("import: runs into the history, idempotent, shown by runs, findings and serve",
+          "[import]") {
+  if (!have_tensorboard_fixtures()) return;
+  testing::temp_dir dir("import");
+  const auto db = dir.file("runs.db");
+  const auto exp = expected();
+
+  auto r = cli("import " + q(fixtures) + " --db " + db + " --json", dir.path);
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  auto imported = json::parse(r.out)["imported"];
+  REQUIRE(imported.size() == 3);
+  std::map<std::string, std::int64_t> ids;
+  for (const auto& i : imported) {
+    CHECK(i["status"] == "imported");
+    CHECK(i["steps"] == 1500);
+    ids[i["run"]] = i["id"];
+  }
+
+  storage::run_reader reader(db);
+  REQUIRE(reader.runs().size() == 3);
+  for (const auto& [run, e] : exp.items()) {
+    INFO(run);
+    const auto info = reader.run(ids.at(run));
+    CHECK(info.name == run);
+    CHECK(info.status == storage::run_status::finished);
+    CHECK(info.steps == 1500);
+    // Findings stored: those of `analyze` on the original CSV.
+    const json reference =
+        analyze_json(q(fixtures / e["source_csv"].get<std::string>()), dir.path);
+    const auto stored = reader.findings(info.id);
+    REQUIRE(stored.size() == reference["findings"].size());
+    json stored_json = json::array();
+    for (const auto& f : stored) stored_json.push_back(to_json(f.f));
+    same_json(reference["findings"], stored_json, "stored findings");
+    // Series with the values and wall times of the event file.
+    for (const auto& [tag, t] : e["tags"].items()) {
+      const auto s = reader.find_series(info.id, t["csv_column"].get<std::string>());
+      CHECK(s.summary.count == t["points"].get<std::int64_t>());
+      CHECK(s.summary.first.value == t["first"][1].get<double>());
+      CHECK(s.summary.last.value == t["last"][1].get<double>());
+      CHECK(s.summary.max.step == t["max_finite"][0].get<std::int64_t>());
+      CHECK(s.summary.first.wall_time == e["wall_time"]["first"].get<double>());
+      CHECK(s.summary.last.wall_time ==
+            Approx(e["wall_time"]["last"].get<double>()).margin(1e-6));
+    }
+    const auto config = json::parse(info.config_json);
+    CHECK(config["import"]["kind"] == "tfevents");
+    CHECK(config["import"]["files"][0] ==
+          (fixtures / e["event_file"].get<std::string>()).string());
+  }
+
+  // Again: nothing stored, the same ids named. The W&B export of a run is another source.
+  r = cli("import " + q(fixtures) + " --db " + db, dir.path);
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("sgd01: already imported as run " + std::to_string(ids["sgd01"])) !=
+        std::string::npos);
+  CHECK(reader.runs().size() == 3);
+  r = cli("import " + q(fixtures / "sgd01" / "wandb_export.csv") + " --run sgd01-wandb --db " + db,
+          dir.path);
+  REQUIRE(r.status == 0);
+  CHECK(r.out.rfind("imported sgd01-wandb as run 4: 1500 steps, 1500 points", 0) == 0);
+  CHECK(reader.runs().size() == 4);
+  r = cli("import " + q(fixtures / "sgd01" / "wandb_export.csv") + " --run sgd01-wandb --db " + db,
+          dir.path);
+  CHECK(r.out.find("already imported as run 4") != std::string::npos);
+
+  // The CLI's history commands.
+  r = cli("runs --db " + db, dir.path);
+  CHECK(r.out.find("diverge_sgd3") != std::string::npos);
+  r = cli("findings --kind exploding_gradients --json --db " + db, dir.path);
+  REQUIRE(r.status == 0);
+  const auto found = json::parse(r.out)["findings"];
+  REQUIRE(found.size() == 1);
+  CHECK(found[0]["run"] == ids["diverge_sgd3"]);
+  r = cli("compare " + std::to_string(ids["sgd01"]) + " 4 --json --db " + db, dir.path);
+  REQUIRE(r.status == 0);
+  // The event file and the W&B export hold the same float32 losses.
+  const auto compared = json::parse(r.out);
+  int losses = 0;
+  for (const auto& s : compared["series"])
+    if (s["name"] == "loss") {
+      CHECK(s["runs"][0] == s["runs"][1]);
+      CHECK(s["runs"][0]["final"] == expected()["sgd01"]["tags"]["train/loss"]["last"][1]);
+      ++losses;
+    }
+  CHECK(losses == 1);
+
+  // The dashboard: `losslens serve` on the database lists the imported runs with findings.
+  testing::child_process serve(LOSSLENS_CLI, {"serve", "--db", db, "--port", "0"},
+                               dir.file("serve.txt"));
+  const auto line = serve.read_line(std::chrono::seconds(30));
+  REQUIRE(line);
+  const auto at = line->find("http://127.0.0.1:");
+  REQUIRE(at != std::string::npos);
+  const auto port = std::uint16_t(std::stoi(line->substr(at + 17)));
+  const auto runs = test::http_request(port, "/api/runs").json()["runs"];
+  REQUIRE(runs.size() == 4);
+  for (const auto& run : runs) {
+    INFO(run.dump());
+    if (run["name"] == "diverge_sgd3") {
+      CHECK(run["findings"] == 1);
+      CHECK(run["worst_finding"]["kind"] == "exploding_gradients");
+      CHECK(run["config"]["import"]["kind"] == "tfevents");
+    }
+  }
+  const auto findings = test::http_request(
+      port, "/api/runs/" + std::to_string(ids["mt_unweighted"]) + "/findings").json()["findings"];
+  REQUIRE(findings.size() == 1);
+  CHECK(findings[0]["kind"] == "task_dominance");
+  CHECK(findings[0]["series"] == "loss/recon");
+  serve.kill(SIGTERM);
+  CHECK(serve.wait() == 0);
+}
+
+TEST_CASE("export --format tfevents: read back by our reader and by an independent one",
+          "[import]") {
+  if (!have_tensorboard_fixtures()) return;
+  testing::temp_dir dir("import");
+  const auto db = dir.file("runs.db");
+  REQUIRE(cli("import " + q(fixtures / "mt_unweighted") + " --db " + db, dir.path).status == 0);
+  const auto out = dir.path / "tb";
+  auto r = cli("export --run 1 --format tfevents --out " + q(out) + " --db " + db, dir.path);
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  const auto file = out / "events.out.tfevents.1733072000.losslens.run1";
+  REQUIRE(fs::exists(file));
+  CHECK(r.out == "wrote " + file.string() + ": 7500 scalars of 5 series\n");
+  // Not overwritten.
+  r = cli("export --run 1 --format tfevents --out " + q(out) + " --db " + db, dir.path);
+  CHECK(r.status == 1);
+  CHECK(r.err.find("already exists") != std::string::npos);
+
+  // Our reader: the series names as tags, the float32 values of the fixture, bit for bit.
+  std::map<std::string, std::vector<tfevents::scalar_value>> ours, fixture;
+  auto read_into = [](const fs::path& p, auto& by_tag) {
+    tfevents::event_reader reader(p.string());
+    tfevents::scalar_value v;
+    while (reader.next(v)) by_tag[v.tag].push_back(v);
+    return reader.stats();
+  };
+  const auto stats = read_into(file, ours);
+  CHECK(stats.file_version == "brain.Event:2");
+  CHECK(stats.records == 7501);
+  read_into(fixtures / expected()["mt_unweighted"]["event_file"].get<std::string>(), fixture);
+  const std::map<std::string, std::string> renamed = {{"train/loss", "loss"},
+                                                      {"train/loss_cls", "loss/cls"},
+                                                      {"train/loss_recon", "loss/recon"},
+                                                      {"train/grad_norm", "grad_norm"},
+                                                      {"lr", "lr"}};
+  REQUIRE(ours.size() == renamed.size());
+  for (const auto& [tag, series] : renamed) {
+    INFO(tag);
+    const auto& a = fixture[tag];
+    const auto& b = ours[series];
+    REQUIRE(a.size() == b.size());
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      REQUIRE(a[i].step == b[i].step);
+      REQUIRE(a[i].value == b[i].value);
+      REQUIRE(a[i].wall_time == b[i].wall_time);
+    }
+  }
+
+  // Analysing the exported file finds what the fixture run has.
+  same_findings(analyze_json(q(fixtures / "mt_unweighted"), dir.path), analyze_json(q(out), dir.path));
+
+  // The independent reader (its own CRC-32C and protobuf decoding) sees the same scalars.
+  if (std::string(LOSSLENS_PYTHON3).empty()) {
+    WARN("python3 was not found when configuring: the independent reader did not run");
+    return;
+  }
+  r = shell(std::string(LOSSLENS_PYTHON3) + " " + q(LOSSLENS_SOURCE_DIR "/tests/tfevents_read.py") +
+                " " + q(file),
+            dir.path);
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  std::istringstream lines(r.out);
+  std::map<std::string, std::size_t> at;
+  std::string line, last;
+  std::size_t scalars = 0;
+  while (std::getline(lines, line)) {
+    if (line.rfind("#", 0) == 0) {
+      last = line;
+      continue;
+    }
+    std::istringstream f(line);
+    std::string tag, step, wall, value;
+    std::getline(f, tag, '\t');
+    std::getline(f, step, '\t');
+    std::getline(f, wall, '\t');
+    std::getline(f, value, '\t');
+    REQUIRE(ours.count(tag));
+    const auto& v = ours[tag][at[tag]++];
+    CHECK(std::stoll(step) == v.step);
+    CHECK(std::strtod(wall.c_str(), nullptr) == v.wall_time);
+    CHECK(std::strtod(value.c_str(), nullptr) == v.value);
+    ++scalars;
+  }
+  CHECK(scalars == 7500);
+  CHECK(last == "# records 7501 file_version brain.Event:2");
+  // The Python reader agrees with the fixture README on another writer's file, too.
+  r = shell(std::string(LOSSLENS_PYTHON3) + " " + q(LOSSLENS_SOURCE_DIR "/tests/tfevents_read.py") +
+                " " + q(fixtures / "sgd01" / "events.out.tfevents.1733070000.fixture") + " | tail -1",
+            dir.path);
+  CHECK(r.out == "# records 4500 file_version -\n");
+
+}
+
+TEST_CASE("import and analyze: malformed or empty inputs exit non-zero with file, position and "
+          "reason", "[import]") {
+  testing::temp_dir dir("import");
+  const auto db = dir.file("runs.db");
+  auto write = [&](const char* name, const std::string& text) {
+    write_text(dir.path / name, text);
+    return q(dir.path / name);
+  };
+
+  // CSVs: no loss column, header only, 10,000 unknown columns in one line, ragged W&B row.
+  auto r = cli("analyze " + write("acc.csv", "step,acc,val_loss\n1,0.5,2\n"), dir.path);
+  CHECK(r.status == 1);
+  CHECK(r.err.find("acc.csv: columns seen: acc, val_loss; none is a loss or a gradient norm: "
+                   "map one with --loss COLUMN") != std::string::npos);
+  r = cli("analyze " + write("header.csv", "step,loss,grad_norm\n"), dir.path);
+  CHECK(r.status == 1);
+  CHECK(r.err.find("header.csv: no data rows after the header: nothing to analyse") !=
+        std::string::npos);
+  std::string wide = "step,loss", row = "1,2";
+  for (int i = 0; i < 10000; ++i) {
+    wide += ",m" + std::to_string(i);
+    row += ",0";
+  }
+  r = cli("analyze " + write("wide.csv", wide + "\n" + row + "\n"), dir.path);
+  CHECK(r.status == 0);
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  CHECK(r.err.find("10000 columns not used: 'm0', ") != std::string::npos);
+  CHECK(r.err.size() < 600);
+  r = cli("analyze " + write("w.csv", "\"Step\",\"a - loss\",\"a - loss__MIN\"\n\"0\",\"1\"\n"),
+          dir.path);
+  CHECK(r.status == 1);
+  CHECK(r.err.find("w.csv:2: row has 2 cells but the header has 3 columns") != std::string::npos);
+  r = cli("analyze " + write("tb.csv", "Wall time,Step,Value\n1.5,0,0.5\n2.5,1,x\n") +
+              " --loss " + q(dir.path / "tb.csv"),
+          dir.path);
+  CHECK(r.status == 2);  // PATH and --loss FILE together
+  CHECK(r.err.find("give either PATH or TensorBoard CSV files") != std::string::npos);
+  r = cli("analyze --loss " + q(dir.path / "tb.csv"), dir.path);
+  CHECK(r.status == 1);
+  CHECK(r.err.find("tb.csv:3: column 'Value': 'x' is not a number") != std::string::npos);
+  r = cli("analyze " + q(dir.path / "tb.csv"), dir.path);
+  CHECK(r.status == 1);
+  CHECK(r.err.find("tags seen: tb; none is a loss or a gradient norm: map one with --loss FILE") !=
+        std::string::npos);
+  r = cli("analyze " + write("ok.csv", "step,loss\n1,2\n") + " --loss train/loss", dir.path);
+  CHECK(r.status == 1);
+  CHECK(r.err.find("ok.csv:1: no tag 'train/loss' (given for loss) in this run; tags seen: loss") !=
+        std::string::npos);
+  r = cli("analyze " + q(dir.path) + " --task nope", dir.path);
+  CHECK(r.status == 2);
+  CHECK(r.err.find("--task expects NAME=TAG") != std::string::npos);
+
+  // Event files: a flipped byte, a cut-short copy (a note, exit 0), an empty directory.
+  if (have_tensorboard_fixtures()) {
+    std::string bytes = read_file(fixtures / "sgd01" / "events.out.tfevents.1733070000.fixture");
+    const auto run_dir = dir.path / "run";
+    fs::create_directories(run_dir);
+    std::string corrupt = bytes;
+    corrupt[1000] ^= 0x20;  // inside record 20 (records of 47 or 48 bytes here)
+    write_text(run_dir / "events.out.tfevents.1.bad", corrupt);
+    r = cli("analyze " + q(run_dir), dir.path);
+    CHECK(r.status == 1);
+    CHECK_THAT(r.err, Catch::Matches(".*events\\.out\\.tfevents\\.1\\.bad: offset [0-9]+: corrupt "
+                                     "record: the CRC of its [0-9]+ data bytes is .*\n",
+                                     Catch::CaseSensitive::Yes));
+    r = cli("import " + q(run_dir) + " --db " + db, dir.path);
+    CHECK(r.status == 1);
+    CHECK_FALSE(fs::exists(db));  // nothing stored
+
+    fs::remove(run_dir / "events.out.tfevents.1.bad");
+    write_text(run_dir / "events.out.tfevents.1.cut", bytes.substr(0, bytes.size() - 30));
+    r = cli("analyze " + q(run_dir) + " --json", dir.path);
+    CHECK(r.status == 0);
+    CHECK(json::parse(r.out)["steps"] == 1500);  // the cut record is lr at step 1499
+    CHECK(r.err.find("the last record is cut short (") != std::string::npos);
+    CHECK(r.err.find("read the 4499 complete records before it") != std::string::npos);
+  }
+  fs::create_directories(dir.path / "nothing");
+  r = cli("analyze " + q(dir.path / "nothing"), dir.path);
+  CHECK(r.status == 1);
+  CHECK(r.err.find("nothing: no event files") != std::string::npos);
+
+  // Usage.
+  CHECK(cli("import --db " + db, dir.path).status == 2);
+  CHECK(cli("export --run 1 --format tfevents --db " + db, dir.path).status == 2);
+  CHECK(cli("export --run 1 --out x --db " + db, dir.path).status == 2);
+  for (const char* cmd : {"analyze", "import", "export"}) {
+    r = cli(std::string(cmd) + " --help", dir.path);
+    CHECK(r.status == 0);
+    CHECK(r.out.find("tfevents") != std::string::npos);
+  }
+  r = cli("--help", dir.path);
+  CHECK(r.out.find("import") != std::string::npos);
+}

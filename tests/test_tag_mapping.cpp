@@ -1,0 +1,158 @@
+// Tag mapping (TensorBoard tags, CSV columns, W&B keys -> series) and the sample merger.
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "losslens/error.hpp"
+#include "losslens/sample_merger.hpp"
+#include "losslens/tag_mapping.hpp"
+
+using namespace losslens;
+
+namespace {
+std::string series_of(std::string_view tag) {
+  const auto t = guess_series(tag);
+  return t ? t->series_name() : "-";
+}
+}  // namespace
+
+TEST_CASE("tags: the common spellings of loss, grad norm, lr and accuracy, any case") {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"loss", "loss"},
+      {"train/loss", "loss"},
+      {"Loss/train", "loss"},
+      {"LOSS", "loss"},
+      {"train_loss", "loss"},
+      {"training_loss", "loss"},
+      {"total_loss", "loss"},
+      {"epoch_loss", "loss"},          // Keras
+      {"grad_norm", "grad_norm"},
+      {"train/grad_norm", "grad_norm"},
+      {"gradients/global_norm", "grad_norm"},
+      {"Gradients/Global_Norm", "grad_norm"},
+      {"global_grad_norm", "grad_norm"},
+      {"lr", "lr"},
+      {"LR", "lr"},
+      {"learning_rate", "lr"},
+      {"train/learning_rate", "lr"},   // Hugging Face Trainer
+      {"lr-Adam", "lr"},               // Lightning's LearningRateMonitor
+      {"accuracy", "accuracy"},
+      {"train/acc", "accuracy"},
+      {"epoch_accuracy", "accuracy"},
+      // Task losses keep the task's case.
+      {"train/loss_cls", "loss/cls"},
+      {"train/loss_recon", "loss/recon"},
+      {"loss/Box", "loss/Box"},
+      {"loss_box_reg", "loss/box_reg"},  // detectron2
+      {"cls_loss", "loss/cls"},
+      {"grad_norm/fc1.weight", "grad_norm/fc1.weight"},
+      {"grad_norm/val_proj.weight", "grad_norm/val_proj.weight"},  // a parameter, not a val curve
+      // Held-out curves, statistics of the loss, the AMP loss scale, other names: not used.
+      {"val/loss", "-"},
+      {"val_loss", "-"},
+      {"Loss/test", "-"},
+      {"loss/val", "-"},
+      {"eval/loss", "-"},
+      {"validation/epoch_loss", "-"},
+      {"loss_scale", "-"},
+      {"train/loss_avg", "-"},
+      {"running_loss", "-"},
+      {"tb_export_train_loss", "-"},  // a file name, not a task "tb_export_train"
+      {"epoch", "-"},
+      {"train/throughput", "-"},
+      {"", "-"},
+  };
+  for (const auto& [tag, want] : cases) {
+    INFO(tag);
+    CHECK(series_of(tag) == want);
+  }
+}
+
+TEST_CASE("tags: explicit rules win, one tag per series, notes for the ones left out") {
+  // Automatic: the exact spelling beats another spelling of the same series, then the first.
+  auto m = map_tags({"train/loss", "loss", "Loss/train", "lr", "val/loss"});
+  REQUIRE(m.targets.size() == 5);
+  CHECK(!m.targets[0]);
+  CHECK(m.targets[1]->series_name() == "loss");
+  CHECK(!m.targets[2]);
+  CHECK(m.targets[3]->series_name() == "lr");
+  CHECK(!m.targets[4]);
+  REQUIRE(m.notes.size() == 2);
+  CHECK(m.notes[0] == "tag 'train/loss' not used: 'loss' is the loss (choose with --loss TAG)");
+  CHECK(m.describe() == "loss -> loss, lr -> lr");
+  CHECK(m.identity());
+  CHECK(m.unused_summary("tag") == "3 tags not used: 'train/loss', 'Loss/train', 'val/loss'");
+
+  // An explicit rule (case-insensitive) takes the series from every automatic candidate.
+  tag_map_options o;
+  o.rules.push_back({"VAL/LOSS", {series_role::loss, ""}});
+  o.rules.push_back({"train/throughput", {series_role::task_loss, "speed"}});
+  m = map_tags({"train/loss", "val/loss", "train/throughput"}, o);
+  CHECK(!m.targets[0]);
+  CHECK(m.targets[1]->series_name() == "loss");
+  CHECK(m.targets[2]->series_name() == "loss/speed");
+  CHECK(m.schema.tasks == std::vector<std::string>{"speed"});
+  CHECK(m.describe() == "val/loss -> loss, train/throughput -> loss/speed");
+  CHECK_FALSE(m.identity());
+
+  // Only lr and accuracy: nothing to diagnose.
+  CHECK_FALSE(map_tags({"lr", "accuracy", "epoch"}).diagnosable());
+  CHECK(map_tags({"gradients/global_norm"}).diagnosable());
+
+  // An explicit tag that is not there names the tags seen.
+  o.rules = {{"nope", {series_role::grad_norm, ""}}};
+  CHECK_THROWS_WITH(map_tags({"a", "b"}, o),
+                    "no tag 'nope' (given for grad_norm) in this run; tags seen: a, b");
+
+  // Many unused tags: one line, eight named.
+  std::vector<std::string> many;
+  for (int i = 0; i < 10000; ++i) many.push_back("metric" + std::to_string(i));
+  many.push_back("loss");
+  const auto summary = map_tags(many).unused_summary("column");
+  CHECK(summary.rfind("10000 columns not used: 'metric0', ", 0) == 0);
+  CHECK(summary.find("'metric7', ... (10000 in all)") != std::string::npos);
+  CHECK(summary.size() < 200);
+}
+
+TEST_CASE("sample merger: one sample per step of any stream, each stream's numbers") {
+  // Stream A: the loss at steps 0, 2, 4; stream B: task "cls" at 0..3, wall time 0.5 s earlier.
+  sample_merger m;
+  int a = 0, b = 0;
+  m.add({}, [&](sample& s) {
+    if (a > 4) return false;
+    s = sample{};
+    s.step = a;
+    s.wall_time = 100 + a;
+    s.loss = 10.0 * a;
+    a += 2;
+    return true;
+  });
+  m.add({{"cls"}, {}}, [&](sample& s) {
+    if (b > 3) return false;
+    s = sample{};
+    s.step = b;
+    s.wall_time = 99.5 + b;
+    s.task_losses = {double(b)};
+    ++b;
+    return true;
+  });
+  CHECK(m.schema().tasks == std::vector<std::string>{"cls"});
+  std::vector<sample> out;
+  sample s;
+  while (m.next(s)) out.push_back(s);
+  REQUIRE(out.size() == 5);
+  const std::int64_t steps[] = {0, 1, 2, 3, 4};
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    INFO(i);
+    CHECK(out[i].step == steps[i]);
+    CHECK(out[i].loss.has_value() == (i % 2 == 0));
+    if (out[i].loss) CHECK(*out[i].loss == 10.0 * double(i));
+    REQUIRE(out[i].task_losses.size() == 1);
+    CHECK(out[i].task_losses[0].has_value() == (i < 4));
+    // The earliest wall time of the streams that have the step.
+    CHECK(out[i].wall_time == (i < 4 ? 99.5 + double(i) : 104.0));
+  }
+}

@@ -1,0 +1,119 @@
+#include "losslens/tfevents/event_reader.hpp"
+
+#include <cstring>
+
+#include "event.pb.h"
+#include "losslens/error.hpp"
+
+namespace losslens::tfevents {
+namespace {
+
+constexpr int dt_float = 1;
+constexpr int dt_double = 2;
+
+/// The number of elements of a shape; -1 for an unknown rank or a negative dimension.
+std::int64_t elements(const pb::TensorShapeProto& shape) {
+  if (shape.unknown_rank()) return -1;
+  std::int64_t n = 1;
+  for (const auto& d : shape.dim()) {
+    if (d.size() < 0) return -1;
+    if (d.size() != 0 && n > INT64_MAX / d.size()) return -1;
+    n *= d.size();
+  }
+  return n;
+}
+
+}  // namespace
+
+event_reader::event_reader(const std::string& path)
+    : records_(path), event_(std::make_unique<pb::Event>()) {}
+
+event_reader::event_reader(std::istream& in, std::string name)
+    : records_(in, std::move(name)), event_(std::make_unique<pb::Event>()) {}
+
+event_reader::~event_reader() = default;
+
+void event_reader::fail(const std::string& reason) const {
+  throw error(records_.name() + ": offset " + std::to_string(records_.record_offset()) + ": " +
+              reason);
+}
+
+bool event_reader::next_record() {
+  if (!records_.next(buffer_)) return false;
+  ++stats_.records;
+  if (!event_->ParseFromString(buffer_))
+    fail("the record (" + std::to_string(buffer_.size()) +
+         " bytes, CRC correct) is not a tensorflow.Event: protobuf parse failed");
+  if (event_->has_file_version() && stats_.file_version.empty())
+    stats_.file_version = event_->file_version();
+  value_index_ = 0;
+  return true;
+}
+
+bool event_reader::next(scalar_value& v) {
+  for (;;) {
+    if (!event_->has_summary() || value_index_ >= event_->summary().value_size()) {
+      if (!next_record()) return false;
+      continue;
+    }
+    const pb::Summary::Value& sv = event_->summary().value(value_index_++);
+    // A tag's plugin is named on its first value only (TensorBoard's writers); remember it.
+    auto known = scalar_tag_.find(sv.tag());
+    if (sv.has_metadata() && sv.metadata().has_plugin_data()) {
+      const bool scalars = sv.metadata().plugin_data().plugin_name() == "scalars" ||
+                           sv.metadata().plugin_data().plugin_name().empty();
+      if (known == scalar_tag_.end())
+        known = scalar_tag_.emplace(sv.tag(), scalars).first;
+      else
+        known->second = scalars;
+    }
+    if (known != scalar_tag_.end() && !known->second) {
+      ++stats_.skipped;
+      continue;
+    }
+    double value = 0;
+    if (sv.value_case() == pb::Summary::Value::kSimpleValue) {
+      value = sv.simple_value();
+    } else if (sv.value_case() == pb::Summary::Value::kTensor) {
+      const pb::TensorProto& t = sv.tensor();
+      const std::size_t width = t.dtype() == dt_float ? 4 : t.dtype() == dt_double ? 8 : 0;
+      if (width == 0 || elements(t.tensor_shape()) != 1) {
+        ++stats_.skipped;  // not a float/double scalar: text, images, histograms...
+        continue;
+      }
+      const std::string& content = t.tensor_content();
+      if (!content.empty()) {
+        if (content.size() != width)
+          fail("tag '" + sv.tag() + "': a scalar " + (width == 4 ? "float" : "double") +
+               " tensor with " + std::to_string(content.size()) + " content bytes (expected " +
+               std::to_string(width) + ")");
+        if (width == 4) {
+          float f;
+          std::memcpy(&f, content.data(), 4);  // little-endian, as TensorFlow writes it
+          value = f;
+        } else {
+          std::memcpy(&value, content.data(), 8);
+        }
+      } else if (width == 4 && t.float_val_size() == 1) {
+        value = t.float_val(0);
+      } else if (width == 8 && t.double_val_size() == 1) {
+        value = t.double_val(0);
+      } else {
+        fail("tag '" + sv.tag() + "': a scalar tensor without its value (no tensor_content, " +
+             std::to_string(width == 4 ? t.float_val_size() : t.double_val_size()) + " " +
+             (width == 4 ? "float_val" : "double_val") + " entries)");
+      }
+    } else {
+      ++stats_.skipped;  // an image, a histogram, audio...
+      continue;
+    }
+    v.tag = sv.tag();
+    v.step = event_->step();
+    v.wall_time = event_->wall_time();
+    v.value = value;
+    ++stats_.scalars;
+    return true;
+  }
+}
+
+}  // namespace losslens::tfevents

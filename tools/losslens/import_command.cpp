@@ -1,0 +1,237 @@
+// `losslens import`: analyse runs logged elsewhere (TensorBoard event files, TensorBoard / W&B
+// CSV exports, CSVs) and store them, with their findings, in the run history.
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <limits>
+
+#include <nlohmann/json.hpp>
+
+#include "args.hpp"
+#include "commands.hpp"
+#include "losslens/error.hpp"
+#include "losslens/storage/run_reader.hpp"
+#include "losslens/storage/run_writer.hpp"
+#include "run_input.hpp"
+
+namespace losslens::cli {
+
+const std::string_view import_usage =
+    "usage: losslens import PATH [--db PATH] [--run NAME] [--classes C] [--json]\n"
+    "                       [--loss TAG] [--grad-norm TAG] [--lr TAG] [--task NAME=TAG]...\n"
+    "       losslens import --loss FILE [--grad-norm FILE] [--lr FILE] ... [--db PATH]\n"
+    "\n"
+    "Reads runs as `losslens analyze` does (a CSV; TensorBoard event files\n"
+    "events.out.tfevents.*, a run directory or a logdir; TensorBoard or W&B CSV exports),\n"
+    "runs the detectors over each, and stores each run in the run-history database: its\n"
+    "series with their wall times, its findings, and where it came from (the run's config:\n"
+    "{\"import\": {identity, kind, source, files, series, wall_time, notes...}}).\n"
+    "`losslens runs`, `findings`, `metrics`, `compare`, `export` and `serve` then show it\n"
+    "next to monitored runs.\n"
+    "\n"
+    "Importing the same run again (same file contents, W&B run, series mapping and\n"
+    "--classes) stores nothing and names the run that holds it; a run whose files changed\n"
+    "(e.g. grew) is stored as a new run. Every file is read in full before anything is\n"
+    "written, so a malformed input stores nothing. A run's started/ended times are those of\n"
+    "the import; its points keep their original wall times.\n"
+    "\n"
+    "options:\n"
+    "  --db PATH        run-history database, created if missing (default runs.db)\n"
+    "  --run NAME       PATH holds one run: store it under NAME (default: its directory,\n"
+    "                   file or W&B run name); several: import only the run NAME\n"
+    "  --classes C      number of classes (enables chance_level, as in analyze)\n"
+    "  --json           print {\"imported\":[{\"run\",\"id\",\"status\",\"steps\",\"points\",\n"
+    "                   \"findings\"},...]} (status: imported, already imported, failed)\n"
+    LOSSLENS_INPUT_OPTIONS
+    "\n"
+    "exit status: 0 every run imported or already there, 1 malformed input, nothing to\n"
+    "analyse or a database error (the other runs are still imported), 2 bad usage\n";
+
+namespace {
+
+struct import_result {
+  std::int64_t id = 0;
+  bool existing = false;
+  std::int64_t steps = 0;
+  std::uint64_t points = 0;
+  std::vector<finding> findings;
+};
+
+// The id of a run already imported with this identity, or 0.
+std::int64_t imported_before(const std::string& db, const std::string& identity) {
+  std::error_code ec;
+  if (!std::filesystem::exists(db, ec)) return 0;
+  storage::run_reader reader(db);
+  for (const auto& r : reader.runs()) {
+    const auto config = nlohmann::json::parse(r.config_json, nullptr, false);
+    if (!config.is_object() || !config.contains("import")) continue;
+    const auto& imp = config["import"];
+    if (imp.is_object() && imp.value("identity", "") == identity) return r.id;
+  }
+  return 0;
+}
+
+import_result import_run(const input_set& inputs, const run_input& run, const std::string& name,
+                         const std::string& db, const detector_options& options) {
+  // Pass 1: read everything (a malformed file stores nothing) and diagnose.
+  double first_wall = std::numeric_limits<double>::quiet_NaN(), last_wall = first_wall;
+  std::int64_t lowest_step = std::numeric_limits<std::int64_t>::max();
+  auto analysis = analyze_run(inputs, run, options, "import", [&](const sample& s) {
+    if (std::isnan(first_wall)) first_wall = s.wall_time;
+    last_wall = s.wall_time;
+    lowest_step = std::min(lowest_step, s.step);
+  });
+  if (lowest_step < 0)
+    throw error(run.source + ": step " + std::to_string(lowest_step) +
+                ": the run history stores steps from 0 up; shift the steps to import this run");
+
+  // The identity of an import: contents, W&B run, mapping and detector options.
+  const std::string identity = inputs.fingerprint(run) + "|run=" + run.csv_run +
+                               "|series=" + analysis.series.dump() +
+                               "|classes=" + std::to_string(options.chance_level.num_classes);
+  import_result out;
+  out.steps = analysis.steps;
+  out.findings = analysis.findings;
+  if ((out.id = imported_before(db, identity)) != 0) {
+    out.existing = true;
+    return out;
+  }
+
+  // Pass 2: store the points, then the findings.
+  const auto opened = inputs.open(run);
+  const char* kinds[] = {"csv", "tensorboard-csv", "tfevents"};
+  nlohmann::json config = {
+      {"import",
+       {{"identity", identity},
+        {"kind", kinds[int(run.kind)]},
+        {"source", run.source},
+        {"files", run.files},
+        {"wandb_run", run.csv_run},
+        {"series", analysis.series},
+        {"classes", options.chance_level.num_classes},
+        {"steps", analysis.steps},
+        {"wall_time", {{"first", first_wall}, {"last", last_wall}}},
+        {"notes", opened->notes}}}};
+  storage::run_options ro;
+  ro.name = name;
+  ro.schema = opened->schema;
+  ro.config_json = config.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  storage::run_writer w(db, ro);
+  out.id = w.run_id();
+  try {
+    using handle = storage::run_writer::series_handle;
+    auto find = [&](const std::string& series) { return *w.find_series(series); };
+    const handle loss = find("loss"), grad = find("grad_norm"), lr = find("lr"),
+                 accuracy = find("accuracy");
+    std::vector<handle> tasks, params;
+    for (const auto& t : opened->schema.tasks) tasks.push_back(find("loss/" + t));
+    for (const auto& p : opened->schema.params) params.push_back(find("grad_norm/" + p));
+    const sample* cur = nullptr;
+    // An import waits for the writer instead of dropping points (try_append, then flush).
+    auto put = [&](handle h, const std::optional<double>& v) {
+      if (!v) return;
+      while (!w.try_append(h, cur->step, cur->wall_time, *v))
+        if (!w.flush()) throw error(db + ": writing failed: " + w.stats().last_error);
+      ++out.points;
+    };
+    sample s;
+    while (opened->next(s)) {
+      cur = &s;
+      put(loss, s.loss);
+      for (std::size_t i = 0; i < tasks.size() && i < s.task_losses.size(); ++i)
+        put(tasks[i], s.task_losses[i]);
+      put(grad, s.grad_norm);
+      for (std::size_t i = 0; i < params.size() && i < s.param_grad_norms.size(); ++i)
+        put(params[i], s.param_grad_norms[i]);
+      put(lr, s.lr);
+      put(accuracy, s.accuracy);
+    }
+    for (const auto& f : analysis.findings) w.record_finding(f);
+    w.record_event("import", nlohmann::json{{"source", run.source}, {"points", out.points}}
+                                 .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    if (!w.flush()) throw error(db + ": writing failed: " + w.stats().last_error);
+    const auto st = w.stats();
+    if (st.written != out.points || st.rejected != 0 || st.dropped != 0)
+      throw error(db + ": stored " + std::to_string(st.written) + " of " +
+                  std::to_string(out.points) + " points (" + std::to_string(st.rejected) +
+                  " rejected, " + std::to_string(st.dropped) + " dropped)");
+  } catch (const error& e) {
+    w.finish(storage::run_status::crashed);
+    throw error(std::string(e.what()) + "; run " + std::to_string(out.id) +
+                " is incomplete and marked crashed");
+  }
+  w.finish();
+  return out;
+}
+
+std::string findings_text(const std::vector<finding>& findings) {
+  if (findings.empty()) return "no findings";
+  const finding* worst = &findings[0];
+  for (const auto& f : findings)
+    if (f.level > worst->level) worst = &f;
+  return std::to_string(findings.size()) + (findings.size() == 1 ? " finding" : " findings") +
+         ", worst " + std::string(to_string(worst->level)) + " " + worst->kind + " @ step " +
+         std::to_string(worst->first_step);
+}
+
+}  // namespace
+
+int run_import(int argc, char** argv) {
+  auto value_options = input_value_options;
+  value_options.insert(value_options.end(), {"db", "classes"});
+  const auto args = parse_args(argc, argv, 1, value_options, {"json"});
+  if (args.positional.size() > 1) throw usage_error("expected one PATH");
+  const auto io = parse_input_options(args);
+  if (args.positional.empty() && io.files.empty())
+    throw usage_error("missing PATH (a CSV, an event file or a directory of runs)");
+  detector_options opts;
+  opts.chance_level.num_classes = static_cast<int>(args.get_int("classes", 0, 2, 1'000'000'000));
+  const std::string db = args.get("db", "runs.db");
+
+  const input_set inputs(args.positional.empty() ? "" : args.positional[0], io,
+                         /*buffer_stdin=*/true);
+  std::vector<run_input> runs = inputs.runs();
+  std::string rename;
+  if (!io.run.empty()) {
+    if (runs.size() == 1)
+      rename = io.run;
+    else
+      runs = select_runs(runs, io.run);
+  }
+  bool failed = false;
+  auto results = nlohmann::json::array();
+  for (const auto& run : runs) {
+    const std::string name = rename.empty() ? run.name : rename;
+    try {
+      const auto r = import_run(inputs, run, name, db, opts);
+      results.push_back({{"run", name},
+                         {"id", r.id},
+                         {"status", r.existing ? "already imported" : "imported"},
+                         {"steps", r.steps},
+                         {"points", r.points},
+                         {"findings", r.findings.size()}});
+      if (args.has("json")) continue;
+      if (r.existing)
+        std::printf("%s: already imported as run %lld (same contents, series and --classes): "
+                    "nothing stored\n",
+                    name.c_str(), (long long)r.id);
+      else
+        std::printf("imported %s as run %lld: %lld steps, %llu points, %s\n", name.c_str(),
+                    (long long)r.id, (long long)r.steps, (unsigned long long)r.points,
+                    findings_text(r.findings).c_str());
+    } catch (const error& e) {
+      failed = true;
+      std::fprintf(stderr, "losslens import: %s\n", e.what());
+      results.push_back({{"run", name}, {"status", "failed"}, {"error", e.what()}});
+    }
+    std::fflush(stdout);
+  }
+  if (args.has("json"))
+    std::printf("%s\n", nlohmann::json{{"imported", results}}
+                            .dump(2, ' ', false, nlohmann::json::error_handler_t::replace)
+                            .c_str());
+  return failed ? 1 : 0;
+}
+
+}  // namespace losslens::cli

@@ -1,0 +1,379 @@
+#include "run_input.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <map>
+
+#include <boost/crc.hpp>
+
+#include "losslens/analyzer.hpp"
+#include "losslens/error.hpp"
+
+namespace losslens::cli {
+
+namespace fs = std::filesystem;
+
+const std::vector<std::string_view> input_value_options = {"loss", "grad-norm", "lr", "task",
+                                                           "run"};
+
+namespace {
+
+std::string file_stem(const std::string& path) {
+  std::string name = fs::path(path).filename().string();
+  if (name.size() > 4 && name.compare(name.size() - 4, 4, ".csv") == 0) name.resize(name.size() - 4);
+  return name;
+}
+
+// TensorBoard names its CSV downloads run-<run>-tag-<tag>.csv; the <run> part, if any.
+std::string tensorboard_run_of(const std::string& path) {
+  const std::string name = fs::path(path).filename().string();
+  const auto tag = name.rfind("-tag-");
+  if (name.rfind("run-", 0) != 0 || tag == std::string::npos || tag <= 4) return {};
+  return name.substr(4, tag - 4);
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& x : v) out += (out.empty() ? "" : ", ") + x;
+  return out;
+}
+
+bool is_csv_name(const fs::path& p) {
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  return ext == ".csv";
+}
+
+}  // namespace
+
+input_options parse_input_options(const parsed_args& args) {
+  input_options o;
+  auto add = [&](const std::string& value, series_target target, const char* flag) {
+    if (value.empty()) throw usage_error(std::string("--") + flag + " needs a tag or a file");
+    std::error_code ec;
+    if (fs::is_regular_file(value, ec))
+      o.files.push_back({value, std::move(target)});
+    else
+      o.mapping.rules.push_back({value, std::move(target)});
+  };
+  for (const auto& v : args.all("loss")) add(v, {series_role::loss, ""}, "loss");
+  for (const auto& v : args.all("grad-norm")) add(v, {series_role::grad_norm, ""}, "grad-norm");
+  for (const auto& v : args.all("lr")) add(v, {series_role::lr, ""}, "lr");
+  for (const auto& v : args.all("task")) {
+    const auto eq = v.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == v.size())
+      throw usage_error("--task expects NAME=TAG (e.g. --task cls=train/loss_cls), got '" + v + "'");
+    add(v.substr(eq + 1), {series_role::task_loss, v.substr(0, eq)}, "task");
+  }
+  o.run = args.get("run");
+  return o;
+}
+
+input_set::input_set(const std::string& path, input_options options, bool buffer_stdin)
+    : options_(std::move(options)), stdin_buffered_(buffer_stdin) {
+  if (path.empty()) {
+    // Only --loss FILE style options: one run of TensorBoard exports.
+    std::vector<std::string> files;
+    for (const auto& f : options_.files) files.push_back(f.tag);
+    add_tensorboard_group(files, fs::absolute(files[0]).parent_path().filename().string());
+    for (std::size_t i = 0; i < options_.files.size(); ++i)
+      runs_.back().forced[i] = options_.files[i].target;
+    return;
+  }
+  if (!options_.files.empty())
+    throw usage_error("give either PATH or TensorBoard CSV files with --loss FILE (and "
+                      "--grad-norm FILE...), not both");
+  if (path == "-") {
+    if (stdin_buffered_)
+      stdin_text_.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+    run_input r;
+    r.name = "stdin";
+    r.source = "<stdin>";
+    r.files = {"-"};
+    r.csv_run = options_.run;
+    runs_.push_back(std::move(r));
+    return;
+  }
+  std::error_code ec;
+  const auto st = fs::status(path, ec);
+  if (ec || !fs::exists(st))
+    throw error(path + ": cannot open: no such file or directory (give a CSV, an event file or a "
+                       "directory of runs)");
+  if (!fs::is_directory(st)) {
+    add_file(path);
+    return;
+  }
+  for (auto& r : tfevents::find_runs(path)) {
+    run_input in;
+    in.name = r.name;
+    in.kind = input_kind::tfevents;
+    in.source = r.files.size() == 1 ? r.files[0]
+                                    : fs::path(r.files[0]).parent_path().string() + " (" +
+                                          std::to_string(r.files.size()) + " event files)";
+    in.files = std::move(r.files);
+    runs_.push_back(std::move(in));
+  }
+  if (!runs_.empty()) return;
+  // No event files: the CSV files of the directory (TensorBoard exports, W&B exports, CSVs).
+  std::vector<std::string> csvs;
+  for (const auto& e : fs::directory_iterator(path, ec))
+    if (e.is_regular_file(ec) && is_csv_name(e.path())) csvs.push_back(e.path().string());
+  if (ec) throw error(path + ": cannot list: " + ec.message());
+  std::sort(csvs.begin(), csvs.end());
+  std::vector<std::string> tensorboard;
+  for (const auto& f : csvs) add_csv_file(f, &tensorboard);
+  // TensorBoard exports of one run (run-<run>-tag-<tag>.csv) form one run.
+  std::map<std::string, std::vector<std::string>> groups;
+  for (const auto& f : tensorboard) groups[tensorboard_run_of(f)].push_back(f);
+  const std::string dir_name = fs::absolute(path, ec).filename().string();
+  for (auto& [run, files] : groups) add_tensorboard_group(files, run.empty() ? dir_name : run);
+  if (runs_.empty())
+    throw error(path + ": no event files (names containing 'tfevents') in it or below, and no "
+                       "CSV files in it: nothing to read");
+}
+
+void input_set::add_file(const std::string& path) {
+  if (tfevents::is_event_file_name(fs::path(path).filename().string())) {
+    for (auto& r : tfevents::find_runs(path)) {
+      run_input in;
+      in.name = r.name;
+      in.kind = input_kind::tfevents;
+      in.source = path;
+      in.files = std::move(r.files);
+      runs_.push_back(std::move(in));
+    }
+    return;
+  }
+  std::vector<std::string> tensorboard;
+  add_csv_file(path, &tensorboard);
+  for (const auto& f : tensorboard) {
+    const std::string run = tensorboard_run_of(f);
+    add_tensorboard_group({f}, run.empty() ? file_stem(f) : run);
+  }
+}
+
+void input_set::add_csv_file(const std::string& path, std::vector<std::string>* tensorboard_files) {
+  // The header says the layout and the W&B runs; the mapping comes when the run is opened.
+  csv_options probe;
+  probe.mapping.automatic = false;
+  csv_reader header(path, probe);
+  if (header.tensorboard_layout()) {
+    tensorboard_files->push_back(path);
+    return;
+  }
+  const std::vector<std::string> wandb_runs =
+      header.runs().empty() ? std::vector<std::string>{""} : header.runs();
+  for (const auto& w : wandb_runs) {
+    run_input in;
+    in.name = w.empty() ? file_stem(path) : w;
+    in.kind = input_kind::csv;
+    in.source = w.empty() ? path : path + " (W&B run " + w + ")";
+    in.files = {path};
+    in.csv_run = w;
+    runs_.push_back(std::move(in));
+  }
+}
+
+void input_set::add_tensorboard_group(std::vector<std::string> files,
+                                      const std::string& fallback_name) {
+  run_input in;
+  const std::string run = files.empty() ? "" : tensorboard_run_of(files[0]);
+  in.name = run.empty() ? fallback_name : run;
+  in.kind = input_kind::tensorboard_csv;
+  in.source = files.size() == 1 ? files[0]
+                                : join(files);
+  in.forced.assign(files.size(), std::nullopt);
+  in.files = std::move(files);
+  runs_.push_back(std::move(in));
+}
+
+std::unique_ptr<opened_run> input_set::open(const run_input& run) const {
+  auto out = std::make_unique<opened_run>();
+  opened_run& o = *out;
+  auto in_context = [&](auto&& fn) {
+    try {
+      fn();
+    } catch (const error& e) {
+      throw error(run.source + ": " + e.what());  // map_tags' errors do not know the file
+    }
+  };
+  switch (run.kind) {
+    case input_kind::csv: {
+      o.tag_word = "column";
+      csv_options co;
+      co.mapping = options_.mapping;
+      co.run = run.csv_run;
+      if (run.files[0] == "-") {
+        if (stdin_buffered_) {
+          o.text = std::make_unique<std::istringstream>(stdin_text_);
+          o.readers.push_back(std::make_unique<csv_reader>(*o.text, "<stdin>", co));
+        } else {
+          o.readers.push_back(std::make_unique<csv_reader>(std::cin, "<stdin>", co));
+        }
+        if (o.readers[0]->runs().size() > 1 && run.csv_run.empty())
+          throw error("<stdin>: holds " + std::to_string(o.readers[0]->runs().size()) +
+                      " W&B runs (" + join(o.readers[0]->runs()) +
+                      "): choose one with --run NAME, or give the file's path");
+      } else {
+        o.readers.push_back(std::make_unique<csv_reader>(run.files[0], co));
+      }
+      csv_reader* r = o.readers[0].get();
+      o.mapping = r->mapping();
+      o.schema = r->schema();
+      o.notes = r->warnings();
+      o.next = [r](sample& s) { return r->next(s); };
+      break;
+    }
+    case input_kind::tensorboard_csv: {
+      o.tag_word = "tag";
+      std::vector<std::string> tags;
+      tag_map_options mo = options_.mapping;
+      for (std::size_t i = 0; i < run.files.size(); ++i) {
+        tags.push_back(tensorboard_csv_tag(run.files[i]));
+        if (run.forced[i]) mo.rules.push_back({tags.back(), *run.forced[i]});
+      }
+      in_context([&] { o.mapping = map_tags(tags, mo); });
+      o.merger = std::make_unique<sample_merger>();
+      for (std::size_t i = 0; i < run.files.size(); ++i) {
+        csv_options co;
+        co.value_tag = tags[i];
+        co.mapping.automatic = false;
+        if (o.mapping.targets[i]) co.mapping.rules.push_back({tags[i], *o.mapping.targets[i]});
+        auto reader = std::make_unique<csv_reader>(run.files[i], co);
+        if (!reader->tensorboard_layout())
+          throw error(run.files[i] + ":1: not a TensorBoard CSV export (its header should be "
+                                     "Wall time,Step,Value)");
+        if (o.mapping.targets[i]) {
+          csv_reader* r = reader.get();
+          o.merger->add(r->schema(), [r](sample& s) { return r->next(s); });
+        }
+        o.readers.push_back(std::move(reader));
+      }
+      o.notes = o.mapping.notes;
+      if (auto unused = o.mapping.unused_summary("tag"); !unused.empty())
+        o.notes.insert(o.notes.begin(), unused);
+      sample_merger* m = o.merger.get();
+      o.schema = m->schema();
+      o.next = [m](sample& s) { return m->next(s); };
+      break;
+    }
+    case input_kind::tfevents: {
+      o.tag_word = "tag";
+      o.events = std::make_unique<tfevents::scalar_run>(
+          tfevents::read_scalar_run({run.name, run.files}));
+      const tfevents::scalar_run& ev = *o.events;
+      in_context([&] { o.mapping = map_tags(ev.tag_names(), options_.mapping); });
+      o.merger = std::make_unique<sample_merger>();
+      tfevents::add_streams(*o.merger, ev, o.mapping);
+      o.notes = ev.notes;
+      if (auto unused = o.mapping.unused_summary("tag"); !unused.empty())
+        o.notes.insert(o.notes.begin(), unused);
+      for (const auto& n : o.mapping.notes) o.notes.push_back(n);
+      if (ev.skipped > 0)
+        o.notes.push_back(std::to_string(ev.skipped) +
+                          " summary values that are not scalars (images, histograms, text...) "
+                          "skipped");
+      sample_merger* m = o.merger.get();
+      o.schema = m->schema();
+      o.next = [m](sample& s) { return m->next(s); };
+      break;
+    }
+  }
+  if (!o.mapping.diagnosable()) {
+    // What the user names a series by: a column, a tag, or (TensorBoard exports) the file.
+    const std::string w = o.tag_word, arg = run.kind == input_kind::csv ? "COLUMN"
+                                            : run.kind == input_kind::tfevents ? "TAG"
+                                                                               : "FILE";
+    throw error(run.source + ": " + w + "s seen: " +
+                (o.mapping.tags.empty() ? std::string("none") : o.mapping.seen_list()) +
+                "; none is a loss or a gradient norm: map one with --loss " + arg +
+                " (or --grad-norm " + arg + ", --task NAME=" + arg + ")" +
+                // A cut-short file may be why nothing is there.
+                (o.events && !o.events->notes.empty() ? "; note: " + o.events->notes.back()
+                                                      : std::string()));
+  }
+  return out;
+}
+
+std::string input_set::fingerprint(const run_input& run) const {
+  // CRC-64/XZ (ECMA-182 polynomial, reflected) over the bytes of every file, from Boost.CRC.
+  boost::crc_optimal<64, 0x42F0E1EBA9EA3693ULL, ~0ULL, ~0ULL, true, true> crc;
+  std::uint64_t total = 0;
+  for (const auto& f : run.files) {
+    if (f == "-") {
+      crc.process_bytes(stdin_text_.data(), stdin_text_.size());
+      total += stdin_text_.size();
+      continue;
+    }
+    std::ifstream in(f, std::ios::binary);
+    if (!in) throw error(f + ": cannot open");
+    char buf[1 << 16];
+    while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+      crc.process_bytes(buf, std::size_t(in.gcount()));
+      total += std::uint64_t(in.gcount());
+    }
+  }
+  char out[64];
+  std::snprintf(out, sizeof out, "crc64:%016llx:%llu", (unsigned long long)crc.checksum(),
+                (unsigned long long)total);
+  return out;
+}
+
+run_analysis analyze_run(const input_set& inputs, const run_input& run,
+                         const detector_options& options, std::string_view command,
+                         const std::function<void(const sample&)>& each) {
+  const auto opened = inputs.open(run);
+  print_mapping(command, run, *opened);
+  analyzer a(opened->schema, options);
+  sample s;
+  while (opened->next(s)) {
+    if (each) each(s);
+    a.observe(s);
+  }
+  a.flush();
+  if (a.steps() == 0)
+    throw error(run.source + ": no data rows" +
+                (run.kind == input_kind::csv ? std::string(" after the header")
+                                             : " for the " + opened->tag_word + "s " +
+                                                   opened->mapping.describe()) +
+                ": nothing to analyse");
+  return {a.findings(), a.steps(), series_of(*opened)};
+}
+
+void print_mapping(std::string_view command, const run_input& run, const opened_run& opened) {
+  const std::string prefix = "losslens " + std::string(command) + ": ";
+  if (!opened.mapping.identity())
+    std::fprintf(stderr, "%s%s: %s\n", prefix.c_str(), run.name.c_str(),
+                 opened.mapping.describe().c_str());
+  // A CSV reader's notes start with FILE:LINE; the others get the run's name.
+  const std::string run_prefix = run.kind == input_kind::csv ? "" : run.name + ": ";
+  for (const auto& n : opened.notes)
+    std::fprintf(stderr, "%s%s%s\n", prefix.c_str(), run_prefix.c_str(), n.c_str());
+}
+
+std::vector<run_input> select_runs(const std::vector<run_input>& runs, const std::string& name) {
+  // Standard input: the W&B run is chosen by the reader (run_input::csv_run).
+  if (name.empty() || (runs.size() == 1 && runs[0].files == std::vector<std::string>{"-"}))
+    return runs;
+  std::vector<run_input> out;
+  std::vector<std::string> names;
+  for (const auto& r : runs) {
+    names.push_back(r.name);
+    if (r.name == name) out.push_back(r);
+  }
+  if (out.empty()) throw error("no run '" + name + "' here; runs: " + join(names));
+  return out;
+}
+
+nlohmann::json series_of(const opened_run& opened) {
+  auto j = nlohmann::json::object();
+  for (std::size_t i = 0; i < opened.mapping.tags.size(); ++i)
+    if (opened.mapping.targets[i]) j[opened.mapping.tags[i]] = opened.mapping.targets[i]->series_name();
+  return j;
+}
+
+}  // namespace losslens::cli

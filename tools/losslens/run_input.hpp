@@ -1,0 +1,126 @@
+#pragma once
+// The runs that `losslens analyze` and `losslens import` read: a CSV (losslens', TensorBoard's
+// or W&B's layout, W&B files with several runs), TensorBoard event files (one file, a run
+// directory, or a logdir of runs), TensorBoard CSV exports (one file per tag) in a directory or
+// given per series (--loss FILE).
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "args.hpp"
+#include "losslens/csv_reader.hpp"
+#include "losslens/detector_options.hpp"
+#include "losslens/finding.hpp"
+#include "losslens/sample_merger.hpp"
+#include "losslens/tag_mapping.hpp"
+#include "losslens/tfevents/scalar_run.hpp"
+
+namespace losslens::cli {
+
+/// The options that say which tag is which series, shared by analyze and import.
+struct input_options {
+  tag_map_options mapping;       ///< --loss TAG, --grad-norm TAG, --lr TAG, --task NAME=TAG
+  std::vector<tag_rule> files;   ///< --loss FILE ...: TensorBoard CSV exports (tag = the path)
+  std::string run;               ///< --run NAME
+};
+
+/// The value options behind input_options, for parse_args.
+extern const std::vector<std::string_view> input_value_options;
+/// Their --help lines (a macro so that usage texts are string literals).
+#define LOSSLENS_INPUT_OPTIONS                                                                  \
+  "  --loss TAG       the tag (or CSV column) that is the loss; other loss-like tags are then\n" \
+  "                   not used. A FILE instead of a TAG: a TensorBoard CSV export of the loss\n" \
+  "  --grad-norm TAG  the same for the gradient norm (TAG or FILE)\n"                           \
+  "  --lr TAG         the same for the learning rate (TAG or FILE)\n"                           \
+  "  --task NAME=TAG  the tag (TAG or FILE) that is task NAME's loss (series loss/NAME);\n"   \
+  "                   repeatable\n"
+/// Reads --loss, --grad-norm, --lr, --task (a value naming an existing file is a TensorBoard
+/// CSV export of that series, otherwise a tag) and --run. Throws usage_error.
+input_options parse_input_options(const parsed_args& args);
+
+enum class input_kind { csv, tensorboard_csv, tfevents };
+
+/// A run found in the input, not read yet.
+struct run_input {
+  std::string name;
+  input_kind kind = input_kind::csv;
+  std::string source;               ///< for messages: a path, "PATH (W&B run X)"...
+  std::vector<std::string> files;   ///< what is read ("-": standard input)
+  std::vector<std::optional<series_target>> forced;  ///< tensorboard_csv: per file, from --loss FILE...
+  std::string csv_run;              ///< W&B: the run's columns to read
+};
+
+/// A run being read: its mapping, notes and samples.
+struct opened_run {
+  tag_mapping mapping;      ///< tag -> series (CSV: the columns of the run)
+  std::string tag_word;     ///< "column" or "tag", for messages
+  std::vector<std::string> notes;  ///< unused tags, cut-short files, ambiguities (one line each)
+  sample_schema schema;
+  std::function<bool(sample&)> next;
+  // What next() reads from.
+  std::vector<std::unique_ptr<csv_reader>> readers;
+  std::unique_ptr<std::istringstream> text;
+  std::unique_ptr<tfevents::scalar_run> events;
+  std::unique_ptr<sample_merger> merger;
+};
+
+/// Finds and opens the runs of one command line.
+class input_set {
+ public:
+  /// path: a file, a directory, "-" (standard input) or empty (the --loss FILE options).
+  /// buffer_stdin: keep standard input in memory so that a run can be opened more than once.
+  /// Throws losslens::error (missing path, nothing readable) or usage_error.
+  input_set(const std::string& path, input_options options, bool buffer_stdin);
+
+  /// Every run found, in order.
+  const std::vector<run_input>& runs() const noexcept { return runs_; }
+  /// Opens a run. Throws losslens::error with the file and the position of a malformed input,
+  /// or when none of its series is a loss or a gradient norm (what was seen, and how to map).
+  std::unique_ptr<opened_run> open(const run_input& run) const;
+  /// A content fingerprint of the run's files (CRC-64 of their bytes, and their sizes).
+  std::string fingerprint(const run_input& run) const;
+
+ private:
+  void add_file(const std::string& path);
+  void add_csv_file(const std::string& path, std::vector<std::string>* tensorboard_files);
+  void add_tensorboard_group(std::vector<std::string> files, const std::string& fallback_name);
+
+  input_options options_;
+  std::vector<run_input> runs_;
+  bool stdin_buffered_ = false;
+  std::string stdin_text_;
+};
+
+/// A run after the detectors.
+struct run_analysis {
+  std::vector<finding> findings;
+  std::int64_t steps = 0;
+  nlohmann::json series;  ///< series_of(opened)
+};
+
+/// Opens the run, prints its mapping and notes (print_mapping), and runs every detector over it;
+/// `each` (optional) sees every sample. Throws losslens::error for a malformed input, for a run
+/// with nothing to diagnose, and for one with no data rows.
+run_analysis analyze_run(const input_set& inputs, const run_input& run,
+                         const detector_options& options, std::string_view command,
+                         const std::function<void(const sample&)>& each = {});
+
+/// Prints how a run's tags were mapped and its notes on stderr, prefixed with "losslens CMD: ".
+void print_mapping(std::string_view command, const run_input& run, const opened_run& opened);
+
+/// The run's series names as JSON: {"tag": "series", ...} (used tags only).
+nlohmann::json series_of(const opened_run& opened);
+
+/// The runs to read: all of them, or the one called `name`. Throws losslens::error naming the
+/// runs there are when none is called so.
+std::vector<run_input> select_runs(const std::vector<run_input>& runs, const std::string& name);
+
+}  // namespace losslens::cli
