@@ -196,7 +196,10 @@ TEST_CASE("dashboard API answers match the storage reader", "[dashboard][http]")
     CHECK(series[i]["name"] == want_series[i].name);
     CHECK(series[i]["count"] == want_series[i].summary.count);
     CHECK(series[i]["nan_count"] == want_series[i].summary.nan_count);
+    CHECK(series[i]["kind"] == std::string(to_string(want_series[i].kind)));  // the page groups by it
   }
+  CHECK(series[0]["kind"] == "loss");
+  CHECK(series[1]["kind"] == "task_loss");
 
   auto pts = http_request(srv.port(), "/api/runs/1/points?series=loss&from=0&to=499&max_points=40");
   REQUIRE(pts.status == 200);
@@ -206,6 +209,8 @@ TEST_CASE("dashboard API answers match the storage reader", "[dashboard][http]")
   for (std::size_t i = 0; i < w.points.size(); ++i) {
     CHECK(pj["points"][i][0] == w.points[i].step);
     CHECK(pj["points"][i][1] == json_number(w.points[i].value));
+    // The wall time the writer stored with that step (s * 0.1 above), for the page's time axis.
+    CHECK(pj["points"][i][2].get<double>() == Approx(pj["points"][i][0].get<double>() * 0.1));
   }
   CHECK(pj["bucket_width"] == w.bucket_width);
   // Non-finite values stay visible, as strings.
@@ -453,7 +458,9 @@ TEST_CASE("dashboard serves 200 concurrent websocket clients", "[dashboard][ws]"
 
 TEST_CASE("dashboard drops a client that never reads, others are unaffected",
           "[dashboard][ws]") {
-  served_live h("stuck", [](dashboard::server_options& o) { o.max_queue_bytes = 1 << 20; });
+  // 4 MiB: the healthy client (read between bursts of 20,000 points, each delta up to ~0.5 MiB
+  // with wall times) may lag a few frames on a loaded machine; the stuck one exceeds it in ~1 s.
+  served_live h("stuck", [](dashboard::server_options& o) { o.max_queue_bytes = 4 << 20; });
   auto& srv = h.srv;
   auto& w = h.w;
   auto& loss = h.loss;
