@@ -243,7 +243,12 @@ TEST_CASE("dashboard API answers match the storage reader", "[dashboard][http]")
   CHECK(page.status == 200);
   CHECK(page.content_type.find("text/html") == 0);
   CHECK(http_request(srv.port(), "/uPlot.iife.min.js").status == 200);
-  CHECK(http_request(srv.port(), "/app.js").status == 200);
+  // The page's ES modules: browsers run them only with a JavaScript content type.
+  for (const char* js : {"/js/app.js", "/js/util.js", "/js/charts.js", "/js/theme.js"}) {
+    auto m = http_request(srv.port(), js);
+    CHECK(m.status == 200);
+    CHECK(m.content_type.find("text/javascript") == 0);
+  }
 }
 
 TEST_CASE("dashboard API errors are 4xx JSON", "[dashboard][http]") {
@@ -1049,7 +1054,7 @@ TEST_CASE("dashboard refuses path traversal in every encoding", "[dashboard][htt
     CHECK(a.body.find("PATH=") == std::string::npos);
   }
   // The page itself is still there.
-  CHECK(raw_http(p, "GET /app.js HTTP/1.1\r\nHost: x\r\n\r\n").status == 200);
+  CHECK(raw_http(p, "GET /js/app.js HTTP/1.1\r\nHost: x\r\n\r\n").status == 200);
 }
 
 TEST_CASE("dashboard answers 431 and 413 to oversized requests and 400 to malformed ones",
@@ -1388,7 +1393,7 @@ TEST_CASE("dashboard token off loopback: 401 without it and websocket upgrades r
   auto p = h.srv.port();
   REQUIRE(p != 0);
   for (const std::string& target : {std::string("/api/runs"), std::string("/"),
-                                    std::string("/app.js"), std::string("/uPlot.iife.min.js"),
+                                    std::string("/js/app.js"), std::string("/uPlot.iife.min.js"),
                                     std::string("/api/runs/1/events"), std::string("/nope")}) {
     INFO(target);
     auto missing = http_request(p, target);
