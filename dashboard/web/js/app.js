@@ -501,7 +501,7 @@ const chartContext = {
   findingsOn: (name) => findingsBySeries().get(name) || [],
   visibleFindings: () => visibleFindings(state.view),
   finding: (id) => state.findings.get(id),
-  hover: () => {},
+  hover: (step) => { for (const c of state.charts) c.hoverAt(step); },
   drawn: (chart) => notePaint(chart),
 };
 
@@ -573,25 +573,31 @@ function frame() {
   const perf = state.perf;
   const now = performance.now();
   let wait = Infinity, drew = false;
-  // One chart per frame, in page order: each frame's drawing stays short, so the page keeps
-  // its frame rate while every chart has something new.
+  // One chart per frame: each frame's drawing stays short, so the page keeps its frame rate
+  // while every chart has something new. Of the charts due, the one drawn longest ago goes
+  // first (page order on a tie), so a chart that changes every frame cannot starve the others.
+  let next = null, due = 0;
   for (const c of state.charts) {
     if (!dirty.charts.has(c)) continue;
     // Charts off the screen wait until they are scrolled to (visibility observer below).
     if (!visible.has(c.box)) { dirty.charts.delete(c); dirty.urgent.delete(c); stale.add(c); continue; }
-    if (drew) { wait = 0; break; }
     if (!dirty.urgent.has(c) && c !== state.charts[0] && c.lastDraw) {
       const left = c.lastDraw + liveInterval(c) - now;
       if (left > 0) { wait = Math.min(wait, left); continue; }
     }
-    dirty.charts.delete(c);
-    dirty.urgent.delete(c);
+    due++;
+    if (!next || (c.lastDraw || 0) < (next.lastDraw || 0)) next = c;
+  }
+  if (next) {
+    dirty.charts.delete(next);
+    dirty.urgent.delete(next);
     const t0 = performance.now();
-    c.update();
-    c.lastDraw = t0;
+    next.update();
+    next.lastDraw = t0;
     perf.chartMs = (perf.chartMs || 0) + (performance.now() - t0);
     perf.chartUpdates = (perf.chartUpdates || 0) + 1;
     drew = true;
+    if (due > 1) wait = 0;
   }
   for (const c of dirty.charts) if (!state.charts.includes(c)) { dirty.charts.delete(c); dirty.urgent.delete(c); }
   if (dirty.lanes && state.lanes && !visible.has(state.lanes.box)) { dirty.lanes = false; staleLanes = true; }
@@ -677,7 +683,9 @@ function onDeltaInner(m) {
         grew = true;
       }
     }
-    if (appendDelta(m.run, name, pts)) for (const c of state.charts) if (c.lines.some((l) => l.run === m.run && l.name === name)) dirty.charts.add(c);
+    // A chart zoomed to earlier steps does not change when points arrive after its window.
+    const inView = state.view.from == null || pts[0][0] <= state.view.to;
+    if (appendDelta(m.run, name, pts) && inView) for (const c of state.charts) if (c.lines.some((l) => l.run === m.run && l.name === name)) dirty.charts.add(c);
   }
   if (current && m.findings && m.findings.length) addFindings(m.findings);
   if (current && m.events && m.events.length) {

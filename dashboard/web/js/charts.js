@@ -336,12 +336,14 @@ export class Chart {
   onSelect(u) { zoomToSelection(this, u); }
 
   onCursor(u) {
+    // The chart under the mouse sets the step for every chart (charts redrawn at different
+    // moments of a live run have slightly different x-ranges, so each chart's own cursor
+    // position would read a different step).
+    if (!u.cursor.event) return;
     const left = u.cursor.left;
-    if (left == null || left < 0) { this.hoverStep = null; this.clearValues(); return; }
+    if (left == null || left < 0) { this.ctx.hover(null); return; }
     const step = Math.round(u.posToVal(left, 'x'));
-    this.hoverStep = step;
-    this.showValues(step);
-    if (u.cursor.event) this.ctx.hover(step);  // this chart is under the mouse
+    this.ctx.hover(step);
     const m = this.markerAt(left, u.cursor.top);
     u.over.style.cursor = m ? 'pointer' : '';
     const f = m && m.f;
@@ -371,6 +373,12 @@ export class Chart {
     });
   }
   clearValues() { this.readout.textContent = ''; for (const v of this.legendValues) v.textContent = ''; }
+
+  /** Shows the values at `step` (null: none), as set by the chart under the mouse. */
+  hoverAt(step) {
+    this.hoverStep = step;
+    if (step == null) this.clearValues(); else this.showValues(step);
+  }
 
   markerAt(x, y) {
     let best = null, bd = 9;
