@@ -391,7 +391,8 @@ export class Chart {
 
   onClick(ev) {
     if (this.dragged) { this.dragged = false; return; }
-    const m = this.markerAt(ev.offsetX, ev.offsetY);
+    const r = this.u.over.getBoundingClientRect();
+    const m = this.markerAt(ev.clientX - r.left, ev.clientY - r.top);
     if (m) this.ctx.selectFinding(m.id, true);
   }
 

@@ -159,7 +159,8 @@ export class Lanes {
 
   onClick(ev) {
     if (this.dragged) { this.dragged = false; return; }
-    const id = this.hit(ev.offsetX, ev.offsetY);
+    const r = this.u.over.getBoundingClientRect();
+    const id = this.hit(ev.clientX - r.left, ev.clientY - r.top);
     if (id != null) this.ctx.selectFinding(id, true);
   }
 }

@@ -447,8 +447,36 @@ async function liveAtScale() {
     load_avg_1m: +load(), cpus: os.cpus().length };
   console.log('live at scale: ' + JSON.stringify(summary));
   await shot(page, 'scale.png');
+  // While it streams: hovering reads one step on every chart; clicking a finding's tick in
+  // the rug zooms every chart to it.
+  const lo = await (await page.$('#chart-loss .u-over')).boundingBox();
+  await page.mouse.move(lo.x + lo.width * 0.4, lo.y + lo.height * 0.3);
+  await page.waitForTimeout(200);
+  const readouts = await page.$$eval('.chart[data-key] .readout', (r) => r.map((e) => e.textContent).filter(Boolean));
+  check(readouts.length >= 2 && readouts.every((t) => t === readouts[0]), 'hover on a live 200k-step run: every visible chart reads ' + readouts[0]);
+  check(loss.rug === '1', 'the loss chart shows its ' + loss.markers + ' finding episodes as a rug under the curves');
+  // A tick near the middle of the plot (the plot moves a little as the run grows: read the
+  // position right before clicking, and try again if a redraw moved it away).
+  for (let attempt = 0; attempt < 3 && !/f=\d+/.test(page.url()); attempt++) {
+    const tick = await page.evaluate(() => {
+      const c = window.losslens.state.charts.find((x) => x.key === 'loss');
+      const r = c.u.over.getBoundingClientRect();
+      const m = c.markers.reduce((a, b) => (Math.abs(b.x - r.width / 2) < Math.abs(a.x - r.width / 2) ? b : a));
+      return { x: r.x + m.x, y: r.y + m.y };
+    });
+    await page.mouse.click(tick.x, tick.y);
+    await page.waitForTimeout(300);
+  }
+  await page.waitForFunction(() => /f=\d+/.test(location.hash));
+  const picked = await page.evaluate(() => window.losslens.state.findings.get(window.losslens.state.selected));
+  const [za, zb] = await chartsZoomed(page);
+  check(za <= picked.first_step && zb >= picked.last_step && zb - za < 200,
+    'clicking a tick zooms every chart, while live, to ' + picked.kind + ' ' + picked.first_step + '–' + picked.last_step + ' (steps ' + za + '–' + zb + ')');
+  await shot(page, 'scale-zoom.png');
+  await page.keyboard.press('Escape');
+  await page.click('#reset-zoom');
   await page.$eval('#lanes', (e) => e.scrollIntoView({ block: 'center' }));
-  await page.waitForFunction(() => Number(document.querySelector('#lanes').dataset.lanes) === 5);
+  await page.waitForFunction((n) => Number(document.querySelector('#lanes').dataset.lanes) === 5 && Number(document.querySelector('#lanes').dataset.bars) >= n, FINDINGS);
   check(rows >= FINDINGS && num(loss.markers) > 100, 'the 200k-step run shows its findings: ' + rows + ' rows, ' + loss.markers +
     ' markers on the loss chart, 5 lanes with ' + (await data(page, '#lanes')).bars + ' bars');
   await shot(page, 'scale-lanes.png');
