@@ -720,7 +720,7 @@ function zoomChanged() {
 }
 
 /** Zoom margin around a finding: a quarter of its length on each side, at least 5 steps. */
-export const zoomMargin = (f) => Math.max(5, Math.ceil((f.last_step - f.first_step + 1) * 0.25));
+const zoomMargin = (f) => Math.max(5, Math.ceil((f.last_step - f.first_step + 1) * 0.25));
 
 function selectFinding(id, zoom) {
   const f = state.findings.get(id);

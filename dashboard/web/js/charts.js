@@ -3,7 +3,7 @@
 // finding markers on the series they name, and hover values snapped to the bucket that holds
 // the step. Data comes from data.js tracks; app.js decides which charts exist.
 /* global uPlot */
-import { state, el, themeColors } from './state.js';
+import { el, themeColors } from './state.js';
 import { ema, yRange, mergeSteps, bucketIndex, fmt, fmtTicks, fmtLogTicks, logSplits, fmtStep, fmtWall, fmtRelative,
   timeTicks, withAlpha, SEVERITY_COLOR } from './util.js';
 import { trackFor } from './data.js';

@@ -19,7 +19,7 @@ let listener = () => {};
 /** f(run, name) is called whenever a track of (run, name) changed. */
 export function onData(f) { listener = f; }
 
-export function entry(run, name) {
+function entry(run, name) {
   let m = state.store.get(run);
   if (!m) state.store.set(run, (m = new Map()));
   let e = m.get(name);
@@ -31,7 +31,7 @@ export function entry(run, name) {
 export const parsePoints = (pts) => pts.map((p) => [p[0], toNumber(p[1]), p.length > 2 ? toNumber(p[2]) : NaN]);
 
 /** Starts fetching the whole series (downsampled) unless it is held or on its way. */
-export function ensureFull(run, name, priority = false) {
+export function ensureFull(run, name) {
   const e = entry(run, name);
   if (e.full || e.loading) return e;
   const b = budget();
@@ -50,7 +50,6 @@ export function ensureFull(run, name, priority = false) {
       flushPending(e);
       listener(run, name);
     });
-  e.priority = priority;
   return e;
 }
 
@@ -128,6 +127,3 @@ export function trackFor(run, name) {
   if (state.view.from != null && e.win) return e.win;
   return e.full;
 }
-
-/** Is anything still loading for these (run, name) pairs? */
-export const loading = (pairs) => pairs.some(([r, n]) => { const e = state.store.get(r)?.get(n); return !e || !e.full; });

@@ -1,12 +1,11 @@
 // The findings table (one row per incident, updated row by row), its filter (severity, kind,
 // text) and the finding popup (message, episodes, cause, evidence, advice).
 import { state, $, el } from './state.js';
-import { fmt, SEVERITY_RANK } from './util.js';
+import { fmt } from './util.js';
 
 const rows = new Map();  // finding id -> <tr>
 let order = [];          // finding ids by first step (then id): the table's row order
 
-const sortKey = (f) => [f.first_step, f.id];
 const before = (a, b) => a.first_step < b.first_step || (a.first_step === b.first_step && a.id < b.id);
 
 /** Does f pass the filter of the view (severity, hidden kinds, text)? */
@@ -181,6 +180,3 @@ export function showFinding(f, { onClose, onZoom }) {
   d.hidden = false;
   d.dataset.findingId = String(f.id);
 }
-
-export const worstFirst = (a, b) => (SEVERITY_RANK[b.severity] - SEVERITY_RANK[a.severity]);
-export { sortKey };
