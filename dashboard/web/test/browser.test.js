@@ -393,7 +393,11 @@ async function liveRun() {
   await page.keyboard.press('Escape');
   await page.waitForFunction(() => [...document.querySelectorAll('#chart-cmp_loss .legend .li')].some((e) => e.textContent.includes('#1 baseline-lr0.05')), null, { timeout: 10000 });
   check(true, 'a compared run joins the comparison chart');
-  await page.waitForTimeout(500);
+  // Off-screen parts catch up when scrolled to: pass by the lanes before the full-page shot.
+  await page.$eval('#lanes', (e) => e.scrollIntoView({ block: 'center' }));
+  await page.waitForTimeout(800);
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.waitForTimeout(300);
   await shot(page, 'live.png', true);
   check(page.errors.length === 0, 'no page errors' + (page.errors.length ? ': ' + page.errors.join('; ') : ''));
   await page.context().close();
