@@ -196,7 +196,10 @@ TEST_CASE("dashboard API answers match the storage reader", "[dashboard][http]")
     CHECK(series[i]["name"] == want_series[i].name);
     CHECK(series[i]["count"] == want_series[i].summary.count);
     CHECK(series[i]["nan_count"] == want_series[i].summary.nan_count);
+    CHECK(series[i]["kind"] == std::string(to_string(want_series[i].kind)));  // the page groups by it
   }
+  CHECK(series[0]["kind"] == "loss");
+  CHECK(series[1]["kind"] == "task_loss");
 
   auto pts = http_request(srv.port(), "/api/runs/1/points?series=loss&from=0&to=499&max_points=40");
   REQUIRE(pts.status == 200);
@@ -206,6 +209,8 @@ TEST_CASE("dashboard API answers match the storage reader", "[dashboard][http]")
   for (std::size_t i = 0; i < w.points.size(); ++i) {
     CHECK(pj["points"][i][0] == w.points[i].step);
     CHECK(pj["points"][i][1] == json_number(w.points[i].value));
+    // The wall time the writer stored with that step (s * 0.1 above), for the page's time axis.
+    CHECK(pj["points"][i][2].get<double>() == Approx(pj["points"][i][0].get<double>() * 0.1));
   }
   CHECK(pj["bucket_width"] == w.bucket_width);
   // Non-finite values stay visible, as strings.
@@ -238,7 +243,12 @@ TEST_CASE("dashboard API answers match the storage reader", "[dashboard][http]")
   CHECK(page.status == 200);
   CHECK(page.content_type.find("text/html") == 0);
   CHECK(http_request(srv.port(), "/uPlot.iife.min.js").status == 200);
-  CHECK(http_request(srv.port(), "/app.js").status == 200);
+  // The page's ES modules: browsers run them only with a JavaScript content type.
+  for (const char* js : {"/js/app.js", "/js/util.js", "/js/charts.js", "/js/theme.js"}) {
+    auto m = http_request(srv.port(), js);
+    CHECK(m.status == 200);
+    CHECK(m.content_type.find("text/javascript") == 0);
+  }
 }
 
 TEST_CASE("dashboard API errors are 4xx JSON", "[dashboard][http]") {
@@ -453,7 +463,9 @@ TEST_CASE("dashboard serves 200 concurrent websocket clients", "[dashboard][ws]"
 
 TEST_CASE("dashboard drops a client that never reads, others are unaffected",
           "[dashboard][ws]") {
-  served_live h("stuck", [](dashboard::server_options& o) { o.max_queue_bytes = 1 << 20; });
+  // 4 MiB: a few deltas of up to 20,000 points (~0.5 MiB each with wall times) may wait for
+  // the healthy client on a loaded machine; the stuck one exceeds it within seconds.
+  served_live h("stuck", [](dashboard::server_options& o) { o.max_queue_bytes = 4 << 20; });
   auto& srv = h.srv;
   auto& w = h.w;
   auto& loss = h.loss;
@@ -469,13 +481,22 @@ TEST_CASE("dashboard drops a client that never reads, others are unaffected",
   v.next_step["loss"] = 0;
   std::int64_t s = 0;
   auto deadline = std::chrono::steady_clock::now() + 30s;
+  // The healthy client reads all the time, on its own thread, as a browser would (reading only
+  // between the writer's bursts made it lag behind on a loaded machine and get dropped too).
+  std::atomic<bool> streaming{true};
+  std::thread reader([&] {
+    while (streaming.load())
+      if (auto m = healthy.next(20ms)) v.apply(*m);
+  });
   while (srv.stats().slow_drops == 0 && std::chrono::steady_clock::now() < deadline) {
     for (int i = 0; i < 20000; ++i) {
       while (!w.try_append(loss, s, 0, double(s) * 1.000001)) std::this_thread::yield();
       ++s;
     }
-    while (auto m = healthy.next(20ms)) v.apply(*m);
+    std::this_thread::sleep_for(20ms);
   }
+  streaming = false;
+  reader.join();
   CHECK(srv.stats().slow_drops == 1);
   CHECK(srv.stats().clients == 1);
   // The healthy client received every point, in order.
@@ -965,7 +986,7 @@ TEST_CASE("dashboard refuses path traversal in every encoding", "[dashboard][htt
     CHECK(a.body.find("PATH=") == std::string::npos);
   }
   // The page itself is still there.
-  CHECK(raw_http(p, "GET /app.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").status == 200);
+  CHECK(raw_http(p, "GET /js/app.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").status == 200);
 }
 
 TEST_CASE("dashboard answers 431 and 413 to oversized requests and 400 to malformed ones",
@@ -1304,7 +1325,7 @@ TEST_CASE("dashboard token off loopback: 401 without it and websocket upgrades r
   auto p = h.srv.port();
   REQUIRE(p != 0);
   for (const std::string& target : {std::string("/api/runs"), std::string("/"),
-                                    std::string("/app.js"), std::string("/uPlot.iife.min.js"),
+                                    std::string("/js/app.js"), std::string("/uPlot.iife.min.js"),
                                     std::string("/api/runs/1/events"), std::string("/nope")}) {
     INFO(target);
     auto missing = http_request(p, target);

@@ -42,7 +42,8 @@ nlohmann::json event_json(const storage::event_info& e) { return storage::to_jso
 
 nlohmann::json points_json(const std::vector<storage::point>& points) {
   nlohmann::json a = nlohmann::json::array();
-  for (const auto& p : points) a.push_back(nlohmann::json::array({p.step, json_number(p.value)}));
+  for (const auto& p : points)
+    a.push_back(nlohmann::json::array({p.step, json_number(p.value), json_number(p.wall_time)}));
   return a;
 }
 

@@ -21,7 +21,8 @@ nlohmann::json series_json(const storage::series_info& s);
 nlohmann::json finding_json(const storage::stored_finding& f);
 /// A stored event: storage::to_json(e) (detail parsed, or the raw string).
 nlohmann::json event_json(const storage::event_info& e);
-/// [[step, value], ...] with non-finite values as "nan", "inf", "-inf".
+/// [[step, value, wall_time], ...] with non-finite values as "nan", "inf", "-inf" (wall_time:
+/// the producer's clock, Unix seconds for losslens::attach).
 nlohmann::json points_json(const std::vector<storage::point>& points);
 
 }  // namespace losslens::detail
