@@ -709,7 +709,8 @@ class chance_level final : public detector {
     if (finite(ctx.s->accuracy)) acc_.push(*ctx.s->accuracy);
     const std::int64_t step = ctx.s->step;
     if (o_.num_classes == 0 && !infer(e)) return;
-    if (std::abs(e - target_) <= tolerance() * target_) {
+    const double above = o_.num_classes == 0 ? tolerance() : std::max(tolerance(), o_.above_tolerance);
+    if (e >= (1 - tolerance()) * target_ && e <= (1 + above) * target_) {
       if (streak_++ == 0) start_ = step;
     } else {
       streak_ = 0;
@@ -726,6 +727,8 @@ class chance_level final : public detector {
                             {"patience", double(o_.patience)}});
       f.evidence = {{"chance_loss", target_}, {"classes", double(classes_)},
                     {"tolerance", tolerance()},
+                    {"above_tolerance",
+                     o_.num_classes == 0 ? tolerance() : std::max(tolerance(), o_.above_tolerance)},
                     {"inferred", o_.num_classes == 0 ? 1.0 : 0.0}};
       set_lr_evidence(f, ctx);
       f.advice = "the model predicts the uniform distribution: ";
@@ -748,10 +751,19 @@ class chance_level final : public detector {
 
   void describe(finding& f, const sample_schema&) const override {
     const int k = int(f.evidence_value("classes"));
-    f.message = format("smoothed loss %.4g has stayed within %.1f%% of ln(%d) = %.4g, the loss "
-                       "of a uniform guess over %d classes, for %g steps",
-                       f.evidence_value("smoothed"), f.evidence_value("tolerance") * 100, k,
-                       f.evidence_value("chance_loss"), k, f.evidence_value("steps"));
+    const double above = f.evidence_value("above_tolerance");
+    if (std::isfinite(above) && above > f.evidence_value("tolerance"))
+      f.message = format("smoothed loss %.4g has stayed between %.1f%% below and %.0f%% above "
+                         "ln(%d) = %.4g, the loss of a uniform guess over %d classes, for %g "
+                         "steps: the model does no better than chance",
+                         f.evidence_value("smoothed"), f.evidence_value("tolerance") * 100,
+                         above * 100, k, f.evidence_value("chance_loss"), k,
+                         f.evidence_value("steps"));
+    else
+      f.message = format("smoothed loss %.4g has stayed within %.1f%% of ln(%d) = %.4g, the loss "
+                         "of a uniform guess over %d classes, for %g steps",
+                         f.evidence_value("smoothed"), f.evidence_value("tolerance") * 100, k,
+                         f.evidence_value("chance_loss"), k, f.evidence_value("steps"));
     if (f.evidence_value("inferred") > 0)
       f.message += format(" (class count inferred from the level: pass num_classes / --classes "
                           "if it is not %d%s)",

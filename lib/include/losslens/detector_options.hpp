@@ -95,7 +95,10 @@ struct detector_options {
     bool enabled = true;
     int num_classes = 0;       ///< 0 = unknown: inferred from the level (see below); 2 = binary
     double inferred_tolerance = 0.01;  ///< with num_classes 0: |smoothed - ln k| <= this x ln k
-    double tolerance = 0.03;   ///< |smoothed - ln C| <= tolerance x ln C
+    double tolerance = 0.03;   ///< smoothed >= (1 - tolerance) x ln C, and ...
+    /// ... <= (1 + above_tolerance) x ln C: a model that collapsed after a blow-up sits at or a
+    /// little above chance (its constant prediction is not exactly uniform).
+    double above_tolerance = 0.1;
     int warmup = 200;
     int patience = 100;
     double ema_alpha = 0.05;

@@ -2,18 +2,13 @@
 /// \file run_writer.hpp
 /// Records one training run into a SQLite run-history database from a background thread.
 
-#include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include "losslens/finding.hpp"
@@ -21,11 +16,6 @@
 #include "losslens/sample.hpp"
 #include "losslens/series_key.hpp"
 #include "losslens/storage/types.hpp"
-
-namespace losslens::detail {
-class point_queue;
-class writer_connection;
-}  // namespace losslens::detail
 
 namespace losslens::storage {
 
@@ -98,6 +88,11 @@ struct writer_stats {
 /// allocates and never touches SQLite: it copies four numbers into a preallocated lock-free
 /// queue and drops (and counts) the point when the queue is full. Write failures after
 /// construction never throw: the writer turns degraded (stats(), one line on stderr) and retries.
+///
+/// The writer thread sleeps until something is due: the commit of pending points
+/// (flush_interval after the previous one), a heartbeat, a retry, a flush() or finish(), a
+/// queue half full, or the first point after an idle sleep. An idle run wakes it once per
+/// heartbeat_interval.
 class run_writer {
  public:
   using series_handle = std::uint32_t;
@@ -112,9 +107,9 @@ class run_writer {
   run_writer& operator=(const run_writer&) = delete;
 
   /// The run's id in the database.
-  std::int64_t run_id() const noexcept { return run_id_; }
+  std::int64_t run_id() const noexcept;
   /// All series of the run; a series' handle is its index here.
-  const std::vector<series_spec>& series() const noexcept { return series_; }
+  const std::vector<series_spec>& series() const noexcept;
   /// Handle of the series with this name, if any.
   std::optional<series_handle> find_series(std::string_view name) const noexcept;
 
@@ -146,36 +141,8 @@ class run_writer {
   writer_stats stats() const;
 
  private:
-  void loop() noexcept;
-
-  std::string path_;
-  writer_options options_;
-  series_layout layout_;
-  std::vector<series_spec> series_;
-  std::size_t tasks_ = 0;
-  std::size_t params_ = 0;
-  std::int64_t run_id_ = 0;
-  std::unique_ptr<detail::point_queue> queue_;
-  std::unique_ptr<detail::writer_connection> connection_;  // used by the writer thread only
-
-  std::atomic<std::uint64_t> enqueued_{0};
-  std::atomic<std::uint64_t> dropped_{0};
-  std::atomic<bool> accepting_{true};
-
-  mutable std::mutex mutex_;  // guards everything below
-  std::condition_variable wake_;
-  std::condition_variable flushed_cv_;
-  std::map<std::uint64_t, finding> pending_findings_;
-  std::vector<event_info> pending_events_;
-  std::uint64_t flush_requested_ = 0;
-  std::uint64_t flushed_ = 0;
-  bool stop_ = false;
-  bool exited_ = false;
-  run_status final_status_ = run_status::finished;
-  writer_stats stats_;  // updated by the writer thread after each commit
-
-  std::mutex finish_mutex_;
-  std::thread thread_;
+  struct impl;  // the queue, the connection, the writer thread and their state
+  std::unique_ptr<impl> impl_;
 };
 
 }  // namespace losslens::storage
