@@ -480,3 +480,28 @@ TEST_CASE("negative and zero losses give no finding by themselves; one -50 or -1
   CHECK(run([](int i) { return std::max(0.0, 2.3 * std::exp(-i / 300.0) - 0.01); }).empty());
   CHECK(run([&](int i) { return -1 - 3 * (1 - std::exp(-i / 600.0)) + 0.2 * z(rng); }).empty());
 }
+
+TEST_CASE("task_dominance reads the task weights off the total when a trace has none") {
+  // A CSV of a weighted run (total = cls + 0.001 * recon, recon in raw pixel units) has the
+  // total and the task losses but no weights: the weights are fitted (total = sum w_i L_i), so
+  // the balanced run is quiet; the same losses summed with weight 1 are dominated from step 0.
+  auto run = [](double recon_weight) {
+    generator g(21);
+    analyzer a(sample_schema{{"cls", "recon"}, {}});
+    for (int i = 0; i < 2000; ++i) {
+      sample s;
+      s.step = i;
+      const double cls = (0.4 + 1.9 * std::exp(-i / 400.0)) * g.noise(0.1);
+      const double recon = (800 + 1500 * std::exp(-i / 300.0)) * g.noise(0.1);
+      s.task_losses = {cls, recon};
+      s.loss = cls + recon_weight * recon;
+      a.observe(s);
+    }
+    return of_kind(a.findings(), "task_dominance");
+  };
+  CHECK(run(0.001).empty());
+  const auto unweighted = run(1.0);
+  REQUIRE(unweighted.size() == 1);
+  CHECK(unweighted[0].first_step == 0);
+  CHECK(unweighted[0].series == "loss/recon");
+}

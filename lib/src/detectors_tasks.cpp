@@ -51,20 +51,100 @@ class share_tracker {
   episode ep;
 };
 
+/// The task weights of a total loss, fitted from the samples: total = sum_i w_i L_i by least
+/// squares (no intercept) over every step where all are finite. Used only when the fit is
+/// exact to 1% (a weighted sum, not a coincidence) and every weight is positive; otherwise all
+/// weights are 1, as the detectors assumed before.
+class weight_fit {
+ public:
+  explicit weight_fit(std::size_t tasks)
+      : n_(tasks), xtx_(tasks * tasks, 0.0), xty_(tasks, 0.0), w_(tasks, 1.0) {}
+
+  void observe(double total, const std::vector<double>& losses) {
+    if (n_ < 2 || !std::isfinite(total)) return;
+    for (double v : losses)
+      if (!std::isfinite(v)) return;
+    for (std::size_t i = 0; i < n_; ++i) {
+      xty_[i] += losses[i] * total;
+      for (std::size_t j = 0; j < n_; ++j) xtx_[i * n_ + j] += losses[i] * losses[j];
+    }
+    yy_ += total * total;
+    ++count_;
+    if (count_ >= n_ + 8 && (count_ - n_) % 16 == 0) solve();
+  }
+  double weight(std::size_t i) const noexcept { return fitted_ ? w_[i] : 1.0; }
+  /// Not fitted yet, and the total is not the plain sum of the losses: the weights are not
+  /// all 1, and shares cannot be judged until the fit (a few steps).
+  bool pending(double total, const std::vector<double>& losses) const noexcept {
+    if (fitted_ || n_ < 2 || !std::isfinite(total)) return false;
+    double sum = 0;
+    for (double v : losses) sum += v;
+    return std::isfinite(sum) && std::abs(sum - total) > 0.01 * std::abs(total);
+  }
+
+ private:
+  void solve() {
+    // Gaussian elimination with partial pivoting on a copy of the normal equations.
+    std::vector<double> a(xtx_), b(xty_);
+    for (std::size_t c = 0; c < n_; ++c) {
+      std::size_t p = c;
+      for (std::size_t r = c + 1; r < n_; ++r)
+        if (std::abs(a[r * n_ + c]) > std::abs(a[p * n_ + c])) p = r;
+      if (!(std::abs(a[p * n_ + c]) > 0)) return;
+      for (std::size_t k = 0; k < n_; ++k) std::swap(a[c * n_ + k], a[p * n_ + k]);
+      std::swap(b[c], b[p]);
+      for (std::size_t r = c + 1; r < n_; ++r) {
+        const double f = a[r * n_ + c] / a[c * n_ + c];
+        for (std::size_t k = c; k < n_; ++k) a[r * n_ + k] -= f * a[c * n_ + k];
+        b[r] -= f * b[c];
+      }
+    }
+    std::vector<double> w(n_);
+    for (std::size_t c = n_; c-- > 0;) {
+      double v = b[c];
+      for (std::size_t k = c + 1; k < n_; ++k) v -= a[c * n_ + k] * w[k];
+      w[c] = v / a[c * n_ + c];
+    }
+    // Residual sum of squares from the normal equations: y'y - 2 w'X'y + w'X'X w.
+    double rss = yy_;
+    for (std::size_t i = 0; i < n_; ++i) {
+      rss -= 2 * w[i] * xty_[i];
+      for (std::size_t j = 0; j < n_; ++j) rss += w[i] * xtx_[i * n_ + j] * w[j];
+    }
+    bool ok = yy_ > 0 && std::max(rss, 0.0) <= 1e-4 * yy_;
+    for (double v : w) ok = ok && std::isfinite(v) && v > 0;
+    fitted_ = ok;
+    if (ok) w_ = w;
+  }
+
+  std::size_t n_;
+  std::vector<double> xtx_, xty_, w_;
+  double yy_ = 0;
+  std::int64_t count_ = 0;
+  bool fitted_ = false;
+};
+
 class task_dominance final : public detector {
  public:
   task_dominance(const detector_options& o, const sample_schema& schema)
       : o_(o.task_dominance), loss_(schema.tasks.size(), o.task_dominance.ema_alpha),
         grad_(schema.tasks.size(), o.task_dominance.ema_alpha),
         raw_(schema.tasks.size(), nan), level_(schema.tasks.size(), ema(o.task_dominance.ema_alpha)),
-        initial_(schema.tasks.size(), nan) {}
+        initial_(schema.tasks.size(), nan), weights_(schema.tasks.size()) {}
 
   void observe(const step_context& ctx, finding_log& log) override {
     const sample& s = *ctx.s;
     const std::size_t t = raw_.size();
-    for (std::size_t i = 0; i < t; ++i) {
+    for (std::size_t i = 0; i < t; ++i)
       raw_[i] = i < s.task_losses.size() && finite(s.task_losses[i]) ? *s.task_losses[i] : nan;
-      const double w = i < s.task_weights.size() ? s.task_weights[i] : 1.0;
+    // Without reported weights (a CSV of a weighted run), the weights are read off the total:
+    // total = sum w_i L_i fitted over the steps so far. 1 each when that does not fit.
+    if (s.task_weights.empty() && finite(s.loss)) {
+      weights_.observe(*s.loss, raw_);
+      if (weights_.pending(*s.loss, raw_)) return;
+    }
+    for (std::size_t i = 0; i < t; ++i) {
+      const double w = i < s.task_weights.size() ? s.task_weights[i] : weights_.weight(i);
       loss_.now_[i] = w * raw_[i];
       grad_.now_[i] =
           i < s.task_grad_norms.size() && finite(s.task_grad_norms[i]) ? *s.task_grad_norms[i] : nan;
@@ -209,6 +289,7 @@ class task_dominance final : public detector {
   detector_options::task_dominance_t o_;
   share_tracker loss_, grad_;
   std::vector<double> raw_;
+  weight_fit weights_;
   std::vector<ema> level_;       // smoothed raw task losses
   std::vector<double> initial_;  // their level after warm-up
 };
