@@ -207,13 +207,18 @@ int run(const options& o) {
   std::printf("\nmedian step time: %.0f us (%s)\n", step_us[step_us.size() / 2],
               lens ? "with losslens" : "without losslens");
   if (lens) {
-    lens->wait_idle();
+    lens->detach();  // the run history's last commit first: its counters are final after it
     const auto st = lens->stats();
-    lens->detach();
+    std::string stored;
+    if (!o.db.empty() && st.run_id == 0)
+      stored = ", run NOT stored in " + o.db + " (" + st.storage_error + ")";
+    else if (!o.db.empty())
+      stored = ", run stored in " + o.db;
+    if (st.points_lost > 0)
+      stored += "; " + std::to_string(st.points_lost) + " points never reached it";
     std::printf("losslens: %llu steps processed, %llu dropped%s\n\n",
                 static_cast<unsigned long long>(st.processed),
-                static_cast<unsigned long long>(st.dropped),
-                o.db.empty() ? "" : (", run stored in " + o.db).c_str());
+                static_cast<unsigned long long>(st.dropped), stored.c_str());
     losslens::examples::report_findings(lens->findings(), std::int64_t(st.processed),
                                         o.findings_json);
   }

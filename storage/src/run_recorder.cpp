@@ -205,6 +205,17 @@ void run_recorder::on_finish(std::uint64_t steps, std::int64_t last_step) {
     return;
   }
   writer_->record_event(events::detach(steps, last_step));
+  // The run carries what it lost so far (a full disk that came back, points refused at the
+  // start); what the last commit loses cannot be written any more and is only said.
+  {
+    writer_stats ws;
+    try {
+      ws = writer_->stats();
+    } catch (...) {
+    }
+    if (const auto lost = ws.dropped + ws.lost + unrecorded_points_; lost > 0)
+      writer_->record_event(events::points_lost(lost, last_step));
+  }
   writer_->finish(run_status::finished);
   next_check_ = {};
   watch(clock::now());  // the final counters (points given up at the end count as lost)
