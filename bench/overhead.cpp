@@ -89,7 +89,7 @@ nlohmann::json compare(const std::vector<std::int64_t>& widths, std::int64_t bat
   // Grad-norm pass: the monitor's engine against a bare _foreach_norm (+ one host copy).
   std::vector<at::Tensor> grads;
   for (auto& p : watched->parameters()) grads.push_back(p.grad());
-  losslens::detail::norm_engine engine;
+  losslens::hooks::detail::norm_engine engine;
   std::vector<double> norms(grads.size());
   std::vector<std::uint8_t> has(grads.size());
   std::vector<const at::Tensor*> no_scalars;

@@ -31,7 +31,7 @@
 
 namespace beast = boost::beast;
 namespace http = beast::http;
-namespace detail = losslens::detail;
+namespace detail = losslens::dashboard::detail;
 using losslens::fuzz::require;
 
 namespace {

@@ -15,7 +15,7 @@
 #include "fuzz_check.hpp"
 #include "losslens/dashboard/server.hpp"
 
-namespace detail = losslens::detail;
+namespace detail = losslens::dashboard::detail;
 using losslens::fuzz::require;
 using kind = detail::client_message::kind;
 

@@ -433,12 +433,12 @@ TEST_CASE("attach/detach 1000 times leaves no hooks and the model trains normall
   toy_data data;
   mlp model;
   torch::optim::SGD opt(model->parameters(), 0.05);
-  const auto before = losslens::detail::live_hook_count();
+  const auto before = losslens::hooks::detail::live_hook_count();
   for (int k = 0; k < 1000; ++k) {
     auto lens = attach(model, opt, quiet("churn"));
     CHECK(lens.stats().hooks == 4);
   }
-  CHECK(losslens::detail::live_hook_count() == before);
+  CHECK(losslens::hooks::detail::live_hook_count() == before);
   // Gradients are the same as on a model that was never attached.
   mlp fresh;
   for (std::size_t i = 0; i < model->parameters().size(); ++i) {

@@ -145,8 +145,8 @@ torch::Tensor leaf(const std::vector<double>& v, torch::Dtype d) {
 /// Runs body(path) on both paths: "simd" (the vectorised loops, where this CPU has them) and
 /// "portable" (ATen ops, as on other devices).
 void for_each_path(const std::function<void(const std::string&)>& body) {
-  body(losslens::detail::simd::available() ? "simd" : "portable(no AVX2)");
-  losslens::detail::portable_kernels_scope portable;
+  body(losslens::hooks::detail::simd::available() ? "simd" : "portable(no AVX2)");
+  losslens::hooks::detail::portable_kernels_scope portable;
   body("portable");
 }
 

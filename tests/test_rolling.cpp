@@ -12,7 +12,7 @@
 
 #include "detail/rolling.hpp"
 
-using namespace losslens::detail;
+using namespace losslens::core::detail;
 
 namespace {
 long double median_of(std::vector<long double> v) {

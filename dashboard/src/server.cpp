@@ -38,7 +38,7 @@ namespace websocket = beast::websocket;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
 
-namespace losslens::detail {
+namespace losslens::dashboard::detail {
 
 /// State shared by every session of one server.
 struct server_state {
@@ -585,7 +585,7 @@ class server_impl {
   std::uint16_t port_ = 0;
 };
 
-}  // namespace losslens::detail
+}  // namespace losslens::dashboard::detail
 
 namespace losslens::dashboard {
 

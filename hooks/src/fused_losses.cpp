@@ -23,7 +23,7 @@
 #include "loss_simd.hpp"
 #include "tensor_checks.hpp"
 
-namespace losslens::detail {
+namespace losslens::hooks::detail {
 
 namespace {
 
@@ -704,4 +704,4 @@ at::Tensor dice(const at::Tensor& logits, const at::Tensor& target, double smoot
 portable_kernels_scope::portable_kernels_scope() { ++portable_depth; }
 portable_kernels_scope::~portable_kernels_scope() { --portable_depth; }
 
-}  // namespace losslens::detail
+}  // namespace losslens::hooks::detail

@@ -19,7 +19,7 @@
 
 #include "losslens/torch/losses.hpp"
 
-namespace losslens::detail {
+namespace losslens::hooks::detail {
 
 /// What a softmax-family loss computes over logits [R, C] and int64 targets [R].
 struct softmax_loss_spec {
@@ -62,4 +62,4 @@ class portable_kernels_scope {
   portable_kernels_scope& operator=(const portable_kernels_scope&) = delete;
 };
 
-}  // namespace losslens::detail
+}  // namespace losslens::hooks::detail

@@ -7,7 +7,7 @@
 #include <ATen/ops/cat.h>
 #include <ATen/ops/stack.h>
 
-namespace losslens::detail {
+namespace losslens::hooks::detail {
 
 namespace {
 template <class T>
@@ -102,4 +102,4 @@ void norm_engine::compute(const std::vector<at::Tensor>& grads, std::vector<doub
   }
 }
 
-}  // namespace losslens::detail
+}  // namespace losslens::hooks::detail

@@ -6,7 +6,7 @@
 
 #include <ATen/core/Tensor.h>
 
-namespace losslens::detail {
+namespace losslens::hooks::detail {
 
 /// Reads the L2 norm of each gradient and a few scalars (losses) per step. Small contiguous CPU
 /// float/double tensors are summed in a plain loop (no dispatcher, no allocation); the rest go
@@ -47,4 +47,4 @@ class norm_engine {
 /// Sum of squares of a contiguous CPU float or double tensor, accumulated in double.
 double sum_of_squares_cpu(const at::Tensor& t) noexcept;
 
-}  // namespace losslens::detail
+}  // namespace losslens::hooks::detail

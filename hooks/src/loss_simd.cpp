@@ -11,7 +11,7 @@
 #include <ATen/cpu/vec/vec.h>
 #endif
 
-namespace losslens::detail::simd {
+namespace losslens::hooks::detail::simd {
 
 #ifdef CPU_CAPABILITY_AVX2
 
@@ -303,4 +303,4 @@ double bce_logits(const double*, const double*, const double*, const double*, st
 
 #endif
 
-}  // namespace losslens::detail::simd
+}  // namespace losslens::hooks::detail::simd

@@ -12,7 +12,7 @@
 
 #include <cstdint>
 
-namespace losslens::detail::simd {
+namespace losslens::hooks::detail::simd {
 
 /// True when the loops were compiled in (x86-64 with SLEEF) and this CPU has AVX2 and FMA.
 bool available();
@@ -48,4 +48,4 @@ double bce_logits(const float* x, const float* y, const float* pos_weight, const
 double bce_logits(const double* x, const double* y, const double* pos_weight, const double* weight,
                   std::int64_t n, double* loss, double* coeff);
 
-}  // namespace losslens::detail::simd
+}  // namespace losslens::hooks::detail::simd

@@ -14,7 +14,7 @@
 
 namespace losslens {
 
-using detail::fail;
+using hooks::detail::fail;
 
 // ---------------------------------------------------------------------------------------------
 // Safe math
@@ -40,7 +40,7 @@ at::Tensor safe_sqrt(const at::Tensor& x, double eps) {
 namespace {
 
 void check_binary(const at::Tensor& logits, const at::Tensor& target, const char* fn) {
-  detail::require_floating_pair(logits, target, fn, "logits", "target");
+  hooks::detail::require_floating_pair(logits, target, fn, "logits", "target");
 }
 
 at::Tensor as_options(const at::Tensor& t, const at::Tensor& like) {
@@ -54,20 +54,20 @@ at::Tensor binary_cross_entropy_with_logits(const at::Tensor& logits, const at::
   constexpr const char* fn = "binary_cross_entropy_with_logits";
   check_binary(logits, target, fn);
   if (options.pos_weight.defined())
-    detail::require_broadcastable(options.pos_weight, logits, fn, "pos_weight", "logits");
+    hooks::detail::require_broadcastable(options.pos_weight, logits, fn, "pos_weight", "logits");
   if (options.weight.defined())
-    detail::require_broadcastable(options.weight, logits, fn, "weight", "logits");
-  return detail::bce_with_logits(logits, target, options.pos_weight, options.weight, options.reduction);
+    hooks::detail::require_broadcastable(options.weight, logits, fn, "weight", "logits");
+  return hooks::detail::bce_with_logits(logits, target, options.pos_weight, options.weight, options.reduction);
 }
 
 at::Tensor binary_cross_entropy(const at::Tensor& probs, const at::Tensor& target,
                                 const bce_probs_options& options) {
   constexpr const char* fn = "binary_cross_entropy";
-  detail::require_floating_pair(probs, target, fn, "probs", "target");
+  hooks::detail::require_floating_pair(probs, target, fn, "probs", "target");
   if (!(options.eps > 0 && options.eps < 0.5))
     fail(fn, "eps must be in (0, 0.5), got " + std::to_string(options.eps));
   if (options.weight.defined())
-    detail::require_broadcastable(options.weight, probs, fn, "weight", "probs");
+    hooks::detail::require_broadcastable(options.weight, probs, fn, "weight", "probs");
   // log p and log(1 - p), each floored at log(eps). 1 - p is exact for p >= 0.5 (so p = 1 gives
   // exactly -log(eps), not the log of a float32 1 - eps rounded to 1 - 1.19e-7), and log1p(-p)
   // keeps small p. Each where() branch is finite with a finite gradient on every input.
@@ -76,7 +76,7 @@ at::Tensor binary_cross_entropy(const at::Tensor& probs, const at::Tensor& targe
                                (1 - probs).clamp_min(options.eps).log());
   auto l = -(target * log_p + (1 - target) * log_q);
   if (options.weight.defined()) l = l * as_options(options.weight, probs);
-  return detail::reduce(l, options.reduction);
+  return hooks::detail::reduce(l, options.reduction);
 }
 
 namespace {
@@ -107,7 +107,7 @@ at::Tensor binary_focal_loss(const at::Tensor& logits, const at::Tensor& target,
     pos = options.alpha * pos;
     neg = (1 - options.alpha) * neg;
   }
-  return detail::reduce(pos + neg, options.reduction);
+  return hooks::detail::reduce(pos + neg, options.reduction);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -122,12 +122,12 @@ at::Tensor class_rows(const at::Tensor& logits) {
 
 /// Cross-entropy or focal loss (spec), with the fields both have.
 at::Tensor softmax_family(const at::Tensor& logits, const at::Tensor& target,
-                          detail::softmax_loss_spec spec, const char* fn, std::int64_t ignore_index,
+                          hooks::detail::softmax_loss_spec spec, const char* fn, std::int64_t ignore_index,
                           loss_reduction reduction) {
   spec.fn = fn;
   spec.ignore_index = ignore_index;
   spec.reduction = reduction;
-  auto l = detail::softmax_loss(class_rows(logits), target.reshape({-1}), spec);
+  auto l = hooks::detail::softmax_loss(class_rows(logits), target.reshape({-1}), spec);
   return spec.reduction == loss_reduction::none ? l.reshape(target.sizes()) : l;
 }
 
@@ -136,12 +136,12 @@ at::Tensor softmax_family(const at::Tensor& logits, const at::Tensor& target,
 at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& target,
                          const cross_entropy_options& options) {
   constexpr const char* fn = "cross_entropy";
-  detail::require_class_target(logits, target, fn);
-  detail::require_per_class(options.weight, logits.size(1), fn, "weight");
+  hooks::detail::require_class_target(logits, target, fn);
+  hooks::detail::require_per_class(options.weight, logits.size(1), fn, "weight");
   const double eps = options.label_smoothing;
   if (!(eps >= 0 && eps <= 1))
     fail(fn, "label_smoothing must be in [0, 1], got " + std::to_string(eps));
-  detail::softmax_loss_spec spec;
+  hooks::detail::softmax_loss_spec spec;
   spec.class_weight = options.weight;
   spec.label_smoothing = eps;
   return softmax_family(logits, target, spec, fn, options.ignore_index, options.reduction);
@@ -150,10 +150,10 @@ at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& target,
 at::Tensor focal_loss(const at::Tensor& logits, const at::Tensor& target,
                       const focal_options& options) {
   constexpr const char* fn = "focal_loss";
-  detail::require_class_target(logits, target, fn);
-  detail::require_per_class(options.class_alpha, logits.size(1), fn, "class_alpha");
+  hooks::detail::require_class_target(logits, target, fn);
+  hooks::detail::require_per_class(options.class_alpha, logits.size(1), fn, "class_alpha");
   check_gamma(options.gamma, fn);
-  detail::softmax_loss_spec spec;
+  hooks::detail::softmax_loss_spec spec;
   spec.class_alpha = options.class_alpha;
   spec.focal = true;
   spec.gamma = options.gamma;
@@ -165,7 +165,7 @@ at::Tensor focal_loss(const at::Tensor& logits, const at::Tensor& target,
 
 std::vector<std::int64_t> class_counts(const at::Tensor& target, std::int64_t num_classes) {
   if (!target.defined() || target.is_floating_point() || target.is_complex())
-    fail("class_counts", "target must be an integer tensor, got " + detail::describe(target));
+    fail("class_counts", "target must be an integer tensor, got " + hooks::detail::describe(target));
   if (num_classes < 1) fail("class_counts", "num_classes must be >= 1");
   std::vector<std::int64_t> counts(static_cast<std::size_t>(num_classes), 0);
   auto t = target.detach().reshape(-1).to(at::kCPU).to(at::kLong).contiguous();
@@ -242,20 +242,20 @@ at::Tensor dice_loss(const at::Tensor& logits, const at::Tensor& target, const d
   constexpr const char* fn = "dice_loss";
   if (!(options.smooth >= 0)) fail(fn, "smooth must be >= 0, got " + std::to_string(options.smooth));
   if (target.defined() && target.is_floating_point()) {
-    detail::require_floating(logits, fn, "logits");
-    detail::require_same_shape(logits, target, fn, "logits", "target");
-    if (logits.dim() < 2) fail(fn, "logits must be [N, d] or [N, C, d1, ...], got " + detail::describe(logits));
+    hooks::detail::require_floating(logits, fn, "logits");
+    hooks::detail::require_same_shape(logits, target, fn, "logits", "target");
+    if (logits.dim() < 2) fail(fn, "logits must be [N, d] or [N, C, d1, ...], got " + hooks::detail::describe(logits));
   } else {
-    detail::require_class_target(logits, target, fn);
+    hooks::detail::require_class_target(logits, target, fn);
   }
-  return detail::dice(logits, target, options.smooth, options.eps, options.reduction);
+  return hooks::detail::dice(logits, target, options.smooth, options.eps, options.reduction);
 }
 
 at::Tensor bce_dice_loss(const at::Tensor& logits, const at::Tensor& target, const dice_options& options) {
   if (options.reduction == loss_reduction::none)
     fail("bce_dice_loss", "reduction none is not supported (the two terms have different shapes)");
   if (!target.defined() || !target.is_floating_point())
-    fail("bce_dice_loss", "target must be a float mask shaped like the logits, got " + detail::describe(target));
+    fail("bce_dice_loss", "target must be a float mask shaped like the logits, got " + hooks::detail::describe(target));
   bce_options bce;
   bce.pos_weight = options.pos_weight;
   bce.reduction = options.reduction;
@@ -269,7 +269,7 @@ at::Tensor bce_dice_loss(const at::Tensor& logits, const at::Tensor& target, con
 namespace {
 
 at::Tensor regression_diff(const at::Tensor& pred, const at::Tensor& target, const char* fn) {
-  detail::require_floating_pair(pred, target, fn, "pred", "target");
+  hooks::detail::require_floating_pair(pred, target, fn, "pred", "target");
   return pred - target;
 }
 
@@ -280,9 +280,9 @@ at::Tensor smooth_l1(const at::Tensor& pred, const at::Tensor& target, const smo
   if (!(options.beta >= 0)) fail(fn, "beta must be >= 0, got " + std::to_string(options.beta));
   auto d = regression_diff(pred, target, fn);
   auto ad = d.abs();
-  if (options.beta == 0) return detail::reduce(ad, options.reduction);
+  if (options.beta == 0) return hooks::detail::reduce(ad, options.reduction);
   auto l = at::where(ad < options.beta, (0.5 / options.beta) * d * d, ad - 0.5 * options.beta);
-  return detail::reduce(l, options.reduction);
+  return hooks::detail::reduce(l, options.reduction);
 }
 
 at::Tensor huber(const at::Tensor& pred, const at::Tensor& target, const huber_options& options) {
@@ -291,7 +291,7 @@ at::Tensor huber(const at::Tensor& pred, const at::Tensor& target, const huber_o
   auto d = regression_diff(pred, target, fn);
   auto ad = d.abs();
   auto l = at::where(ad <= options.delta, 0.5 * d * d, options.delta * (ad - 0.5 * options.delta));
-  return detail::reduce(l, options.reduction);
+  return hooks::detail::reduce(l, options.reduction);
 }
 
 at::Tensor weighted_mse(const at::Tensor& pred, const at::Tensor& target, const at::Tensor& weight,
@@ -299,28 +299,28 @@ at::Tensor weighted_mse(const at::Tensor& pred, const at::Tensor& target, const 
   constexpr const char* fn = "weighted_mse";
   if (!(eps >= 0)) fail(fn, "eps must be >= 0, got " + std::to_string(eps));
   auto d = regression_diff(pred, target, fn);
-  detail::require_floating(weight, fn, "weight");
-  detail::require_broadcastable(weight, pred, fn, "weight", "pred");
+  hooks::detail::require_floating(weight, fn, "weight");
+  hooks::detail::require_broadcastable(weight, pred, fn, "weight", "pred");
   auto w = weight.to(pred.options()).expand(pred.sizes());
   auto l = w * d * d;
-  if (reduction != loss_reduction::mean) return detail::reduce(l, reduction);
-  return detail::ratio_or_zero(l.sum(), w.sum() + eps);
+  if (reduction != loss_reduction::mean) return hooks::detail::reduce(l, reduction);
+  return hooks::detail::ratio_or_zero(l.sum(), w.sum() + eps);
 }
 
 at::Tensor contrastive_loss(const at::Tensor& a, const at::Tensor& b, const at::Tensor& same,
                             const contrastive_options& options) {
   constexpr const char* fn = "contrastive_loss";
-  detail::require_floating_pair(a, b, fn, "a", "b");
-  if (a.dim() != 2) fail(fn, "a and b must be [N, D] embeddings, got " + detail::describe(a));
+  hooks::detail::require_floating_pair(a, b, fn, "a", "b");
+  if (a.dim() != 2) fail(fn, "a and b must be [N, D] embeddings, got " + hooks::detail::describe(a));
   if (!same.defined() || same.dim() != 1 || same.size(0) != a.size(0))
     fail(fn, "same must be [" + std::to_string(a.size(0)) + "] (1 = similar pair), got " +
-                 detail::describe(same));
+                 hooks::detail::describe(same));
   auto y = same.to(a.scalar_type());
   auto d2 = (a - b).pow(2).sum(1);
   auto d = safe_sqrt(d2, options.eps);
   auto gap = at::relu(options.margin - d);
   auto l = 0.5 * (y * d2 + (1 - y) * gap * gap);
-  return detail::reduce(l, options.reduction);
+  return hooks::detail::reduce(l, options.reduction);
 }
 
 }  // namespace losslens

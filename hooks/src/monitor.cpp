@@ -13,7 +13,7 @@
 #include "step_capture.hpp"
 
 namespace losslens {
-namespace detail {
+namespace hooks::detail {
 
 namespace {
 pipeline_options pipeline_options_of(const attach_options& o, const rank_sync* dist) {
@@ -122,9 +122,9 @@ class monitor_state {
   std::unique_ptr<step_capture> capture_;  // last: its hooks go first
 };
 
-}  // namespace detail
+}  // namespace hooks::detail
 
-monitor::monitor(std::unique_ptr<detail::monitor_state> state) : state_(std::move(state)) {}
+monitor::monitor(std::unique_ptr<hooks::detail::monitor_state> state) : state_(std::move(state)) {}
 monitor::monitor(monitor&&) noexcept = default;
 monitor& monitor::operator=(monitor&& other) noexcept {
   if (this != &other) {
@@ -226,14 +226,14 @@ void monitor::detach() noexcept {
 
 monitor attach_module(torch::nn::Module& model, torch::optim::Optimizer& optimizer,
                       attach_options options) {
-  return monitor(std::make_unique<detail::monitor_state>(model, optimizer, std::move(options)));
+  return monitor(std::make_unique<hooks::detail::monitor_state>(model, optimizer, std::move(options)));
 }
 
 monitor attach_distributed(torch::nn::Module& model, torch::optim::Optimizer& optimizer,
                            const c10::intrusive_ptr<c10d::ProcessGroup>& process_group,
                            attach_options options, distributed_options distributed) {
-  auto sync = detail::make_rank_sync(process_group, std::move(distributed), options);
-  return monitor(std::make_unique<detail::monitor_state>(model, optimizer, std::move(options),
+  auto sync = hooks::detail::make_rank_sync(process_group, std::move(distributed), options);
+  return monitor(std::make_unique<hooks::detail::monitor_state>(model, optimizer, std::move(options),
                                                          std::move(sync)));
 }
 

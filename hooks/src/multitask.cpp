@@ -16,7 +16,7 @@
 
 namespace losslens {
 
-using detail::fail;
+using hooks::detail::fail;
 
 task_weighting::task_weighting(std::size_t num_tasks) : num_tasks_(num_tasks) {
   if (num_tasks == 0) throw losslens::error("losslens::task_weighting: need at least one task");
@@ -28,9 +28,9 @@ void task_weighting::check_losses(const std::vector<at::Tensor>& losses, std::st
                   std::to_string(losses.size()));
   for (std::size_t i = 0; i < losses.size(); ++i) {
     const auto name = "loss " + std::to_string(i);
-    detail::require_floating(losses[i], who, name);
+    hooks::detail::require_floating(losses[i], who, name);
     if (losses[i].numel() != 1)
-      fail(who, name + " must hold one element (a reduced loss), got " + detail::describe(losses[i]));
+      fail(who, name + " must hold one element (a reduced loss), got " + hooks::detail::describe(losses[i]));
   }
 }
 
@@ -120,7 +120,7 @@ gradnorm_weighting::gradnorm_weighting(std::size_t num_tasks, std::vector<at::Te
   if (shared_.empty()) fail(fn, "needs at least one shared parameter");
   for (const auto& p : shared_)
     if (!p.defined() || !p.requires_grad())
-      fail(fn, "shared parameters must require grad, got " + detail::describe(p));
+      fail(fn, "shared parameters must require grad, got " + hooks::detail::describe(p));
   if (!(options_.alpha >= 0)) fail(fn, "alpha must be >= 0");
   if (!(options_.lr > 0)) fail(fn, "lr must be > 0");
   if (!(options_.min_weight > 0 && options_.min_weight < 1)) fail(fn, "min_weight must be in (0, 1)");

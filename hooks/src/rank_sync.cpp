@@ -9,7 +9,7 @@
 
 #include "losslens/error.hpp"
 
-namespace losslens::detail {
+namespace losslens::hooks::detail {
 
 namespace {
 constexpr double nan = std::numeric_limits<double>::quiet_NaN();
@@ -233,4 +233,4 @@ std::unique_ptr<rank_sync> make_rank_sync(const c10::intrusive_ptr<c10d::Process
   return sync;
 }
 
-}  // namespace losslens::detail
+}  // namespace losslens::hooks::detail

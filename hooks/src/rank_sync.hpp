@@ -15,7 +15,7 @@
 #include "losslens/series_key.hpp"
 #include "losslens/torch/distributed.hpp"
 
-namespace losslens::detail {
+namespace losslens::hooks::detail {
 
 /// Summary row per rank: step, loss, grad norm, mean step time, flags, first non-finite step.
 /// Owned by a monitor_state. note_grad() runs in gradient hooks, on_step() on the training
@@ -111,4 +111,4 @@ class rank_sync {
 std::unique_ptr<rank_sync> make_rank_sync(const c10::intrusive_ptr<c10d::ProcessGroup>& pg,
                                           distributed_options o, attach_options& options);
 
-}  // namespace losslens::detail
+}  // namespace losslens::hooks::detail

@@ -14,7 +14,7 @@ namespace losslens {
 
 namespace {
 
-using detail::fail;
+using hooks::detail::fail;
 
 std::string num(double v) {
   char buf[48];
@@ -304,7 +304,7 @@ void binary_targets(std::string_view task, const std::vector<double>& t, std::in
 std::vector<finding> red_flag_checker::check_binary_logits(std::string_view task, const at::Tensor& logits,
                                                            const at::Tensor& target, std::int64_t step) {
   constexpr const char* fn = "red_flag_checker::check_binary_logits";
-  detail::require_floating_pair(logits, target, fn, "logits", "target");
+  hooks::detail::require_floating_pair(logits, target, fn, "logits", "target");
   if (!due_now(task, step)) return {};
   sampled in;
   const auto xs = read_output(task, "logits", logits, 1, options_.max_elements, step, in.found).stats;
@@ -330,8 +330,8 @@ std::vector<finding> red_flag_checker::check_class_logits(std::string_view task,
   // One-hot targets shaped like the logits are a red flag to report, not a shape error.
   const bool one_hot_shape = target.defined() && logits.defined() && target.sizes() == logits.sizes() &&
                              logits.dim() >= 2 && target.scalar_type() != at::kBool;
-  if (one_hot_shape) detail::require_floating(logits, fn, "logits");
-  else detail::require_class_target(logits, target, fn);
+  if (one_hot_shape) hooks::detail::require_floating(logits, fn, "logits");
+  else hooks::detail::require_class_target(logits, target, fn);
   if (!due_now(task, step)) return {};
   const auto num_classes = logits.size(1);
   sampled in;
@@ -415,7 +415,7 @@ std::vector<finding> red_flag_checker::check_class_logits(std::string_view task,
 std::vector<finding> red_flag_checker::check_regression(std::string_view task, const at::Tensor& pred,
                                                         const at::Tensor& target, std::int64_t step) {
   constexpr const char* fn = "red_flag_checker::check_regression";
-  detail::require_floating_pair(pred, target, fn, "pred", "target");
+  hooks::detail::require_floating_pair(pred, target, fn, "pred", "target");
   if (!due_now(task, step)) return {};
   sampled in;
   const auto ps = read_output(task, "predictions", pred, 1, options_.max_elements, step, in.found).stats;
@@ -444,7 +444,7 @@ std::vector<finding> red_flag_checker::check_regression(std::string_view task, c
 std::vector<finding> red_flag_checker::check_probabilities(std::string_view task, const at::Tensor& probs,
                                                            const at::Tensor& target, std::int64_t step) {
   constexpr const char* fn = "red_flag_checker::check_probabilities";
-  detail::require_floating_pair(probs, target, fn, "probs", "target");
+  hooks::detail::require_floating_pair(probs, target, fn, "probs", "target");
   if (!due_now(task, step)) return {};
   sampled in;
   const auto [p, ps] = read_output(task, "probabilities", probs, 1, options_.max_elements, step, in.found);

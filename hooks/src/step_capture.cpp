@@ -11,7 +11,7 @@
 #include "losslens/error.hpp"
 #include "rank_sync.hpp"
 
-namespace losslens::detail {
+namespace losslens::hooks::detail {
 
 namespace {
 std::atomic<std::size_t> g_live_hooks{0};
@@ -311,4 +311,4 @@ step_decision step_capture::capture(const std::pair<std::string_view, torch::Ten
   return decision;
 }
 
-}  // namespace losslens::detail
+}  // namespace losslens::hooks::detail

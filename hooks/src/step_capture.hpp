@@ -20,7 +20,7 @@
 #include "losslens/step_guard.hpp"
 #include "losslens/torch/monitor.hpp"
 
-namespace losslens::detail {
+namespace losslens::hooks::detail {
 
 class rank_sync;
 
@@ -101,4 +101,4 @@ class step_capture {
   std::atomic<bool> said_rejected_{false}, said_detached_{false}, said_too_many_{false};
 };
 
-}  // namespace losslens::detail
+}  // namespace losslens::hooks::detail

@@ -7,7 +7,7 @@
 
 #include "losslens/error.hpp"
 
-namespace losslens::detail {
+namespace losslens::hooks::detail {
 
 std::string describe(const at::Tensor& t) {
   if (!t.defined()) return "an undefined tensor";
@@ -98,4 +98,4 @@ at::Tensor ratio_or_zero(const at::Tensor& num, const at::Tensor& den) {
                    at::zeros_like(num));
 }
 
-}  // namespace losslens::detail
+}  // namespace losslens::hooks::detail

@@ -9,7 +9,7 @@
 
 #include "losslens/torch/losses.hpp"
 
-namespace losslens::detail {
+namespace losslens::hooks::detail {
 
 /// "Float [8, 3] on cpu", or "an undefined tensor".
 std::string describe(const at::Tensor& t);
@@ -47,4 +47,4 @@ at::Tensor reduce(const at::Tensor& per_element, loss_reduction reduction);
 /// num / den where den > 0, else 0 (with zero gradient): a mean over nothing is 0.
 at::Tensor ratio_or_zero(const at::Tensor& num, const at::Tensor& den);
 
-}  // namespace losslens::detail
+}  // namespace losslens::hooks::detail

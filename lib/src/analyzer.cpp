@@ -11,7 +11,7 @@
 #include "losslens/series_key.hpp"
 
 namespace losslens {
-namespace detail {
+namespace core::detail {
 
 std::size_t finding_log::open(finding f, const detector* owner) {
   f.id = next_id_++;
@@ -214,7 +214,7 @@ class level_filter {
   double initial_sum_ = 0, initial_ = 0, best_ = 0;
 };
 
-}  // namespace detail
+}  // namespace core::detail
 
 namespace {
 void validate(const detector_options& o) {
@@ -247,7 +247,7 @@ analyzer::analyzer(sample_schema schema, detector_options options, finding_route
     : analyzer(std::move(schema), options, &router) {}
 
 analyzer::analyzer(sample_schema schema, detector_options options, finding_router* router)
-    : schema_(std::move(schema)), options_(options), log_(std::make_unique<detail::finding_log>()) {
+    : schema_(std::move(schema)), options_(options), log_(std::make_unique<core::detail::finding_log>()) {
   validate(options_);
   router_ = router;
   if (!router_) {  // the delegating constructor: a router of its own
@@ -256,10 +256,10 @@ analyzer::analyzer(sample_schema schema, detector_options options, finding_route
   }
   source_ = router_->add_source("detectors");
   listener_handle_ = router_->add_listener(nullptr);
-  grad_ = std::make_unique<detail::grad_baseline>(options_);
-  level_ = std::make_unique<detail::level_filter>();
-  scale_ = std::make_unique<detail::clipped_scale>();
-  detectors_ = detail::make_detectors(options_, schema_);
+  grad_ = std::make_unique<core::detail::grad_baseline>(options_);
+  level_ = std::make_unique<core::detail::level_filter>();
+  scale_ = std::make_unique<core::detail::clipped_scale>();
+  detectors_ = core::detail::make_detectors(options_, schema_);
 }
 
 analyzer::~analyzer() = default;
@@ -291,18 +291,18 @@ void analyzer::observe(const sample& s) {
   ++steps_;
   last_step_ = s.step;
 
-  detail::step_context ctx;
+  core::detail::step_context ctx;
   ctx.s = &s;
   ctx.schema = &schema_;
-  if (detail::finite(s.lr)) last_lr_ = *s.lr;
-  if (detail::finite(s.lr_min) && detail::finite(s.lr_max)) {
+  if (core::detail::finite(s.lr)) last_lr_ = *s.lr;
+  if (core::detail::finite(s.lr_min) && core::detail::finite(s.lr_max)) {
     last_lr_min_ = *s.lr_min;
     last_lr_max_ = *s.lr_max;
   }
   ctx.lr = last_lr_;
   ctx.lr_min = last_lr_min_;
   ctx.lr_max = last_lr_max_;
-  ctx.total_loss = s.loss ? *s.loss : detail::nan;
+  ctx.total_loss = s.loss ? *s.loss : core::detail::nan;
   if (!s.loss && !s.task_losses.empty()) {
     double sum = 0;
     bool any = false;

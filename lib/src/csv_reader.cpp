@@ -44,8 +44,8 @@ bool split(std::string_view line, std::vector<std::string_view>& out) {
   }
 }
 
-using detail::iequals;
-using detail::lower;
+using core::detail::iequals;
+using core::detail::lower;
 
 /// Parses a number: decimal or exponent notation, or nan/inf/-inf (any case, also "infinity").
 bool parse_double(std::string_view s, double& v) {

@@ -1,6 +1,6 @@
 #include "detail/detector.hpp"
 
-namespace losslens::detail {
+namespace losslens::core::detail {
 
 finding new_finding(std::string kind, severity level, std::int64_t first_step,
                     std::int64_t last_step, std::string series, std::string rule,
@@ -40,4 +40,4 @@ std::vector<std::unique_ptr<detector>> make_detectors(const detector_options& o,
   return out;
 }
 
-}  // namespace losslens::detail
+}  // namespace losslens::core::detail

@@ -5,7 +5,7 @@
 #include "detail/detector.hpp"
 #include "detail/rolling.hpp"
 
-namespace losslens::detail {
+namespace losslens::core::detail {
 namespace {
 
 constexpr const char* non_finite_advice =
@@ -425,4 +425,4 @@ std::unique_ptr<detector> make_vanishing(const detector_options& o, const sample
   return std::make_unique<vanishing>(o, s);
 }
 
-}  // namespace losslens::detail
+}  // namespace losslens::core::detail

@@ -6,7 +6,7 @@
 
 #include "detail/detector.hpp"
 
-namespace losslens::detail {
+namespace losslens::core::detail {
 namespace {
 
 /// Names of the first few flagged parameters, for messages.
@@ -177,4 +177,4 @@ std::unique_ptr<detector> make_eval_mode(const detector_options& o, const sample
   return std::make_unique<eval_mode>(o, s);
 }
 
-}  // namespace losslens::detail
+}  // namespace losslens::core::detail

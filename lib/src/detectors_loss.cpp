@@ -8,7 +8,7 @@
 #include "detail/detector.hpp"
 #include "detail/rolling.hpp"
 
-namespace losslens::detail {
+namespace losslens::core::detail {
 namespace {
 
 class loss_spike final : public detector {
@@ -832,4 +832,4 @@ std::unique_ptr<detector> make_chance_level(const detector_options& o, const sam
   return std::make_unique<chance_level>(o, s);
 }
 
-}  // namespace losslens::detail
+}  // namespace losslens::core::detail

@@ -5,7 +5,7 @@
 #include "detail/detector.hpp"
 #include "detail/rolling.hpp"
 
-namespace losslens::detail {
+namespace losslens::core::detail {
 namespace {
 
 /// Smoothed shares of a set of per-task magnitudes, and how long one task has held more than
@@ -388,4 +388,4 @@ std::unique_ptr<detector> make_task_stalled(const detector_options& o, const sam
   return std::make_unique<task_stalled>(o, s);
 }
 
-}  // namespace losslens::detail
+}  // namespace losslens::core::detail

@@ -10,7 +10,7 @@
 #include "losslens/error.hpp"
 #include "losslens/series_key.hpp"
 
-namespace losslens::detail {
+namespace losslens::core::detail {
 
 /// A rule over one sync's per-rank summaries. The detector base supplies describe() to the
 /// finding_log; the per-sample observe() is unused.
@@ -302,12 +302,12 @@ class desync final : public rank_rule {
 };
 
 }  // namespace
-}  // namespace losslens::detail
+}  // namespace losslens::core::detail
 
 namespace losslens {
 
 rank_analyzer::rank_analyzer(int world_size, rank_options options)
-    : world_(world_size), options_(options), log_(std::make_unique<detail::finding_log>()) {
+    : world_(world_size), options_(options), log_(std::make_unique<core::detail::finding_log>()) {
   if (world_size < 2)
     throw error("rank_analyzer: world_size must be >= 2 (got " + std::to_string(world_size) +
                 "); use losslens::analyzer for a single process");
@@ -320,10 +320,10 @@ rank_analyzer::rank_analyzer(int world_size, rank_options options)
                 ">= 0");
   const auto w = std::size_t(world_size);
   if (options_.rank_divergence.enabled)
-    rules_.push_back(std::make_unique<detail::rank_divergence>(options_, w));
+    rules_.push_back(std::make_unique<core::detail::rank_divergence>(options_, w));
   if (options_.straggler.enabled)
-    rules_.push_back(std::make_unique<detail::straggler>(options_, w));
-  if (options_.desync.enabled) rules_.push_back(std::make_unique<detail::desync>(options_, w));
+    rules_.push_back(std::make_unique<core::detail::straggler>(options_, w));
+  if (options_.desync.enabled) rules_.push_back(std::make_unique<core::detail::desync>(options_, w));
 }
 
 rank_analyzer::~rank_analyzer() = default;

@@ -18,14 +18,14 @@ std::string_view to_string(step_decision d) noexcept {
 
 step_guard::step_guard(guard_options options)
     : o_(options),
-      loss_(std::make_unique<detail::robust_baseline>(std::size_t(std::max(8, o_.window)))),
-      grad_(std::make_unique<detail::robust_baseline>(std::size_t(std::max(8, o_.window)))) {}
+      loss_(std::make_unique<core::detail::robust_baseline>(std::size_t(std::max(8, o_.window)))),
+      grad_(std::make_unique<core::detail::robust_baseline>(std::size_t(std::max(8, o_.window)))) {}
 step_guard::~step_guard() = default;
 step_guard::step_guard(step_guard&&) noexcept = default;
 step_guard& step_guard::operator=(step_guard&&) noexcept = default;
 
 namespace {
-bool spike(const detail::robust_baseline& b, double x, double ratio, double z, int warmup) {
+bool spike(const core::detail::robust_baseline& b, double x, double ratio, double z, int warmup) {
   if (b.count() < static_cast<std::size_t>(warmup)) return false;
   const double m = b.median();
   return m > 0 && x >= ratio * m && b.z(x) >= z;

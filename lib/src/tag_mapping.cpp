@@ -11,8 +11,8 @@
 namespace losslens {
 namespace {
 
-using detail::iequals;
-using detail::lower;
+using core::detail::iequals;
+using core::detail::lower;
 
 bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
 bool ends_with(std::string_view s, std::string_view p) {

@@ -10,7 +10,7 @@
 #include "detail/sqlite.hpp"
 #include "losslens/error.hpp"
 
-namespace losslens::detail {
+namespace losslens::storage::detail {
 
 /// The reader's connection and its reused statements.
 class reader_connection {
@@ -29,7 +29,7 @@ class reader_connection {
   statement rollups;
 };
 
-}  // namespace losslens::detail
+}  // namespace losslens::storage::detail
 
 namespace losslens::storage {
 

@@ -10,7 +10,7 @@
 #include "losslens/dashboard/server.hpp"
 #include "losslens/error.hpp"
 
-namespace losslens::detail {
+namespace losslens::dashboard::detail {
 
 namespace {
 
@@ -82,7 +82,7 @@ std::string token_problem(std::string_view token) {
   return {};
 }
 
-}  // namespace losslens::detail
+}  // namespace losslens::dashboard::detail
 
 namespace losslens::dashboard {
 

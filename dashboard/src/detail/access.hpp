@@ -6,7 +6,7 @@
 #include <string_view>
 #include <vector>
 
-namespace losslens::detail {
+namespace losslens::dashboard::detail {
 
 /// True when a Host header value names a loopback host: "localhost", an IPv4 literal in
 /// 127.0.0.0/8 or "[::1]", with or without a port (case-insensitive). The port is not
@@ -25,4 +25,4 @@ bool origin_allowed(std::string_view origin, std::string_view host,
 /// survive headers and URLs).
 std::string token_problem(std::string_view token);
 
-}  // namespace losslens::detail
+}  // namespace losslens::dashboard::detail

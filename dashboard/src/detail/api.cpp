@@ -8,7 +8,7 @@
 #include "detail/json.hpp"
 #include "losslens/error.hpp"
 
-namespace losslens::detail {
+namespace losslens::dashboard::detail {
 
 reader_pool::lease reader_pool::acquire() {
   {
@@ -234,4 +234,4 @@ reply handle_static(const target& t) {
   return error_reply(404, "not found: " + t.path);
 }
 
-}  // namespace losslens::detail
+}  // namespace losslens::dashboard::detail

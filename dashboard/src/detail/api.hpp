@@ -12,7 +12,7 @@
 
 #include "losslens/storage/run_reader.hpp"
 
-namespace losslens::detail {
+namespace losslens::dashboard::detail {
 
 /// Readers handed out one per request (a run_reader is one-thread-at-a-time). Thread-safe.
 class reader_pool {
@@ -71,4 +71,4 @@ reply handle_static(const target& t);
 /// A JSON error reply.
 reply error_reply(unsigned status, const std::string& message);
 
-}  // namespace losslens::detail
+}  // namespace losslens::dashboard::detail

@@ -3,7 +3,7 @@
 
 #include <cstddef>
 
-namespace losslens::detail {
+namespace losslens::dashboard::detail {
 
 struct embedded_asset {
   const char* path;          ///< URL path, e.g. "/app.js"
@@ -15,4 +15,4 @@ struct embedded_asset {
 extern const embedded_asset embedded_assets[];
 extern const std::size_t embedded_asset_count;
 
-}  // namespace losslens::detail
+}  // namespace losslens::dashboard::detail

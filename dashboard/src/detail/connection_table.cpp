@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-namespace losslens::detail {
+namespace losslens::dashboard::detail {
 
 std::string address_key(const boost::asio::ip::address& a) {
   if (a.is_v4()) return a.to_v4().to_string();
@@ -112,4 +112,4 @@ std::vector<connection_table::victim> connection_table::overdue(clock::time_poin
   return out;
 }
 
-}  // namespace losslens::detail
+}  // namespace losslens::dashboard::detail

@@ -16,7 +16,7 @@
 
 #include <boost/asio/ip/address.hpp>
 
-namespace losslens::detail {
+namespace losslens::dashboard::detail {
 
 /// A connection the table may ask to close: an HTTP session waiting for a request.
 class idle_connection {
@@ -107,4 +107,4 @@ class connection_table {
   std::unordered_map<std::string, per_address> addresses_;
 };
 
-}  // namespace losslens::detail
+}  // namespace losslens::dashboard::detail

@@ -1,6 +1,6 @@
 #include "detail/hub.hpp"
 
-namespace losslens::detail {
+namespace losslens::dashboard::detail {
 
 namespace {
 
@@ -97,4 +97,4 @@ std::size_t hub::size() const {
   return sessions_.size();
 }
 
-}  // namespace losslens::detail
+}  // namespace losslens::dashboard::detail

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-namespace losslens::detail {
+namespace losslens::dashboard::detail {
 
 /// A message shared, unchanged, by every session it is sent to.
 using shared_message = std::shared_ptr<const std::string>;
@@ -60,4 +60,4 @@ class hub {
   void changed();
 };
 
-}  // namespace losslens::detail
+}  // namespace losslens::dashboard::detail

@@ -2,7 +2,7 @@
 
 #include "losslens/finding.hpp"
 
-namespace losslens::detail {
+namespace losslens::dashboard::detail {
 
 std::string dump_json(const nlohmann::json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -47,4 +47,4 @@ nlohmann::json points_json(const std::vector<storage::point>& points) {
   return a;
 }
 
-}  // namespace losslens::detail
+}  // namespace losslens::dashboard::detail

@@ -8,7 +8,7 @@
 
 #include "losslens/storage/types.hpp"
 
-namespace losslens::detail {
+namespace losslens::dashboard::detail {
 
 /// Compact JSON text; invalid UTF-8 in strings is replaced, never thrown.
 std::string dump_json(const nlohmann::json& j);
@@ -25,4 +25,4 @@ nlohmann::json event_json(const storage::event_info& e);
 /// the producer's clock, Unix seconds for losslens::attach).
 nlohmann::json points_json(const std::vector<storage::point>& points);
 
-}  // namespace losslens::detail
+}  // namespace losslens::dashboard::detail

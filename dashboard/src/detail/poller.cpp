@@ -10,7 +10,7 @@
 #include "detail/json.hpp"
 #include "losslens/error.hpp"
 
-namespace losslens::detail {
+namespace losslens::dashboard::detail {
 
 namespace {
 
@@ -240,4 +240,4 @@ void poller::poll_runs(const std::vector<std::shared_ptr<subscriber>>& watchers)
   runs_watchers_ = std::move(now_watching);
 }
 
-}  // namespace losslens::detail
+}  // namespace losslens::dashboard::detail

@@ -18,7 +18,7 @@
 #include "detail/hub.hpp"
 #include "losslens/storage/run_reader.hpp"
 
-namespace losslens::detail {
+namespace losslens::dashboard::detail {
 
 struct poller_options {
   std::chrono::milliseconds interval{50};
@@ -86,4 +86,4 @@ class poller {
   std::thread thread_;
 };
 
-}  // namespace losslens::detail
+}  // namespace losslens::dashboard::detail

@@ -7,7 +7,7 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
 
-namespace losslens::detail {
+namespace losslens::dashboard::detail {
 
 /// A request parser that refuses (http::error::header_limit, a 431) a header larger than
 /// max_header_bytes in total. Beast's own header_limit bounds the bytes not yet parsed in one
@@ -45,4 +45,4 @@ class request_parser
   std::size_t header_bytes_ = 0;
 };
 
-}  // namespace losslens::detail
+}  // namespace losslens::dashboard::detail

@@ -6,7 +6,7 @@
 
 #include "detail/json.hpp"
 
-namespace losslens::detail {
+namespace losslens::dashboard::detail {
 
 namespace {
 
@@ -50,4 +50,4 @@ std::string ws_error_json(std::string_view message) {
   return dump_json(nlohmann::json{{"type", "error"}, {"error", std::string(message)}});
 }
 
-}  // namespace losslens::detail
+}  // namespace losslens::dashboard::detail

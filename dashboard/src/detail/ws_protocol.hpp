@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-namespace losslens::detail {
+namespace losslens::dashboard::detail {
 
 /// One message from a client, validated.
 struct client_message {
@@ -24,4 +24,4 @@ client_message parse_client_message(bool is_text, std::string_view text);
 /// replaced by U+FFFD).
 std::string ws_error_json(std::string_view message);
 
-}  // namespace losslens::detail
+}  // namespace losslens::dashboard::detail

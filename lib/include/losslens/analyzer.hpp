@@ -15,13 +15,13 @@
 
 namespace losslens {
 
-namespace detail {
+namespace core::detail {
 class detector;
 class finding_log;
 class clipped_scale;
 class grad_baseline;
 class level_filter;
-}  // namespace detail
+}  // namespace core::detail
 
 /// Streaming diagnosis of one run. Feed samples in step order with observe(); the detectors'
 /// episodes are merged into incidents by a finding_router (its own, or one shared with other
@@ -83,11 +83,11 @@ class analyzer {
   finding_router* router_ = nullptr;
   finding_router::source_id source_ = 0;
   std::size_t listener_handle_ = 0;
-  std::unique_ptr<detail::finding_log> log_;
-  std::unique_ptr<detail::grad_baseline> grad_;
-  std::unique_ptr<detail::level_filter> level_;
-  std::unique_ptr<detail::clipped_scale> scale_;
-  std::vector<std::unique_ptr<detail::detector>> detectors_;
+  std::unique_ptr<core::detail::finding_log> log_;
+  std::unique_ptr<core::detail::grad_baseline> grad_;
+  std::unique_ptr<core::detail::level_filter> level_;
+  std::unique_ptr<core::detail::clipped_scale> scale_;
+  std::vector<std::unique_ptr<core::detail::detector>> detectors_;
   double last_lr_ = std::numeric_limits<double>::quiet_NaN();
   double last_lr_min_ = std::numeric_limits<double>::quiet_NaN();
   double last_lr_max_ = std::numeric_limits<double>::quiet_NaN();

@@ -14,10 +14,10 @@
 
 namespace losslens {
 
-namespace detail {
+namespace core::detail {
 class finding_log;
 class rank_rule;
-}  // namespace detail
+}  // namespace core::detail
 
 /// One rank's numbers at one sync step. NaN means unknown (except for loss and grad_norm,
 /// where the flags below say whether a value was non-finite).
@@ -99,8 +99,8 @@ class rank_analyzer {
 
   int world_;
   rank_options options_;
-  std::unique_ptr<detail::finding_log> log_;
-  std::vector<std::unique_ptr<detail::rank_rule>> rules_;
+  std::unique_ptr<core::detail::finding_log> log_;
+  std::vector<std::unique_ptr<core::detail::rank_rule>> rules_;
   listener listener_;
   std::int64_t syncs_ = 0, ignored_ = 0, last_step_ = 0;
 };

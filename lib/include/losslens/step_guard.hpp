@@ -8,7 +8,7 @@
 
 namespace losslens {
 
-namespace detail {
+namespace core::detail {
 class robust_baseline;
 }
 
@@ -51,7 +51,7 @@ class step_guard {
 
  private:
   guard_options o_;
-  std::unique_ptr<detail::robust_baseline> loss_, grad_;
+  std::unique_ptr<core::detail::robust_baseline> loss_, grad_;
   int consecutive_skips_ = 0;
 };
 

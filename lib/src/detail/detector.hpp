@@ -14,7 +14,7 @@
 #include "losslens/finding.hpp"
 #include "losslens/sample.hpp"
 
-namespace losslens::detail {
+namespace losslens::core::detail {
 
 inline constexpr double nan = std::numeric_limits<double>::quiet_NaN();
 
@@ -150,9 +150,9 @@ std::string lr_hint(const finding& f);
 /// Sets the LR evidence of f from ctx ("lr", and "lr_min"/"lr_max" for several groups).
 void set_lr_evidence(finding& f, const step_context& ctx);
 
-}  // namespace losslens::detail
+}  // namespace losslens::core::detail
 
-namespace losslens::detail {
+namespace losslens::core::detail {
 
 /// The finding an episode feeds this step, and whether it was just opened.
 struct hit_result {
@@ -278,4 +278,4 @@ std::unique_ptr<detector> make_dead_parameters(const detector_options&, const sa
 std::unique_ptr<detector> make_eval_mode(const detector_options&, const sample_schema&);
 std::unique_ptr<detector> make_call_order(const detector_options&, const sample_schema&);
 
-}  // namespace losslens::detail
+}  // namespace losslens::core::detail

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <limits>
 
-namespace losslens::detail {
+namespace losslens::core::detail {
 
 void sorted_window::push(double x) noexcept {
   if (!std::isfinite(x)) return;
@@ -157,4 +157,4 @@ double lazy_median::median() noexcept {
   return median_of(scratch_, n);
 }
 
-}  // namespace losslens::detail
+}  // namespace losslens::core::detail

@@ -8,7 +8,7 @@
 #include <limits>
 #include <vector>
 
-namespace losslens::detail {
+namespace losslens::core::detail {
 
 /// A ring buffer of the last `capacity` values; index 0 is the oldest.
 class ring {
@@ -297,4 +297,4 @@ std::size_t change_point(const double* y, std::size_t a, std::size_t b, std::siz
   return bic_jump < bic_hinge ? at_jump : at_hinge;
 }
 
-}  // namespace losslens::detail
+}  // namespace losslens::core::detail

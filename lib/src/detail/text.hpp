@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-namespace losslens::detail {
+namespace losslens::core::detail {
 
 /// ASCII lower case (names and tags are compared case-insensitively).
 inline std::string lower(std::string_view s) {
@@ -23,4 +23,4 @@ inline bool iequals(std::string_view a, std::string_view b) {
          });
 }
 
-}  // namespace losslens::detail
+}  // namespace losslens::core::detail

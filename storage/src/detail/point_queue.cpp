@@ -1,6 +1,6 @@
 #include "detail/point_queue.hpp"
 
-namespace losslens::detail {
+namespace losslens::storage::detail {
 
 namespace {
 std::size_t round_up_pow2(std::size_t n) {
@@ -61,4 +61,4 @@ std::size_t point_queue::size_approx() const noexcept {
   return h > t ? h - t : 0;
 }
 
-}  // namespace losslens::detail
+}  // namespace losslens::storage::detail

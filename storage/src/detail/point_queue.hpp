@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <memory>
 
-namespace losslens::detail {
+namespace losslens::storage::detail {
 
 /// One number on its way to the database.
 struct point_record {
@@ -42,4 +42,4 @@ class point_queue {
   alignas(64) std::atomic<std::size_t> tail_{0};  // next position to pop
 };
 
-}  // namespace losslens::detail
+}  // namespace losslens::storage::detail

@@ -6,7 +6,7 @@
 #include <signal.h>
 #include <unistd.h>
 
-namespace losslens::detail {
+namespace losslens::storage::detail {
 
 std::string host_name() {
   char buf[256] = {};
@@ -28,4 +28,4 @@ bool writer_is_dead(const std::string& host, std::int64_t pid, double heartbeat,
   return false;
 }
 
-}  // namespace losslens::detail
+}  // namespace losslens::storage::detail

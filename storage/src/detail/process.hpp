@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string>
 
-namespace losslens::detail {
+namespace losslens::storage::detail {
 
 /// This machine's host name ("" if unknown).
 std::string host_name();
@@ -18,4 +18,4 @@ double unix_now() noexcept;
 bool writer_is_dead(const std::string& host, std::int64_t pid, double heartbeat, double now,
                     double stale_after);
 
-}  // namespace losslens::detail
+}  // namespace losslens::storage::detail

@@ -2,7 +2,7 @@
 
 #include "detail/sqlite.hpp"
 
-namespace losslens::detail {
+namespace losslens::storage::detail {
 
 namespace {
 void bind_point(statement& st, int i, const storage::point& p, bool present) {
@@ -48,4 +48,4 @@ storage::bucket_summary read_summary(const statement& st, int first) {
   return s;
 }
 
-}  // namespace losslens::detail
+}  // namespace losslens::storage::detail

@@ -7,7 +7,7 @@
 
 #include "losslens/storage/types.hpp"
 
-namespace losslens::detail {
+namespace losslens::storage::detail {
 
 class statement;
 
@@ -33,4 +33,4 @@ void bind_summary(statement& st, int first, const storage::bucket_summary& s);
 /// Reads a summary from columns first .. first+18; from/to_step become first/last step.
 storage::bucket_summary read_summary(const statement& st, int first);
 
-}  // namespace losslens::detail
+}  // namespace losslens::storage::detail

@@ -8,7 +8,7 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
-namespace losslens::detail {
+namespace losslens::storage::detail {
 
 namespace {
 
@@ -278,4 +278,4 @@ db_handle open_database(const std::string& path, open_mode mode, int busy_timeou
   return db;
 }
 
-}  // namespace losslens::detail
+}  // namespace losslens::storage::detail

@@ -6,7 +6,7 @@
 
 #include "detail/sqlite.hpp"
 
-namespace losslens::detail {
+namespace losslens::storage::detail {
 
 /// The layout this build writes (PRAGMA user_version); see docs/storage.md.
 inline constexpr int schema_version = 2;
@@ -25,4 +25,4 @@ db_handle open_database(const std::string& path, open_mode mode, int busy_timeou
 /// Turns a SQLite failure during setup of path into a losslens::error with advice.
 [[noreturn]] void throw_setup_error(const std::string& path, const sqlite_error& e);
 
-}  // namespace losslens::detail
+}  // namespace losslens::storage::detail

@@ -4,7 +4,7 @@
 
 #include <sqlite3.h>
 
-namespace losslens::detail {
+namespace losslens::storage::detail {
 
 void sqlite_closer::operator()(sqlite3* db) const noexcept { sqlite3_close_v2(db); }
 
@@ -118,4 +118,4 @@ void transaction::commit() {
   open_ = false;
 }
 
-}  // namespace losslens::detail
+}  // namespace losslens::storage::detail

@@ -12,7 +12,7 @@
 struct sqlite3;
 struct sqlite3_stmt;
 
-namespace losslens::detail {
+namespace losslens::storage::detail {
 
 /// A failed SQLite call. Derives from losslens::error so that query APIs can let it through;
 /// setup code catches it and rethrows with advice.
@@ -94,4 +94,4 @@ class transaction {
   bool open_ = true;
 };
 
-}  // namespace losslens::detail
+}  // namespace losslens::storage::detail

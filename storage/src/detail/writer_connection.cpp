@@ -10,7 +10,7 @@
 #include "detail/schema.hpp"
 #include "losslens/version.hpp"
 
-namespace losslens::detail {
+namespace losslens::storage::detail {
 
 namespace {
 constexpr std::int64_t page_size = 4096;
@@ -315,4 +315,4 @@ void writer_connection::maybe_checkpoint(storage::writer_stats& stats) noexcept 
   if (rc == SQLITE_OK) stats.checkpoints += 1;
 }
 
-}  // namespace losslens::detail
+}  // namespace losslens::storage::detail

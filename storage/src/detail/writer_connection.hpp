@@ -13,7 +13,7 @@
 #include "detail/sqlite.hpp"
 #include "losslens/storage/run_writer.hpp"
 
-namespace losslens::detail {
+namespace losslens::storage::detail {
 
 class writer_connection {
  public:
@@ -82,4 +82,4 @@ class writer_connection {
   statement finish_run_;
 };
 
-}  // namespace losslens::detail
+}  // namespace losslens::storage::detail

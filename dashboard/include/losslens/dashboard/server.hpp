@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-namespace losslens::detail {
+namespace losslens::dashboard::detail {
 class server_impl;
-}  // namespace losslens::detail
+}  // namespace losslens::dashboard::detail
 
 namespace losslens::dashboard {
 

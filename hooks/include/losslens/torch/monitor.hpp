@@ -43,7 +43,7 @@ class ProcessGroup;
 
 namespace losslens {
 
-namespace detail {
+namespace hooks::detail {
 class monitor_state;
 }
 struct distributed_options;
@@ -191,8 +191,8 @@ class monitor {
   friend monitor attach_distributed(torch::nn::Module&, torch::optim::Optimizer&,
                                     const c10::intrusive_ptr<c10d::ProcessGroup>&, attach_options,
                                     distributed_options);  // losslens/torch/distributed.hpp
-  explicit monitor(std::unique_ptr<detail::monitor_state> state);
-  std::unique_ptr<detail::monitor_state> state_;
+  explicit monitor(std::unique_ptr<hooks::detail::monitor_state> state);
+  std::unique_ptr<hooks::detail::monitor_state> state_;
 };
 
 /// Attaches to a module: registers a gradient hook on every parameter that requires grad and

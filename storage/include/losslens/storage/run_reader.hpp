@@ -13,10 +13,10 @@
 
 #include "losslens/storage/types.hpp"
 
-namespace losslens::detail {
+namespace losslens::storage::detail {
 class reader_connection;
 class statement;
-}  // namespace losslens::detail
+}  // namespace losslens::storage::detail
 
 namespace losslens::storage {
 
