@@ -114,7 +114,14 @@ class weight_fit {
     bool ok = yy_ > 0 && std::max(rss, 0.0) <= 1e-4 * yy_;
     for (double v : w) ok = ok && std::isfinite(v) && v > 0;
     fitted_ = ok;
-    if (ok) w_ = w;
+    if (!ok) return;
+    // Weights are set by people (1, 0.5, 10, 1e-3): rounded to 3 significant digits, float32
+    // rounding of the logged losses does not move them (and a plain sum gives exactly 1).
+    for (double& v : w) {
+      const double scale = std::pow(10.0, std::floor(std::log10(v)) - 2);
+      v = std::round(v / scale) * scale;
+    }
+    w_ = w;
   }
 
   std::size_t n_;
