@@ -43,7 +43,7 @@ struct distributed_options {
 /// gathered to rank 0 with process_group->gather(). Rank 0 runs the multi-rank rules
 /// (rank_divergence, straggler, desync), writes series "rank/<r>/loss", "rank/<r>/grad_norm"
 /// and "rank/<r>/step_time" to options.db and records the findings with evidence "rank".
-/// Other ranks ignore options.db and options.dashboard_port (only rank 0 records and serves)
+/// Other ranks ignore options.db (only rank 0 records; a live_dashboard there serves nothing)
 /// and keep their own per-rank findings (stderr, findings()).
 ///
 /// Every rank must attach with the same sync_every and call step() the same number of times,
