@@ -45,7 +45,7 @@ struct detector_options {
     std::int64_t max_wait = 480;  ///< ... and waits this much longer for it to recover
     double heavy_tail_z = 4;      ///< ... but only when the run's p99 z-score is at least this
                                   ///< (heavy-tailed losses); otherwise a spike is reported at once
-    double min_range_fraction = 0.1;  ///< loss - median at least this x the run's progress
+    double min_range_fraction = 0.25; ///< loss - median at least this x the run's progress
   } loss_spike;
 
   /// `divergence`: smoothed loss rises well above its best and stays there.
