@@ -176,5 +176,7 @@ TEST_CASE("pipeline: an idle monitor thread sleeps until the producer wakes it")
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   p.stop();
-  CHECK_THROWS_AS(pipeline(pipeline_options{.queue_capacity = 1}), losslens::error);
+  pipeline_options tiny;
+  tiny.queue_capacity = 1;
+  CHECK_THROWS_AS(pipeline(tiny), losslens::error);
 }
