@@ -106,17 +106,7 @@ series_target target(series_role role, std::string_view name = {}) {
 
 }  // namespace
 
-std::string series_target::series_name() const {
-  switch (role) {
-    case series_role::loss: return "loss";
-    case series_role::task_loss: return "loss/" + name;
-    case series_role::grad_norm: return "grad_norm";
-    case series_role::param_grad_norm: return "grad_norm/" + name;
-    case series_role::lr: return "lr";
-    case series_role::accuracy: return "accuracy";
-  }
-  return "loss";
-}
+std::string series_target::series_name() const { return series_key{role, name}.name(); }
 
 std::optional<series_target> guess_series(std::string_view tag) {
   const std::string low = lower(tag);

@@ -121,12 +121,15 @@ import_result import_run(const input_set& inputs, const run_input& run, const st
   out.id = w.run_id();
   try {
     using handle = storage::run_writer::series_handle;
-    auto find = [&](const std::string& series) { return *w.find_series(series); };
-    const handle loss = find("loss"), grad = find("grad_norm"), lr = find("lr"),
-                 accuracy = find("accuracy");
+    // The writer's handles follow the schema's series layout.
+    const series_layout layout(opened->schema);
+    const handle loss = handle(layout.loss()), grad = handle(layout.grad_norm()),
+                 lr = handle(layout.lr()), accuracy = handle(layout.accuracy());
     std::vector<handle> tasks, params;
-    for (const auto& t : opened->schema.tasks) tasks.push_back(find("loss/" + t));
-    for (const auto& p : opened->schema.params) params.push_back(find("grad_norm/" + p));
+    for (std::size_t t = 0; t < opened->schema.tasks.size(); ++t)
+      tasks.push_back(handle(layout.task(t)));
+    for (std::size_t p = 0; p < opened->schema.params.size(); ++p)
+      params.push_back(handle(layout.param(p)));
     const sample* cur = nullptr;
     // An import waits for the writer instead of dropping points (try_append, then flush).
     auto put = [&](handle h, const std::optional<double>& v) {

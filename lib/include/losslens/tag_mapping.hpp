@@ -8,11 +8,13 @@
 #include <vector>
 
 #include "losslens/sample.hpp"
+#include "losslens/series_key.hpp"
 
 namespace losslens {
 
-/// What a series is to the detectors.
-enum class series_role { loss, task_loss, grad_norm, param_grad_norm, lr, accuracy };
+/// What a series is to the detectors: a series_kind (loss, task_loss, grad_norm,
+/// param_grad_norm, lr or accuracy; a tag is never mapped to the other kinds).
+using series_role = series_kind;
 
 /// A series of a sample: its role and, for a per-task loss or a per-parameter gradient norm, the
 /// task or parameter name.
