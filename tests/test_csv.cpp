@@ -29,7 +29,7 @@ std::string error_of(const std::string& text) {
 }
 }  // namespace
 
-TEST_CASE("csv: columns map to sample fields; empty is missing, nan/inf are values") {
+TEST_CASE("csv: columns map to sample fields, empty is missing, nan/inf are values") {
   sample_schema schema;
   const auto rows = read_all(
       "step,loss,loss/cls,loss/box,grad_norm,grad_norm/fc1.weight,lr,accuracy,wall_time\n"
@@ -70,7 +70,7 @@ TEST_CASE("csv: out-of-range numbers saturate like strtod") {
   CHECK(*rows[0].grad_norm == 0.0);
 }
 
-TEST_CASE("csv: unknown columns are ignored with a warning; BOM and blank lines tolerated") {
+TEST_CASE("csv: unknown columns are ignored with a warning, BOM and blank lines tolerated") {
   std::istringstream in("\xEF\xBB\xBF\n\nstep,epoch,loss\n1,0,2.0\n");
   csv_reader r(in, "t.csv");
   REQUIRE(r.warnings().size() == 1);
@@ -139,7 +139,7 @@ TEST_CASE("csv: random garbage never crashes, only throws losslens::error") {
   CHECK(errors > 0);
 }
 
-TEST_CASE("csv: header names in any case and quoted; common tag spellings are mapped") {
+TEST_CASE("csv: header names in any case and quoted, common tag spellings are mapped") {
   std::istringstream in("\"Step\",\"Train/Loss\",\"LEARNING_RATE\",\"train/loss_cls\",\"epoch\"\r\n"
                         "\"0\",\"2.5\",\"0.1\",\"1.5\",\"0\"\r\n");
   csv_reader r(in, "t.csv");

@@ -213,7 +213,7 @@ TEST_CASE("losslens serve --allow-origin", "[dashboard][security][cli]") {
   CHECK_THAT(read_file(dir.file("bad.err")), Catch::Contains("--allow-origin"));
 }
 
-TEST_CASE("tokens shorter than 16 characters are refused; losslens serve generates one",
+TEST_CASE("tokens shorter than 16 characters are refused, losslens serve generates one",
           "[dashboard][security][token]") {
   ::unsetenv("LOSSLENS_TOKEN");
   temp_dir dir;

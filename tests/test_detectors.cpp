@@ -456,7 +456,7 @@ TEST_CASE("analyzer ignores out-of-order steps and validates options") {
   CHECK_THROWS_AS(analyzer(sample_schema{}, bad2), losslens::error);
 }
 
-TEST_CASE("negative and zero losses give no finding by themselves; one -50 or -1e308 batch none") {
+TEST_CASE("negative and zero losses give no finding by themselves, one -50 or -1e308 batch none") {
   std::mt19937_64 rng(1);
   std::normal_distribution<double> z(0.0, 1.0);
   auto run = [&](auto loss_at) {

@@ -298,7 +298,7 @@ TEST_CASE("a disk that stays full: the points that never reached it are counted 
               (unsigned long long)written, (unsigned long long)lost);
 }
 
-TEST_CASE("a read-only database directory degrades the monitor; the run is recorded once it is "
+TEST_CASE("a read-only database directory degrades the monitor, the run is recorded once it is "
           "writable", "[faults]") {
   temp_dir dir("faults_ro");
   const fs::path where = dir.path / "ro";
@@ -376,7 +376,7 @@ TEST_CASE("a corrupt database file is reported once, left untouched, and trainin
   CHECK(slurp(db) == garbage);  // nobody wrote over the user's file
 }
 
-TEST_CASE("a stalled monitor thread under a burst never blocks step(); drops are counted and "
+TEST_CASE("a stalled monitor thread under a burst never blocks step(), drops are counted and "
           "stored", "[faults]") {
   temp_dir dir("faults_burst");
   const auto db = (dir.path / "runs.db").string();

@@ -393,7 +393,7 @@ TEST_CASE("float64 models work, eval mode is noted, and multi-task steps are nam
   CHECK(seen[3].eval_mode);
 }
 
-TEST_CASE("step() never throws into the loop; bad tensors are counted") {
+TEST_CASE("step() never throws into the loop, bad tensors are counted") {
   mlp model;
   torch::optim::SGD opt(model->parameters(), 0.05);
   auto lens = attach(model, opt, quiet("bad"));
@@ -777,7 +777,7 @@ TEST_CASE("every param group's learning rate is read, and advice quotes their ra
   CHECK(quoted);
 }
 
-TEST_CASE("on_new_finding hears each incident once; to_line() is the line stderr shows") {
+TEST_CASE("on_new_finding hears each incident once, to_line() is the line stderr shows") {
   toy_data data;
   mlp model;
   torch::optim::SGD opt(model->parameters(), 0.05);

@@ -133,7 +133,7 @@ TEST_CASE("pipeline: samples in order, one id space for every source, sinks fini
   CHECK(detach);
 }
 
-TEST_CASE("pipeline: a sink added after the start hears the rest; a throwing sink is reported") {
+TEST_CASE("pipeline: a sink added after the start hears the rest, a throwing sink is reported") {
   recording_sink::log log;
   struct throwing final : sink {
     void on_sample(const sample&) override { throw std::runtime_error("boom"); }

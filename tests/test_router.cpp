@@ -63,7 +63,7 @@ TEST_CASE("router: episodes of one kind on one series are one incident with the 
                         "steps 100 and 905; fix: advice 2");
 }
 
-TEST_CASE("router: a growing episode updates its span; higher severity takes over the evidence") {
+TEST_CASE("router: a growing episode updates its span, higher severity takes over the evidence") {
   finding_router r;
   const auto src = r.add_source("detectors");
   r.publish(src, episode(1, "exploding_gradients", "grad_norm", 10, 12, severity::warning, 50), true);
@@ -93,7 +93,7 @@ TEST_CASE("router: spans keep the first and the latest episodes, episodes counts
   CHECK(inc.spans.back().first_step == 10 * (n - 1));
 }
 
-TEST_CASE("router: sources keep their own episode ids; incident ids are one sequence") {
+TEST_CASE("router: sources keep their own episode ids, incident ids are one sequence") {
   finding_router r;
   const auto a = r.add_source("detectors");
   const auto b = r.add_source("red_flags");
@@ -142,7 +142,7 @@ TEST_CASE("router: a cause published after its effect is cited retroactively") {
   CHECK(r.incidents()[1].cause_id == 0);
 }
 
-TEST_CASE("router: a throwing listener is reported through the log sink; others still hear") {
+TEST_CASE("router: a throwing listener is reported through the log sink, others still hear") {
   finding_router r;
   const auto src = r.add_source("detectors");
   std::vector<std::string> lines;

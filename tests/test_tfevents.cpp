@@ -250,7 +250,7 @@ TEST_CASE("tfevents: scalar tensors (TF2, float_val, double) and skipped non-sca
                              ": tag 'loss': a scalar float tensor with 3 content bytes (expected 4)");
 }
 
-TEST_CASE("tfevents: a cut-short last record is a note; a corrupt one an error with its offset",
+TEST_CASE("tfevents: a cut-short last record is a note, a corrupt one an error with its offset",
           "[tfevents]") {
   std::string file;
   std::vector<std::size_t> starts;
@@ -287,7 +287,7 @@ TEST_CASE("tfevents: a cut-short last record is a note; a corrupt one an error w
   CHECK(read_all("").empty());
 }
 
-TEST_CASE("tfevents: runs of a logdir; repeated steps keep the value written last", "[tfevents]") {
+TEST_CASE("tfevents: runs of a logdir, repeated steps keep the value written last", "[tfevents]") {
   const auto dir = fs::temp_directory_path() / ("losslens_logdir_" + std::to_string(getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir / "a");
