@@ -144,18 +144,18 @@ void throw_setup_error(const std::string& path, const sqlite_error& e) {
     case SQLITE_NOTADB:
     case SQLITE_CORRUPT:
       throw error(where + "not a SQLite database, or corrupt (" + e.what() +
-                  "); move the file away or pass another --db");
+                  "); move the file away or use another database file");
     case SQLITE_FULL:
       throw error(where + "the disk is full (" + e.what() +
-                  "); free some space or pass a --db on another disk");
+                  "); free some space or put the database on another disk");
     case SQLITE_READONLY:
     case SQLITE_PERM:
       throw error(where + "read-only (" + e.what() +
-                  "); check the permissions of the file and of its directory, or pass another --db");
+                  "); check the permissions of the file and of its directory, or use another database file");
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
       throw error(where + "locked by another process (" + e.what() +
-                  "); retry, or pass another --db");
+                  "); retry, or use another database file");
     default:
       throw error(where + e.what() + "; check the file, its directory and the free disk space");
   }
@@ -207,7 +207,7 @@ database_kind wait_for_schema(sqlite3* db, const std::string& path, int busy_tim
 db_handle open_database(const std::string& path, open_mode mode, int busy_timeout_ms) {
   std::error_code ec;
   if (fs::is_directory(path, ec))
-    throw error("database '" + path + "' is a directory; pass the path of a file to --db");
+    throw error("database '" + path + "' is a directory; give the path of a file, not a directory");
   bool exists = fs::exists(path, ec);
   if (mode == open_mode::read && !exists)
     throw error("no database at '" + path +
@@ -239,24 +239,24 @@ db_handle open_database(const std::string& path, open_mode mode, int busy_timeou
     if (kind.application != application_id) {
       if (!kind.empty())
         throw error("database '" + path +
-                    "' is a SQLite database but not a losslens one; pass another --db");
+                    "' is a SQLite database but not a losslens one; use another database file");
       if (mode == open_mode::read)
         throw error("database '" + path + "' is empty (no losslens run has written to it yet)");
     } else if (version < 1) {  // the schema and its version are written in one transaction
       throw error("database '" + path +
                   "' is not a losslens database, or its schema version (" +
                   std::to_string(version) + ") is unknown (this build writes version " +
-                  std::to_string(schema_version) + "); pass another --db");
+                  std::to_string(schema_version) + "); use another database file");
     }
     if (version > schema_version)
       throw error("database '" + path + "' was written by a newer losslens (schema version " +
                   std::to_string(version) + ", this build understands up to " +
                   std::to_string(schema_version) +
-                  "); upgrade losslens, or pass another --db");
+                  "); upgrade losslens, or use another database file");
     if (mode == open_mode::write && sqlite3_db_readonly(db.get(), "main") == 1)
       throw error("database '" + path +
                   "' is read-only; check the permissions of the file and of its directory "
-                  "(SQLite creates '-wal' and '-shm' files next to it), or pass another --db");
+                  "(SQLite creates '-wal' and '-shm' files next to it), or use another database file");
     if (version < schema_version) {
       if (sqlite3_db_readonly(db.get(), "main") == 1)
         throw error("database '" + path + "' has an older schema (version " +
@@ -269,8 +269,8 @@ db_handle open_database(const std::string& path, open_mode mode, int busy_timeou
       statement wal(db.get(), "PRAGMA journal_mode = WAL");
       if (!wal.step() || wal.text(0) != "wal")
         throw error("database '" + path +
-                    "': cannot switch to WAL mode (is it on a network file system?); pass a "
-                    "--db on a local disk");
+                    "': cannot switch to WAL mode (is it on a network file system?); put the "
+                    "database on a local disk");
     }
   } catch (const sqlite_error& e) {
     throw_setup_error(path, e);
