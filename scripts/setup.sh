@@ -10,7 +10,7 @@ packages=(
   libprotobuf-dev protobuf-compiler python3
   nodejs chromium
   catch2
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev clang-format
   dataset-fashion-mnist
 )
 
