@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdio>
 #include <random>
 #include <sstream>
 
@@ -107,6 +108,39 @@ TEST_CASE("csv: malformed input names the file, the line and the reason") {
              Catch::Contains("binary data where a CSV header was expected"));
   CHECK_THAT(error_of("step,loss\n" + std::string(2 << 20, '1')),
              Catch::Contains("line longer than 1 MiB"));
+}
+
+TEST_CASE("csv: rows across read chunks, long lines and the last line without a newline") {
+  // The reader takes the file in chunks of 256 KiB: rows that straddle a chunk's end must read
+  // as any other, and errors must still name their line.
+  std::mt19937_64 rng(3);
+  std::uniform_real_distribution<double> u(0, 10);
+  std::string text = "step,loss,grad_norm\n";
+  std::vector<double> loss;
+  for (int i = 1; i <= 40000; ++i) {  // ~1 MB: several chunk ends, each inside some row
+    loss.push_back(u(rng));
+    char row[96];
+    std::snprintf(row, sizeof row, "%d,%.17g,%s\n", i, loss.back(), i % 3 ? "1.5" : "");
+    text += row;
+  }
+  text += "40001,0.25,";  // no newline at the end
+  const auto rows = read_all(text);
+  REQUIRE(rows.size() == 40001);
+  for (std::size_t i = 0; i < loss.size(); ++i) {
+    INFO("row " << i);
+    REQUIRE(rows[i].step == std::int64_t(i + 1));
+    REQUIRE(*rows[i].loss == loss[i]);  // %.17g round-trips exactly
+    REQUIRE(rows[i].grad_norm.has_value() == ((i + 1) % 3 != 0));
+  }
+  CHECK(*rows.back().loss == 0.25);
+  // A line just under the limit that spans chunks is read; one over it is refused with its
+  // line number.
+  const std::string wide = "1," + std::string((1 << 20) - 3, '0') + "1";  // 1 MiB exactly
+  CHECK(read_all("step,loss\n" + wide + "\n2,3\n").size() == 2);
+  CHECK(error_of("step,loss\n1,2\n2," + std::string(1 << 20, '0') + "\n") ==
+        "t.csv:3: line longer than 1 MiB: not a CSV of training numbers");
+  CHECK_THAT(error_of(text + "\n40002,x,\n"),
+             Catch::StartsWith("t.csv:40003: column 'loss': 'x' is not a number"));
 }
 
 TEST_CASE("csv: a missing file gives a clear error") {

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <limits>
 #include <mutex>
+#include <random>
 
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/modules/container/sequential.h>
@@ -24,6 +25,7 @@
 #include "losslens/storage/run_reader.hpp"
 #include "losslens/dashboard/live_dashboard.hpp"
 #include "losslens/torch/monitor.hpp"
+#include "grad_norms.hpp"    // detail::sum_of_squares()
 #include "step_capture.hpp"  // detail::live_hook_count()
 #include "temp_dir.hpp"
 
@@ -169,6 +171,90 @@ TEST_CASE("grad norms match clip_grad_norm_'s total within 1e-5 relative") {
   REQUIRE(seen.size() == reference.size());
   for (std::size_t i = 0; i < seen.size(); ++i)
     CHECK(seen[i] == Approx(reference[i]).epsilon(1e-5));
+}
+
+TEST_CASE("per-parameter norms are those of .grad at step(), also when changed after backward") {
+  toy_data data;
+  mlp model;
+  torch::optim::SGD opt(model->parameters(), 0.05);
+  std::mutex mu;
+  std::vector<std::vector<double>> seen;
+  auto o = quiet("changed-grads");
+  o.on_sample = [&](const sample& s) {
+    std::lock_guard lock(mu);
+    std::vector<double> v;
+    for (const auto& p : s.param_grad_norms) v.push_back(p.value_or(-1));
+    seen.push_back(v);
+  };
+  auto lens = attach(model, opt, o);
+  std::vector<std::vector<double>> reference;
+  for (int i = 0; i < 12; ++i) {
+    auto [x, y] = data.batch(i);
+    opt.zero_grad();
+    F::cross_entropy(model->forward(x), y).backward();
+    // Norms taken when backward accumulated each gradient must give way to what .grad holds
+    // when step() runs: scaled in place (0-3), a second backward added (4-7), or untouched.
+    if (i < 4) {
+      torch::NoGradGuard no_grad;
+      for (auto& p : model->parameters()) p.mutable_grad().mul_(3.0);
+    } else if (i < 8) {
+      F::cross_entropy(model->forward(x), y).backward();
+    }
+    std::vector<double> ref;
+    for (auto& p : model->parameters()) ref.push_back(p.grad().to(torch::kDouble).norm().item<double>());
+    reference.push_back(ref);
+    lens.step(F::cross_entropy(model->forward(x), y).detach());
+    opt.step();
+  }
+  lens.wait_idle();
+  std::lock_guard lock(mu);
+  REQUIRE(seen.size() == reference.size());
+  for (std::size_t i = 0; i < seen.size(); ++i) {
+    REQUIRE(seen[i].size() == reference[i].size());
+    for (std::size_t k = 0; k < seen[i].size(); ++k) {
+      INFO("step " << i << " parameter " << k);
+      CHECK(seen[i][k] == Approx(reference[i][k]).epsilon(1e-6));
+    }
+  }
+}
+
+TEST_CASE("sum_of_squares matches a long double sum, for every length and both dtypes") {
+  std::mt19937_64 rng(7);
+  std::normal_distribution<double> normal(0, 1);
+  for (std::int64_t n : {0, 1, 3, 15, 16, 17, 31, 33, 100, 4099, 100003}) {
+    std::vector<float> f(static_cast<std::size_t>(n));
+    std::vector<double> d(static_cast<std::size_t>(n));
+    long double ref_f = 0, ref_d = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+      d[std::size_t(i)] = normal(rng) * std::exp(3 * normal(rng));
+      f[std::size_t(i)] = float(d[std::size_t(i)]);
+      ref_d += (long double)d[std::size_t(i)] * d[std::size_t(i)];
+      ref_f += (long double)f[std::size_t(i)] * f[std::size_t(i)];
+    }
+    INFO("n = " << n);
+    CHECK(hooks::detail::sum_of_squares(f.data(), n) == Approx(double(ref_f)).epsilon(1e-13));
+    CHECK(hooks::detail::sum_of_squares(d.data(), n) == Approx(double(ref_d)).epsilon(1e-13));
+    if (n > 20) {
+      f[std::size_t(n / 2)] = std::numeric_limits<float>::infinity();
+      CHECK(std::isinf(hooks::detail::sum_of_squares(f.data(), n)));
+      d[std::size_t(n - 1)] = std::nan("");
+      CHECK(std::isnan(hooks::detail::sum_of_squares(d.data(), n)));
+    }
+  }
+}
+
+TEST_CASE("the monitor thread takes the samples in without wait_idle()") {
+  toy_data data;
+  mlp model;
+  torch::optim::SGD opt(model->parameters(), 0.05);
+  auto lens = attach(model, opt, quiet("batched"));
+  train(model, opt, lens, data, 30);
+  // It naps between batches of samples rather than being woken for each: the last ones are
+  // taken in when the nap ends (10 ms), not only when someone asks.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (lens.stats().processed < 30 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  CHECK(lens.stats().processed == 30);
 }
 
 TEST_CASE("LR 50 diverges and is reported at the step it happened") {

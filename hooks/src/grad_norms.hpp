@@ -2,28 +2,27 @@
 // Per-parameter gradient norms and scalar read-back with at most one host copy per device.
 
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
 
 namespace losslens::hooks::detail {
 
-/// Reads the L2 norm of each gradient and a few scalars (losses) per step. Small contiguous CPU
-/// float/double tensors are summed in a plain loop (no dispatcher, no allocation); the rest go
-/// through at::_foreach_norm grouped by device and dtype (as clip_grad_norm_ does), and all the
-/// numbers of one device, scalars included, come back to the host in a single copy.
+/// Reads the L2 norm of each gradient and a few scalars (losses) per step. Contiguous CPU
+/// float/double tensors are summed by sum_of_squares() (no dispatcher, no allocation); the rest
+/// go through at::_foreach_norm grouped by device and dtype (as clip_grad_norm_ does), and all
+/// the numbers of one device, scalars included, come back to the host in a single copy.
 ///
 /// Thread-safety: one thread (the training thread). Reuses its buffers between steps.
 class norm_engine {
  public:
-  /// Tensors with at most this many elements take the plain-loop path on the CPU.
-  static constexpr std::int64_t small_numel = 1 << 15;
-
   /// grads[i] may be undefined (norm NaN and has_norm[i] = 0). scalars[j] must hold one element
-  /// (any floating dtype, any device); their values go to scalar_out[j].
+  /// (any floating dtype, any device); their values go to scalar_out[j]. Where (*skip)[i] is
+  /// non-zero, grads[i] is not read and norms[i], has_norm[i] are left as they are.
   void compute(const std::vector<at::Tensor>& grads, std::vector<double>& norms,
                std::vector<std::uint8_t>& has_norm, const std::vector<const at::Tensor*>& scalars,
-               std::vector<double>& scalar_out);
+               std::vector<double>& scalar_out, const std::vector<std::uint8_t>* skip = nullptr);
 
  private:
   struct group {
@@ -44,7 +43,15 @@ class norm_engine {
   std::vector<device_batch> batches_;
 };
 
-/// Sum of squares of a contiguous CPU float or double tensor, accumulated in double.
+/// Sum of squares of p[0, n), accumulated in double: AVX2 + FMA (four floats or doubles widened
+/// per instruction, 16 lanes of partial sums) when the CPU has them, else a scalar loop with four
+/// accumulators. NaN and Inf propagate. Reads the memory once; no allocation.
+double sum_of_squares(const float* p, std::int64_t n) noexcept;
+double sum_of_squares(const double* p, std::int64_t n) noexcept;
+
+/// True for a tensor sum_of_squares_cpu() reads: dense, contiguous, on the CPU, float or double.
+bool sum_of_squares_ok(const at::Tensor& t) noexcept;
+/// sum_of_squares() over a tensor for which sum_of_squares_ok() holds.
 double sum_of_squares_cpu(const at::Tensor& t) noexcept;
 
 }  // namespace losslens::hooks::detail

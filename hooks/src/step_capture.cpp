@@ -4,9 +4,12 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <limits>
 
 #include <c10/util/Exception.h>
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
 
 #include "losslens/error.hpp"
 #include "rank_sync.hpp"
@@ -15,7 +18,22 @@ namespace losslens::hooks::detail {
 
 namespace {
 std::atomic<std::size_t> g_live_hooks{0};
-}
+
+/// Runs after a parameter's AccumulateGrad node (the engine calls a node's post hooks right
+/// after it, on the same thread).
+class accumulated_hook final : public torch::autograd::FunctionPostHook {
+ public:
+  explicit accumulated_hook(std::function<void()> fn) : fn_(std::move(fn)) {}
+  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
+                                            const torch::autograd::variable_list&) override {
+    fn_();
+    return outputs;
+  }
+
+ private:
+  std::function<void()> fn_;
+};
+}  // namespace
 std::size_t live_hook_count() noexcept { return g_live_hooks.load(); }
 
 step_capture::step_capture(torch::nn::Module& model, torch::optim::Optimizer& optimizer,
@@ -34,6 +52,8 @@ step_capture::step_capture(torch::nn::Module& model, torch::optim::Optimizer& op
   grads_.resize(n);
   norms_.resize(n);
   has_norm_.resize(n);
+  from_hook_.assign(n, 0);
+  accumulated_ = std::make_unique<accumulated_norm[]>(n);
   fired_ = std::make_unique<std::atomic<std::uint8_t>[]>(n);
   stale_ = std::make_unique<std::atomic<std::uint8_t>[]>(n);
   check_fresh_ = std::make_unique<std::atomic<std::uint8_t>[]>(n);
@@ -62,6 +82,23 @@ step_capture::step_capture(torch::nn::Module& model, torch::optim::Optimizer& op
     hook_count_.fetch_add(1);
     ++g_live_hooks;
   }
+  // The norms: taken right after backward wrote each gradient, not in a sweep over all of them
+  // at step() (see on_accumulated). Only where the gradient lives in host memory, and not with
+  // several ranks: their norms are compared after the all-reduce, which writes .grad in place
+  // without a version bump (step() measures them then).
+  accumulators_.resize(n);
+  post_hooks_.resize(n, 0);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (dist_ || !params_[i].device().is_cpu()) continue;
+    try {
+      accumulators_[i] = torch::autograd::impl::grad_accumulator(params_[i]);
+    } catch (const std::exception&) {
+      accumulators_[i].reset();  // no accumulator: step() measures this one itself
+    }
+    if (accumulators_[i])
+      post_hooks_[i] = accumulators_[i]->add_post_hook(
+          std::make_unique<accumulated_hook>([this, i] { on_accumulated(i); }));
+  }
 }
 
 step_capture::~step_capture() { detach(); }
@@ -77,6 +114,9 @@ void step_capture::detach() noexcept {
     --g_live_hooks;
   }
   hooks_.clear();
+  for (std::size_t i = 0; i < accumulators_.size(); ++i)
+    if (accumulators_[i]) accumulators_[i]->del_post_hook(post_hooks_[i]);
+  accumulators_.clear();
   hook_count_.store(0);
 }
 
@@ -159,6 +199,25 @@ void step_capture::on_grad(std::size_t i) noexcept {
     stale_[i].store(1, std::memory_order_relaxed);
 }
 
+void step_capture::on_accumulated(std::size_t i) noexcept {
+  accumulated_norm& a = accumulated_[i];
+  try {
+    const at::Tensor& g = params_[i].grad();
+    if (!g.defined() || !sum_of_squares_ok(g)) {
+      a.impl.store(nullptr, std::memory_order_relaxed);
+      return;
+    }
+    // Just written by backward: for most layers still in the cache. A later change through
+    // autograd (zero_grad, an in-place op, another backward) bumps the version and step()
+    // measures that gradient again.
+    a.sum_sq.store(sum_of_squares_cpu(g), std::memory_order_relaxed);
+    a.version.store(g._version(), std::memory_order_relaxed);
+    a.impl.store(g.unsafeGetTensorImpl(), std::memory_order_release);
+  } catch (...) {
+    a.impl.store(nullptr, std::memory_order_relaxed);  // a tensor without a version counter
+  }
+}
+
 void step_capture::start(const std::vector<std::string>& tasks) {
   schema_.tasks = tasks;
   scalar_ptrs_.reserve(tasks.size() + 1);
@@ -225,8 +284,19 @@ step_decision step_capture::capture(const std::pair<std::string_view, torch::Ten
     task_slot_[std::size_t(t)] = int(scalar_ptrs_.size());
     scalar_ptrs_.push_back(&tasks[k].second);
   }
-  for (std::size_t i = 0; i < params_.size(); ++i) grads_[i] = params_[i].grad();
-  norms_engine_.compute(grads_, norms_, has_norm_, scalar_ptrs_, scalar_values_);
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    grads_[i] = params_[i].grad();
+    const accumulated_norm& a = accumulated_[i];
+    const c10::TensorImpl* impl = a.impl.load(std::memory_order_acquire);
+    from_hook_[i] = impl && grads_[i].defined() && grads_[i].unsafeGetTensorImpl() == impl &&
+                    grads_[i]._version() == a.version.load(std::memory_order_relaxed);
+  }
+  norms_engine_.compute(grads_, norms_, has_norm_, scalar_ptrs_, scalar_values_, &from_hook_);
+  for (std::size_t i = 0; i < params_.size(); ++i)
+    if (from_hook_[i]) {
+      norms_[i] = std::sqrt(accumulated_[i].sum_sq.load(std::memory_order_relaxed));
+      has_norm_[i] = 1;
+    }
 
   const double loss = scalar_values_[0];
   // Backward reached these parameters since the last step(), yet their .grad is gone (or

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include <torch/csrc/autograd/function.h>
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 
@@ -54,6 +55,9 @@ class step_capture {
 
  private:
   void on_grad(std::size_t i) noexcept;
+  /// After backward accumulated parameter i's gradient into .grad: its sum of squares, read
+  /// while the gradient is still in cache (CPU float/double gradients only).
+  void on_accumulated(std::size_t i) noexcept;
   step_decision capture(const std::pair<std::string_view, torch::Tensor>* tasks,
                         std::size_t n_tasks, const torch::Tensor& total,
                         const step_extras& extras);
@@ -71,6 +75,10 @@ class step_capture {
   std::vector<std::string> names_;
   std::vector<torch::Tensor> params_;
   std::vector<unsigned> hooks_;
+  // Each parameter's gradient accumulator (kept alive, so the post hook stays across steps, as
+  // c10d's reducer does) and the key of the post hook on it.
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;
+  std::vector<std::uintptr_t> post_hooks_;
   std::atomic<std::size_t> hook_count_{0};
   std::atomic<bool> detached_{false};
 
@@ -82,6 +90,7 @@ class step_capture {
   std::vector<const at::Tensor*> scalar_ptrs_;
   std::vector<double> scalar_values_;
   std::vector<int> task_slot_;
+  std::vector<std::uint8_t> from_hook_;  // norms_[i] came from on_accumulated() this step
   norm_engine norms_engine_;
   std::vector<const c10::TensorImpl*> last_impl_;
   std::vector<std::uint32_t> last_version_;
@@ -96,6 +105,14 @@ class step_capture {
   std::unique_ptr<std::atomic<std::uint8_t>[]> fired_, stale_, check_fresh_;
   std::unique_ptr<std::atomic<std::uint32_t>[]> arrival_;
   std::atomic<std::uint32_t> arrival_counter_{0};
+  /// The sum of squares on_accumulated() took, and which .grad tensor at which version it
+  /// belongs to (impl null: none). step() uses it while .grad is still that tensor unchanged.
+  struct accumulated_norm {
+    std::atomic<const c10::TensorImpl*> impl{nullptr};
+    std::atomic<std::uint32_t> version{0};
+    std::atomic<double> sum_sq{0};
+  };
+  std::unique_ptr<accumulated_norm[]> accumulated_;
 
   std::atomic<std::uint64_t> steps_{0}, rejected_{0};
   std::atomic<bool> said_rejected_{false}, said_detached_{false}, said_too_many_{false};

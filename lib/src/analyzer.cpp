@@ -96,7 +96,6 @@ std::string task_series(const sample_schema& s, std::size_t i) {
 std::string param_series(const sample_schema& s, std::size_t i) {
   return series_key{series_kind::param_grad_norm, s.params[i]}.name();
 }
-bool finite(const std::optional<double>& v) noexcept { return v && std::isfinite(*v); }
 
 std::string lr_hint(double lr, double lo, double hi) {
   if (std::isfinite(lo) && std::isfinite(hi) && lo != hi)
@@ -138,9 +137,19 @@ class grad_baseline {
     if (!std::isfinite(early_) && median_.count() >= window_) early_ = median_.median();
     ctx.grad_early = early_;
     // Residuals against the running median (log ratios), so the trend does not widen the tail.
-    ctx.grad_tail_ratio = tail_.count() >= static_cast<std::size_t>(tail_warmup_)
-                              ? std::exp(std::max(0.0, tail_.upper()))
-                              : nan;
+    ctx.grad_tail_ratio = nan;
+    if (tail_.count() >= static_cast<std::size_t>(tail_warmup_)) {
+      // The tail moves once per `stride` pushes: its exp and pow are taken then.
+      if (tail_.upper() != cached_upper_) {
+        cached_upper_ = tail_.upper();
+        cached_ratio_ = std::exp(std::max(0.0, cached_upper_));
+        cached_bar_ = std::pow(std::isfinite(cached_ratio_) ? cached_ratio_ : 1.0, tail_factor_);
+      }
+      ctx.grad_tail_ratio = cached_ratio_;
+      ctx.grad_tail_bar = cached_bar_;
+    } else {
+      ctx.grad_tail_bar = unit_bar_;
+    }
     if (finite(ctx.s->grad_norm)) push(ctx, *ctx.s->grad_norm);
     ctx.last_grad_spike_step = last_step_;
     ctx.last_grad_spike_value = last_value_;
@@ -151,10 +160,8 @@ class grad_baseline {
   void push(step_context& ctx, double g) {
     // A spike stands out from the run's own tail too: heavy-tailed norms (near-zero loss, a few
     // hard examples) reach 10x their median routinely.
-    const double tail = std::isfinite(ctx.grad_tail_ratio) ? ctx.grad_tail_ratio : 1.0;
     // The ratio first: it is cheap and rarely holds, the z-score needs the MAD.
-    if (std::isfinite(ctx.grad_median) &&
-        g >= std::max(ratio_, std::pow(tail, tail_factor_)) * ctx.grad_median &&
+    if (std::isfinite(ctx.grad_median) && g >= std::max(ratio_, ctx.grad_tail_bar) * ctx.grad_median &&
         median_.z(g) >= z_) {
       ctx.grad_spike = true;
       last_step_ = ctx.s->step;
@@ -172,6 +179,9 @@ class grad_baseline {
   double z_, ratio_, tail_factor_;
   std::size_t window_;
   double early_ = nan;
+  // exp(upper) and its pow for the current tail upper (the tail changes every `stride` pushes).
+  double cached_upper_ = nan, cached_ratio_ = nan, cached_bar_ = nan;
+  double unit_bar_ = std::pow(1.0, tail_factor_);  // the bar while the tail is unknown
   int warmup_, tail_warmup_;
   std::int64_t last_step_ = std::numeric_limits<std::int64_t>::min();
   double last_value_ = nan, last_ratio_ = nan;
@@ -314,11 +324,27 @@ void analyzer::observe(const sample& s) {
     }
     if (any) ctx.total_loss = sum;
   }
+  if (ctx.total_loss > 0) ctx.log_loss = std::log(ctx.total_loss);
+  for (const auto f : s.param_flags) ctx.param_flags_any |= f;
+  for (std::size_t i = 0; i < s.param_grad_norms.size(); ++i) {
+    const auto& p = s.param_grad_norms[i];
+    if (!p) continue;
+    const double v = *p;
+    if (!std::isfinite(v)) {
+      if (ctx.first_non_finite_norm < 0) ctx.first_non_finite_norm = int(i);
+      continue;
+    }
+    if (ctx.top_param < 0 || v > ctx.top_param_norm) {
+      ctx.top_param = int(i);
+      ctx.top_param_norm = v;
+    }
+    ctx.min_param_norm = std::min(ctx.min_param_norm, v);
+  }
   grad_->update(ctx);
   ctx.level_loss = level_->update(ctx.total_loss);
   if (std::isfinite(ctx.total_loss)) {
     double y = 0;
-    ctx.work_reset = scale_->push(ctx.total_loss, y);
+    ctx.work_reset = scale_->push(ctx.total_loss, ctx.log_loss, y);
     ctx.work_loss = y;
   }
   ctx.work_log = scale_->log_scale();

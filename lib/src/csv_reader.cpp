@@ -16,6 +16,7 @@ namespace losslens {
 namespace {
 
 constexpr std::size_t max_line = 1 << 20;  // a longer line is not a CSV of numbers
+constexpr std::size_t chunk_size = 1 << 18;  // bytes per read
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
@@ -49,6 +50,11 @@ using core::detail::lower;
 
 /// Parses a number: decimal or exponent notation, or nan/inf/-inf (any case, also "infinity").
 bool parse_double(std::string_view s, double& v) {
+  // The common cell first: a plain unsigned decimal (from_chars takes no sign, no "inf").
+  if (!s.empty() && (std::isdigit(static_cast<unsigned char>(s.front())) || s.front() == '.')) {
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec == std::errc{} && p == s.data() + s.size()) return true;
+  }
   std::string_view body = s;
   bool neg = false;
   if (!body.empty() && (body.front() == '+' || body.front() == '-')) {
@@ -122,26 +128,48 @@ void csv_reader::fail(const std::string& reason) const {
   throw error(name_ + ":" + std::to_string(line_) + ": " + reason);
 }
 
-bool csv_reader::read_line(std::string& out) {
-  out.clear();
-  std::streambuf* sb = in_->rdbuf();
-  bool any = false;
+bool csv_reader::fill() {
+  // Large reads straight into one buffer (a byte at a time through the stream was most of the
+  // reading cost); memory stays one chunk plus at most one line.
+  if (chunk_.empty()) chunk_.resize(chunk_size);
+  const std::streamsize n = in_->rdbuf()->sgetn(chunk_.data(), std::streamsize(chunk_.size()));
+  pos_ = 0;
+  end_ = n > 0 ? std::size_t(n) : 0;
+  return end_ > 0;
+}
+
+bool csv_reader::read_line(std::string_view& out) {
+  bool carried = false;  // the line began in an earlier chunk: its start is in buf_
   for (;;) {
-    const int c = sb->sbumpc();
-    if (c == std::char_traits<char>::eof()) {
-      if (any) ++line_;
-      return any;
-    }
-    any = true;
-    if (c == '\n') {
+    if (pos_ == end_ && !fill()) {
+      if (!carried) return false;
       ++line_;
+      out = buf_;
       return true;
     }
-    if (out.size() >= max_line) {
+    const char* start = chunk_.data() + pos_;
+    const std::size_t avail = end_ - pos_;
+    const auto* nl = static_cast<const char*>(std::memchr(start, '\n', avail));
+    const std::size_t len = nl ? std::size_t(nl - start) : avail;
+    if ((carried ? buf_.size() : 0) + len > max_line) {
       ++line_;
       fail("line longer than 1 MiB: not a CSV of training numbers");
     }
-    out.push_back(static_cast<char>(c));
+    if (nl) {
+      pos_ += len + 1;
+      ++line_;
+      if (!carried) {
+        out = std::string_view(start, len);  // valid until the next fill()
+        return true;
+      }
+      buf_.append(start, len);
+      out = buf_;
+      return true;
+    }
+    if (!carried) buf_.clear();
+    carried = true;
+    buf_.append(start, len);
+    pos_ = end_;
   }
 }
 
@@ -149,10 +177,12 @@ void csv_reader::read_header() {
   std::string header;
   // Skip leading blank lines; the first non-blank line is the header.
   for (;;) {
-    if (!read_line(header)) {
+    std::string_view line;
+    if (!read_line(line)) {
       line_ = std::max<std::int64_t>(line_, 1);
       fail("empty file: expected a header row such as step,loss,grad_norm");
     }
+    header.assign(line);
     // A byte-order mark starts the file, even when blank lines follow it.
     if (line_ == 1 && header.size() >= 3 && header.compare(0, 3, "\xEF\xBB\xBF") == 0)
       header.erase(0, 3);
@@ -271,10 +301,11 @@ void csv_reader::read_header() {
 
 bool csv_reader::next(sample& s) {
   for (;;) {
-    if (!read_line(buf_)) return false;
-    if (trim(buf_).empty()) continue;  // blank lines (e.g. a trailing one) are skipped
-    if (has_binary(buf_)) fail("binary data in a row");
-    if (!split(buf_, cells_)) fail("unterminated quote");
+    std::string_view line;
+    if (!read_line(line)) return false;
+    if (trim(line).empty()) continue;  // blank lines (e.g. a trailing one) are skipped
+    if (has_binary(line)) fail("binary data in a row");
+    if (!split(line, cells_)) fail("unterminated quote");
     if (cells_.size() != columns_.size())
       fail("row has " + std::to_string(cells_.size()) + " cells but the header has " +
            std::to_string(columns_.size()) + " columns");

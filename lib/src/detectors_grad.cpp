@@ -25,26 +25,21 @@ class non_finite final : public detector {
 
   void observe(const step_context& ctx, finding_log& log) override {
     const sample& s = *ctx.s;
-    check(ctx, log, 0, s.loss, "loss", -1);
+    check(ctx, log, 0, s.loss, "loss", -1, -1);
     for (std::size_t i = 0; i < s.task_losses.size() && i < ctx.schema->tasks.size(); ++i)
-      check(ctx, log, 1 + i, s.task_losses[i], task_series(*ctx.schema, i), -1);
+      check(ctx, log, 1 + i, s.task_losses[i], nullptr, int(i), -1);
 
     // Gradients: the total norm, or any parameter's norm, being non-finite is one episode that
     // names the first parameter that went bad.
     int first = s.first_non_finite_param;
-    if (first < 0)
-      for (std::size_t i = 0; i < s.param_grad_norms.size(); ++i)
-        if (s.param_grad_norms[i] && !std::isfinite(*s.param_grad_norms[i])) {
-          first = static_cast<int>(i);
-          break;
-        }
+    if (first < 0) first = ctx.first_non_finite_norm;
     if (first >= static_cast<int>(ctx.schema->params.size())) first = -1;
     std::optional<double> g = s.grad_norm;
     if (first >= 0 && (!g || std::isfinite(*g)))
       g = s.param_grad_norms.size() > static_cast<std::size_t>(first)
               ? s.param_grad_norms[static_cast<std::size_t>(first)]
               : std::optional<double>(nan);
-    check(ctx, log, st_.size() - 1, g, "grad_norm", first);
+    check(ctx, log, st_.size() - 1, g, "grad_norm", -1, first);
   }
 
  private:
@@ -55,8 +50,9 @@ class non_finite final : public detector {
     std::int64_t count = 0;
   };
 
+  /// The series is `fixed`, or task `task`'s loss; its name is built only for a finding.
   void check(const step_context& ctx, finding_log& log, std::size_t k,
-             const std::optional<double>& v, const std::string& series, int param) {
+             const std::optional<double>& v, const char* fixed, int task, int param) {
     if (!v) return;
     state& st = st_[k];
     const std::int64_t step = ctx.s->step;
@@ -65,6 +61,8 @@ class non_finite final : public detector {
       st.last_finite_step = step;
       return;
     }
+    const std::string series =
+        task >= 0 ? task_series(*ctx.schema, static_cast<std::size_t>(task)) : std::string(fixed);
     auto [f, is_new] = open_or_extend(log, this, st.ep, step, gap_, [&] {
       st.count = 0;
       std::string name = series;
@@ -149,7 +147,7 @@ class exploding final : public detector {
     // How far above its median this run's norms go by themselves (p99 / median): a blow-up
     // has to stand out from that too, not only from a fixed ratio.
     const double tail = std::isfinite(ctx.grad_tail_ratio) ? ctx.grad_tail_ratio : 1.0;
-    const double threshold = std::max(o_.ratio, std::pow(tail, o_.tail_factor));
+    const double threshold = std::max(o_.ratio, ctx.grad_tail_bar);  // pow(tail, tail_factor)
     const bool spike = std::isfinite(ratio) && ratio >= threshold;
     // A lasting rise: the recent median itself far above the longer running median.
     const double rise = std::isfinite(m) && m > 0 && recent_.count() >= std::size_t(o_.rise_window)
@@ -275,22 +273,36 @@ class vanishing final : public detector {
       }
     }
     // Layers negligible next to the largest: one episode for the set of such layers.
-    const auto top = largest_param(s);
+    const top_param top{ctx.top_param, ctx.top_param_norm, 0};
     if (top.index < 0 || top.norm <= 0) return;
+    const double below = o_.layer_ratio * top.norm;
+    // Most steps: no layer below the bar and none was before, so there is nothing to update.
+    if (running_ == 0 && !dirty_ && !(ctx.min_param_norm < below)) return;
     std::size_t count = 0, zeros = 0, biases = 0;
     std::int64_t first = step, longest = 0, bias_first = step;
     double worst = 1;
     const auto n_params = std::min(s.param_grad_norms.size(), streak_.size());
+    bool any_due = false;
+    running_ = 0;
     for (std::size_t i = 0; i < n_params; ++i) {
       vanished_[i] = 0;
-      if (!finite(s.param_grad_norms[i])) continue;
+      if (!finite(s.param_grad_norms[i])) {
+        running_ += streak_[i] != 0;
+        continue;
+      }
       const double p = *s.param_grad_norms[i];
-      if (!(p < o_.layer_ratio * top.norm)) {
+      if (!(p < below)) {
         streak_[i] = 0;
         continue;
       }
       if (streak_[i]++ == 0) start_[i] = step;
+      ++running_;
+      any_due = any_due || streak_[i] >= o_.patience;
     }
+    for (std::size_t i = n_params; i < streak_.size(); ++i) running_ += streak_[i] != 0;
+    dirty_ = false;
+    // A layer counts once its streak reached the patience (after warm-up).
+    if (!any_due || n_ <= o_.warmup) return;
     for (std::size_t i = 0; i < n_params; ++i) {
       if (!streak_[i] || !finite(s.param_grad_norms[i])) continue;
       if (n_ <= o_.warmup || streak_[i] < o_.patience) continue;
@@ -302,11 +314,13 @@ class vanishing final : public detector {
           start_[i] <= first_step_ + 200) {
         // Not a training pathology: a bias that a normalization cancels (info, once).
         vanished_[i] = 2;
+        dirty_ = true;
         ++biases;
         bias_first = std::min(bias_first, start_[i]);
         continue;
       }
       vanished_[i] = 1;
+      dirty_ = true;
       ++count;
       zeros += p == 0 ? 1 : 0;
       first = std::min(first, start_[i]);
@@ -409,6 +423,8 @@ class vanishing final : public detector {
   std::vector<std::uint8_t> bias_shown_;
   std::vector<int> sibling_;  // index of a bias's weight, or -1
   int layers_i0_ = -1;        // the parameter the layer episodes are charted on
+  std::size_t running_ = 0;   // parameters with a streak going
+  bool dirty_ = false;        // vanished_ holds a non-zero entry
   std::int64_t first_step_ = 0;
   episode layers_ep_, bias_ep_;
 };

@@ -46,12 +46,12 @@ class flag_rule final : public detector {
   void observe(const step_context& ctx, finding_log& log) override {
     const sample& s = *ctx.s;
     if (s.param_flags.empty()) return;  // no hooks behind this sample
-    long n = 0;
-    for (auto f : s.param_flags) n += (f & bit_) ? 1 : 0;
-    if (n == 0) {
+    if (!(ctx.param_flags_any & bit_)) {  // no parameter has the flag (most steps)
       streak_ = 0;
       return;
     }
+    long n = 0;
+    for (auto f : s.param_flags) n += (f & bit_) ? 1 : 0;
     if (streak_++ == 0) start_ = s.step;
     if (streak_ < patience_) return;
     auto [f, is_new] =

@@ -29,11 +29,11 @@ class loss_spike final : public detector {
     if (gate_.waiting(ctx.s->step))
       gate_.check(log, ctx.s->step, after_.median(), 0.05 * range, 1.5, 2, 0.25 * range);
     if (median_.count() < static_cast<std::size_t>(o_.warmup)) {
-      push(x);
+      push(x, ctx.log_loss);
       return;
     }
     const double m = median_.median();
-    const double z = median_.z(x);
+    const double z = median_.z(x, ctx.log_loss);
     const double ratio = m > 0 ? x / m : nan;
     // The z-score has to stand out from this run's own extremes too (see tail_window).
     const double z_needed =
@@ -58,13 +58,13 @@ class loss_spike final : public detector {
       for (const char* k : {"oscillation", "divergence"})
         if (log.last_step_of(k) >= step_diff(step, o_.unstable_lookback)) spike = false;
     if (!spike) {
-      push(x);
+      push(x, ctx.log_loss);
       return;
     }
     // The raw value enters the baseline: the median/MAD ignore isolated outliers by
     // themselves, and a lasting level shift is absorbed after window/2 steps (the divergence and
     // oscillation rules take over from there).
-    push(x);
+    push(x, ctx.log_loss);
     auto [f, is_new] = open_or_extend(log, this, ep_, step, o_.merge_gap, [&] {
       auto f = new_finding("loss_spike", severity::warning, step, step, "loss", "robust_zscore",
                            {{"window", double(o_.window)},
@@ -125,8 +125,8 @@ class loss_spike final : public detector {
   }
 
  private:
-  void push(double x) noexcept {
-    median_.push(x);
+  void push(double x, double log_x) noexcept {
+    median_.push(x, log_x);
     recent_.push(x);
   }
 
@@ -790,9 +790,18 @@ class chance_level final : public detector {
       if (settled) lowest_ = std::min(lowest_, e);
       return false;
     }
-    const double k = std::round(std::exp(e));
+    // k = round(exp(e)). exp is taken only when e leaves the band of the last k: inside it,
+    // 1e-9 away from log(k +- 0.5), the rounding cannot differ (exp and log err by an ulp).
+    if (!(e > band_lo_ && e < band_hi_)) {
+      band_k_ = std::round(std::exp(e));
+      band_lo_ = band_k_ >= 1 ? std::log(band_k_ - 0.5) + 1e-9
+                              : -std::numeric_limits<double>::infinity();
+      band_hi_ = std::log(band_k_ + 0.5) - 1e-9;
+      band_log_k_ = std::log(band_k_);
+    }
+    const double k = band_k_;
     if (!(k >= 2 && k <= 1000)) return false;
-    const double t = std::log(k);
+    const double t = band_log_k_;
     if (int(k) != classes_) {
       if (ep_.open()) ep_.close();
       classes_ = int(k);
@@ -810,6 +819,7 @@ class chance_level final : public detector {
   double target_;
   ema ema_, acc_;
   double lowest_ = std::numeric_limits<double>::infinity();
+  double band_lo_ = 0, band_hi_ = 0, band_k_ = 0, band_log_k_ = 0;  // see infer()
   std::int64_t streak_ = 0, start_ = 0;
   episode ep_;
 };

@@ -62,7 +62,14 @@ void pipeline::notify_pushed() noexcept {
   // Pairs with the fence in run(): either the monitor thread sees the new sample before it
   // sleeps, or this sees that it sleeps and wakes it.
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (sleeping_.load(std::memory_order_relaxed)) wake();
+  if (!sleeping_.load(std::memory_order_relaxed)) return;
+  // A napping thread looks at the queue within batch_interval by itself, unless the queue
+  // fills up before that.
+  if (napping_.load(std::memory_order_relaxed)) {
+    const sample_queue* q = queue();
+    if (q->pushed() - q->popped() < q->capacity() / 2) return;
+  }
+  wake();
 }
 
 void pipeline::wake() noexcept {
@@ -300,8 +307,10 @@ void pipeline::run(std::stop_token stop) noexcept {
     const std::uint64_t request = sync_request_.load();
     bool did = adopt_sinks();
     did |= drain_posted();
-    did |= drain_samples();
+    const bool got_samples = drain_samples();
+    did |= got_samples;
     const auto now = clock::now();
+    if (got_samples) last_samples_ = now;
     if (!tasks_.empty() && (did || now >= next_task_poll_)) {
       auto every = std::chrono::milliseconds::max();
       for (auto& t : tasks_) {
@@ -346,6 +355,12 @@ void pipeline::run(std::stop_token stop) noexcept {
       break;
     }
     if (did) continue;
+    // Samples came in within the last batch_interval: more are likely on their way, and this
+    // thread fetches them at the deadline instead of being woken for each.
+    const bool nap = options_.batch_interval.count() > 0 &&
+                     now - last_samples_ < options_.batch_interval;
+    if (nap) deadline = std::min(deadline, now + options_.batch_interval);
+    napping_.store(nap, std::memory_order_relaxed);
     sleeping_.store(true, std::memory_order_relaxed);
     std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with notify_pushed()
     wake_.wait_until(lock, stop, deadline, [&] { return has_work(); });

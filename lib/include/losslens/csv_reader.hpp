@@ -76,7 +76,8 @@ class csv_reader {
     std::string name;
   };
 
-  bool read_line(std::string& out);
+  bool fill();                          // the next chunk; false at the end
+  bool read_line(std::string_view& out);  // into chunk_ or buf_, valid until the next call
   bool parse_row(sample& s);  // false: a row to skip
   void read_header();
   [[noreturn]] void fail(const std::string& reason) const;
@@ -94,7 +95,9 @@ class csv_reader {
   std::vector<column> columns_;
   sample_schema schema_;
   std::vector<std::string> warnings_;
-  std::string buf_;
+  std::vector<char> chunk_;  // the bytes read ahead, [pos_, end_) not yet taken
+  std::size_t pos_ = 0, end_ = 0;
+  std::string buf_;  // a line that spans two chunks
   std::vector<std::string_view> cells_;
   bool have_prev_step_ = false;
   std::int64_t prev_step_ = 0;

@@ -39,6 +39,12 @@ struct pipeline_options {
   /// Called on the monitor thread with every sample, after the detectors (raw numbers for
   /// custom logging or tests); keep it short.
   std::function<void(const sample&)> on_sample;
+  /// While samples keep arriving, the monitor thread takes them in batches: after processing
+  /// some it sleeps up to this long, and the training thread does not wake it meanwhile (no
+  /// system call per step; findings come at most this much later). Once it wakes to an empty
+  /// queue it sleeps until the next sample wakes it. The training thread also wakes it when
+  /// the queue is half full. 0: woken for every sample.
+  std::chrono::milliseconds batch_interval{10};
 };
 
 /// Work the monitor thread does besides samples (the multi-rank gathers): poll() when woken
@@ -94,8 +100,9 @@ class pipeline : sink_context {
   bool started() const noexcept { return queue_.load(std::memory_order_acquire) != nullptr; }
   /// The hand-off queue (null before start()). The training thread fills it.
   sample_queue* queue() const noexcept { return queue_.load(std::memory_order_acquire); }
-  /// After sample_queue::commit_push(): wakes the monitor thread if it sleeps (a lock and a
-  /// futex wake then, at most once per sleep; otherwise two atomic operations).
+  /// After sample_queue::commit_push(): wakes the monitor thread if it sleeps until woken, or
+  /// if the queue is half full (a lock and a futex wake then, at most once per sleep);
+  /// otherwise a fence and a few atomic loads (see pipeline_options::batch_interval).
   void notify_pushed() noexcept;
 
   /// Publishes a finding of `src` (any thread; merged on the monitor thread).
@@ -178,6 +185,10 @@ class pipeline : sink_context {
   mutable std::condition_variable_any wake_;
   mutable std::condition_variable idle_;
   std::atomic<bool> sleeping_{false};
+  // The monitor thread sleeps with a deadline at most batch_interval away (it will look at the
+  // queue by itself): the training thread need not wake it.
+  std::atomic<bool> napping_{false};
+  clock::time_point last_samples_{};  // monitor thread: when it last processed samples
   mutable std::atomic<std::uint64_t> sync_request_{0};
   std::uint64_t sync_done_ = 0;  // under mutex_
   bool finished_ = false;        // under mutex_: the thread has left its loop

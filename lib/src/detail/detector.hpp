@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -33,7 +34,18 @@ struct step_context {
                                    ///< were seen: the run's scale of gradients early on
   double grad_tail_ratio = nan;    ///< the recent norms' 99th percentile / their median (NaN
                                    ///< until enough norms were seen)
+  /// pow(grad_tail_ratio (1 while NaN), exploding.tail_factor): the factor a grad norm must
+  /// exceed its median by beyond the run's own tail.
+  double grad_tail_bar = 1;
+  /// The bits of param_flags set on any parameter at this step.
+  std::uint8_t param_flags_any = 0;
+  // One pass over s->param_grad_norms for every rule that needs it:
+  int top_param = -1;         ///< index of the largest finite norm (the first of equals)
+  double top_param_norm = 0;  ///< its norm
+  double min_param_norm = std::numeric_limits<double>::infinity();  ///< the smallest finite norm
+  int first_non_finite_norm = -1;  ///< index of the first NaN/Inf norm (-1: none)
   double total_loss = nan;         ///< s->loss, or the weighted sum of task losses if absent
+  double log_loss = nan;           ///< std::log(total_loss) when total_loss > 0 (taken once)
   /// total_loss winsorized to the recent median +- 5 robust scales: the input of the rules on
   /// the loss's level (divergence, plateau, oscillation, chance_level), so that one outlier
   /// (a -50 batch of a density model, a single bad batch) moves no level. NaN when the loss is.
@@ -141,7 +153,7 @@ std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 /// Series name of task i ("loss/<task>") and of parameter i ("grad_norm/<name>").
 std::string task_series(const sample_schema& s, std::size_t i);
 std::string param_series(const sample_schema& s, std::size_t i);
-bool finite(const std::optional<double>& v) noexcept;
+inline bool finite(const std::optional<double>& v) noexcept { return v && std::isfinite(*v); }
 /// "lower the learning rate 10x (from 5 to 0.5)"; with several param groups (lo, hi finite
 /// and different) "lower the learning rates 10x (param groups at 0.001-0.1, to 0.0001-0.01)".
 std::string lr_hint(double lr, double lo = nan, double hi = nan);

@@ -6,12 +6,35 @@
 
 namespace losslens::core::detail {
 
+namespace {
+// std::lower_bound / std::upper_bound without branches on the data (the comparisons of a
+// median window are coin flips, and every mispredicted one cost more than the search).
+double* lower_bound_of(double* v, std::size_t n, double x) noexcept {
+  if (n == 0) return v;
+  while (n > 1) {
+    const std::size_t half = n / 2;
+    v = v[half - 1] < x ? v + half : v;
+    n -= half;
+  }
+  return v + (*v < x ? 1 : 0);
+}
+double* upper_bound_of(double* v, std::size_t n, double x) noexcept {
+  if (n == 0) return v;
+  while (n > 1) {
+    const std::size_t half = n / 2;
+    v = !(x < v[half - 1]) ? v + half : v;
+    n -= half;
+  }
+  return v + (!(x < *v) ? 1 : 0);
+}
+}  // namespace
+
 void sorted_window::push(double x) noexcept {
   if (!std::isfinite(x)) return;
   const std::size_t n = order_.size();
   double* v = sorted_.data();
   if (!order_.full()) {
-    double* at = std::upper_bound(v, v + n, x);
+    double* at = upper_bound_of(v, n, x);
     std::copy_backward(at, v + n, v + n + 1);
     *at = x;
     order_.push(x);
@@ -19,8 +42,8 @@ void sorted_window::push(double x) noexcept {
   }
   // Full: the oldest value leaves and x enters; only the values between the two places move,
   // by one.
-  double* out = std::lower_bound(v, v + n, order_[0]);
-  double* in = std::upper_bound(v, v + n, x);
+  double* out = lower_bound_of(v, n, order_[0]);
+  double* in = upper_bound_of(v, n, x);
   if (in > out) {
     std::copy(out + 1, in, out);
     in[-1] = x;
@@ -78,14 +101,14 @@ double sorted_window::mad() const noexcept {
                 kth_distance(lo, p, v + p, n - p, m, n / 2));
 }
 
-bool clipped_scale::push(double x, double& out) noexcept {
+bool clipped_scale::push(double x, double log_x, double& out) noexcept {
   bool switched = false;
   if (log_ && !(x > 0)) {
     log_ = false;
     window_.clear();
     switched = true;
   }
-  double y = log_ ? std::log(x) : x;
+  double y = log_ ? log_x : x;
   const double raw = y;
   if (window_.size() >= 8) {
     const double m = window_.median();
@@ -105,21 +128,21 @@ double rolling_median::scale(double rel_floor) const noexcept {
   return std::max({1.4826 * mad(), rel_floor * std::abs(median()), 1e-9});
 }
 
-void robust_baseline::push(double x) noexcept {
+void robust_baseline::push(double x, double log_x) noexcept {
   if (log_ && !(x > 0)) {
     log_ = false;
     median_.clear();
   }
-  median_.push(log_ ? std::log(x) : x);
+  median_.push(log_ ? log_x : x);
 }
 
 double robust_baseline::median() const noexcept {
   return log_ ? std::exp(median_.median()) : median_.median();
 }
 
-double robust_baseline::z(double x) const noexcept {
+double robust_baseline::z(double x, double log_x) const noexcept {
   if (log_ && !(x > 0)) return 0;  // not an upward outlier on the log scale
-  return ((log_ ? std::log(x) : x) - median_.median()) / median_.scale();
+  return ((log_ ? log_x : x) - median_.median()) / median_.scale();
 }
 
 namespace {

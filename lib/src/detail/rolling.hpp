@@ -10,34 +10,39 @@
 
 namespace losslens::core::detail {
 
-/// A ring buffer of the last `capacity` values; index 0 is the oldest.
+/// A ring buffer of the last `capacity` values; index 0 is the oldest. (No modulo: a division
+/// per access was a good part of the detectors' cost.)
 class ring {
  public:
   explicit ring(std::size_t capacity) : buf_(capacity) {}
   void push(double x) noexcept {
-    buf_[head_] = x;
-    head_ = (head_ + 1) % buf_.size();
-    if (size_ < buf_.size()) ++size_;
+    if (size_ < buf_.size()) {
+      buf_[wrap(start_ + size_)] = x;
+      ++size_;
+      return;
+    }
+    buf_[start_] = x;  // overwrites the oldest
+    start_ = wrap(start_ + 1);
   }
   std::size_t size() const noexcept { return size_; }
   std::size_t capacity() const noexcept { return buf_.size(); }
   bool full() const noexcept { return size_ == buf_.size(); }
-  double operator[](std::size_t i) const noexcept {
-    return buf_[(head_ + buf_.size() - size_ + i) % buf_.size()];
-  }
+  double operator[](std::size_t i) const noexcept { return buf_[wrap(start_ + i)]; }
   double back() const noexcept { return (*this)[size_ - 1]; }
-  void clear() noexcept { size_ = head_ = 0; }
+  void clear() noexcept { size_ = start_ = 0; }
   /// Copies the values, oldest first, to out[0, size()).
   void copy_to(double* out) const noexcept {
-    const std::size_t start = (head_ + buf_.size() - size_) % buf_.size();
-    const std::size_t first = std::min(size_, buf_.size() - start);
-    std::copy(buf_.begin() + std::ptrdiff_t(start), buf_.begin() + std::ptrdiff_t(start + first), out);
+    const std::size_t first = std::min(size_, buf_.size() - start_);
+    std::copy(buf_.begin() + std::ptrdiff_t(start_), buf_.begin() + std::ptrdiff_t(start_ + first), out);
     std::copy(buf_.begin(), buf_.begin() + std::ptrdiff_t(size_ - first), out + first);
   }
 
  private:
+  // i < 2 capacity here.
+  std::size_t wrap(std::size_t i) const noexcept { return i >= buf_.size() ? i - buf_.size() : i; }
+
   std::vector<double> buf_;
-  std::size_t head_ = 0;
+  std::size_t start_ = 0;  // index of the oldest value
   std::size_t size_ = 0;
 };
 
@@ -79,7 +84,9 @@ class clipped_scale {
   clipped_scale() : window_(16) {}
   /// The working value of x (finite x only). Returns true when the scale switched from log to
   /// linear with this value: earlier working values are not comparable with later ones.
-  bool push(double x, double& out) noexcept;
+  bool push(double x, double& out) noexcept { return push(x, x > 0 ? std::log(x) : x, out); }
+  /// push(x, out) with log_x = std::log(x) given (any value when x <= 0).
+  bool push(double x, double log_x, double& out) noexcept;
   bool log_scale() const noexcept { return log_; }
 
  private:
@@ -139,12 +146,16 @@ class rolling_median {
 class robust_baseline {
  public:
   explicit robust_baseline(std::size_t window) : median_(window) {}
-  void push(double x) noexcept;
+  void push(double x) noexcept { push(x, x > 0 ? std::log(x) : x); }
+  /// push(x) for a caller that has log_x = std::log(x) already (any value when x <= 0).
+  void push(double x, double log_x) noexcept;
   std::size_t count() const noexcept { return median_.count(); }
   /// The running median in the series' own units.
   double median() const noexcept;
   /// Robust z-score of x: (t(x) - median) / (1.4826 MAD) with t = log or identity.
-  double z(double x) const noexcept;
+  double z(double x) const noexcept { return z(x, x > 0 ? std::log(x) : x); }
+  /// z(x) with log_x = std::log(x) given (any value when x <= 0).
+  double z(double x, double log_x) const noexcept;
   /// 1.4826 x MAD on the working scale (log units when log_scale()).
   double scale() const noexcept { return median_.scale(); }
   bool log_scale() const noexcept { return log_; }
@@ -200,8 +211,15 @@ class ema {
   explicit ema(double alpha) : alpha_(alpha) {}
   double push(double x) noexcept {
     raw_ += alpha_ * (x - raw_);
-    decay_ *= 1 - alpha_;
-    value_ = raw_ / (1 - decay_);
+    if (decay_ != 0) {
+      decay_ *= 1 - alpha_;
+      const double w = 1 - decay_;
+      // Once 1 - decay rounds to 1 it stays there: the division is exact (by 1) and skipped.
+      if (w == 1) decay_ = 0;
+      value_ = raw_ / w;
+    } else {
+      value_ = raw_;
+    }
     ++n_;
     return value_;
   }

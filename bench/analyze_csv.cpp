@@ -1,0 +1,194 @@
+// `losslens analyze` on a long 4-column CSV (step,loss,grad_norm,lr) against baselines timed in
+// the same run on the same file: `wc -l` (the I/O floor), Python's csv module merely reading the
+// rows, and csv_reader alone in this process (parsing without the detectors). Each is a best of
+// REPEAT runs, taken in turn. Also the analyze process's peak RSS, at ROWS and at ROWS/10 rows
+// (memory must not grow with the file). Wall and CPU (user + system) times: on a shared machine
+// the CPU times are the steadier figure. Prints JSON with the 1-minute load average.
+// Usage: bench_analyze_csv [ROWS=2000000] [--repeat N] [--losslens PATH]
+
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "bench_util.hpp"
+#include "losslens/csv_reader.hpp"
+#include "traces.hpp"
+
+using namespace losslens;
+
+namespace {
+double load1() {
+  double l[3] = {0, 0, 0};
+  return getloadavg(l, 3) > 0 ? l[0] : -1.0;
+}
+
+struct child_result {
+  double seconds = 0;
+  double cpu_seconds = 0;  // user + system: what the run costs when other processes share the CPU
+  long max_rss_kb = 0;
+  int status = -1;
+};
+
+/// Runs argv with stdout and stderr to /dev/null; wall time and peak RSS from wait4.
+child_result run_child(const std::vector<std::string>& argv) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  const auto t0 = bench::clock_type::now();
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const int null = open("/dev/null", O_WRONLY);
+    dup2(null, 1);
+    dup2(null, 2);
+    execvp(args[0], args.data());
+    _exit(127);
+  }
+  child_result r;
+  rusage ru{};
+  int status = 0;
+  if (pid < 0 || wait4(pid, &status, 0, &ru) != pid) return r;
+  r.seconds = bench::seconds_since(t0);
+  r.max_rss_kb = ru.ru_maxrss;
+  auto secs = [](const timeval& t) { return double(t.tv_sec) + double(t.tv_usec) / 1e6; };
+  r.cpu_seconds = secs(ru.ru_utime) + secs(ru.ru_stime);
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+void write_csv(const std::string& path, std::int64_t rows) {
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  if (!f) {
+    std::perror(path.c_str());
+    std::exit(1);
+  }
+  // A healthy run: decaying loss with noise, noisy grad norm, a constant LR.
+  traces::generator g(11);
+  std::fputs("step,loss,grad_norm,lr\n", f);
+  for (std::int64_t i = 1; i <= rows; ++i) {
+    const double loss = (0.2 + 2.0 * std::exp(-double(i) / double(rows / 4 + 1))) * g.noise(0.1);
+    std::fprintf(f, "%lld,%.6g,%.6g,0.001\n", static_cast<long long>(i), loss, g.noise(0.2));
+  }
+  std::fclose(f);
+}
+
+double process_cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return double(t.tv_sec) + double(t.tv_nsec) / 1e9;
+}
+
+/// Reads every row with csv_reader in this process: parsing without the detectors.
+child_result read_in_process(const std::string& path, std::int64_t& rows) {
+  const auto t0 = bench::clock_type::now();
+  const double c0 = process_cpu_seconds();
+  csv_reader r(path);
+  sample s;
+  rows = 0;
+  while (r.next(s)) ++rows;
+  return {bench::seconds_since(t0), process_cpu_seconds() - c0, 0, 0};
+}
+
+/// Best (smallest) wall and CPU time over runs.
+struct best {
+  double wall = 1e30, cpu = 1e30;
+  void add(const child_result& r) {
+    wall = std::min(wall, r.seconds);
+    cpu = std::min(cpu, r.cpu_seconds);
+  }
+};
+
+std::string self_dir(const char* argv0) {
+  std::string p = argv0;
+  const auto slash = p.rfind('/');
+  return slash == std::string::npos ? "." : p.substr(0, slash);
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  const testing::program_args args(
+      argc, argv,
+      "usage: bench_analyze_csv [ROWS] [--repeat N] [--losslens PATH]\n\n"
+      "Rows per second of `losslens analyze` on a CSV of ROWS rows (default 2000000) with the\n"
+      "columns step,loss,grad_norm,lr, against `wc -l`, Python's csv module reading the rows\n"
+      "(skipped without python3) and csv_reader alone, all timed in this run on the same file,\n"
+      "best of --repeat runs (default 3). Peak RSS of analyze at ROWS and ROWS/10 rows.\n"
+      "--losslens: the CLI (default: ../tools/losslens/losslens next to this program).\n"
+      "Prints JSON with the 1-minute load average.\n",
+      {"repeat", "losslens"}, {}, 1);
+  const std::int64_t rows = args.positional_integer(0, 2000000, 10, std::int64_t(1) << 32);
+  const int repeat = int(args.integer("repeat", 3, 1, 100));
+  const std::string cli =
+      args.text("losslens", self_dir(argv[0]) + "/../tools/losslens/losslens");
+  if (access(cli.c_str(), X_OK) != 0) {
+    std::fprintf(stderr, "bench_analyze_csv: %s is not an executable (build losslens_cli or "
+                         "give --losslens PATH)\n", cli.c_str());
+    return 1;
+  }
+  bench::scratch_dir dir;
+  const std::string big = (dir.path / "run.csv").string();
+  const std::string small = (dir.path / "run_small.csv").string();
+  write_csv(big, rows);
+  write_csv(small, rows / 10);
+  const bool python = run_child({"python3", "-c", "pass"}).status == 0;
+  const std::string py =
+      "import csv,sys\nn=0\nwith open(sys.argv[1],newline='') as f:\n"
+      "  for row in csv.reader(f): n+=1\n";
+
+  const double load_before = load1();
+  best wc, pyt, an, rd;
+  long rss = 0;
+  int an_status = 0;
+  std::int64_t read_rows = 0;
+  for (int r = 0; r < repeat; ++r) {
+    wc.add(run_child({"wc", "-l", big}));
+    if (python) pyt.add(run_child({"python3", "-c", py, big}));
+    const auto a = run_child({cli, "analyze", big});
+    an.add(a);
+    rss = std::max(rss, a.max_rss_kb);
+    an_status = a.status;
+    rd.add(read_in_process(big, read_rows));
+  }
+  const auto a_small = run_child({cli, "analyze", small});
+  const double mrows = double(rows) / 1e6;
+  nlohmann::json out = {
+      {"rows", rows},
+      {"columns", 4},
+      {"file_bytes", std::filesystem::file_size(big)},
+      {"repeat", repeat},
+      {"wc_l_s", wc.wall},
+      {"wc_l_cpu_s", wc.cpu},
+      {"analyze_s", an.wall},
+      {"analyze_cpu_s", an.cpu},
+      {"analyze_exit_status", an_status},
+      {"analyze_mrows_per_s", mrows / an.wall},
+      {"analyze_mrows_per_cpu_s", mrows / an.cpu},
+      {"csv_reader_only_s", rd.wall},
+      {"csv_reader_only_cpu_s", rd.cpu},
+      {"csv_reader_only_mrows_per_cpu_s", mrows / rd.cpu},
+      {"csv_reader_rows_read", read_rows},
+      {"analyze_over_wc_l", an.wall / wc.wall},
+      {"analyze_peak_rss_kb", rss},
+      {"analyze_peak_rss_kb_at_tenth_rows", a_small.max_rss_kb},
+      {"load1_before", load_before},
+      {"load1_after", load1()},
+      {"targets", {{"analyze_mrows_per_s_min", 10.0}, {"python_csv_over_analyze_min", 3.0}}}};
+  if (python) {
+    out["python_csv_read_s"] = pyt.wall;
+    out["python_csv_read_cpu_s"] = pyt.cpu;
+    out["python_csv_over_analyze"] = pyt.wall / an.wall;
+    out["python_csv_over_analyze_cpu"] = pyt.cpu / an.cpu;
+  }
+  std::printf("%s\n", out.dump(2).c_str());
+}
