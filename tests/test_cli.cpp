@@ -8,12 +8,12 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
-#include <sys/wait.h>
 #include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "child_process.hpp"
 #include "traces.hpp"
 
 namespace fs = std::filesystem;
@@ -23,15 +23,10 @@ struct result {
   int status;
   std::string out;
 };
+/// `losslens ARGS` through the shell (ARGS may redirect stdin), stdout and stderr together.
 result run(const std::string& args) {
-  const std::string cmd = std::string(LOSSLENS_CLI) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string out;
-  char buf[4096];
-  while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  const int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+  auto r = losslens::testing::run_shell(std::string(LOSSLENS_CLI) + " " + args + " 2>&1");
+  return {r.status, std::move(r.out)};
 }
 fs::path temp_file(const std::string& name, const std::string& content) {
   const auto dir = fs::temp_directory_path() / ("losslens_cli_test_" + std::to_string(getpid()));

@@ -7,14 +7,13 @@
 #include <cctype>
 #include <csignal>
 #include <cstdlib>
-#include <fstream>
-#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "child_process.hpp"
 #include "dashboard_client.hpp"
+#include "files.hpp"
 #include "losslens/dashboard/server.hpp"
 #include "losslens/error.hpp"
 #include "losslens/storage/run_writer.hpp"
@@ -26,6 +25,7 @@ using namespace std::chrono_literals;
 namespace {
 
 using strings = std::vector<std::string>;
+using testing::read_file;
 
 /// A database with one finished run of 100 points, served on an ephemeral port.
 struct served {
@@ -100,11 +100,6 @@ int still_open(std::vector<std::unique_ptr<raw_conn>>& conns) {
   int open = 0;
   for (auto& c : conns) open += c->poll();
   return open;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 }  // namespace

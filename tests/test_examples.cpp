@@ -7,10 +7,11 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
+
+#include "child_process.hpp"
 
 namespace fs = std::filesystem;
 
@@ -30,8 +31,7 @@ run_result run_example(const std::string& exe, const std::string& flags) {
   const std::string cmd = exe + " --db '' --findings-json " + json.string() + " " + flags +
                           " > " + (dir / "out.txt").string() + " 2>&1";
   run_result r;
-  const int st = std::system(cmd.c_str());
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  r.status = losslens::testing::run_shell(cmd).status;
   std::ifstream in(json);
   if (!in) return r;
   r.report = nlohmann::json::parse(in);

@@ -21,10 +21,10 @@
 
 #include "child_process.hpp"
 #include "dashboard_client.hpp"
+#include "files.hpp"
 #include "fixtures.hpp"
 #include "losslens/storage/run_reader.hpp"
 #include "losslens/tfevents/event_reader.hpp"
-#include "shell_run.hpp"
 #include "temp_dir.hpp"
 
 namespace fs = std::filesystem;
@@ -36,16 +36,16 @@ namespace {
 const fs::path fixtures = testing::tensorboard_fixtures();
 using testing::have_tensorboard_fixtures;
 using testing::read_file;
-using result = testing::shell_result;
+using result = testing::process_result;
 
 void write_text(const fs::path& p, const std::string& text) {
   std::ofstream(p, std::ios::binary) << text;
 }
 
-result shell(const std::string& cmd, const fs::path& dir) { return testing::run_shell(cmd, dir); }
+result shell(const std::string& cmd) { return testing::run_shell(cmd); }
 
-result cli(const std::string& args, const fs::path& dir) {
-  return shell(std::string(LOSSLENS_CLI) + " " + args, dir);
+result cli(const std::string& args) {
+  return shell(std::string(LOSSLENS_CLI) + " " + args);
 }
 
 std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
@@ -125,8 +125,8 @@ void same_findings(const json& reference, const json& got) {
   same_json(reference["findings"], got["findings"], "findings");
 }
 
-json analyze_json(const std::string& args, const fs::path& dir) {
-  const auto r = cli("analyze " + args + " --json", dir);
+json analyze_json(const std::string& args) {
+  const auto r = cli("analyze " + args + " --json");
   INFO(args << "\n" << r.err);
   REQUIRE(r.status == 0);
   return json::parse(r.out);
@@ -143,14 +143,14 @@ TEST_CASE("fixtures: event files and TensorBoard/W&B exports give the original C
   for (const auto& [run, e] : exp.items()) {
     INFO(run);
     const auto source = fixtures / e["source_csv"].get<std::string>();
-    const json reference = analyze_json(q(source), dir.path);
+    const json reference = analyze_json(q(source));
     total_findings += reference["findings"].size();
 
     // The run directory, and its event file given directly.
-    const json events = analyze_json(q(fixtures / run), dir.path);
+    const json events = analyze_json(q(fixtures / run));
     same_findings(reference, events);
     CHECK(events["run"] == run);
-    same_findings(reference, analyze_json(q(fixtures / e["event_file"].get<std::string>()), dir.path));
+    same_findings(reference, analyze_json(q(fixtures / e["event_file"].get<std::string>())));
     // Which tag became which series: the CSV column the fixture README names for it.
     json columns = json::object();
     for (const auto& [tag, t] : e["tags"].items()) columns[tag] = t["csv_column"];
@@ -159,12 +159,12 @@ TEST_CASE("fixtures: event files and TensorBoard/W&B exports give the original C
     // The exports hold the loss only: the reference is the original CSV's step and loss.
     const auto loss_csv = dir.path / (run + "_loss.csv");
     write_text(loss_csv, step_and_loss(read_file(source)));
-    const json loss_reference = analyze_json(q(loss_csv), dir.path);
+    const json loss_reference = analyze_json(q(loss_csv));
     const json tensorboard =
-        analyze_json("--loss " + q(fixtures / run / "tb_export_train_loss.csv"), dir.path);
+        analyze_json("--loss " + q(fixtures / run / "tb_export_train_loss.csv"));
     same_findings(loss_reference, tensorboard);
     CHECK(tensorboard["series"] == json{{"tb_export_train_loss", "loss"}});
-    const json wandb = analyze_json(q(fixtures / run / "wandb_export.csv"), dir.path);
+    const json wandb = analyze_json(q(fixtures / run / "wandb_export.csv"));
     same_findings(loss_reference, wandb);
     CHECK(wandb["run"] == run);
     CHECK(wandb["series"] == json{{"train/loss", "loss"}});
@@ -173,7 +173,7 @@ TEST_CASE("fixtures: event files and TensorBoard/W&B exports give the original C
     fs::create_directories(downloads);
     fs::copy_file(fixtures / run / "tb_export_train_loss.csv",
                   downloads / ("run-" + run + "-tag-train_loss.csv"));
-    const json from_dir = analyze_json(q(downloads), dir.path);
+    const json from_dir = analyze_json(q(downloads));
     same_findings(loss_reference, from_dir);
     CHECK(from_dir["run"] == run);
   }
@@ -182,14 +182,14 @@ TEST_CASE("fixtures: event files and TensorBoard/W&B exports give the original C
   CHECK(total_findings >= 2);
 
   // The logdir: three runs (source_csv/ has no event files), each as above.
-  const json logdir = analyze_json(q(fixtures), dir.path);
+  const json logdir = analyze_json(q(fixtures));
   REQUIRE(logdir["runs"].size() == 3);
   for (const auto& r : logdir["runs"]) {
     INFO(r["run"]);
     const auto source = fixtures / "source_csv" / (r["run"].get<std::string>() + ".csv");
-    same_findings(analyze_json(q(source), dir.path), r);
+    same_findings(analyze_json(q(source)), r);
   }
-  CHECK(analyze_json(q(fixtures) + " --run sgd01", dir.path)["run"] == "sgd01");
+  CHECK(analyze_json(q(fixtures) + " --run sgd01")["run"] == "sgd01");
 }
 
 TEST_CASE("import: runs into the history, idempotent, shown by runs, findings and serve",
@@ -199,7 +199,7 @@ TEST_CASE("import: runs into the history, idempotent, shown by runs, findings an
   const auto db = dir.file("runs.db");
   const auto exp = expected();
 
-  auto r = cli("import " + q(fixtures) + " --db " + db + " --json", dir.path);
+  auto r = cli("import " + q(fixtures) + " --db " + db + " --json");
   INFO(r.err);
   REQUIRE(r.status == 0);
   auto imported = json::parse(r.out)["imported"];
@@ -221,7 +221,7 @@ TEST_CASE("import: runs into the history, idempotent, shown by runs, findings an
     CHECK(info.steps == 1500);
     // Findings stored: those of `analyze` on the original CSV.
     const json reference =
-        analyze_json(q(fixtures / e["source_csv"].get<std::string>()), dir.path);
+        analyze_json(q(fixtures / e["source_csv"].get<std::string>()));
     const auto stored = reader.findings(info.id);
     REQUIRE(stored.size() == reference["findings"].size());
     json stored_json = json::array();
@@ -245,29 +245,27 @@ TEST_CASE("import: runs into the history, idempotent, shown by runs, findings an
   }
 
   // Again: nothing stored, the same ids named. The W&B export of a run is another source.
-  r = cli("import " + q(fixtures) + " --db " + db, dir.path);
+  r = cli("import " + q(fixtures) + " --db " + db);
   REQUIRE(r.status == 0);
   CHECK(r.out.find("sgd01: already imported as run " + std::to_string(ids["sgd01"])) !=
         std::string::npos);
   CHECK(reader.runs().size() == 3);
-  r = cli("import " + q(fixtures / "sgd01" / "wandb_export.csv") + " --run sgd01-wandb --db " + db,
-          dir.path);
+  r = cli("import " + q(fixtures / "sgd01" / "wandb_export.csv") + " --run sgd01-wandb --db " + db);
   REQUIRE(r.status == 0);
   CHECK(r.out.rfind("imported sgd01-wandb as run 4: 1500 steps, 1500 points", 0) == 0);
   CHECK(reader.runs().size() == 4);
-  r = cli("import " + q(fixtures / "sgd01" / "wandb_export.csv") + " --run sgd01-wandb --db " + db,
-          dir.path);
+  r = cli("import " + q(fixtures / "sgd01" / "wandb_export.csv") + " --run sgd01-wandb --db " + db);
   CHECK(r.out.find("already imported as run 4") != std::string::npos);
 
   // The CLI's history commands.
-  r = cli("runs --db " + db, dir.path);
+  r = cli("runs --db " + db);
   CHECK(r.out.find("diverge_sgd3") != std::string::npos);
-  r = cli("findings --kind exploding_gradients --json --db " + db, dir.path);
+  r = cli("findings --kind exploding_gradients --json --db " + db);
   REQUIRE(r.status == 0);
   const auto found = json::parse(r.out)["findings"];
   REQUIRE(found.size() == 1);
   CHECK(found[0]["run"] == ids["diverge_sgd3"]);
-  r = cli("compare " + std::to_string(ids["sgd01"]) + " 4 --json --db " + db, dir.path);
+  r = cli("compare " + std::to_string(ids["sgd01"]) + " 4 --json --db " + db);
   REQUIRE(r.status == 0);
   // The event file and the W&B export hold the same float32 losses.
   const auto compared = json::parse(r.out);
@@ -292,7 +290,7 @@ TEST_CASE("import: runs into the history, idempotent, shown by runs, findings an
   REQUIRE(runs.size() == 4);
   // As many incidents as `analyze` finds in the same files (the exploding gradients of the
   // blow-up, and the loss left near chance after it).
-  r = cli("analyze " + q(fixtures / "diverge_sgd3") + " --json", dir.path);
+  r = cli("analyze " + q(fixtures / "diverge_sgd3") + " --json");
   REQUIRE(r.status == 0);
   const auto analyzed = json::parse(r.out)["findings"].size();
   CHECK(analyzed >= 1);
@@ -318,16 +316,16 @@ TEST_CASE("export --format tfevents: read back by our reader and by an independe
   if (!have_tensorboard_fixtures()) return;
   testing::temp_dir dir("import");
   const auto db = dir.file("runs.db");
-  REQUIRE(cli("import " + q(fixtures / "mt_unweighted") + " --db " + db, dir.path).status == 0);
+  REQUIRE(cli("import " + q(fixtures / "mt_unweighted") + " --db " + db).status == 0);
   const auto out = dir.path / "tb";
-  auto r = cli("export --run 1 --format tfevents --out " + q(out) + " --db " + db, dir.path);
+  auto r = cli("export --run 1 --format tfevents --out " + q(out) + " --db " + db);
   INFO(r.err);
   REQUIRE(r.status == 0);
   const auto file = out / "events.out.tfevents.1733072000.losslens.run1";
   REQUIRE(fs::exists(file));
   CHECK(r.out == "wrote " + file.string() + ": 7500 scalars of 5 series\n");
   // Not overwritten.
-  r = cli("export --run 1 --format tfevents --out " + q(out) + " --db " + db, dir.path);
+  r = cli("export --run 1 --format tfevents --out " + q(out) + " --db " + db);
   CHECK(r.status == 1);
   CHECK(r.err.find("already exists") != std::string::npos);
 
@@ -362,7 +360,7 @@ TEST_CASE("export --format tfevents: read back by our reader and by an independe
   }
 
   // Analysing the exported file finds what the fixture run has.
-  same_findings(analyze_json(q(fixtures / "mt_unweighted"), dir.path), analyze_json(q(out), dir.path));
+  same_findings(analyze_json(q(fixtures / "mt_unweighted")), analyze_json(q(out)));
 
   // The independent reader (its own CRC-32C and protobuf decoding) sees the same scalars.
   if (std::string(LOSSLENS_PYTHON3).empty()) {
@@ -370,8 +368,7 @@ TEST_CASE("export --format tfevents: read back by our reader and by an independe
     return;
   }
   r = shell(std::string(LOSSLENS_PYTHON3) + " " + q(LOSSLENS_SOURCE_DIR "/tests/tfevents_read.py") +
-                " " + q(file),
-            dir.path);
+                " " + q(file));
   INFO(r.err);
   REQUIRE(r.status == 0);
   std::istringstream lines(r.out);
@@ -400,8 +397,7 @@ TEST_CASE("export --format tfevents: read back by our reader and by an independe
   CHECK(last == "# records 7501 file_version brain.Event:2");
   // The Python reader agrees with the fixture README on another writer's file, too.
   r = shell(std::string(LOSSLENS_PYTHON3) + " " + q(LOSSLENS_SOURCE_DIR "/tests/tfevents_read.py") +
-                " " + q(fixtures / "sgd01" / "events.out.tfevents.1733070000.fixture") + " | tail -1",
-            dir.path);
+                " " + q(fixtures / "sgd01" / "events.out.tfevents.1733070000.fixture") + " | tail -1");
   CHECK(r.out == "# records 4500 file_version -\n");
 
 }
@@ -416,11 +412,11 @@ TEST_CASE("import and analyze: malformed or empty inputs exit non-zero with file
   };
 
   // CSVs: no loss column, header only, 10,000 unknown columns in one line, ragged W&B row.
-  auto r = cli("analyze " + write("acc.csv", "step,acc,val_loss\n1,0.5,2\n"), dir.path);
+  auto r = cli("analyze " + write("acc.csv", "step,acc,val_loss\n1,0.5,2\n"));
   CHECK(r.status == 1);
   CHECK(r.err.find("acc.csv: columns seen: acc, val_loss; none is a loss or a gradient norm: "
                    "map one with --loss COLUMN") != std::string::npos);
-  r = cli("analyze " + write("header.csv", "step,loss,grad_norm\n"), dir.path);
+  r = cli("analyze " + write("header.csv", "step,loss,grad_norm\n"));
   CHECK(r.status == 1);
   CHECK(r.err.find("header.csv: no data rows after the header: nothing to analyse") !=
         std::string::npos);
@@ -429,32 +425,30 @@ TEST_CASE("import and analyze: malformed or empty inputs exit non-zero with file
     wide += ",m" + std::to_string(i);
     row += ",0";
   }
-  r = cli("analyze " + write("wide.csv", wide + "\n" + row + "\n"), dir.path);
+  r = cli("analyze " + write("wide.csv", wide + "\n" + row + "\n"));
   CHECK(r.status == 0);
   CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
   CHECK(r.err.find("10000 columns not used: 'm0', ") != std::string::npos);
   CHECK(r.err.size() < 600);
-  r = cli("analyze " + write("w.csv", "\"Step\",\"a - loss\",\"a - loss__MIN\"\n\"0\",\"1\"\n"),
-          dir.path);
+  r = cli("analyze " + write("w.csv", "\"Step\",\"a - loss\",\"a - loss__MIN\"\n\"0\",\"1\"\n"));
   CHECK(r.status == 1);
   CHECK(r.err.find("w.csv:2: row has 2 cells but the header has 3 columns") != std::string::npos);
   r = cli("analyze " + write("tb.csv", "Wall time,Step,Value\n1.5,0,0.5\n2.5,1,x\n") +
-              " --loss " + q(dir.path / "tb.csv"),
-          dir.path);
+              " --loss " + q(dir.path / "tb.csv"));
   CHECK(r.status == 2);  // PATH and --loss FILE together
   CHECK(r.err.find("give either PATH or TensorBoard CSV files") != std::string::npos);
-  r = cli("analyze --loss " + q(dir.path / "tb.csv"), dir.path);
+  r = cli("analyze --loss " + q(dir.path / "tb.csv"));
   CHECK(r.status == 1);
   CHECK(r.err.find("tb.csv:3: column 'Value': 'x' is not a number") != std::string::npos);
-  r = cli("analyze " + q(dir.path / "tb.csv"), dir.path);
+  r = cli("analyze " + q(dir.path / "tb.csv"));
   CHECK(r.status == 1);
   CHECK(r.err.find("tags seen: tb; none is a loss or a gradient norm: map one with --loss FILE") !=
         std::string::npos);
-  r = cli("analyze " + write("ok.csv", "step,loss\n1,2\n") + " --loss train/loss", dir.path);
+  r = cli("analyze " + write("ok.csv", "step,loss\n1,2\n") + " --loss train/loss");
   CHECK(r.status == 1);
   CHECK(r.err.find("ok.csv:1: no tag 'train/loss' (given for loss) in this run; tags seen: loss") !=
         std::string::npos);
-  r = cli("analyze " + q(dir.path) + " --task nope", dir.path);
+  r = cli("analyze " + q(dir.path) + " --task nope");
   CHECK(r.status == 2);
   CHECK(r.err.find("--task expects NAME=TAG") != std::string::npos);
 
@@ -466,37 +460,37 @@ TEST_CASE("import and analyze: malformed or empty inputs exit non-zero with file
     std::string corrupt = bytes;
     corrupt[1000] ^= 0x20;  // inside record 20 (records of 47 or 48 bytes here)
     write_text(run_dir / "events.out.tfevents.1.bad", corrupt);
-    r = cli("analyze " + q(run_dir), dir.path);
+    r = cli("analyze " + q(run_dir));
     CHECK(r.status == 1);
     CHECK_THAT(r.err, Catch::Matches(".*events\\.out\\.tfevents\\.1\\.bad: offset [0-9]+: corrupt "
                                      "record: the CRC of its [0-9]+ data bytes is .*\n",
                                      Catch::CaseSensitive::Yes));
-    r = cli("import " + q(run_dir) + " --db " + db, dir.path);
+    r = cli("import " + q(run_dir) + " --db " + db);
     CHECK(r.status == 1);
     CHECK_FALSE(fs::exists(db));  // nothing stored
 
     fs::remove(run_dir / "events.out.tfevents.1.bad");
     write_text(run_dir / "events.out.tfevents.1.cut", bytes.substr(0, bytes.size() - 30));
-    r = cli("analyze " + q(run_dir) + " --json", dir.path);
+    r = cli("analyze " + q(run_dir) + " --json");
     CHECK(r.status == 0);
     CHECK(json::parse(r.out)["steps"] == 1500);  // the cut record is lr at step 1499
     CHECK(r.err.find("the last record is cut short (") != std::string::npos);
     CHECK(r.err.find("read the 4499 complete records before it") != std::string::npos);
   }
   fs::create_directories(dir.path / "nothing");
-  r = cli("analyze " + q(dir.path / "nothing"), dir.path);
+  r = cli("analyze " + q(dir.path / "nothing"));
   CHECK(r.status == 1);
   CHECK(r.err.find("nothing: no event files") != std::string::npos);
 
   // Usage.
-  CHECK(cli("import --db " + db, dir.path).status == 2);
-  CHECK(cli("export --run 1 --format tfevents --db " + db, dir.path).status == 2);
-  CHECK(cli("export --run 1 --out x --db " + db, dir.path).status == 2);
+  CHECK(cli("import --db " + db).status == 2);
+  CHECK(cli("export --run 1 --format tfevents --db " + db).status == 2);
+  CHECK(cli("export --run 1 --out x --db " + db).status == 2);
   for (const char* cmd : {"analyze", "import", "export"}) {
-    r = cli(std::string(cmd) + " --help", dir.path);
+    r = cli(std::string(cmd) + " --help");
     CHECK(r.status == 0);
     CHECK(r.out.find("tfevents") != std::string::npos);
   }
-  r = cli("--help", dir.path);
+  r = cli("--help");
   CHECK(r.out.find("import") != std::string::npos);
 }

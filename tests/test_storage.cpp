@@ -5,12 +5,12 @@
 
 #include <sqlite3.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cmath>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -18,6 +18,7 @@
 #include <random>
 #include <thread>
 
+#include "child_functions.hpp"
 #include "losslens/error.hpp"
 #include "temp_dir.hpp"
 #include "losslens/storage/run_reader.hpp"
@@ -517,43 +518,48 @@ TEST_CASE("a version-1 database is migrated by a reader with write access", "[st
   REQUIRE(got[0].f.episodes == 1);
 }
 
+namespace {
+
+/// Child function: writes sin(i * 0.001) at step i = 0, 1, ... into a run "doomed" of the
+/// database args[0] until it is killed; after each flush every 2000 points, prints the last
+/// committed step on a line.
+int doomed_writer(const std::vector<std::string>& args) {
+  try {
+    writer_options wo;
+    wo.flush_interval = std::chrono::milliseconds(50);
+    run_writer w(args.at(0), one_series("doomed"), wo);
+    for (std::int64_t i = 0;; ++i) {
+      while (!w.try_append(0, i, double(i), std::sin(i * 0.001))) std::this_thread::yield();
+      if (i % 2000 == 1999 && w.flush()) {
+        if (std::printf("%lld\n", static_cast<long long>(i)) < 0 || std::fflush(stdout) != 0)
+          return 3;  // i is committed
+      }
+    }
+  } catch (...) {
+    return 2;
+  }
+}
+const testing::child_function_entry doomed_writer_entry{"storage-doomed-writer", &doomed_writer};
+
+}  // namespace
+
 TEST_CASE("a writer killed with SIGKILL leaves a readable database and a crashed run",
           "[storage]") {
   temp_dir dir;
   const auto db = dir.file("runs.db");
-  int fds[2];
-  REQUIRE(::pipe(fds) == 0);
-  const pid_t child = ::fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {
-    ::close(fds[0]);
-    try {
-      writer_options wo;
-      wo.flush_interval = std::chrono::milliseconds(50);
-      run_writer w(db, one_series("doomed"), wo);
-      for (std::int64_t i = 0;; ++i) {
-        while (!w.try_append(0, i, double(i), std::sin(i * 0.001))) std::this_thread::yield();
-        if (i % 2000 == 1999 && w.flush()) {
-          if (::write(fds[1], &i, sizeof i) != sizeof i) ::_exit(3);  // i is committed
-        }
-      }
-    } catch (...) {
-      ::_exit(2);
-    }
-  }
-  ::close(fds[1]);
-  std::int64_t committed = -1, got = 0;
+  auto child = testing::spawn_child_function("storage-doomed-writer", {db});
+  std::int64_t committed = -1;
   int reports = 0;
-  while (reports < 25 && ::read(fds[0], &got, sizeof got) == sizeof got) {
-    committed = got;
+  while (reports < 25) {
+    const auto line = child.read_line(std::chrono::seconds(60));
+    if (!line) break;
+    committed = std::stoll(*line);
     ++reports;
   }
-  ::kill(child, SIGKILL);  // mid-run: the child is appending and committing
-  int status = 0;
-  ::waitpid(child, &status, 0);
-  ::close(fds[0]);
+  child.kill(SIGKILL);  // mid-run: the child is appending and committing
+  const int status = child.wait();
   REQUIRE(reports == 25);
-  REQUIRE(WIFSIGNALED(status));
+  REQUIRE(status < 0);  // ended by a signal
 
   run_reader r(db);
   auto runs = r.runs();
@@ -579,6 +585,31 @@ TEST_CASE("a writer killed with SIGKILL leaves a readable database and a crashed
   REQUIRE(runs[0].ended_at);
   REQUIRE(runs[1].status == run_status::finished);
 }
+
+namespace {
+
+/// Child function: as an unprivileged user (when root), opening the read-only database args[0]
+/// for writing must fail saying "read-only" while reading it works. Exit status 0 when so.
+int read_only_probe(const std::vector<std::string>& args) {
+  const std::string& db = args.at(0);
+  if (::geteuid() == 0 && ::setuid(65534) != 0) return 10;
+  try {
+    run_writer w(db, one_series());
+    return 11;
+  } catch (const losslens::error& e) {
+    if (std::string(e.what()).find("read-only") == std::string::npos) return 12;
+  }
+  try {  // reading still works
+    run_reader r(db);
+    return r.runs().size() == 1 ? 0 : 13;
+  } catch (...) {
+    return 14;
+  }
+}
+const testing::child_function_entry read_only_probe_entry{"storage-read-only-probe",
+                                                          &read_only_probe};
+
+}  // namespace
 
 TEST_CASE("bad database files give a clear losslens::error", "[storage]") {
   temp_dir dir;
@@ -645,27 +676,11 @@ TEST_CASE("bad database files give a clear losslens::error", "[storage]") {
     ::chmod(db.c_str(), 0444);
     ::chmod(dir.path.c_str(), 0555);
     // root ignores permission bits: check as an unprivileged user in a child process.
-    const pid_t child = ::fork();
-    REQUIRE(child >= 0);
-    if (child == 0) {
-      if (::geteuid() == 0 && ::setuid(65534) != 0) ::_exit(10);
-      try {
-        run_writer w(db, one_series());
-        ::_exit(11);
-      } catch (const losslens::error& e) {
-        if (std::string(e.what()).find("read-only") == std::string::npos) ::_exit(12);
-      }
-      try {  // reading still works
-        run_reader r(db);
-        ::_exit(r.runs().size() == 1 ? 0 : 13);
-      } catch (...) {
-        ::_exit(14);
-      }
-    }
-    int status = 0;
-    ::waitpid(child, &status, 0);
-    REQUIRE(WIFEXITED(status));
-    REQUIRE(WEXITSTATUS(status) == 0);
+    const auto child = testing::spawn_child_function("storage-read-only-probe", {db}).finish(
+        std::chrono::seconds(60));
+    INFO(child.err);
+    REQUIRE(child.status >= 0);  // exited, not killed
+    REQUIRE(child.status == 0);
   }
   SECTION("invalid config and options") {
     auto ro = one_series();

@@ -19,7 +19,6 @@
 
 #include "losslens/analyzer.hpp"
 #include "child_process.hpp"
-#include "shell_run.hpp"
 #include "losslens/storage/run_writer.hpp"
 #include "traces.hpp"
 
@@ -28,11 +27,11 @@ using namespace losslens;
 
 namespace {
 
-using cli_result = losslens::testing::shell_result;
+using cli_result = losslens::testing::process_result;
 
 /// Runs `losslens ARGS` through the shell (ARGS may hold a pipe), capturing stdout and stderr.
-cli_result cli(const std::string& args, const fs::path& dir) {
-  return losslens::testing::run_shell(std::string(LOSSLENS_CLI) + " " + args, dir);
+cli_result cli(const std::string& args) {
+  return losslens::testing::run_shell(std::string(LOSSLENS_CLI) + " " + args);
 }
 
 std::string number(double v) {
@@ -120,7 +119,7 @@ struct fixture {
     std::error_code ec;
     fs::remove_all(dir, ec);
   }
-  cli_result run(const std::string& args) const { return cli(args + " --db " + db, dir); }
+  cli_result run(const std::string& args) const { return cli(args + " --db " + db); }
 };
 
 double best_loss(const traces::trace& t) {
@@ -228,7 +227,7 @@ TEST_CASE("findings shows an incident's episodes and cause, and its spans with -
     g.message = "loss is NaN at step 15100";
     w.record_finding(g);
   }
-  auto r = cli("findings --run 1 --db " + db, dir);
+  auto r = cli("findings --run 1 --db " + db);
   INFO(r.err);
   REQUIRE(r.status == 0);
   CHECK(r.out ==
@@ -238,7 +237,7 @@ TEST_CASE("findings shows an incident's episodes and cause, and its spans with -
         "    preceded by: task_dominance at step 0 (recon is 99.98% of the loss)\n"
         "1    2   error     non_finite  15100-15999  1         loss    loss is NaN at step 15100\n");
 
-  r = cli("findings --run 1 --all --db " + db, dir);
+  r = cli("findings --run 1 --all --db " + db);
   REQUIRE(r.status == 0);
   std::vector<std::string> lines;
   std::istringstream in(r.out);
@@ -252,7 +251,7 @@ TEST_CASE("findings shows an incident's episodes and cause, and its spans with -
   CHECK(lines[67] == "    episode 70: steps 14177-15020 warning peak 40");
   CHECK(lines[68].rfind("1    2   error     non_finite  15100-15999  1 ", 0) == 0);
 
-  r = cli("findings --run 1 --json --db " + db, dir);
+  r = cli("findings --run 1 --json --db " + db);
   REQUIRE(r.status == 0);
   const auto j = nlohmann::json::parse(r.out)["findings"];
   REQUIRE(j.size() == 2);
@@ -267,7 +266,7 @@ TEST_CASE("findings shows an incident's episodes and cause, and its spans with -
   CHECK(j[1]["episodes"] == 1);
   CHECK(j[1]["spans"].empty());
 
-  r = cli("findings --help", dir);
+  r = cli("findings --help");
   REQUIRE(r.status == 0);
   CHECK_THAT(r.out, Catch::Contains("--all") && Catch::Contains("episode 3: steps 900-912"));
   std::error_code ec;
@@ -314,11 +313,10 @@ TEST_CASE("export CSV round-trips through analyze and JSON export is valid", "[s
   for (const auto* rec : {&fx.spike, &fx.nan}) {
     const auto orig = fx.dir / "orig.csv";
     std::ofstream(orig) << csv_of(rec->trace);
-    const auto direct = cli("analyze " + orig.string() + " --json", fx.dir);
+    const auto direct = cli("analyze " + orig.string() + " --json");
     REQUIRE(direct.status == 0);
     const auto piped = cli("export --run " + std::to_string(rec->id) + " --db " + fx.db +
-                               " | " + LOSSLENS_CLI + " analyze - --json",
-                           fx.dir);
+                               " | " + LOSSLENS_CLI + " analyze - --json");
     INFO(piped.err);
     REQUIRE(piped.status == 0);
     // The same report but for where it came from (run name and source: stdin vs the file).
@@ -380,7 +378,7 @@ TEST_CASE("compare shows final and best losses and findings side by side", "[sto
 
 TEST_CASE("storage commands report bad usage (2) and runtime failures (1)", "[storage][cli]") {
   fixture fx;
-  auto r = cli("runs --db " + (fx.dir / "missing.db").string(), fx.dir);
+  auto r = cli("runs --db " + (fx.dir / "missing.db").string());
   REQUIRE(r.status == 1);
   REQUIRE_THAT(r.err, Catch::Contains("no database at"));
   r = fx.run("metrics --run 99 --series loss");
@@ -404,10 +402,10 @@ TEST_CASE("storage commands report bad usage (2) and runtime failures (1)", "[st
   }
   const auto garbage = fx.dir / "garbage.db";
   std::ofstream(garbage) << std::string(5000, 'g');
-  r = cli("runs --db " + garbage.string(), fx.dir);
+  r = cli("runs --db " + garbage.string());
   REQUIRE(r.status == 1);
   REQUIRE_THAT(r.err, Catch::Contains("corrupt"));
-  r = cli("runs --help", fx.dir);
+  r = cli("runs --help");
   REQUIRE(r.status == 0);
   REQUIRE_THAT(r.out, Catch::Contains("--db PATH"));
 }

@@ -7,13 +7,13 @@
 
 #include <fcntl.h>
 #include <sqlite3.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "child_functions.hpp"
 #include "losslens/error.hpp"
 #include "losslens/storage/run_reader.hpp"
 #include "losslens/storage/run_writer.hpp"
@@ -139,58 +140,77 @@ int count_lines_with(const std::string& text, const std::string& a, const std::s
   return n;
 }
 
-/// A forked child that writes value_at(i) for i = 0, 1, ... into series "x" of path until it is
-/// killed, flushing every 500 points and then reporting the last committed step on a pipe.
-struct writer_child {
-  pid_t pid = -1;
-  int reports = -1;
-  writer_child(const std::string& path, std::int64_t wal_limit_bytes) {
-    int fds[2];
-    REQUIRE(::pipe(fds) == 0);
-    pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-      ::close(fds[0]);
-      try {
-        writer_options wo;
-        wo.flush_interval = 10ms;
-        wo.wal_limit_bytes = wal_limit_bytes;
-        run_writer w(path, one_series("power"), wo);
-        for (std::int64_t i = 0;; ++i) {
-          while (!w.try_append(0, i, double(i), value_at(i))) std::this_thread::yield();
-          if (i % 500 == 499 && w.flush() && ::write(fds[1], &i, sizeof i) != sizeof i)
-            ::_exit(3);
-        }
-      } catch (...) {
-        ::_exit(2);
-      }
+/// Child function: writes value_at(i) for i = 0, 1, ... into series "x" of the database
+/// args[0] (WAL limit args[1] bytes) until it is killed, flushing every 500 points and then
+/// printing the last committed step on a line.
+int power_writer(const std::vector<std::string>& args) {
+  try {
+    writer_options wo;
+    wo.flush_interval = 10ms;
+    wo.wal_limit_bytes = std::stoll(args.at(1));
+    run_writer w(args.at(0), one_series("power"), wo);
+    for (std::int64_t i = 0;; ++i) {
+      while (!w.try_append(0, i, double(i), value_at(i))) std::this_thread::yield();
+      if (i % 500 == 499 && w.flush() &&
+          (std::printf("%lld\n", static_cast<long long>(i)) < 0 || std::fflush(stdout) != 0))
+        return 3;
     }
-    ::close(fds[1]);
-    reports = fds[0];
+  } catch (...) {
+    return 2;
   }
+}
+const testing::child_function_entry power_writer_entry{"storage-power-writer", &power_writer};
+
+/// power_writer in a child process, and its reports.
+struct writer_child {
+  testing::child_process process;
+  pid_t pid;
+  writer_child(const std::string& path, std::int64_t wal_limit_bytes)
+      : process(testing::spawn_child_function("storage-power-writer",
+                                              {path, std::to_string(wal_limit_bytes)})),
+        pid(process.pid()) {}
   /// Blocks for the next report: a step known to be committed.
   std::int64_t next_report() {
-    std::int64_t step = -1;
-    REQUIRE(::read(reports, &step, sizeof step) == sizeof step);
-    return step;
+    const auto line = process.read_line(60s);
+    REQUIRE(line);
+    return std::stoll(*line);
   }
   /// The latest report already sent (the child is stopped): drains the pipe without blocking.
   std::int64_t drain_reports(std::int64_t last) {
-    const int flags = ::fcntl(reports, F_GETFL);
-    ::fcntl(reports, F_SETFL, flags | O_NONBLOCK);
-    std::int64_t step = 0;
-    while (::read(reports, &step, sizeof step) == sizeof step) last = step;
-    ::fcntl(reports, F_SETFL, flags);
+    while (const auto line = process.read_line(0ms)) last = std::stoll(*line);
     return last;
   }
-  ~writer_child() {
-    if (pid > 0) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-    }
-    ::close(reports);
-  }
 };
+
+/// Child function: one of the processes racing to create the database args[0]; args[1] is its
+/// number k (even: a trainer, odd: a reader). Prints "ready", waits for a byte on stdin (the
+/// start shot), exits 0 on success or 1 with the error on stderr.
+int create_racer(const std::vector<std::string>& args) {
+  const std::string& db = args.at(0);
+  const int k = std::stoi(args.at(1));
+  std::puts("ready");
+  std::fflush(stdout);
+  char c = 0;
+  if (::read(0, &c, 1) != 1) return 4;
+  try {
+    if (k % 2 == 0) {
+      if (fs::exists(db)) run_reader probe(db);
+      run_writer w(db, one_series("trainer " + std::to_string(k)));
+      for (int i = 0; i < 50; ++i) w.append(0, i, i, value_at(i));
+    } else {
+      const auto give_up = std::chrono::steady_clock::now() + 10s;
+      while (!fs::exists(db))
+        if (std::chrono::steady_clock::now() > give_up) return 6;
+      run_reader r(db);
+      (void)r.runs();
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s%s\n", k % 2 ? "reader: " : "trainer: ", e.what());
+    return 1;
+  }
+}
+const testing::child_function_entry create_racer_entry{"storage-create-racer", &create_racer};
 
 }  // namespace
 
@@ -204,51 +224,21 @@ TEST_CASE("processes creating the same database at once never see it half-made",
   for (int trial = 0; trial < trials; ++trial) {
     temp_dir dir("create-race");
     const auto db = dir.file("runs.db");
-    int go[2], report[2];
-    REQUIRE(::pipe(go) == 0);
-    REQUIRE(::pipe(report) == 0);
-    std::vector<pid_t> kids;
+    // Per trial, six processes wait at the start line, then all are released at once.
+    std::vector<testing::child_process> kids;
     for (int k = 0; k < 6; ++k) {
-      const pid_t pid = ::fork();
-      REQUIRE(pid >= 0);
-      if (pid == 0) {
-        ::close(go[1]);
-        ::close(report[0]);
-        char c = 0;
-        if (::read(go[0], &c, 1) != 1) ::_exit(4);
-        try {
-          if (k % 2 == 0) {
-            if (fs::exists(db)) run_reader probe(db);
-            run_writer w(db, one_series("trainer " + std::to_string(k)));
-            for (int i = 0; i < 50; ++i) w.append(0, i, i, value_at(i));
-          } else {
-            const auto give_up = std::chrono::steady_clock::now() + 10s;
-            while (!fs::exists(db))
-              if (std::chrono::steady_clock::now() > give_up) ::_exit(6);
-            run_reader r(db);
-            (void)r.runs();
-          }
-          ::_exit(0);
-        } catch (const std::exception& e) {
-          const std::string m = std::string(k % 2 ? "reader: " : "trainer: ") + e.what() + "\n";
-          if (::write(report[1], m.data(), m.size()) < 0) ::_exit(5);
-          ::_exit(1);
-        }
-      }
-      kids.push_back(pid);
+      testing::child_options o;
+      o.in = testing::stream::pipe;
+      kids.push_back(
+          testing::spawn_child_function("storage-create-racer", {db, std::to_string(k)}, o));
     }
-    ::close(go[0]);
-    ::close(report[1]);
-    REQUIRE(::write(go[1], "gogogo", 6) == 6);
-    ::close(go[1]);
-    for (pid_t pid : kids) {
-      int status = 0;
-      ::waitpid(pid, &status, 0);
-      failed_processes += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    for (auto& kid : kids) REQUIRE(kid.wait_for("ready", 60s));
+    for (auto& kid : kids) REQUIRE(kid.write_stdin("g"));
+    for (auto& kid : kids) {
+      const auto r = kid.finish(60s);
+      failed_processes += r.status != 0;
+      messages += r.err;
     }
-    char buf[4096];
-    for (ssize_t n; (n = ::read(report[0], buf, sizeof buf)) > 0;) messages.append(buf, n);
-    ::close(report[0]);
     // Whatever the order, the file holds the three runs, each whole.
     INFO(messages);
     REQUIRE(integrity(db) == "ok");

@@ -20,13 +20,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "files.hpp"
 #include "fixtures.hpp"
 #include "losslens/error.hpp"
 #include "losslens/tfevents/event_reader.hpp"
 #include "losslens/tfevents/event_writer.hpp"
 #include "losslens/tfevents/record_reader.hpp"
 #include "losslens/tfevents/scalar_run.hpp"
-#include "shell_run.hpp"
 
 namespace fs = std::filesystem;
 using namespace losslens;

@@ -1,117 +1,118 @@
 #pragma once
-// A child process whose stdout is read line by line (with a deadline) and whose stderr goes
-// to a file: for tests that act on what a running program says (kill it, fill its disk).
-// posix_spawn, so a parent with threads never forks.
+// The one way tests, bench and examples start another program: posix_spawn (a parent with
+// threads never forks), stdout and stderr on pipes or in files, a deadline on every read and
+// wait, signals. Code that must run in a separate process without being a program of its own
+// runs as a child function of the test binary (child_functions.hpp). Not yet used by
+// bench/analyze_csv.cpp, which needs what this does not give: PATH search, and the child's CPU
+// time and peak RSS from wait4 without a polling wait.
 
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
+#include <sys/types.h>
 
 #include <chrono>
-#include <cstring>
+#include <csignal>  // the signals kill() sends and -status names
 #include <optional>
-#include <stdexcept>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
-
-extern char** environ;
 
 namespace losslens::testing {
 
+/// Where one of a child's standard streams goes.
+enum class stream {
+  pipe,     ///< a pipe to the parent: stdin written with write_stdin(), stdout/stderr read back
+  inherit,  ///< the parent's own
+  file,     ///< stdout/stderr only: a file, truncated (child_options::out_path / err_path)
+  null,     ///< /dev/null
+  merge,    ///< stderr only: wherever stdout goes (2>&1)
+};
+
+/// How to start a child.
+struct child_options {
+  stream in = stream::null;
+  stream out = stream::pipe;
+  stream err = stream::pipe;
+  std::string out_path;                                      ///< for out == stream::file
+  std::string err_path;                                      ///< for err == stream::file
+  std::vector<std::string> unset_env;                        ///< removed from its environment
+  std::vector<std::pair<std::string, std::string>> set_env;  ///< set in its environment
+  /// > 0: the child's RLIMIT_NOFILE, soft and hard. posix_spawn cannot set limits: the child
+  /// is started through /bin/sh (`ulimit -n`, then exec), with the same process id.
+  int files_limit = 0;
+};
+
+/// How a child ended and what it wrote.
+struct process_result {
+  int status = -1;         ///< exit status, or -signal when a signal ended it
+  std::string out;         ///< stdout, when it was a pipe
+  std::string err;         ///< stderr, when it was a pipe
+  bool timed_out = false;  ///< killed with SIGKILL at the deadline
+};
+
+/// A running child. Not thread-safe (one thread drives it). Destruction kills (SIGKILL) and
+/// reaps a child that is still running.
 class child_process {
  public:
-  /// Starts exe with args; stderr goes to stderr_path. Throws std::runtime_error.
-  child_process(const std::string& exe, const std::vector<std::string>& args,
-                const std::string& stderr_path) {
-    int fds[2];
-    if (::pipe(fds) != 0) throw std::runtime_error("pipe failed");
-    std::vector<std::string> all{exe};
-    all.insert(all.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& s : all) argv.push_back(s.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
-    posix_spawn_file_actions_addclose(&fa, fds[0]);
-    posix_spawn_file_actions_addopen(&fa, 2, stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                     0644);
-    const int rc = posix_spawn(&pid_, exe.c_str(), &fa, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    ::close(fds[1]);
-    out_ = fds[0];
-    if (rc != 0) {
-      ::close(out_);
-      throw std::runtime_error("posix_spawn " + exe + ": " + std::strerror(rc));
-    }
-  }
+  /// Starts exe (a path; no PATH search) with args. Throws std::runtime_error when it cannot
+  /// (std::invalid_argument for options that make no sense, e.g. stdin from stream::file).
+  child_process(std::string exe, std::vector<std::string> args, child_options options = {});
+  /// stdout on a pipe, stderr into the file stderr_path.
+  child_process(std::string exe, std::vector<std::string> args, const std::string& stderr_path);
+  child_process(child_process&& other) noexcept;
+  child_process& operator=(child_process&& other) = delete;
   child_process(const child_process&) = delete;
   child_process& operator=(const child_process&) = delete;
-  ~child_process() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    ::close(out_);
-  }
-
-  /// The next stdout line (without '\n'), or nullopt at end of output or after timeout.
-  std::optional<std::string> read_line(std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
-      if (auto nl = buffer_.find('\n'); nl != std::string::npos) {
-        std::string line = buffer_.substr(0, nl);
-        buffer_.erase(0, nl + 1);
-        return line;
-      }
-      if (eof_) return std::nullopt;
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) return std::nullopt;
-      pollfd p{out_, POLLIN, 0};
-      if (::poll(&p, 1, int(left.count())) <= 0) continue;
-      char chunk[65536];
-      const ssize_t n = ::read(out_, chunk, sizeof chunk);
-      if (n <= 0) eof_ = true;
-      else buffer_.append(chunk, std::size_t(n));
-    }
-  }
-
-  /// Reads lines until one starts with prefix; nullopt at timeout or end of output.
-  std::optional<std::string> wait_for(const std::string& prefix,
-                                      std::chrono::milliseconds timeout,
-                                      std::vector<std::string>* skipped = nullptr) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) return std::nullopt;
-      auto line = read_line(left);
-      if (!line) return std::nullopt;
-      if (line->rfind(prefix, 0) == 0) return line;
-      if (skipped) skipped->push_back(std::move(*line));
-    }
-  }
+  ~child_process();
 
   pid_t pid() const noexcept { return pid_; }
-  void kill(int sig) { ::kill(pid_, sig); }
 
-  /// Waits for the exit; returns the exit status, or -signal when killed.
-  int wait() {
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
-  }
+  /// The next stdout line (without '\n'), or nullopt at the end of the output or after timeout
+  /// (0 ms: only what has arrived already). stderr on a pipe is read meanwhile (err()).
+  std::optional<std::string> read_line(std::chrono::milliseconds timeout);
+  /// Reads stdout lines until one starts with prefix and returns it; nullopt at timeout or at
+  /// the end of the output. The lines before it go to *skipped when given.
+  std::optional<std::string> wait_for(const std::string& prefix, std::chrono::milliseconds timeout,
+                                      std::vector<std::string>* skipped = nullptr);
+  /// What the child wrote to stderr (stream::pipe) so far.
+  const std::string& err() const noexcept { return err_; }
+
+  /// Writes to the child's stdin (stream::pipe); false when the child no longer reads it.
+  bool write_stdin(std::string_view bytes);
+  /// Closes the child's stdin: it reads end of file.
+  void close_stdin();
+
+  /// Sends a signal (nothing once the child is reaped).
+  void kill(int sig);
+  /// Waits for the exit (reading stdout and stderr pipes meanwhile, so a child that writes much
+  /// never blocks): the exit status, or -signal.
+  int wait();
+  /// The same, or nullopt when the child is still running after timeout.
+  std::optional<int> wait(std::chrono::milliseconds timeout);
+  /// Reads stdout and stderr to their end and waits for the exit; at the deadline kills the
+  /// child with SIGKILL (timed_out). out holds what read_line() has not returned.
+  process_result finish(std::chrono::milliseconds timeout);
 
  private:
+  bool pump(std::chrono::milliseconds timeout);
+  bool reap(bool block);
+  void close_fds() noexcept;
+
   pid_t pid_ = -1;
-  int out_ = -1;
-  std::string buffer_;
-  bool eof_ = false;
+  bool reaped_ = true;
+  int status_ = -1;
+  int in_ = -1, out_ = -1, err_fd_ = -1;
+  std::string buffer_;  // stdout read but not yet returned
+  std::string err_;
 };
+
+/// Runs exe with args to its end (stdout and stderr captured unless options say otherwise);
+/// SIGKILL at the deadline. Throws std::runtime_error when exe cannot be started.
+process_result run_process(const std::string& exe, const std::vector<std::string>& args,
+                           child_options options = {},
+                           std::chrono::milliseconds timeout = std::chrono::minutes(10));
+
+/// `/bin/sh -c cmd` (quoting, pipes, redirections) to its end, stdout and stderr captured.
+process_result run_shell(const std::string& cmd,
+                         std::chrono::milliseconds timeout = std::chrono::minutes(10));
 
 }  // namespace losslens::testing

@@ -10,24 +10,13 @@
 
 namespace losslens::traces {
 
-inline std::vector<finding> analyze(const trace& t, detector_options o = {}) {
-  analyzer a(t.schema, o);
-  for (const auto& s : t.samples) a.observe(s);
-  return a.findings();
-}
+/// The findings of an analyzer with options o after every sample of t.
+std::vector<finding> analyze(const trace& t, detector_options o = {});
 
-inline std::vector<finding> of_kind(const std::vector<finding>& fs, const std::string& kind) {
-  std::vector<finding> out;
-  std::copy_if(fs.begin(), fs.end(), std::back_inserter(out),
-               [&](const finding& f) { return f.kind == kind; });
-  return out;
-}
+/// The findings of that kind.
+std::vector<finding> of_kind(const std::vector<finding>& fs, const std::string& kind);
 
-inline std::vector<finding> at_least(const std::vector<finding>& fs, severity level) {
-  std::vector<finding> out;
-  std::copy_if(fs.begin(), fs.end(), std::back_inserter(out),
-               [&](const finding& f) { return f.level >= level; });
-  return out;
-}
+/// The findings of that severity or worse.
+std::vector<finding> at_least(const std::vector<finding>& fs, severity level);
 
 }  // namespace losslens::traces

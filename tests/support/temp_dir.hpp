@@ -13,25 +13,15 @@ struct temp_dir {
   std::filesystem::path path;
 
   /// Creates <temp>/losslens-<prefix>-XXXXXX (unique; safe with tests running in parallel).
-  explicit temp_dir(const std::string& prefix = "test") {
-    std::string tmpl =
-        (std::filesystem::temp_directory_path() / ("losslens-" + prefix + "-XXXXXX")).string();
-    if (::mkdtemp(tmpl.data()) == nullptr)
-      throw std::filesystem::filesystem_error("mkdtemp", tmpl,
-                                              std::error_code(errno, std::generic_category()));
-    path = tmpl;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    // A test may have made the directory read-only; removal must still work.
-    std::filesystem::permissions(path, std::filesystem::perms::owner_all,
-                                 std::filesystem::perm_options::add, ec);
-    std::filesystem::remove_all(path, ec);
-  }
+  /// Throws std::filesystem::filesystem_error.
+  explicit temp_dir(const std::string& prefix = "test");
+  /// Removes the directory, also when a test made it read-only.
+  ~temp_dir();
   temp_dir(const temp_dir&) = delete;
   temp_dir& operator=(const temp_dir&) = delete;
 
-  std::string file(const char* name) const { return (path / name).string(); }
+  /// path / name as a string.
+  std::string file(const char* name) const;
 };
 
 }  // namespace losslens::testing
