@@ -173,7 +173,9 @@ TEST_CASE("dashboard token is required when set", "[dashboard][http][ws]") {
   auto& db = h.db;
   auto p = srv.port();
   CHECK(http_request(p, "/api/runs").status == 401);
-  CHECK(http_request(p, "/").status == 401);
+  // The page's own files hold no data and are served without the token (the browser does not
+  // pass the page's ?token= on to the scripts it loads); the data needs it.
+  CHECK(http_request(p, "/").status == 200);
   CHECK(http_request(p, "/api/runs", bearer("wrong")).status == 401);
   CHECK(http_request(p, "/api/runs", bearer("s3cret-token-0123-and-more")).status == 401);
   CHECK(http_request(p, "/api/runs?token=s3cret-token-012").status == 401);
@@ -307,7 +309,7 @@ TEST_CASE("dashboard shows a run's events and the samples and points it dropped"
   CHECK(http_request(p, "/api/runs/" + std::to_string(run)).json()["dropped_samples"] == 12400);
 }
 
-TEST_CASE("dashboard token off loopback: 401 without it and websocket upgrades refused",
+TEST_CASE("dashboard token off loopback: data and websocket need it, the page files do not",
           "[dashboard][http][ws][token]") {
   const std::string token = "t0k-3n_value-4567";
   served_history h([&](dashboard::server_options& o) {
@@ -316,9 +318,20 @@ TEST_CASE("dashboard token off loopback: 401 without it and websocket upgrades r
   });
   auto p = h.srv.port();
   REQUIRE(p != 0);
-  for (const std::string& target : {std::string("/api/runs"), std::string("/"),
-                                    std::string("/js/app.js"), std::string("/uPlot.iife.min.js"),
-                                    std::string("/api/runs/1/events"), std::string("/nope")}) {
+  // The page's own files: the same bytes with and without a token, and no data in them.
+  for (const std::string& target : {std::string("/"), std::string("/js/app.js"),
+                                    std::string("/js/state.js"), std::string("/uPlot.iife.min.js"),
+                                    std::string("/app.css")}) {
+    INFO(target);
+    auto open = http_request(p, target);
+    CHECK(open.status == 200);
+    CHECK(open.body == http_request(p, target + "?token=" + token).body);
+    CHECK(open.body.find("\"runs\":") == std::string::npos);  // no API answer
+  }
+  CHECK(http_request(p, "/nope").status == 404);
+  for (const std::string& target :
+       {std::string("/api/runs"), std::string("/api/runs/1/events"), std::string("/api"),
+        std::string("/api/runs/1/series")}) {
     INFO(target);
     auto missing = http_request(p, target);
     CHECK(missing.status == 401);

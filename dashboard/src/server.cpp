@@ -336,8 +336,13 @@ class http_session : public idle_connection, public std::enable_shared_from_this
       return answer(error_reply(403, "requests from another web site (Origin header) are "
                                      "refused; allow its origin with --allow-origin"));
     }
+    // The token guards the run data (the API and the websocket). The page's own files are the
+    // same for everyone and hold no data; they are served without it, because a browser does not
+    // pass the page's ?token= on to the scripts and styles that the page loads.
+    const bool is_api = t->path == "/api" || t->path.rfind("/api/", 0) == 0;
     auto auth = req[http::field::authorization];
-    if (!token_ok(state_->options.token, std::string_view(auth.data(), auth.size()), *t))
+    if ((is_api || websocket::is_upgrade(req)) &&
+        !token_ok(state_->options.token, std::string_view(auth.data(), auth.size()), *t))
       return answer(error_reply(401, "missing or wrong token: send 'Authorization: Bearer "
                                      "<token>' or add ?token=<token> to the URL"));
     if (websocket::is_upgrade(req)) {
@@ -356,7 +361,7 @@ class http_session : public idle_connection, public std::enable_shared_from_this
     if (t->path.find("..") != std::string::npos || t->path.find('\\') != std::string::npos ||
         t->path.find('\0') != std::string::npos)
       return answer(error_reply(400, "invalid path"));
-    if (t->path == "/api" || t->path.rfind("/api/", 0) == 0)
+    if (is_api)
       return answer(handle_api(state_->readers, *t));
     answer(handle_static(*t));
   }

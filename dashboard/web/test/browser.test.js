@@ -77,6 +77,17 @@ async function chartsZoomed(page) {
 }
 const num = (x) => Number(x);
 
+/** The on-screen box of `sel`, read after the element is attached and laid out (a chart is
+ *  rebuilt when its data or axes change, so a handle taken a moment earlier can be detached). */
+async function plotBox(page, sel) {
+  const h = await page.waitForFunction((q) => {
+    const e = document.querySelector(q);
+    const r = e && e.getBoundingClientRect();
+    return r && r.width > 0 && r.height > 0 ? { x: r.x, y: r.y, width: r.width, height: r.height } : null;
+  }, sel);
+  return h.jsonValue();
+}
+
 /** Starts a child whose first stdout line (or, with `match`, the first matching line of stdout or stderr) is returned. */
 async function start(bin, args, match) {
   const child = spawn(bin, args, { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -163,8 +174,7 @@ async function realRuns() {
   const legend = await page.$$eval('#chart-cmp_loss_cls .legend .li', (items) => items.map((i) => i.textContent));
   check(legend.length === 3 && multi.every((r) => legend.some((t) => t.includes('#' + r.id + ' '))), 'the compare chart overlays loss/cls of the 3 runs with a legend per run (' + legend.join(' | ') + ')');
   // Zoom by dragging across the compare chart.
-  const over = await page.$('#chart-cmp_loss_cls .u-over');
-  const ob = await over.boundingBox();
+  const ob = await plotBox(page, '#chart-cmp_loss_cls .u-over');
   await page.mouse.move(ob.x + ob.width * 0.25, ob.y + ob.height / 2);
   await page.mouse.down();
   await page.mouse.move(ob.x + ob.width * 0.6, ob.y + ob.height / 2, { steps: 6 });
@@ -293,7 +303,9 @@ async function realRuns() {
   await page.waitForFunction(() => /^\+\d+:\d\d/.test(document.querySelector('#chart-loss')?.dataset.xticks || ''));
   check(true, 'relative-time x-axis: ' + (await data(page, '#chart-loss')).xticks);
   await page.selectOption('#x-mode', 'step');
-  const lo = await (await page.$('#chart-loss .u-over')).boundingBox();
+  // The charts are rebuilt for the new x-axis: measure the new plot, not the one being replaced.
+  await page.waitForFunction(() => !/:/.test(document.querySelector('#chart-loss')?.dataset.xticks || ':'));
+  const lo = await plotBox(page, '#chart-loss .u-over');
   await page.mouse.move(lo.x + lo.width * 0.53, lo.y + lo.height / 2);
   await page.waitForTimeout(150);
   const hover = await page.evaluate(() => ['#chart-loss', '#chart-grad'].map((s) => ({
@@ -329,6 +341,20 @@ async function realRuns() {
   await shot(dark, 'error.png');
   await dark.context().close();
   await page.context().close();
+
+  // --- the same history behind a token: the page opened with ?token= loads its own files,
+  // lists the runs and connects its websocket; the API without the token is refused.
+  const token = 'browser-test-token-0123456789';
+  const guarded = await start(cliBin, ['serve', '--db', db, '--port', '0', '--token', token], /dashboard for .* at http/);
+  const gbase = guarded.first.match(/http:\/\/[^/]+\//)[0];
+  check((await fetch(gbase + 'api/runs')).status === 401, 'with a token, the API without it answers 401');
+  const tp = await newPage();
+  await tp.goto(gbase + '?token=' + token);
+  await tp.waitForFunction(() => document.querySelectorAll('#runs tbody tr').length === 5);
+  await tp.waitForFunction(() => document.querySelector('#conn').textContent === 'connected');
+  check(tp.errors.length === 0, 'with a token, the page opened with ?token= lists the 5 runs and its websocket connects' + (tp.errors.length ? ': ' + tp.errors.join('; ') : ''));
+  await tp.context().close();
+  guarded.child.kill('SIGTERM');
 }
 
 // ------------------------------------------------------------------ B. a live run
@@ -453,7 +479,7 @@ async function liveAtScale() {
   await shot(page, 'scale.png');
   // While it streams: hovering reads one step on every chart; clicking a finding's tick in
   // the rug zooms every chart to it.
-  const lo = await (await page.$('#chart-loss .u-over')).boundingBox();
+  const lo = await plotBox(page, '#chart-loss .u-over');
   await page.mouse.move(lo.x + lo.width * 0.4, lo.y + lo.height * 0.3);
   await page.waitForTimeout(200);
   const readouts = await page.$$eval('.chart[data-key] .readout', (r) => r.map((e) => e.textContent).filter(Boolean));
