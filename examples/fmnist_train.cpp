@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <optional>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -15,7 +17,9 @@
 
 #include <torch/nn/functional/activation.h>
 #include <torch/nn/functional/loss.h>
+#include <torch/nn/init.h>
 #include <torch/nn/modules/linear.h>
+#include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/sgd.h>
 
 #include "fmnist.hpp"
@@ -23,6 +27,7 @@
 #include "losslens/error.hpp"
 #include "losslens/dashboard/live_dashboard.hpp"
 #include "losslens/torch/monitor.hpp"
+#include "losslens/torch/overfit.hpp"
 
 namespace F = torch::nn::functional;
 using losslens::examples::load_fmnist;
@@ -39,7 +44,17 @@ const char* usage =
     "  --softmax-then-ce softmax applied before cross_entropy       -> probabilities as logits\n"
     "  --frozen-layer    fc1's output is detached in forward        -> dead_parameters\n"
     "  --tiny-lr         learning rate 1e-6                          -> chance_level, plateau\n"
-    "  --imbalance       classes 1-9 subsampled to 5%              -> class imbalance\n"
+    "  --imbalance       classes 1-9 subsampled to 5%              -> class imbalance,\n"
+    "                                                                  misleading accuracy\n"
+    "  --init-scale S    fc3's weights drawn with std S (e.g. 10)   -> initial_loss (far above)\n"
+    "  --label-leak      the label, one-hot x10, in 10 input pixels  -> initial_loss (far below)\n"
+    "  --no-step         optimizer.step() never called             -> parameters_not_updated\n"
+    "  --partial-optimizer  the optimizer gets fc1 and fc2 only     -> parameters_not_updated\n"
+    "  --dead-relu       fc2's bias set to -50 (every unit dead)    -> constant_predictions\n"
+    "  --clip M          clip_grad_norm_(M), its norm reported      -> clipping_saturated (M 0.1)\n"
+    "  --nan-batch S     a NaN pixel in the batch of step S         -> non_finite, replay file\n"
+    "  --overfit-check   first fit the first batch for 200 steps (the model and optimizer\n"
+    "                    are put back after) and print losslens::overfit_check's verdict\n"
     "options:\n"
     "  --steps N         training steps (default 600)\n"
     "  --batch N         batch size (default 128)\n"
@@ -65,6 +80,14 @@ struct options {
   bool softmax_then_ce = false;
   bool frozen_layer = false;
   bool imbalance = false;
+  double init_scale = 0;
+  bool label_leak = false;
+  bool no_step = false;
+  bool partial_optimizer = false;
+  bool dead_relu = false;
+  double clip = 0;
+  int nan_batch = -1;
+  bool overfit_check = false;
   std::string data = losslens::examples::default_fmnist_dir;
   std::string findings_json;
   std::uint64_t seed = 1;
@@ -110,10 +133,19 @@ options parse(int argc, char** argv) {
     else if (a == "--frozen-layer") { o.frozen_layer = true; flags += "-frozen-layer"; }
     else if (a == "--tiny-lr") { o.lr = 1e-6; flags += "-tiny-lr"; }
     else if (a == "--imbalance") { o.imbalance = true; flags += "-imbalance"; }
+    else if (a == "--init-scale") { o.init_scale = number(i); flags += "-init-scale"; }
+    else if (a == "--label-leak") { o.label_leak = true; flags += "-label-leak"; }
+    else if (a == "--no-step") { o.no_step = true; flags += "-no-step"; }
+    else if (a == "--partial-optimizer") { o.partial_optimizer = true; flags += "-partial-optimizer"; }
+    else if (a == "--dead-relu") { o.dead_relu = true; flags += "-dead-relu"; }
+    else if (a == "--clip") { o.clip = number(i); flags += "-clip"; }
+    else if (a == "--nan-batch") { o.nan_batch = int(number(i)); flags += "-nan-batch"; }
+    else if (a == "--overfit-check") o.overfit_check = true;
     else bad_usage("unknown option " + a);
   }
   if (o.steps <= 0 || o.batch <= 0 || o.limit < 0 || !(o.lr > 0) || o.port < 0 || o.port > 65535)
     bad_usage("--steps and --batch must be > 0, --lr > 0, --limit >= 0, --port in 0..65535");
+  if (o.init_scale < 0 || o.clip < 0) bad_usage("--init-scale and --clip must be >= 0 (0: off)");
   if (o.run.empty()) o.run = "fmnist" + (flags.empty() ? std::string("-healthy") : flags);
   return o;
 }
@@ -151,7 +183,35 @@ int run(const options& o) {
 
   mlp model;
   model->detach_fc1 = o.frozen_layer;
-  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(o.lr).momentum(0.9));
+  {
+    torch::NoGradGuard no_grad;
+    // The bug --init-scale reproduces: a last layer initialised far too large.
+    if (o.init_scale > 0) torch::nn::init::normal_(model->fc3->weight, 0, o.init_scale);
+    // The bug --dead-relu reproduces: every unit of fc2 starts (and stays) below zero.
+    if (o.dead_relu) model->fc2->bias.fill_(-50);
+  }
+  // The bug --partial-optimizer reproduces: a layer left out of the optimizer.
+  std::vector<torch::Tensor> trained = model->parameters();
+  if (o.partial_optimizer) {
+    trained = model->fc1->parameters();
+    for (const auto& p : model->fc2->parameters()) trained.push_back(p);
+  }
+  torch::optim::SGD opt(trained, torch::optim::SGDOptions(o.lr).momentum(0.9));
+
+  if (o.overfit_check) {
+    // Before training: can this model, loss and optimizer fit the first batch?
+    auto idx = torch::arange(std::min<std::int64_t>(o.batch, n));
+    torch::data::Example<> first{data.images.index_select(0, idx), data.labels.index_select(0, idx)};
+    const auto r = losslens::overfit_check(
+        model, opt,
+        [&](const torch::Tensor& x, const torch::Tensor& y) {
+          auto logits = model->forward(x);
+          return F::cross_entropy(o.softmax_then_ce ? torch::softmax(logits, 1) : logits, y);
+        },
+        first, {.steps = 200});
+    std::fputs(losslens::format_overfit_text(r).c_str(), stdout);
+    std::fputs("\n", stdout);
+  }
 
   std::optional<losslens::monitor> lens;
   if (o.monitor) {
@@ -184,19 +244,32 @@ int run(const options& o) {
     cursor += o.batch;
     auto x = data.images.index_select(0, idx);
     auto y = data.labels.index_select(0, idx);
+    // The bug --label-leak reproduces: the answer is in the inputs.
+    if (o.label_leak) x.slice(1, 0, 10).copy_(10 * torch::one_hot(y, 10).to(x.dtype()));
+    // --nan-batch: one corrupted example in one batch.
+    if (step == o.nan_batch) x[0][400] = std::nan("");
 
     const auto t0 = std::chrono::steady_clock::now();
     if (o.zero_grad) opt.zero_grad();
     auto logits = model->forward(x);
     // The bug --softmax-then-ce reproduces: probabilities fed to a loss that wants logits.
     auto ce_input = o.softmax_then_ce ? torch::softmax(logits, 1) : logits;
-    if (lens) lens->check_class_logits("cls", ce_input, y);  // sampled input red flags
+    if (lens) {
+      lens->check_class_logits("cls", ce_input, y);  // sampled input red flags
+      lens->capture(x, y);  // by reference: saved only if a non_finite/loss_spike names this step
+    }
     auto loss = F::cross_entropy(ce_input, y);
     loss.backward();
-    opt.step();
+    std::optional<double> clip_norm;
+    if (o.clip > 0)  // the norm before clipping, reported so that losslens sees how much is cut
+      clip_norm = torch::nn::utils::clip_grad_norm_(model->parameters(), o.clip);
+    if (!o.no_step) opt.step();  // the bug --no-step reproduces: the update never happens
     // Computed with or without losslens, so --no-monitor times the same work.
     const double acc = (logits.argmax(1) == y).to(torch::kDouble).mean().item<double>();
-    if (lens) lens->step(loss, {.accuracy = acc});
+    if (lens)
+      lens->step(loss, {.accuracy = acc,
+                        .clip_norm = clip_norm,
+                        .max_norm = o.clip > 0 ? std::optional<double>(o.clip) : std::nullopt});
     step_us.push_back(
         std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
     if (step % (o.steps > 2000 ? 1000 : 100) == 0 || step + 1 == o.steps)

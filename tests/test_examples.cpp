@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <string>
+#include <vector>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -107,6 +109,56 @@ TEST_CASE("fmnist_train --imbalance: class_imbalance with class weights in the a
       CHECK(f["advice"].get<std::string>().find("weight") != std::string::npos);
 }
 
+TEST_CASE("fmnist_train --imbalance: accuracy is misleading, balanced accuracy says why") {
+  const auto r = train("--imbalance", 300);
+  REQUIRE(r.status == 0);
+  INFO(list(r.kinds));
+  REQUIRE(r.warnings.count("misleading_accuracy"));
+  for (const auto& f : r.report["findings"])
+    if (f["kind"] == "misleading_accuracy")
+      CHECK(f["message"].get<std::string>().find("balanced accuracy") != std::string::npos);
+}
+
+// The methodology's start-of-training checks (issue #19), one flag each.
+TEST_CASE("fmnist_train: each start-of-training bug gives its finding") {
+  struct expect {
+    const char* flags;
+    int steps;
+    const char* kind;
+  };
+  const expect cases[] = {{"--init-scale 10", 60, "initial_loss"},
+                          {"--label-leak", 60, "initial_loss"},
+                          {"--no-step", 60, "parameters_not_updated"},
+                          {"--partial-optimizer", 60, "parameters_not_updated"},
+                          {"--dead-relu", 200, "constant_predictions"},
+                          {"--clip 0.1", 300, "clipping_saturated"},
+                          {"--nan-batch 40", 60, "non_finite"}};
+  for (const auto& c : cases) {
+    const auto r = train(c.flags, c.steps);
+    INFO(c.flags << ": " << list(r.kinds));
+    REQUIRE(r.status == 0);
+    CHECK(r.kinds.count(c.kind));
+  }
+}
+
+
+TEST_CASE("fmnist_train --nan-batch: the bad batch is saved next to the database") {
+  const auto dir = fs::temp_directory_path() / ("losslens_replay_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const auto db = (dir / "runs.db").string();
+  const auto r = train("--nan-batch 40 --db " + db, 60);
+  REQUIRE(r.status == 0);
+  INFO(list(r.kinds));
+  CHECK(r.warnings.count("non_finite"));
+  std::vector<std::string> files;
+  if (fs::is_directory(dir / "runs.db.replay"))
+    for (const auto& e : fs::directory_iterator(dir / "runs.db.replay"))
+      files.push_back(e.path().filename().string());
+  REQUIRE(files.size() == 1);
+  CHECK(files[0].find("run1-step40-non_finite-finding") == 0);
+  fs::remove_all(dir);
+}
 
 TEST_CASE("fmnist_multitask: reconstruction dominates unweighted, not with uncertainty weighting") {
   const auto none = run_example(FMNIST_MULTITASK, "--weighting none --steps 200 --limit 6000");

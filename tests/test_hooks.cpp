@@ -28,73 +28,17 @@
 #include "grad_norms.hpp"    // detail::sum_of_squares()
 #include "step_capture.hpp"  // detail::live_hook_count()
 #include "temp_dir.hpp"
+#include "toy_training.hpp"
 
 // LibTorch's logging header defines CHECK (abort on failure); Catch's must win in this file.
 #undef CHECK
 #include <catch2/catch.hpp>
 
 using namespace losslens;
+using namespace losslens::testing::toy;
 namespace F = torch::nn::functional;
 
 namespace {
-
-/// A learnable 10-class problem: labels from a fixed random linear map of the inputs.
-struct toy_data {
-  torch::Tensor x, y;
-  explicit toy_data(std::int64_t n = 2048, torch::Dtype dtype = torch::kFloat) {
-    torch::manual_seed(0);
-    x = torch::randn({n, 20}, dtype);
-    auto w = torch::randn({20, 10}, dtype);
-    y = x.matmul(w).argmax(1);
-  }
-  std::pair<torch::Tensor, torch::Tensor> batch(std::int64_t i, std::int64_t bs = 64) const {
-    const auto n = x.size(0);
-    const auto start = (i * bs) % (n - bs);
-    return {x.slice(0, start, start + bs), y.slice(0, start, start + bs)};
-  }
-};
-
-struct mlpImpl : torch::nn::Module {
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
-  bool detach_hidden = false;
-  mlpImpl() {
-    fc1 = register_module("fc1", torch::nn::Linear(20, 64));
-    fc2 = register_module("fc2", torch::nn::Linear(64, 10));
-  }
-  torch::Tensor forward(torch::Tensor x) {
-    auto h = torch::relu(fc1->forward(x));
-    if (detach_hidden) h = h.detach();  // the bug: fc1 never gets a gradient
-    return fc2->forward(h);
-  }
-};
-TORCH_MODULE(mlp);
-
-std::vector<finding> kinds(const monitor& m, const std::string& kind) {
-  std::vector<finding> out;
-  for (auto& f : m.findings())
-    if (f.kind == kind) out.push_back(f);
-  return out;
-}
-std::vector<finding> warnings(const monitor& m) {
-  std::vector<finding> out;
-  for (auto& f : m.findings())
-    if (f.level >= severity::warning) out.push_back(f);
-  return out;
-}
-/// n steps of the usual loop: zero_grad, forward, backward, step, lens.step; `each` sees the
-/// step index and the loss.
-void train(mlp& model, torch::optim::Optimizer& opt, monitor& lens, const toy_data& data, int n,
-           const std::function<void(int, const torch::Tensor&)>& each = {}) {
-  for (int i = 0; i < n; ++i) {
-    auto [x, y] = data.batch(i);
-    opt.zero_grad();
-    auto loss = F::cross_entropy(model->forward(x), y);
-    loss.backward();
-    opt.step();
-    lens.step(loss);
-    if (each) each(i, loss);
-  }
-}
 
 /// The call-order bugs: lens.step() before backward, or zero_grad() between backward and step.
 enum class order { step_before_backward, zero_grad_before_step };
@@ -114,13 +58,6 @@ void train_misordered(mlp& model, torch::optim::Optimizer& opt, monitor& lens,
   }
 }
 
-attach_options quiet(std::string run) {
-  attach_options o;
-  o.run = std::move(run);
-  o.log_findings = false;
-  o.detectors.chance_level.num_classes = 10;
-  return o;
-}
 
 }  // namespace
 
@@ -139,7 +76,9 @@ TEST_CASE("a healthy run gives no warnings and every step is processed") {
   CHECK(st.processed == 400);
   CHECK(st.dropped == 0);
   CHECK(st.rejected == 0);
-  for (const auto& f : warnings(lens)) INFO(f.kind << ": " << f.message);
+  std::string said;
+  for (const auto& f : warnings(lens)) said += f.kind + ": " + f.message + "\n";
+  INFO(said);
   CHECK(warnings(lens).empty());
 }
 
@@ -891,6 +830,9 @@ TEST_CASE("on_new_finding hears each incident once, to_line() is the line stderr
   }
   lens.detach();
   std::lock_guard lock(mu);
+  std::string all;
+  for (const auto& h : heard) all += h + "\n";
+  INFO(all);
   REQUIRE(heard.size() == 1);
   CHECK(heard[0].find("non_finite") != std::string::npos);
   REQUIRE(logged.size() == 1);

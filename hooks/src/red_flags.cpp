@@ -6,8 +6,10 @@
 #include <deque>
 #include <limits>
 
+#include "losslens/lr_advice.hpp"
 #include "losslens/series_key.hpp"
 #include "losslens/torch/losses.hpp"
+#include "prediction_checks.hpp"
 #include "tensor_checks.hpp"
 
 namespace losslens {
@@ -118,12 +120,16 @@ struct red_flag_checker::task_state {
   bool checked = false;
   std::deque<std::vector<std::int64_t>> class_counts;  // per sampled batch
   std::deque<std::pair<std::int64_t, double>> batches;  // (batch size, loss)
+  // Predictions of the sampled rows, per sampled batch (the same window as class_counts).
+  std::deque<std::vector<std::int64_t>> seen, correct;
+  int one_class_streak = 0;  // sampled checks in a row where every row predicted one class
 };
 
 /// Episodes opened or extended by one call, and whether each is new, for the listener.
 struct red_flag_checker::published {
   std::vector<finding> found;
   std::vector<bool> is_new;
+  std::optional<class_metrics> metrics;  // for the class-metrics listener
 };
 
 /// What a sampled tensor check found, handed to the locked part.
@@ -131,6 +137,7 @@ struct red_flag_checker::sampled {
   std::vector<finding> found;
   std::vector<std::int64_t> counts;  // binary: {negatives, positives}; classes: per class
   bool binary = false;
+  std::optional<hooks::detail::prediction_tally> tally;  // class or binary logits
 };
 
 red_flag_checker::red_flag_checker(red_flag_options options) : options_(options) {
@@ -191,6 +198,14 @@ std::vector<finding> red_flag_checker::notify(published out) {
   }
   if (cb)
     for (std::size_t i = 0; i < out.found.size(); ++i) cb(out.found[i], out.is_new[i]);
+  if (out.metrics) {
+    std::function<void(const class_metrics&)> mcb;
+    {
+      std::lock_guard lock(mu_);
+      mcb = metrics_listener_;
+    }
+    if (mcb) mcb(*out.metrics);
+  }
   return std::move(out.found);
 }
 
@@ -225,8 +240,10 @@ finding make_finding(std::string kind, severity level, std::string_view task, st
 }
 
 /// non_finite_input for one tensor (`what`: "logits", "target", ...).
+/// `lower_lr`: lr advice for a model output that went non-finite (see lower_lr()).
 std::vector<finding> non_finite_rule(std::string_view task, std::string_view what, bool is_output,
-                                     const value_stats& s, std::int64_t step) {
+                                     const value_stats& s, std::int64_t step,
+                                     const std::string& lower_lr = {}) {
   if (s.nan + s.inf == 0) return {};
   const auto total = static_cast<double>(s.count + s.nan + s.inf);
   std::string message = std::to_string(s.nan) + " NaN and " + std::to_string(s.inf) + " Inf among " +
@@ -235,7 +252,7 @@ std::vector<finding> non_finite_rule(std::string_view task, std::string_view wha
                         std::to_string(step);
   std::string advice =
       is_output ? "the model's output is already non-finite: check for earlier non_finite or "
-                  "exploding_gradients findings, lower the learning rate or clip gradients"
+                  "exploding_gradients findings, clip gradients or " + lower_lr
                 : "clean the data pipeline: drop or impute the non-finite " + std::string(what) +
                       " values (e.g. torch::nan_to_num, or a mask with the loss's weight) "
                       "before they reach the loss";
@@ -267,10 +284,10 @@ struct host_sample {
 
 host_sample read_output(std::string_view task, std::string_view what, const at::Tensor& t,
                         std::int64_t row_len, std::int64_t max_elements, std::int64_t step,
-                        std::vector<finding>& found) {
+                        std::vector<finding>& found, const std::string& lower_lr) {
   host_sample h{host_values(t, row_len, max_elements), {}};
   h.stats = summarise(h.values);
-  append(found, non_finite_rule(task, what, true, h.stats, step));
+  append(found, non_finite_rule(task, what, true, h.stats, step, lower_lr));
   return h;
 }
 
@@ -307,7 +324,8 @@ std::vector<finding> red_flag_checker::check_binary_logits(std::string_view task
   hooks::detail::require_floating_pair(logits, target, fn, "logits", "target");
   if (!due_now(task, step)) return {};
   sampled in;
-  const auto xs = read_output(task, "logits", logits, 1, options_.max_elements, step, in.found).stats;
+  const auto [xv, xs] =
+      read_output(task, "logits", logits, 1, options_.max_elements, step, in.found, lower_lr());
   if (xs.count >= options_.min_elements && xs.nan + xs.inf == 0 && xs.min >= 0 && xs.max <= 1)
     in.found.push_back(make_finding(
         "probabilities_as_logits", severity::warning, task, step, "all_logits_in_unit_interval",
@@ -318,7 +336,9 @@ std::vector<finding> red_flag_checker::check_binary_logits(std::string_view task
             "): they look like sigmoid outputs fed to a loss that applies the sigmoid again",
         "remove the final sigmoid from the model and pass the raw logits to "
         "binary_cross_entropy_with_logits; apply sigmoid only for predictions"));
-  binary_targets(task, host_values(target, 1, options_.max_elements), step, in.found, in.counts);
+  const auto t = host_values(target, 1, options_.max_elements);
+  binary_targets(task, t, step, in.found, in.counts);
+  in.tally = hooks::detail::tally_binary(xv, t);
   in.binary = true;
   return finish(task, step, in);
 }
@@ -336,7 +356,7 @@ std::vector<finding> red_flag_checker::check_class_logits(std::string_view task,
   const auto num_classes = logits.size(1);
   sampled in;
   const auto [x, xs] = read_output(task, "logits", logits.detach().movedim(1, -1), num_classes,
-                                   options_.max_elements, step, in.found);
+                                   options_.max_elements, step, in.found, lower_lr());
   if (xs.count >= options_.min_elements && xs.nan + xs.inf == 0 && xs.min >= 0 && xs.max <= 1) {
     const double row_err = max_row_sum_error(x, num_classes);
     const bool softmax = row_err <= options_.row_sum_tolerance;
@@ -392,6 +412,7 @@ std::vector<finding> red_flag_checker::check_class_logits(std::string_view task,
     }
     ++counts[static_cast<std::size_t>(c)];
   }
+  in.tally = hooks::detail::tally_class_rows(x, num_classes, t, ignore_index);
   if (bad > 0) {
     const bool one_based = bad_min == static_cast<double>(num_classes) && bad_max == bad_min;
     in.found.push_back(make_finding(
@@ -418,7 +439,9 @@ std::vector<finding> red_flag_checker::check_regression(std::string_view task, c
   hooks::detail::require_floating_pair(pred, target, fn, "pred", "target");
   if (!due_now(task, step)) return {};
   sampled in;
-  const auto ps = read_output(task, "predictions", pred, 1, options_.max_elements, step, in.found).stats;
+  const auto ps =
+      read_output(task, "predictions", pred, 1, options_.max_elements, step, in.found, lower_lr())
+          .stats;
   const auto ts = summarise(host_values(target, 1, options_.max_elements));
   append(in.found, non_finite_rule(task, "target", false, ts, step));
   const double t_scale = std::max(std::abs(ts.mean), ts.std);
@@ -447,7 +470,8 @@ std::vector<finding> red_flag_checker::check_probabilities(std::string_view task
   hooks::detail::require_floating_pair(probs, target, fn, "probs", "target");
   if (!due_now(task, step)) return {};
   sampled in;
-  const auto [p, ps] = read_output(task, "probabilities", probs, 1, options_.max_elements, step, in.found);
+  const auto [p, ps] = read_output(task, "probabilities", probs, 1, options_.max_elements, step,
+                                   in.found, lower_lr());
   std::int64_t saturated = 0, outside = 0;
   for (double v : p) {
     if (!std::isfinite(v)) continue;
@@ -482,6 +506,7 @@ std::vector<finding> red_flag_checker::finish(std::string_view task, std::int64_
     std::lock_guard lock(mu_);
     for (auto& f : in.found) open_or_extend(std::move(f), out);
     rate_imbalance(task, step, in, out);
+    rate_predictions(task, step, in, out);
   }
   return notify(std::move(out));
 }
@@ -614,6 +639,120 @@ void red_flag_checker::rate_loss_scale(std::string_view task, double loss, std::
   }
   s.batches.emplace_back(batch_size, loss);
   while (static_cast<int>(s.batches.size()) > options_.reduction_window) s.batches.pop_front();
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the sampled logits predict (prediction_checks.hpp): class metrics, constant_predictions,
+// misleading_accuracy.
+
+void red_flag_checker::on_class_metrics(std::function<void(const class_metrics&)> cb) {
+  std::lock_guard lock(mu_);
+  metrics_listener_ = std::move(cb);
+}
+
+void red_flag_checker::note_accuracy_reported() noexcept {
+  accuracy_reported_.store(true, std::memory_order_relaxed);
+}
+
+void red_flag_checker::set_learning_rate_source(std::function<learning_rate_info()> source) {
+  std::lock_guard lock(mu_);
+  lr_source_ = std::move(source);
+}
+
+namespace {
+/// "lower the learning rate 10x (from ...)" with what `source` says (generic without one).
+std::string lower_lr_text(const std::function<learning_rate_info()>& source) {
+  learning_rate_info lr;
+  if (source) {
+    try {
+      lr = source();
+    } catch (...) {
+      // An optimizer that cannot say: advice without the numbers.
+    }
+  }
+  return lower_lr_hint(lr.optimizer, lr.lr, lr.lr_min, lr.lr_max);
+}
+}  // namespace
+
+std::string red_flag_checker::lower_lr() {
+  std::function<learning_rate_info()> source;
+  {
+    std::lock_guard lock(mu_);
+    source = lr_source_;
+  }
+  return lower_lr_text(source);
+}
+
+void red_flag_checker::rate_predictions(std::string_view task, std::int64_t step, sampled& in,
+                                        published& out) {
+  if (!in.tally) return;
+  const auto& t = *in.tally;
+  auto& s = state_for(task);
+  // Pooled like the class counts (same window; restart when the class count changes).
+  if (!s.seen.empty() && s.seen.back().size() != t.seen.size()) {
+    s.seen.clear();
+    s.correct.clear();
+  }
+  s.seen.push_back(t.seen);
+  s.correct.push_back(t.correct);
+  while (static_cast<int>(s.seen.size()) > options_.imbalance_window) {
+    s.seen.pop_front();
+    s.correct.pop_front();
+  }
+  const auto m = hooks::detail::pool_metrics(s.seen, s.correct);
+  out.metrics = class_metrics{std::string(task), step, m.recall, m.balanced_accuracy, m.accuracy,
+                              m.rows};
+
+  // The targets' imbalance, as class_imbalance measures it (pooled counts of present classes).
+  std::int64_t majority = -1, total = 0;
+  double ratio = std::numeric_limits<double>::quiet_NaN();
+  if (!s.class_counts.empty()) {
+    std::vector<std::int64_t> counts(s.class_counts.back().size(), 0);
+    for (const auto& c : s.class_counts)
+      for (std::size_t i = 0; i < c.size() && i < counts.size(); ++i) counts[i] += c[i];
+    std::int64_t lo = 0;
+    for (std::size_t i = 0; i < counts.size(); ++i) {
+      total += counts[i];
+      if (counts[i] == 0) continue;
+      if (majority < 0 || counts[i] > counts[std::size_t(majority)]) majority = std::int64_t(i);
+      if (lo == 0 || counts[i] < lo) lo = counts[i];
+    }
+    if (majority >= 0 && lo > 0) ratio = double(counts[std::size_t(majority)]) / double(lo);
+  }
+  const bool imbalanced = total >= options_.imbalance_min_targets && ratio >= options_.imbalance_ratio;
+
+  if (imbalanced && accuracy_reported_.load(std::memory_order_relaxed) &&
+      m.accuracy - m.balanced_accuracy >= options_.accuracy_gap) {
+    auto text = hooks::detail::misleading_accuracy_text(std::string(task), m, majority, ratio);
+    open_or_extend(make_finding("misleading_accuracy", severity::warning, task, step,
+                                "accuracy_above_balanced_accuracy",
+                                {{"accuracy_gap", options_.accuracy_gap},
+                                 {"imbalance_ratio", options_.imbalance_ratio}},
+                                std::move(text.evidence), std::move(text.message),
+                                std::move(text.advice)),
+                   out);
+  }
+
+  // constant_predictions: class logits only (a binary model that says "negative" for a while
+  // is the early phase of an imbalanced task, not a collapse).
+  if (in.binary) return;
+  const bool one_class = t.rows >= options_.min_elements && t.distinct_targets >= 2 &&
+                         t.top_count == t.rows && step >= options_.constant_warmup;
+  s.one_class_streak = one_class ? s.one_class_streak + 1 : 0;
+  if (s.one_class_streak < options_.constant_patience) return;
+  // Under mu_ (the source reads the optimizer, never the checker).
+  auto text = hooks::detail::constant_predictions_text(
+      std::string(task), t, majority, ratio, options_.imbalance_ratio, options_.spread_epsilon,
+      options_.saturated_margin, lower_lr_text(lr_source_));
+  open_or_extend(make_finding("constant_predictions", severity::warning, task, step,
+                              "one_class_for_every_row",
+                              {{"constant_warmup", double(options_.constant_warmup)},
+                               {"constant_patience", double(options_.constant_patience)},
+                               {"spread_epsilon", options_.spread_epsilon},
+                               {"saturated_margin", options_.saturated_margin}},
+                              std::move(text.evidence), std::move(text.message),
+                              std::move(text.advice)),
+                 out);
 }
 
 }  // namespace losslens

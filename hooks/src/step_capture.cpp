@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <functional>
 #include <limits>
+#include <tuple>
 
 #include <c10/util/Exception.h>
 #include <torch/csrc/autograd/function_hook.h>
@@ -74,7 +75,7 @@ step_capture::step_capture(torch::nn::Module& model, torch::optim::Optimizer& op
     has_lr_ = false;  // an optimizer whose options have no learning rate
   }
   if (o_.guard) guard_ = std::make_unique<step_guard>(o_.guard_settings);
-  if (!o_.tasks.empty()) start(o_.tasks);
+  updates_ = std::make_unique<update_check>(params_, optimizer_);
 
   hooks_.reserve(n);
   for (std::size_t i = 0; i < n; ++i) {
@@ -220,6 +221,7 @@ void step_capture::on_accumulated(std::size_t i) noexcept {
 
 void step_capture::start(const std::vector<std::string>& tasks) {
   schema_.tasks = tasks;
+  if (class_metrics_) std::tie(schema_.class_task, schema_.classes) = class_metrics_->task();
   scalar_ptrs_.reserve(tasks.size() + 1);
   scalar_values_.assign(tasks.size() + 1, 0.0);
   task_slot_.assign(tasks.size(), -1);
@@ -266,9 +268,11 @@ step_decision step_capture::capture(const std::pair<std::string_view, torch::Ten
     throw error("the loss must hold one element (reduce it with mean() or sum()), got " +
                 std::to_string(total.numel()) + " elements");
   if (!out_.started()) {
-    // First step: the task names become the schema (one-time allocation).
-    std::vector<std::string> names;
-    for (std::size_t k = 0; k < n_tasks; ++k) names.emplace_back(tasks[k].first);
+    // First step: the task names (declared, or this step's) become the schema (one-time
+    // allocation); the red flags checked before it name the class task.
+    std::vector<std::string> names = o_.tasks;
+    if (names.empty())
+      for (std::size_t k = 0; k < n_tasks; ++k) names.emplace_back(tasks[k].first);
     start(names);
   }
   sample_queue& q = *out_.queue();
@@ -328,6 +332,8 @@ step_decision step_capture::capture(const std::pair<std::string_view, torch::Ten
   const double grad_norm = std::sqrt(sq);
   step_decision decision = step_decision::proceed;
   if (guard_) decision = guard_->check(loss, grad_norm, any_norm);
+  // Before the sample is queued: a finding on this step must find the batch already handed over.
+  if (replay_) replay_->offer(std::int64_t(index), loss, grad_norm, any_norm);
 
   if (sample* s = q.try_begin_push()) {
     s->step = std::int64_t(index);
@@ -347,6 +353,12 @@ step_decision step_capture::capture(const std::pair<std::string_view, torch::Ten
       if (stale_[i].load(std::memory_order_relaxed)) flags |= param_flag::stale_grad;
       s->param_flags[i] = flags;
     }
+    // At the end of an optimizer step: did the parameters that got gradients change?
+    if ((index + 1) % std::uint64_t(o_.accumulation_steps) == 0)
+      updates_->check(s->param_flags, s->param_grad_norms, last_skipped_);
+    if (class_metrics_) class_metrics_->read_into(*s);
+    s->clip_norm = extras.clip_norm;
+    s->max_norm = extras.max_norm;
     read_lrs(*s);
     s->accuracy = extras.accuracy;
     // Capacity for the schema's tasks is reserved in the queue's slots: no allocation.
@@ -377,6 +389,7 @@ step_decision step_capture::capture(const std::pair<std::string_view, torch::Ten
   for (auto& g : grads_) g.reset();  // do not keep gradients alive between steps
   if (dist_) dist_->on_step(std::int64_t(index), loss, any_norm ? std::optional(grad_norm)
                                                                  : std::nullopt);
+  last_skipped_ = decision != step_decision::proceed;
   steps_.fetch_add(1, std::memory_order_relaxed);
   return decision;
 }

@@ -16,10 +16,13 @@
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 
+#include "class_metrics.hpp"
 #include "grad_norms.hpp"
 #include "losslens/pipeline.hpp"
 #include "losslens/step_guard.hpp"
 #include "losslens/torch/monitor.hpp"
+#include "replay.hpp"
+#include "update_check.hpp"
 
 namespace losslens::hooks::detail {
 
@@ -48,8 +51,15 @@ class step_capture {
   const torch::Tensor& loss(std::string_view task, const torch::Tensor& value) noexcept;
   /// Removes the hooks; later steps are rejected (counted). Idempotent; never throws.
   void detach() noexcept;
+  /// Where the class task's sampled metrics come from (set before the first step): the schema
+  /// takes its class task and class count, each sample its latest metrics.
+  void set_class_metrics(class_metrics_slot* slot) noexcept { class_metrics_ = slot; }
+  /// Where each step's captured batch goes, with the step's loss and gradient norm, before
+  /// the step's sample is queued (set before the first step).
+  void set_replay(replay_sink* r) noexcept { replay_ = r; }
 
   std::uint64_t steps() const noexcept { return steps_.load(); }
+
   std::uint64_t rejected() const noexcept { return rejected_.load(); }
   std::size_t hooks() const noexcept { return hook_count_.load(); }
 
@@ -96,6 +106,10 @@ class step_capture {
   std::vector<std::uint32_t> last_version_;
   std::vector<double> last_norm_;
   std::unique_ptr<step_guard> guard_;
+  std::unique_ptr<update_check> updates_;  // parameters_not_updated's version counters
+  class_metrics_slot* class_metrics_ = nullptr;
+  bool last_skipped_ = false;
+  replay_sink* replay_ = nullptr;  // owned by the pipeline  // the guard advised skipping the previous step's update
   bool has_lr_ = false;
   std::array<std::pair<std::string_view, torch::Tensor>, 16> named_;  // loss() since last step
   std::array<std::string, 16> named_names_;  // owned copies of their names

@@ -312,6 +312,7 @@ void analyzer::observe(const sample& s) {
   ctx.lr = last_lr_;
   ctx.lr_min = last_lr_min_;
   ctx.lr_max = last_lr_max_;
+  ctx.optimizer = options_.optimizer;
   ctx.total_loss = s.loss ? *s.loss : core::detail::nan;
   if (!s.loss && !s.task_losses.empty()) {
     double sum = 0;

@@ -37,6 +37,9 @@ std::vector<std::unique_ptr<detector>> make_detectors(const detector_options& o,
   add(o.dead_parameters.enabled, make_dead_parameters);
   add(o.eval_mode.enabled, make_eval_mode);
   add(o.call_order.enabled, make_call_order);
+  add(o.initial_loss.enabled, make_initial_loss);
+  add(o.parameters_not_updated.enabled, make_not_updated);
+  add(o.clipping_saturated.enabled, make_clipping);
   return out;
 }
 

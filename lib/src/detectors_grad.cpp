@@ -90,7 +90,7 @@ class non_finite final : public detector {
         f.advice = "inspect the operations that feed " + ctx.schema->params[size_t(param)] +
                    " (log, division, sqrt, exp) and guard them with clamps/epsilons; " +
                    f.advice;
-      f.advice += lr_hint(ctx.lr, ctx.lr_min, ctx.lr_max);
+      f.advice += lr_hint(ctx);
       return f;
     });
     ++st.count;
@@ -179,7 +179,7 @@ class exploding final : public detector {
       f.advice = format("clip gradients (clip_grad_norm_ with max_norm 1.0, or about 2x the "
                         "running median: %.3g) or %s; check the batches at these steps for "
                         "outliers",
-                        clip, lr_hint(ctx.lr, ctx.lr_min, ctx.lr_max).c_str());
+                        clip, lr_hint(ctx).c_str());
       return f;
     });
     if (is_new) loss_before_ = loss_.count() ? loss_.median() : nan;
@@ -236,7 +236,8 @@ class exploding final : public detector {
 class vanishing final : public detector {
  public:
   vanishing(const detector_options& o, const sample_schema& schema)
-      : o_(o.vanishing), streak_(schema.params.size(), 0), start_(schema.params.size(), 0),
+      : o_(o.vanishing), optimizer_(o.optimizer), streak_(schema.params.size(), 0),
+        start_(schema.params.size(), 0),
         vanished_(schema.params.size(), 0), shown_(schema.params.size(), 0),
         sibling_(schema.params.size(), -1) {
     // A bias whose layer's weight is named alongside it ("conv2.bias" / "conv2.weight"): when
@@ -270,6 +271,7 @@ class vanishing final : public detector {
         });
         f.set_evidence("grad_norm", g);
         f.set_evidence("steps", double(total_streak_));
+        set_lr_evidence(f, ctx);
       }
     }
     // Layers negligible next to the largest: one episode for the set of such layers.
@@ -359,6 +361,7 @@ class vanishing final : public detector {
     f.set_evidence("largest_norm", top.norm);
     f.set_evidence("largest_index", double(top.index));
     f.set_evidence("steps", double(longest));
+    set_lr_evidence(f, ctx);
     for (std::size_t i = 0; i < shown_.size(); ++i) shown_[i] = vanished_[i] == 1;
   }
 
@@ -378,6 +381,7 @@ class vanishing final : public detector {
       f.advice = "gradients no longer reach the parameters: check for saturated activations "
                  "(sigmoid/tanh), dead ReLUs (try LeakyReLU or another init), missing "
                  "normalization or residual paths, and a learning rate that is not tiny";
+      if (const auto q = lr_quote(f, optimizer_); !q.empty()) f.advice += " (" + q + ")";
       return;
     }
     std::string names;
@@ -407,6 +411,8 @@ class vanishing final : public detector {
                    : "the gradient fades on its way back: check for saturated activations "
                      "(sigmoid/tanh), missing normalization or residual connections, and the "
                      "initialisation of these layers";
+    const std::string lr = lr_quote(f, optimizer_);
+    if (zeros > 0 && !lr.empty()) f.advice += " (" + lr + ")";
   }
 
  private:
@@ -414,6 +420,7 @@ class vanishing final : public detector {
   std::int64_t gap() const noexcept { return 2 * std::int64_t(o_.patience); }
 
   detector_options::vanishing_t o_;
+  optimizer_kind optimizer_;
   std::int64_t n_ = 0;
   std::int64_t total_streak_ = 0, total_start_ = 0;
   episode total_ep_;

@@ -1,5 +1,6 @@
-// missing_zero_grad, dead_parameters, call_order and eval_mode_training: rules over the red flags that the
-// LibTorch gradient hooks attach to each sample (sample::param_flags, sample::eval_mode).
+// missing_zero_grad, dead_parameters, call_order, parameters_not_updated and eval_mode_training:
+// rules over the red flags that the LibTorch gradient hooks attach to each sample
+// (sample::param_flags, sample::eval_mode).
 
 #include <algorithm>
 #include <cmath>
@@ -159,7 +160,111 @@ class eval_mode final : public detector {
   episode ep_;
 };
 
+/// Gradients arrive, the values stay: which parameters, for how long, and which cause fits
+/// (the bits next to param_flag::not_updated say whether the optimizer holds them and at what
+/// learning rate).
+class not_updated final : public detector {
+ public:
+  not_updated(const detector_options& o, const sample_schema& schema)
+      : patience_(o.parameters_not_updated.patience), optimizer_(o.optimizer),
+        last_flags_(schema.params.size(), 0) {}
+
+  void observe(const step_context& ctx, finding_log& log) override {
+    const sample& s = *ctx.s;
+    if (s.param_flags.empty()) return;
+    long stuck = 0, fired = 0, outside = 0, zero_lr = 0;
+    for (auto f : s.param_flags) {
+      if (f & (param_flag::no_grad | param_flag::grad_cleared)) continue;
+      ++fired;
+      if (!(f & param_flag::not_updated)) continue;
+      ++stuck;
+      outside += (f & param_flag::not_in_optimizer) ? 1 : 0;
+      zero_lr += (f & param_flag::zero_lr) ? 1 : 0;
+    }
+    if (stuck == 0) {
+      streak_ = 0;
+      return;
+    }
+    if (streak_++ == 0) start_ = s.step;
+    if (streak_ < patience_) return;
+    const severity level = stuck == fired ? severity::error : severity::warning;
+    auto [f, is_new] =
+        open_or_extend(log, this, ep_, s.step, 2 * std::int64_t(patience_) + 1, [&] {
+          return new_finding("parameters_not_updated", level, start_, s.step, "grad_norm",
+                             "gradients_without_updates", {{"patience", double(patience_)}});
+        });
+    if (level > f.level) f.level = level;
+    f.set_evidence("parameters", double(stuck));
+    f.set_evidence("of_parameters", double(fired));
+    f.set_evidence("not_in_optimizer", double(outside));
+    f.set_evidence("zero_lr", double(zero_lr));
+    f.set_evidence("steps", double(step_diff(s.step, f.first_step) + 1));
+    set_lr_evidence(f, ctx);
+    const auto m = std::min(last_flags_.size(), s.param_flags.size());
+    std::fill(last_flags_.begin(), last_flags_.end(), 0);
+    std::copy_n(s.param_flags.begin(), m, last_flags_.begin());
+  }
+
+  void describe(finding& f, const sample_schema& schema) const override {
+    const double stuck = f.evidence_value("parameters"), fired = f.evidence_value("of_parameters");
+    const double outside = f.evidence_value("not_in_optimizer");
+    const double zero = f.evidence_value("zero_lr");
+    const std::string names =
+        name_list(schema, last_flags_, param_flag::not_updated, std::size_t(stuck));
+    f.message = format("%g of %g parameters that receive gradients did not change for %g "
+                       "optimizer steps from step %lld: %s",
+                       stuck, fired, f.evidence_value("steps"),
+                       static_cast<long long>(f.first_step), names.c_str());
+    // The causes that fit, the ones the hooks can tell apart first.
+    std::string cause, advice;
+    if (outside > 0) {
+      cause += format("%g of them are in none of the optimizer's param groups", outside);
+      advice += "pass every parameter to the optimizer (build it after the model is complete, "
+                "from model->parameters(), or add_param_group for modules created later)";
+    }
+    if (zero > 0) {
+      cause += format("%s%g of them are in a param group whose learning rate is 0",
+                      cause.empty() ? "" : "; ", zero);
+      advice += std::string(advice.empty() ? "" : "; ") +
+                "give their param group a learning rate above 0 (a schedule or warm-up that "
+                "starts at 0 must leave it), or set requires_grad(false) on parameters that "
+                "are meant to stay frozen so backward skips them";
+      if (const auto q = lr_quote(f, optimizer_); !q.empty()) advice += " (" + q + ")";
+    }
+    if (outside + zero < stuck) {
+      const bool all = stuck >= fired;
+      cause += std::string(cause.empty() ? "" : "; ") +
+               (all ? "the optimizer holds them with a learning rate above 0, so its step() "
+                      "never changes them: optimizer.step() is not called, is called on "
+                      "another optimizer, or runs before backward() when zero_grad() has "
+                      "cleared the gradients"
+                    : "the optimizer holds them with a learning rate above 0 but skips them: "
+                      "their .grad is empty when optimizer.step() runs (cleared between "
+                      "backward and step, or set to none by a hook)");
+      advice += std::string(advice.empty() ? "" : "; ") +
+                (all ? "call optimizer.step() once per iteration, after loss.backward() and "
+                       "before the next zero_grad(), on the optimizer built from this model's "
+                       "parameters"
+                     : "make sure nothing clears these gradients between backward() and "
+                       "optimizer.step()");
+    }
+    f.message += " (" + cause + ")";
+    f.advice = advice;
+  }
+
+ private:
+  int patience_;
+  optimizer_kind optimizer_;
+  std::int64_t streak_ = 0, start_ = 0;
+  episode ep_;
+  std::vector<std::uint8_t> last_flags_;
+};
+
 }  // namespace
+
+std::unique_ptr<detector> make_not_updated(const detector_options& o, const sample_schema& s) {
+  return std::make_unique<not_updated>(o, s);
+}
 
 std::unique_ptr<detector> make_missing_zero_grad(const detector_options& o, const sample_schema& s) {
   return std::make_unique<flag_rule>(missing_zero_grad_spec, param_flag::stale_grad,

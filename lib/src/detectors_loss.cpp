@@ -87,7 +87,7 @@ class loss_spike final : public detector {
       f.advice = format("clip gradients (clip_grad_norm_ 1.0) or %s; look at the batch at "
                         "step %lld for outliers or bad labels; trainers of large models skip "
                         "the update on such steps (attach option guard)",
-                        lr_hint(ctx.lr, ctx.lr_min, ctx.lr_max).c_str(), static_cast<long long>(step));
+                        lr_hint(ctx).c_str(), static_cast<long long>(step));
       return f;
     });
     // Only a run whose own losses are heavy-tailed (a memorising run's hard batches) has
@@ -143,7 +143,7 @@ class divergence final : public detector {
  public:
   divergence(const detector_options& o, const sample_schema&)
       : o_(o.divergence), ema_(o.divergence.ema_alpha), slow_(o.divergence.ema_alpha / 5),
-        recent_(1024), recent_steps_(1024), y_(1024) {}
+        recent_(1024), recent_steps_(1024), y_(1024), optimizer_(o.optimizer) {}
 
   void observe(const step_context& ctx, finding_log& log) override {
     // The recent loss on its working scale (log while positive, outliers clipped), for the
@@ -234,7 +234,7 @@ class divergence final : public detector {
     f.message += format(", %g steps later; %.0f%% of the progress from the initial %.4g is lost",
                         rising, 100 * std::min(f.evidence_value("peak"), 99.99),
                         f.evidence_value("initial_level"));
-    const std::string lower = lr_hint(f);
+    const std::string lower = lr_hint(f, optimizer_);
     const auto onset = static_cast<long long>(f.first_step);
     if (rising >= 1000)
       // Slow degradation: the step size is too large for the noise of this batch size.
@@ -274,6 +274,7 @@ class divergence final : public detector {
   ema noise_var_{0.01};
   ring recent_, recent_steps_;
   std::vector<double> y_;
+  optimizer_kind optimizer_;
   double initial_sum_ = 0, initial_ = 0, best_ = 0;
   std::int64_t best_step_ = 0, held_ = 0;
   episode ep_;
@@ -338,8 +339,8 @@ class plateau final : public detector {
         f.advice = std::isfinite(ctx.lr)
                        ? format("the loss has barely moved from where it started: the learning "
                                 "rate %.3g may be too low (try %.3g), or gradients do not reach "
-                                "the model; check that the model can overfit one batch",
-                                ctx.lr, ctx.lr * 10)
+                                "the model; check that the model can overfit one batch%s",
+                                ctx.lr, ctx.lr * 10, lr_range_note(ctx.optimizer, ctx.lr, ctx.lr_min, ctx.lr_max).c_str())
                        : std::string("the loss has barely moved from where it started: the "
                                      "learning rate may be too low, or gradients do not reach "
                                      "the model; check that the model can overfit one batch");
@@ -347,8 +348,8 @@ class plateau final : public detector {
         f.advice = std::isfinite(ctx.lr)
                        ? format("reduce the learning rate (ReduceLROnPlateau-style, factor 0.1: "
                                 "from %.3g to %.3g); if the loss is still high, check that every "
-                                "layer gets gradient and that the model can overfit one batch",
-                                ctx.lr, ctx.lr / 10)
+                                "layer gets gradient and that the model can overfit one batch%s",
+                                ctx.lr, ctx.lr / 10, lr_range_note(ctx.optimizer, ctx.lr, ctx.lr_min, ctx.lr_max).c_str())
                        : std::string("reduce the learning rate 10x (ReduceLROnPlateau-style); if "
                                      "the loss is still high, check that every layer gets "
                                      "gradient and that the model can overfit one batch");
@@ -383,7 +384,7 @@ class plateau final : public detector {
 class oscillation final : public detector {
  public:
   oscillation(const detector_options& o, const sample_schema&)
-      : o_(o.oscillation), cap_(2 * std::size_t(o.oscillation.window)),
+      : o_(o.oscillation), optimizer_(o.optimizer), cap_(2 * std::size_t(o.oscillation.window)),
         history_(std::size_t(o.oscillation.window / o.oscillation.stride) + 1),
         means_(history_.capacity()), y_(2 * cap_), x_(2 * cap_), steps_(2 * cap_),
         sums_(2 * cap_ + 1), resid_(2 * cap_) {}
@@ -675,11 +676,12 @@ class oscillation final : public detector {
                       "the swings began after an LR change (warm-up end, restart), lower that "
                       "peak; if the loss is computed on probabilities (BCE after sigmoid), "
                       "switch to the logits form",
-                      lr_hint(f).c_str());
+                      lr_hint(f, optimizer_).c_str());
   }
 
  private:
   detector_options::oscillation_t o_;
+  optimizer_kind optimizer_;
   std::size_t cap_;
   ring history_;  // spread of the last window / stride + 1 evaluations
   std::vector<double> means_;
@@ -733,7 +735,12 @@ class chance_level final : public detector {
       set_lr_evidence(f, ctx);
       f.advice = "the model predicts the uniform distribution: ";
       if (std::isfinite(ctx.lr) && ctx.lr < 1e-5)
-        f.advice += format("the learning rate %.3g is very low, try %.3g; ", ctx.lr, ctx.lr * 100);
+        f.advice += format("the learning rate %.3g is very low, try %.3g%s; ", ctx.lr, ctx.lr * 100,
+                           lr_range_note(ctx.optimizer, ctx.lr, ctx.lr_min, ctx.lr_max).c_str());
+      else if (std::isfinite(ctx.lr))
+        f.advice += format("check the learning rate, %.3g now (too low does not move, too high "
+                           "collapses)%s; ",
+                           ctx.lr, lr_range_note(ctx.optimizer, ctx.lr, ctx.lr_min, ctx.lr_max).c_str());
       else
         f.advice += "check the learning rate (too low does not move, too high collapses); ";
       f.advice += "look for dead ReLUs (LeakyReLU, another init), check that gradients reach "

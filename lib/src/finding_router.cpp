@@ -26,19 +26,29 @@ const cause_rule cause_rules[] = {
      {"task_dominance", "exploding_gradients", "loss_spike", "divergence", "oscillation",
       "missing_zero_grad", "initial_loss"}},
     {"divergence",
-     {"task_dominance", "exploding_gradients", "loss_spike", "missing_zero_grad", "oscillation"}},
-    {"exploding_gradients", {"task_dominance", "missing_zero_grad"}},
-    {"loss_spike", {"exploding_gradients", "missing_zero_grad"}},
+     {"task_dominance", "exploding_gradients", "loss_spike", "missing_zero_grad", "oscillation",
+      "initial_loss"}},
+    {"exploding_gradients", {"task_dominance", "missing_zero_grad", "initial_loss"}},
+    {"loss_spike", {"exploding_gradients", "missing_zero_grad", "initial_loss"}},
     {"oscillation", {"exploding_gradients", "task_dominance", "missing_zero_grad"}},
     {"vanishing_gradients",
-     {"exploding_gradients", "non_finite", "divergence", "loss_spike", "missing_zero_grad"}},
+     {"exploding_gradients", "non_finite", "divergence", "loss_spike", "missing_zero_grad",
+      "initial_loss"}},
     {"dead_parameters", {"exploding_gradients", "non_finite", "divergence"}},
     {"chance_level",
      {"vanishing_gradients", "dead_parameters", "exploding_gradients", "non_finite",
-      "divergence"}},
-    {"plateau", {"vanishing_gradients", "dead_parameters", "chance_level"}},
+      "divergence", "parameters_not_updated", "constant_predictions", "initial_loss"}},
+    {"plateau",
+     {"vanishing_gradients", "dead_parameters", "chance_level", "parameters_not_updated"}},
     {"task_stalled", {"task_dominance"}},
     {"rank_divergence", {"non_finite"}},
+    // A model that predicts one class: dead ReLUs after a blow-up, a start far off, nothing
+    // updating, or the majority class of imbalanced data.
+    {"constant_predictions",
+     {"exploding_gradients", "non_finite", "divergence", "vanishing_gradients",
+      "dead_parameters", "parameters_not_updated", "initial_loss", "class_imbalance"}},
+    {"misleading_accuracy", {"class_imbalance"}},
+    {"clipping_saturated", {"initial_loss", "exploding_gradients"}},
 };
 
 bool can_cause(std::string_view cause, std::string_view effect) {
@@ -76,7 +86,7 @@ std::string incident_key(const finding& f) {
 
 double episode_peak(const finding& f) noexcept {
   for (const char* name : {"peak", "ratio", "z", "share", "amplitude_ratio", "non_finite_steps",
-                           "steps", "parameters"}) {
+                           "clipped_fraction", "steps", "parameters"}) {
     const double v = f.evidence_value(name);
     if (std::isfinite(v)) return v;
   }

@@ -6,9 +6,9 @@
 namespace losslens {
 
 std::string_view to_string(event_kind k) noexcept {
-  static constexpr std::array<std::string_view, 8> names = {
-      "attach", "detach", "drops", "storage_opened", "points_lost", "run_created", "stored",
-      "note"};
+  static constexpr std::array<std::string_view, 9> names = {
+      "attach", "detach", "drops",  "storage_opened", "points_lost", "run_created",
+      "stored", "note",   "replay_saved"};
   return names[std::size_t(k)];
 }
 
@@ -47,6 +47,17 @@ run_event run_created(std::int64_t run_id, std::string_view db) {
 }
 run_event stored(std::int64_t run_id) {
   return {event_kind::stored, -1, {{"run_id", double(run_id)}}, {}};
+}
+run_event replay_saved(std::uint64_t finding_id, std::string_view kind, std::int64_t step,
+                       std::string_view path, std::int64_t rows, std::int64_t bytes,
+                       std::uint64_t seed) {
+  return {event_kind::replay_saved,
+          step,
+          {{"finding_id", double(finding_id)},
+           {"rows", double(rows)},
+           {"bytes", double(bytes)},
+           {"seed", double(seed)}},
+          {{"path", std::string(path)}, {"kind", std::string(kind)}}};
 }
 }  // namespace events
 

@@ -1,6 +1,9 @@
 #include "losslens/sample_queue.hpp"
 
+#include <algorithm>
+
 #include "losslens/error.hpp"
+#include "losslens/series_key.hpp"
 
 namespace losslens {
 
@@ -15,6 +18,7 @@ sample_queue::sample_queue(std::size_t capacity, const sample_schema& schema) {
     s.task_grad_norms.reserve(schema.tasks.size());
     s.param_grad_norms.resize(schema.params.size());
     s.param_flags.resize(schema.params.size());
+    s.class_recall.resize(std::min(schema.classes, series_layout::max_class_recall));
   }
   mask_ = n - 1;
 }
@@ -33,6 +37,10 @@ sample* sample_queue::try_begin_push() noexcept {
   s.lr_min.reset();
   s.lr_max.reset();
   s.accuracy.reset();
+  s.balanced_accuracy.reset();
+  s.clip_norm.reset();
+  s.max_norm.reset();
+  for (auto& v : s.class_recall) v.reset();
   s.first_non_finite_param = -1;
   s.eval_mode = false;
   for (auto& v : s.task_losses) v.reset();

@@ -1,5 +1,6 @@
 #include "losslens/series_key.hpp"
 
+#include <algorithm>
 #include <array>
 
 #include "losslens/error.hpp"
@@ -61,9 +62,15 @@ series_key rank_series(std::size_t rank, std::string_view what) {
   return {series_kind::other, "rank/" + std::to_string(rank) + "/" + std::string(what)};
 }
 
+series_key balanced_accuracy_series() { return {series_kind::other, "balanced_accuracy"}; }
+series_key class_recall_series(std::size_t c) {
+  return {series_kind::other, "recall/" + std::to_string(c)};
+}
+
 series_layout::series_layout(const sample_schema& schema)
-    : tasks_(schema.tasks.size()), params_(schema.params.size()) {
-  keys_.reserve(4 + 2 * tasks_ + params_);
+    : tasks_(schema.tasks.size()), params_(schema.params.size()),
+      recalls_(std::min(schema.classes, max_class_recall)), class_metrics_(schema.classes > 0) {
+  keys_.reserve(4 + 2 * tasks_ + params_ + (class_metrics_ ? 1 + recalls_ : 0));
   keys_.push_back({series_kind::loss, {}});
   for (const auto& t : schema.tasks) keys_.push_back({series_kind::task_loss, t});
   keys_.push_back({series_kind::grad_norm, {}});
@@ -71,6 +78,9 @@ series_layout::series_layout(const sample_schema& schema)
   for (const auto& t : schema.tasks) keys_.push_back({series_kind::task_grad_norm, t});
   keys_.push_back({series_kind::lr, {}});
   keys_.push_back({series_kind::accuracy, {}});
+  if (!class_metrics_) return;
+  keys_.push_back(balanced_accuracy_series());
+  for (std::size_t c = 0; c < recalls_; ++c) keys_.push_back(class_recall_series(c));
 }
 
 }  // namespace losslens

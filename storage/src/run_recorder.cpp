@@ -118,6 +118,8 @@ std::uint64_t run_recorder::points_in(const sample& s) noexcept {
     for (const auto& x : v) n += x.has_value();
   };
   n += s.loss.has_value() + s.grad_norm.has_value() + s.lr.has_value() + s.accuracy.has_value();
+  n += s.balanced_accuracy.has_value();
+  count(s.class_recall);
   count(s.task_losses);
   count(s.param_grad_norms);
   count(s.task_grad_norms);

@@ -174,6 +174,10 @@ void run_writer::append(const sample& s) noexcept {
   put_all(l.task_grad_norm(0), tasks, s.task_grad_norms);
   put(l.lr(), s.lr);
   put(l.accuracy(), s.accuracy);
+  if (!l.has_class_metrics()) return;
+  put(l.balanced_accuracy(), s.balanced_accuracy);
+  for (std::size_t c = 0; c < l.recalls() && c < s.class_recall.size(); ++c)
+    put(l.class_recall(c), s.class_recall[c]);
 }
 
 void run_writer::record_finding(const finding& f) {

@@ -103,6 +103,21 @@ std::int64_t run_id_arg(const parsed_args& args) {
   return args.get_int("run", 0, 1, INT64_MAX);
 }
 
+/// The replay files saved for a run's findings (replay_saved events): finding id -> (step,
+/// path), in the order they were saved.
+std::multimap<std::uint64_t, std::pair<std::int64_t, std::string>> replay_files(
+    run_reader& reader, std::int64_t run_id) {
+  std::multimap<std::uint64_t, std::pair<std::int64_t, std::string>> out;
+  for (const auto& e : reader.events(run_id)) {
+    if (e.kind != "replay_saved") continue;
+    const auto d = nlohmann::json::parse(e.detail_json, nullptr, false);
+    if (!d.is_object() || !d.contains("path") || !d.contains("finding_id")) continue;
+    out.emplace(d["finding_id"].get<std::uint64_t>(),
+                std::make_pair(e.step, d["path"].get<std::string>()));
+  }
+  return out;
+}
+
 void no_positionals(const parsed_args& args) {
   if (!args.positional.empty())
     throw usage_error("unexpected argument '" + args.positional[0] + "'");
@@ -148,11 +163,24 @@ int run_findings(int argc, char** argv) {
     (void)reader.run(*run);  // unknown run: a clear error
   }
   auto all = reader.findings(run, args.get("kind"));
+  // Replay files by run (read once per run listed).
+  std::map<std::int64_t, std::multimap<std::uint64_t, std::pair<std::int64_t, std::string>>>
+      replays;
+  auto replays_of = [&](const storage::stored_finding& s) {
+    auto [r, added] = replays.try_emplace(s.run_id);
+    if (added) r->second = replay_files(reader, s.run_id);
+    std::vector<std::pair<std::int64_t, std::string>> files;
+    for (auto [it, end] = r->second.equal_range(s.f.id); it != end; ++it) files.push_back(it->second);
+    return files;
+  };
   if (args.has("json")) {
     auto j = nlohmann::json::array();
     for (const auto& s : all) {
       auto f = to_json(s.f);
       f["run"] = s.run_id;
+      auto files = nlohmann::json::array();
+      for (const auto& [step, path] : replays_of(s)) files.push_back({{"step", step}, {"path", path}});
+      if (!files.empty()) f["replay"] = files;
       j.push_back(f);
     }
     print_json({{"findings", j}});
@@ -174,6 +202,8 @@ int run_findings(int argc, char** argv) {
                     std::to_string(s.f.episodes), s.f.series, s.f.message});
     std::string lines;
     if (!s.f.cause.empty()) lines += "    preceded by: " + s.f.cause + "\n";
+    for (const auto& [step, path] : replays_of(s))
+      lines += "    replay: " + path + " (the batch of step " + std::to_string(step) + ")\n";
     if (args.has("all")) lines += format_episodes_text(s.f, "    ");
     below.push_back(std::move(lines));
   }
@@ -502,7 +532,8 @@ const std::string_view findings_usage =
     "(e.g. loss_spike, non_finite). A finding is an incident (every episode of one kind on\n"
     "one series), one row each: run, id, severity, kind, steps (first-last), episodes,\n"
     "series, message; an indented `preceded by:` line below names the earlier incident it\n"
-    "follows.\n\noptions:\n"
+    "follows, and a `replay:` line the file the batch behind it was saved to\n"
+    "(monitor::capture; JSON: \"replay\": [{\"step\", \"path\"}]).\n\noptions:\n"
     "  --run ID         only this run\n"
     "  --kind KIND      only this kind\n"
     "  --all            also list each incident's episodes, one indented line each:\n"

@@ -7,11 +7,21 @@
 
 namespace losslens {
 
+/// The optimizer a run uses, for the learning-rate ranges that advice quotes (docs/detectors.md,
+/// "Learning rates in advice"). attach() sets it from the torch optimizer's type.
+enum class optimizer_kind { unknown, sgd, adam, adamw, rmsprop, adagrad, lbfgs };
+/// "unknown", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "LBFGS".
+const char* to_string(optimizer_kind k) noexcept;
+
 /// Parameters of the streaming detectors. Steps are counted in samples seen by the analyzer.
 struct detector_options {
   /// An open finding that keeps growing is re-published (message rebuilt, listener called) at
   /// most once per this many steps; new findings and severity changes are published at once.
   int update_interval = 16;
+
+  /// The run's optimizer: advice that mentions the learning rate adds the range the
+  /// methodology gives for it (adaptive optimizers: 1e-6 to 1e-2). unknown: no range.
+  optimizer_kind optimizer = optimizer_kind::unknown;
 
   /// `non_finite`: NaN/Inf in a loss or grad norm.
   struct non_finite_t {
@@ -180,6 +190,40 @@ struct detector_options {
     bool enabled = true;
     int patience = 3;  ///< consecutive steps
   } call_order;
+
+  /// `initial_loss`: the loss before training against what an untrained model scores: ln C for
+  /// C-class cross-entropy, ln 2 for binary cross-entropy per element, or `expected`.
+  struct initial_loss_t {
+    bool enabled = true;
+    /// The level an untrained model's total loss should have (e.g. 1 for MSE on standardised
+    /// targets); 0 = from chance_level.num_classes (ln C), else from the class count the
+    /// monitor saw in check_class_logits / check_binary_logits before the first step.
+    double expected = 0;
+    double high_ratio = 2.0;  ///< the first loss at or above this x expected: far above
+    double low_ratio = 0.1;   ///< the median of the losses of steps window-4..window-1 at or
+                              ///< below this x expected: far below
+    int window = 20;
+  } initial_loss;
+
+  /// `parameters_not_updated`: gradients arrive but the parameters do not change (hooks only).
+  struct not_updated_t {
+    bool enabled = true;
+    int patience = 5;  ///< consecutive optimizer steps
+  } parameters_not_updated;
+
+  /// `clipping_saturated`: the gradient is clipped on most steps, so the clip no longer
+  /// catches outliers but rescales every update.
+  struct clipping_t {
+    bool enabled = true;
+    int window = 200;            ///< steps over which the clipped fraction is measured
+    double min_fraction = 0.5;   ///< clipped on at least this fraction of the window
+    /// A norm within this relative distance of the pinned value counts as clipped (when the
+    /// trainer does not report the norm before clipping).
+    double pin_tolerance = 1e-4;
+    /// warning (else info) when the trainer reports the norm before clipping and its median
+    /// over the window is at least this x max_norm: the clip removes most of every gradient.
+    double warning_ratio = 10;
+  } clipping_saturated;
 
   /// `eval_mode_training`: training steps taken with the model in eval() mode (hooks only).
   struct eval_mode_t {

@@ -24,10 +24,12 @@ enum class event_kind {
   points_lost,     ///< points that never reached the run history: {count}
   run_created,     ///< (not stored) the run exists in the history: {run_id}, text {db}
   stored,          ///< (not stored) a commit wrote new points or findings: {run_id}
-  note             ///< anything else: numbers and texts as given
+  note,            ///< anything else: numbers and texts as given
+  replay_saved     ///< the batch behind a finding was saved: {finding_id, rows, bytes, seed},
+                   ///< texts {path, kind}; its step is the batch's
 };
 /// "attach", "detach", "drops", "storage_opened", "points_lost", "run_created", "stored",
-/// "note" (the names stored in the run history).
+/// "note", "replay_saved" (the names stored in the run history).
 std::string_view to_string(event_kind k) noexcept;
 
 /// One event: its kind, the step it belongs to (-1: none) and its numbers and texts.
@@ -55,6 +57,9 @@ run_event storage_opened(std::int64_t first_step);
 run_event points_lost(std::uint64_t count, std::int64_t step);
 run_event run_created(std::int64_t run_id, std::string_view db);
 run_event stored(std::int64_t run_id);
+run_event replay_saved(std::uint64_t finding_id, std::string_view kind, std::int64_t step,
+                       std::string_view path, std::int64_t rows, std::int64_t bytes,
+                       std::uint64_t seed);
 }  // namespace events
 
 }  // namespace losslens

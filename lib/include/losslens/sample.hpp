@@ -2,6 +2,7 @@
 /// \file sample.hpp
 /// One training step's numbers, as the detectors see them.
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -14,6 +15,13 @@ namespace losslens {
 struct sample_schema {
   std::vector<std::string> tasks;   ///< task names; series "loss/<task>"
   std::vector<std::string> params;  ///< parameter or layer names; series "grad_norm/<name>"
+  /// The classification task whose logits losslens samples (the monitor's check_class_logits
+  /// or check_binary_logits before the first step; "" = the run's only loss) and its class
+  /// count (2 for binary). With classes > 0 a sample may carry that task's balanced accuracy
+  /// and per-class recall (series "balanced_accuracy", "recall/<class>" for the first 64
+  /// classes), and initial_loss expects ln(classes) on its loss. 0 = none.
+  std::string class_task;
+  std::size_t classes = 0;
 };
 
 /// One step's numbers. A missing number is an empty optional; NaN and Inf are values (and are
@@ -36,6 +44,14 @@ struct sample {
                                                        ///< optimizer's param groups, when it
                                                        ///< has several
   std::optional<double> accuracy;                      ///< batch accuracy in [0, 1]
+  /// Balanced accuracy (the mean of the per-class recalls) and each class's recall of the
+  /// schema's class task, from the sampled logits (see sample_schema::classes); present on
+  /// the steps where they were computed. class_recall holds the first 64 classes.
+  std::optional<double> balanced_accuracy;
+  std::vector<std::optional<double>> class_recall;
+  /// Gradient clipping as the trainer reports it: the total norm before clipping (what
+  /// clip_grad_norm_ returns) and the max_norm it clipped to.
+  std::optional<double> clip_norm, max_norm;
 
   /// Per-parameter red flags seen by the gradient hooks this step (bits of param_flag);
   /// empty when no hooks report them (e.g. a CSV).
@@ -53,6 +69,14 @@ enum param_flag : std::uint8_t {
   /// every such .grad zero) when step() read it: step() runs before backward or after
   /// zero_grad(); its norm is then left missing
   grad_cleared = 4,
+  /// backward reached the parameter, yet its value did not change since the previous
+  /// optimizer step (a checksum of its sampled values stayed, or its param group's learning
+  /// rate is 0)
+  not_updated = 8,
+  /// ... and the optimizer does not hold it in any param group
+  not_in_optimizer = 16,
+  /// ... and its param group's learning rate is 0
+  zero_lr = 32,
 };
 
 }  // namespace losslens

@@ -50,12 +50,23 @@ struct series_key {
 /// "rank/<rank>/<what>", kind other.
 series_key rank_series(std::size_t rank, std::string_view what);
 
+/// The balanced accuracy of the schema's class task: "balanced_accuracy", kind other.
+series_key balanced_accuracy_series();
+/// The recall of class `c` of the schema's class task: "recall/<c>", kind other (the
+/// dashboard draws every "recall/<n>" in one chart).
+series_key class_recall_series(std::size_t c);
+
 /// The series that a sample fills, in a fixed order: loss, loss/<task>..., grad_norm,
-/// grad_norm/<parameter>..., task_grad_norm/<task>..., lr, accuracy. A series' index here is
+/// grad_norm/<parameter>..., task_grad_norm/<task>..., lr, accuracy, and with
+/// schema.classes > 0 balanced_accuracy and recall/<class> for the first max_class_recall
+/// classes. A series' index here is
 /// its handle in the run history (storage::run_writer), so samples map to handles by these
 /// functions and never by names.
 class series_layout {
  public:
+  /// Classes with a recall series of their own (balanced_accuracy covers them all).
+  static constexpr std::size_t max_class_recall = 64;
+
   explicit series_layout(const sample_schema& schema);
   const std::vector<series_key>& keys() const noexcept { return keys_; }
   std::size_t size() const noexcept { return keys_.size(); }
@@ -66,9 +77,16 @@ class series_layout {
   std::size_t task_grad_norm(std::size_t i) const noexcept { return 2 + tasks_ + params_ + i; }
   std::size_t lr() const noexcept { return 2 + 2 * tasks_ + params_; }
   std::size_t accuracy() const noexcept { return 3 + 2 * tasks_ + params_; }
+  /// Whether the class task's series are there (schema.classes > 0); only then:
+  bool has_class_metrics() const noexcept { return class_metrics_; }
+  std::size_t balanced_accuracy() const noexcept { return 4 + 2 * tasks_ + params_; }
+  std::size_t class_recall(std::size_t c) const noexcept { return 5 + 2 * tasks_ + params_ + c; }
+  /// Classes with a recall series: min(schema.classes, max_class_recall).
+  std::size_t recalls() const noexcept { return recalls_; }
 
  private:
-  std::size_t tasks_ = 0, params_ = 0;
+  std::size_t tasks_ = 0, params_ = 0, recalls_ = 0;
+  bool class_metrics_ = false;
   std::vector<series_key> keys_;
 };
 

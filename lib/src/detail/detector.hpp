@@ -13,6 +13,7 @@
 
 #include "losslens/detector_options.hpp"
 #include "losslens/finding.hpp"
+#include "losslens/lr_advice.hpp"
 #include "losslens/sample.hpp"
 
 namespace losslens::core::detail {
@@ -60,6 +61,7 @@ struct step_context {
   double work_loss = nan;
   bool work_log = true;     ///< work_loss is a log
   bool work_reset = false;  ///< the scale switched to linear at this step: forget earlier values
+  optimizer_kind optimizer = optimizer_kind::unknown;  ///< detector_options::optimizer
 };
 
 class detector;
@@ -161,6 +163,16 @@ std::string lr_hint(double lr, double lo = nan, double hi = nan);
 std::string lr_hint(const finding& f);
 /// Sets the LR evidence of f from ctx ("lr", and "lr_min"/"lr_max" for several groups).
 void set_lr_evidence(finding& f, const step_context& ctx);
+
+// Learning rates in advice (lr_advice.cpp): the current LR of the param groups and the range
+// the methodology gives for the run's optimizer.
+/// lr_hint(lr, lo, hi) of the step plus lr_range_note (losslens/lr_advice.hpp).
+std::string lr_hint(const step_context& ctx);
+/// lr_hint of the LR evidence a finding carries, plus lr_range_note.
+std::string lr_hint(const finding& f, optimizer_kind k);
+/// "the learning rate is 0.05" (or "the param groups' learning rates are 0.001-0.1") plus
+/// lr_range_note, from the finding's LR evidence; "" without it.
+std::string lr_quote(const finding& f, optimizer_kind k);
 
 }  // namespace losslens::core::detail
 
@@ -289,5 +301,8 @@ std::unique_ptr<detector> make_missing_zero_grad(const detector_options&, const 
 std::unique_ptr<detector> make_dead_parameters(const detector_options&, const sample_schema&);
 std::unique_ptr<detector> make_eval_mode(const detector_options&, const sample_schema&);
 std::unique_ptr<detector> make_call_order(const detector_options&, const sample_schema&);
+std::unique_ptr<detector> make_initial_loss(const detector_options&, const sample_schema&);
+std::unique_ptr<detector> make_not_updated(const detector_options&, const sample_schema&);
+std::unique_ptr<detector> make_clipping(const detector_options&, const sample_schema&);
 
 }  // namespace losslens::core::detail

@@ -48,6 +48,22 @@ class monitor_state;
 }
 struct distributed_options;
 
+/// Saving the batch behind a non_finite or loss_spike finding (monitor::capture): a `.pt` file
+/// (torch::pickle_save; Python's torch.load reads it) with the batch, its step, the seed and the
+/// finding's id, next to the run database. See docs/monitor.md, "Replaying the bad step".
+struct replay_options {
+  std::string dir;                          ///< "" = "<db>.replay" next to db (no db: none)
+  int max_files = 4;                        ///< files per run
+  std::int64_t max_bytes = std::int64_t{64} << 20;  ///< per file: a larger batch keeps its
+                                                    ///< leading rows
+  int depth = 4;          ///< suspicious batches on their way to the monitor thread (held by
+                          ///< reference; a full ring drops the next)
+  int max_suspects = 4;   ///< suspicious batches the monitor thread holds while their finding
+                          ///< may come
+  std::int64_t hold_steps = 600;  ///< ... for this many steps (a spike is published up to
+                                  ///< ~512 steps late, once it is known not to recover)
+};
+
 /// Options of attach().
 struct attach_options {
   std::string run = "run";        ///< run name (stored with the run)
@@ -71,6 +87,7 @@ struct attach_options {
   int accumulation_steps = 1;
 
   red_flag_options red_flags;     ///< sampling and thresholds of the check_*() input checks
+  replay_options replay;          ///< where and how many batches capture() may save
 
   bool guard = false;             ///< step() returns skip decisions for non-finite/spiking steps
   guard_options guard_settings;
@@ -98,6 +115,10 @@ struct step_extras {
   std::span<const double> task_weights{};
   /// Per-task gradient norms on the shared parameters (gradnorm_weighting::task_grad_norms()).
   std::span<const double> task_grad_norms{};
+  /// Gradient clipping: the total norm before clipping (what clip_grad_norm_ returns) and the
+  /// max_norm it clipped to; clipping_saturated then judges how much the clip removes.
+  std::optional<double> clip_norm{};
+  std::optional<double> max_norm{};
 };
 
 /// Counters of the hand-off between the training thread and the monitor thread.
@@ -164,6 +185,14 @@ class monitor {
   void check_loss_scale(std::string_view task, double loss, std::int64_t batch_size);
   /// The checker itself (its findings also reach the monitor).
   red_flag_checker& red_flags();
+
+  /// Keeps this step's batch, by reference (no copy, no device transfer), until step(): when
+  /// the step's loss or gradient norm is non-finite or spikes against its running median, the
+  /// batch goes on to the monitor thread, else it is let go. When a non_finite or loss_spike
+  /// finding opens on that step, the batch is saved as a .pt file next to the database
+  /// (options.replay) and a replay_saved event names it (`losslens findings` shows it). Call
+  /// it once per step, before step(). Training thread; never throws, never blocks.
+  void capture(const torch::Tensor& inputs, const torch::Tensor& targets) noexcept;
 
   /// Calls cb(finding, is_new) on the monitor thread when a finding opens (is_new) or grows.
   /// Keep it short; to act in the training loop, set an atomic flag there. Replaces the

@@ -32,8 +32,10 @@
 /// labels) throws losslens::error naming what was expected and what was given, whether or not
 /// the step is sampled, so a mistake surfaces at the first step.
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -43,6 +45,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "losslens/detector_options.hpp"
 #include "losslens/finding.hpp"
 
 namespace losslens {
@@ -79,6 +82,40 @@ struct red_flag_options {
 
   /// bce_on_probabilities: probabilities within this of 0 or 1 count as saturated.
   double saturation_eps = 1e-6;
+
+  /// constant_predictions (class logits): every sampled row of at least min_elements values
+  /// predicts the same class while the targets hold several, on constant_patience sampled
+  /// checks in a row, from step constant_warmup on. The logits count as input-independent
+  /// (dead units) when their largest spread across rows is below spread_epsilon x max(1, mean
+  /// |logit|), as saturated when the top logit leads the next by saturated_margin on average.
+  std::int64_t constant_warmup = 100;
+  int constant_patience = 2;
+  double spread_epsilon = 1e-6;
+  double saturated_margin = 20;
+
+  /// misleading_accuracy: with class_imbalance's condition met and accuracy reported
+  /// (note_accuracy_reported), the accuracy of the sampled rows exceeds their balanced accuracy
+  /// by at least accuracy_gap.
+  double accuracy_gap = 0.1;
+};
+
+/// The class task's predictions on the sampled rows, pooled over the last imbalance_window
+/// sampled batches (what the series balanced_accuracy and recall/<class> show).
+struct class_metrics {
+  std::string task;
+  std::int64_t step = 0;            ///< the step of the latest sampled batch
+  std::vector<double> recall;       ///< per class; NaN for a class without sampled targets
+  double balanced_accuracy = 0;     ///< mean recall over the classes with targets
+  double accuracy = 0;              ///< plain accuracy of the same rows
+  std::int64_t rows = 0;            ///< rows pooled
+};
+
+/// The optimizer's learning rates as advice quotes them (see losslens/lr_advice.hpp).
+struct learning_rate_info {
+  optimizer_kind optimizer = optimizer_kind::unknown;
+  double lr = std::numeric_limits<double>::quiet_NaN();      ///< first param group
+  double lr_min = std::numeric_limits<double>::quiet_NaN();  ///< over several param groups
+  double lr_max = std::numeric_limits<double>::quiet_NaN();
 };
 
 /// Samples loss inputs and reports red flags as findings.
@@ -93,7 +130,8 @@ class red_flag_checker {
   /// Inputs of binary_cross_entropy_with_logits / binary_focal_loss: logits and float targets
   /// of the same shape. Kinds: non_finite_input, probabilities_as_logits (all logits in [0, 1]:
   /// a sigmoid was applied before a logits loss), target_out_of_range (targets outside [0, 1]),
-  /// class_imbalance (targets >= 0.5 count as positive; advice gives pos_weight).
+  /// class_imbalance (targets >= 0.5 count as positive; advice gives pos_weight),
+  /// misleading_accuracy. Updates the class metrics (classes 0 = negative, 1 = positive).
   std::vector<finding> check_binary_logits(std::string_view task, const at::Tensor& logits,
                                            const at::Tensor& target, std::int64_t step);
 
@@ -101,7 +139,9 @@ class red_flag_checker {
   /// Kinds: non_finite_input, probabilities_as_logits (rows sum to 1: softmax applied before
   /// the loss; or all values in [0, 1]: sigmoid), one_hot_targets (one-hot targets shaped like
   /// the logits, float or integer; reported instead of throwing), target_out_of_range (an
-  /// index outside [0, C) other than ignore_index), class_imbalance (advice: class weights).
+  /// index outside [0, C) other than ignore_index), class_imbalance (advice: class weights),
+  /// constant_predictions (every sampled row predicts one class), misleading_accuracy.
+  /// Updates the class metrics (per-class recall, balanced accuracy) of the task.
   std::vector<finding> check_class_logits(std::string_view task, const at::Tensor& logits,
                                           const at::Tensor& target, std::int64_t step,
                                           std::int64_t ignore_index = -100);
@@ -130,12 +170,25 @@ class red_flag_checker {
   /// monitor forwards red flags into its own finding stream.
   void on_finding(std::function<void(const finding&, bool is_new)> cb);
 
+  /// Calls cb(metrics) after every sampled check of class or binary logits, on the thread that
+  /// ran the check, outside the checker's lock. Replaces the previous callback.
+  void on_class_metrics(std::function<void(const class_metrics&)> cb);
+  /// The trainer reports accuracy (the monitor calls this when step_extras::accuracy is set):
+  /// misleading_accuracy is said only then. Any thread; never throws.
+  void note_accuracy_reported() noexcept;
+  /// Where advice that mentions the learning rate reads it: called when a sampled check runs,
+  /// on its thread (the monitor reads its optimizer's param groups). Replaces the previous one.
+  void set_learning_rate_source(std::function<learning_rate_info()> source);
+
   const red_flag_options& options() const noexcept { return options_; }
 
  private:
   struct task_state;
   struct sampled;    // what one sampled tensor check found; see red_flags.cpp
   struct published;  // the episodes one call opened or extended
+  /// "lower the learning rate 10x (from ...)..." from the learning-rate source (takes mu_).
+  std::string lower_lr();
+  void rate_predictions(std::string_view task, std::int64_t step, sampled& in, published& out);  // mu_
   task_state& state_for(std::string_view task);  // requires mu_
   /// Takes mu_; true (and the step is recorded) if the task's tensor checks are due.
   bool due_now(std::string_view task, std::int64_t step);
@@ -155,6 +208,9 @@ class red_flag_checker {
   std::vector<finding> episodes_;
   std::map<std::string, std::size_t> episode_index_;  // kind + '\n' + series -> episodes_
   std::function<void(const finding&, bool)> listener_;
+  std::function<void(const class_metrics&)> metrics_listener_;
+  std::function<learning_rate_info()> lr_source_;
+  std::atomic<bool> accuracy_reported_{false};
 };
 
 }  // namespace losslens

@@ -27,8 +27,9 @@ struct series_spec {
 
 /// The series that run_writer::append(const sample&) fills, in handle order (see
 /// losslens::series_layout): "loss", "loss/<task>"..., "grad_norm", "grad_norm/<param>"...,
-/// "task_grad_norm/<task>"..., "lr", "accuracy". Names match the columns of `losslens
-/// analyze` CSV input.
+/// "task_grad_norm/<task>"..., "lr", "accuracy", and with schema.classes > 0
+/// "balanced_accuracy", "recall/<class>"... Names match the columns of `losslens analyze` CSV
+/// input.
 std::vector<series_spec> standard_series(const sample_schema& schema);
 
 /// What the run is.

@@ -1,0 +1,102 @@
+#include "update_check.hpp"
+
+#include <algorithm>
+#include <limits>
+#include <utility>
+
+#include "losslens/sample.hpp"
+
+namespace losslens::hooks::detail {
+
+update_check::update_check(const std::vector<at::Tensor>& params,
+                           torch::optim::Optimizer& optimizer)
+    : params_(params), optimizer_(optimizer), sum_(params.size(), 0.0),
+      group_(params.size(), -1) {
+  map_groups();
+}
+
+std::size_t update_check::groups_signature() const noexcept {
+  // Groups are added (add_param_group), rarely changed otherwise: their count and sizes tell.
+  std::size_t sig = optimizer_.param_groups().size();
+  for (const auto& g : optimizer_.param_groups()) sig = sig * 31 + g.params().size();
+  return sig;
+}
+
+void update_check::map_groups() {
+  signature_ = groups_signature();
+  std::vector<std::pair<const c10::TensorImpl*, int>> held;
+  const auto& groups = optimizer_.param_groups();
+  for (std::size_t g = 0; g < groups.size(); ++g)
+    for (const auto& p : groups[g].params()) held.emplace_back(p.unsafeGetTensorImpl(), int(g));
+  std::sort(held.begin(), held.end());
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    const auto* impl = params_[i].unsafeGetTensorImpl();
+    const auto it = std::lower_bound(held.begin(), held.end(), std::make_pair(impl, -1));
+    group_[i] = it != held.end() && it->first == impl ? it->second : -1;
+  }
+  group_lr_.assign(groups.size(), 1.0);
+}
+
+namespace {
+template <class T>
+double sampled_sum(const T* data, std::int64_t n) noexcept {
+  constexpr std::int64_t samples = 256;
+  double sum = 0;
+  if (n <= samples) {
+    for (std::int64_t k = 0; k < n; ++k) sum += static_cast<double>(data[k]);
+    return sum;
+  }
+  // Positions scattered by a multiplicative hash, not a fixed stride: a stride that is a
+  // multiple of a row would read one input column only (an image's always-black corner pixel,
+  // whose weights never get a gradient). Double sums keep a change of one float ulp visible.
+  for (std::uint64_t k = 0; k < std::uint64_t(samples); ++k)
+    sum += static_cast<double>(data[(k * 0x9E3779B97F4A7C15ull >> 11) % std::uint64_t(n)]);
+  return sum;
+}
+}  // namespace
+
+double update_check::checksum(std::size_t i) const noexcept {
+  const at::Tensor& p = params_[i];
+  constexpr double unknown = std::numeric_limits<double>::quiet_NaN();
+  if (!p.defined() || !p.device().is_cpu() || !p.is_contiguous() || p.numel() == 0)
+    return unknown;
+  if (p.scalar_type() == at::kFloat) return sampled_sum(p.data_ptr<float>(), p.numel());
+  if (p.scalar_type() == at::kDouble) return sampled_sum(p.data_ptr<double>(), p.numel());
+  return unknown;
+}
+
+void update_check::check(std::vector<std::uint8_t>& flags,
+                         const std::vector<std::optional<double>>& norms, bool skipped) noexcept {
+  try {
+    if (groups_signature() != signature_) map_groups();  // allocates only when groups change
+    const auto& groups = optimizer_.param_groups();
+    for (std::size_t g = 0; g < groups.size() && g < group_lr_.size() && has_lr_; ++g)
+      group_lr_[g] = groups[g].options().get_lr();
+  } catch (...) {
+    has_lr_ = false;  // an optimizer without a learning rate (or out of memory): checksums only
+  }
+  const std::size_t n = std::min(params_.size(), flags.size());
+  for (std::size_t i = 0; i < n; ++i) {
+    const double v = checksum(i);
+    const bool got_grad = !(flags[i] & (param_flag::no_grad | param_flag::grad_cleared)) &&
+                          i < norms.size() && norms[i] && *norms[i] > 0;
+    const int g = group_[i];
+    if (has_baseline_ && !skipped && got_grad) {
+      // Values not read (another device): unknown, which only the optimizer's causes decide.
+      const bool read = v == v && sum_[i] == sum_[i];
+      const bool same = read && v == sum_[i];
+      // Outside this optimizer but changing: another optimizer trains it (a GAN's two).
+      if (g < 0 && (same || !read))
+        flags[i] |= param_flag::not_updated | param_flag::not_in_optimizer;
+      else if (g >= 0 && has_lr_ && std::size_t(g) < group_lr_.size() &&
+               group_lr_[std::size_t(g)] == 0)
+        flags[i] |= param_flag::not_updated | param_flag::zero_lr;  // stepped by 0: no change
+      else if (g >= 0 && same)
+        flags[i] |= param_flag::not_updated;
+    }
+    sum_[i] = v;
+  }
+  has_baseline_ = true;
+}
+
+}  // namespace losslens::hooks::detail
