@@ -129,11 +129,12 @@ int main(int argc, char** argv) {
       {"repeat", "losslens"}, {}, 1);
   const std::int64_t rows = args.positional_integer(0, 2000000, 10, std::int64_t(1) << 32);
   const int repeat = int(args.integer("repeat", 3, 1, 100));
-  const std::string cli =
-      args.text("losslens", self_dir(argv[0]) + "/../tools/losslens/losslens");
+  const std::string cli = args.text("losslens", self_dir(argv[0]) + "/../tools/losslens/losslens");
   if (access(cli.c_str(), X_OK) != 0) {
-    std::fprintf(stderr, "bench_analyze_csv: %s is not an executable (build losslens_cli or "
-                         "give --losslens PATH)\n", cli.c_str());
+    std::fprintf(stderr,
+                 "bench_analyze_csv: %s is not an executable (build losslens_cli or "
+                 "give --losslens PATH)\n",
+                 cli.c_str());
     return 1;
   }
   bench::scratch_dir dir;

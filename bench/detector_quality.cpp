@@ -24,14 +24,16 @@ int main(int argc, char** argv) {
   out["traces_per_detector"] = n;
   for (const auto& c : all_cases()) {
     const auto st = measure_detection(c, n);
-    out["detectors"][c.kind] = {
-        {"detected", st.detected},
-        {"detection_rate", double(st.detected) / st.traces},
-        {"delay_steps", {{"p50", quantile(st.delays, 0.5)}, {"p95", quantile(st.delays, 0.95)},
-                         {"max", quantile(st.delays, 1)}}},
-        {"onset_error_steps",
-         {{"min", quantile(st.onset_errors, 0)}, {"p50", quantile(st.onset_errors, 0.5)},
-          {"max", quantile(st.onset_errors, 1)}}}};
+    out["detectors"][c.kind] = {{"detected", st.detected},
+                                {"detection_rate", double(st.detected) / st.traces},
+                                {"delay_steps",
+                                 {{"p50", quantile(st.delays, 0.5)},
+                                  {"p95", quantile(st.delays, 0.95)},
+                                  {"max", quantile(st.delays, 1)}}},
+                                {"onset_error_steps",
+                                 {{"min", quantile(st.onset_errors, 0)},
+                                  {"p50", quantile(st.onset_errors, 0.5)},
+                                  {"max", quantile(st.onset_errors, 1)}}}};
   }
   const auto h = measure_healthy(n);
   out["healthy"] = {{"traces", h.traces},

@@ -28,8 +28,7 @@ struct config {
   int sync_every;
 };
 
-nlohmann::json run_config(const config& c, int world, int steps, const fs::path& dir,
-                          int attempt) {
+nlohmann::json run_config(const config& c, int world, int steps, const fs::path& dir, int attempt) {
   const fs::path sub = dir / (c.name + "_" + std::to_string(attempt));
   fs::create_directories(sub);
   std::vector<std::vector<std::string>> args;
@@ -38,9 +37,8 @@ nlohmann::json run_config(const config& c, int world, int steps, const fs::path&
                     std::to_string(world), "--steps", std::to_string(steps), "--sync-every",
                     std::to_string(c.sync_every), "--mode", c.mode, "--json",
                     (sub / ("out" + std::to_string(r) + ".json")).string()});
-  const auto status = losslens::testing::run_ranks(LOSSLENS_DIST_WORKER, args,
-                                                   (sub / "rank").string(),
-                                                   std::chrono::seconds(300));
+  const auto status = losslens::testing::run_ranks(
+      LOSSLENS_DIST_WORKER, args, (sub / "rank").string(), std::chrono::seconds(300));
   double step = 0, lens = 0;
   for (int r = 0; r < world; ++r) {
     if (status[std::size_t(r)] != 0) return {{"error", "rank " + std::to_string(r) + " failed"}};
@@ -68,8 +66,7 @@ double rules_us_per_sync(int world) {
     }
     a.observe(k, ranks);
   }
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() * 1e6 /
-         syncs;
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() * 1e6 / syncs;
 }
 
 }  // namespace
@@ -93,8 +90,11 @@ int main(int argc, char** argv) {
                                     {"lens_dist_every_1", "dist", 1},
                                     {"lens_dist_every_10", "dist", 10},
                                     {"lens_dist_every_100", "dist", 100}};
-  nlohmann::json out{{"world", world}, {"steps", steps}, {"repeat", repeat},
-                     {"summary_bytes_per_rank", 6 * 8}, {"configs", nlohmann::json::object()}};
+  nlohmann::json out{{"world", world},
+                     {"steps", steps},
+                     {"repeat", repeat},
+                     {"summary_bytes_per_rank", 6 * 8},
+                     {"configs", nlohmann::json::object()}};
   for (const auto& c : configs) {
     // Best of `repeat` runs (the machine is shared; the minimum is the least disturbed).
     nlohmann::json best;

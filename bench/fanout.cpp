@@ -173,17 +173,14 @@ nlohmann::json run_phase(int clients, double seconds, int threads, int poll_ms, 
     complete += c->max_step == step - 1;
     for (const auto& s : c->samples)
       if (s.batch >= warmup && s.batch < batches)
-        ms.push_back(std::max(0.0, std::chrono::duration<double, std::milli>(
-                                       s.at - committed[std::size_t(s.batch)]).count()));
+        ms.push_back(std::max(
+            0.0, std::chrono::duration<double, std::milli>(s.at - committed[std::size_t(s.batch)])
+                     .count()));
   }
-  nlohmann::json r = {{"clients", clients},
-                      {"connected", connected},
-                      {"complete", complete},
-                      {"closed", closed},
-                      {"points", step},
-                      {"samples", ms.size()},
-                      {"frames", frames},
-                      {"slow_drops", stats.slow_drops}};
+  nlohmann::json r = {{"clients", clients},   {"connected", connected},
+                      {"complete", complete}, {"closed", closed},
+                      {"points", step},       {"samples", ms.size()},
+                      {"frames", frames},     {"slow_drops", stats.slow_drops}};
   r["p50_ms"] = percentile(ms, 0.50);
   r["p95_ms"] = percentile(ms, 0.95);
   r["p99_ms"] = percentile(ms, 0.99);

@@ -84,8 +84,7 @@ int main(int argc, char** argv) {
   const losslens::bench::scratch_dir dir;
   writer_options wo;
 
-  const double bare_s = bare_loop(dir.file("bare.db"), points, series,
-                                  std::int64_t(wo.batch_rows));
+  const double bare_s = bare_loop(dir.file("bare.db"), points, series, std::int64_t(wo.batch_rows));
 
   run_options ro;
   ro.name = "bench";
@@ -125,9 +124,9 @@ int main(int argc, char** argv) {
       " \"writer_vs_bare\": %.3f,\n"
       " \"append_ns\": %.1f,\n"
       " \"targets\": {\"points_per_s\": 500000, \"writer_vs_bare\": 0.7}}\n",
-      (long long)points, (long long)series, wo.batch_rows, bare_s, bare_rate, writer_s,
-      writer_rate, (unsigned long long)st.batches, (unsigned long long)st.checkpoints,
-      (long long)st.wal_bytes_max, (unsigned long long)st.dropped,
-      (unsigned long long)full_waits, writer_rate / bare_rate, producer_ns);
+      (long long)points, (long long)series, wo.batch_rows, bare_s, bare_rate, writer_s, writer_rate,
+      (unsigned long long)st.batches, (unsigned long long)st.checkpoints,
+      (long long)st.wal_bytes_max, (unsigned long long)st.dropped, (unsigned long long)full_waits,
+      writer_rate / bare_rate, producer_ns);
   return 0;
 }

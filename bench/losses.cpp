@@ -29,8 +29,10 @@ constexpr const char* usage =
     "usage: bench_losses [options]\n"
     "\n"
     "Times losslens' cross_entropy (plain and with label smoothing 0.1) and\n"
-    "binary_cross_entropy_with_logits against LibTorch's built-ins, forward + backward with a mean\n"
-    "reduction, in float32 and float64, interleaved, and prints one JSON document with the medians\n"
+    "binary_cross_entropy_with_logits against LibTorch's built-ins, forward + backward with a "
+    "mean\n"
+    "reduction, in float32 and float64, interleaved, and prints one JSON document with the "
+    "medians\n"
     "and the ratio losslens / built-in for each kernel, shape and dtype.\n"
     "options:\n"
     "  --seconds S   time budget per case and side (default 0.5)\n"
@@ -52,7 +54,8 @@ struct settings {
 double number(const std::string& flag, const std::string& v) {
   char* end = nullptr;
   const double x = std::strtod(v.c_str(), &end);
-  if (v.empty() || *end || !(x > 0) || !std::isfinite(x)) bad_usage(flag + " expects a number > 0, got '" + v + "'");
+  if (v.empty() || *end || !(x > 0) || !std::isfinite(x))
+    bad_usage(flag + " expects a number > 0, got '" + v + "'");
   return x;
 }
 
@@ -111,8 +114,9 @@ double time_step(const loss_fn& f, const torch::Tensor& x, torch::Tensor* loss_o
   return us;
 }
 
-nlohmann::json compare(const std::string& kernel, const std::vector<std::int64_t>& shape, torch::Dtype dtype,
-                       const loss_fn& ours, const loss_fn& builtin, const torch::Tensor& x, double seconds) {
+nlohmann::json compare(const std::string& kernel, const std::vector<std::int64_t>& shape,
+                       torch::Dtype dtype, const loss_fn& ours, const loss_fn& builtin,
+                       const torch::Tensor& x, double seconds) {
   // Warm-up, the values of both sides, and a repetition count that fits the time budget.
   torch::Tensor lo, lb;
   for (int i = 0; i < 3; ++i) {
@@ -120,7 +124,8 @@ nlohmann::json compare(const std::string& kernel, const std::vector<std::int64_t
     time_step(builtin, x, &lb);
   }
   const double pair_us = time_step(ours, x) + time_step(builtin, x);
-  const int reps = static_cast<int>(std::clamp(seconds * 1e6 / std::max(pair_us / 2, 1.0), 15.0, 20000.0));
+  const int reps =
+      static_cast<int>(std::clamp(seconds * 1e6 / std::max(pair_us / 2, 1.0), 15.0, 20000.0));
   std::vector<double> to, tb;
   to.reserve(static_cast<std::size_t>(reps));
   tb.reserve(static_cast<std::size_t>(reps));
@@ -168,12 +173,15 @@ int main(int argc, char** argv) {
       auto y = torch::randint(0, shape[1], {shape[0]}, torch::kLong);
       if (s.only.empty() || s.only == "cross_entropy")
         cases.push_back(compare(
-            "cross_entropy", shape, dtype, [&](const torch::Tensor& a) { return losslens::cross_entropy(a, y); },
+            "cross_entropy", shape, dtype,
+            [&](const torch::Tensor& a) { return losslens::cross_entropy(a, y); },
             [&](const torch::Tensor& a) { return F::cross_entropy(a, y); }, x, s.seconds));
       if (s.only.empty() || s.only == "cross_entropy_ls")
         cases.push_back(compare(
             "cross_entropy_ls", shape, dtype,
-            [&](const torch::Tensor& a) { return losslens::cross_entropy(a, y, {.label_smoothing = 0.1}); },
+            [&](const torch::Tensor& a) {
+              return losslens::cross_entropy(a, y, {.label_smoothing = 0.1});
+            },
             [&](const torch::Tensor& a) {
               return F::cross_entropy(a, y, F::CrossEntropyFuncOptions().label_smoothing(0.1));
             },
@@ -186,7 +194,8 @@ int main(int argc, char** argv) {
       cases.push_back(compare(
           "bce_with_logits", shape, dtype,
           [&](const torch::Tensor& a) { return losslens::binary_cross_entropy_with_logits(a, y); },
-          [&](const torch::Tensor& a) { return F::binary_cross_entropy_with_logits(a, y); }, x, s.seconds));
+          [&](const torch::Tensor& a) { return F::binary_cross_entropy_with_logits(a, y); }, x,
+          s.seconds));
     }
   }
   double worst = 0;

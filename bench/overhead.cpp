@@ -68,8 +68,7 @@ counters process_counters() {
 int set_blas_threads(int n) {
   using set_fn = void (*)(int);
   using get_fn = int (*)();
-  if (auto set = reinterpret_cast<set_fn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads")))
-    set(n);
+  if (auto set = reinterpret_cast<set_fn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(n);
   if (auto get = reinterpret_cast<get_fn>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads")))
     return get();
   return 0;
@@ -158,7 +157,8 @@ nlohmann::json compare(const std::function<model_case()>& make, std::int64_t bat
     double sweep = 0;
     if (v == v_swept) {
       const double l0 = wall_us();
-      for (const auto& p : swept_params) sink += losslens::hooks::detail::sum_of_squares_cpu(p.grad());
+      for (const auto& p : swept_params)
+        sink += losslens::hooks::detail::sum_of_squares_cpu(p.grad());
       sweep = wall_us() - l0;
     }
     const double t1 = thread_cpu_us(), w1 = wall_us();
@@ -216,12 +216,14 @@ nlohmann::json compare(const std::function<model_case()>& make, std::int64_t bat
           {"sweep_gb_per_s", double(grad_bytes) / median(s[v_swept].sweep) / 1e3},
           {"bare_foreach_norm_us_median", median(t_foreach)},
           {"lens_step_call_us_median", median(s[v_watched].lens_call)},
-          {"page_faults_per_step", {{"bare", per_step(s[v_bare].faults)},
-                                    {"monitored", per_step(s[v_watched].faults)},
-                                    {"swept", per_step(s[v_swept].faults)}}},
-          {"context_switches_per_step", {{"bare", per_step(s[v_bare].switches)},
-                                         {"monitored", per_step(s[v_watched].switches)},
-                                         {"swept", per_step(s[v_swept].switches)}}},
+          {"page_faults_per_step",
+           {{"bare", per_step(s[v_bare].faults)},
+            {"monitored", per_step(s[v_watched].faults)},
+            {"swept", per_step(s[v_swept].faults)}}},
+          {"context_switches_per_step",
+           {{"bare", per_step(s[v_bare].switches)},
+            {"monitored", per_step(s[v_watched].switches)},
+            {"swept", per_step(s[v_swept].switches)}}},
           {"samples_processed", st.processed},
           {"samples_dropped", st.dropped},
           {"load1_before", load_before},

@@ -77,7 +77,13 @@ enum class opt_kind { sgd, adam };
 enum class loss_kind { ce, sigmoid_bce_onehot, multitask_weighted, multitask_raw };
 /// What goes wrong from fault_step on (none for healthy runs).
 enum class fault_kind {
-  none, lr_jump, corrupt_batch, nan_batch, shuffled_labels, no_zero_grad, step_before_backward
+  none,
+  lr_jump,
+  corrupt_batch,
+  nan_batch,
+  shuffled_labels,
+  no_zero_grad,
+  step_before_backward
 };
 
 /// One training configuration and its label.
@@ -95,70 +101,161 @@ struct scenario {
   double short_scale = 0.15;    ///< steps multiplier of the short suite (0: not in it)
   bool sgdr = false;            ///< cosine annealing with warm restarts
   int sgdr_period = 2000;
-  bool clip = false;            ///< clip_grad_norm_(params, 1.0) every step
+  bool clip = false;  ///< clip_grad_norm_(params, 1.0) every step
   fault_kind fault = fault_kind::none;
-  std::optional<int> fault_step;  ///< long-suite, seed-1 fault step; none: no single onset
+  std::optional<int> fault_step;      ///< long-suite, seed-1 fault step; none: no single onset
   std::vector<std::string> expected;  ///< finding kinds a correct diagnosis may use
-  int num_classes = 10;  ///< chance_level's C for the total loss (0: rule off)
+  int num_classes = 10;               ///< chance_level's C for the total loss (0: rule off)
 };
 
 std::vector<scenario> all_scenarios() {
   std::vector<scenario> v;
   auto add = [&](scenario s) { v.push_back(std::move(s)); };
   // Healthy.
-  add({.name = "sgd_mom_b16_memorise", .lr = 0.01, .momentum = 0.9, .batch = 16, .images = 2000,
+  add({.name = "sgd_mom_b16_memorise",
+       .lr = 0.01,
+       .momentum = 0.9,
+       .batch = 16,
+       .images = 2000,
        .steps = 40000});
   // Labelled from its trace, not from its medians (flat at the floor): in both seeds, near step
   // 24k, Adam's step near a zero loss blows up (loss 1e-8 -> 6-7, grad norm 5e7x its median)
   // for ~75 steps and recovers. Not healthy; a transient instability to be named.
-  add({.name = "adam_b16_memorise500", .healthy = false, .opt = opt_kind::adam, .lr = 3e-4,
-       .batch = 16, .images = 500, .steps = 30000, .short_scale = 0,
+  add({.name = "adam_b16_memorise500",
+       .healthy = false,
+       .opt = opt_kind::adam,
+       .lr = 3e-4,
+       .batch = 16,
+       .images = 500,
+       .steps = 30000,
+       .short_scale = 0,
        .expected = {"exploding_gradients", "loss_spike"}});
-  add({.name = "adam_b8_all", .opt = opt_kind::adam, .lr = 1e-3, .batch = 8, .images = 0,
+  add({.name = "adam_b8_all",
+       .opt = opt_kind::adam,
+       .lr = 1e-3,
+       .batch = 8,
+       .images = 0,
        .steps = 15000});
-  add({.name = "cnn_bn", .model = model_kind::cnn, .lr = 0.05, .momentum = 0.9, .batch = 32,
-       .images = 10000, .steps = 8000});
-  add({.name = "dropout_mlp", .model = model_kind::mlp_dropout, .opt = opt_kind::adam,
-       .lr = 1e-3, .batch = 32, .images = 20000, .steps = 15000});
-  add({.name = "sgdr_restarts", .lr = 0.02, .momentum = 0.9, .batch = 64, .images = 20000,
-       .steps = 12000, .sgdr = true});
-  add({.name = "clipped", .lr = 0.1, .momentum = 0.9, .batch = 32, .images = 10000,
-       .steps = 12000, .clip = true});
-  add({.name = "multitask_weighted", .model = model_kind::multitask, .opt = opt_kind::adam,
-       .loss = loss_kind::multitask_weighted, .lr = 1e-3, .batch = 32, .images = 10000,
-       .steps = 10000, .num_classes = 0});
+  add({.name = "cnn_bn",
+       .model = model_kind::cnn,
+       .lr = 0.05,
+       .momentum = 0.9,
+       .batch = 32,
+       .images = 10000,
+       .steps = 8000});
+  add({.name = "dropout_mlp",
+       .model = model_kind::mlp_dropout,
+       .opt = opt_kind::adam,
+       .lr = 1e-3,
+       .batch = 32,
+       .images = 20000,
+       .steps = 15000});
+  add({.name = "sgdr_restarts",
+       .lr = 0.02,
+       .momentum = 0.9,
+       .batch = 64,
+       .images = 20000,
+       .steps = 12000,
+       .sgdr = true});
+  add({.name = "clipped",
+       .lr = 0.1,
+       .momentum = 0.9,
+       .batch = 32,
+       .images = 10000,
+       .steps = 12000,
+       .clip = true});
+  add({.name = "multitask_weighted",
+       .model = model_kind::multitask,
+       .opt = opt_kind::adam,
+       .loss = loss_kind::multitask_weighted,
+       .lr = 1e-3,
+       .batch = 32,
+       .images = 10000,
+       .steps = 10000,
+       .num_classes = 0});
   // Faults.
-  add({.name = "lr_jump", .healthy = false, .lr = 0.01, .momentum = 0.9, .steps = 10000,
-       .fault = fault_kind::lr_jump, .fault_step = 6000,
+  add({.name = "lr_jump",
+       .healthy = false,
+       .lr = 0.01,
+       .momentum = 0.9,
+       .steps = 10000,
+       .fault = fault_kind::lr_jump,
+       .fault_step = 6000,
        .expected = {"exploding_gradients", "loss_spike", "divergence", "non_finite",
                     "oscillation"}});
-  add({.name = "corrupt_batch", .healthy = false, .opt = opt_kind::adam, .lr = 1e-3,
-       .steps = 8000, .fault = fault_kind::corrupt_batch, .fault_step = 5000,
+  add({.name = "corrupt_batch",
+       .healthy = false,
+       .opt = opt_kind::adam,
+       .lr = 1e-3,
+       .steps = 8000,
+       .fault = fault_kind::corrupt_batch,
+       .fault_step = 5000,
        .expected = {"loss_spike", "exploding_gradients"}});
-  add({.name = "nan_batch", .healthy = false, .opt = opt_kind::adam, .lr = 1e-3, .steps = 8000,
-       .fault = fault_kind::nan_batch, .fault_step = 5000, .expected = {"non_finite"}});
-  add({.name = "shuffled_labels", .healthy = false, .lr = 0.05, .momentum = 0.9, .steps = 12000,
-       .fault = fault_kind::shuffled_labels, .fault_step = 6000,
+  add({.name = "nan_batch",
+       .healthy = false,
+       .opt = opt_kind::adam,
+       .lr = 1e-3,
+       .steps = 8000,
+       .fault = fault_kind::nan_batch,
+       .fault_step = 5000,
+       .expected = {"non_finite"}});
+  add({.name = "shuffled_labels",
+       .healthy = false,
+       .lr = 0.05,
+       .momentum = 0.9,
+       .steps = 12000,
+       .fault = fault_kind::shuffled_labels,
+       .fault_step = 6000,
        .expected = {"divergence", "chance_level", "loss_spike", "plateau"}});
   // The 200k-step command, cut to 60k: seeds 1 and 2 both creep up from ~0.33 and then
   // collapse to ln 10 (dead ReLUs) between steps 30k and 36k; nothing changes after. Too long
   // for the short suite.
-  add({.name = "slow_degradation", .healthy = false, .lr = 0.05, .momentum = 0.9, .batch = 16,
-       .images = 2000, .steps = 60000, .short_scale = 0, .expected = {"divergence"}});
-  add({.name = "no_zero_grad", .healthy = false, .lr = 0.01, .steps = 6000,
-       .fault = fault_kind::no_zero_grad, .fault_step = 3000,
+  add({.name = "slow_degradation",
+       .healthy = false,
+       .lr = 0.05,
+       .momentum = 0.9,
+       .batch = 16,
+       .images = 2000,
+       .steps = 60000,
+       .short_scale = 0,
+       .expected = {"divergence"}});
+  add({.name = "no_zero_grad",
+       .healthy = false,
+       .lr = 0.01,
+       .steps = 6000,
+       .fault = fault_kind::no_zero_grad,
+       .fault_step = 3000,
        .expected = {"missing_zero_grad", "exploding_gradients", "divergence"}});
-  add({.name = "unweighted_multitask", .healthy = false, .model = model_kind::multitask,
-       .loss = loss_kind::multitask_raw, .lr = 0.01, .steps = 4000, .fault_step = 0,
+  add({.name = "unweighted_multitask",
+       .healthy = false,
+       .model = model_kind::multitask,
+       .loss = loss_kind::multitask_raw,
+       .lr = 0.01,
+       .steps = 4000,
+       .fault_step = 0,
        .expected = {"task_dominance", "non_finite", "exploding_gradients", "divergence"},
        .num_classes = 0});
-  add({.name = "sigmoid_bce_onehot", .healthy = false, .opt = opt_kind::adam,
-       .loss = loss_kind::sigmoid_bce_onehot, .lr = 1e-3, .steps = 6000, .fault_step = 0,
-       .expected = {"chance_level", "plateau"}, .num_classes = 0});  // ln 2 inferred
-  add({.name = "step_before_backward", .healthy = false, .lr = 0.01, .steps = 3000,
-       .fault = fault_kind::step_before_backward, .fault_step = 0,
+  add({.name = "sigmoid_bce_onehot",
+       .healthy = false,
+       .opt = opt_kind::adam,
+       .loss = loss_kind::sigmoid_bce_onehot,
+       .lr = 1e-3,
+       .steps = 6000,
+       .fault_step = 0,
+       .expected = {"chance_level", "plateau"},
+       .num_classes = 0});  // ln 2 inferred
+  add({.name = "step_before_backward",
+       .healthy = false,
+       .lr = 0.01,
+       .steps = 3000,
+       .fault = fault_kind::step_before_backward,
+       .fault_step = 0,
        .expected = {"call_order", "vanishing_gradients"}});
-  add({.name = "tiny_lr", .healthy = false, .lr = 1e-6, .steps = 6000, .fault_step = 0,
+  add({.name = "tiny_lr",
+       .healthy = false,
+       .lr = 1e-6,
+       .steps = 6000,
+       .fault_step = 0,
        .expected = {"chance_level", "plateau"}});
   return v;
 }
@@ -237,9 +334,12 @@ TORCH_MODULE(bench_net);
 void put_number(std::FILE* f, const std::optional<double>& v) {
   if (!v) return;
   const double x = *v;
-  if (std::isnan(x)) std::fputs("nan", f);
-  else if (std::isinf(x)) std::fputs(x > 0 ? "inf" : "-inf", f);
-  else std::fprintf(f, "%.9g", x);
+  if (std::isnan(x))
+    std::fputs("nan", f);
+  else if (std::isinf(x))
+    std::fputs(x > 0 ? "inf" : "-inf", f);
+  else
+    std::fprintf(f, "%.9g", x);
 }
 
 /// Median of the finite values of v (NaN when there are none).
@@ -273,7 +373,8 @@ void set_lr(torch::optim::Optimizer& opt, double lr) {
 
 /// Trains one scenario, writes its CSV, returns its JSON line (and whether it was healthy
 /// according to the median-per-tenth check, for healthy scenarios).
-json run_scenario(const scenario& sc, const settings& st, const losslens::examples::fmnist_split& all) {
+json run_scenario(const scenario& sc, const settings& st,
+                  const losslens::examples::fmnist_split& all) {
   const double scale = st.steps_scale * (st.short_suite ? sc.short_scale : 1.0);
   const int steps = std::max(1, int(std::lround(sc.steps * scale)));
   std::optional<int> fault_step;
@@ -286,8 +387,8 @@ json run_scenario(const scenario& sc, const settings& st, const losslens::exampl
   const int fault_at = fault_step.value_or(sc.fault == fault_kind::none ? -1 : 0);
 
   torch::manual_seed(std::uint64_t(st.seed));
-  const std::int64_t n = sc.images > 0 ? std::min<std::int64_t>(sc.images, all.images.size(0))
-                                       : all.images.size(0);
+  const std::int64_t n =
+      sc.images > 0 ? std::min<std::int64_t>(sc.images, all.images.size(0)) : all.images.size(0);
   const auto images = all.images.slice(0, 0, n);
   const auto labels = all.labels.slice(0, 0, n);
 
@@ -295,10 +396,11 @@ json run_scenario(const scenario& sc, const settings& st, const losslens::exampl
   model->train();
   std::unique_ptr<torch::optim::Optimizer> opt;
   if (sc.opt == opt_kind::sgd)
-    opt = std::make_unique<torch::optim::SGD>(model->parameters(),
-                                              torch::optim::SGDOptions(sc.lr).momentum(sc.momentum));
+    opt = std::make_unique<torch::optim::SGD>(
+        model->parameters(), torch::optim::SGDOptions(sc.lr).momentum(sc.momentum));
   else
-    opt = std::make_unique<torch::optim::Adam>(model->parameters(), torch::optim::AdamOptions(sc.lr));
+    opt =
+        std::make_unique<torch::optim::Adam>(model->parameters(), torch::optim::AdamOptions(sc.lr));
 
   const bool multitask = sc.model == model_kind::multitask;
   std::vector<std::string> tasks;
@@ -352,8 +454,8 @@ json run_scenario(const scenario& sc, const settings& st, const losslens::exampl
 
   // Multi-task weights: the weighted run scales the [0, 1] reconstruction MSE (~0.02-0.2) by
   // 10 so that it is comparable with the cross-entropy (~0.2-2.3).
-  const std::vector<double> task_weights =
-      sc.loss == loss_kind::multitask_weighted ? std::vector<double>{1.0, 10.0}
+  const std::vector<double> task_weights = sc.loss == loss_kind::multitask_weighted
+                                               ? std::vector<double>{1.0, 10.0}
                                                : std::vector<double>{1.0, 1.0};
 
   const auto t0 = std::chrono::steady_clock::now();
@@ -389,8 +491,8 @@ json run_scenario(const scenario& sc, const settings& st, const losslens::exampl
         loss = F::cross_entropy(logits, y);
         break;
       case loss_kind::sigmoid_bce_onehot:  // the double-sigmoid bug
-        loss = F::binary_cross_entropy_with_logits(
-            torch::sigmoid(logits), torch::one_hot(y, 10).to(torch::kFloat));
+        loss = F::binary_cross_entropy_with_logits(torch::sigmoid(logits),
+                                                   torch::one_hot(y, 10).to(torch::kFloat));
         break;
       case loss_kind::multitask_weighted:
         l_cls = F::cross_entropy(logits, y);
@@ -409,8 +511,10 @@ json run_scenario(const scenario& sc, const settings& st, const losslens::exampl
                                                            ? std::span<const double>(task_weights)
                                                            : std::span<const double>()};
     auto report = [&] {
-      if (multitask) lens.step({{"cls", l_cls}, {"recon", l_rec}}, loss, extras);
-      else lens.step(loss, extras);
+      if (multitask)
+        lens.step({{"cls", l_cls}, {"recon", l_rec}}, loss, extras);
+      else
+        lens.step(loss, extras);
     };
     if (sc.fault == fault_kind::step_before_backward) report();  // the call-order bug
     loss.backward();
@@ -433,8 +537,8 @@ json run_scenario(const scenario& sc, const settings& st, const losslens::exampl
   for (int w = 0; w < 10; ++w) {
     const std::size_t a = losses.size() * std::size_t(w) / 10;
     const std::size_t b = losses.size() * std::size_t(w + 1) / 10;
-    medians.push_back(finite_median({losses.begin() + std::ptrdiff_t(a),
-                                     losses.begin() + std::ptrdiff_t(b)}));
+    medians.push_back(
+        finite_median({losses.begin() + std::ptrdiff_t(a), losses.begin() + std::ptrdiff_t(b)}));
   }
   bool degrading = false;
   if (sc.healthy)
@@ -448,13 +552,12 @@ json run_scenario(const scenario& sc, const settings& st, const losslens::exampl
                      100 * (medians[w] / medians[w - 1] - 1), w, medians[w - 1]);
       }
   if (stats.dropped || stats.rejected || sample_misorder || losses.size() != std::size_t(steps))
-    std::fprintf(stderr,
-                 "bench_real_runs: WARNING: %s: %zu of %d samples seen, %llu dropped, %llu "
-                 "rejected, %lld out of order\n",
-                 sc.name.c_str(), losses.size(), steps,
-                 static_cast<unsigned long long>(stats.dropped),
-                 static_cast<unsigned long long>(stats.rejected),
-                 static_cast<long long>(sample_misorder));
+    std::fprintf(
+        stderr,
+        "bench_real_runs: WARNING: %s: %zu of %d samples seen, %llu dropped, %llu "
+        "rejected, %lld out of order\n",
+        sc.name.c_str(), losses.size(), steps, static_cast<unsigned long long>(stats.dropped),
+        static_cast<unsigned long long>(stats.rejected), static_cast<long long>(sample_misorder));
 
   json j;
   j["scenario"] = sc.name;
@@ -590,7 +693,8 @@ int main(int argc, char** argv) {
         if (std::find(sc.expected.begin(), sc.expected.end(), f["kind"].get<std::string>()) !=
                 sc.expected.end() &&
             f["last_step"].get<std::int64_t>() >= from &&
-            (!first || f["first_step"].get<std::int64_t>() < (*first)["first_step"].get<std::int64_t>()))
+            (!first ||
+             f["first_step"].get<std::int64_t>() < (*first)["first_step"].get<std::int64_t>()))
           first = &f;
       if (!first) {
         failures.push_back(sc.name + ": no finding of an expected kind");

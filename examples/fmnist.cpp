@@ -16,8 +16,9 @@ class gz_file {
  public:
   explicit gz_file(const std::string& path) : path_(path), f_(gzopen(path.c_str(), "rb")) {
     if (!f_)
-      throw error(path + ": cannot open (install the Debian package dataset-fashion-mnist, or "
-                         "pass --data DIR)");
+      throw error(path +
+                  ": cannot open (install the Debian package dataset-fashion-mnist, or "
+                  "pass --data DIR)");
   }
   ~gz_file() {
     if (f_) gzclose(f_);
@@ -38,7 +39,8 @@ class gz_file {
   std::uint32_t big_endian_u32() {
     std::array<unsigned char, 4> b{};
     read(b.data(), 4);
-    return (std::uint32_t(b[0]) << 24) | (std::uint32_t(b[1]) << 16) | (std::uint32_t(b[2]) << 8) | b[3];
+    return (std::uint32_t(b[0]) << 24) | (std::uint32_t(b[1]) << 16) | (std::uint32_t(b[2]) << 8) |
+           b[3];
   }
 
  private:

@@ -77,15 +77,24 @@ int main(int argc, char** argv) {
     if (a == "--help" || a == "-h") {
       std::fputs(usage, stdout);
       return 0;
-    } else if (a == "--weighting") weighting = value();
-    else if (a == "--steps") steps = std::atoi(value().c_str());
-    else if (a == "--batch") batch = std::atoi(value().c_str());
-    else if (a == "--limit") limit = std::atoll(value().c_str());
-    else if (a == "--db") db = value();
-    else if (a == "--run") run = value();
-    else if (a == "--data") data_dir = value();
-    else if (a == "--findings-json") findings_json = value();
-    else bad_usage("unknown option " + a);
+    } else if (a == "--weighting")
+      weighting = value();
+    else if (a == "--steps")
+      steps = std::atoi(value().c_str());
+    else if (a == "--batch")
+      batch = std::atoi(value().c_str());
+    else if (a == "--limit")
+      limit = std::atoll(value().c_str());
+    else if (a == "--db")
+      db = value();
+    else if (a == "--run")
+      run = value();
+    else if (a == "--data")
+      data_dir = value();
+    else if (a == "--findings-json")
+      findings_json = value();
+    else
+      bad_usage("unknown option " + a);
   }
   if (weighting != "none" && weighting != "fixed" && weighting != "uncertainty" &&
       weighting != "gradnorm")
@@ -100,7 +109,8 @@ int main(int argc, char** argv) {
     net model;
 
     std::unique_ptr<losslens::task_weighting> w;
-    if (weighting == "fixed") w = std::make_unique<losslens::fixed_weighting>(std::vector<double>{1.0, 1e-4});
+    if (weighting == "fixed")
+      w = std::make_unique<losslens::fixed_weighting>(std::vector<double>{1.0, 1e-4});
     if (weighting == "uncertainty") w = std::make_unique<losslens::uncertainty_weighting>(2);
     if (weighting == "gradnorm")
       w = std::make_unique<losslens::gradnorm_weighting>(
@@ -152,12 +162,13 @@ int main(int argc, char** argv) {
     lens.wait_idle();
     lens.detach();
     // Median share of the reconstruction term over the last 100 steps.
-    std::vector<double> tail(shares.end() - std::min<std::ptrdiff_t>(100, std::ptrdiff_t(shares.size())),
-                             shares.end());
+    std::vector<double> tail(
+        shares.end() - std::min<std::ptrdiff_t>(100, std::ptrdiff_t(shares.size())), shares.end());
     std::nth_element(tail.begin(), tail.begin() + std::ptrdiff_t(tail.size() / 2), tail.end());
-    std::printf("\nweighting %s: median reconstruction share of the weighted total over the last "
-                "%zu steps: %.1f%%\n\n",
-                weighting.c_str(), tail.size(), 100 * tail[tail.size() / 2]);
+    std::printf(
+        "\nweighting %s: median reconstruction share of the weighted total over the last "
+        "%zu steps: %.1f%%\n\n",
+        weighting.c_str(), tail.size(), 100 * tail[tail.size() / 2]);
     const auto findings = lens.findings();
     losslens::examples::report_findings(findings, steps, findings_json);
     return 0;

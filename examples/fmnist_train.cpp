@@ -109,7 +109,8 @@ options parse(int argc, char** argv) {
     const std::string v = value(i);
     char* end = nullptr;
     const double d = std::strtod(v.c_str(), &end);
-    if (v.empty() || *end) bad_usage(std::string(argv[i - 1]) + " expects a number, got '" + v + "'");
+    if (v.empty() || *end)
+      bad_usage(std::string(argv[i - 1]) + " expects a number, got '" + v + "'");
     return d;
   };
   for (int i = 1; i < argc; ++i) {
@@ -117,31 +118,69 @@ options parse(int argc, char** argv) {
     if (a == "--help" || a == "-h") {
       std::fputs(usage, stdout);
       std::exit(0);
-    } else if (a == "--steps") o.steps = int(number(i));
-    else if (a == "--batch") o.batch = int(number(i));
-    else if (a == "--limit") o.limit = std::int64_t(number(i));
-    else if (a == "--lr") { o.lr = number(i); flags += "-lr" + std::string(argv[i]); }
-    else if (a == "--db") o.db = value(i);
-    else if (a == "--run") o.run = value(i);
-    else if (a == "--port") o.port = int(number(i));
-    else if (a == "--data") o.data = value(i);
-    else if (a == "--findings-json") o.findings_json = value(i);
-    else if (a == "--seed") o.seed = std::uint64_t(number(i));
-    else if (a == "--no-monitor") o.monitor = false;
-    else if (a == "--no-zero-grad") { o.zero_grad = false; flags += "-no-zero-grad"; }
-    else if (a == "--softmax-then-ce") { o.softmax_then_ce = true; flags += "-softmax-then-ce"; }
-    else if (a == "--frozen-layer") { o.frozen_layer = true; flags += "-frozen-layer"; }
-    else if (a == "--tiny-lr") { o.lr = 1e-6; flags += "-tiny-lr"; }
-    else if (a == "--imbalance") { o.imbalance = true; flags += "-imbalance"; }
-    else if (a == "--init-scale") { o.init_scale = number(i); flags += "-init-scale"; }
-    else if (a == "--label-leak") { o.label_leak = true; flags += "-label-leak"; }
-    else if (a == "--no-step") { o.no_step = true; flags += "-no-step"; }
-    else if (a == "--partial-optimizer") { o.partial_optimizer = true; flags += "-partial-optimizer"; }
-    else if (a == "--dead-relu") { o.dead_relu = true; flags += "-dead-relu"; }
-    else if (a == "--clip") { o.clip = number(i); flags += "-clip"; }
-    else if (a == "--nan-batch") { o.nan_batch = int(number(i)); flags += "-nan-batch"; }
-    else if (a == "--overfit-check") o.overfit_check = true;
-    else bad_usage("unknown option " + a);
+    } else if (a == "--steps")
+      o.steps = int(number(i));
+    else if (a == "--batch")
+      o.batch = int(number(i));
+    else if (a == "--limit")
+      o.limit = std::int64_t(number(i));
+    else if (a == "--lr") {
+      o.lr = number(i);
+      flags += "-lr" + std::string(argv[i]);
+    } else if (a == "--db")
+      o.db = value(i);
+    else if (a == "--run")
+      o.run = value(i);
+    else if (a == "--port")
+      o.port = int(number(i));
+    else if (a == "--data")
+      o.data = value(i);
+    else if (a == "--findings-json")
+      o.findings_json = value(i);
+    else if (a == "--seed")
+      o.seed = std::uint64_t(number(i));
+    else if (a == "--no-monitor")
+      o.monitor = false;
+    else if (a == "--no-zero-grad") {
+      o.zero_grad = false;
+      flags += "-no-zero-grad";
+    } else if (a == "--softmax-then-ce") {
+      o.softmax_then_ce = true;
+      flags += "-softmax-then-ce";
+    } else if (a == "--frozen-layer") {
+      o.frozen_layer = true;
+      flags += "-frozen-layer";
+    } else if (a == "--tiny-lr") {
+      o.lr = 1e-6;
+      flags += "-tiny-lr";
+    } else if (a == "--imbalance") {
+      o.imbalance = true;
+      flags += "-imbalance";
+    } else if (a == "--init-scale") {
+      o.init_scale = number(i);
+      flags += "-init-scale";
+    } else if (a == "--label-leak") {
+      o.label_leak = true;
+      flags += "-label-leak";
+    } else if (a == "--no-step") {
+      o.no_step = true;
+      flags += "-no-step";
+    } else if (a == "--partial-optimizer") {
+      o.partial_optimizer = true;
+      flags += "-partial-optimizer";
+    } else if (a == "--dead-relu") {
+      o.dead_relu = true;
+      flags += "-dead-relu";
+    } else if (a == "--clip") {
+      o.clip = number(i);
+      flags += "-clip";
+    } else if (a == "--nan-batch") {
+      o.nan_batch = int(number(i));
+      flags += "-nan-batch";
+    } else if (a == "--overfit-check")
+      o.overfit_check = true;
+    else
+      bad_usage("unknown option " + a);
   }
   if (o.steps <= 0 || o.batch <= 0 || o.limit < 0 || !(o.lr > 0) || o.port < 0 || o.port > 65535)
     bad_usage("--steps and --batch must be > 0, --lr > 0, --limit >= 0, --port in 0..65535");
@@ -201,7 +240,8 @@ int run(const options& o) {
   if (o.overfit_check) {
     // Before training: can this model, loss and optimizer fit the first batch?
     auto idx = torch::arange(std::min<std::int64_t>(o.batch, n));
-    torch::data::Example<> first{data.images.index_select(0, idx), data.labels.index_select(0, idx)};
+    torch::data::Example<> first{data.images.index_select(0, idx),
+                                 data.labels.index_select(0, idx)};
     const auto r = losslens::overfit_check(
         model, opt,
         [&](const torch::Tensor& x, const torch::Tensor& y) {
@@ -221,8 +261,8 @@ int run(const options& o) {
     ao.detectors.chance_level.num_classes = 10;
     char config[256];
     std::snprintf(config, sizeof config,
-                  R"({"example":"fmnist_train","lr":%g,"batch":%d,"steps":%d,"seed":%llu})",
-                  o.lr, o.batch, o.steps, static_cast<unsigned long long>(o.seed));
+                  R"({"example":"fmnist_train","lr":%g,"batch":%d,"steps":%d,"seed":%llu})", o.lr,
+                  o.batch, o.steps, static_cast<unsigned long long>(o.seed));
     ao.config_json = config;
     lens.emplace(losslens::attach(model, opt, ao));
     // The live dashboard is a sink of its own (losslens::dashboard), serving the run in db.

@@ -57,11 +57,16 @@ int main(int argc, char** argv) {
     if (a == "--help" || a == "-h") {
       std::fputs(usage, stdout);
       return 0;
-    } else if (a == "--standardize") standardize = true;
-    else if (a == "--steps") steps = std::atoi(value().c_str());
-    else if (a == "--db") db = value();
-    else if (a == "--data") data_dir = value();
-    else if (a == "--findings-json") findings_json = value();
+    } else if (a == "--standardize")
+      standardize = true;
+    else if (a == "--steps")
+      steps = std::atoi(value().c_str());
+    else if (a == "--db")
+      db = value();
+    else if (a == "--data")
+      data_dir = value();
+    else if (a == "--findings-json")
+      findings_json = value();
     else {
       std::fprintf(stderr, "regression_targets: unknown option %s\n\n%s", a.c_str(), usage);
       return 2;

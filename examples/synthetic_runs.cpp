@@ -29,8 +29,10 @@ bool write_csv(const std::filesystem::path& path, const trace& t) {
   for (const auto& p : t.schema.params) std::fprintf(f, ",grad_norm/%s", p.c_str());
   std::fputs(",lr\n", f);
   auto num = [&](const std::optional<double>& v) {
-    if (v) std::fprintf(f, ",%.9g", *v);  // %g prints nan/inf as the reader expects
-    else std::fputc(',', f);
+    if (v)
+      std::fprintf(f, ",%.9g", *v);  // %g prints nan/inf as the reader expects
+    else
+      std::fputc(',', f);
   };
   for (const auto& s : t.samples) {
     std::fprintf(f, "%lld", static_cast<long long>(s.step));
@@ -55,7 +57,8 @@ int main(int argc, char** argv) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) {
-    std::fprintf(stderr, "synthetic_runs: cannot create %s: %s\n", dir.c_str(), ec.message().c_str());
+    std::fprintf(stderr, "synthetic_runs: cannot create %s: %s\n", dir.c_str(),
+                 ec.message().c_str());
     return 1;
   }
   generator g(seed);

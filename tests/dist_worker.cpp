@@ -101,9 +101,8 @@ int check_errors(const c10::intrusive_ptr<c10d::ProcessGroup>& pg) {
       std::fprintf(stderr, "%s: %s\n", what, e.what());
     }
   };
-  expect_error("null process group", [&] {
-    losslens::attach(model, opt, c10::intrusive_ptr<c10d::ProcessGroup>(), {});
-  });
+  expect_error("null process group",
+               [&] { losslens::attach(model, opt, c10::intrusive_ptr<c10d::ProcessGroup>(), {}); });
   losslens::distributed_options d;
   d.sync_every = 0;
   expect_error("sync_every 0", [&] { losslens::attach(model, opt, pg, {}, d); });
@@ -180,8 +179,10 @@ int run(const args& a) {
   const double mean_step = std::chrono::duration<double>(clock::now() - t0).count() / a.steps;
   // Line the ranks up before detaching, as a trainer's final barrier would.
   pg->barrier()->wait();
-  nlohmann::json out{{"rank", a.rank}, {"steps", a.steps}, {"mean_step_s", mean_step},
-                      {"lens_step_s", in_lens / a.steps}};
+  nlohmann::json out{{"rank", a.rank},
+                     {"steps", a.steps},
+                     {"mean_step_s", mean_step},
+                     {"lens_step_s", in_lens / a.steps}};
   if (lens) {
     lens->detach();
     out["findings"] = nlohmann::json::array();

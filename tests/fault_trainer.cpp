@@ -43,8 +43,8 @@ struct options {
   long step_sleep_us = 0;
   long db_retry_ms = 200;
   long flush_ms = 200;
-  long fsize_at = -1;          // at this step, cap the size of files this process writes
-  long fsize_restore_ms = 1000;  // ... and lift the cap this long after degraded shows
+  long fsize_at = -1;             // at this step, cap the size of files this process writes
+  long fsize_restore_ms = 1000;   // ... and lift the cap this long after degraded shows
   long until_healthy_steps = -1;  // stop this many steps after storage turned healthy again
   double burst_seconds = 0;
   long stall_ms = 0;
@@ -187,7 +187,8 @@ int main(int argc, char** argv) {
     // Baseline: the same loop without step(), to tell the OS's own pauses (a loaded machine
     // preempts us) from anything step() does.
     {
-      const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(o.burst_seconds);
+      const auto end =
+          std::chrono::steady_clock::now() + std::chrono::duration<double>(o.burst_seconds);
       auto prev = std::chrono::steady_clock::now();
       while (prev < end) {
         const auto now = std::chrono::steady_clock::now();
@@ -239,7 +240,8 @@ int main(int argc, char** argv) {
       if (o.until_healthy_steps >= 0 && healthy_since >= 0 &&
           i - healthy_since >= o.until_healthy_steps)
         break;
-      if (o.step_sleep_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(o.step_sleep_us));
+      if (o.step_sleep_us > 0)
+        std::this_thread::sleep_for(std::chrono::microseconds(o.step_sleep_us));
     }
   }
 

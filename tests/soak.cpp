@@ -126,8 +126,8 @@ int writer_main(const std::string& db, const std::string& go_file, double second
                              {"steps", step_us.size()},
                              {"step_p99_us", std::round(p99 * 100) / 100},
                              {"step_max_us", std::round(max_us * 100) / 100}}
-                             .dump()
-                             .c_str());
+                            .dump()
+                            .c_str());
     std::fflush(stdout);
     step_us.clear();
   };
@@ -189,11 +189,11 @@ struct client_stats {
   std::map<std::string, std::int64_t> next;  // per series, the step expected next
   std::uint64_t points = 0;
   std::uint64_t frames = 0;
-  std::uint64_t gaps = 0;       // a point whose step was not the expected one
+  std::uint64_t gaps = 0;  // a point whose step was not the expected one
   bool subscribed = false;
   bool closed = false;
   std::string status;
-  double max_gap_s = 0;         // between frames, while the writer streams
+  double max_gap_s = 0;  // between frames, while the writer streams
   steady::time_point last_frame{};
 };
 
@@ -339,7 +339,8 @@ double cpu_seconds(pid_t pid) {
     i = j + 1;
   }
   if (f.size() < 13) return -1;
-  return double(std::atoll(f[11].c_str()) + std::atoll(f[12].c_str())) / double(sysconf(_SC_CLK_TCK));
+  return double(std::atoll(f[11].c_str()) + std::atoll(f[12].c_str())) /
+         double(sysconf(_SC_CLK_TCK));
 }
 
 std::int64_t open_fds(pid_t pid) {
@@ -448,10 +449,10 @@ int main(int argc, char** argv) {
   };
 
   // 1. The writer creates the run, then waits for the go file.
-  losslens::testing::child_process writer(
-      self, {"--writer", db, go, std::to_string(seconds), std::to_string(rate),
-             std::to_string(sample_seconds)},
-      dir.file("writer.err"));
+  losslens::testing::child_process writer(self,
+                                          {"--writer", db, go, std::to_string(seconds),
+                                           std::to_string(rate), std::to_string(sample_seconds)},
+                                          dir.file("writer.err"));
   auto first = writer.read_line(30s);
   if (!first) {
     std::fprintf(stderr, "dashboard_soak: the writer did not start\n");
@@ -507,16 +508,17 @@ int main(int argc, char** argv) {
   const auto start = steady::now();
   const double cpu0 = cpu_seconds(sidecar.pid());
   std::int64_t rss_start = rss_kib(sidecar.pid()), rss_warm = -1, rss_max = rss_start, wal_max = 0;
-  std::int64_t fds_warm_sidecar = -1, fds_warm_writer = -1, fds_max_sidecar = 0,
-               fds_max_writer = 0;
+  std::int64_t fds_warm_sidecar = -1, fds_warm_writer = -1, fds_max_sidecar = 0, fds_max_writer = 0;
   std::optional<std::string> writer_done;
   json samples = json::array(), writer_samples = json::array();
   std::int64_t interval_wal_max = 0;
   while (!writer_done) {
     if (auto line = writer.read_line(1s)) {
       auto j = json::parse(*line, nullptr, false);
-      if (j.is_object() && j.contains("sample")) writer_samples.push_back(j);
-      else writer_done = line;
+      if (j.is_object() && j.contains("sample"))
+        writer_samples.push_back(j);
+      else
+        writer_done = line;
     }
     auto rss = rss_kib(sidecar.pid());
     rss_max = std::max(rss_max, rss);
@@ -615,7 +617,9 @@ int main(int argc, char** argv) {
     auto s = c->stats();
     double gap = s.max_gap_s;
     if (s.last_frame < stream_end)
-      gap = std::max(gap, std::chrono::duration<double>(stream_end - std::max(s.last_frame, state.stream_start)).count());
+      gap = std::max(gap, std::chrono::duration<double>(stream_end -
+                                                        std::max(s.last_frame, state.stream_start))
+                              .count());
     max_gap = std::max(max_gap, gap);
     stalled += gap >= max_frame_gap_s;
     frames += s.frames;
@@ -672,19 +676,28 @@ int main(int argc, char** argv) {
       {"max_frame_gap_bound_s", max_frame_gap_s},
       {"slow_client", {{"dropped", stuck->closed()}, {"bytes_read", stuck->bytes()}}},
       {"rss_kib",
-       {{"start", rss_start}, {"warmup_end", rss_warm}, {"end", rss_end}, {"max", rss_max},
-        {"growth_after_warmup", growth}, {"growth_bound", max_rss_growth_kib}}},
+       {{"start", rss_start},
+        {"warmup_end", rss_warm},
+        {"end", rss_end},
+        {"max", rss_max},
+        {"growth_after_warmup", growth},
+        {"growth_bound", max_rss_growth_kib}}},
       {"warmup_s", warmup},
-      {"wal_bytes", {{"max_sampled", wal_max}, {"writer_max", wj.value("wal_bytes_max", 0)},
-                     {"limit", wal_limit_bytes}, {"bound", wal_limit_bytes + wal_margin_bytes}}},
+      {"wal_bytes",
+       {{"max_sampled", wal_max},
+        {"writer_max", wj.value("wal_bytes_max", 0)},
+        {"limit", wal_limit_bytes},
+        {"bound", wal_limit_bytes + wal_margin_bytes}}},
       {"sidecar_cpu_s", std::round((cpu1 - cpu0) * 10) / 10},
       {"fds",
-       {{"sidecar", {{"warmup_end", fds_warm_sidecar}, {"max", fds_max_sidecar},
-                     {"end", fds_end_sidecar}}},
+       {{"sidecar",
+         {{"warmup_end", fds_warm_sidecar}, {"max", fds_max_sidecar}, {"end", fds_end_sidecar}}},
         {"writer", {{"warmup_end", fds_warm_writer}, {"max", fds_max_writer}}},
         {"growth_bound", max_fd_growth}}},
-      {"reader_loop", {{"queries", reader_total.queries}, {"errors", reader_total.errors},
-                       {"max_ms", std::round(reader_total.max_ms * 10) / 10}}},
+      {"reader_loop",
+       {{"queries", reader_total.queries},
+        {"errors", reader_total.errors},
+        {"max_ms", std::round(reader_total.max_ms * 10) / 10}}},
       {"sample_seconds", sample_seconds},
       {"samples", samples},
       {"serve_exit", serve_exit},

@@ -84,7 +84,8 @@ TEST_CASE("analyze text output, --classes and --fail-on") {
   CHECK(run("analyze " + path.string() + " --classes 10 --fail-on error").status == 0);
 
   losslens::traces::generator g(3);
-  const auto healthy = temp_file("healthy.csv", csv_of(g.healthy(losslens::traces::healthy_shape::cosine)));
+  const auto healthy =
+      temp_file("healthy.csv", csv_of(g.healthy(losslens::traces::healthy_shape::cosine)));
   r = run("analyze " + healthy.string() + " --classes 10 --fail-on warning");
   CHECK(r.status == 0);
 }
@@ -144,9 +145,12 @@ TEST_CASE("analyze shows each incident's episode count and, with --all, its epis
   std::int64_t counted = 0;
   const auto report = nlohmann::json::parse(json.out);
   for (const auto& f : report["findings"]) {
-    const auto first = f["first_step"].get<std::int64_t>(), last = f["last_step"].get<std::int64_t>();
+    const auto first = f["first_step"].get<std::int64_t>(),
+               last = f["last_step"].get<std::int64_t>();
     const auto n = f["episodes"].get<std::int64_t>();
-    std::string header = std::string(f["severity"] == "error" ? "ERROR" : f["severity"] == "warning" ? "WARNING" : "INFO") +
+    std::string header = std::string(f["severity"] == "error"     ? "ERROR"
+                                     : f["severity"] == "warning" ? "WARNING"
+                                                                  : "INFO") +
                          "  " + f["kind"].get<std::string>() + "  steps " + std::to_string(first) +
                          (last != first ? "-" + std::to_string(last) : "") + "  " +
                          f["series"].get<std::string>() +

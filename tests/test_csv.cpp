@@ -104,7 +104,9 @@ TEST_CASE("csv: malformed input names the file, the line and the reason") {
   CHECK_THAT(error_of("step,\"loss\n"), Catch::Contains("unterminated quote"));
   CHECK_THAT(error_of(std::string("step,loss\n1,\0\x01\x02\n", 15)),
              Catch::StartsWith("t.csv:2: binary data in a row"));
-  CHECK_THAT(error_of(std::string("\x7f" "ELF\x02\x01\x01\0\0\0", 10)),
+  CHECK_THAT(error_of(std::string("\x7f"
+                                  "ELF\x02\x01\x01\0\0\0",
+                                  10)),
              Catch::Contains("binary data where a CSV header was expected"));
   CHECK_THAT(error_of("step,loss\n" + std::string(2 << 20, '1')),
              Catch::Contains("line longer than 1 MiB"));
@@ -174,11 +176,13 @@ TEST_CASE("csv: random garbage never crashes, only throws losslens::error") {
 }
 
 TEST_CASE("csv: header names in any case and quoted, common tag spellings are mapped") {
-  std::istringstream in("\"Step\",\"Train/Loss\",\"LEARNING_RATE\",\"train/loss_cls\",\"epoch\"\r\n"
-                        "\"0\",\"2.5\",\"0.1\",\"1.5\",\"0\"\r\n");
+  std::istringstream in(
+      "\"Step\",\"Train/Loss\",\"LEARNING_RATE\",\"train/loss_cls\",\"epoch\"\r\n"
+      "\"0\",\"2.5\",\"0.1\",\"1.5\",\"0\"\r\n");
   csv_reader r(in, "t.csv");
   CHECK(r.schema().tasks == std::vector<std::string>{"cls"});
-  CHECK(r.mapping().describe() == "Train/Loss -> loss, LEARNING_RATE -> lr, train/loss_cls -> loss/cls");
+  CHECK(r.mapping().describe() ==
+        "Train/Loss -> loss, LEARNING_RATE -> lr, train/loss_cls -> loss/cls");
   REQUIRE(r.warnings().size() == 1);
   CHECK_THAT(r.warnings()[0], Catch::StartsWith("t.csv:1: 1 column not used: 'epoch' ("));
   sample s;

@@ -319,9 +319,9 @@ TEST_CASE("dashboard token off loopback: data and websocket need it, the page fi
   auto p = h.srv.port();
   REQUIRE(p != 0);
   // The page's own files: the same bytes with and without a token, and no data in them.
-  for (const std::string& target : {std::string("/"), std::string("/js/app.js"),
-                                    std::string("/js/state.js"), std::string("/uPlot.iife.min.js"),
-                                    std::string("/app.css")}) {
+  for (const std::string& target :
+       {std::string("/"), std::string("/js/app.js"), std::string("/js/state.js"),
+        std::string("/uPlot.iife.min.js"), std::string("/app.css")}) {
     INFO(target);
     auto open = http_request(p, target);
     CHECK(open.status == 200);
@@ -329,9 +329,8 @@ TEST_CASE("dashboard token off loopback: data and websocket need it, the page fi
     CHECK(open.body.find("\"runs\":") == std::string::npos);  // no API answer
   }
   CHECK(http_request(p, "/nope").status == 404);
-  for (const std::string& target :
-       {std::string("/api/runs"), std::string("/api/runs/1/events"), std::string("/api"),
-        std::string("/api/runs/1/series")}) {
+  for (const std::string& target : {std::string("/api/runs"), std::string("/api/runs/1/events"),
+                                    std::string("/api"), std::string("/api/runs/1/series")}) {
     INFO(target);
     auto missing = http_request(p, target);
     CHECK(missing.status == 401);

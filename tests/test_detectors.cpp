@@ -190,7 +190,7 @@ TEST_CASE("plateau: ReduceLROnPlateau semantics on the smoothed loss") {
     std::vector<double> v;
     for (int i = 0; i < 5; ++i) v.push_back(1.0 - 0.1 * i);  // 1.0 .. 0.6 improving
     for (int i = 0; i < 20; ++i) v.push_back(0.6);           // flat: bad steps 1..20
-    v.push_back(0.5);                                          // improvement ends the episode
+    v.push_back(0.5);                                        // improvement ends the episode
     for (int i = 0; i < 20; ++i) v.push_back(0.5);           // 5 cooldown steps, then 15 bad
     for (std::size_t i = 0; i < v.size(); ++i) {
       sample s;
@@ -202,8 +202,8 @@ TEST_CASE("plateau: ReduceLROnPlateau semantics on the smoothed loss") {
     REQUIRE(p.size() == 2);
     REQUIRE(of_kind(a.findings(), "plateau").size() == 1);
     CHECK(of_kind(a.findings(), "plateau")[0].episodes == 2);
-    CHECK(p[0].first_step == 4);   // last improvement
-    CHECK(p[0].last_step == 24);   // opened at step 4 + 11 (bad > patience), grew to 24
+    CHECK(p[0].first_step == 4);  // last improvement
+    CHECK(p[0].last_step == 24);  // opened at step 4 + 11 (bad > patience), grew to 24
     CHECK(p[1].first_step == 25);
     // cooldown 5 (steps 26-30 count no bad steps), then 11 bad steps: opens at step 41
     CHECK(p[1].last_step == 45);
@@ -339,8 +339,7 @@ TEST_CASE("task_dominance: share of the weighted loss and scale disparity") {
   const auto& last = t.samples.back();
   CHECK(f.evidence_value("weighted_loss") == Approx(*last.task_losses[1]));
   CHECK(f.evidence_value("others_weighted_loss") == Approx(*last.task_losses[0]));
-  CHECK(f.evidence_value("scale_ratio") ==
-        Approx(*last.task_losses[1] / *last.task_losses[0]));
+  CHECK(f.evidence_value("scale_ratio") == Approx(*last.task_losses[1] / *last.task_losses[0]));
   CHECK(f.message.find("apart in scale") != std::string::npos);
 
   SECTION("weights that balance the tasks remove the finding") {
@@ -472,7 +471,9 @@ TEST_CASE("negative and zero losses give no finding by themselves, one -50 or -1
       if (f.level >= severity::warning || f.kind != "loss_spike") kinds.push_back(f.kind);
     return kinds;
   };
-  const auto falling = [&](int i) { return (0.2 + 2.1 * std::exp(-i / 800.0)) * std::exp(0.15 * z(rng)); };
+  const auto falling = [&](int i) {
+    return (0.2 + 2.1 * std::exp(-i / 800.0)) * std::exp(0.15 * z(rng));
+  };
   // One outlier in a falling loss (the -50 once gave "divergence ... rose from its best -1.797").
   CHECK(run([&](int i) { return i == 1500 ? -50.0 : falling(i); }).empty());
   CHECK(run([&](int i) { return i == 1500 ? -1e308 : falling(i); }).empty());

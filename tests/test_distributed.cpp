@@ -30,9 +30,9 @@ std::string slurp(const fs::path& p) {
 }
 
 struct dist_result {
-  std::vector<finding> findings;  // stored by rank 0
+  std::vector<finding> findings;               // stored by rank 0
   std::map<std::string, std::int64_t> points;  // per series name
-  std::vector<nlohmann::json> outputs;  // each rank's --json
+  std::vector<nlohmann::json> outputs;         // each rank's --json
 };
 
 constexpr int steps = 60;
@@ -41,19 +41,19 @@ constexpr int sync_every = 5;
 dist_result run_world(int world, const std::vector<std::string>& extra, const temp_dir& dir) {
   std::vector<std::vector<std::string>> args;
   for (int r = 0; r < world; ++r) {
-    std::vector<std::string> a{"--store", (dir.path / "store").string(),
-                               "--rank", std::to_string(r),
-                               "--world", std::to_string(world),
-                               "--db", (dir.path / "runs.db").string(),
-                               "--steps", std::to_string(steps),
-                               "--sync-every", std::to_string(sync_every),
-                               "--json",
-                               (dir.path / ("out" + std::to_string(r) + ".json")).string()};
+    std::vector<std::string> a{
+        "--store",      (dir.path / "store").string(),
+        "--rank",       std::to_string(r),
+        "--world",      std::to_string(world),
+        "--db",         (dir.path / "runs.db").string(),
+        "--steps",      std::to_string(steps),
+        "--sync-every", std::to_string(sync_every),
+        "--json",       (dir.path / ("out" + std::to_string(r) + ".json")).string()};
     a.insert(a.end(), extra.begin(), extra.end());
     args.push_back(std::move(a));
   }
-  const auto status = testing::run_ranks(LOSSLENS_DIST_WORKER, args,
-                                         (dir.path / "rank").string(), std::chrono::seconds(50));
+  const auto status = testing::run_ranks(LOSSLENS_DIST_WORKER, args, (dir.path / "rank").string(),
+                                         std::chrono::seconds(50));
   for (int r = 0; r < world; ++r) {
     INFO("rank " << r << " log:\n" << slurp(dir.path / ("rank" + std::to_string(r) + ".log")));
     REQUIRE(status[std::size_t(r)] == 0);
@@ -93,19 +93,18 @@ void check_every_rank_recorded(const dist_result& res, int world) {
 
 TEST_CASE("attach through a process group: setup errors, and a world of one is plain attach") {
   temp_dir dir("dist1");
-  const auto status = testing::run_ranks(
-      LOSSLENS_DIST_WORKER, {{"--store", (dir.path / "store").string(), "--rank", "0", "--world",
-                              "1", "--mode", "errors"}},
-      (dir.path / "rank").string(), std::chrono::seconds(50));
+  const auto status = testing::run_ranks(LOSSLENS_DIST_WORKER,
+                                         {{"--store", (dir.path / "store").string(), "--rank", "0",
+                                           "--world", "1", "--mode", "errors"}},
+                                         (dir.path / "rank").string(), std::chrono::seconds(50));
   INFO(slurp(dir.path / "rank0.log"));
   CHECK(status[0] == 0);
 }
 
 TEST_CASE("2 ranks over Gloo: NaN on rank 1, a slow loader on rank 0") {
   temp_dir dir("dist2");
-  const auto res = run_world(2, {"--nan-rank", "1", "--nan-step", "12", "--slow-rank", "0",
-                                 "--sleep-ms", "25"},
-                             dir);
+  const auto res = run_world(
+      2, {"--nan-rank", "1", "--nan-step", "12", "--slow-rank", "0", "--sleep-ms", "25"}, dir);
   check_every_rank_recorded(res, 2);
 
   const auto div = of_kind(res.findings, "rank_divergence");
@@ -136,9 +135,9 @@ TEST_CASE("2 ranks over Gloo: NaN on rank 1, a slow loader on rank 0") {
 
 TEST_CASE("4 ranks over Gloo: NaN on rank 2, slow rank 3, replica 1 out of sync") {
   temp_dir dir("dist4");
-  const auto res = run_world(4, {"--nan-rank", "2", "--nan-step", "7", "--slow-rank", "3",
-                                 "--sleep-ms", "25", "--desync-rank", "1", "--desync-step",
-                                 "30"},
+  const auto res = run_world(4,
+                             {"--nan-rank", "2", "--nan-step", "7", "--slow-rank", "3",
+                              "--sleep-ms", "25", "--desync-rank", "1", "--desync-step", "30"},
                              dir);
   check_every_rank_recorded(res, 4);
 

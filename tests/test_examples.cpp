@@ -30,8 +30,8 @@ run_result run_example(const std::string& exe, const std::string& flags) {
   fs::create_directories(dir);
   const auto json = dir / "findings.json";
   fs::remove(json);
-  const std::string cmd = exe + " --db '' --findings-json " + json.string() + " " + flags +
-                          " > " + (dir / "out.txt").string() + " 2>&1";
+  const std::string cmd = exe + " --db '' --findings-json " + json.string() + " " + flags + " > " +
+                          (dir / "out.txt").string() + " 2>&1";
   run_result r;
   r.status = losslens::testing::run_shell(cmd).status;
   std::ifstream in(json);
@@ -141,7 +141,6 @@ TEST_CASE("fmnist_train: each start-of-training bug gives its finding") {
   }
 }
 
-
 TEST_CASE("fmnist_train --nan-batch: the bad batch is saved next to the database") {
   const auto dir = fs::temp_directory_path() / ("losslens_replay_" + std::to_string(getpid()));
   fs::remove_all(dir);
@@ -165,7 +164,8 @@ TEST_CASE("fmnist_multitask: reconstruction dominates unweighted, not with uncer
   REQUIRE(none.status == 0);
   INFO("none: " << list(none.kinds));
   CHECK(none.warnings.count("task_dominance"));
-  const auto unc = run_example(FMNIST_MULTITASK, "--weighting uncertainty --steps 200 --limit 6000");
+  const auto unc =
+      run_example(FMNIST_MULTITASK, "--weighting uncertainty --steps 200 --limit 6000");
   REQUIRE(unc.status == 0);
   INFO("uncertainty: " << list(unc.kinds));
   CHECK_FALSE(unc.warnings.count("task_dominance"));

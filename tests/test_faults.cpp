@@ -102,14 +102,16 @@ struct tmpfs_mount {
 
 }  // namespace
 
-TEST_CASE("a trainer killed with SIGKILL leaves a readable database, a crashed run, its findings "
-          "and at most the last flush interval of points missing", "[faults]") {
+TEST_CASE(
+    "a trainer killed with SIGKILL leaves a readable database, a crashed run, its findings "
+    "and at most the last flush interval of points missing",
+    "[faults]") {
   temp_dir dir("faults_kill");
   const auto db = (dir.path / "runs.db").string();
   const auto flush_ms = 200;
   child_process child(trainer,
-                      {"--db", db, "--steps", "0", "--trace", "--nan-at", "300",
-                       "--flush-ms", std::to_string(flush_ms), "--step-sleep-us", "200"},
+                      {"--db", db, "--steps", "0", "--trace", "--nan-at", "300", "--flush-ms",
+                       std::to_string(flush_ms), "--step-sleep-us", "200"},
                       (dir.path / "stderr.txt").string());
   // Let it train until the database holds 2000 steps and the NaN finding, then kill it.
   std::vector<std::pair<std::int64_t, long long>> trace;  // step, monotonic ns (child's clock)
@@ -127,8 +129,8 @@ TEST_CASE("a trainer killed with SIGKILL leaves a readable database, a crashed r
     try {
       storage::run_reader r(db);
       auto runs = r.runs();
-      ready = !runs.empty() && !r.findings(runs[0].id, "non_finite").empty() &&
-              runs[0].last_step && *runs[0].last_step >= 2000;
+      ready = !runs.empty() && !r.findings(runs[0].id, "non_finite").empty() && runs[0].last_step &&
+              *runs[0].last_step >= 2000;
     } catch (const losslens::error&) {
     }
   }
@@ -161,10 +163,10 @@ TEST_CASE("a trainer killed with SIGKILL leaves a readable database, a crashed r
     if (s == last_stored) stored_at = ns;
   REQUIRE(stored_at > 0);
   const double lost_ms = double(killed_at - stored_at) / 1e6;
-  std::printf("sigkill: last step done %ld, last stored %ld: %ld steps lost, covering %.0f ms "
-              "before the kill (flush interval %d ms)\n",
-              long(last_done), long(last_stored), long(last_done - last_stored), lost_ms,
-              flush_ms);
+  std::printf(
+      "sigkill: last step done %ld, last stored %ld: %ld steps lost, covering %.0f ms "
+      "before the kill (flush interval %d ms)\n",
+      long(last_done), long(last_stored), long(last_done - last_stored), lost_ms, flush_ms);
   CHECK(last_stored <= last_done);
   CHECK(lost_ms < flush_ms + 1000);
 
@@ -189,8 +191,10 @@ TEST_CASE("a trainer killed with SIGKILL leaves a readable database, a crashed r
   CHECK(again.runs()[0].status == storage::run_status::crashed);
 }
 
-TEST_CASE("a full disk degrades the monitor once, training goes on, and everything held is "
-          "written when space returns", "[faults]") {
+TEST_CASE(
+    "a full disk degrades the monitor once, training goes on, and everything held is "
+    "written when space returns",
+    "[faults]") {
   temp_dir dir("faults_full");
   // Two ways to fill a disk: a real small tmpfs (ENOSPC; needs root and mount rights) and a
   // file-size limit on the trainer (EFBIG; works for anyone). Both run where they can.
@@ -213,15 +217,24 @@ TEST_CASE("a full disk degrades the monitor once, training goes on, and everythi
         fs::create_directories(where);
       }
       const auto db = (where / "runs.db").string();
-      std::vector<std::string> args{"--db", db, "--steps", "200000", "--step-sleep-us", "100",
-                                    "--until-healthy-steps", "1000", "--nan-at", "50"};
+      std::vector<std::string> args{"--db",
+                                    db,
+                                    "--steps",
+                                    "200000",
+                                    "--step-sleep-us",
+                                    "100",
+                                    "--until-healthy-steps",
+                                    "1000",
+                                    "--nan-at",
+                                    "50"};
       if (!v.tmpfs) {
         args.insert(args.end(), {"--fsize-at", "1500", "--fsize-restore-ms", "1500"});
       }
       child_process child(trainer, args, (dir.path / "stderr.txt").string());
       if (v.tmpfs) {
         // Fill the disk but for 256 KiB once the run exists.
-        for (int i = 0; i < 600 && !fs::exists(db + "-wal"); ++i) std::this_thread::sleep_for(100ms);
+        for (int i = 0; i < 600 && !fs::exists(db + "-wal"); ++i)
+          std::this_thread::sleep_for(100ms);
         std::this_thread::sleep_for(500ms);
         auto space = fs::space(where);
         std::vector<char> zeros(1 << 20);
@@ -239,11 +252,12 @@ TEST_CASE("a full disk degrades the monitor once, training goes on, and everythi
       INFO(*degraded);
       if (v.tmpfs) {
         std::this_thread::sleep_for(1500ms);  // train on for a while with nowhere to write
-        fs::remove(filler);                  // space returns
+        fs::remove(filler);                   // space returns
       }
       auto [stats, err] = finish_healthy(child, dir.path);
       INFO(err);
-      CHECK(count_lines_with(err, "writing run history") == 1);  // said once, however long it lasted
+      CHECK(count_lines_with(err, "writing run history") ==
+            1);  // said once, however long it lasted
       CHECK(count_lines_with(err, "works again") == 1);
       CHECK(stats["storage_degraded"] == false);
       CHECK(stats["points_lost"] == 0);
@@ -262,17 +276,20 @@ TEST_CASE("a full disk degrades the monitor once, training goes on, and everythi
       bool recovered = false;
       for (const auto& e : r.events(runs[0].id)) recovered |= e.kind == "recovered";
       CHECK(recovered);
-      std::printf("disk full (%s): %s; %lld steps, %lld points written, %d failed commits, "
-                  "0 lost\n",
-                  v.name.c_str(), degraded->c_str(), (long long)stats["steps"].get<std::int64_t>(),
-                  (long long)stats["points_written"].get<std::int64_t>(),
-                  stats["write_failures"].get<int>());
+      std::printf(
+          "disk full (%s): %s; %lld steps, %lld points written, %d failed commits, "
+          "0 lost\n",
+          v.name.c_str(), degraded->c_str(), (long long)stats["steps"].get<std::int64_t>(),
+          (long long)stats["points_written"].get<std::int64_t>(),
+          stats["write_failures"].get<int>());
     }
   }
 }
 
-TEST_CASE("a disk that stays full: the points that never reached it are counted and said at "
-          "detach", "[faults]") {
+TEST_CASE(
+    "a disk that stays full: the points that never reached it are counted and said at "
+    "detach",
+    "[faults]") {
   // Issue #18 item 5: the trainer used to print "0 dropped, run stored" while most points
   // were gone. The file-size limit is never lifted here.
   temp_dir dir("faults_stays_full");
@@ -298,8 +315,10 @@ TEST_CASE("a disk that stays full: the points that never reached it are counted 
               (unsigned long long)written, (unsigned long long)lost);
 }
 
-TEST_CASE("a read-only database directory degrades the monitor, the run is recorded once it is "
-          "writable", "[faults]") {
+TEST_CASE(
+    "a read-only database directory degrades the monitor, the run is recorded once it is "
+    "writable",
+    "[faults]") {
   temp_dir dir("faults_ro");
   const fs::path where = dir.path / "ro";
   std::unique_ptr<tmpfs_mount> mnt;
@@ -376,8 +395,10 @@ TEST_CASE("a corrupt database file is reported once, left untouched, and trainin
   CHECK(slurp(db) == garbage);  // nobody wrote over the user's file
 }
 
-TEST_CASE("a stalled monitor thread under a burst never blocks step(), drops are counted and "
-          "stored", "[faults]") {
+TEST_CASE(
+    "a stalled monitor thread under a burst never blocks step(), drops are counted and "
+    "stored",
+    "[faults]") {
   temp_dir dir("faults_burst");
   const auto db = (dir.path / "runs.db").string();
   // One second of lens.step() as fast as it returns, while the monitor thread sleeps 5 ms on
@@ -390,16 +411,16 @@ TEST_CASE("a stalled monitor thread under a burst never blocks step(), drops are
   const auto steps = stats["burst_steps"].get<std::uint64_t>();
   const auto processed = stats["processed"].get<std::uint64_t>();
   const auto dropped = stats["dropped"].get<std::uint64_t>();
-  std::printf("burst: %llu steps in %.2f s (%.0f steps/s), max step() %.1f us, %ld over 1 ms; "
-              "monitor saw %llu, dropped %llu\n",
-              (unsigned long long)steps, stats["burst_seconds"].get<double>(),
-              double(steps) / stats["burst_seconds"].get<double>(),
-              stats["max_step_us"].get<double>(), stats["slow_steps"].get<long>(),
-              (unsigned long long)processed,
-              (unsigned long long)dropped);
-  std::printf("burst baseline: the same loop without step(): longest pause %.1f us, %ld over "
-              "1 ms\n",
-              stats["bare_max_us"].get<double>(), stats["bare_slow"].get<long>());
+  std::printf(
+      "burst: %llu steps in %.2f s (%.0f steps/s), max step() %.1f us, %ld over 1 ms; "
+      "monitor saw %llu, dropped %llu\n",
+      (unsigned long long)steps, stats["burst_seconds"].get<double>(),
+      double(steps) / stats["burst_seconds"].get<double>(), stats["max_step_us"].get<double>(),
+      stats["slow_steps"].get<long>(), (unsigned long long)processed, (unsigned long long)dropped);
+  std::printf(
+      "burst baseline: the same loop without step(): longest pause %.1f us, %ld over "
+      "1 ms\n",
+      stats["bare_max_us"].get<double>(), stats["bare_slow"].get<long>());
   CHECK(stats["steps"].get<std::uint64_t>() == steps);
   CHECK(processed + dropped == steps);
   // The consumer could take at most one sample per 5 ms (plus the queue); the trainer went on

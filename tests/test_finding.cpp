@@ -106,10 +106,9 @@ TEST_CASE("finding JSON carries episodes, spans and cause and round-trips") {
   const auto j = to_json(f);
   CHECK(j["episodes"] == 12);
   REQUIRE(j["spans"].size() == 12);
-  CHECK(j["spans"][2] == nlohmann::json({{"first_step", 2377},
-                                         {"last_step", 2389},
-                                         {"severity", "error"},
-                                         {"peak", 7.5}}));
+  CHECK(j["spans"][2] ==
+        nlohmann::json(
+            {{"first_step", 2377}, {"last_step", 2389}, {"severity", "error"}, {"peak", 7.5}}));
   CHECK(j["spans"][4]["peak"] == "nan");
   CHECK(j["spans"][11]["last_step"] == 15020);
   CHECK(j["cause_id"] == 3);
@@ -220,8 +219,8 @@ TEST_CASE("episode lines count the episodes whose spans were not kept") {
   CHECK(lines[64] == "    episode 70: steps 6900-6905 warning peak 126");
 
   f.episodes = 65;
-  CHECK(format_episodes_text(f, "").find("... 1 episode not kept (episode 33)\nepisode 34: steps") !=
-        std::string::npos);
+  CHECK(format_episodes_text(f, "").find(
+            "... 1 episode not kept (episode 33)\nepisode 34: steps") != std::string::npos);
   f.spans.resize(3);  // only the first ones kept
   CHECK(format_episodes_text(f, "") ==
         "episode 1: steps 0-5 warning peak 0\n"

@@ -42,8 +42,8 @@ namespace {
 
 /// The call-order bugs: lens.step() before backward, or zero_grad() between backward and step.
 enum class order { step_before_backward, zero_grad_before_step };
-void train_misordered(mlp& model, torch::optim::Optimizer& opt, monitor& lens,
-                      const toy_data& data, int n, order o) {
+void train_misordered(mlp& model, torch::optim::Optimizer& opt, monitor& lens, const toy_data& data,
+                      int n, order o) {
   for (int i = 0; i < n; ++i) {
     auto [x, y] = data.batch(i);
     if (o == order::step_before_backward) opt.zero_grad();
@@ -57,7 +57,6 @@ void train_misordered(mlp& model, torch::optim::Optimizer& opt, monitor& lens,
     }
   }
 }
-
 
 }  // namespace
 
@@ -140,7 +139,8 @@ TEST_CASE("per-parameter norms are those of .grad at step(), also when changed a
       F::cross_entropy(model->forward(x), y).backward();
     }
     std::vector<double> ref;
-    for (auto& p : model->parameters()) ref.push_back(p.grad().to(torch::kDouble).norm().item<double>());
+    for (auto& p : model->parameters())
+      ref.push_back(p.grad().to(torch::kDouble).norm().item<double>());
     reference.push_back(ref);
     lens.step(F::cross_entropy(model->forward(x), y).detach());
     opt.step();
@@ -264,7 +264,10 @@ TEST_CASE("a loop without zero_grad is reported as missing_zero_grad within 3 st
     auto lens3 = attach(m3, opt3, quiet("none"));
     for (int i = 0; i < 10; ++i) {
       auto [x, y] = data.batch(i);
-      if (i % 2) m3->zero_grad(/*set_to_none=*/true); else m3->zero_grad();
+      if (i % 2)
+        m3->zero_grad(/*set_to_none=*/true);
+      else
+        m3->zero_grad();
       auto loss = F::cross_entropy(m3->forward(x), y);
       loss.backward();
       opt3.step();
@@ -334,9 +337,12 @@ TEST_CASE("loss() keeps its own copy of a temporary task name") {
     opt.zero_grad();
     auto logits = model->forward(x);
     // A temporary std::string, long enough to live on the heap, dies before step().
-    auto total = lens.loss(std::string("classification_head_") + "number_one",
-                           F::cross_entropy(logits, y));
-    { std::string scratch(64, 'x'); (void)scratch; }  // reuse the freed memory
+    auto total =
+        lens.loss(std::string("classification_head_") + "number_one", F::cross_entropy(logits, y));
+    {
+      std::string scratch(64, 'x');
+      (void)scratch;
+    }  // reuse the freed memory
     total.backward();
     opt.step();
     lens.step(total);
@@ -580,7 +586,8 @@ std::string http_get(int port, const std::string& path) {
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   std::string out;
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-    const std::string req = "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    const std::string req =
+        "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
     if (::write(fd, req.data(), req.size()) == ssize_t(req.size())) {
       char buf[4096];
       ssize_t n;
@@ -592,8 +599,9 @@ std::string http_get(int port, const std::string& path) {
 }
 }  // namespace
 
-TEST_CASE("loss() names the tasks, check_*() findings and task weights reach the run and its "
-          "dashboard") {
+TEST_CASE(
+    "loss() names the tasks, check_*() findings and task weights reach the run and its "
+    "dashboard") {
   const testing::temp_dir dir("hooks-dash");
   toy_data data;
   mlp model;
@@ -652,9 +660,9 @@ TEST_CASE("loss() names the tasks, check_*() findings and task weights reach the
   const auto runs = http_get(st.dashboard_port, "/api/runs");
   CHECK(runs.find("200 OK") != std::string::npos);
   CHECK(runs.find("\"named\"") != std::string::npos);
-  CHECK_THROWS_AS(lens.check_class_logits("cls", torch::zeros({4, 3}),
-                                          torch::zeros({5}, torch::kLong)),
-                  losslens::error);
+  CHECK_THROWS_AS(
+      lens.check_class_logits("cls", torch::zeros({4, 3}), torch::zeros({5}, torch::kLong)),
+      losslens::error);
   lens.detach();
   storage::run_reader r(o.db);
   CHECK(r.findings(st.run_id, "probabilities_as_logits").size() == 1);

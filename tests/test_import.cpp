@@ -44,9 +44,7 @@ void write_text(const fs::path& p, const std::string& text) {
 
 result shell(const std::string& cmd) { return testing::run_shell(cmd); }
 
-result cli(const std::string& args) {
-  return shell(std::string(LOSSLENS_CLI) + " " + args);
-}
+result cli(const std::string& args) { return shell(std::string(LOSSLENS_CLI) + " " + args); }
 
 std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
 
@@ -107,7 +105,8 @@ void same_json(const json& a, const json& b, const std::string& path) {
     }
   } else if (a.is_array()) {
     REQUIRE(a.size() == b.size());
-    for (std::size_t i = 0; i < a.size(); ++i) same_json(a[i], b[i], path + "/" + std::to_string(i));
+    for (std::size_t i = 0; i < a.size(); ++i)
+      same_json(a[i], b[i], path + "/" + std::to_string(i));
   } else if (a.is_string() && a != b) {
     std::string wa, wb;
     const auto na = numbers_in(a.get<std::string>(), wa), nb = numbers_in(b.get<std::string>(), wb);
@@ -220,8 +219,7 @@ TEST_CASE("import: runs into the history, idempotent, shown by runs, findings an
     CHECK(info.status == storage::run_status::finished);
     CHECK(info.steps == 1500);
     // Findings stored: those of `analyze` on the original CSV.
-    const json reference =
-        analyze_json(q(fixtures / e["source_csv"].get<std::string>()));
+    const json reference = analyze_json(q(fixtures / e["source_csv"].get<std::string>()));
     const auto stored = reader.findings(info.id);
     REQUIRE(stored.size() == reference["findings"].size());
     json stored_json = json::array();
@@ -235,13 +233,11 @@ TEST_CASE("import: runs into the history, idempotent, shown by runs, findings an
       CHECK(s.summary.last.value == t["last"][1].get<double>());
       CHECK(s.summary.max.step == t["max_finite"][0].get<std::int64_t>());
       CHECK(s.summary.first.wall_time == e["wall_time"]["first"].get<double>());
-      CHECK(s.summary.last.wall_time ==
-            Approx(e["wall_time"]["last"].get<double>()).margin(1e-6));
+      CHECK(s.summary.last.wall_time == Approx(e["wall_time"]["last"].get<double>()).margin(1e-6));
     }
     const auto config = json::parse(info.config_json);
     CHECK(config["import"]["kind"] == "tfevents");
-    CHECK(config["import"]["files"][0] ==
-          (fixtures / e["event_file"].get<std::string>()).string());
+    CHECK(config["import"]["files"][0] == (fixtures / e["event_file"].get<std::string>()).string());
   }
 
   // Again: nothing stored, the same ids named. The W&B export of a run is another source.
@@ -302,8 +298,9 @@ TEST_CASE("import: runs into the history, idempotent, shown by runs, findings an
       CHECK(run["config"]["import"]["kind"] == "tfevents");
     }
   }
-  const auto findings = test::http_request(
-      port, "/api/runs/" + std::to_string(ids["mt_unweighted"]) + "/findings").json()["findings"];
+  const auto findings =
+      test::http_request(port, "/api/runs/" + std::to_string(ids["mt_unweighted"]) + "/findings")
+          .json()["findings"];
   REQUIRE(findings.size() == 1);
   CHECK(findings[0]["kind"] == "task_dominance");
   CHECK(findings[0]["series"] == "loss/recon");
@@ -368,7 +365,7 @@ TEST_CASE("export --format tfevents: read back by our reader and by an independe
     return;
   }
   r = shell(std::string(LOSSLENS_PYTHON3) + " " + q(LOSSLENS_SOURCE_DIR "/tests/tfevents_read.py") +
-                " " + q(file));
+            " " + q(file));
   INFO(r.err);
   REQUIRE(r.status == 0);
   std::istringstream lines(r.out);
@@ -397,13 +394,14 @@ TEST_CASE("export --format tfevents: read back by our reader and by an independe
   CHECK(last == "# records 7501 file_version brain.Event:2");
   // The Python reader agrees with the fixture README on another writer's file, too.
   r = shell(std::string(LOSSLENS_PYTHON3) + " " + q(LOSSLENS_SOURCE_DIR "/tests/tfevents_read.py") +
-                " " + q(fixtures / "sgd01" / "events.out.tfevents.1733070000.fixture") + " | tail -1");
+            " " + q(fixtures / "sgd01" / "events.out.tfevents.1733070000.fixture") + " | tail -1");
   CHECK(r.out == "# records 4500 file_version -\n");
-
 }
 
-TEST_CASE("import and analyze: malformed or empty inputs exit non-zero with file, position and "
-          "reason", "[import]") {
+TEST_CASE(
+    "import and analyze: malformed or empty inputs exit non-zero with file, position and "
+    "reason",
+    "[import]") {
   testing::temp_dir dir("import");
   const auto db = dir.file("runs.db");
   auto write = [&](const char* name, const std::string& text) {
@@ -433,8 +431,8 @@ TEST_CASE("import and analyze: malformed or empty inputs exit non-zero with file
   r = cli("analyze " + write("w.csv", "\"Step\",\"a - loss\",\"a - loss__MIN\"\n\"0\",\"1\"\n"));
   CHECK(r.status == 1);
   CHECK(r.err.find("w.csv:2: row has 2 cells but the header has 3 columns") != std::string::npos);
-  r = cli("analyze " + write("tb.csv", "Wall time,Step,Value\n1.5,0,0.5\n2.5,1,x\n") +
-              " --loss " + q(dir.path / "tb.csv"));
+  r = cli("analyze " + write("tb.csv", "Wall time,Step,Value\n1.5,0,0.5\n2.5,1,x\n") + " --loss " +
+          q(dir.path / "tb.csv"));
   CHECK(r.status == 2);  // PATH and --loss FILE together
   CHECK(r.err.find("give either PATH or TensorBoard CSV files") != std::string::npos);
   r = cli("analyze --loss " + q(dir.path / "tb.csv"));

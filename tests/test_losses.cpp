@@ -102,7 +102,8 @@ const char* dtype_name(torch::Dtype d) { return d == torch::kDouble ? "float64" 
 /// relative error (over |reference| above the floor) and the worst error in units of the scale
 /// (err / (scale + floor / rel): the relative error where the bound is relative).
 void require_close(const torch::Tensor& got, const std::vector<expected>& want, torch::Dtype d,
-                   const std::string& what, const std::function<std::string(std::size_t)>& label = {}) {
+                   const std::string& what,
+                   const std::function<std::string(std::size_t)>& label = {}) {
   const auto g = values(got);
   REQUIRE(g.size() == want.size());
   double worst_rel = 0, worst_of_bound = 0;
@@ -110,9 +111,10 @@ void require_close(const torch::Tensor& got, const std::vector<expected>& want, 
   for (std::size_t i = 0; i < g.size(); ++i) {
     const double r = static_cast<double>(want[i].value), scale = static_cast<double>(want[i].scale);
     const double err = std::abs(g[i] - r);
-    const double bound = rel_tol(d) * scale + abs_floor(d) * static_cast<double>(want[i].floor_factor);
-    INFO(what << " " << dtype_name(d) << " [" << i << "] " << (label ? label(i) : std::string()) << ": got " << g[i]
-              << ", reference " << r << ", scale " << scale);
+    const double bound =
+        rel_tol(d) * scale + abs_floor(d) * static_cast<double>(want[i].floor_factor);
+    INFO(what << " " << dtype_name(d) << " [" << i << "] " << (label ? label(i) : std::string())
+              << ": got " << g[i] << ", reference " << r << ", scale " << scale);
     REQUIRE(std::isfinite(g[i]));
     CHECK(err <= bound);
     if (std::abs(r) > abs_floor(d) && err / std::abs(r) > worst_rel) {
@@ -124,12 +126,14 @@ void require_close(const torch::Tensor& got, const std::vector<expected>& want, 
       at_bound = i;
     }
   }
-  std::printf("accuracy %-40s %s: worst rel err %.2e%s, worst err/scale %.2e%s (%zu values)\n", what.c_str(),
-              dtype_name(d), worst_rel, label ? (" at " + label(at_rel)).c_str() : "",
-              worst_of_bound * rel_tol(d), label ? (" at " + label(at_bound)).c_str() : "", g.size());
+  std::printf("accuracy %-40s %s: worst rel err %.2e%s, worst err/scale %.2e%s (%zu values)\n",
+              what.c_str(), dtype_name(d), worst_rel, label ? (" at " + label(at_rel)).c_str() : "",
+              worst_of_bound * rel_tol(d), label ? (" at " + label(at_bound)).c_str() : "",
+              g.size());
 }
 
-void require_close(const torch::Tensor& got, const torch::Tensor& want, double rel, const char* what) {
+void require_close(const torch::Tensor& got, const torch::Tensor& want, double rel,
+                   const char* what) {
   const auto g = values(got), w = values(want);
   REQUIRE(g.size() == w.size());
   for (std::size_t i = 0; i < g.size(); ++i) {
@@ -162,8 +166,10 @@ void require_gradient_matches_fd(const std::function<torch::Tensor(const torch::
     auto xp = flat.clone(), xm = flat.clone();
     xp[i] += h;
     xm[i] -= h;
-    const double fd = (f(xp.view(x.sizes())).item<double>() - f(xm.view(x.sizes())).item<double>()) / (2 * h);
-    INFO("element " << i << ": autograd " << g[static_cast<std::size_t>(i)] << ", finite difference " << fd);
+    const double fd =
+        (f(xp.view(x.sizes())).item<double>() - f(xm.view(x.sizes())).item<double>()) / (2 * h);
+    INFO("element " << i << ": autograd " << g[static_cast<std::size_t>(i)]
+                    << ", finite difference " << fd);
     CHECK(std::abs(g[static_cast<std::size_t>(i)] - fd) <= rel * std::abs(fd) + 1e-7);
   }
 }
@@ -171,8 +177,8 @@ void require_gradient_matches_fd(const std::function<torch::Tensor(const torch::
 // ---- the grid ------------------------------------------------------------------------------
 
 /// Logits of the issue's grid: 0, +-1e-8, +-1, +-20, +-30, +-88, +-100, +-1e3, +-1e4.
-const std::vector<double> grid = {0,   1e-8,  -1e-8, 1,   -1,   20,  -20, 30,  -30,
-                                  88,  -88,   100,   -100, 1e3, -1e3, 1e4, -1e4};
+const std::vector<double> grid = {0,  1e-8, -1e-8, 1,    -1,  20,   -20, 30,  -30,
+                                  88, -88,  100,   -100, 1e3, -1e3, 1e4, -1e4};
 
 /// Every value of xs paired with every value of ys: (x, y) flattened into two vectors.
 std::pair<std::vector<double>, std::vector<double>> all_pairs(const std::vector<double>& xs,
@@ -202,7 +208,8 @@ std::vector<std::vector<double>> class_rows() {
     for (double b : grid)
       for (double c : grid) rows.push_back({a, b, c});
   for (double base : {1e4, -1e4, 1e3}) {
-    const double ulp = std::nextafter(static_cast<float>(base), INFINITY) - static_cast<float>(base);
+    const double ulp =
+        std::nextafter(static_cast<float>(base), INFINITY) - static_cast<float>(base);
     const std::vector<double> offsets = {0, ulp, -ulp, -0.5, -1, -3};
     for (double a : offsets)
       for (double b : offsets)
@@ -232,7 +239,8 @@ class_batch make_class_batch(torch::Dtype dtype) {
   b.x.retain_grad();
   b.y = torch::tensor(b.labels, torch::kLong);
   const auto stored = values(b.x);
-  for (std::size_t i = 0; i < b.labels.size(); ++i) b.rows.push_back({stored.begin() + 3 * i, stored.begin() + 3 * i + 3});
+  for (std::size_t i = 0; i < b.labels.size(); ++i)
+    b.rows.push_back({stored.begin() + 3 * i, stored.begin() + 3 * i + 3});
   return b;
 }
 
@@ -240,7 +248,8 @@ std::function<std::string(std::size_t)> row_label(const class_batch& b, std::siz
   return [&b, per_row](std::size_t i) {
     const auto r = i / per_row;
     std::vector<double> v(b.rows[r].begin(), b.rows[r].end());
-    return show(v) + " y=" + std::to_string(b.labels[r]) + (per_row > 1 ? " d/dx" + std::to_string(i % per_row) : "");
+    return show(v) + " y=" + std::to_string(b.labels[r]) +
+           (per_row > 1 ? " d/dx" + std::to_string(i % per_row) : "");
   };
 }
 
@@ -254,7 +263,7 @@ TEST_CASE("safe_log, safe_div and safe_sqrt: exact where ordinary, finite gradie
   auto v = values(y);
   CHECK(v[0] == 0.0);
   CHECK(v[1] == Approx(1e-300 / 1e-6).margin(1e-300));  // linear below eps
-  CHECK(v[2] == Approx(1e-6));                           // continuous at eps
+  CHECK(v[2] == Approx(1e-6));                          // continuous at eps
   CHECK(v[3] == 2.0);
   CHECK(v[4] == 0.0);
   y.sum().backward();
@@ -287,7 +296,9 @@ TEST_CASE("safe_log, safe_div and safe_sqrt: exact where ordinary, finite gradie
   CHECK(q[3] == 2.0);
 }
 
-TEST_CASE("binary_cross_entropy_with_logits: long double reference on the grid, soft targets, pos_weight") {
+TEST_CASE(
+    "binary_cross_entropy_with_logits: long double reference on the grid, soft targets, "
+    "pos_weight") {
   const auto [xs, ys] = all_pairs(grid, {0.0, 1.0, 0.3, 0.5});
   for (auto dtype : {torch::kDouble, torch::kFloat}) {
     for (double pw : {1.0, 3.0}) {
@@ -308,8 +319,11 @@ TEST_CASE("binary_cross_entropy_with_logits: long double reference on the grid, 
           const ld neg = pw * yi * sigmoid_ld(-xi), pos = (1 - yi) * sigmoid_ld(xi);
           ref_g.push_back({pos - neg, pos + neg});
         }
-        auto label = [&](std::size_t i) { return "x=" + std::to_string(xs[i]) + " y=" + std::to_string(ys[i]); };
-        const std::string what = "bce_with_logits pw=" + std::to_string(static_cast<int>(pw)) + " " + path;
+        auto label = [&](std::size_t i) {
+          return "x=" + std::to_string(xs[i]) + " y=" + std::to_string(ys[i]);
+        };
+        const std::string what =
+            "bce_with_logits pw=" + std::to_string(static_cast<int>(pw)) + " " + path;
         require_close(l, ref_l, dtype, what + " loss", label);
         require_close(x.grad(), ref_g, dtype, what + " grad", label);
       });
@@ -319,12 +333,15 @@ TEST_CASE("binary_cross_entropy_with_logits: long double reference on the grid, 
   // 0.5 sigma(x) - 0.5 sigma(-x) is accurate only to ~eps in absolute terms (LibTorch is the
   // same), which is the documented bound.
   auto x = torch::tensor({1e-8, -1e-8}, torch::kDouble).requires_grad_(true);
-  losslens::binary_cross_entropy_with_logits(x, torch::full({2}, 0.5, torch::kDouble), {.reduction = loss_reduction::sum})
+  losslens::binary_cross_entropy_with_logits(x, torch::full({2}, 0.5, torch::kDouble),
+                                             {.reduction = loss_reduction::sum})
       .backward();
   CHECK(std::abs(values(x.grad())[0] - 2.5e-9) <= 1e-6 * 1.0);
 }
 
-TEST_CASE("binary_cross_entropy_with_logits matches LibTorch: reductions, pos_weight, weight, target gradient") {
+TEST_CASE(
+    "binary_cross_entropy_with_logits matches LibTorch: reductions, pos_weight, weight, target "
+    "gradient") {
   torch::manual_seed(4);
   for (auto dtype : {torch::kDouble, torch::kFloat}) {
     for_each_path([&](const std::string& path) {
@@ -337,7 +354,8 @@ TEST_CASE("binary_cross_entropy_with_logits matches LibTorch: reductions, pos_we
         auto fo = F::BinaryCrossEntropyWithLogitsFuncOptions().pos_weight(pw).weight(w);
         if (red == loss_reduction::sum) fo.reduction(torch::kSum);
         if (red == loss_reduction::none) fo.reduction(torch::kNone);
-        auto ours = losslens::binary_cross_entropy_with_logits(x, y, {.pos_weight = pw, .weight = w, .reduction = red});
+        auto ours = losslens::binary_cross_entropy_with_logits(
+            x, y, {.pos_weight = pw, .weight = w, .reduction = red});
         auto theirs = F::binary_cross_entropy_with_logits(x, y, fo);
         require_close(ours, theirs, rel_tol(dtype), "value");
         auto ga = torch::autograd::grad({ours.sum()}, {x, y});
@@ -348,20 +366,33 @@ TEST_CASE("binary_cross_entropy_with_logits matches LibTorch: reductions, pos_we
       // Second derivative (create_graph): the Hessian-vector product of LibTorch's.
       auto v = torch::randn({6, 5}, dtype);
       auto ours = losslens::binary_cross_entropy_with_logits(x, y, {.pos_weight = pw});
-      auto theirs = F::binary_cross_entropy_with_logits(x, y, F::BinaryCrossEntropyWithLogitsFuncOptions().pos_weight(pw));
-      auto ha = torch::autograd::grad({(torch::autograd::grad({ours}, {x}, {}, true, true)[0] * v).sum()}, {x})[0];
-      auto hb = torch::autograd::grad({(torch::autograd::grad({theirs}, {x}, {}, true, true)[0] * v).sum()}, {x})[0];
+      auto theirs = F::binary_cross_entropy_with_logits(
+          x, y, F::BinaryCrossEntropyWithLogitsFuncOptions().pos_weight(pw));
+      auto ha = torch::autograd::grad(
+          {(torch::autograd::grad({ours}, {x}, {}, true, true)[0] * v).sum()}, {x})[0];
+      auto hb = torch::autograd::grad(
+          {(torch::autograd::grad({theirs}, {x}, {}, true, true)[0] * v).sum()}, {x})[0];
       require_close(ha, hb, 10 * rel_tol(dtype), "hessian-vector");
     });
   }
 }
 
-TEST_CASE("binary_cross_entropy on probabilities: the eps clamp is exact in float32, LibTorch inside") {
+TEST_CASE(
+    "binary_cross_entropy on probabilities: the eps clamp is exact in float32, LibTorch inside") {
   const double eps = 1e-7;
   // The clamp edges: 0, eps, 1 - eps as float32 rounds it (1 - 1.19e-7), the largest float32
   // below 1, 1; tiny p where log1p(-p) matters; ordinary values.
-  const std::vector<double> ps = {0.0, 1e-9, 1e-7, 2e-7, 1e-3, 0.2, 0.5, 0.7, 1 - 1.1920928955078125e-7,
-                                  1 - 5.9604644775390625e-08, 1.0};
+  const std::vector<double> ps = {0.0,
+                                  1e-9,
+                                  1e-7,
+                                  2e-7,
+                                  1e-3,
+                                  0.2,
+                                  0.5,
+                                  0.7,
+                                  1 - 1.1920928955078125e-7,
+                                  1 - 5.9604644775390625e-08,
+                                  1.0};
   const auto [pv, yv] = all_pairs(ps, {0.0, 1.0, 0.25});
   for (auto dtype : {torch::kDouble, torch::kFloat}) {
     auto p = leaf(pv, dtype);
@@ -380,7 +411,9 @@ TEST_CASE("binary_cross_entropy on probabilities: the eps clamp is exact in floa
       const ld g = (pi >= e ? -yi / pi : 0) + (qi >= e ? (1 - yi) / qi : 0);
       ref_g.push_back({g, (pi >= e ? yi / pi : 0) + (qi >= e ? (1 - yi) / qi : 0)});
     }
-    auto label = [&](std::size_t i) { return "p=" + std::to_string(pv[i]) + " y=" + std::to_string(yv[i]); };
+    auto label = [&](std::size_t i) {
+      return "p=" + std::to_string(pv[i]) + " y=" + std::to_string(yv[i]);
+    };
     require_close(l, ref_l, dtype, "binary_cross_entropy (probs) loss", label);
     require_close(p.grad(), ref_g, dtype, "binary_cross_entropy (probs) grad", label);
   }
@@ -389,7 +422,8 @@ TEST_CASE("binary_cross_entropy on probabilities: the eps clamp is exact in floa
   CHECK(l32.item<double>() == Approx(-std::log(1e-7)).epsilon(1e-6));
   auto inner = torch::tensor({0.1, 0.5, 0.9}, torch::kDouble);
   auto t = torch::tensor({1.0, 0.0, 0.25}, torch::kDouble);
-  require_close(losslens::binary_cross_entropy(inner, t), F::binary_cross_entropy(inner, t), 1e-12, "vs LibTorch");
+  require_close(losslens::binary_cross_entropy(inner, t), F::binary_cross_entropy(inner, t), 1e-12,
+                "vs LibTorch");
 }
 
 TEST_CASE("cross_entropy matches LibTorch with class weights, ignore_index and label smoothing") {
@@ -410,21 +444,26 @@ TEST_CASE("cross_entropy matches LibTorch with class weights, ignore_index and l
           auto t = target.masked_fill(target == -100, 1);  // only one ignore_index at a time
           auto ours = losslens::cross_entropy(logits, t, o);
           auto ga = torch::autograd::grad({ours}, {logits})[0];
-          auto theirs = F::cross_entropy(logits, t,
-                                         F::CrossEntropyFuncOptions().weight(weight).ignore_index(7).label_smoothing(eps));
+          auto theirs = F::cross_entropy(
+              logits, t,
+              F::CrossEntropyFuncOptions().weight(weight).ignore_index(7).label_smoothing(eps));
           auto gb = torch::autograd::grad({theirs}, {logits})[0];
           require_close(ours, theirs, rel_tol(dtype), "loss");
           require_close(ga, gb, 10 * rel_tol(dtype), "grad");
           for (auto red : {loss_reduction::sum, loss_reduction::none}) {
             o.reduction = red;
-            auto fo = F::CrossEntropyFuncOptions().weight(weight).ignore_index(7).label_smoothing(eps);
-            if (red == loss_reduction::sum) fo.reduction(torch::kSum);
-            else fo.reduction(torch::kNone);
+            auto fo =
+                F::CrossEntropyFuncOptions().weight(weight).ignore_index(7).label_smoothing(eps);
+            if (red == loss_reduction::sum)
+              fo.reduction(torch::kSum);
+            else
+              fo.reduction(torch::kNone);
             auto theirs_r = F::cross_entropy(logits, t, fo);
             auto ours_r = losslens::cross_entropy(logits, t, o);
             require_close(ours_r, theirs_r, rel_tol(dtype), "reduced");
             auto gr = torch::autograd::grad({ours_r.sum()}, {logits})[0];
-            require_close(gr, torch::autograd::grad({theirs_r.sum()}, {logits})[0], 10 * rel_tol(dtype), "reduced grad");
+            require_close(gr, torch::autograd::grad({theirs_r.sum()}, {logits})[0],
+                          10 * rel_tol(dtype), "reduced grad");
           }
         }
         // Second derivative (create_graph): the Hessian-vector product of LibTorch's.
@@ -432,9 +471,13 @@ TEST_CASE("cross_entropy matches LibTorch with class weights, ignore_index and l
         cross_entropy_options o{.weight = weight, .label_smoothing = 0.1};
         auto t = target.masked_fill((target == -100) | (target == 7), 2);
         auto ours = losslens::cross_entropy(logits, t, o);
-        auto theirs = F::cross_entropy(logits, t, F::CrossEntropyFuncOptions().weight(weight).label_smoothing(0.1));
-        auto ha = torch::autograd::grad({(torch::autograd::grad({ours}, {logits}, {}, true, true)[0] * v).sum()}, {logits})[0];
-        auto hb = torch::autograd::grad({(torch::autograd::grad({theirs}, {logits}, {}, true, true)[0] * v).sum()}, {logits})[0];
+        auto theirs = F::cross_entropy(
+            logits, t, F::CrossEntropyFuncOptions().weight(weight).label_smoothing(0.1));
+        auto ha = torch::autograd::grad(
+            {(torch::autograd::grad({ours}, {logits}, {}, true, true)[0] * v).sum()}, {logits})[0];
+        auto hb = torch::autograd::grad(
+            {(torch::autograd::grad({theirs}, {logits}, {}, true, true)[0] * v).sum()},
+            {logits})[0];
         require_close(ha, hb, 10 * rel_tol(dtype), "hessian-vector");
       }
       // A target outside [0, C) that is not ignore_index is named (CPU).
@@ -443,20 +486,23 @@ TEST_CASE("cross_entropy matches LibTorch with class weights, ignore_index and l
           losslens::cross_entropy(torch::randn({2, 3}, dtype), torch::tensor({0L, 3L}));
           FAIL("no exception");
         } catch (const losslens::error& e) {
-          CHECK(std::string(e.what()).find("target 3 at row 1 is outside [0, 3)") != std::string::npos);
+          CHECK(std::string(e.what()).find("target 3 at row 1 is outside [0, 3)") !=
+                std::string::npos);
         }
       }
     });
   }
 }
 
-TEST_CASE("cross_entropy on the grid and near ties at 1e4: long double reference, loss and gradient") {
+TEST_CASE(
+    "cross_entropy on the grid and near ties at 1e4: long double reference, loss and gradient") {
   for (auto dtype : {torch::kDouble, torch::kFloat}) {
     for (double eps : {0.0, 0.2}) {
       for (bool weighted : {false, true}) {
         for_each_path([&](const std::string& path) {
           auto b = make_class_batch(dtype);
-          const std::vector<double> w = weighted ? std::vector<double>{0.2, 1.0, 3.5} : std::vector<double>{1, 1, 1};
+          const std::vector<double> w =
+              weighted ? std::vector<double>{0.2, 1.0, 3.5} : std::vector<double>{1, 1, 1};
           cross_entropy_options o{.label_smoothing = eps, .reduction = loss_reduction::none};
           if (weighted) o.weight = torch::tensor(w, dtype);
           auto l = losslens::cross_entropy(b.x, b.y, o);
@@ -473,10 +519,12 @@ TEST_CASE("cross_entropy on the grid and near ties at 1e4: long double reference
             for (std::size_t k = 0; k < 3; ++k) {
               // d/dx_k = a (p_k - [k = y]) + b (W p_k - w_k), with p_y - 1 = -(1 - p_y).
               const ld main = k == y ? -a * s.q[k] : a * s.p[k];
-              ref_g.push_back({main + bb * (W * s.p[k] - w[k]), std::fabs(main) + bb * (W * s.p[k] + w[k])});
+              ref_g.push_back(
+                  {main + bb * (W * s.p[k] - w[k]), std::fabs(main) + bb * (W * s.p[k] + w[k])});
             }
           }
-          const std::string what = std::string("cross_entropy") + (eps > 0 ? " ls=0.2" : "") + (weighted ? " w" : "") + " " + path;
+          const std::string what = std::string("cross_entropy") + (eps > 0 ? " ls=0.2" : "") +
+                                   (weighted ? " w" : "") + " " + path;
           require_close(l, ref_l, dtype, what + " loss", row_label(b, 1));
           require_close(b.x.grad(), ref_g, dtype, what + " grad", row_label(b, 3));
         });
@@ -484,24 +532,30 @@ TEST_CASE("cross_entropy on the grid and near ties at 1e4: long double reference
     }
   }
   // The issue's rows in float32 (exact values from long double).
-  auto x = torch::tensor({{1e4f, 1e4f, 1e4f}, {-1e4f, -10000.5f, -1e4f}, {1e4f, 9999.5f, -1e4f}}).requires_grad_(true);
-  auto l = losslens::cross_entropy(x, torch::tensor({0L, 0L, 2L}), {.reduction = loss_reduction::none});
+  auto x = torch::tensor({{1e4f, 1e4f, 1e4f}, {-1e4f, -10000.5f, -1e4f}, {1e4f, 9999.5f, -1e4f}})
+               .requires_grad_(true);
+  auto l =
+      losslens::cross_entropy(x, torch::tensor({0L, 0L, 2L}), {.reduction = loss_reduction::none});
   l.sum().backward();
-  CHECK(values(l)[0] == Approx(std::log(3.0)).epsilon(1e-6));   // LibTorch-free: 1.098612
-  CHECK(values(l)[1] == Approx(0.958019).epsilon(1e-5));        // was 0.957746
+  CHECK(values(l)[0] == Approx(std::log(3.0)).epsilon(1e-6));    // LibTorch-free: 1.098612
+  CHECK(values(l)[1] == Approx(0.958019).epsilon(1e-5));         // was 0.957746
   CHECK(values(x.grad())[7] == Approx(0.377541).epsilon(1e-5));  // d/dx1 of row 2, was 0.377708
   // Row {20, 0, 0}: -log p = 4.1e-9, which log_softmax in float32 rounds to 0.
   auto l32 = losslens::cross_entropy(torch::tensor({{20.f, 0.f, 0.f}}), torch::tensor({0L}));
   CHECK(l32.item<double>() == Approx(2 * std::exp(-20.0)).epsilon(1e-5));
 }
 
-TEST_CASE("focal_loss (multi-class) on the grid and near ties: long double reference, equals CE at gamma 0") {
+TEST_CASE(
+    "focal_loss (multi-class) on the grid and near ties: long double reference, equals CE at gamma "
+    "0") {
   const std::vector<double> class_alpha = {0.5, 1.0, 2.0};
   for (auto dtype : {torch::kDouble, torch::kFloat}) {
     for (double gamma : {0.0, 0.5, 2.0, 5.0}) {
       for_each_path([&](const std::string& path) {
         auto b = make_class_batch(dtype);
-        focal_options o{.gamma = gamma, .class_alpha = torch::tensor(class_alpha, dtype), .reduction = loss_reduction::none};
+        focal_options o{.gamma = gamma,
+                        .class_alpha = torch::tensor(class_alpha, dtype),
+                        .reduction = loss_reduction::none};
         auto l = losslens::focal_loss(b.x, b.y, o);
         l.sum().backward();
         std::vector<expected> ref_l, ref_g;
@@ -514,10 +568,12 @@ TEST_CASE("focal_loss (multi-class) on the grid and near ties: long double refer
           const ld qg = gamma == 0 ? 1 : std::pow(q, static_cast<ld>(gamma));
           ref_l.push_back(exact(a * qg * nll));
           for (std::size_t k = 0; k < 3; ++k)
-            ref_g.push_back(exact(k == y ? -a * qg * (q + gamma * p * nll)
-                                         : (q > 0 ? a * (s.p[k] / q) * qg * (q + gamma * p * nll) : 0)));
+            ref_g.push_back(
+                exact(k == y ? -a * qg * (q + gamma * p * nll)
+                             : (q > 0 ? a * (s.p[k] / q) * qg * (q + gamma * p * nll) : 0)));
         }
-        const std::string what = "focal_loss gamma=" + std::to_string(gamma).substr(0, 3) + " " + path;
+        const std::string what =
+            "focal_loss gamma=" + std::to_string(gamma).substr(0, 3) + " " + path;
         require_close(l, ref_l, dtype, what + " loss", row_label(b, 1));
         require_close(b.x.grad(), ref_g, dtype, what + " grad", row_label(b, 3));
       });
@@ -527,9 +583,11 @@ TEST_CASE("focal_loss (multi-class) on the grid and near ties: long double refer
   auto y = torch::randint(0, 5, {9}, torch::kLong);
   require_close(losslens::focal_loss(x, y, {.gamma = 0}), F::cross_entropy(x, y), 1e-12, "gamma 0");
   // The issue's row: gamma 5 on [-1e4, -10000.5, -1e4], y = 0, float32.
-  auto l = losslens::focal_loss(torch::tensor({{-1e4f, -10000.5f, -1e4f}}), torch::tensor({0L}), {.gamma = 5, .alpha = -1});
+  auto l = losslens::focal_loss(torch::tensor({{-1e4f, -10000.5f, -1e4f}}), torch::tensor({0L}),
+                                {.gamma = 5, .alpha = -1});
   const softmax_ld s({-1e4L, -10000.5L, -1e4L});
-  CHECK(l.item<double>() == Approx(static_cast<double>(std::pow(s.q[0], 5.0L) * s.nll[0])).epsilon(1e-5));
+  CHECK(l.item<double>() ==
+        Approx(static_cast<double>(std::pow(s.q[0], 5.0L) * s.nll[0])).epsilon(1e-5));
 }
 
 TEST_CASE("binary_focal_loss: gamma 0 is weighted BCE, analytic loss and gradient on the grid") {
@@ -539,7 +597,8 @@ TEST_CASE("binary_focal_loss: gamma 0 is weighted BCE, analytic loss and gradien
       const double alpha = 0.25;
       auto x = leaf(xs, dtype);
       auto y = torch::tensor(ys, torch::kDouble).to(dtype);
-      auto l = losslens::binary_focal_loss(x, y, {.gamma = gamma, .alpha = alpha, .reduction = loss_reduction::none});
+      auto l = losslens::binary_focal_loss(
+          x, y, {.gamma = gamma, .alpha = alpha, .reduction = loss_reduction::none});
       l.sum().backward();
       std::vector<expected> ref_l, ref_g;
       const auto xv = values_ld(x);
@@ -551,9 +610,12 @@ TEST_CASE("binary_focal_loss: gamma 0 is weighted BCE, analytic loss and gradien
         const ld g_pos = alpha * std::pow(q, (ld)gamma) * (gamma * p * log_p - q);
         const ld g_neg = -(1 - alpha) * std::pow(p, (ld)gamma) * (gamma * q * log_q - p);
         // Soft targets mix a negative and a positive term: bounded by their magnitudes.
-        ref_g.push_back({yi * g_pos + (1 - yi) * g_neg, std::fabs(yi * g_pos) + std::fabs((1 - yi) * g_neg)});
+        ref_g.push_back(
+            {yi * g_pos + (1 - yi) * g_neg, std::fabs(yi * g_pos) + std::fabs((1 - yi) * g_neg)});
       }
-      auto label = [&](std::size_t i) { return "x=" + std::to_string(xs[i]) + " y=" + std::to_string(ys[i]); };
+      auto label = [&](std::size_t i) {
+        return "x=" + std::to_string(xs[i]) + " y=" + std::to_string(ys[i]);
+      };
       const std::string what = "binary_focal_loss gamma=" + std::to_string(gamma).substr(0, 3);
       require_close(l, ref_l, dtype, what + " loss", label);
       require_close(x.grad(), ref_g, dtype, what + " grad", label);
@@ -562,8 +624,8 @@ TEST_CASE("binary_focal_loss: gamma 0 is weighted BCE, analytic loss and gradien
   // gamma = 0, alpha off: plain BCE with logits.
   auto x = torch::randn({50}, torch::kDouble) * 4;
   auto y = (torch::rand({50}, torch::kDouble) > 0.5).to(torch::kDouble);
-  require_close(losslens::binary_focal_loss(x, y, {.gamma = 0, .alpha = -1}), F::binary_cross_entropy_with_logits(x, y),
-                1e-12, "gamma 0");
+  require_close(losslens::binary_focal_loss(x, y, {.gamma = 0, .alpha = -1}),
+                F::binary_cross_entropy_with_logits(x, y), 1e-12, "gamma 0");
 }
 
 TEST_CASE("class weight helpers: inverse frequency, effective number (Cui et al.) and pos_weight") {
@@ -601,10 +663,13 @@ TEST_CASE("class weight helpers: inverse frequency, effective number (Cui et al.
   CHECK(pos_weight_for(950, 50) == 19.0);
   CHECK_THROWS_AS(pos_weight_for(950, 0), losslens::error);
   CHECK_THROWS_AS(effective_number_weights(counts, 1.0), losslens::error);
-  CHECK(class_counts(torch::tensor({0L, 2L, 2L, -100L, 5L}), 3) == std::vector<std::int64_t>{1, 0, 2});
+  CHECK(class_counts(torch::tensor({0L, 2L, 2L, -100L, 5L}), 3) ==
+        std::vector<std::int64_t>{1, 0, 2});
 }
 
-TEST_CASE("dice_loss (float masks) on the grid: saturated predictions keep their digits, loss and gradient") {
+TEST_CASE(
+    "dice_loss (float masks) on the grid: saturated predictions keep their digits, loss and "
+    "gradient") {
   // Samples of six pixels: one grid logit everywhere, or six different ones; masks all 1, all
   // 0, alternating, and soft 0.3.
   std::vector<std::vector<double>> logit_rows, mask_rows;
@@ -627,7 +692,8 @@ TEST_CASE("dice_loss (float masks) on the grid: saturated predictions keep their
   const auto samples = static_cast<std::int64_t>(logit_rows.size());
   for (auto dtype : {torch::kDouble, torch::kFloat}) {
     for (double smooth : {1.0, 0.0}) {
-      for (const auto& shape : std::vector<std::vector<std::int64_t>>{{samples, 6}, {samples, 1, 2, 3}}) {
+      for (const auto& shape :
+           std::vector<std::vector<std::int64_t>>{{samples, 6}, {samples, 1, 2, 3}}) {
         auto x = leaf(xs, dtype).view(shape);
         x.retain_grad();
         auto t = torch::tensor(ts, torch::kDouble).to(dtype).view(shape);
@@ -639,7 +705,8 @@ TEST_CASE("dice_loss (float masks) on the grid: saturated predictions keep their
         for (std::int64_t r = 0; r < samples; ++r) {
           ld sp = 0, st = 0, si = 0, sn = 0;
           for (std::int64_t j = 0; j < 6; ++j) {
-            const ld xi = xv[r * 6 + j], ti = tv[r * 6 + j], p = sigmoid_ld(xi), q = sigmoid_ld(-xi);
+            const ld xi = xv[r * 6 + j], ti = tv[r * 6 + j], p = sigmoid_ld(xi),
+                     q = sigmoid_ld(-xi);
             sp += p;
             st += ti;
             si += p * ti;
@@ -657,17 +724,19 @@ TEST_CASE("dice_loss (float masks) on the grid: saturated predictions keep their
               const ld a = (1 - ti) * (2 * si + smooth), b = ti * (d + sn);
               ref_g.push_back({pq * (a - b) / (d * d), pq * (a + b) / (d * d)});
             } else {
-              ref_g.push_back({pq * (1 - 2 * ti) / eps, pq / eps, floor_factor});  // the floor is a constant
+              ref_g.push_back(
+                  {pq * (1 - 2 * ti) / eps, pq / eps, floor_factor});  // the floor is a constant
             }
           }
         }
         auto sample = [&](std::size_t r) {
           return show(logit_rows[r]) + " mask " + show(mask_rows[r]);
         };
-        const std::string what = "dice_loss smooth=" + std::to_string(static_cast<int>(smooth)) + " " +
-                                 std::to_string(shape.size()) + "-D";
+        const std::string what = "dice_loss smooth=" + std::to_string(static_cast<int>(smooth)) +
+                                 " " + std::to_string(shape.size()) + "-D";
         require_close(l, ref_l, dtype, what + " loss", sample);
-        require_close(x.grad(), ref_g, dtype, what + " grad", [&](std::size_t i) { return sample(i / 6); });
+        require_close(x.grad(), ref_g, dtype, what + " grad",
+                      [&](std::size_t i) { return sample(i / 6); });
       }
     }
   }
@@ -681,7 +750,8 @@ TEST_CASE("dice_loss (float masks) on the grid: saturated predictions keep their
   CHECK(sat(20, torch::kFloat) == Approx(6 * std::exp(-20.0) / 13).epsilon(1e-5));
 }
 
-TEST_CASE("dice_loss (multi-class) on the grid and near ties: long double reference, loss and gradient") {
+TEST_CASE(
+    "dice_loss (multi-class) on the grid and near ties: long double reference, loss and gradient") {
   // Samples of four pixels over three classes, pixels taken from the cross-entropy rows.
   const auto rows = class_rows();
   std::mt19937 rng(5);
@@ -690,7 +760,8 @@ TEST_CASE("dice_loss (multi-class) on the grid and near ties: long double refere
   const std::int64_t pixels = 4, samples = static_cast<std::int64_t>(rows.size()) / pixels;
   for (std::int64_t s = 0; s < samples; ++s) {
     for (std::int64_t c = 0; c < 3; ++c)
-      for (std::int64_t j = 0; j < pixels; ++j) xs.push_back(rows[static_cast<std::size_t>(s * pixels + j)][static_cast<std::size_t>(c)]);
+      for (std::int64_t j = 0; j < pixels; ++j)
+        xs.push_back(rows[static_cast<std::size_t>(s * pixels + j)][static_cast<std::size_t>(c)]);
     for (std::int64_t j = 0; j < pixels; ++j) ys.push_back(static_cast<std::int64_t>(rng() % 3));
   }
   for (auto dtype : {torch::kDouble, torch::kFloat}) {
@@ -706,13 +777,16 @@ TEST_CASE("dice_loss (multi-class) on the grid and near ties: long double refere
       for (std::int64_t s = 0; s < samples; ++s) {
         std::vector<softmax_ld> px;
         for (std::int64_t j = 0; j < pixels; ++j)
-          px.emplace_back(std::vector<ld>{xv[(s * 3 + 0) * pixels + j], xv[(s * 3 + 1) * pixels + j], xv[(s * 3 + 2) * pixels + j]});
+          px.emplace_back(std::vector<ld>{xv[(s * 3 + 0) * pixels + j],
+                                          xv[(s * 3 + 1) * pixels + j],
+                                          xv[(s * 3 + 2) * pixels + j]});
         std::vector<ld> h(3);  // dl_c/dp_c at a pixel with t_c = 0 (h0) and t_c = 1 (h1), per class
         std::vector<ld> h0(3), h1(3);
         for (std::size_t c = 0; c < 3; ++c) {
           ld sp = 0, st = 0, si = 0, sn = 0;
           for (std::int64_t j = 0; j < pixels; ++j) {
-            const bool t = ys[static_cast<std::size_t>(s * pixels + j)] == static_cast<std::int64_t>(c);
+            const bool t =
+                ys[static_cast<std::size_t>(s * pixels + j)] == static_cast<std::int64_t>(c);
             const auto& sm = px[static_cast<std::size_t>(j)];
             sp += sm.p[c];
             st += t;
@@ -737,28 +811,38 @@ TEST_CASE("dice_loss (multi-class) on the grid and near ties: long double refere
                 others_abs += std::fabs(h[c]) * sm.p[c];
               }
             ref_g[static_cast<std::size_t>((s * 3 + static_cast<std::int64_t>(k)) * pixels + j)] = {
-                h[k] * sm.p[k] * sm.q[k] - sm.p[k] * others, sm.p[k] * (std::fabs(h[k]) * sm.q[k] + others_abs)};
+                h[k] * sm.p[k] * sm.q[k] - sm.p[k] * others,
+                sm.p[k] * (std::fabs(h[k]) * sm.q[k] + others_abs)};
           }
         }
       }
       auto pixel = [&](std::size_t i) {
-        const auto s = static_cast<std::int64_t>(i) / (3 * pixels), j = static_cast<std::int64_t>(i) % pixels;
+        const auto s = static_cast<std::int64_t>(i) / (3 * pixels),
+                   j = static_cast<std::int64_t>(i) % pixels;
         std::vector<double> v;
-        for (std::int64_t c = 0; c < 3; ++c) v.push_back(xs[static_cast<std::size_t>((s * 3 + c) * pixels + j)]);
-        return "sample " + std::to_string(s) + " pixel " + show(v) + " y=" + std::to_string(ys[static_cast<std::size_t>(s * pixels + j)]);
+        for (std::int64_t c = 0; c < 3; ++c)
+          v.push_back(xs[static_cast<std::size_t>((s * 3 + c) * pixels + j)]);
+        return "sample " + std::to_string(s) + " pixel " + show(v) +
+               " y=" + std::to_string(ys[static_cast<std::size_t>(s * pixels + j)]);
       };
-      const std::string what = "dice_loss multi-class smooth=" + std::to_string(smooth).substr(0, 3);
-      require_close(l, ref_l, dtype, what + " loss",
-                    [&](std::size_t i) { return "sample " + std::to_string(i / 3) + " class " + std::to_string(i % 3); });
+      const std::string what =
+          "dice_loss multi-class smooth=" + std::to_string(smooth).substr(0, 3);
+      require_close(l, ref_l, dtype, what + " loss", [&](std::size_t i) {
+        return "sample " + std::to_string(i / 3) + " class " + std::to_string(i % 3);
+      });
       require_close(x.grad(), ref_g, dtype, what + " grad", pixel);
     }
   }
 }
 
-TEST_CASE("dice_loss and bce_dice_loss: empty masks, the eps floor, LibTorch-autograd references, double backward") {
+TEST_CASE(
+    "dice_loss and bce_dice_loss: empty masks, the eps floor, LibTorch-autograd references, double "
+    "backward") {
   // Binary masks [N=2, C=1, 2, 2] at saturating logits: p is 0 or 1 exactly.
-  auto logits = torch::tensor({1e4, -1e4, 1e4, -1e4, -1e4, -1e4, -1e4, -1e4}, torch::kDouble).view({2, 1, 2, 2});
-  auto mask = torch::tensor({1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0}, torch::kDouble).view({2, 1, 2, 2});
+  auto logits = torch::tensor({1e4, -1e4, 1e4, -1e4, -1e4, -1e4, -1e4, -1e4}, torch::kDouble)
+                    .view({2, 1, 2, 2});
+  auto mask =
+      torch::tensor({1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0}, torch::kDouble).view({2, 1, 2, 2});
   auto l = dice_loss(logits, mask, {.smooth = 1.0, .reduction = loss_reduction::none});
   auto v = values(l);
   CHECK(v[0] == Approx(1 - (2 * 1 + 1.0) / (2 + 1 + 1.0)));  // sample 0: I=1, P=2, T=1
@@ -774,7 +858,8 @@ TEST_CASE("dice_loss and bce_dice_loss: empty masks, the eps floor, LibTorch-aut
   // Moderate logits: plain autograd through 1 - dice in float64 is accurate there.
   torch::manual_seed(3);
   auto z = torch::randn({3, 2, 4, 4}, torch::kDouble).requires_grad_(true);
-  auto t = (torch::rand({3, 2, 4, 4}, torch::kDouble) > 0.6).to(torch::kDouble).requires_grad_(true);
+  auto t =
+      (torch::rand({3, 2, 4, 4}, torch::kDouble) > 0.6).to(torch::kDouble).requires_grad_(true);
   auto naive = [](const torch::Tensor& a, const torch::Tensor& b) {
     auto p = torch::sigmoid(a);
     return 1 - (2 * (p * b).sum({2, 3}) + 1) / (p.sum({2, 3}) + b.sum({2, 3}) + 1);
@@ -789,12 +874,15 @@ TEST_CASE("dice_loss and bce_dice_loss: empty masks, the eps floor, LibTorch-aut
     require_close(ga[0], gb[0], 1e-10, "d/dlogits");
     require_close(ga[1], gb[1], 1e-10, "d/dtarget");
     auto w = torch::randn({3, 2, 4, 4}, torch::kDouble);
-    auto ha = torch::autograd::grad({(torch::autograd::grad({ours.sum()}, {z}, {}, true, true)[0] * w).sum()}, {z})[0];
-    auto hb = torch::autograd::grad({(torch::autograd::grad({ref.sum()}, {z}, {}, true, true)[0] * w).sum()}, {z})[0];
+    auto ha = torch::autograd::grad(
+        {(torch::autograd::grad({ours.sum()}, {z}, {}, true, true)[0] * w).sum()}, {z})[0];
+    auto hb = torch::autograd::grad(
+        {(torch::autograd::grad({ref.sum()}, {z}, {}, true, true)[0] * w).sum()}, {z})[0];
     require_close(ha, hb, 1e-10, "hessian-vector");
   });
   auto bd = bce_dice_loss(z, t.detach(), {.bce_weight = 0.5, .dice_weight = 2.0});
-  auto want = 0.5 * F::binary_cross_entropy_with_logits(z, t.detach()) + 2.0 * naive(z, t.detach()).mean();
+  auto want =
+      0.5 * F::binary_cross_entropy_with_logits(z, t.detach()) + 2.0 * naive(z, t.detach()).mean();
   require_close(bd, want, 1e-12, "bce+dice");
 
   // Multi-class: softmax over C and one-hot targets, against autograd through the plain formula.
@@ -809,18 +897,21 @@ TEST_CASE("dice_loss and bce_dice_loss: empty masks, the eps floor, LibTorch-aut
     require_close(ours, refc, 1e-12, "multi-class dice");
     auto w = torch::randn({2, 3}, torch::kDouble);
     require_close(torch::autograd::grad({(ours * w).sum()}, {zc})[0],
-                  torch::autograd::grad({(refc * w).sum()}, {zc}, {}, true)[0], 1e-10, "multi-class grad");
+                  torch::autograd::grad({(refc * w).sum()}, {zc}, {}, true)[0], 1e-10,
+                  "multi-class grad");
   });
 }
 
 TEST_CASE("smooth_l1 and huber match LibTorch, including differences of 1e4 and beta 0") {
   for (auto dtype : {torch::kDouble, torch::kFloat}) {
-    auto pred = torch::tensor({-1e4, -3.0, -0.5, 0.0, 0.2, 0.99, 1.0, 2.5, 1e4}, torch::kDouble).to(dtype);
+    auto pred =
+        torch::tensor({-1e4, -3.0, -0.5, 0.0, 0.2, 0.99, 1.0, 2.5, 1e4}, torch::kDouble).to(dtype);
     auto target = torch::zeros_like(pred);
     for (double beta : {0.0, 0.5, 1.0, 2.0}) {
       auto a = pred.clone().requires_grad_(true), b = pred.clone().requires_grad_(true);
       auto ours = smooth_l1(a, target, {.beta = beta, .reduction = loss_reduction::sum});
-      auto theirs = F::smooth_l1_loss(b, target, F::SmoothL1LossFuncOptions().reduction(torch::kSum), beta);
+      auto theirs =
+          F::smooth_l1_loss(b, target, F::SmoothL1LossFuncOptions().reduction(torch::kSum), beta);
       ours.backward();
       theirs.backward();
       require_close(ours, theirs, rel_tol(dtype), "smooth_l1");
@@ -834,7 +925,8 @@ TEST_CASE("smooth_l1 and huber match LibTorch, including differences of 1e4 and 
     for (double delta : {0.5, 1.0, 3.0}) {
       auto a = pred.clone().requires_grad_(true), b = pred.clone().requires_grad_(true);
       auto ours = huber(a, target, {.delta = delta, .reduction = loss_reduction::none});
-      auto theirs = F::huber_loss(b, target, F::HuberLossFuncOptions().delta(delta).reduction(torch::kNone));
+      auto theirs =
+          F::huber_loss(b, target, F::HuberLossFuncOptions().delta(delta).reduction(torch::kNone));
       ours.sum().backward();
       theirs.sum().backward();
       require_close(ours, theirs, rel_tol(dtype), "huber");
@@ -859,39 +951,48 @@ TEST_CASE("weighted_mse is normalised by the weight sum, all-zero weights give 0
   for (double g : values(p2.grad())) CHECK(std::isfinite(g));
   // Broadcast weight per row [N, 1] over [N, D]; equal weights give the plain MSE.
   auto a = torch::randn({5, 3}, torch::kDouble), b = torch::randn({5, 3}, torch::kDouble);
-  require_close(weighted_mse(a, b, torch::ones({5, 1}, torch::kDouble), 0.0), F::mse_loss(a, b), 1e-12, "mse");
+  require_close(weighted_mse(a, b, torch::ones({5, 1}, torch::kDouble), 0.0), F::mse_loss(a, b),
+                1e-12, "mse");
   CHECK_THROWS_AS(weighted_mse(a, b, torch::ones({4}, torch::kDouble)), losslens::error);
 }
 
 TEST_CASE("contrastive_loss: Hadsell reference and a finite gradient for identical embeddings") {
-  auto a = torch::tensor({{0.0, 0.0}, {3.0, 4.0}, {1.0, 1.0}, {0.5, 0.0}}, torch::kDouble).requires_grad_(true);
+  auto a = torch::tensor({{0.0, 0.0}, {3.0, 4.0}, {1.0, 1.0}, {0.5, 0.0}}, torch::kDouble)
+               .requires_grad_(true);
   auto b = torch::tensor({{0.0, 0.0}, {0.0, 0.0}, {1.0, 1.0}, {0.0, 0.0}}, torch::kDouble);
   auto same = torch::tensor({1, 1, 0, 0}, torch::kLong);
   auto l = contrastive_loss(a, b, same, {.margin = 2.0, .reduction = loss_reduction::none});
   auto v = values(l);
   CHECK(v[0] == 0.0);
-  CHECK(v[1] == Approx(0.5 * 25));               // similar pair at distance 5
-  CHECK(v[2] == Approx(0.5 * 4.0));              // dissimilar pair at distance 0: margin^2 / 2
-  CHECK(v[3] == Approx(0.5 * 1.5 * 1.5));        // dissimilar at 0.5
+  CHECK(v[1] == Approx(0.5 * 25));         // similar pair at distance 5
+  CHECK(v[2] == Approx(0.5 * 4.0));        // dissimilar pair at distance 0: margin^2 / 2
+  CHECK(v[3] == Approx(0.5 * 1.5 * 1.5));  // dissimilar at 0.5
   l.sum().backward();
   for (double g : values(a.grad())) CHECK(std::isfinite(g));
   auto x = torch::randn({3, 4}, torch::kDouble);
   auto y = torch::randn({3, 4}, torch::kDouble);
   auto s = torch::tensor({1.0, 0.0, 0.0}, torch::kDouble);
-  require_gradient_matches_fd([&](const torch::Tensor& e) { return contrastive_loss(e, y, s, {.margin = 3.0}); }, x);
+  require_gradient_matches_fd(
+      [&](const torch::Tensor& e) { return contrastive_loss(e, y, s, {.margin = 3.0}); }, x);
 }
 
-TEST_CASE("cross-entropy with label smoothing and focal loss pass finite-difference gradient checks") {
+TEST_CASE(
+    "cross-entropy with label smoothing and focal loss pass finite-difference gradient checks") {
   torch::manual_seed(5);
   auto x = torch::randn({3, 4}, torch::kDouble) * 2;
   auto y = torch::tensor({0L, 3L, 1L});
   auto w = torch::tensor({1.0, 2.0, 0.5, 1.5}, torch::kDouble);
   require_gradient_matches_fd(
-      [&](const torch::Tensor& a) { return losslens::cross_entropy(a, y, {.weight = w, .label_smoothing = 0.2}); }, x);
-  require_gradient_matches_fd([&](const torch::Tensor& a) { return losslens::focal_loss(a, y, {.gamma = 1.5}); }, x);
+      [&](const torch::Tensor& a) {
+        return losslens::cross_entropy(a, y, {.weight = w, .label_smoothing = 0.2});
+      },
+      x);
+  require_gradient_matches_fd(
+      [&](const torch::Tensor& a) { return losslens::focal_loss(a, y, {.gamma = 1.5}); }, x);
   auto yb = torch::tensor({1.0, 0.0, 0.3, 1.0}, torch::kDouble);
-  require_gradient_matches_fd([&](const torch::Tensor& a) { return losslens::binary_focal_loss(a, yb, {.gamma = 0.5}); },
-                              torch::tensor({-3.0, 0.0, 0.7, 4.0}, torch::kDouble));
+  require_gradient_matches_fd(
+      [&](const torch::Tensor& a) { return losslens::binary_focal_loss(a, yb, {.gamma = 0.5}); },
+      torch::tensor({-3.0, 0.0, 0.7, 4.0}, torch::kDouble));
 }
 
 TEST_CASE("a wrong shape or dtype throws losslens::error naming what was expected and given") {
@@ -907,17 +1008,44 @@ TEST_CASE("a wrong shape or dtype throws losslens::error naming what was expecte
     }
   };
   // Float one-hot targets where class indices belong: the fix is named.
-  require_message([&] { losslens::cross_entropy(logits, torch::one_hot(torch::tensor({0L, 1L, 2L, 0L}), 3).to(torch::kFloat)); },
-                  {"cross_entropy", "int64 class indices", "Float [4, 3]", "argmax(1)"});
-  require_message([&] { losslens::cross_entropy(logits, torch::tensor({0L, 1L})); }, {"[N, d1, ...]", "Long [2]"});
-  require_message([&] { losslens::cross_entropy(logits, torch::tensor({0.0f, 1.0f, 2.0f, 0.0f})); }, {"integer", "Float [4]"});
-  require_message([&] { losslens::binary_cross_entropy_with_logits(torch::randn({8}), torch::ones({8, 1})); },
-                  {"shape of logits", "Float [8]", "Float [8, 1]"});
-  require_message([&] { losslens::binary_cross_entropy_with_logits(torch::randn({8}), torch::ones({8}, torch::kLong)); },
-                  {"target must be a floating tensor", "Long [8]"});
-  require_message([&] { losslens::cross_entropy(logits, torch::tensor({0L, 1L, 2L, 0L}), {.weight = torch::ones({4})}); },
-                  {"weight", "[3]", "Float [4]"});
-  require_message([&] { losslens::focal_loss(torch::randn({4, 1}), torch::zeros({4}, torch::kLong)); }, {"C >= 2"});
+  require_message(
+      [&] {
+        losslens::cross_entropy(
+            logits, torch::one_hot(torch::tensor({0L, 1L, 2L, 0L}), 3).to(torch::kFloat));
+      },
+      {"cross_entropy", "int64 class indices", "Float [4, 3]", "argmax(1)"});
+  require_message(
+      [&] {
+        losslens::cross_entropy(logits, torch::tensor({0L, 1L}));
+      },
+      {"[N, d1, ...]", "Long [2]"});
+  require_message(
+      [&] {
+        losslens::cross_entropy(logits, torch::tensor({0.0f, 1.0f, 2.0f, 0.0f}));
+      },
+      {"integer", "Float [4]"});
+  require_message(
+      [&] {
+        losslens::binary_cross_entropy_with_logits(torch::randn({8}), torch::ones({8, 1}));
+      },
+      {"shape of logits", "Float [8]", "Float [8, 1]"});
+  require_message(
+      [&] {
+        losslens::binary_cross_entropy_with_logits(torch::randn({8}),
+                                                   torch::ones({8}, torch::kLong));
+      },
+      {"target must be a floating tensor", "Long [8]"});
+  require_message(
+      [&] {
+        losslens::cross_entropy(logits, torch::tensor({0L, 1L, 2L, 0L}),
+                                {.weight = torch::ones({4})});
+      },
+      {"weight", "[3]", "Float [4]"});
+  require_message(
+      [&] {
+        losslens::focal_loss(torch::randn({4, 1}), torch::zeros({4}, torch::kLong));
+      },
+      {"C >= 2"});
   require_message([&] { smooth_l1(torch::randn({3}), torch::randn({3}), {.beta = -1}); }, {"beta"});
 }
 
@@ -930,7 +1058,8 @@ TEST_CASE("fixed and uncertainty weighting: totals, weights and learnable log-va
   CHECK_THROWS_AS(fixed_weighting({-1.0}), losslens::error);
 
   for (bool half : {false, true}) {
-    uncertainty_weighting u(2, {.half = half, .init_from_first_losses = false, .initial_log_variance = 1.0});
+    uncertainty_weighting u(
+        2, {.half = half, .init_from_first_losses = false, .initial_log_variance = 1.0});
     const double c = half ? 0.5 : 1.0;
     auto total = u.combine({l1, l2});
     CHECK(total.item<double>() == Approx(c * (std::exp(-1.0) * 502 + 2)));
@@ -997,7 +1126,7 @@ struct multitask_data {
 
 struct demo_result {
   double reg_share_all = 0, reg_share_last = 0, reg_grad_share = 0;  // regression's shares
-  double cls_loss = 0, reg_rmse = 0, accuracy = 0;                 // at the last step
+  double cls_loss = 0, reg_rmse = 0, accuracy = 0;                   // at the last step
   std::vector<double> weights;
 };
 
@@ -1024,8 +1153,12 @@ demo_result train_demo(task_weighting& mtl) {
     auto total = mtl.combine({l_cls, l_reg});
     const auto w = mtl.weights();
     const double a = w[0] * l_cls.item<double>(), b = w[1] * l_reg.item<double>();
-    auto g_cls = torch::autograd::grad({l_cls}, {net->enc->weight}, {}, true)[0].norm().item<double>() * w[0];
-    auto g_reg = torch::autograd::grad({l_reg}, {net->enc->weight}, {}, true)[0].norm().item<double>() * w[1];
+    auto g_cls =
+        torch::autograd::grad({l_cls}, {net->enc->weight}, {}, true)[0].norm().item<double>() *
+        w[0];
+    auto g_reg =
+        torch::autograd::grad({l_reg}, {net->enc->weight}, {}, true)[0].norm().item<double>() *
+        w[1];
     r.reg_share_all += b / (a + b) / steps;
     if (step >= 150) r.reg_share_last += b / (a + b) / 50;
     r.reg_grad_share += g_reg / (g_cls + g_reg) / steps;
@@ -1041,27 +1174,31 @@ demo_result train_demo(task_weighting& mtl) {
 
 }  // namespace
 
-TEST_CASE("multi-task demo: raw 0-255 regression dominates unweighted, uncertainty weighting balances") {
+TEST_CASE(
+    "multi-task demo: raw 0-255 regression dominates unweighted, uncertainty weighting balances") {
   fixed_weighting equal({1.0, 1.0});
-  uncertainty_weighting uw(2);                                         // s_i = log L_i(0)
+  uncertainty_weighting uw(2);                                      // s_i = log L_i(0)
   uncertainty_weighting uw0(2, {.init_from_first_losses = false});  // s_i = 0
   const auto a = train_demo(equal);
   const auto b = train_demo(uw);
   const auto c = train_demo(uw0);
   auto line = [](const char* name, const demo_result& r) {
-    std::printf("  %-22s reg loss share %.4f (all) %.4f (last 50), reg grad share %.4f | cls CE %.4f, "
-                "acc %.3f, reg RMSE %.1f | weights [%.4g, %.4g]\n",
-                name, r.reg_share_all, r.reg_share_last, r.reg_grad_share, r.cls_loss, r.accuracy, r.reg_rmse,
-                r.weights[0], r.weights[1]);
+    std::printf(
+        "  %-22s reg loss share %.4f (all) %.4f (last 50), reg grad share %.4f | cls CE %.4f, "
+        "acc %.3f, reg RMSE %.1f | weights [%.4g, %.4g]\n",
+        name, r.reg_share_all, r.reg_share_last, r.reg_grad_share, r.cls_loss, r.accuracy,
+        r.reg_rmse, r.weights[0], r.weights[1]);
   };
-  std::printf("multi-task demo (shared Linear(16, 32) encoder, 4-class head + regression head on 0-255 targets, "
-              "200 full-batch Adam steps):\n");
+  std::printf(
+      "multi-task demo (shared Linear(16, 32) encoder, 4-class head + regression head on 0-255 "
+      "targets, "
+      "200 full-batch Adam steps):\n");
   line("unweighted", a);
   line("uncertainty (default)", b);
   line("uncertainty (s = 0)", c);
-  CHECK(a.reg_share_all > 0.99);      // the regression task owns the total ...
-  CHECK(a.reg_grad_share > 0.95);     // ... and the shared encoder's gradient
-  CHECK(b.reg_share_all < 0.6);       // weighted shares become comparable (~0.5)
+  CHECK(a.reg_share_all > 0.99);   // the regression task owns the total ...
+  CHECK(a.reg_grad_share > 0.95);  // ... and the shared encoder's gradient
+  CHECK(b.reg_share_all < 0.6);    // weighted shares become comparable (~0.5)
   CHECK(b.reg_grad_share < 0.75);
   CHECK(b.accuracy > a.accuracy + 0.05);      // and the classification task learns
   CHECK(b.weights[1] < 0.01 * b.weights[0]);  // the learned weight offsets the 0-255 scale
@@ -1080,19 +1217,21 @@ TEST_CASE("GradNorm balances the weighted gradient norms of two tasks on a share
   for (int step = 0; step < 100; ++step) {
     opt.zero_grad();
     auto [logits, pred] = net->forward(x);
-    auto total = gn.combine({losslens::cross_entropy(logits, y), weighted_mse(pred, t, torch::ones({1}))});
+    auto total =
+        gn.combine({losslens::cross_entropy(logits, y), weighted_mse(pred, t, torch::ones({1}))});
     total.backward();
     opt.step();
     const auto& g = gn.task_grad_norms();
     const auto w = gn.weights();
     REQUIRE(g.size() == 2);
     CHECK(w[0] + w[1] == Approx(2.0));
-    const double ratio = (w[1] * g[1]) / (w[0] * g[0]);  // weighted norm of reg / cls, after the update
+    const double ratio =
+        (w[1] * g[1]) / (w[0] * g[0]);  // weighted norm of reg / cls, after the update
     if (step == 0) first_ratio = g[1] / g[0];
     last_ratio = ratio;
   }
   INFO("unweighted norm ratio " << first_ratio << ", weighted after 100 steps " << last_ratio);
-  CHECK(first_ratio > 20);     // the raw regression gradient dwarfs the classification one
+  CHECK(first_ratio > 20);  // the raw regression gradient dwarfs the classification one
   CHECK(last_ratio < first_ratio / 5);
   CHECK(gn.weights()[0] > gn.weights()[1]);
 }

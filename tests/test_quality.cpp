@@ -11,7 +11,7 @@ using namespace losslens::traces;
 namespace {
 struct bound {
   const char* kind;
-  int min_detected;        // of 200
+  int min_detected;  // of 200
   std::int64_t max_p95_delay;
   std::int64_t min_onset_err, max_onset_err;
 };

@@ -115,10 +115,13 @@ TEST_CASE("rank_divergence: a NaN on one rank only names that rank at once") {
 TEST_CASE("rank_divergence: NaN on every rank is not a rank finding") {
   rank_analyzer a(4);
   synthetic_run run(4);
-  feed(a, run, 10, [&](int k, std::vector<rank_summary>& ranks) {
-    if (k >= 5)
-      for (auto& r : ranks) r.loss = bad, r.loss_non_finite = true;
-  }, 1);
+  feed(
+      a, run, 10,
+      [&](int k, std::vector<rank_summary>& ranks) {
+        if (k >= 5)
+          for (auto& r : ranks) r.loss = bad, r.loss_non_finite = true;
+      },
+      1);
   CHECK(a.findings().empty());
 }
 
@@ -142,9 +145,8 @@ TEST_CASE("rank_divergence: one rank's loss far above the others for a few syncs
 TEST_CASE("rank_divergence: two ranks' losses apart cannot name an odd one") {
   rank_analyzer a(2);
   synthetic_run run(2);
-  feed(a, run, 30, [&](int, std::vector<rank_summary>& ranks) {
-    ranks[1].loss *= 10;
-  }, 1);
+  feed(
+      a, run, 30, [&](int, std::vector<rank_summary>& ranks) { ranks[1].loss *= 10; }, 1);
   CHECK(of_kind(a.findings(), "rank_divergence").empty());
 }
 
@@ -178,9 +180,12 @@ TEST_CASE("straggler: one rank's step time consistently above the others") {
 TEST_CASE("straggler: a slowdown shorter than the patience is ignored") {
   rank_analyzer a(4);
   synthetic_run run(4);
-  feed(a, run, 40, [&](int k, std::vector<rank_summary>& ranks) {
-    if (k % 10 == 3 || k % 10 == 4) ranks[1].step_time *= 4;  // two syncs at a time
-  }, 1);
+  feed(
+      a, run, 40,
+      [&](int k, std::vector<rank_summary>& ranks) {
+        if (k % 10 == 3 || k % 10 == 4) ranks[1].step_time *= 4;  // two syncs at a time
+      },
+      1);
   CHECK(of_kind(a.findings(), "straggler").empty());
 }
 

@@ -29,7 +29,9 @@ std::vector<finding> of_kind(const std::vector<finding>& fs, const std::string& 
   return out;
 }
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
 
 red_flag_options every_step() {
   red_flag_options o;
@@ -43,11 +45,17 @@ TEST_CASE("healthy inputs raise no red flag") {
   torch::manual_seed(0);
   red_flag_checker flags(every_step());
   for (std::int64_t step = 0; step < 30; ++step) {
-    CHECK(flags.check_class_logits("cls", torch::randn({64, 10}), torch::randint(0, 10, {64}), step).empty());
-    CHECK(flags.check_binary_logits("bin", torch::randn({64}), (torch::rand({64}) > 0.5).to(torch::kFloat), step)
+    CHECK(flags.check_class_logits("cls", torch::randn({64, 10}), torch::randint(0, 10, {64}), step)
               .empty());
-    CHECK(flags.check_regression("reg", torch::randn({64}), torch::randn({64}) * 2 + 1, step).empty());
-    CHECK(flags.check_loss_scale("cls", 2.3 - 0.01 * static_cast<double>(step), step % 10 == 9 ? 16 : 64, step)
+    CHECK(flags
+              .check_binary_logits("bin", torch::randn({64}),
+                                   (torch::rand({64}) > 0.5).to(torch::kFloat), step)
+              .empty());
+    CHECK(flags.check_regression("reg", torch::randn({64}), torch::randn({64}) * 2 + 1, step)
+              .empty());
+    CHECK(flags
+              .check_loss_scale("cls", 2.3 - 0.01 * static_cast<double>(step),
+                                step % 10 == 9 ? 16 : 64, step)
               .empty());
   }
   CHECK(flags.findings().empty());
@@ -56,7 +64,8 @@ TEST_CASE("healthy inputs raise no red flag") {
 TEST_CASE("probabilities_as_logits: sigmoid before a logits loss, softmax before cross-entropy") {
   torch::manual_seed(1);
   red_flag_checker flags(every_step());
-  auto bin = flags.check_binary_logits("bin", torch::sigmoid(torch::randn({64}) * 3), torch::ones({64}), 0);
+  auto bin = flags.check_binary_logits("bin", torch::sigmoid(torch::randn({64}) * 3),
+                                       torch::ones({64}), 0);
   auto b = of_kind(bin, "probabilities_as_logits");
   REQUIRE(b.size() == 1);
   CHECK(b[0].rule.name == "all_logits_in_unit_interval");
@@ -66,7 +75,8 @@ TEST_CASE("probabilities_as_logits: sigmoid before a logits loss, softmax before
   CHECK(contains(b[0].advice, "binary_cross_entropy_with_logits"));
 
   auto probs = torch::softmax(torch::randn({32, 5}), 1);
-  auto cls = of_kind(flags.check_class_logits("cls", probs, torch::randint(0, 5, {32}), 0), "probabilities_as_logits");
+  auto cls = of_kind(flags.check_class_logits("cls", probs, torch::randint(0, 5, {32}), 0),
+                     "probabilities_as_logits");
   REQUIRE(cls.size() == 1);
   CHECK(cls[0].rule.name == "logit_rows_sum_to_one");
   CHECK(cls[0].evidence_value("max_row_sum_error") < 1e-5);
@@ -82,7 +92,8 @@ TEST_CASE("one_hot_targets: float one-hot labels where class indices belong") {
   red_flag_checker flags(every_step());
   auto labels = torch::randint(0, 4, {16});
   auto one_hot = at::one_hot(labels, 4).to(torch::kFloat);
-  auto found = of_kind(flags.check_class_logits("cls", torch::randn({16, 4}), one_hot, 3), "one_hot_targets");
+  auto found = of_kind(flags.check_class_logits("cls", torch::randn({16, 4}), one_hot, 3),
+                       "one_hot_targets");
   REQUIRE(found.size() == 1);
   CHECK(found[0].first_step == 3);
   CHECK(found[0].evidence_value("rows_one_hot") == 1.0);
@@ -96,20 +107,23 @@ TEST_CASE("one_hot_targets: float one-hot labels where class indices belong") {
 TEST_CASE("target_out_of_range: 1-based labels, negative labels, binary targets outside [0, 1]") {
   red_flag_checker flags(every_step());
   auto y = torch::tensor({1L, 2L, 3L, 10L, 10L, 4L, -100L});  // C = 10, 1-based, with padding
-  auto found = of_kind(flags.check_class_logits("cls", torch::randn({7, 10}), y, 0), "target_out_of_range");
+  auto found =
+      of_kind(flags.check_class_logits("cls", torch::randn({7, 10}), y, 0), "target_out_of_range");
   REQUIRE(found.size() == 1);
   CHECK(found[0].level == severity::error);
   CHECK(found[0].evidence_value("out_of_range_count") == 2);
   CHECK(found[0].evidence_value("bad_max") == 10);
   CHECK(contains(found[0].advice, "1-based"));
 
-  auto neg = of_kind(flags.check_class_logits("neg", torch::randn({3, 5}), torch::tensor({-1L, 0L, 7L}), 0),
-                     "target_out_of_range");
+  auto neg = of_kind(
+      flags.check_class_logits("neg", torch::randn({3, 5}), torch::tensor({-1L, 0L, 7L}), 0),
+      "target_out_of_range");
   REQUIRE(neg.size() == 1);
   CHECK(contains(neg[0].advice, "0..4"));
 
-  auto bin = of_kind(flags.check_binary_logits("bin", torch::randn({4}), torch::tensor({0.f, 1.f, 2.f, 3.f}), 0),
-                     "target_out_of_range");
+  auto bin = of_kind(
+      flags.check_binary_logits("bin", torch::randn({4}), torch::tensor({0.f, 1.f, 2.f, 3.f}), 0),
+      "target_out_of_range");
   REQUIRE(bin.size() == 1);
   CHECK(contains(bin[0].advice, "class indices"));
 }
@@ -138,7 +152,8 @@ TEST_CASE("class_imbalance: pos_weight = 19.0 (950 / 50) and inverse-frequency c
   labels.insert(labels.end(), 100, 1);
   labels.insert(labels.end(), 50, 2);
   auto yc = torch::tensor(labels);
-  auto c = of_kind(flags.check_class_logits("cls", torch::randn({1150, 3}), yc, 0), "class_imbalance");
+  auto c =
+      of_kind(flags.check_class_logits("cls", torch::randn({1150, 3}), yc, 0), "class_imbalance");
   REQUIRE(c.size() == 1);
   CHECK(c[0].evidence_value("ratio") == Approx(20.0));
   CHECK(contains(c[0].advice, "[0.0968, 0.968, 1.94]"));
@@ -151,7 +166,8 @@ TEST_CASE("unnormalized_targets: raw-scale regression targets with the numbers t
   auto pred = 0.1 * torch::randn({4096}, torch::kDouble);
   auto found = of_kind(flags.check_regression("price", pred, target, 0), "unnormalized_targets");
   REQUIRE(found.size() == 1);
-  const double mean = found[0].evidence_value("target_mean"), sd = found[0].evidence_value("target_std");
+  const double mean = found[0].evidence_value("target_mean"),
+               sd = found[0].evidence_value("target_std");
   CHECK(mean == Approx(5230).epsilon(0.02));
   CHECK(sd == Approx(1810).epsilon(0.05));
   char expect[96];
@@ -172,7 +188,8 @@ TEST_CASE("non_finite_input: NaN targets and Inf logits are counted") {
   CHECK(contains(found[0].advice, "nan_to_num"));
   auto logits = torch::randn({4, 3});
   logits[1][2] = INFINITY;
-  auto f2 = of_kind(flags.check_class_logits("cls", logits, torch::tensor({0L, 1L, 2L, 0L}), 5), "non_finite_input");
+  auto f2 = of_kind(flags.check_class_logits("cls", logits, torch::tensor({0L, 1L, 2L, 0L}), 5),
+                    "non_finite_input");
   REQUIRE(f2.size() == 1);
   CHECK(f2[0].evidence_value("inf_count") == 1);
   CHECK(f2[0].evidence_value("input_is_target") == 0);
@@ -203,7 +220,8 @@ TEST_CASE("sum_reduction: the loss follows the batch size on the last partial ba
   // Summed per-sample losses of ~0.7: 64 x 0.7 = 44.8, and 16 x 0.7 = 11.2 on the partial batch.
   for (std::int64_t step = 0; step < 40; ++step) {
     const std::int64_t bs = step % 10 == 9 ? 16 : 64;
-    auto f = flags.check_loss_scale("cls", 0.7 * static_cast<double>(bs) * (1 + 0.01 * std::sin(step)), bs, step);
+    auto f = flags.check_loss_scale(
+        "cls", 0.7 * static_cast<double>(bs) * (1 + 0.01 * std::sin(step)), bs, step);
     found.insert(found.end(), f.begin(), f.end());
   }
   REQUIRE(!found.empty());
@@ -217,7 +235,10 @@ TEST_CASE("sum_reduction: the loss follows the batch size on the last partial ba
   // Mean-reduced: nothing.
   red_flag_checker mean_flags;
   for (std::int64_t step = 0; step < 40; ++step)
-    CHECK(mean_flags.check_loss_scale("cls", 0.7 * (1 + 0.05 * std::sin(step)), step % 10 == 9 ? 16 : 64, step).empty());
+    CHECK(mean_flags
+              .check_loss_scale("cls", 0.7 * (1 + 0.05 * std::sin(step)), step % 10 == 9 ? 16 : 64,
+                                step)
+              .empty());
 }
 
 TEST_CASE("sampling: tensor checks run every_n_steps per task, episodes keep their id and grow") {
@@ -253,12 +274,17 @@ TEST_CASE("wrong shapes and dtypes throw losslens::error at once, sampled step o
   red_flag_options o;
   o.every_n_steps = 1000;
   red_flag_checker flags(o);
-  CHECK_THROWS_AS(flags.check_class_logits("cls", torch::randn({4, 3}), torch::tensor({0.f, 1.f, 2.f, 0.f}), 7),
+  CHECK_THROWS_AS(
+      flags.check_class_logits("cls", torch::randn({4, 3}), torch::tensor({0.f, 1.f, 2.f, 0.f}), 7),
+      losslens::error);
+  CHECK_THROWS_AS(
+      flags.check_class_logits("cls", torch::randn({4, 3, 8}), torch::tensor({0L, 1L, 2L, 0L}), 7),
+      losslens::error);
+  CHECK_THROWS_AS(flags.check_binary_logits("bin", torch::randn({4}), torch::randn({4, 1}), 7),
                   losslens::error);
-  CHECK_THROWS_AS(flags.check_class_logits("cls", torch::randn({4, 3, 8}), torch::tensor({0L, 1L, 2L, 0L}), 7),
-                  losslens::error);
-  CHECK_THROWS_AS(flags.check_binary_logits("bin", torch::randn({4}), torch::randn({4, 1}), 7), losslens::error);
-  CHECK_THROWS_AS(flags.check_regression("reg", torch::randn({4}), torch::ones({4}, torch::kLong), 7), losslens::error);
+  CHECK_THROWS_AS(
+      flags.check_regression("reg", torch::randn({4}), torch::ones({4}, torch::kLong), 7),
+      losslens::error);
   try {
     flags.check_binary_logits("bin", torch::randn({8}), torch::ones({8, 1}), 0);
   } catch (const losslens::error& e) {
@@ -276,8 +302,8 @@ TEST_CASE("the checker may be used from several threads at once") {
     threads.emplace_back([&, t] {
       try {
         for (std::int64_t step = 0; step < 50; ++step) {
-          flags.check_binary_logits("bin" + std::to_string(t % 2), torch::sigmoid(torch::randn({32})),
-                                    torch::ones({32}), step);
+          flags.check_binary_logits("bin" + std::to_string(t % 2),
+                                    torch::sigmoid(torch::randn({32})), torch::ones({32}), step);
           flags.check_loss_scale("cls", 0.5, 64, step);
         }
       } catch (...) {

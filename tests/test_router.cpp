@@ -59,14 +59,16 @@ TEST_CASE("router: episodes of one kind on one series are one incident with the 
       {1, true}, {1, false}, {1, false}, {2, true}};
   CHECK(heard == want);
   // The line stderr shows says how many episodes and where.
-  CHECK(to_line(inc) == "warning loss_spike at step 100 (loss): episode 2; 3 episodes between "
-                        "steps 100 and 905; fix: advice 2");
+  CHECK(to_line(inc) ==
+        "warning loss_spike at step 100 (loss): episode 2; 3 episodes between "
+        "steps 100 and 905; fix: advice 2");
 }
 
 TEST_CASE("router: a growing episode updates its span, higher severity takes over the evidence") {
   finding_router r;
   const auto src = r.add_source("detectors");
-  r.publish(src, episode(1, "exploding_gradients", "grad_norm", 10, 12, severity::warning, 50), true);
+  r.publish(src, episode(1, "exploding_gradients", "grad_norm", 10, 12, severity::warning, 50),
+            true);
   r.publish(src, episode(2, "exploding_gradients", "grad_norm", 40, 41, severity::error, 20), true);
   auto grown = episode(1, "exploding_gradients", "grad_norm", 10, 30, severity::warning, 80);
   r.publish(src, grown, false);  // episode 1 grew: its span follows, the error stays worst

@@ -166,7 +166,8 @@ TEST_CASE("parameters_not_updated: a layer left out of the optimizer, a param gr
   }
   SECTION("LR 0") {
     std::vector<torch::optim::OptimizerParamGroup> groups;
-    groups.emplace_back(model->fc1->parameters(), std::make_unique<torch::optim::AdamOptions>(1e-3));
+    groups.emplace_back(model->fc1->parameters(),
+                        std::make_unique<torch::optim::AdamOptions>(1e-3));
     groups.emplace_back(model->fc2->parameters(), std::make_unique<torch::optim::AdamOptions>(0.0));
     torch::optim::Adam opt(groups, torch::optim::AdamOptions(1e-3));
     auto lens = attach(model, opt, quiet("zero-lr"));
@@ -222,8 +223,9 @@ TEST_CASE("constant_predictions: dead ReLUs make every row predict one class") {
   CHECK(contains(found[0].advice, "dead"));
 }
 
-TEST_CASE("balanced accuracy and recall per class match the sampled batches, and "
-          "misleading_accuracy fires on imbalanced data") {
+TEST_CASE(
+    "balanced accuracy and recall per class match the sampled batches, and "
+    "misleading_accuracy fires on imbalanced data") {
   // 95% of the rows are class 0: a model that learns the prior scores ~0.95 accuracy.
   torch::manual_seed(3);
   const std::int64_t n = 4096;
@@ -366,7 +368,8 @@ TEST_CASE("lr_range_note quotes the methodology's range for the optimizer") {
   CHECK(lr_range_note(optimizer_kind::adamw, 0.05) ==
         "; 0.05 is above 1e-02, where AdamW training turns unstable (it trains between about "
         "1e-06 and 1e-02)");
-  CHECK(lr_range_note(optimizer_kind::sgd, 1e-7) == "; 1e-07 is below 1e-06, where SGD stops learning");
+  CHECK(lr_range_note(optimizer_kind::sgd, 1e-7) ==
+        "; 1e-07 is below 1e-06, where SGD stops learning");
   CHECK(lr_range_note(optimizer_kind::sgd, 0.5) == "; below 1e-06 SGD does not learn");
   CHECK(lr_range_note(optimizer_kind::unknown, 0.5).empty());
   CHECK(lr_range_note(optimizer_kind::lbfgs, 1).empty());

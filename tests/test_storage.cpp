@@ -221,10 +221,14 @@ TEST_CASE("downsampled windows keep every extreme and non-finite value", "[stora
     level += noise(rng);
     double v = level;
     double r = u01(rng);
-    if (r < 0.0005) v = nan_v;
-    else if (r < 0.0007) v = inf_v;
-    else if (r < 0.0009) v = -inf_v;
-    else if (r < 0.002) v = level * (u01(rng) < 0.5 ? 50 : -50);  // spikes both ways
+    if (r < 0.0005)
+      v = nan_v;
+    else if (r < 0.0007)
+      v = inf_v;
+    else if (r < 0.0009)
+      v = -inf_v;
+    else if (r < 0.002)
+      v = level * (u01(rng) < 0.5 ? 50 : -50);  // spikes both ways
     raw.push_back({step, 100 + i * 0.01, v});
     step += i < 60000 ? 1 + std::int64_t(u01(rng) < 0.1) : 1 + std::int64_t(u01(rng) * 2000);
   }
@@ -666,8 +670,8 @@ TEST_CASE("bad database files give a clear losslens::error", "[storage]") {
     sqlite3_open(db.c_str(), &h);
     sqlite3_exec(h, "PRAGMA user_version = 99", nullptr, nullptr, nullptr);
     sqlite3_close(h);
-    REQUIRE_THROWS_WITH(run_reader(db), Catch::Contains("newer losslens") &&
-                                            Catch::Contains("schema version 99"));
+    REQUIRE_THROWS_WITH(run_reader(db),
+                        Catch::Contains("newer losslens") && Catch::Contains("schema version 99"));
     REQUIRE_THROWS_WITH(run_writer(db, one_series()), Catch::Contains("newer losslens"));
   }
   SECTION("read-only file") {
@@ -676,8 +680,8 @@ TEST_CASE("bad database files give a clear losslens::error", "[storage]") {
     ::chmod(db.c_str(), 0444);
     ::chmod(dir.path.c_str(), 0555);
     // root ignores permission bits: check as an unprivileged user in a child process.
-    const auto child = testing::spawn_child_function("storage-read-only-probe", {db}).finish(
-        std::chrono::seconds(60));
+    const auto child = testing::spawn_child_function("storage-read-only-probe", {db})
+                           .finish(std::chrono::seconds(60));
     INFO(child.err);
     REQUIRE(child.status >= 0);  // exited, not killed
     REQUIRE(child.status == 0);
@@ -772,8 +776,9 @@ TEST_CASE("a full queue drops points, counts them and records the count", "[stor
   REQUIRE(std::uint64_t(r.series(run_id).at(0).summary.count) == enqueued);
   std::uint64_t recorded = 0;
   for (const auto& e : r.events(run_id))
-    if (e.kind == "drops") recorded = std::max<std::uint64_t>(recorded, std::stoull(
-        e.detail_json.substr(e.detail_json.find("\"total\":") + 8)));
+    if (e.kind == "drops")
+      recorded = std::max<std::uint64_t>(
+          recorded, std::stoull(e.detail_json.substr(e.detail_json.find("\"total\":") + 8)));
   REQUIRE(recorded == dropped);
 }
 

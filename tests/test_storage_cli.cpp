@@ -230,12 +230,13 @@ TEST_CASE("findings shows an incident's episodes and cause, and its spans with -
   auto r = cli("findings --run 1 --db " + db);
   INFO(r.err);
   REQUIRE(r.status == 0);
-  CHECK(r.out ==
-        "run  id  severity  kind        steps        episodes  series  message\n"
-        "1    1   warning   loss_spike  377-15020    70        loss    loss 2.843 is 5.2x its "
-        "running median 0.5463\n"
-        "    preceded by: task_dominance at step 0 (recon is 99.98% of the loss)\n"
-        "1    2   error     non_finite  15100-15999  1         loss    loss is NaN at step 15100\n");
+  CHECK(
+      r.out ==
+      "run  id  severity  kind        steps        episodes  series  message\n"
+      "1    1   warning   loss_spike  377-15020    70        loss    loss 2.843 is 5.2x its "
+      "running median 0.5463\n"
+      "    preceded by: task_dominance at step 0 (recon is 99.98% of the loss)\n"
+      "1    2   error     non_finite  15100-15999  1         loss    loss is NaN at step 15100\n");
 
   r = cli("findings --run 1 --all --db " + db);
   REQUIRE(r.status == 0);
@@ -257,10 +258,9 @@ TEST_CASE("findings shows an incident's episodes and cause, and its spans with -
   REQUIRE(j.size() == 2);
   CHECK(j[0]["episodes"] == 70);
   REQUIRE(j[0]["spans"].size() == 64);
-  CHECK(j[0]["spans"][32] == nlohmann::json({{"first_step", 7977},
-                                             {"last_step", 7981},
-                                             {"severity", "warning"},
-                                             {"peak", 24.5}}));
+  CHECK(j[0]["spans"][32] ==
+        nlohmann::json(
+            {{"first_step", 7977}, {"last_step", 7981}, {"severity", "warning"}, {"peak", 24.5}}));
   CHECK(j[0]["cause_id"] == 9);
   CHECK(j[0]["cause"] == "task_dominance at step 0 (recon is 99.98% of the loss)");
   CHECK(j[1]["episodes"] == 1);
@@ -315,8 +315,8 @@ TEST_CASE("export CSV round-trips through analyze and JSON export is valid", "[s
     std::ofstream(orig) << csv_of(rec->trace);
     const auto direct = cli("analyze " + orig.string() + " --json");
     REQUIRE(direct.status == 0);
-    const auto piped = cli("export --run " + std::to_string(rec->id) + " --db " + fx.db +
-                               " | " + LOSSLENS_CLI + " analyze - --json");
+    const auto piped = cli("export --run " + std::to_string(rec->id) + " --db " + fx.db + " | " +
+                           LOSSLENS_CLI + " analyze - --json");
     INFO(piped.err);
     REQUIRE(piped.status == 0);
     // The same report but for where it came from (run name and source: stdin vs the file).
@@ -391,10 +391,11 @@ TEST_CASE("storage commands report bad usage (2) and runtime failures (1)", "[st
   REQUIRE(r.status == 1);
   r = fx.run("findings --run 42");
   REQUIRE(r.status == 1);
-  for (const char* bad : {"metrics --run 1", "metrics --series loss", "metrics --run x --series loss",
-                          "metrics --run 1 --series loss --max-points 3",
-                          "metrics --run 1 --series loss --from 9 --to 2", "compare 1",
-                          "export --run 1 --format xml", "runs extra", "runs --bogus"}) {
+  for (const char* bad :
+       {"metrics --run 1", "metrics --series loss", "metrics --run x --series loss",
+        "metrics --run 1 --series loss --max-points 3",
+        "metrics --run 1 --series loss --from 9 --to 2", "compare 1", "export --run 1 --format xml",
+        "runs extra", "runs --bogus"}) {
     r = fx.run(bad);
     INFO(bad << ": " << r.err);
     REQUIRE(r.status == 2);
@@ -410,14 +411,17 @@ TEST_CASE("storage commands report bad usage (2) and runtime failures (1)", "[st
   REQUIRE_THAT(r.out, Catch::Contains("--db PATH"));
 }
 
-TEST_CASE("serve --wait starts once a trainer creates the database, and stops on SIGTERM while "
-          "waiting", "[cli][serve]") {
+TEST_CASE(
+    "serve --wait starts once a trainer creates the database, and stops on SIGTERM while "
+    "waiting",
+    "[cli][serve]") {
   const auto dir = fs::temp_directory_path() / ("losslens_serve_wait_" + std::to_string(getpid()));
   fs::create_directories(dir);
   const auto db = (dir / "runs.db").string();
   {
     // Nobody creates it: SIGTERM ends the wait with status 0.
-    losslens::testing::child_process serve(LOSSLENS_CLI, {"serve", "--db", db, "--port", "0", "--wait"},
+    losslens::testing::child_process serve(LOSSLENS_CLI,
+                                           {"serve", "--db", db, "--port", "0", "--wait"},
                                            (dir / "serve1.txt").string());
     auto waiting = serve.read_line(std::chrono::seconds(30));
     REQUIRE(waiting);
@@ -427,7 +431,8 @@ TEST_CASE("serve --wait starts once a trainer creates the database, and stops on
     CHECK(!fs::exists(db));
   }
   {
-    losslens::testing::child_process serve(LOSSLENS_CLI, {"serve", "--db", db, "--port", "0", "--wait"},
+    losslens::testing::child_process serve(LOSSLENS_CLI,
+                                           {"serve", "--db", db, "--port", "0", "--wait"},
                                            (dir / "serve2.txt").string());
     REQUIRE(serve.wait_for("losslens: waiting", std::chrono::seconds(30)));
     storage::run_writer w(db, storage::run_options{});

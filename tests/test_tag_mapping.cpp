@@ -28,7 +28,7 @@ TEST_CASE("tags: the common spellings of loss, grad norm, lr and accuracy, any c
       {"train_loss", "loss"},
       {"training_loss", "loss"},
       {"total_loss", "loss"},
-      {"epoch_loss", "loss"},          // Keras
+      {"epoch_loss", "loss"},  // Keras
       {"grad_norm", "grad_norm"},
       {"train/grad_norm", "grad_norm"},
       {"gradients/global_norm", "grad_norm"},
@@ -37,8 +37,8 @@ TEST_CASE("tags: the common spellings of loss, grad norm, lr and accuracy, any c
       {"lr", "lr"},
       {"LR", "lr"},
       {"learning_rate", "lr"},
-      {"train/learning_rate", "lr"},   // Hugging Face Trainer
-      {"lr-Adam", "lr"},               // Lightning's LearningRateMonitor
+      {"train/learning_rate", "lr"},  // Hugging Face Trainer
+      {"lr-Adam", "lr"},              // Lightning's LearningRateMonitor
       {"accuracy", "accuracy"},
       {"train/acc", "accuracy"},
       {"epoch_accuracy", "accuracy"},

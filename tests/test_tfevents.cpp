@@ -73,7 +73,9 @@ std::string varint(std::uint64_t v) {
   } while (v);
   return out;
 }
-std::string field_varint(int field, std::uint64_t v) { return varint(std::uint64_t(field) << 3) + varint(v); }
+std::string field_varint(int field, std::uint64_t v) {
+  return varint(std::uint64_t(field) << 3) + varint(v);
+}
 std::string field_bytes(int field, const std::string& b) {
   return varint(std::uint64_t(field) << 3 | 2) + varint(b.size()) + b;
 }
@@ -93,7 +95,9 @@ std::string event_with(double wall, std::int64_t step, const std::string& value)
 std::string tensor(int dtype, const std::string& shape, const std::string& values) {
   return field_bytes(8, field_varint(1, std::uint64_t(dtype)) + shape + values);
 }
-std::string plugin(const std::string& name) { return field_bytes(9, field_bytes(1, field_bytes(1, name))); }
+std::string plugin(const std::string& name) {
+  return field_bytes(9, field_bytes(1, field_bytes(1, name)));
+}
 
 }  // namespace
 
@@ -104,8 +108,8 @@ TEST_CASE("tfevents: the fixtures read back as expected.json says", "[tfevents]"
     INFO(run);
     std::string truncated;
     event_stats stats;
-    const auto values = read_all(read_bytes(fixtures / e["event_file"].get<std::string>()),
-                                 &truncated, &stats);
+    const auto values =
+        read_all(read_bytes(fixtures / e["event_file"].get<std::string>()), &truncated, &stats);
     CHECK(truncated.empty());
     CHECK(stats.records == e["records"].get<std::uint64_t>());
     CHECK(stats.file_version.empty() == !e["file_version_event"].get<bool>());
@@ -162,10 +166,14 @@ TEST_CASE("tfevents: writer round trip, bit-exact float32 with NaN and Inf", "[t
   fs::create_directories(dir);
   const auto path = (dir / "events.out.tfevents.1.test").string();
   fs::remove(path);
-  const std::vector<float> values = {0.0f, -0.0f, 1e-45f, 3.4028235e38f,
+  const std::vector<float> values = {0.0f,
+                                     -0.0f,
+                                     1e-45f,
+                                     3.4028235e38f,
                                      std::numeric_limits<float>::quiet_NaN(),
                                      std::numeric_limits<float>::infinity(),
-                                     -std::numeric_limits<float>::infinity(), 0.01f};
+                                     -std::numeric_limits<float>::infinity(),
+                                     0.01f};
   {
     event_writer w(path, 1700000000.5);
     for (std::size_t i = 0; i < values.size(); ++i)
@@ -191,7 +199,8 @@ TEST_CASE("tfevents: writer round trip, bit-exact float32 with NaN and Inf", "[t
   fs::remove_all(dir);
 }
 
-TEST_CASE("tfevents: scalar tensors (TF2, float_val, double) and skipped non-scalars", "[tfevents]") {
+TEST_CASE("tfevents: scalar tensors (TF2, float_val, double) and skipped non-scalars",
+          "[tfevents]") {
   float f = 2.5f;
   double d = -1.25;
   const std::string scalar_shape = field_bytes(2, "");  // TensorShapeProto{} (rank 0)
@@ -204,22 +213,21 @@ TEST_CASE("tfevents: scalar tensors (TF2, float_val, double) and skipped non-sca
                               field_bytes(1, "loss") + plugin("scalars") +
                                   tensor(1, scalar_shape, field_bytes(4, content_f)))) +
       // float_val (packed), no metadata on a later value of the tag
-      frame_record(event_with(12.0, 1,
-                              field_bytes(1, "loss") +
-                                  tensor(1, scalar_shape, field_bytes(5, content_f)))) +
+      frame_record(event_with(
+          12.0, 1, field_bytes(1, "loss") + tensor(1, scalar_shape, field_bytes(5, content_f)))) +
       // a double in double_val (unpacked), shape [1]
-      frame_record(event_with(13.0, 2,
-                              field_bytes(1, "grad_norm") +
-                                  tensor(2, field_bytes(2, field_bytes(2, field_varint(1, 1))),
-                                         field_fixed(6, d)))) +
+      frame_record(event_with(
+          13.0, 2,
+          field_bytes(1, "grad_norm") +
+              tensor(2, field_bytes(2, field_bytes(2, field_varint(1, 1))), field_fixed(6, d)))) +
       // a histogram plugin's tag, and a tensor of 3 floats: skipped
       frame_record(event_with(14.0, 3,
                               field_bytes(1, "w") + plugin("histograms") +
                                   tensor(1, scalar_shape, field_bytes(4, content_f)))) +
-      frame_record(event_with(15.0, 3,
-                              field_bytes(1, "v") +
-                                  tensor(1, field_bytes(2, field_bytes(2, field_varint(1, 3))),
-                                         field_bytes(4, content_f + content_f + content_f)))) +
+      frame_record(event_with(
+          15.0, 3,
+          field_bytes(1, "v") + tensor(1, field_bytes(2, field_bytes(2, field_varint(1, 3))),
+                                       field_bytes(4, content_f + content_f + content_f)))) +
       // simple_value
       frame_record(event_with(16.0, 4, field_bytes(1, "lr") + field_fixed(2, 0.5f)));
   event_stats stats;
@@ -228,26 +236,28 @@ TEST_CASE("tfevents: scalar tensors (TF2, float_val, double) and skipped non-sca
   CHECK(stats.records == 7);
   CHECK(stats.skipped == 2);
   REQUIRE(got.size() == 4);
-  CHECK((got[0].tag == "loss" && got[0].step == 0 && got[0].value == 2.5 && got[0].wall_time == 11));
+  CHECK(
+      (got[0].tag == "loss" && got[0].step == 0 && got[0].value == 2.5 && got[0].wall_time == 11));
   CHECK((got[1].tag == "loss" && got[1].step == 1 && got[1].value == 2.5));
   CHECK((got[2].tag == "grad_norm" && got[2].step == 2 && got[2].value == -1.25));
   CHECK((got[3].tag == "lr" && got[3].step == 4 && got[3].value == 0.5));
 
   // A tag that is not UTF-8 (proto3 would refuse it as a string) is read as its bytes.
-  const auto latin1 = read_all(frame_record(event_with(1.0, 7, field_bytes(1, "p\xe9rte") +
-                                                                  field_fixed(2, 1.5f))));
+  const auto latin1 =
+      read_all(frame_record(event_with(1.0, 7, field_bytes(1, "p\xe9rte") + field_fixed(2, 1.5f))));
   REQUIRE(latin1.size() == 1);
   CHECK(latin1[0].tag == "p\xe9rte");
   CHECK(latin1[0].value == 1.5);
 
   // A scalar float tensor with 3 content bytes is malformed: the record's offset is named.
   const std::string first = frame_record(field_fixed(1, 10.0));
-  const std::string bad = first + frame_record(event_with(
-                                      11.0, 0,
-                                      field_bytes(1, "loss") +
-                                          tensor(1, scalar_shape, field_bytes(4, "abc"))));
-  CHECK(error_of(bad) == "f: offset " + std::to_string(first.size()) +
-                             ": tag 'loss': a scalar float tensor with 3 content bytes (expected 4)");
+  const std::string bad =
+      first +
+      frame_record(event_with(
+          11.0, 0, field_bytes(1, "loss") + tensor(1, scalar_shape, field_bytes(4, "abc"))));
+  CHECK(error_of(bad) ==
+        "f: offset " + std::to_string(first.size()) +
+            ": tag 'loss': a scalar float tensor with 3 content bytes (expected 4)");
 }
 
 TEST_CASE("tfevents: a cut-short last record is a note, a corrupt one an error with its offset",
@@ -273,8 +283,8 @@ TEST_CASE("tfevents: a cut-short last record is a note, a corrupt one an error w
   // A flipped bit in record 2's data, then in its length.
   std::string corrupt = file;
   corrupt[starts[2] + 14] ^= 0x10;
-  CHECK_THAT(error_of(corrupt),
-             Catch::StartsWith("f: offset " + std::to_string(starts[2]) + ": corrupt record: the CRC of its"));
+  CHECK_THAT(error_of(corrupt), Catch::StartsWith("f: offset " + std::to_string(starts[2]) +
+                                                  ": corrupt record: the CRC of its"));
   corrupt = file;
   corrupt[starts[2] + 1] ^= 0x01;
   CHECK_THAT(error_of(corrupt), Catch::StartsWith("f: offset " + std::to_string(starts[2]) +
@@ -282,7 +292,8 @@ TEST_CASE("tfevents: a cut-short last record is a note, a corrupt one an error w
   // Valid framing around bytes that are not an Event; a text file.
   CHECK_THAT(error_of(file + frame_record("\xff\xff\xff")),
              Catch::Contains(": the record (3 bytes, CRC correct) is not a tensorflow.Event"));
-  CHECK_THAT(error_of("step,loss\n1,2\n3,4\n"), Catch::StartsWith("f: offset 0: corrupt record header"));
+  CHECK_THAT(error_of("step,loss\n1,2\n3,4\n"),
+             Catch::StartsWith("f: offset 0: corrupt record header"));
   // An empty file: no scalars, no error.
   CHECK(read_all("").empty());
 }
@@ -319,8 +330,9 @@ TEST_CASE("tfevents: runs of a logdir, repeated steps keep the value written las
   CHECK(p[2].value == 30);
   CHECK(p[3].value == 40);
   REQUIRE(run.notes.size() == 1);
-  CHECK(run.notes[0] == "tag 'loss': 1 repeated steps (a restarted run?): kept the value written "
-                        "last; points sorted by step");
+  CHECK(run.notes[0] ==
+        "tag 'loss': 1 repeated steps (a restarted run?): kept the value written "
+        "last; points sorted by step");
   // As samples: one per step.
   sample_merger m;
   add_streams(m, run, map_tags(run.tag_names()));

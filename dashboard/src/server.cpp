@@ -57,7 +57,8 @@ struct server_state {
   std::atomic<std::uint64_t> frames_sent{0};
 
   explicit server_state(dashboard::server_options o)
-      : options(std::move(o)), readers(options.db_path),
+      : options(std::move(o)),
+        readers(options.db_path),
         table(connection_limits{options.max_clients, options.max_connections_per_address,
                                 options.reserve_connections, options.pressure_timeout}) {}
 };
@@ -75,8 +76,8 @@ struct connection_slot {
   ~connection_slot() { state->table.release(address); }
 };
 
-http::response<http::string_body> make_response(const reply& r, unsigned version,
-                                                bool keep_alive, bool head) {
+http::response<http::string_body> make_response(const reply& r, unsigned version, bool keep_alive,
+                                                bool head) {
   http::response<http::string_body> res{static_cast<http::status>(r.status), version};
   res.set(http::field::server, "losslens");
   res.set(http::field::content_type, r.content_type);
@@ -96,7 +97,9 @@ class ws_session : public subscriber, public std::enable_shared_from_this<ws_ses
  public:
   ws_session(tcp::socket&& socket, std::shared_ptr<server_state> state,
              std::unique_ptr<connection_slot> slot)
-      : ws_(std::move(socket)), timer_(ws_.get_executor()), state_(std::move(state)),
+      : ws_(std::move(socket)),
+        timer_(ws_.get_executor()),
+        state_(std::move(state)),
         slot_(std::move(slot)) {}
 
   ~ws_session() override { state_->subscribers.leave(this); }
@@ -116,9 +119,9 @@ class ws_session : public subscriber, public std::enable_shared_from_this<ws_ses
 
   // Called from any thread (the poller); the queue is touched on the strand only.
   void send(shared_message message) override {
-    net::post(ws_.get_executor(), beast::bind_front_handler(&ws_session::on_send,
-                                                            shared_from_this(),
-                                                            std::move(message)));
+    net::post(
+        ws_.get_executor(),
+        beast::bind_front_handler(&ws_session::on_send, shared_from_this(), std::move(message)));
   }
 
  private:
@@ -143,9 +146,7 @@ class ws_session : public subscriber, public std::enable_shared_from_this<ws_ses
     do_read();
   }
 
-  void reply(nlohmann::json j) {
-    on_send(std::make_shared<const std::string>(dump_json(j)));
-  }
+  void reply(nlohmann::json j) { on_send(std::make_shared<const std::string>(dump_json(j))); }
 
   void handle(bool is_text, const std::string& text) {
     auto bad = [&](const std::string& why) {
@@ -153,8 +154,10 @@ class ws_session : public subscriber, public std::enable_shared_from_this<ws_ses
     };
     const client_message m = parse_client_message(is_text, text);
     switch (m.type) {
-      case client_message::kind::error: return bad(m.error);
-      case client_message::kind::ping: return reply({{"type", "pong"}});
+      case client_message::kind::error:
+        return bad(m.error);
+      case client_message::kind::ping:
+        return reply({{"type", "pong"}});
       case client_message::kind::watch_runs:
         return state_->subscribers.watch_runs(shared_from_this());
       case client_message::kind::unsubscribe:
@@ -217,8 +220,7 @@ class ws_session : public subscriber, public std::enable_shared_from_this<ws_ses
     writing_ = true;
     last_send_ = std::chrono::steady_clock::now();
     ws_.text(true);
-    ws_.async_write(buffers_, beast::bind_front_handler(&ws_session::on_write,
-                                                        shared_from_this()));
+    ws_.async_write(buffers_, beast::bind_front_handler(&ws_session::on_write, shared_from_this()));
   }
 
   void on_write(beast::error_code ec, std::size_t) {
@@ -258,7 +260,9 @@ class http_session : public idle_connection, public std::enable_shared_from_this
   /// ticket: the connection_table ticket it waits under since it was admitted.
   http_session(tcp::socket&& socket, std::shared_ptr<server_state> state,
                std::unique_ptr<connection_slot> slot, std::uint64_t ticket)
-      : stream_(std::move(socket)), state_(std::move(state)), slot_(std::move(slot)),
+      : stream_(std::move(socket)),
+        state_(std::move(state)),
+        slot_(std::move(slot)),
         ticket_(ticket) {}
 
   ~http_session() override {
@@ -288,10 +292,10 @@ class http_session : public idle_connection, public std::enable_shared_from_this
     parser_.emplace(state_->options.max_header_bytes, state_->options.max_request_body);
     // Near max_clients a connection gets pressure_timeout, not http_timeout, for its request.
     const auto& o = state_->options;
-    stream_.expires_after(state_->table.under_pressure()
-                              ? std::min<std::chrono::steady_clock::duration>(
-                                    o.http_timeout, o.pressure_timeout)
-                              : std::chrono::steady_clock::duration(o.http_timeout));
+    stream_.expires_after(
+        state_->table.under_pressure()
+            ? std::min<std::chrono::steady_clock::duration>(o.http_timeout, o.pressure_timeout)
+            : std::chrono::steady_clock::duration(o.http_timeout));
     if (!ticket_) ticket_ = state_->table.start_waiting(slot_->address, weak_from_this());
     http::async_read(stream_, buffer_, *parser_,
                      beast::bind_front_handler(&http_session::on_read, shared_from_this()));
@@ -303,9 +307,9 @@ class http_session : public idle_connection, public std::enable_shared_from_this
     if (ec == http::error::end_of_stream) return shutdown();
     if (ec == http::error::body_limit || ec == http::error::header_limit ||
         ec == http::error::buffer_overflow)
-      return send(make_response(error_reply(ec == http::error::body_limit ? 413 : 431,
-                                            "request too large"),
-                                11, false, false));
+      return send(
+          make_response(error_reply(ec == http::error::body_limit ? 413 : 431, "request too large"),
+                        11, false, false));
     // Any other parse error (bad method, target, field, chunk, content length, ...) is a 400;
     // socket errors, timeouts and a message cut short close the connection without an answer.
     if (ec && ec.category() == http::make_error_code(http::error::bad_target).category() &&
@@ -326,15 +330,17 @@ class http_session : public idle_connection, public std::enable_shared_from_this
     const std::string_view host_view(host.data(), host.size());
     if (state_->loopback_bind && !host_view.empty() && !host_names_loopback(host_view)) {
       ++state_->forbidden;
-      return answer(error_reply(403, "this server on a loopback address answers only requests "
-                                     "for localhost, 127.0.0.1 or [::1] (Host header)"));
+      return answer(error_reply(403,
+                                "this server on a loopback address answers only requests "
+                                "for localhost, 127.0.0.1 or [::1] (Host header)"));
     }
-    if (auto origin = req[http::field::origin]; !origin.empty() &&
-        !origin_allowed(std::string_view(origin.data(), origin.size()), host_view,
-                        state_->options.allowed_origins)) {
+    if (auto origin = req[http::field::origin];
+        !origin.empty() && !origin_allowed(std::string_view(origin.data(), origin.size()),
+                                           host_view, state_->options.allowed_origins)) {
       ++state_->forbidden;
-      return answer(error_reply(403, "requests from another web site (Origin header) are "
-                                     "refused; allow its origin with --allow-origin"));
+      return answer(error_reply(403,
+                                "requests from another web site (Origin header) are "
+                                "refused; allow its origin with --allow-origin"));
     }
     // The token guards the run data (the API and the websocket). The page's own files are the
     // same for everyone and hold no data; they are served without it, because a browser does not
@@ -343,8 +349,9 @@ class http_session : public idle_connection, public std::enable_shared_from_this
     auto auth = req[http::field::authorization];
     if ((is_api || websocket::is_upgrade(req)) &&
         !token_ok(state_->options.token, std::string_view(auth.data(), auth.size()), *t))
-      return answer(error_reply(401, "missing or wrong token: send 'Authorization: Bearer "
-                                     "<token>' or add ?token=<token> to the URL"));
+      return answer(error_reply(401,
+                                "missing or wrong token: send 'Authorization: Bearer "
+                                "<token>' or add ?token=<token> to the URL"));
     if (websocket::is_upgrade(req)) {
       if (t->path != "/ws") return answer(error_reply(404, "websockets live at /ws"));
       stream_.expires_never();
@@ -361,8 +368,7 @@ class http_session : public idle_connection, public std::enable_shared_from_this
     if (t->path.find("..") != std::string::npos || t->path.find('\\') != std::string::npos ||
         t->path.find('\0') != std::string::npos)
       return answer(error_reply(400, "invalid path"));
-    if (is_api)
-      return answer(handle_api(state_->readers, *t));
+    if (is_api) return answer(handle_api(state_->readers, *t));
     answer(handle_static(*t));
   }
 
@@ -388,11 +394,10 @@ class http_session : public idle_connection, public std::enable_shared_from_this
 
   void drain(std::size_t drained) {
     if (drained > (std::size_t{1} << 20)) return;
-    stream_.async_read_some(net::buffer(discard_),
-                            [self = shared_from_this(), drained](beast::error_code ec,
-                                                                 std::size_t n) {
-                              if (!ec) self->drain(drained + n);
-                            });
+    stream_.async_read_some(net::buffer(discard_), [self = shared_from_this(), drained](
+                                                       beast::error_code ec, std::size_t n) {
+      if (!ec) self->drain(drained + n);
+    });
   }
 
   beast::tcp_stream stream_;
@@ -409,8 +414,12 @@ class http_session : public idle_connection, public std::enable_shared_from_this
 class listener : public std::enable_shared_from_this<listener> {
  public:
   listener(net::io_context& ioc, tcp::acceptor acceptor, std::shared_ptr<server_state> state)
-      : ioc_(ioc), strand_(net::make_strand(ioc)), acceptor_(std::move(acceptor)),
-        retry_(strand_), sweep_(strand_), state_(std::move(state)) {}
+      : ioc_(ioc),
+        strand_(net::make_strand(ioc)),
+        acceptor_(std::move(acceptor)),
+        retry_(strand_),
+        sweep_(strand_),
+        state_(std::move(state)) {}
 
   void run() {
     net::dispatch(strand_, beast::bind_front_handler(&listener::do_accept, shared_from_this()));
@@ -428,8 +437,8 @@ class listener : public std::enable_shared_from_this<listener> {
   void do_accept() {
     acceptor_.async_accept(
         net::make_strand(ioc_),
-        net::bind_executor(strand_, beast::bind_front_handler(&listener::on_accept,
-                                                              shared_from_this())));
+        net::bind_executor(strand_,
+                           beast::bind_front_handler(&listener::on_accept, shared_from_this())));
   }
 
   // Near max_clients, connections that have waited pressure_timeout for a request are closed,
@@ -516,8 +525,7 @@ class server_impl {
     if (!o.token.empty())
       if (auto why = token_problem(o.token); !why.empty())
         throw losslens::error("dashboard: " + why);
-    if (o.max_clients < 1)
-      throw losslens::error("dashboard: max_clients must be at least 1");
+    if (o.max_clients < 1) throw losslens::error("dashboard: max_clients must be at least 1");
     state_->loopback_bind = dashboard::is_loopback(o.host);
     // Open the database first: its errors carry the storage layer's advice.
     storage::run_reader reader(o.db_path);

@@ -35,8 +35,7 @@ thread_local int portable_depth = 0;
 /// The vectorised loops apply: float32 or float64 strided CPU tensors, on a CPU with AVX2.
 bool use_simd(const at::Tensor& x) {
   static const bool cpu_has_simd = simd::available();
-  return cpu_has_simd && portable_depth == 0 && x.device().is_cpu() &&
-         x.layout() == at::kStrided &&
+  return cpu_has_simd && portable_depth == 0 && x.device().is_cpu() && x.layout() == at::kStrided &&
          (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble);
 }
 
@@ -220,9 +219,12 @@ softmax_forward_out softmax_forward_simd(const at::Tensor& logits, const at::Ten
     }
   }
   out.den_value = den;
-  if (spec.reduction == loss_reduction::none) out.value = per_row;
-  else if (spec.reduction == loss_reduction::sum) out.value = at::scalar_tensor(total, x.options());
-  else out.value = at::scalar_tensor(den > 0 ? total / den : 0.0, x.options());
+  if (spec.reduction == loss_reduction::none)
+    out.value = per_row;
+  else if (spec.reduction == loss_reduction::sum)
+    out.value = at::scalar_tensor(total, x.options());
+  else
+    out.value = at::scalar_tensor(den > 0 ? total / den : 0.0, x.options());
   return out;
 }
 
@@ -238,8 +240,8 @@ softmax_parts softmax_parts_of(const at::Tensor& x) {
   s.d = x - s.max;
   s.e = s.d.exp();
   s.at_max = s.d == 0;
-  s.rest = s.e.masked_fill(s.at_max, 0).sum(1, true) +
-           (s.e.masked_fill(~s.at_max, 0).sum(1, true) - 1);
+  s.rest =
+      s.e.masked_fill(s.at_max, 0).sum(1, true) + (s.e.masked_fill(~s.at_max, 0).sum(1, true) - 1);
   return s;
 }
 
@@ -262,8 +264,8 @@ softmax_forward_out softmax_forward_portable(const at::Tensor& logits, const at:
   const auto gap =
       k.smooth_share > 0 ? -(w.defined() ? parts.d * w : parts.d).sum(1) : at::zeros_like(m);
   const auto w_y = wt.defined() ? wt.take(idx) : at::ones_like(m);
-  const softmax_row<at::Tensor, at::Tensor> row{m,   parts.rest.squeeze(1), gap, x_y, (x_y - m).exp(),
-                                                w_y, x_y == m};
+  const softmax_row<at::Tensor, at::Tensor> row{
+      m, parts.rest.squeeze(1), gap, x_y, (x_y - m).exp(), w_y, x_y == m};
   const auto o = w.defined() && !spec.focal ? finish_row(row, k, w.sum())
                                             : finish_row(row, k, static_cast<double>(x.size(1)));
 
@@ -272,8 +274,8 @@ softmax_forward_out softmax_forward_portable(const at::Tensor& logits, const at:
   out.den = spec.focal ? keep.sum().to(x.scalar_type()) : select(keep, row.w_y, 0.0).sum();
   out.value = reduce_by(per_row, out.den, spec.reduction).to(logits.scalar_type());
   if (need_grad)
-    out.coeff = at::stack({m, select(keep, o.alpha, 0.0), select(keep, o.beta, 0.0),
-                           select(keep, o.at_target, 0.0)});
+    out.coeff = at::stack(
+        {m, select(keep, o.alpha, 0.0), select(keep, o.beta, 0.0), select(keep, o.at_target, 0.0)});
   return out;
 }
 
@@ -337,8 +339,10 @@ at::Tensor softmax_backward_portable(const at::Tensor& logits, const at::Tensor&
   const auto t = target.to(at::kLong);
   const auto idx = t.masked_fill((t < 0) | (t >= x.size(1)), 0).unsqueeze(1);
   auto grad = (c[1] * g).unsqueeze(1) * (x - c[0].unsqueeze(1)).exp();
-  if (weight.defined()) grad = grad - (c[2] * g).unsqueeze(1) * weight.to(x.options());
-  else grad = grad - (c[2] * g).unsqueeze(1);
+  if (weight.defined())
+    grad = grad - (c[2] * g).unsqueeze(1) * weight.to(x.options());
+  else
+    grad = grad - (c[2] * g).unsqueeze(1);
   return grad.scatter(1, idx, (c[3] * g).unsqueeze(1)).to(logits.scalar_type());
 }
 
@@ -396,7 +400,8 @@ struct softmax_function : torch::autograd::Function<softmax_function> {
     const auto exp = ctx->saved_data["exp"].toTensor();
     const auto backward = exp.scalar_type() == at::kFloat ? softmax_backward_simd<float>
                                                           : softmax_backward_simd<double>;
-    return {backward(exp, saved[1], weight, coeff, grads[0], den.toDouble(), spec.reduction), {}, {}};
+    return {
+        backward(exp, saved[1], weight, coeff, grads[0], den.toDouble(), spec.reduction), {}, {}};
   }
 };
 
@@ -444,9 +449,12 @@ bce_forward_out bce_forward_simd(const at::Tensor& logits, const at::Tensor& tar
   });
   double total = 0;
   for (double p : partial) total += p;
-  if (reduction == loss_reduction::none) out.value = per_el;
-  else if (reduction == loss_reduction::sum) out.value = at::scalar_tensor(total, x.options());
-  else out.value = at::scalar_tensor(total / static_cast<double>(n), x.options());  // NaN if empty
+  if (reduction == loss_reduction::none)
+    out.value = per_el;
+  else if (reduction == loss_reduction::sum)
+    out.value = at::scalar_tensor(total, x.options());
+  else
+    out.value = at::scalar_tensor(total / static_cast<double>(n), x.options());  // NaN if empty
   return out;
 }
 
@@ -481,7 +489,7 @@ bce_forward_out bce_forward(const at::Tensor& logits, const at::Tensor& target,
                             loss_reduction reduction, bool need_grad) {
   const bool simd = use_simd(logits) && target.scalar_type() == logits.scalar_type() &&
                     target.device() == logits.device();
-  const auto forward = !simd ? bce_forward_portable
+  const auto forward = !simd                                ? bce_forward_portable
                        : logits.scalar_type() == at::kFloat ? bce_forward_simd<float>
                                                             : bce_forward_simd<double>;
   return forward(logits, target, pos_weight, weight, reduction, need_grad);
@@ -633,8 +641,8 @@ at::Tensor dice_backward(const at::Tensor& logits, const at::Tensor& target, dou
   return gx.to(logits.scalar_type());
 }
 
-at::Tensor dice_value(const at::Tensor& logits, const at::Tensor& target, double smooth,
-                      double eps, loss_reduction reduction) {
+at::Tensor dice_value(const at::Tensor& logits, const at::Tensor& target, double smooth, double eps,
+                      loss_reduction reduction) {
   return reduce(dice_groups(logits, dice_parts_of(logits, target, smooth, eps).loss), reduction)
       .to(logits.scalar_type());
 }

@@ -118,8 +118,7 @@ norm_engine::device_batch& norm_engine::batch_for(c10::Device d) {
 void norm_engine::compute(const std::vector<at::Tensor>& grads, std::vector<double>& norms,
                           std::vector<std::uint8_t>& has_norm,
                           const std::vector<const at::Tensor*>& scalars,
-                          std::vector<double>& scalar_out,
-                          const std::vector<std::uint8_t>* skip) {
+                          std::vector<double>& scalar_out, const std::vector<std::uint8_t>* skip) {
   for (auto& g : groups_) {
     g.tensors.clear();
     g.index.clear();
@@ -152,8 +151,8 @@ void norm_engine::compute(const std::vector<at::Tensor>& grads, std::vector<doub
   for (std::size_t j = 0; j < scalars.size(); ++j) {
     const at::Tensor& s = *scalars[j];
     if (s.numel() == 1 && sum_of_squares_ok(s)) {
-      scalar_out[j] = s.scalar_type() == at::kFloat ? double(*s.data_ptr<float>())
-                                                    : *s.data_ptr<double>();
+      scalar_out[j] =
+          s.scalar_type() == at::kFloat ? double(*s.data_ptr<float>()) : *s.data_ptr<double>();
       continue;
     }
     auto& b = batch_for(s.device());
@@ -163,7 +162,8 @@ void norm_engine::compute(const std::vector<at::Tensor>& grads, std::vector<doub
   for (auto& b : batches_) {
     if (b.parts.empty()) continue;
     // One host copy per device for every number of this step.
-    at::Tensor host = (b.parts.size() == 1 ? b.parts[0] : at::cat(b.parts)).to(at::kCPU).contiguous();
+    at::Tensor host =
+        (b.parts.size() == 1 ? b.parts[0] : at::cat(b.parts)).to(at::kCPU).contiguous();
     const double* v = host.data_ptr<double>();
     for (std::size_t k = 0; k < b.targets.size(); ++k) *b.targets[k] = v[k];
   }

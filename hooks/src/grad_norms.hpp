@@ -33,8 +33,8 @@ class norm_engine {
   };
   struct device_batch {
     c10::Device device;
-    std::vector<at::Tensor> parts;           // double tensors to concatenate
-    std::vector<double*> targets;            // where each element goes, in order
+    std::vector<at::Tensor> parts;  // double tensors to concatenate
+    std::vector<double*> targets;   // where each element goes, in order
   };
   group& group_for(const at::Tensor& t);
   device_batch& batch_for(c10::Device d);

@@ -104,14 +104,18 @@ T row_max(const T* r, std::int64_t n) {
 
 template <class T>
 T scalar_exp(T d) {
-  if constexpr (sizeof(T) == sizeof(float)) return __builtin_expf(d);
-  else return __builtin_exp(d);
+  if constexpr (sizeof(T) == sizeof(float))
+    return __builtin_expf(d);
+  else
+    return __builtin_exp(d);
 }
 
 template <class T>
 T scalar_log1p(T d) {
-  if constexpr (sizeof(T) == sizeof(float)) return __builtin_log1pf(d);
-  else return __builtin_log1p(d);
+  if constexpr (sizeof(T) == sizeof(float))
+    return __builtin_log1pf(d);
+  else
+    return __builtin_log1p(d);
 }
 
 template <class T>
@@ -149,7 +153,8 @@ softmax_row_stats row_stats(const T* r, std::int64_t n, const T* weight, bool wa
   if (c < n) {
     // Padding lanes hold -inf: their exp is 0 and they are not maxima.
     const V d = load_partial(r + c, n - c, lowest) - vm;
-    const V e = add(d, V::set(zero, d, n - c), weight ? load_partial(weight + c, n - c, zero) : zero);
+    const V e =
+        add(d, V::set(zero, d, n - c), weight ? load_partial(weight + c, n - c, zero) : zero);
     if (e_out) store_partial(e_out + c, n - c, e);
   }
   flush();
@@ -161,7 +166,9 @@ void row_grad(const T* e, std::int64_t n, const T* weight, T alpha, T beta, T* g
   using V = Vectorized<T>;
   constexpr std::int64_t w = V::size();
   const V va(alpha), vb(beta), zero(T(0)), one(T(1));
-  const auto value = [&](const V& ev, const V& wv) { return beta == 0 ? va * ev : va * ev - vb * wv; };
+  const auto value = [&](const V& ev, const V& wv) {
+    return beta == 0 ? va * ev : va * ev - vb * wv;
+  };
   std::int64_t c = 0;
   for (; c + w <= n; c += w)
     value(V::loadu(e + c), weight ? V::loadu(weight + c) : one).store(g + c);
@@ -175,12 +182,13 @@ template <class T>
 void stats_rows(const T* x, std::int64_t rows, std::int64_t cols, const T* weight, bool want_gap,
                 softmax_row_stats* out, T* exp_out) {
   for (std::int64_t i = 0; i < rows; ++i)
-    out[i] = row_stats(x + i * cols, cols, weight, want_gap, exp_out ? exp_out + i * cols : nullptr);
+    out[i] =
+        row_stats(x + i * cols, cols, weight, want_gap, exp_out ? exp_out + i * cols : nullptr);
 }
 
 template <class T>
-void grad_rows(const T* e, std::int64_t rows, std::int64_t cols, const T* weight, const double* alpha,
-               const double* beta, T* grad) {
+void grad_rows(const T* e, std::int64_t rows, std::int64_t cols, const T* weight,
+               const double* alpha, const double* beta, T* grad) {
   for (std::int64_t i = 0; i < rows; ++i)
     row_grad(e + i * cols, cols, weight, static_cast<T>(alpha[i]), static_cast<T>(beta[i]),
              grad + i * cols);
@@ -214,7 +222,8 @@ double bce(const T* x, const T* y, const T* pos_weight, const T* weight, std::in
     const std::int64_t end = n - i > block_vectors * w ? i + block_vectors * w : n;
     for (; i + w <= end; i += w) {
       const V xv = V::loadu(x + i), yv = V::loadu(y + i);
-      // softplus(+-x) = max(+-x, 0) + log1p(exp(-|x|)): only non-positive numbers are exponentiated.
+      // softplus(+-x) = max(+-x, 0) + log1p(exp(-|x|)): only non-positive numbers are
+      // exponentiated.
       const V e = xv.abs().neg().exp(), lg = e.log1p();
       const V relu = at::vec::maximum(xv, zero);
       const V py = pos_weight ? V::loadu(pos_weight + i) * yv : yv;
@@ -277,8 +286,8 @@ double bce_logits(const double* x, const double* y, const double* pos_weight, co
 #else  // no AVX2 build: available() is false, so the loops below are never reached.
 
 bool available() { return false; }
-void softmax_stats(const float*, std::int64_t, std::int64_t, const float*, bool,
-                   softmax_row_stats*, float*) {
+void softmax_stats(const float*, std::int64_t, std::int64_t, const float*, bool, softmax_row_stats*,
+                   float*) {
   std::abort();
 }
 void softmax_stats(const double*, std::int64_t, std::int64_t, const double*, bool,
@@ -293,7 +302,8 @@ void softmax_grad(const double*, std::int64_t, std::int64_t, const double*, cons
                   const double*, double*) {
   std::abort();
 }
-double bce_logits(const float*, const float*, const float*, const float*, std::int64_t, float*, float*) {
+double bce_logits(const float*, const float*, const float*, const float*, std::int64_t, float*,
+                  float*) {
   std::abort();
 }
 double bce_logits(const double*, const double*, const double*, const double*, std::int64_t, double*,

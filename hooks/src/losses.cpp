@@ -57,7 +57,8 @@ at::Tensor binary_cross_entropy_with_logits(const at::Tensor& logits, const at::
     hooks::detail::require_broadcastable(options.pos_weight, logits, fn, "pos_weight", "logits");
   if (options.weight.defined())
     hooks::detail::require_broadcastable(options.weight, logits, fn, "weight", "logits");
-  return hooks::detail::bce_with_logits(logits, target, options.pos_weight, options.weight, options.reduction);
+  return hooks::detail::bce_with_logits(logits, target, options.pos_weight, options.weight,
+                                        options.reduction);
 }
 
 at::Tensor binary_cross_entropy(const at::Tensor& probs, const at::Tensor& target,
@@ -122,8 +123,8 @@ at::Tensor class_rows(const at::Tensor& logits) {
 
 /// Cross-entropy or focal loss (spec), with the fields both have.
 at::Tensor softmax_family(const at::Tensor& logits, const at::Tensor& target,
-                          hooks::detail::softmax_loss_spec spec, const char* fn, std::int64_t ignore_index,
-                          loss_reduction reduction) {
+                          hooks::detail::softmax_loss_spec spec, const char* fn,
+                          std::int64_t ignore_index, loss_reduction reduction) {
   spec.fn = fn;
   spec.ignore_index = ignore_index;
   spec.reduction = reduction;
@@ -165,7 +166,8 @@ at::Tensor focal_loss(const at::Tensor& logits, const at::Tensor& target,
 
 std::vector<std::int64_t> class_counts(const at::Tensor& target, std::int64_t num_classes) {
   if (!target.defined() || target.is_floating_point() || target.is_complex())
-    fail("class_counts", "target must be an integer tensor, got " + hooks::detail::describe(target));
+    fail("class_counts",
+         "target must be an integer tensor, got " + hooks::detail::describe(target));
   if (num_classes < 1) fail("class_counts", "num_classes must be >= 1");
   std::vector<std::int64_t> counts(static_cast<std::size_t>(num_classes), 0);
   auto t = target.detach().reshape(-1).to(at::kCPU).to(at::kLong).contiguous();
@@ -238,24 +240,29 @@ double pos_weight_for(std::int64_t negatives, std::int64_t positives) {
 // ---------------------------------------------------------------------------------------------
 // Segmentation
 
-at::Tensor dice_loss(const at::Tensor& logits, const at::Tensor& target, const dice_options& options) {
+at::Tensor dice_loss(const at::Tensor& logits, const at::Tensor& target,
+                     const dice_options& options) {
   constexpr const char* fn = "dice_loss";
-  if (!(options.smooth >= 0)) fail(fn, "smooth must be >= 0, got " + std::to_string(options.smooth));
+  if (!(options.smooth >= 0))
+    fail(fn, "smooth must be >= 0, got " + std::to_string(options.smooth));
   if (target.defined() && target.is_floating_point()) {
     hooks::detail::require_floating(logits, fn, "logits");
     hooks::detail::require_same_shape(logits, target, fn, "logits", "target");
-    if (logits.dim() < 2) fail(fn, "logits must be [N, d] or [N, C, d1, ...], got " + hooks::detail::describe(logits));
+    if (logits.dim() < 2)
+      fail(fn, "logits must be [N, d] or [N, C, d1, ...], got " + hooks::detail::describe(logits));
   } else {
     hooks::detail::require_class_target(logits, target, fn);
   }
   return hooks::detail::dice(logits, target, options.smooth, options.eps, options.reduction);
 }
 
-at::Tensor bce_dice_loss(const at::Tensor& logits, const at::Tensor& target, const dice_options& options) {
+at::Tensor bce_dice_loss(const at::Tensor& logits, const at::Tensor& target,
+                         const dice_options& options) {
   if (options.reduction == loss_reduction::none)
     fail("bce_dice_loss", "reduction none is not supported (the two terms have different shapes)");
   if (!target.defined() || !target.is_floating_point())
-    fail("bce_dice_loss", "target must be a float mask shaped like the logits, got " + hooks::detail::describe(target));
+    fail("bce_dice_loss", "target must be a float mask shaped like the logits, got " +
+                              hooks::detail::describe(target));
   bce_options bce;
   bce.pos_weight = options.pos_weight;
   bce.reduction = options.reduction;
@@ -275,7 +282,8 @@ at::Tensor regression_diff(const at::Tensor& pred, const at::Tensor& target, con
 
 }  // namespace
 
-at::Tensor smooth_l1(const at::Tensor& pred, const at::Tensor& target, const smooth_l1_options& options) {
+at::Tensor smooth_l1(const at::Tensor& pred, const at::Tensor& target,
+                     const smooth_l1_options& options) {
   constexpr const char* fn = "smooth_l1";
   if (!(options.beta >= 0)) fail(fn, "beta must be >= 0, got " + std::to_string(options.beta));
   auto d = regression_diff(pred, target, fn);
@@ -311,7 +319,8 @@ at::Tensor contrastive_loss(const at::Tensor& a, const at::Tensor& b, const at::
                             const contrastive_options& options) {
   constexpr const char* fn = "contrastive_loss";
   hooks::detail::require_floating_pair(a, b, fn, "a", "b");
-  if (a.dim() != 2) fail(fn, "a and b must be [N, D] embeddings, got " + hooks::detail::describe(a));
+  if (a.dim() != 2)
+    fail(fn, "a and b must be [N, D] embeddings, got " + hooks::detail::describe(a));
   if (!same.defined() || same.dim() != 1 || same.size(0) != a.size(0))
     fail(fn, "same must be [" + std::to_string(a.size(0)) + "] (1 = similar pair), got " +
                  hooks::detail::describe(same));

@@ -79,7 +79,8 @@ class monitor_state {
  public:
   monitor_state(torch::nn::Module& model, torch::optim::Optimizer& optimizer, attach_options o,
                 std::unique_ptr<rank_sync> dist = nullptr)
-      : o_(with_optimizer(std::move(o), optimizer)), dist_(std::move(dist)),
+      : o_(with_optimizer(std::move(o), optimizer)),
+        dist_(std::move(dist)),
         pipeline_(pipeline_options_of(o_, dist_.get())) {
     if (o_.accumulation_steps < 1) throw error("attach: accumulation_steps must be >= 1");
     if (o_.log) pipeline_.set_log_sink(o_.log);
@@ -188,7 +189,7 @@ class monitor_state {
   std::unique_ptr<red_flag_checker> flags_;
   class_metrics_slot classes_;
   std::atomic<bool> class_task_claimed_{false};
-  replay_sink* replay_ = nullptr;  // owned by pipeline_
+  replay_sink* replay_ = nullptr;          // owned by pipeline_
   std::unique_ptr<step_capture> capture_;  // last: its hooks go first
 };
 
@@ -307,15 +308,16 @@ void monitor::detach() noexcept {
 
 monitor attach_module(torch::nn::Module& model, torch::optim::Optimizer& optimizer,
                       attach_options options) {
-  return monitor(std::make_unique<hooks::detail::monitor_state>(model, optimizer, std::move(options)));
+  return monitor(
+      std::make_unique<hooks::detail::monitor_state>(model, optimizer, std::move(options)));
 }
 
 monitor attach_distributed(torch::nn::Module& model, torch::optim::Optimizer& optimizer,
                            const c10::intrusive_ptr<c10d::ProcessGroup>& process_group,
                            attach_options options, distributed_options distributed) {
   auto sync = hooks::detail::make_rank_sync(process_group, std::move(distributed), options);
-  return monitor(std::make_unique<hooks::detail::monitor_state>(model, optimizer, std::move(options),
-                                                         std::move(sync)));
+  return monitor(std::make_unique<hooks::detail::monitor_state>(
+      model, optimizer, std::move(options), std::move(sync)));
 }
 
 }  // namespace losslens

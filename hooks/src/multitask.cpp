@@ -22,7 +22,8 @@ task_weighting::task_weighting(std::size_t num_tasks) : num_tasks_(num_tasks) {
   if (num_tasks == 0) throw losslens::error("losslens::task_weighting: need at least one task");
 }
 
-void task_weighting::check_losses(const std::vector<at::Tensor>& losses, std::string_view who) const {
+void task_weighting::check_losses(const std::vector<at::Tensor>& losses,
+                                  std::string_view who) const {
   if (losses.size() != num_tasks_)
     fail(who, "expected " + std::to_string(num_tasks_) + " task losses, got " +
                   std::to_string(losses.size()));
@@ -30,7 +31,8 @@ void task_weighting::check_losses(const std::vector<at::Tensor>& losses, std::st
     const auto name = "loss " + std::to_string(i);
     hooks::detail::require_floating(losses[i], who, name);
     if (losses[i].numel() != 1)
-      fail(who, name + " must hold one element (a reduced loss), got " + hooks::detail::describe(losses[i]));
+      fail(who, name + " must hold one element (a reduced loss), got " +
+                    hooks::detail::describe(losses[i]));
   }
 }
 
@@ -80,7 +82,8 @@ at::Tensor uncertainty_weighting::combine(const std::vector<at::Tensor>& losses)
   check_losses(losses, "uncertainty_weighting::combine");
   if (!initialised_ && options_.init_from_first_losses) {
     std::vector<at::Tensor> detached;
-    for (const auto& l : losses) detached.push_back(l.detach().reshape({}).to(at::kCPU, at::kDouble));
+    for (const auto& l : losses)
+      detached.push_back(l.detach().reshape({}).to(at::kCPU, at::kDouble));
     const auto first = to_doubles(at::stack(detached));
     c10::AutoGradMode no_grad(false);
     for (std::size_t i = 0; i < first.size(); ++i)
@@ -104,7 +107,9 @@ std::vector<double> uncertainty_weighting::weights() const {
   return w;
 }
 
-std::vector<double> uncertainty_weighting::log_variances() const { return to_doubles(log_variances_); }
+std::vector<double> uncertainty_weighting::log_variances() const {
+  return to_doubles(log_variances_);
+}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -123,11 +128,13 @@ gradnorm_weighting::gradnorm_weighting(std::size_t num_tasks, std::vector<at::Te
       fail(fn, "shared parameters must require grad, got " + hooks::detail::describe(p));
   if (!(options_.alpha >= 0)) fail(fn, "alpha must be >= 0");
   if (!(options_.lr > 0)) fail(fn, "lr must be > 0");
-  if (!(options_.min_weight > 0 && options_.min_weight < 1)) fail(fn, "min_weight must be in (0, 1)");
+  if (!(options_.min_weight > 0 && options_.min_weight < 1))
+    fail(fn, "min_weight must be in (0, 1)");
 }
 
-gradnorm_weighting gradnorm_weighting::for_layer(const torch::nn::Module& model, std::string_view layer,
-                                                 std::size_t num_tasks, gradnorm_options options) {
+gradnorm_weighting gradnorm_weighting::for_layer(const torch::nn::Module& model,
+                                                 std::string_view layer, std::size_t num_tasks,
+                                                 gradnorm_options options) {
   std::vector<at::Tensor> shared;
   std::string names;
   const std::string prefix = std::string(layer) + ".";
@@ -155,9 +162,11 @@ at::Tensor gradnorm_weighting::combine(const std::vector<at::Tensor>& losses) {
       auto s = g.to(at::kDouble).pow(2).sum();
       sq = sq.defined() ? sq + s : s;
     }
-    scalars.push_back(sq.defined() ? sq.sqrt() : at::full({}, 0.0, loss.options().dtype(at::kDouble)));
+    scalars.push_back(sq.defined() ? sq.sqrt()
+                                   : at::full({}, 0.0, loss.options().dtype(at::kDouble)));
   }
-  for (const auto& loss : losses) scalars.push_back(loss.detach().reshape({}).to(scalars[0].options()));
+  for (const auto& loss : losses)
+    scalars.push_back(loss.detach().reshape({}).to(scalars[0].options()));
   const auto values = to_doubles(at::stack(scalars));
 
   auto total = weighted_sum(losses, weights_);

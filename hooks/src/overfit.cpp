@@ -20,9 +20,12 @@ namespace losslens {
 
 std::string_view to_string(overfit_verdict v) noexcept {
   switch (v) {
-    case overfit_verdict::fits: return "fits";
-    case overfit_verdict::stuck: return "stuck";
-    case overfit_verdict::non_finite: return "non_finite";
+    case overfit_verdict::fits:
+      return "fits";
+    case overfit_verdict::stuck:
+      return "stuck";
+    case overfit_verdict::non_finite:
+      return "non_finite";
   }
   return "stuck";
 }
@@ -102,10 +105,11 @@ void judge(overfit_result& r, const overfit_options& o) {
     r.message = "the loss on one batch became " + num(r.last) + " at step " +
                 std::to_string(r.steps - 1) + " (first " + num(r.first) + ", best " + num(r.best) +
                 ")";
-    r.advice = "numerics, not data: look for log or sqrt of 0, divisions without an epsilon, "
-               "exp overflow, a sigmoid or softmax before a loss that expects logits, and a "
-               "learning rate too large for this model" + lr +
-               "; fix it before training on the full data";
+    r.advice =
+        "numerics, not data: look for log or sqrt of 0, divisions without an epsilon, "
+        "exp overflow, a sigmoid or softmax before a loss that expects logits, and a "
+        "learning rate too large for this model" +
+        lr + "; fix it before training on the full data";
     return;
   }
   const std::size_t tail = std::min<std::size_t>(10, r.losses.size());
@@ -116,26 +120,30 @@ void judge(overfit_result& r, const overfit_options& o) {
               num(r.first) + " to " + num(end) + " in " + std::to_string(r.steps) + " steps (" +
               num(100 * end / r.first) + "% of the start)";
   if (fits) {
-    r.advice = "the model, the loss and the update can fit one batch, so the pipeline can "
-               "learn; if the full run does not, look at the data (labels, shuffling, "
-               "augmentation), the learning-rate schedule and the regularisation";
+    r.advice =
+        "the model, the loss and the update can fit one batch, so the pipeline can "
+        "learn; if the full run does not, look at the data (labels, shuffling, "
+        "augmentation), the learning-rate schedule and the regularisation";
     return;
   }
   if (r.best >= o.moved_fraction * r.first) {
     r.message += ": it barely moved";
-    r.advice = "a model that cannot fit one batch has a bug no data will fix: check that "
-               "gradients reach the parameters (no detach(), NoGradGuard or .data in "
-               "forward), that optimizer.step() runs after backward() on this model's "
-               "parameters, that the learning rate is not tiny or 0" + lr +
-               ", and that the loss matches the task (logits into cross_entropy, no softmax "
-               "before it)";
+    r.advice =
+        "a model that cannot fit one batch has a bug no data will fix: check that "
+        "gradients reach the parameters (no detach(), NoGradGuard or .data in "
+        "forward), that optimizer.step() runs after backward() on this model's "
+        "parameters, that the learning rate is not tiny or 0" +
+        lr +
+        ", and that the loss matches the task (logits into cross_entropy, no softmax "
+        "before it)";
     return;
   }
   r.message += ": it fell, but not near 0";
-  r.advice = "either the loss has a floor above 0 (a softmax or sigmoid before a loss that "
-             "applies its own, label smoothing: then set target_loss), the model is too small "
-             "for even one batch, or the steps are too few or too small" + lr +
-             "; a pipeline that learns fits one batch to a small fraction of its first loss";
+  r.advice =
+      "either the loss has a floor above 0 (a softmax or sigmoid before a loss that "
+      "applies its own, label smoothing: then set target_loss), the model is too small "
+      "for even one batch, or the steps are too few or too small" +
+      lr + "; a pipeline that learns fits one batch to a small fraction of its first loss";
 }
 
 }  // namespace
@@ -196,8 +204,10 @@ std::string format_overfit_text(const overfit_result& r) {
   out += "  loss by step:";
   const std::size_t n = r.losses.size();
   const std::size_t every = std::max<std::size_t>(1, (n + 9) / 10);
-  for (std::size_t i = 0; i < n; i += every) out += " " + std::to_string(i) + ":" + num(r.losses[i]);
-  if (n > 0 && (n - 1) % every != 0) out += " " + std::to_string(n - 1) + ":" + num(r.losses[n - 1]);
+  for (std::size_t i = 0; i < n; i += every)
+    out += " " + std::to_string(i) + ":" + num(r.losses[i]);
+  if (n > 0 && (n - 1) % every != 0)
+    out += " " + std::to_string(n - 1) + ":" + num(r.losses[n - 1]);
   out += "\n";
   // The verdict as a finding block, as `losslens analyze` prints them.
   finding f;
@@ -207,7 +217,9 @@ std::string format_overfit_text(const overfit_result& r) {
   f.last_step = std::max(0, r.steps - 1);
   f.series = "loss";
   f.rule = {"overfit_one_batch", {{"steps", double(r.steps)}}};
-  f.evidence = {{"first", r.first}, {"best", r.best}, {"last", r.last},
+  f.evidence = {{"first", r.first},
+                {"best", r.best},
+                {"last", r.last},
                 {"ratio", r.first != 0 ? r.best / r.first : std::nan("")}};
   if (r.lr > 0) f.evidence.emplace_back("lr", r.lr);
   f.message = r.message;

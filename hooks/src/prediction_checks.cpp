@@ -138,8 +138,8 @@ finding_text constant_predictions_text(const std::string& task, const prediction
   finding_text out;
   const bool dead = t.spread <= spread_epsilon * std::max(1.0, t.scale);
   const bool saturated = !dead && t.margin >= saturated_margin;
-  const bool shortcut = !dead && !saturated && t.top_class == majority &&
-                        imbalance_ratio >= imbalance_threshold;
+  const bool shortcut =
+      !dead && !saturated && t.top_class == majority && imbalance_ratio >= imbalance_threshold;
   out.evidence = {{"predicted_class", double(t.top_class)},
                   {"rows", double(t.rows)},
                   {"target_classes", double(t.distinct_targets)},
@@ -155,30 +155,33 @@ finding_text constant_predictions_text(const std::string& task, const prediction
   if (dead) {
     out.message += "; the logits are the same for every input (largest spread across rows " +
                    num(t.spread) + "): the output no longer depends on the input";
-    out.advice = "the units before the last layer are dead (ReLUs that only output 0, usually "
-                 "after a blow-up or a step too large early on): re-initialise, train with a "
-                 "smaller learning rate or a warm-up and gradient clipping, and consider "
-                 "LeakyReLU/GELU; check the first steps for exploding gradients";
+    out.advice =
+        "the units before the last layer are dead (ReLUs that only output 0, usually "
+        "after a blow-up or a step too large early on): re-initialise, train with a "
+        "smaller learning rate or a warm-up and gradient clipping, and consider "
+        "LeakyReLU/GELU; check the first steps for exploding gradients";
     if (!lower_lr.empty()) out.advice += " (" + lower_lr + ")";
   } else if (saturated) {
-    out.message += "; the logits are saturated (the top logit leads the next by " +
-                   num(t.margin) + " on average)";
+    out.message += "; the logits are saturated (the top logit leads the next by " + num(t.margin) +
+                   " on average)";
     out.advice = "the updates were too large and pushed the model onto one class: " + lower_lr +
                  ", clip gradients (clip_grad_norm_ 1.0), and restart from an earlier "
                  "checkpoint or a fresh initialisation";
   } else if (shortcut) {
-    out.message += "; it is the majority class of targets that are " + num(imbalance_ratio) +
-                   "x imbalanced";
-    out.advice = "the model learned the majority-class shortcut: weight the loss by class "
-                 "(inverse frequency; see the class_imbalance finding), oversample the rare "
-                 "classes or use focal_loss, and judge it by balanced accuracy or per-class "
-                 "recall, not accuracy";
+    out.message +=
+        "; it is the majority class of targets that are " + num(imbalance_ratio) + "x imbalanced";
+    out.advice =
+        "the model learned the majority-class shortcut: weight the loss by class "
+        "(inverse frequency; see the class_imbalance finding), oversample the rare "
+        "classes or use focal_loss, and judge it by balanced accuracy or per-class "
+        "recall, not accuracy";
   } else {
-    out.advice = "the inputs do move the logits but one class always wins: the output bias "
-                 "dominates (the model has not learned yet, or collapsed after a bad stretch). "
-                 "Check that labels match their inputs, that the model can overfit one batch "
-                 "(losslens::overfit_check), and the learning rate" +
-                 (lower_lr.empty() ? std::string() : " (" + lower_lr + ")");
+    out.advice =
+        "the inputs do move the logits but one class always wins: the output bias "
+        "dominates (the model has not learned yet, or collapsed after a bad stretch). "
+        "Check that labels match their inputs, that the model can overfit one batch "
+        "(losslens::overfit_check), and the learning rate" +
+        (lower_lr.empty() ? std::string() : " (" + lower_lr + ")");
   }
   if (majority >= 0) out.evidence.emplace_back("majority_class", double(majority));
   return out;
@@ -203,10 +206,11 @@ finding_text misleading_accuracy_text(const std::string& task, const pooled_metr
   if (majority >= 0 && std::size_t(majority) < m.recall.size())
     out.message += ", of the majority class " + std::to_string(majority) + " " +
                    num(m.recall[std::size_t(majority)]);
-  out.advice = "judge this model by balanced accuracy and per-class recall (the series "
-               "balanced_accuracy and recall/<class>), or F1 / precision / recall, not by "
-               "accuracy: predicting the majority class alone scores high; to improve the rare "
-               "classes, weight the loss by class (see class_imbalance)";
+  out.advice =
+      "judge this model by balanced accuracy and per-class recall (the series "
+      "balanced_accuracy and recall/<class>), or F1 / precision / recall, not by "
+      "accuracy: predicting the majority class alone scores high; to improve the rare "
+      "classes, weight the loss by class (see class_imbalance)";
   return out;
 }
 

@@ -19,9 +19,9 @@ struct prediction_tally {
   std::int64_t top_class = -1;              ///< the class predicted most often
   std::int64_t top_count = 0;               ///< ... and how often
   std::int64_t distinct_targets = 0;        ///< classes among the targets
-  double spread = 0;   ///< the largest standard deviation of one class's logit across rows
-  double scale = 0;    ///< mean |logit|
-  double margin = 0;   ///< mean gap between the top two logits of a row
+  double spread = 0;  ///< the largest standard deviation of one class's logit across rows
+  double scale = 0;   ///< mean |logit|
+  double margin = 0;  ///< mean gap between the top two logits of a row
 };
 
 /// Row-major logits [rows, C] against class indices (values equal to ignore_index, or outside
@@ -39,7 +39,7 @@ struct pooled_metrics {
   double balanced_accuracy = 0;
   double accuracy = 0;
   std::int64_t rows = 0;
-  std::size_t worst = 0;       ///< the class with the lowest recall
+  std::size_t worst = 0;  ///< the class with the lowest recall
 };
 pooled_metrics pool_metrics(const std::deque<std::vector<std::int64_t>>& seen,
                             const std::deque<std::vector<std::int64_t>>& correct);

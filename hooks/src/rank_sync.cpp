@@ -25,8 +25,10 @@ std::int64_t rank_sync::now_ns() noexcept {
 
 void rank_sync::validate(const c10::intrusive_ptr<c10d::ProcessGroup>& pg,
                          const distributed_options& o) {
-  if (!pg) throw error("attach: the process group is null; create it (e.g. ProcessGroupGloo) "
-                       "before attaching");
+  if (!pg)
+    throw error(
+        "attach: the process group is null; create it (e.g. ProcessGroupGloo) "
+        "before attaching");
   if (o.sync_every < 1) throw error("attach: distributed_options::sync_every must be >= 1");
   if (o.drain_timeout.count() < 1)
     throw error("attach: distributed_options::drain_timeout must be positive");
@@ -77,10 +79,13 @@ void rank_sync::on_step(std::int64_t step, double loss, std::optional<double> gr
   grad_bad_ = grad_bad_ || grad_bad_now;
   if ((step + 1) % o_.sync_every != 0 || failed_) return;
 
-  const int flags = (loss_bad_ ? loss_bad : 0) | (grad_bad_ ? grad_bad : 0) |
-                    (grad_norm ? has_grad : 0);
-  const double values[width] = {double(step), loss, grad_norm ? *grad_norm : nan,
-                                time_sum_ / double(time_count_), double(flags),
+  const int flags =
+      (loss_bad_ ? loss_bad : 0) | (grad_bad_ ? grad_bad : 0) | (grad_norm ? has_grad : 0);
+  const double values[width] = {double(step),
+                                loss,
+                                grad_norm ? *grad_norm : nan,
+                                time_sum_ / double(time_count_),
+                                double(flags),
                                 double(bad_step_)};
   time_sum_ = 0;
   time_count_ = 0;

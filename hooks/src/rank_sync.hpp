@@ -24,8 +24,8 @@ class rank_sync {
  public:
   using record_fn = std::function<void(const finding&, bool is_new)>;
   /// A point of series()[series].
-  using point_fn = std::function<void(std::size_t series, std::int64_t step, double wall_time,
-                                      double value)>;
+  using point_fn =
+      std::function<void(std::size_t series, std::int64_t step, double wall_time, double value)>;
   using log_fn = std::function<void(severity, std::string_view)>;
   /// Summary values per rank, in this order, as doubles.
   static constexpr std::int64_t width = 6;
@@ -41,9 +41,7 @@ class rank_sync {
   int world() const noexcept { return world_; }
 
   /// A gradient hook fired now (the end of backward is the last one before step()).
-  void note_grad() noexcept {
-    last_grad_ns_.store(now_ns(), std::memory_order_relaxed);
-  }
+  void note_grad() noexcept { last_grad_ns_.store(now_ns(), std::memory_order_relaxed); }
   /// End of step `step` (0-based). Accumulates the window; at a sync step issues the gather.
   /// Never throws, never waits.
   void on_step(std::int64_t step, double loss, std::optional<double> grad_norm) noexcept;
@@ -90,7 +88,7 @@ class rank_sync {
   std::int64_t time_count_ = 0;
   bool loss_bad_ = false, grad_bad_ = false;
   std::int64_t bad_step_ = -1;  // first non-finite step of the window
-  bool failed_ = false;  // a gather could not be issued: stop issuing on this rank
+  bool failed_ = false;         // a gather could not be issued: stop issuing on this rank
   std::array<receive_buffer, 4> buffers_;  // rank 0; more in flight fall back to spares
 
   std::mutex mutex_;  // guards in_flight_ (one push per sync, one swap per poll)

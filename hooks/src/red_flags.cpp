@@ -34,7 +34,8 @@ std::string weight_text(double v) {
 }
 
 /// Leading rows of t (rows of `row_len` values), at most max_elements values, as doubles.
-std::vector<double> host_values(const at::Tensor& t, std::int64_t row_len, std::int64_t max_elements) {
+std::vector<double> host_values(const at::Tensor& t, std::int64_t row_len,
+                                std::int64_t max_elements) {
   auto flat = t.detach().reshape({-1, std::max<std::int64_t>(row_len, 1)});
   const auto rows = std::max<std::int64_t>(1, max_elements / std::max<std::int64_t>(row_len, 1));
   auto c = flat.slice(0, 0, std::min(rows, flat.size(0))).to(at::kCPU).to(at::kDouble).contiguous();
@@ -54,8 +55,14 @@ value_stats summarise(const std::vector<double>& v) {
   value_stats s;
   long double sum = 0;
   for (double x : v) {
-    if (std::isnan(x)) { ++s.nan; continue; }
-    if (std::isinf(x)) { ++s.inf; continue; }
+    if (std::isnan(x)) {
+      ++s.nan;
+      continue;
+    }
+    if (std::isinf(x)) {
+      ++s.inf;
+      continue;
+    }
     ++s.count;
     s.min = std::min(s.min, x);
     s.max = std::max(s.max, x);
@@ -78,7 +85,8 @@ std::string series_of(std::string_view task) {
 /// negative or not finite.
 double max_row_sum_error(const std::vector<double>& v, std::int64_t row_len) {
   double worst = 0;
-  for (std::size_t r = 0; r + static_cast<std::size_t>(row_len) <= v.size(); r += static_cast<std::size_t>(row_len)) {
+  for (std::size_t r = 0; r + static_cast<std::size_t>(row_len) <= v.size();
+       r += static_cast<std::size_t>(row_len)) {
     double sum = 0;
     for (std::int64_t c = 0; c < row_len; ++c) {
       const double x = v[r + static_cast<std::size_t>(c)];
@@ -93,12 +101,15 @@ double max_row_sum_error(const std::vector<double>& v, std::int64_t row_len) {
 /// Whether each row is one-hot (one 1, the rest 0).
 bool rows_one_hot(const std::vector<double>& v, std::int64_t row_len) {
   if (v.empty()) return false;
-  for (std::size_t r = 0; r + static_cast<std::size_t>(row_len) <= v.size(); r += static_cast<std::size_t>(row_len)) {
+  for (std::size_t r = 0; r + static_cast<std::size_t>(row_len) <= v.size();
+       r += static_cast<std::size_t>(row_len)) {
     int ones = 0;
     for (std::int64_t c = 0; c < row_len; ++c) {
       const double x = v[r + static_cast<std::size_t>(c)];
-      if (x == 1) ++ones;
-      else if (x != 0) return false;
+      if (x == 1)
+        ++ones;
+      else if (x != 0)
+        return false;
     }
     if (ones != 1) return false;
   }
@@ -118,7 +129,7 @@ double median(std::vector<double> v) {
 struct red_flag_checker::task_state {
   std::int64_t last_checked = std::numeric_limits<std::int64_t>::min();
   bool checked = false;
-  std::deque<std::vector<std::int64_t>> class_counts;  // per sampled batch
+  std::deque<std::vector<std::int64_t>> class_counts;   // per sampled batch
   std::deque<std::pair<std::int64_t, double>> batches;  // (batch size, loss)
   // Predictions of the sampled rows, per sampled batch (the same window as class_counts).
   std::deque<std::vector<std::int64_t>> seen, correct;
@@ -155,14 +166,16 @@ red_flag_checker::~red_flag_checker() = default;
 
 red_flag_checker::task_state& red_flag_checker::state_for(std::string_view task) {
   auto it = tasks_.find(task);
-  if (it == tasks_.end()) it = tasks_.emplace(std::string(task), std::make_unique<task_state>()).first;
+  if (it == tasks_.end())
+    it = tasks_.emplace(std::string(task), std::make_unique<task_state>()).first;
   return *it->second;
 }
 
 bool red_flag_checker::due_now(std::string_view task, std::int64_t step) {
   std::lock_guard lock(mu_);
   auto& s = state_for(task);
-  if (s.checked && step - s.last_checked < options_.every_n_steps && step >= s.last_checked) return false;
+  if (s.checked && step - s.last_checked < options_.every_n_steps && step >= s.last_checked)
+    return false;
   s.checked = true;
   s.last_checked = step;
   return true;
@@ -246,13 +259,14 @@ std::vector<finding> non_finite_rule(std::string_view task, std::string_view wha
                                      const std::string& lower_lr = {}) {
   if (s.nan + s.inf == 0) return {};
   const auto total = static_cast<double>(s.count + s.nan + s.inf);
-  std::string message = std::to_string(s.nan) + " NaN and " + std::to_string(s.inf) + " Inf among " +
-                        std::to_string(s.count + s.nan + s.inf) + " sampled values of the " +
-                        std::string(what) + " of task '" + std::string(task) + "' at step " +
-                        std::to_string(step);
+  std::string message = std::to_string(s.nan) + " NaN and " + std::to_string(s.inf) +
+                        " Inf among " + std::to_string(s.count + s.nan + s.inf) +
+                        " sampled values of the " + std::string(what) + " of task '" +
+                        std::string(task) + "' at step " + std::to_string(step);
   std::string advice =
       is_output ? "the model's output is already non-finite: check for earlier non_finite or "
-                  "exploding_gradients findings, clip gradients or " + lower_lr
+                  "exploding_gradients findings, clip gradients or " +
+                      lower_lr
                 : "clean the data pipeline: drop or impute the non-finite " + std::string(what) +
                       " values (e.g. torch::nan_to_num, or a mask with the loss's weight) "
                       "before they reach the loss";
@@ -299,14 +313,18 @@ void binary_targets(std::string_view task, const std::vector<double>& t, std::in
   std::int64_t below = 0, above = 0, pos = 0, neg = 0;
   for (double x : t) {
     if (!std::isfinite(x)) continue;
-    if (x < 0) ++below;
-    else if (x > 1) ++above;
+    if (x < 0)
+      ++below;
+    else if (x > 1)
+      ++above;
     (x >= 0.5 ? pos : neg) += 1;
   }
   if (below + above > 0)
     found.push_back(make_finding(
         "target_out_of_range", severity::error, task, step, "binary_target_outside_0_1", {},
-        {{"target_min", ts.min}, {"target_max", ts.max}, {"out_of_range_count", static_cast<double>(below + above)}},
+        {{"target_min", ts.min},
+         {"target_max", ts.max},
+         {"out_of_range_count", static_cast<double>(below + above)}},
         std::to_string(below + above) + " of " + std::to_string(ts.count) +
             " binary targets lie outside [0, 1] (min " + num(ts.min) + ", max " + num(ts.max) + ")",
         ts.max > 1 && ts.min >= 0 && ts.max == std::floor(ts.max)
@@ -318,8 +336,10 @@ void binary_targets(std::string_view task, const std::vector<double>& t, std::in
 
 }  // namespace
 
-std::vector<finding> red_flag_checker::check_binary_logits(std::string_view task, const at::Tensor& logits,
-                                                           const at::Tensor& target, std::int64_t step) {
+std::vector<finding> red_flag_checker::check_binary_logits(std::string_view task,
+                                                           const at::Tensor& logits,
+                                                           const at::Tensor& target,
+                                                           std::int64_t step) {
   constexpr const char* fn = "red_flag_checker::check_binary_logits";
   hooks::detail::require_floating_pair(logits, target, fn, "logits", "target");
   if (!due_now(task, step)) return {};
@@ -343,15 +363,20 @@ std::vector<finding> red_flag_checker::check_binary_logits(std::string_view task
   return finish(task, step, in);
 }
 
-std::vector<finding> red_flag_checker::check_class_logits(std::string_view task, const at::Tensor& logits,
-                                                          const at::Tensor& target, std::int64_t step,
+std::vector<finding> red_flag_checker::check_class_logits(std::string_view task,
+                                                          const at::Tensor& logits,
+                                                          const at::Tensor& target,
+                                                          std::int64_t step,
                                                           std::int64_t ignore_index) {
   constexpr const char* fn = "red_flag_checker::check_class_logits";
   // One-hot targets shaped like the logits are a red flag to report, not a shape error.
-  const bool one_hot_shape = target.defined() && logits.defined() && target.sizes() == logits.sizes() &&
-                             logits.dim() >= 2 && target.scalar_type() != at::kBool;
-  if (one_hot_shape) hooks::detail::require_floating(logits, fn, "logits");
-  else hooks::detail::require_class_target(logits, target, fn);
+  const bool one_hot_shape = target.defined() && logits.defined() &&
+                             target.sizes() == logits.sizes() && logits.dim() >= 2 &&
+                             target.scalar_type() != at::kBool;
+  if (one_hot_shape)
+    hooks::detail::require_floating(logits, fn, "logits");
+  else
+    hooks::detail::require_class_target(logits, target, fn);
   if (!due_now(task, step)) return {};
   const auto num_classes = logits.size(1);
   sampled in;
@@ -365,14 +390,16 @@ std::vector<finding> red_flag_checker::check_class_logits(std::string_view task,
         softmax ? "logit_rows_sum_to_one" : "all_logits_in_unit_interval",
         {{"min_elements", static_cast<double>(options_.min_elements)},
          {"row_sum_tolerance", options_.row_sum_tolerance}},
-        {{"logit_min", xs.min}, {"logit_max", xs.max}, {"max_row_sum_error", row_err},
+        {{"logit_min", xs.min},
+         {"logit_max", xs.max},
+         {"max_row_sum_error", row_err},
          {"values", static_cast<double>(xs.count)}},
         softmax ? "every sampled row of the logits of task '" + std::string(task) +
                       "' is non-negative and sums to 1 (largest error " + num(row_err) +
                       "): softmax was applied before a loss that applies log_softmax itself"
-                : "all " + std::to_string(xs.count) + " sampled logits of task '" + std::string(task) +
-                      "' lie in [0, 1] (min " + num(xs.min) + ", max " + num(xs.max) +
-                      "): they look like sigmoid outputs",
+                : "all " + std::to_string(xs.count) + " sampled logits of task '" +
+                      std::string(task) + "' lie in [0, 1] (min " + num(xs.min) + ", max " +
+                      num(xs.max) + "): they look like sigmoid outputs",
         softmax ? "remove the softmax at the end of the model and pass the raw logits to "
                   "cross_entropy; the double softmax squashes the gradient (at most 1 / " +
                       std::to_string(num_classes) + " per class)"
@@ -386,12 +413,14 @@ std::vector<finding> red_flag_checker::check_class_logits(std::string_view task,
     if (one_hot || target.is_floating_point() == false)
       in.found.push_back(make_finding(
           "one_hot_targets", severity::warning, task, step, "targets_shaped_like_logits", {},
-          {{"num_classes", static_cast<double>(num_classes)}, {"rows_one_hot", one_hot ? 1.0 : 0.0},
+          {{"num_classes", static_cast<double>(num_classes)},
+           {"rows_one_hot", one_hot ? 1.0 : 0.0},
            {"max_row_sum_error", row_err}},
           std::string(one_hot ? "one-hot" : "dense") + " " + c10::toString(target.scalar_type()) +
               " targets shaped like the logits [" + std::to_string(logits.size(0)) + ", " +
               std::to_string(num_classes) + ", ...] where int64 class indices belong",
-          "pass class indices: target.argmax(1) (int64, values 0.." + std::to_string(num_classes - 1) +
+          "pass class indices: target.argmax(1) (int64, values 0.." +
+              std::to_string(num_classes - 1) +
               "); this also enables ignore_index and class weights and takes " +
               std::to_string(num_classes) + "x less memory"));
     return finish(task, step, in);
@@ -418,11 +447,13 @@ std::vector<finding> red_flag_checker::check_class_logits(std::string_view task,
     in.found.push_back(make_finding(
         "target_out_of_range", severity::error, task, step, "class_index_outside_0_C",
         {{"ignore_index", static_cast<double>(ignore_index)}},
-        {{"out_of_range_count", static_cast<double>(bad)}, {"bad_min", bad_min}, {"bad_max", bad_max},
+        {{"out_of_range_count", static_cast<double>(bad)},
+         {"bad_min", bad_min},
+         {"bad_max", bad_max},
          {"num_classes", static_cast<double>(num_classes)}},
         std::to_string(bad) + " of " + std::to_string(t.size()) + " sampled targets of task '" +
-            std::string(task) + "' are outside [0, " + std::to_string(num_classes - 1) + "] (from " +
-            num(bad_min) + " to " + num(bad_max) + ")",
+            std::string(task) + "' are outside [0, " + std::to_string(num_classes - 1) +
+            "] (from " + num(bad_min) + " to " + num(bad_max) + ")",
         one_based ? "labels look 1-based (the largest is " + num(bad_max) + " = C): subtract 1"
                   : "the model has " + std::to_string(num_classes) +
                         " outputs: remap the labels to 0.." + std::to_string(num_classes - 1) +
@@ -433,8 +464,10 @@ std::vector<finding> red_flag_checker::check_class_logits(std::string_view task,
   return finish(task, step, in);
 }
 
-std::vector<finding> red_flag_checker::check_regression(std::string_view task, const at::Tensor& pred,
-                                                        const at::Tensor& target, std::int64_t step) {
+std::vector<finding> red_flag_checker::check_regression(std::string_view task,
+                                                        const at::Tensor& pred,
+                                                        const at::Tensor& target,
+                                                        std::int64_t step) {
   constexpr const char* fn = "red_flag_checker::check_regression";
   hooks::detail::require_floating_pair(pred, target, fn, "pred", "target");
   if (!due_now(task, step)) return {};
@@ -451,11 +484,17 @@ std::vector<finding> red_flag_checker::check_regression(std::string_view task, c
     const double sd = ts.std > 0 ? ts.std : 1.0;
     in.found.push_back(make_finding(
         "unnormalized_targets", severity::warning, task, step, "target_scale_far_from_predictions",
-        {{"target_scale_min", options_.target_scale_min}, {"target_scale_ratio", options_.target_scale_ratio}},
-        {{"target_mean", ts.mean}, {"target_std", ts.std}, {"pred_mean", ps.mean}, {"pred_std", ps.std},
-         {"scale_ratio", p_scale > 0 ? t_scale / p_scale : std::numeric_limits<double>::infinity()}},
-        "regression targets of task '" + std::string(task) + "' have mean " + num(ts.mean) + " and std " +
-            num(ts.std) + " while the predictions have mean " + num(ps.mean) + " and std " + num(ps.std) +
+        {{"target_scale_min", options_.target_scale_min},
+         {"target_scale_ratio", options_.target_scale_ratio}},
+        {{"target_mean", ts.mean},
+         {"target_std", ts.std},
+         {"pred_mean", ps.mean},
+         {"pred_std", ps.std},
+         {"scale_ratio",
+          p_scale > 0 ? t_scale / p_scale : std::numeric_limits<double>::infinity()}},
+        "regression targets of task '" + std::string(task) + "' have mean " + num(ts.mean) +
+            " and std " + num(ts.std) + " while the predictions have mean " + num(ps.mean) +
+            " and std " + num(ps.std) +
             ": the loss and its gradients are dominated by the scale gap",
         "standardise targets: mean " + num(ts.mean) + ", std " + num(sd) + " (train on (y - " +
             num(ts.mean) + ") / " + num(sd) + " and predict y = " + num(sd) + " * output + " +
@@ -464,8 +503,10 @@ std::vector<finding> red_flag_checker::check_regression(std::string_view task, c
   return finish(task, step, in);
 }
 
-std::vector<finding> red_flag_checker::check_probabilities(std::string_view task, const at::Tensor& probs,
-                                                           const at::Tensor& target, std::int64_t step) {
+std::vector<finding> red_flag_checker::check_probabilities(std::string_view task,
+                                                           const at::Tensor& probs,
+                                                           const at::Tensor& target,
+                                                           std::int64_t step) {
   constexpr const char* fn = "red_flag_checker::check_probabilities";
   hooks::detail::require_floating_pair(probs, target, fn, "probs", "target");
   if (!due_now(task, step)) return {};
@@ -475,13 +516,16 @@ std::vector<finding> red_flag_checker::check_probabilities(std::string_view task
   std::int64_t saturated = 0, outside = 0;
   for (double v : p) {
     if (!std::isfinite(v)) continue;
-    if (v < 0 || v > 1) ++outside;
-    else if (v <= options_.saturation_eps || v >= 1 - options_.saturation_eps) ++saturated;
+    if (v < 0 || v > 1)
+      ++outside;
+    else if (v <= options_.saturation_eps || v >= 1 - options_.saturation_eps)
+      ++saturated;
   }
   const double n = static_cast<double>(std::max<std::int64_t>(ps.count, 1));
-  std::string message = "plain binary cross-entropy on probabilities for task '" + std::string(task) +
-                        "': " + std::to_string(saturated) + " of " + std::to_string(ps.count) +
-                        " sampled probabilities are within " + num(options_.saturation_eps) +
+  std::string message = "plain binary cross-entropy on probabilities for task '" +
+                        std::string(task) + "': " + std::to_string(saturated) + " of " +
+                        std::to_string(ps.count) + " sampled probabilities are within " +
+                        num(options_.saturation_eps) +
                         " of 0 or 1, where the sigmoid's gradient has vanished";
   if (outside > 0)
     message += "; " + std::to_string(outside) + " values lie outside [0, 1] (min " + num(ps.min) +
@@ -490,7 +534,9 @@ std::vector<finding> red_flag_checker::check_probabilities(std::string_view task
       "bce_on_probabilities", outside > 0 ? severity::error : severity::warning, task, step,
       "bce_called_on_probabilities", {{"saturation_eps", options_.saturation_eps}},
       {{"saturated_fraction", static_cast<double>(saturated) / n},
-       {"outside_unit_count", static_cast<double>(outside)}, {"prob_min", ps.min}, {"prob_max", ps.max}},
+       {"outside_unit_count", static_cast<double>(outside)},
+       {"prob_min", ps.min},
+       {"prob_max", ps.max}},
       std::move(message),
       "drop the final sigmoid and call binary_cross_entropy_with_logits on the logits (log_sigmoid "
       "keeps the gradient for any logit; BCE on probabilities is clamped at -log(1e-7) = 16.1 and "
@@ -500,7 +546,8 @@ std::vector<finding> red_flag_checker::check_probabilities(std::string_view task
   return finish(task, step, in);
 }
 
-std::vector<finding> red_flag_checker::finish(std::string_view task, std::int64_t step, sampled& in) {
+std::vector<finding> red_flag_checker::finish(std::string_view task, std::int64_t step,
+                                              sampled& in) {
   published out;
   {
     std::lock_guard lock(mu_);
@@ -511,14 +558,17 @@ std::vector<finding> red_flag_checker::finish(std::string_view task, std::int64_
   return notify(std::move(out));
 }
 
-void red_flag_checker::rate_imbalance(std::string_view task, std::int64_t step, sampled& in, published& out) {
+void red_flag_checker::rate_imbalance(std::string_view task, std::int64_t step, sampled& in,
+                                      published& out) {
   if (in.counts.empty()) return;
   auto& s = state_for(task);
 
   // Pool the counts of the last imbalance_window sampled batches (restart on a class-count change).
-  if (!s.class_counts.empty() && s.class_counts.front().size() != in.counts.size()) s.class_counts.clear();
+  if (!s.class_counts.empty() && s.class_counts.front().size() != in.counts.size())
+    s.class_counts.clear();
   s.class_counts.push_back(std::move(in.counts));
-  while (static_cast<int>(s.class_counts.size()) > options_.imbalance_window) s.class_counts.pop_front();
+  while (static_cast<int>(s.class_counts.size()) > options_.imbalance_window)
+    s.class_counts.pop_front();
   std::vector<std::int64_t> counts(s.class_counts.back().size(), 0);
   for (const auto& c : s.class_counts)
     for (std::size_t i = 0; i < c.size(); ++i) counts[i] += c[i];
@@ -535,19 +585,22 @@ void red_flag_checker::rate_imbalance(std::string_view task, std::int64_t step, 
   // A binary task without one of its classes is the extreme of imbalance; with C > 2 an absent
   // class may just be rare, so only present classes are compared.
   const bool missing_binary = in.binary && present == 1;
-  const double ratio = missing_binary ? std::numeric_limits<double>::infinity()
-                                      : static_cast<double>(counts[hi]) / static_cast<double>(counts[lo]);
+  const double ratio = missing_binary
+                           ? std::numeric_limits<double>::infinity()
+                           : static_cast<double>(counts[hi]) / static_cast<double>(counts[lo]);
   if (ratio < options_.imbalance_ratio) return;
 
   std::vector<named_number> evidence = {
       {"targets", static_cast<double>(total)},
-      {"majority_class", static_cast<double>(hi)}, {"majority_count", static_cast<double>(counts[hi])},
+      {"majority_class", static_cast<double>(hi)},
+      {"majority_count", static_cast<double>(counts[hi])},
       {"minority_class", static_cast<double>(missing_binary ? 1 - hi : lo)},
       {"minority_count", static_cast<double>(missing_binary ? 0 : counts[lo])},
       {"ratio", ratio},
       {"absent_classes", static_cast<double>(static_cast<std::int64_t>(counts.size()) - present)}};
   std::string message, advice;
-  const std::string window = " over the last " + std::to_string(s.class_counts.size()) + " sampled batches";
+  const std::string window =
+      " over the last " + std::to_string(s.class_counts.size()) + " sampled batches";
   if (in.binary) {
     const auto neg = counts[0], pos = counts[1];
     message = "task '" + std::string(task) + "': " + std::to_string(neg) + " negative and " +
@@ -560,7 +613,8 @@ void red_flag_checker::rate_imbalance(std::string_view task, std::int64_t step, 
       const double pw = pos_weight_for(neg, pos);
       evidence.emplace_back("pos_weight", pw);
       advice = "pos_weight = " + weight_text(pw) + " (" + std::to_string(neg) + " negatives / " +
-               std::to_string(pos) + " positives) in binary_cross_entropy_with_logits, or "
+               std::to_string(pos) +
+               " positives) in binary_cross_entropy_with_logits, or "
                "binary_focal_loss; judge the model by precision/recall, not accuracy";
     }
   } else {
@@ -568,29 +622,34 @@ void red_flag_checker::rate_imbalance(std::string_view task, std::int64_t step, 
               std::to_string(counts[hi]) + " targets and class " + std::to_string(lo) + " only " +
               std::to_string(counts[lo]) + " (ratio " + num(ratio) + ")" + window;
     const auto w = inverse_frequency_weights(counts);
-    advice = "class weights (inverse frequency, summing to " + std::to_string(counts.size()) + "): ";
+    advice =
+        "class weights (inverse frequency, summing to " + std::to_string(counts.size()) + "): ";
     if (w.size() <= 20) {
       advice += "[";
       for (std::size_t i = 0; i < w.size(); ++i) advice += (i ? ", " : "") + weight_text(w[i]);
       advice += "]";
     } else {
       advice += "class " + std::to_string(lo) + " -> " + weight_text(w[lo]) + ", class " +
-                std::to_string(hi) + " -> " + weight_text(w[hi]) + " (all: inverse_frequency_weights)";
+                std::to_string(hi) + " -> " + weight_text(w[hi]) +
+                " (all: inverse_frequency_weights)";
     }
-    advice += " as cross_entropy's weight; for extreme imbalance effective_number_weights(counts, "
-              "0.999) or focal_loss";
+    advice +=
+        " as cross_entropy's weight; for extreme imbalance effective_number_weights(counts, "
+        "0.999) or focal_loss";
   }
-  open_or_extend(make_finding("class_imbalance", severity::warning, task, step, "target_count_ratio",
-                              {{"imbalance_ratio", options_.imbalance_ratio},
-                               {"imbalance_window", static_cast<double>(options_.imbalance_window)},
-                               {"imbalance_min_targets", static_cast<double>(options_.imbalance_min_targets)}},
-                              std::move(evidence), std::move(message), std::move(advice)),
-                 out);
+  open_or_extend(
+      make_finding("class_imbalance", severity::warning, task, step, "target_count_ratio",
+                   {{"imbalance_ratio", options_.imbalance_ratio},
+                    {"imbalance_window", static_cast<double>(options_.imbalance_window)},
+                    {"imbalance_min_targets", static_cast<double>(options_.imbalance_min_targets)}},
+                   std::move(evidence), std::move(message), std::move(advice)),
+      out);
   return;
 }
 
 std::vector<finding> red_flag_checker::check_loss_scale(std::string_view task, double loss,
-                                                        std::int64_t batch_size, std::int64_t step) {
+                                                        std::int64_t batch_size,
+                                                        std::int64_t step) {
   if (!(loss > 0) || !std::isfinite(loss) || batch_size < 1) return {};
   published out;
   {
@@ -611,8 +670,10 @@ void red_flag_checker::rate_loss_scale(std::string_view task, double loss, std::
   for (const auto& [b, n] : freq)
     if (n > usual_n || (n == usual_n && b > usual)) usual = b, usual_n = n;
 
-  const double size_ratio = usual > 0 ? static_cast<double>(batch_size) / static_cast<double>(usual) : 1.0;
-  if (usual_n >= 4 && (size_ratio >= options_.min_batch_ratio || size_ratio <= 1 / options_.min_batch_ratio)) {
+  const double size_ratio =
+      usual > 0 ? static_cast<double>(batch_size) / static_cast<double>(usual) : 1.0;
+  if (usual_n >= 4 &&
+      (size_ratio >= options_.min_batch_ratio || size_ratio <= 1 / options_.min_batch_ratio)) {
     std::vector<double> usual_losses;
     for (const auto& b : s.batches)
       if (b.first == usual) usual_losses.push_back(b.second);
@@ -622,18 +683,24 @@ void red_flag_checker::rate_loss_scale(std::string_view task, double loss, std::
       open_or_extend(
           make_finding(
               "sum_reduction", severity::warning, task, step, "loss_follows_batch_size",
-              {{"sum_slope_threshold", options_.sum_slope_threshold}, {"min_batch_ratio", options_.min_batch_ratio}},
-              {{"batch_size", static_cast<double>(batch_size)}, {"usual_batch_size", static_cast<double>(usual)},
-               {"loss", loss}, {"usual_loss", ref}, {"slope", slope},
+              {{"sum_slope_threshold", options_.sum_slope_threshold},
+               {"min_batch_ratio", options_.min_batch_ratio}},
+              {{"batch_size", static_cast<double>(batch_size)},
+               {"usual_batch_size", static_cast<double>(usual)},
+               {"loss", loss},
+               {"usual_loss", ref},
+               {"slope", slope},
                {"loss_per_sample", loss / static_cast<double>(batch_size)}},
               "the loss of task '" + std::string(task) + "' follows the batch size: " + num(loss) +
                   " at batch " + std::to_string(batch_size) + " against a median of " + num(ref) +
                   " at batch " + std::to_string(usual) + " (log-log slope " + num(slope) +
                   "; a mean is independent of the batch size)",
-              "reduce with the mean (divide the summed loss by the batch size, " + std::to_string(usual) +
-                  "): with a sum the effective learning rate is " + std::to_string(usual) +
+              "reduce with the mean (divide the summed loss by the batch size, " +
+                  std::to_string(usual) + "): with a sum the effective learning rate is " +
+                  std::to_string(usual) +
                   "x larger and changes with every batch size; or keep the sum and divide the "
-                  "learning rate by " + std::to_string(usual)),
+                  "learning rate by " +
+                  std::to_string(usual)),
           out);
     }
   }
@@ -700,8 +767,8 @@ void red_flag_checker::rate_predictions(std::string_view task, std::int64_t step
     s.correct.pop_front();
   }
   const auto m = hooks::detail::pool_metrics(s.seen, s.correct);
-  out.metrics = class_metrics{std::string(task), step, m.recall, m.balanced_accuracy, m.accuracy,
-                              m.rows};
+  out.metrics =
+      class_metrics{std::string(task), step, m.recall, m.balanced_accuracy, m.accuracy, m.rows};
 
   // The targets' imbalance, as class_imbalance measures it (pooled counts of present classes).
   std::int64_t majority = -1, total = 0;
@@ -719,18 +786,19 @@ void red_flag_checker::rate_predictions(std::string_view task, std::int64_t step
     }
     if (majority >= 0 && lo > 0) ratio = double(counts[std::size_t(majority)]) / double(lo);
   }
-  const bool imbalanced = total >= options_.imbalance_min_targets && ratio >= options_.imbalance_ratio;
+  const bool imbalanced =
+      total >= options_.imbalance_min_targets && ratio >= options_.imbalance_ratio;
 
   if (imbalanced && accuracy_reported_.load(std::memory_order_relaxed) &&
       m.accuracy - m.balanced_accuracy >= options_.accuracy_gap) {
     auto text = hooks::detail::misleading_accuracy_text(std::string(task), m, majority, ratio);
-    open_or_extend(make_finding("misleading_accuracy", severity::warning, task, step,
-                                "accuracy_above_balanced_accuracy",
-                                {{"accuracy_gap", options_.accuracy_gap},
-                                 {"imbalance_ratio", options_.imbalance_ratio}},
-                                std::move(text.evidence), std::move(text.message),
-                                std::move(text.advice)),
-                   out);
+    open_or_extend(
+        make_finding("misleading_accuracy", severity::warning, task, step,
+                     "accuracy_above_balanced_accuracy",
+                     {{"accuracy_gap", options_.accuracy_gap},
+                      {"imbalance_ratio", options_.imbalance_ratio}},
+                     std::move(text.evidence), std::move(text.message), std::move(text.advice)),
+        out);
   }
 
   // constant_predictions: class logits only (a binary model that says "negative" for a while
@@ -744,15 +812,14 @@ void red_flag_checker::rate_predictions(std::string_view task, std::int64_t step
   auto text = hooks::detail::constant_predictions_text(
       std::string(task), t, majority, ratio, options_.imbalance_ratio, options_.spread_epsilon,
       options_.saturated_margin, lower_lr_text(lr_source_));
-  open_or_extend(make_finding("constant_predictions", severity::warning, task, step,
-                              "one_class_for_every_row",
-                              {{"constant_warmup", double(options_.constant_warmup)},
-                               {"constant_patience", double(options_.constant_patience)},
-                               {"spread_epsilon", options_.spread_epsilon},
-                               {"saturated_margin", options_.saturated_margin}},
-                              std::move(text.evidence), std::move(text.message),
-                              std::move(text.advice)),
-                 out);
+  open_or_extend(
+      make_finding("constant_predictions", severity::warning, task, step, "one_class_for_every_row",
+                   {{"constant_warmup", double(options_.constant_warmup)},
+                    {"constant_patience", double(options_.constant_patience)},
+                    {"spread_epsilon", options_.spread_epsilon},
+                    {"saturated_margin", options_.saturated_margin}},
+                   std::move(text.evidence), std::move(text.message), std::move(text.advice)),
+      out);
 }
 
 }  // namespace losslens

@@ -28,13 +28,13 @@ guard_options suspicion() {
 }
 }  // namespace
 
-replay_sink::replay_sink(replay_options options)
-    : o_(std::move(options)), guard_(suspicion()) {
+replay_sink::replay_sink(replay_options options) : o_(std::move(options)), guard_(suspicion()) {
   if (o_.max_files == 0) files_given_up_.store(true, std::memory_order_relaxed);
   if (o_.max_files < 0 || o_.depth < 1 || o_.max_bytes < 1 || o_.max_suspects < 0 ||
       o_.hold_steps < 0)
-    throw error("attach: replay options need max_files >= 0, depth >= 1, max_bytes >= 1, "
-                "max_suspects >= 0 and hold_steps >= 0");
+    throw error(
+        "attach: replay options need max_files >= 0, depth >= 1, max_bytes >= 1, "
+        "max_suspects >= 0 and hold_steps >= 0");
   capacity_ = std::size_t(o_.depth);
   ring_ = std::make_unique<batch[]>(capacity_);
 }
@@ -47,8 +47,7 @@ void replay_sink::capture(const at::Tensor& inputs, const at::Tensor& targets) n
   pending_targets_ = targets;
 }
 
-void replay_sink::offer(std::int64_t step, double loss, double grad_norm,
-                        bool has_norm) noexcept {
+void replay_sink::offer(std::int64_t step, double loss, double grad_norm, bool has_norm) noexcept {
   if (!pending_inputs_.defined() || step <= last_step_) {
     // No batch, or a step that was not taken (after detach): nothing to hand over.
     pending_inputs_.reset();
@@ -151,14 +150,16 @@ void replay_sink::save(const finding& f, std::int64_t step) noexcept {
   try {
     // On the host, whole unless over max_bytes (then its leading rows).
     at::Tensor in = b->inputs.detach().to(at::kCPU).contiguous();
-    at::Tensor tg = b->targets.defined() ? b->targets.detach().to(at::kCPU).contiguous() : at::Tensor();
+    at::Tensor tg =
+        b->targets.defined() ? b->targets.detach().to(at::kCPU).contiguous() : at::Tensor();
     const std::int64_t bytes = std::int64_t(in.nbytes() + (tg.defined() ? tg.nbytes() : 0));
     const std::int64_t rows = in.dim() > 0 ? in.size(0) : 1;
     std::int64_t keep = rows;
     if (bytes > o_.max_bytes && in.dim() > 0 && rows > 1) {
       keep = std::max<std::int64_t>(1, rows * o_.max_bytes / bytes);
       in = in.slice(0, 0, keep).contiguous();
-      if (tg.defined() && tg.dim() > 0 && tg.size(0) == rows) tg = tg.slice(0, 0, keep).contiguous();
+      if (tg.defined() && tg.dim() > 0 && tg.size(0) == rows)
+        tg = tg.slice(0, 0, keep).contiguous();
     }
     std::uint64_t seed = 0;
     {
@@ -194,7 +195,8 @@ void replay_sink::save(const finding& f, std::int64_t step) noexcept {
     }
     ++files_;
     saved_[step] = {path, keep, std::int64_t(data.size()), seed};
-    ctx_->post(events::replay_saved(f.id, f.kind, step, path, keep, std::int64_t(data.size()), seed));
+    ctx_->post(
+        events::replay_saved(f.id, f.kind, step, path, keep, std::int64_t(data.size()), seed));
     ctx_->log(severity::info, "saved the batch of step " + std::to_string(step) + " (" + f.kind +
                                   ", finding " + std::to_string(f.id) + ") to " + path);
   } catch (const std::exception& e) {

@@ -46,8 +46,9 @@ step_capture::step_capture(torch::nn::Module& model, torch::optim::Optimizer& op
     params_.push_back(item.value());
   }
   if (params_.empty())
-    throw error("attach: the model has no parameters that require grad; attach to the "
-                "module you train (after building its layers)");
+    throw error(
+        "attach: the model has no parameters that require grad; attach to the "
+        "module you train (after building its layers)");
   schema_.params = names_;
   const std::size_t n = params_.size();
   grads_.resize(n);
@@ -157,8 +158,8 @@ step_decision step_capture::step(const std::pair<std::string_view, torch::Tensor
   } catch (const c10::Error& e) {
     // LibTorch's own message without its backtrace (30 lines for a loss on the meta device).
     rejected_.fetch_add(1);
-    say_once(said_rejected_, "step() could not read the step's tensors: ",
-             e.what_without_backtrace());
+    say_once(said_rejected_,
+             "step() could not read the step's tensors: ", e.what_without_backtrace());
   } catch (const std::exception& e) {
     // Never into the training loop: count it and say it once.
     rejected_.fetch_add(1);
@@ -167,7 +168,8 @@ step_decision step_capture::step(const std::pair<std::string_view, torch::Tensor
   return step_decision::proceed;
 }
 
-const torch::Tensor& step_capture::loss(std::string_view task, const torch::Tensor& value) noexcept {
+const torch::Tensor& step_capture::loss(std::string_view task,
+                                        const torch::Tensor& value) noexcept {
   if (named_count_ < named_.size()) {
     try {
       // A copy: the caller's string may be a temporary. After the first steps the strings
@@ -195,8 +197,8 @@ void step_capture::on_grad(std::size_t i) noexcept {
   // .grad still being the very tensor we measured last step, unmodified since (same version),
   // means nobody zeroed it: this backward adds to last step's gradient.
   const at::Tensor& g = params_[i].grad();
-  if (g.defined() && g.unsafeGetTensorImpl() == last_impl_[i] &&
-      g._version() == last_version_[i] && last_norm_[i] > 0)
+  if (g.defined() && g.unsafeGetTensorImpl() == last_impl_[i] && g._version() == last_version_[i] &&
+      last_norm_[i] > 0)
     stale_[i].store(1, std::memory_order_relaxed);
 }
 
@@ -262,8 +264,9 @@ step_decision step_capture::capture(const std::pair<std::string_view, torch::Ten
   // Checked before the run starts, so a loss that cannot be read leaves no empty run behind.
   if (!total.defined()) throw error("the loss tensor is undefined");
   if (total.is_meta())
-    throw error("the loss is on the meta device (it has no values); compute it on a real "
-                "device (cpu, cuda)");
+    throw error(
+        "the loss is on the meta device (it has no values); compute it on a real "
+        "device (cpu, cuda)");
   if (total.numel() != 1)
     throw error("the loss must hold one element (reduce it with mean() or sum()), got " +
                 std::to_string(total.numel()) + " elements");
@@ -337,8 +340,9 @@ step_decision step_capture::capture(const std::pair<std::string_view, torch::Ten
 
   if (sample* s = q.try_begin_push()) {
     s->step = std::int64_t(index);
-    s->wall_time = std::chrono::duration<double>(
-        std::chrono::system_clock::now().time_since_epoch()).count();  // Unix seconds
+    s->wall_time =
+        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+            .count();  // Unix seconds
     s->loss = loss;
     for (std::size_t t = 0; t < schema_.tasks.size(); ++t)
       if (task_slot_[t] >= 0) s->task_losses[t] = scalar_values_[std::size_t(task_slot_[t])];
@@ -363,9 +367,9 @@ step_decision step_capture::capture(const std::pair<std::string_view, torch::Ten
     s->accuracy = extras.accuracy;
     // Capacity for the schema's tasks is reserved in the queue's slots: no allocation.
     const std::size_t nt = schema_.tasks.size();
-    s->task_weights.assign(extras.task_weights.begin(),
-                           extras.task_weights.begin() +
-                               std::ptrdiff_t(std::min(nt, extras.task_weights.size())));
+    s->task_weights.assign(
+        extras.task_weights.begin(),
+        extras.task_weights.begin() + std::ptrdiff_t(std::min(nt, extras.task_weights.size())));
     for (std::size_t t = 0; t < std::min(nt, extras.task_grad_norms.size()); ++t)
       s->task_grad_norms.push_back(extras.task_grad_norms[t]);
     s->eval_mode = !model_.is_training();
@@ -387,8 +391,8 @@ step_decision step_capture::capture(const std::pair<std::string_view, torch::Ten
     check_fresh_[i].store(g.defined() ? 1 : 0, std::memory_order_relaxed);
   }
   for (auto& g : grads_) g.reset();  // do not keep gradients alive between steps
-  if (dist_) dist_->on_step(std::int64_t(index), loss, any_norm ? std::optional(grad_norm)
-                                                                 : std::nullopt);
+  if (dist_)
+    dist_->on_step(std::int64_t(index), loss, any_norm ? std::optional(grad_norm) : std::nullopt);
   last_skipped_ = decision != step_decision::proceed;
   steps_.fetch_add(1, std::memory_order_relaxed);
   return decision;

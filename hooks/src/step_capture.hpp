@@ -69,8 +69,7 @@ class step_capture {
   /// while the gradient is still in cache (CPU float/double gradients only).
   void on_accumulated(std::size_t i) noexcept;
   step_decision capture(const std::pair<std::string_view, torch::Tensor>* tasks,
-                        std::size_t n_tasks, const torch::Tensor& total,
-                        const step_extras& extras);
+                        std::size_t n_tasks, const torch::Tensor& total, const step_extras& extras);
   void start(const std::vector<std::string>& tasks);
   int task_index(std::string_view name) const noexcept;
   void read_lrs(sample& s) const noexcept;
@@ -109,10 +108,11 @@ class step_capture {
   std::unique_ptr<update_check> updates_;  // parameters_not_updated's version counters
   class_metrics_slot* class_metrics_ = nullptr;
   bool last_skipped_ = false;
-  replay_sink* replay_ = nullptr;  // owned by the pipeline  // the guard advised skipping the previous step's update
+  replay_sink* replay_ =
+      nullptr;  // owned by the pipeline  // the guard advised skipping the previous step's update
   bool has_lr_ = false;
   std::array<std::pair<std::string_view, torch::Tensor>, 16> named_;  // loss() since last step
-  std::array<std::string, 16> named_names_;  // owned copies of their names
+  std::array<std::string, 16> named_names_;                           // owned copies of their names
   std::size_t named_count_ = 0;
 
   // Written by hooks (possibly on autograd device threads), read at step().

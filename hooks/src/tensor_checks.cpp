@@ -27,8 +27,8 @@ void fail(std::string_view fn, const std::string& message) {
 
 void require_floating(const at::Tensor& t, std::string_view fn, std::string_view arg) {
   if (!t.defined() || !t.is_floating_point())
-    fail(fn, std::string(arg) + " must be a floating tensor (float32 or float64), got " +
-                 describe(t));
+    fail(fn,
+         std::string(arg) + " must be a floating tensor (float32 or float64), got " + describe(t));
 }
 
 void require_same_shape(const at::Tensor& a, const at::Tensor& b, std::string_view fn,
@@ -85,9 +85,12 @@ void require_per_class(const at::Tensor& w, std::int64_t num_classes, std::strin
 
 at::Tensor reduce(const at::Tensor& per_element, loss_reduction reduction) {
   switch (reduction) {
-    case loss_reduction::none: return per_element;
-    case loss_reduction::sum: return per_element.sum();
-    case loss_reduction::mean: break;
+    case loss_reduction::none:
+      return per_element;
+    case loss_reduction::sum:
+      return per_element.sum();
+    case loss_reduction::mean:
+      break;
   }
   return per_element.mean();
 }

@@ -10,8 +10,7 @@ namespace losslens::hooks::detail {
 
 update_check::update_check(const std::vector<at::Tensor>& params,
                            torch::optim::Optimizer& optimizer)
-    : params_(params), optimizer_(optimizer), sum_(params.size(), 0.0),
-      group_(params.size(), -1) {
+    : params_(params), optimizer_(optimizer), sum_(params.size(), 0.0), group_(params.size(), -1) {
   map_groups();
 }
 
@@ -58,8 +57,7 @@ double sampled_sum(const T* data, std::int64_t n) noexcept {
 double update_check::checksum(std::size_t i) const noexcept {
   const at::Tensor& p = params_[i];
   constexpr double unknown = std::numeric_limits<double>::quiet_NaN();
-  if (!p.defined() || !p.device().is_cpu() || !p.is_contiguous() || p.numel() == 0)
-    return unknown;
+  if (!p.defined() || !p.device().is_cpu() || !p.is_contiguous() || p.numel() == 0) return unknown;
   if (p.scalar_type() == at::kFloat) return sampled_sum(p.data_ptr<float>(), p.numel());
   if (p.scalar_type() == at::kDouble) return sampled_sum(p.data_ptr<double>(), p.numel());
   return unknown;

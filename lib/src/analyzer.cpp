@@ -82,7 +82,8 @@ std::string format(const char* fmt, ...) {
   int n = std::vsnprintf(buf, sizeof buf, fmt, ap);
   va_end(ap);
   if (n < 0) return {};
-  if (static_cast<std::size_t>(n) < sizeof buf) return std::string(buf, static_cast<std::size_t>(n));
+  if (static_cast<std::size_t>(n) < sizeof buf)
+    return std::string(buf, static_cast<std::size_t>(n));
   std::string out(static_cast<std::size_t>(n), '\0');
   va_start(ap, fmt);
   std::vsnprintf(out.data(), out.size() + 1, fmt, ap);
@@ -99,8 +100,8 @@ std::string param_series(const sample_schema& s, std::size_t i) {
 
 std::string lr_hint(double lr, double lo, double hi) {
   if (std::isfinite(lo) && std::isfinite(hi) && lo != hi)
-    return format("lower the learning rates 10x (param groups at %.3g-%.3g, to %.3g-%.3g)", lo,
-                  hi, lo / 10, hi / 10);
+    return format("lower the learning rates 10x (param groups at %.3g-%.3g, to %.3g-%.3g)", lo, hi,
+                  lo / 10, hi / 10);
   if (!std::isfinite(lr)) return "lower the learning rate 10x";
   return format("lower the learning rate 10x (from %.3g to %.3g)", lr, lr / 10);
 }
@@ -161,8 +162,8 @@ class grad_baseline {
     // A spike stands out from the run's own tail too: heavy-tailed norms (near-zero loss, a few
     // hard examples) reach 10x their median routinely.
     // The ratio first: it is cheap and rarely holds, the z-score needs the MAD.
-    if (std::isfinite(ctx.grad_median) && g >= std::max(ratio_, ctx.grad_tail_bar) * ctx.grad_median &&
-        median_.z(g) >= z_) {
+    if (std::isfinite(ctx.grad_median) &&
+        g >= std::max(ratio_, ctx.grad_tail_bar) * ctx.grad_median && median_.z(g) >= z_) {
       ctx.grad_spike = true;
       last_step_ = ctx.s->step;
       last_value_ = g;
@@ -257,7 +258,9 @@ analyzer::analyzer(sample_schema schema, detector_options options, finding_route
     : analyzer(std::move(schema), options, &router) {}
 
 analyzer::analyzer(sample_schema schema, detector_options options, finding_router* router)
-    : schema_(std::move(schema)), options_(options), log_(std::make_unique<core::detail::finding_log>()) {
+    : schema_(std::move(schema)),
+      options_(options),
+      log_(std::make_unique<core::detail::finding_log>()) {
   validate(options_);
   router_ = router;
   if (!router_) {  // the delegating constructor: a router of its own

@@ -15,12 +15,13 @@
 namespace losslens {
 namespace {
 
-constexpr std::size_t max_line = 1 << 20;  // a longer line is not a CSV of numbers
+constexpr std::size_t max_line = 1 << 20;    // a longer line is not a CSV of numbers
 constexpr std::size_t chunk_size = 1 << 18;  // bytes per read
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
+    s.remove_suffix(1);
   return s;
 }
 
@@ -32,9 +33,8 @@ bool split(std::string_view line, std::vector<std::string_view>& out) {
   std::size_t start = 0;
   for (;;) {
     std::size_t comma = line.find(',', start);
-    std::string_view cell = trim(line.substr(start, comma == std::string_view::npos
-                                                        ? std::string_view::npos
-                                                        : comma - start));
+    std::string_view cell = trim(line.substr(
+        start, comma == std::string_view::npos ? std::string_view::npos : comma - start));
     if (!cell.empty() && cell.front() == '"') {
       if (cell.size() < 2 || cell.back() != '"') return false;
       cell = trim(cell.substr(1, cell.size() - 2));
@@ -69,7 +69,8 @@ bool parse_double(std::string_view s, double& v) {
     v = neg ? -std::numeric_limits<double>::infinity() : std::numeric_limits<double>::infinity();
     return true;
   }
-  if (body.empty() || !(std::isdigit(static_cast<unsigned char>(body.front())) || body.front() == '.'))
+  if (body.empty() ||
+      !(std::isdigit(static_cast<unsigned char>(body.front())) || body.front() == '.'))
     return false;
   auto [p, ec] = std::from_chars(body.data(), body.data() + body.size(), v);
   if (p != body.data() + body.size()) return false;
@@ -201,11 +202,13 @@ void csv_reader::read_header() {
   auto is_any = [](std::string_view name, std::initializer_list<std::string_view> words) {
     return std::any_of(words.begin(), words.end(), [&](auto w) { return iequals(name, w); });
   };
-  tensorboard_ = names.size() == 3 &&
-                 std::all_of(names.begin(), names.end(), [&](const std::string& n) {
-                   return is_any(n, {"wall time", "step", "value"});
-                 }) &&
-                 std::set<std::string>{lower(names[0]), lower(names[1]), lower(names[2])}.size() == 3;
+  tensorboard_ =
+      names.size() == 3 &&
+      std::all_of(names.begin(), names.end(),
+                  [&](const std::string& n) {
+                    return is_any(n, {"wall time", "step", "value"});
+                  }) &&
+      std::set<std::string>{lower(names[0]), lower(names[1]), lower(names[2])}.size() == 3;
   // W&B: "<run> - <key>" columns; the run read is the one asked for, else the first.
   constexpr std::string_view run_sep = " - ";
   for (const auto& n : names)
@@ -256,8 +259,9 @@ void csv_reader::read_header() {
     tag_columns.push_back(i);
   }
   if (!has_step)
-    fail("no 'step' column (the header must name one: step, _step or TensorBoard's Step, e.g. "
-         "step,loss,grad_norm)");
+    fail(
+        "no 'step' column (the header must name one: step, _step or TensorBoard's Step, e.g. "
+        "step,loss,grad_norm)");
   try {
     mapping_ = map_tags(tags, options_.mapping);
   } catch (const error& e) {
@@ -272,18 +276,26 @@ void csv_reader::read_header() {
       return std::size_t(std::find(v.begin(), v.end(), n) - v.begin());
     };
     switch (t.role) {
-      case series_role::loss: c.kind = column_kind::loss; break;
+      case series_role::loss:
+        c.kind = column_kind::loss;
+        break;
       case series_role::task_loss:
         c.kind = column_kind::task;
         c.index = index_of(schema_.tasks, t.name);
         break;
-      case series_role::grad_norm: c.kind = column_kind::grad_norm; break;
+      case series_role::grad_norm:
+        c.kind = column_kind::grad_norm;
+        break;
       case series_role::param_grad_norm:
         c.kind = column_kind::param;
         c.index = index_of(schema_.params, t.name);
         break;
-      case series_role::lr: c.kind = column_kind::lr; break;
-      case series_role::accuracy: c.kind = column_kind::accuracy; break;
+      case series_role::lr:
+        c.kind = column_kind::lr;
+        break;
+      case series_role::accuracy:
+        c.kind = column_kind::accuracy;
+        break;
     }
   }
   const std::string where = name_ + ":" + std::to_string(line_) + ": ";
@@ -345,14 +357,29 @@ bool csv_reader::parse_row(sample& s) {
       fail("column '" + c.name + "': '" + std::string(cell.substr(0, 40)) + "' is not a number");
     have_value = have_value || c.kind != column_kind::wall_time;
     switch (c.kind) {
-      case column_kind::wall_time: s.wall_time = v; break;
-      case column_kind::loss: s.loss = v; break;
-      case column_kind::task: s.task_losses[c.index] = v; break;
-      case column_kind::grad_norm: s.grad_norm = v; break;
-      case column_kind::param: s.param_grad_norms[c.index] = v; break;
-      case column_kind::lr: s.lr = v; break;
-      case column_kind::accuracy: s.accuracy = v; break;
-      default: break;
+      case column_kind::wall_time:
+        s.wall_time = v;
+        break;
+      case column_kind::loss:
+        s.loss = v;
+        break;
+      case column_kind::task:
+        s.task_losses[c.index] = v;
+        break;
+      case column_kind::grad_norm:
+        s.grad_norm = v;
+        break;
+      case column_kind::param:
+        s.param_grad_norms[c.index] = v;
+        break;
+      case column_kind::lr:
+        s.lr = v;
+        break;
+      case column_kind::accuracy:
+        s.accuracy = v;
+        break;
+      default:
+        break;
     }
   }
   if (skip_empty_rows_ && !have_value) return false;  // another run's step (W&B)

@@ -13,7 +13,9 @@ namespace {
 class clipping final : public detector {
  public:
   clipping(const detector_options& o, const sample_schema&)
-      : o_(o.clipping_saturated), optimizer_(o.optimizer), clipped_(std::size_t(std::max(o.clipping_saturated.window, 8))),
+      : o_(o.clipping_saturated),
+        optimizer_(o.optimizer),
+        clipped_(std::size_t(std::max(o.clipping_saturated.window, 8))),
         ratios_(std::size_t(std::max(o.clipping_saturated.window, 8))) {}
 
   void observe(const step_context& ctx, finding_log& log) override {
@@ -55,7 +57,8 @@ class clipping final : public detector {
         reported && median_ratio >= o_.warning_ratio ? severity::warning : severity::info;
     auto [f, is_new] = open_or_extend(log, this, ep_, s.step, std::int64_t(o_.window), [&] {
       return new_finding("clipping_saturated", level, s.step - std::int64_t(clipped_.size()) + 1,
-                         s.step, "grad_norm", reported ? "clip_norm_over_max_norm" : "grad_norm_pinned",
+                         s.step, "grad_norm",
+                         reported ? "clip_norm_over_max_norm" : "grad_norm_pinned",
                          {{"window", double(o_.window)},
                           {"min_fraction", o_.min_fraction},
                           {"warning_ratio", o_.warning_ratio}});
@@ -63,31 +66,35 @@ class clipping final : public detector {
     if (level > f.level) f.level = level;
     // The peak: the largest fraction over the episode.
     const double before = f.evidence_value("clipped_fraction");
-    f.set_evidence("clipped_fraction", std::isfinite(before) ? std::max(before, fraction) : fraction);
+    f.set_evidence("clipped_fraction",
+                   std::isfinite(before) ? std::max(before, fraction) : fraction);
     f.set_evidence("max_norm", reported ? max_norm_ : pin_);
     if (reported) f.set_evidence("median_ratio", median_ratio);
     set_lr_evidence(f, ctx);
   }
 
   void describe(finding& f, const sample_schema&) const override {
-    const double frac = f.evidence_value("clipped_fraction"), max_norm = f.evidence_value("max_norm");
+    const double frac = f.evidence_value("clipped_fraction"),
+                 max_norm = f.evidence_value("max_norm");
     const double ratio = f.evidence_value("median_ratio");
-    f.message = format("the gradient was clipped on %.0f%% of %d steps in a row", 100 * frac,
-                       o_.window);
+    f.message =
+        format("the gradient was clipped on %.0f%% of %d steps in a row", 100 * frac, o_.window);
     if (std::isfinite(ratio))
-      f.message += format(": before clipping its median norm was %.3gx max_norm %.3g", ratio,
-                          max_norm);
+      f.message +=
+          format(": before clipping its median norm was %.3gx max_norm %.3g", ratio, max_norm);
     else
-      f.message += format(": the measured norm sits at %.4g, where clip_grad_norm_ puts it", max_norm);
+      f.message +=
+          format(": the measured norm sits at %.4g, where clip_grad_norm_ puts it", max_norm);
     f.message += format(" (steps %lld-%lld)", static_cast<long long>(f.first_step),
                         static_cast<long long>(f.last_step));
-    f.advice = "clipping should catch the rare outlier, not rescale every update (each step is "
-               "then LR x max_norm long, whatever the gradient says): " +
-               lr_hint(f, optimizer_) +
-               " until the norm stays below max_norm on most steps, or raise max_norm to about "
-               "the typical norm before clipping" +
-               (std::isfinite(ratio) ? format(" (%.3g)", ratio * max_norm) : std::string()) +
-               " so that only outliers are cut";
+    f.advice =
+        "clipping should catch the rare outlier, not rescale every update (each step is "
+        "then LR x max_norm long, whatever the gradient says): " +
+        lr_hint(f, optimizer_) +
+        " until the norm stays below max_norm on most steps, or raise max_norm to about "
+        "the typical norm before clipping" +
+        (std::isfinite(ratio) ? format(" (%.3g)", ratio * max_norm) : std::string()) +
+        " so that only outliers are cut";
   }
 
  private:

@@ -75,7 +75,8 @@ class non_finite final : public detector {
       if (param >= 0) f.evidence.emplace_back("first_param_index", double(param));
       if (finite(ctx.s->grad_norm) && series != "grad_norm")
         f.evidence.emplace_back("grad_norm", *ctx.s->grad_norm);
-      if (std::isfinite(ctx.grad_median)) f.evidence.emplace_back("grad_norm_median", ctx.grad_median);
+      if (std::isfinite(ctx.grad_median))
+        f.evidence.emplace_back("grad_norm_median", ctx.grad_median);
       set_lr_evidence(f, ctx);
       std::string where = param >= 0 ? "gradient of " + ctx.schema->params[size_t(param)] +
                                            " (first parameter to go non-finite)"
@@ -88,8 +89,7 @@ class non_finite final : public detector {
       f.advice = non_finite_advice;
       if (param >= 0)
         f.advice = "inspect the operations that feed " + ctx.schema->params[size_t(param)] +
-                   " (log, division, sqrt, exp) and guard them with clamps/epsilons; " +
-                   f.advice;
+                   " (log, division, sqrt, exp) and guard them with clamps/epsilons; " + f.advice;
       f.advice += lr_hint(ctx);
       return f;
     });
@@ -126,7 +126,8 @@ top_param largest_param(const sample& s) {
 class exploding final : public detector {
  public:
   exploding(const detector_options& o, const sample_schema&)
-      : o_(o.exploding), recent_(std::size_t(o.exploding.rise_window)),
+      : o_(o.exploding),
+        recent_(std::size_t(o.exploding.rise_window)),
         loss_(std::size_t(std::max<std::int64_t>(4, o.exploding.confirm_steps))),
         gate_(o.exploding.confirm_steps, o.exploding.max_wait) {}
 
@@ -176,10 +177,11 @@ class exploding final : public detector {
       }
       set_lr_evidence(f, ctx);
       const double clip = std::isfinite(m) ? 2 * m : 1.0;
-      f.advice = format("clip gradients (clip_grad_norm_ with max_norm 1.0, or about 2x the "
-                        "running median: %.3g) or %s; check the batches at these steps for "
-                        "outliers",
-                        clip, lr_hint(ctx).c_str());
+      f.advice = format(
+          "clip gradients (clip_grad_norm_ with max_norm 1.0, or about 2x the "
+          "running median: %.3g) or %s; check the batches at these steps for "
+          "outliers",
+          clip, lr_hint(ctx).c_str());
       return f;
     });
     if (is_new) loss_before_ = loss_.count() ? loss_.median() : nan;
@@ -204,20 +206,21 @@ class exploding final : public detector {
     std::string top;
     const double ti = f.evidence_value("top_param_index");
     if (ti >= 0 && std::size_t(ti) < schema.params.size())
-      top = format(" (largest at onset: %s, %.0f%% of the squared norm)",
-                   schema.params[std::size_t(ti)].c_str(), 100 * f.evidence_value("top_param_share"));
-    f.message = format("grad norm %.3g at step %lld is %.3gx its running median %.3g%s",
-                       f.evidence_value("grad_norm"),
-                       static_cast<long long>(f.evidence_value("peak_step")),
-                       f.evidence_value("ratio"), f.evidence_value("running_median"), top.c_str());
+      top =
+          format(" (largest at onset: %s, %.0f%% of the squared norm)",
+                 schema.params[std::size_t(ti)].c_str(), 100 * f.evidence_value("top_param_share"));
+    f.message =
+        format("grad norm %.3g at step %lld is %.3gx its running median %.3g%s",
+               f.evidence_value("grad_norm"), static_cast<long long>(f.evidence_value("peak_step")),
+               f.evidence_value("ratio"), f.evidence_value("running_median"), top.c_str());
     const double tail = f.evidence_value("tail_ratio");
     if (tail > 1.5)
       f.message += format(" (this run's norms reach %.3gx their median by themselves)", tail);
     if (f.last_step > f.first_step)
-      f.message += format("; %g steps over %.3gx between steps %lld and %lld",
-                          f.evidence_value("steps"), f.evidence_value("threshold_ratio"),
-                          static_cast<long long>(f.first_step),
-                          static_cast<long long>(f.last_step));
+      f.message +=
+          format("; %g steps over %.3gx between steps %lld and %lld", f.evidence_value("steps"),
+                 f.evidence_value("threshold_ratio"), static_cast<long long>(f.first_step),
+                 static_cast<long long>(f.last_step));
     if (f.evidence_value("recovered") > 0)
       f.message += format("; transient: norms were back at %.3g %g steps later",
                           f.evidence_value("recovered_level"), f.evidence_value("recovered_after"));
@@ -236,9 +239,12 @@ class exploding final : public detector {
 class vanishing final : public detector {
  public:
   vanishing(const detector_options& o, const sample_schema& schema)
-      : o_(o.vanishing), optimizer_(o.optimizer), streak_(schema.params.size(), 0),
+      : o_(o.vanishing),
+        optimizer_(o.optimizer),
+        streak_(schema.params.size(), 0),
         start_(schema.params.size(), 0),
-        vanished_(schema.params.size(), 0), shown_(schema.params.size(), 0),
+        vanished_(schema.params.size(), 0),
+        shown_(schema.params.size(), 0),
         sibling_(schema.params.size(), -1) {
     // A bias whose layer's weight is named alongside it ("conv2.bias" / "conv2.weight"): when
     // only the bias gets no gradient, a normalization right after the layer cancels it.
@@ -334,9 +340,10 @@ class vanishing final : public detector {
         auto f = new_finding("redundant_bias", severity::info, bias_first, step, "grad_norm",
                              "bias_cancelled_by_normalization",
                              {{"layer_ratio", o_.layer_ratio}, {"patience", double(o_.patience)}});
-        f.advice = "harmless: a normalization (BatchNorm, LayerNorm) right after these layers "
-                   "subtracts the mean, so their bias never matters; build the layers with "
-                   "bias=false to save the parameters and optimizer state";
+        f.advice =
+            "harmless: a normalization (BatchNorm, LayerNorm) right after these layers "
+            "subtracts the mean, so their bias never matters; build the layers with "
+            "bias=false to save the parameters and optimizer state";
         return f;
       });
       f.set_evidence("parameters", double(biases));
@@ -370,17 +377,19 @@ class vanishing final : public detector {
       std::string names;
       for (std::size_t i = 0; i < bias_shown_.size() && i < schema.params.size(); ++i)
         if (bias_shown_[i] == 2) names += (names.empty() ? "" : ", ") + schema.params[i];
-      f.message = format("%g bias parameters get no gradient while their layers' weights do: "
-                         "%s (a normalization right after the layer cancels a bias)",
-                         f.evidence_value("parameters"), names.c_str());
+      f.message = format(
+          "%g bias parameters get no gradient while their layers' weights do: "
+          "%s (a normalization right after the layer cancels a bias)",
+          f.evidence_value("parameters"), names.c_str());
       return;
     }
     if (f.rule.name == "grad_norm_below_floor") {
       f.message = format("total grad norm %.3g has stayed below %.3g for %g steps",
                          f.evidence_value("grad_norm"), o_.abs_min, f.evidence_value("steps"));
-      f.advice = "gradients no longer reach the parameters: check for saturated activations "
-                 "(sigmoid/tanh), dead ReLUs (try LeakyReLU or another init), missing "
-                 "normalization or residual paths, and a learning rate that is not tiny";
+      f.advice =
+          "gradients no longer reach the parameters: check for saturated activations "
+          "(sigmoid/tanh), dead ReLUs (try LeakyReLU or another init), missing "
+          "normalization or residual paths, and a learning rate that is not tiny";
       if (const auto q = lr_quote(f, optimizer_); !q.empty()) f.advice += " (" + q + ")";
       return;
     }
@@ -395,12 +404,13 @@ class vanishing final : public detector {
       names += (names.empty() ? "" : ", ") + schema.params[i];
     }
     const auto largest = std::size_t(f.evidence_value("largest_index"));
-    const char* largest_name = largest < schema.params.size() ? schema.params[largest].c_str() : "?";
-    f.message = format("%g of %g parameters get less than %.0ex the gradient of the largest "
-                       "(%s, %.3g) for %g steps: %s",
-                       f.evidence_value("parameters"), f.evidence_value("of_parameters"),
-                       o_.layer_ratio, largest_name, f.evidence_value("largest_norm"),
-                       f.evidence_value("steps"), names.c_str());
+    const char* largest_name =
+        largest < schema.params.size() ? schema.params[largest].c_str() : "?";
+    f.message = format(
+        "%g of %g parameters get less than %.0ex the gradient of the largest "
+        "(%s, %.3g) for %g steps: %s",
+        f.evidence_value("parameters"), f.evidence_value("of_parameters"), o_.layer_ratio,
+        largest_name, f.evidence_value("largest_norm"), f.evidence_value("steps"), names.c_str());
     const double zeros = f.evidence_value("zero_gradient");
     if (zeros > 0) f.message += format(" (%g of them exactly 0)", zeros);
     f.advice = zeros > 0

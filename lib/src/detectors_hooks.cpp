@@ -40,13 +40,12 @@ struct flag_rule_spec {
 /// Counts flagged parameters per step and keeps one episode while some stay flagged.
 class flag_rule final : public detector {
  public:
-  flag_rule(const flag_rule_spec& spec, std::uint8_t bit, int patience,
-            const sample_schema& schema)
+  flag_rule(const flag_rule_spec& spec, std::uint8_t bit, int patience, const sample_schema& schema)
       : spec_(spec), bit_(bit), patience_(patience), last_flags_(schema.params.size(), 0) {}
 
   void observe(const step_context& ctx, finding_log& log) override {
     const sample& s = *ctx.s;
-    if (s.param_flags.empty()) return;  // no hooks behind this sample
+    if (s.param_flags.empty()) return;    // no hooks behind this sample
     if (!(ctx.param_flags_any & bit_)) {  // no parameter has the flag (most steps)
       streak_ = 0;
       return;
@@ -55,13 +54,12 @@ class flag_rule final : public detector {
     for (auto f : s.param_flags) n += (f & bit_) ? 1 : 0;
     if (streak_++ == 0) start_ = s.step;
     if (streak_ < patience_) return;
-    auto [f, is_new] =
-        open_or_extend(log, this, ep_, s.step, 2 * std::int64_t(patience_) + 1, [&] {
-          auto f = new_finding(spec_.kind, spec_.level, start_, s.step, "grad_norm", spec_.rule,
-                               {{"patience", double(patience_)}});
-          f.advice = spec_.advice;
-          return f;
-        });
+    auto [f, is_new] = open_or_extend(log, this, ep_, s.step, 2 * std::int64_t(patience_) + 1, [&] {
+      auto f = new_finding(spec_.kind, spec_.level, start_, s.step, "grad_norm", spec_.rule,
+                           {{"patience", double(patience_)}});
+      f.advice = spec_.advice;
+      return f;
+    });
     f.set_evidence("parameters", double(n));
     f.set_evidence("of_parameters", double(s.param_flags.size()));
     // The steps the episode covers (it opened patience steps after the first flagged one).
@@ -92,12 +90,12 @@ const flag_rule_spec missing_zero_grad_spec{
     "backward; if you accumulate gradients on purpose, declare it (attach option "
     "accumulation_steps) and divide the loss by the number of micro-batches",
     [](const finding& f, const std::string& names) {
-      return format("gradients accumulate across steps: backward added to .grad that still "
-                    "held the previous step's gradient for %g of %g parameters (%s), %g steps "
-                    "from step %lld; the effective step grows every iteration",
-                    f.evidence_value("parameters"), f.evidence_value("of_parameters"),
-                    names.c_str(), f.evidence_value("steps"),
-                    static_cast<long long>(f.first_step));
+      return format(
+          "gradients accumulate across steps: backward added to .grad that still "
+          "held the previous step's gradient for %g of %g parameters (%s), %g steps "
+          "from step %lld; the effective step grows every iteration",
+          f.evidence_value("parameters"), f.evidence_value("of_parameters"), names.c_str(),
+          f.evidence_value("steps"), static_cast<long long>(f.first_step));
     }};
 
 const flag_rule_spec dead_parameters_spec{
@@ -108,8 +106,7 @@ const flag_rule_spec dead_parameters_spec{
     [](const finding& f, const std::string& names) {
       return format("%g of %g parameters received no gradient for %g steps from step %lld: %s",
                     f.evidence_value("parameters"), f.evidence_value("of_parameters"),
-                    f.evidence_value("steps"), static_cast<long long>(f.first_step),
-                    names.c_str());
+                    f.evidence_value("steps"), static_cast<long long>(f.first_step), names.c_str());
     }};
 
 const flag_rule_spec call_order_spec{
@@ -118,14 +115,14 @@ const flag_rule_spec call_order_spec{
     "zero_grad, forward, backward, lens.step, optimizer.step (lens.step may also come after "
     "optimizer.step, as long as zero_grad comes after it)",
     [](const finding& f, const std::string& names) {
-      return format("lens.step() ran when the gradients were already gone: backward reached %g "
-                    "of %g parameters (%s) since the previous step() but their .grad was empty "
-                    "or zero when step() read it, for %g steps from step %lld (step() called "
-                    "before backward, or zero_grad() between backward and step()); every "
-                    "gradient number losslens shows for these steps is missing",
-                    f.evidence_value("parameters"), f.evidence_value("of_parameters"),
-                    names.c_str(), f.evidence_value("steps"),
-                    static_cast<long long>(f.first_step));
+      return format(
+          "lens.step() ran when the gradients were already gone: backward reached %g "
+          "of %g parameters (%s) since the previous step() but their .grad was empty "
+          "or zero when step() read it, for %g steps from step %lld (step() called "
+          "before backward, or zero_grad() between backward and step()); every "
+          "gradient number losslens shows for these steps is missing",
+          f.evidence_value("parameters"), f.evidence_value("of_parameters"), names.c_str(),
+          f.evidence_value("steps"), static_cast<long long>(f.first_step));
     }};
 
 class eval_mode final : public detector {
@@ -142,8 +139,9 @@ class eval_mode final : public detector {
     auto [f, is_new] = open_or_extend(log, this, ep_, ctx.s->step, 1, [&] {
       auto f = new_finding("eval_mode_training", severity::warning, start_, ctx.s->step, "loss",
                            "training_steps_in_eval_mode", {{"patience", double(patience_)}});
-      f.advice = "call model->train() before the training loop (and after each validation "
-                 "pass): in eval() mode dropout is off and batch norm uses running statistics";
+      f.advice =
+          "call model->train() before the training loop (and after each validation "
+          "pass): in eval() mode dropout is off and batch norm uses running statistics";
       return f;
     });
     f.set_evidence("steps", double(streak_));
@@ -166,7 +164,8 @@ class eval_mode final : public detector {
 class not_updated final : public detector {
  public:
   not_updated(const detector_options& o, const sample_schema& schema)
-      : patience_(o.parameters_not_updated.patience), optimizer_(o.optimizer),
+      : patience_(o.parameters_not_updated.patience),
+        optimizer_(o.optimizer),
         last_flags_(schema.params.size(), 0) {}
 
   void observe(const step_context& ctx, finding_log& log) override {
@@ -188,11 +187,10 @@ class not_updated final : public detector {
     if (streak_++ == 0) start_ = s.step;
     if (streak_ < patience_) return;
     const severity level = stuck == fired ? severity::error : severity::warning;
-    auto [f, is_new] =
-        open_or_extend(log, this, ep_, s.step, 2 * std::int64_t(patience_) + 1, [&] {
-          return new_finding("parameters_not_updated", level, start_, s.step, "grad_norm",
-                             "gradients_without_updates", {{"patience", double(patience_)}});
-        });
+    auto [f, is_new] = open_or_extend(log, this, ep_, s.step, 2 * std::int64_t(patience_) + 1, [&] {
+      return new_finding("parameters_not_updated", level, start_, s.step, "grad_norm",
+                         "gradients_without_updates", {{"patience", double(patience_)}});
+    });
     if (level > f.level) f.level = level;
     f.set_evidence("parameters", double(stuck));
     f.set_evidence("of_parameters", double(fired));
@@ -211,16 +209,18 @@ class not_updated final : public detector {
     const double zero = f.evidence_value("zero_lr");
     const std::string names =
         name_list(schema, last_flags_, param_flag::not_updated, std::size_t(stuck));
-    f.message = format("%g of %g parameters that receive gradients did not change for %g "
-                       "optimizer steps from step %lld: %s",
-                       stuck, fired, f.evidence_value("steps"),
-                       static_cast<long long>(f.first_step), names.c_str());
+    f.message = format(
+        "%g of %g parameters that receive gradients did not change for %g "
+        "optimizer steps from step %lld: %s",
+        stuck, fired, f.evidence_value("steps"), static_cast<long long>(f.first_step),
+        names.c_str());
     // The causes that fit, the ones the hooks can tell apart first.
     std::string cause, advice;
     if (outside > 0) {
       cause += format("%g of them are in none of the optimizer's param groups", outside);
-      advice += "pass every parameter to the optimizer (build it after the model is complete, "
-                "from model->parameters(), or add_param_group for modules created later)";
+      advice +=
+          "pass every parameter to the optimizer (build it after the model is complete, "
+          "from model->parameters(), or add_param_group for modules created later)";
     }
     if (zero > 0) {
       cause += format("%s%g of them are in a param group whose learning rate is 0",
@@ -266,7 +266,8 @@ std::unique_ptr<detector> make_not_updated(const detector_options& o, const samp
   return std::make_unique<not_updated>(o, s);
 }
 
-std::unique_ptr<detector> make_missing_zero_grad(const detector_options& o, const sample_schema& s) {
+std::unique_ptr<detector> make_missing_zero_grad(const detector_options& o,
+                                                 const sample_schema& s) {
   return std::make_unique<flag_rule>(missing_zero_grad_spec, param_flag::stale_grad,
                                      o.missing_zero_grad.patience, s);
 }

@@ -14,7 +14,8 @@ namespace {
 class loss_spike final : public detector {
  public:
   loss_spike(const detector_options& o, const sample_schema&)
-      : o_(o.loss_spike), median_(static_cast<std::size_t>(o.loss_spike.window)),
+      : o_(o.loss_spike),
+        median_(static_cast<std::size_t>(o.loss_spike.window)),
         recent_(static_cast<std::size_t>(o.loss_spike.recent_window)),
         tail_(static_cast<std::size_t>(o.loss_spike.tail_window), 64, 64),
         after_(std::size_t(std::max<std::int64_t>(4, o.loss_spike.confirm_steps))),
@@ -36,20 +37,21 @@ class loss_spike final : public detector {
     const double z = median_.z(x, ctx.log_loss);
     const double ratio = m > 0 ? x / m : nan;
     // The z-score has to stand out from this run's own extremes too (see tail_window).
-    const double z_needed =
-        tail_.count() >= std::size_t(o_.tail_warmup)
-            ? std::max(o_.z_threshold, o_.tail_factor * tail_.upper())
-            : o_.z_threshold;
+    const double z_needed = tail_.count() >= std::size_t(o_.tail_warmup)
+                                ? std::max(o_.z_threshold, o_.tail_factor * tail_.upper())
+                                : o_.z_threshold;
     if (std::isfinite(z)) tail_.push(std::min(z, 1e6));
     // And it has to matter against the run's progress (float32 losses near zero jump from
     // 7e-9 to 1e-7 with an enormous z-score).
-    const bool matters = !std::isfinite(ctx.loss_range) || x - m >= o_.min_range_fraction * ctx.loss_range;
+    const bool matters =
+        !std::isfinite(ctx.loss_range) || x - m >= o_.min_range_fraction * ctx.loss_range;
     bool spike = z >= z_needed && (!(m > 0) || ratio >= o_.min_ratio) && matters;
     if (spike) {
       // An outlier for the median/MAD can still be an ordinary value when the loss swings
       // (a bimodal window); a spike must also stand above everything seen recently.
       double recent_max = -std::numeric_limits<double>::infinity();
-      for (std::size_t i = 0; i < recent_.size(); ++i) recent_max = std::max(recent_max, recent_[i]);
+      for (std::size_t i = 0; i < recent_.size(); ++i)
+        recent_max = std::max(recent_max, recent_[i]);
       spike = x >= o_.recent_max_ratio * recent_max || (recent_max <= 0 && x > recent_max);
     }
     // While the loss swings or climbs, those rules describe it; single spikes would be noise.
@@ -72,9 +74,13 @@ class loss_spike final : public detector {
                             {"min_ratio", o_.min_ratio},
                             {"recent_window", double(o_.recent_window)},
                             {"recent_max_ratio", o_.recent_max_ratio}});
-      f.evidence = {{"loss", x}, {"running_median", m},
-                    {"robust_scale", median_.scale()}, {"log_scale", median_.log_scale() ? 1.0 : 0.0},
-                    {"z", z},    {"ratio", ratio},      {"spike_steps", 0},
+      f.evidence = {{"loss", x},
+                    {"running_median", m},
+                    {"robust_scale", median_.scale()},
+                    {"log_scale", median_.log_scale() ? 1.0 : 0.0},
+                    {"z", z},
+                    {"ratio", ratio},
+                    {"spike_steps", 0},
                     {"z_needed", z_needed}};
       const std::int64_t gs = ctx.last_grad_spike_step;
       if (gs != std::numeric_limits<std::int64_t>::min() && step_diff(step, gs) >= 0 &&
@@ -84,15 +90,17 @@ class loss_spike final : public detector {
         f.evidence.emplace_back("grad_norm_ratio", ctx.last_grad_spike_ratio);
       }
       set_lr_evidence(f, ctx);
-      f.advice = format("clip gradients (clip_grad_norm_ 1.0) or %s; look at the batch at "
-                        "step %lld for outliers or bad labels; trainers of large models skip "
-                        "the update on such steps (attach option guard)",
-                        lr_hint(ctx).c_str(), static_cast<long long>(step));
+      f.advice = format(
+          "clip gradients (clip_grad_norm_ 1.0) or %s; look at the batch at "
+          "step %lld for outliers or bad labels; trainers of large models skip "
+          "the update on such steps (attach option guard)",
+          lr_hint(ctx).c_str(), static_cast<long long>(step));
       return f;
     });
     // Only a run whose own losses are heavy-tailed (a memorising run's hard batches) has
     // transients worth waiting for; elsewhere a spike is reported on its step.
-    const bool heavy = tail_.count() >= std::size_t(o_.tail_warmup) && tail_.upper() >= o_.heavy_tail_z;
+    const bool heavy =
+        tail_.count() >= std::size_t(o_.tail_warmup) && tail_.upper() >= o_.heavy_tail_z;
     gate_.hit(log, ep_.index, is_new, step, m, std::isfinite(ctx.loss_range) && heavy);
     f.set_evidence("spike_steps", f.evidence_value("spike_steps") + 1);
     if (!is_new && z > f.evidence_value("z")) {
@@ -110,15 +118,16 @@ class loss_spike final : public detector {
     if (f.last_step == f.first_step)
       f.message += format(" at step %lld", static_cast<long long>(f.first_step));
     else
-      f.message += format("; %g spiking steps between %lld and %lld",
-                          f.evidence_value("spike_steps"), static_cast<long long>(f.first_step),
-                          static_cast<long long>(f.last_step));
+      f.message +=
+          format("; %g spiking steps between %lld and %lld", f.evidence_value("spike_steps"),
+                 static_cast<long long>(f.first_step), static_cast<long long>(f.last_step));
     const double gs = f.evidence_value("grad_spike_step");
     if (std::isfinite(gs))
-      f.message += format("; preceded by a grad-norm spike at step %lld (%.3g, %.3gx its running "
-                          "median)",
-                          static_cast<long long>(gs), f.evidence_value("grad_norm"),
-                          f.evidence_value("grad_norm_ratio"));
+      f.message += format(
+          "; preceded by a grad-norm spike at step %lld (%.3g, %.3gx its running "
+          "median)",
+          static_cast<long long>(gs), f.evidence_value("grad_norm"),
+          f.evidence_value("grad_norm_ratio"));
     if (f.evidence_value("recovered") > 0)
       f.message += format("; transient: the loss was back at %.4g %g steps later",
                           f.evidence_value("recovered_level"), f.evidence_value("recovered_after"));
@@ -133,7 +142,7 @@ class loss_spike final : public detector {
   detector_options::loss_spike_t o_;
   robust_baseline median_;
   ring recent_;
-  lagged_tail tail_;  // z-scores of earlier losses against their running median
+  lagged_tail tail_;   // z-scores of earlier losses against their running median
   lazy_median after_;  // the last confirm_steps losses, to tell a transient
   recovery_gate gate_;
   episode ep_;
@@ -142,8 +151,13 @@ class loss_spike final : public detector {
 class divergence final : public detector {
  public:
   divergence(const detector_options& o, const sample_schema&)
-      : o_(o.divergence), ema_(o.divergence.ema_alpha), slow_(o.divergence.ema_alpha / 5),
-        recent_(1024), recent_steps_(1024), y_(1024), optimizer_(o.optimizer) {}
+      : o_(o.divergence),
+        ema_(o.divergence.ema_alpha),
+        slow_(o.divergence.ema_alpha / 5),
+        recent_(1024),
+        recent_steps_(1024),
+        y_(1024),
+        optimizer_(o.optimizer) {}
 
   void observe(const step_context& ctx, finding_log& log) override {
     // The recent loss on its working scale (log while positive, outliers clipped), for the
@@ -193,8 +207,7 @@ class divergence final : public detector {
     const bool ratio_ok = best_ <= 0 || e >= o_.rise_ratio * best_;
     // Once open, the episode holds until the smoothed loss comes back below half the rise that
     // opened it: a loss hovering around the threshold is one episode, not dozens.
-    const bool up = rise > 0 && (ep_.open() ? rise >= 0.5 * needed
-                                            : rise >= needed && ratio_ok);
+    const bool up = rise > 0 && (ep_.open() ? rise >= 0.5 * needed : rise >= needed && ratio_ok);
     if (!up) {
       held_ = 0;
       if (ep_.open() && step_diff(step, ep_.last_hit) > 4 * std::int64_t(o_.patience)) ep_.close();
@@ -203,14 +216,17 @@ class divergence final : public detector {
     if (++held_ < o_.patience && !ep_.open()) return;
     auto [f, is_new] = open_or_extend(log, this, ep_, step, 4 * std::int64_t(o_.patience), [&] {
       const std::int64_t onset = onset_step();
-      auto f = new_finding("divergence", severity::error, onset, step, "loss",
-                           "smoothed_rise_over_best",
-                           {{"ema_alpha", o_.ema_alpha},
-                            {"rise_ratio", o_.rise_ratio},
-                            {"min_rise_fraction", o_.min_rise_fraction},
-                            {"patience", double(o_.patience)}});
-      f.evidence = {{"best_smoothed", best_}, {"best_step", double(best_step_)},
-                    {"onset_step", double(onset)}, {"initial_level", initial_}, {"peak", 0}};
+      auto f =
+          new_finding("divergence", severity::error, onset, step, "loss", "smoothed_rise_over_best",
+                      {{"ema_alpha", o_.ema_alpha},
+                       {"rise_ratio", o_.rise_ratio},
+                       {"min_rise_fraction", o_.min_rise_fraction},
+                       {"patience", double(o_.patience)}});
+      f.evidence = {{"best_smoothed", best_},
+                    {"best_step", double(best_step_)},
+                    {"onset_step", double(onset)},
+                    {"initial_level", initial_},
+                    {"peak", 0}};
       return f;
     });
     set_lr_evidence(f, ctx);
@@ -219,35 +235,38 @@ class divergence final : public detector {
     if (best_ > 0) f.set_evidence("ratio", e / best_);
     // How much of the progress has been given back: the measure of how bad it is.
     f.set_evidence("peak", std::max(f.evidence_value("peak"), range > 0 ? rise / range : 0));
-    f.set_evidence("steps_rising", double(step_diff(step, std::int64_t(f.evidence_value("onset_step")))));
+    f.set_evidence("steps_rising",
+                   double(step_diff(step, std::int64_t(f.evidence_value("onset_step")))));
   }
 
   void describe(finding& f, const sample_schema&) const override {
     const double best = f.evidence_value("best_smoothed");
     const auto best_step = static_cast<long long>(f.evidence_value("best_step"));
     const double rising = f.evidence_value("steps_rising");
-    f.message = format("the loss has been rising since step %lld: smoothed %.4g at its best "
-                       "(step %lld), %.4g now",
-                       static_cast<long long>(f.first_step), best, best_step,
-                       f.evidence_value("smoothed"));
+    f.message = format(
+        "the loss has been rising since step %lld: smoothed %.4g at its best "
+        "(step %lld), %.4g now",
+        static_cast<long long>(f.first_step), best, best_step, f.evidence_value("smoothed"));
     if (best > 0) f.message += format(" (%.3gx)", f.evidence_value("ratio"));
-    f.message += format(", %g steps later; %.0f%% of the progress from the initial %.4g is lost",
-                        rising, 100 * std::min(f.evidence_value("peak"), 99.99),
-                        f.evidence_value("initial_level"));
+    f.message +=
+        format(", %g steps later; %.0f%% of the progress from the initial %.4g is lost", rising,
+               100 * std::min(f.evidence_value("peak"), 99.99), f.evidence_value("initial_level"));
     const std::string lower = lr_hint(f, optimizer_);
     const auto onset = static_cast<long long>(f.first_step);
     if (rising >= 1000)
       // Slow degradation: the step size is too large for the noise of this batch size.
-      f.advice = format("a slow rise over many steps means the updates are too large for the "
-                        "gradient noise of this batch: %s (or decay it from step %lld on), or "
-                        "raise the batch size (with momentum m the step is about LR / (1 - m)); "
-                        "keep the checkpoint from step %lld",
-                        lower.c_str(), onset, onset);
+      f.advice = format(
+          "a slow rise over many steps means the updates are too large for the "
+          "gradient noise of this batch: %s (or decay it from step %lld on), or "
+          "raise the batch size (with momentum m the step is about LR / (1 - m)); "
+          "keep the checkpoint from step %lld",
+          lower.c_str(), onset, onset);
     else
-      f.advice = format("%s and add gradient clipping (clip_grad_norm_ 1.0); if the rise "
-                        "follows an LR warm-up, restart or change, lower its peak; check that "
-                        "the data pipeline did not change (shuffling, corrupted shard)",
-                        lower.c_str());
+      f.advice = format(
+          "%s and add gradient clipping (clip_grad_norm_ 1.0); if the rise "
+          "follows an LR warm-up, restart or change, lower its peak; check that "
+          "the data pipeline did not change (shuffling, corrupted shard)",
+          lower.c_str());
   }
 
  private:
@@ -318,41 +337,47 @@ class plateau final : public detector {
     }
     // A long run earns a longer patience: a slow decay over a million steps improves by 1%
     // per many thousand steps and is not a plateau.
-    const std::int64_t patience =
-        std::max<std::int64_t>(o_.patience, std::int64_t(o_.patience_fraction * double(ema_.count())));
+    const std::int64_t patience = std::max<std::int64_t>(
+        o_.patience, std::int64_t(o_.patience_fraction * double(ema_.count())));
     if (bad_ <= patience) return;
     auto [f, is_new] = open_or_extend(log, this, ep_, step, 1, [&] {
-      auto f = new_finding("plateau", severity::info, best_step_, step, "loss",
-                           "reduce_lr_on_plateau",
-                           {{"mode_max", o_.mode_max ? 1.0 : 0.0},
-                            {"threshold", o_.threshold},
-                            {"threshold_rel", o_.threshold_rel ? 1.0 : 0.0},
-                            {"patience", double(o_.patience)},
-                            {"cooldown", double(o_.cooldown)},
-                            {"ema_alpha", o_.ema_alpha},
-                            {"max_rise", o_.max_rise}});
+      auto f =
+          new_finding("plateau", severity::info, best_step_, step, "loss", "reduce_lr_on_plateau",
+                      {{"mode_max", o_.mode_max ? 1.0 : 0.0},
+                       {"threshold", o_.threshold},
+                       {"threshold_rel", o_.threshold_rel ? 1.0 : 0.0},
+                       {"patience", double(o_.patience)},
+                       {"cooldown", double(o_.cooldown)},
+                       {"ema_alpha", o_.ema_alpha},
+                       {"max_rise", o_.max_rise}});
       f.evidence = {{"best_smoothed", best_}, {"best_step", double(best_step_)}};
       set_lr_evidence(f, ctx);
       f.evidence.emplace_back("initial_smoothed", initial_);
       const bool never_moved = std::abs(best_ - initial_) < 0.1 * std::abs(initial_);
       if (never_moved)
         f.advice = std::isfinite(ctx.lr)
-                       ? format("the loss has barely moved from where it started: the learning "
-                                "rate %.3g may be too low (try %.3g), or gradients do not reach "
-                                "the model; check that the model can overfit one batch%s",
-                                ctx.lr, ctx.lr * 10, lr_range_note(ctx.optimizer, ctx.lr, ctx.lr_min, ctx.lr_max).c_str())
-                       : std::string("the loss has barely moved from where it started: the "
-                                     "learning rate may be too low, or gradients do not reach "
-                                     "the model; check that the model can overfit one batch");
+                       ? format(
+                             "the loss has barely moved from where it started: the learning "
+                             "rate %.3g may be too low (try %.3g), or gradients do not reach "
+                             "the model; check that the model can overfit one batch%s",
+                             ctx.lr, ctx.lr * 10,
+                             lr_range_note(ctx.optimizer, ctx.lr, ctx.lr_min, ctx.lr_max).c_str())
+                       : std::string(
+                             "the loss has barely moved from where it started: the "
+                             "learning rate may be too low, or gradients do not reach "
+                             "the model; check that the model can overfit one batch");
       else
         f.advice = std::isfinite(ctx.lr)
-                       ? format("reduce the learning rate (ReduceLROnPlateau-style, factor 0.1: "
-                                "from %.3g to %.3g); if the loss is still high, check that every "
-                                "layer gets gradient and that the model can overfit one batch%s",
-                                ctx.lr, ctx.lr / 10, lr_range_note(ctx.optimizer, ctx.lr, ctx.lr_min, ctx.lr_max).c_str())
-                       : std::string("reduce the learning rate 10x (ReduceLROnPlateau-style); if "
-                                     "the loss is still high, check that every layer gets "
-                                     "gradient and that the model can overfit one batch");
+                       ? format(
+                             "reduce the learning rate (ReduceLROnPlateau-style, factor 0.1: "
+                             "from %.3g to %.3g); if the loss is still high, check that every "
+                             "layer gets gradient and that the model can overfit one batch%s",
+                             ctx.lr, ctx.lr / 10,
+                             lr_range_note(ctx.optimizer, ctx.lr, ctx.lr_min, ctx.lr_max).c_str())
+                       : std::string(
+                             "reduce the learning rate 10x (ReduceLROnPlateau-style); if "
+                             "the loss is still high, check that every layer gets "
+                             "gradient and that the model can overfit one batch");
       return f;
     });
     f.set_evidence("smoothed", e);
@@ -360,12 +385,13 @@ class plateau final : public detector {
   }
 
   void describe(finding& f, const sample_schema&) const override {
-    f.message = format("smoothed loss %.4g has not improved on %.4g (step %lld) by more than "
-                       "%g%s for %g steps",
-                       f.evidence_value("smoothed"), f.evidence_value("best_smoothed"),
-                       static_cast<long long>(f.evidence_value("best_step")),
-                       o_.threshold_rel ? o_.threshold * 100 : o_.threshold,
-                       o_.threshold_rel ? "%" : "", f.evidence_value("steps_without_improvement"));
+    f.message = format(
+        "smoothed loss %.4g has not improved on %.4g (step %lld) by more than "
+        "%g%s for %g steps",
+        f.evidence_value("smoothed"), f.evidence_value("best_smoothed"),
+        static_cast<long long>(f.evidence_value("best_step")),
+        o_.threshold_rel ? o_.threshold * 100 : o_.threshold, o_.threshold_rel ? "%" : "",
+        f.evidence_value("steps_without_improvement"));
   }
 
  private:
@@ -384,10 +410,16 @@ class plateau final : public detector {
 class oscillation final : public detector {
  public:
   oscillation(const detector_options& o, const sample_schema&)
-      : o_(o.oscillation), optimizer_(o.optimizer), cap_(2 * std::size_t(o.oscillation.window)),
+      : o_(o.oscillation),
+        optimizer_(o.optimizer),
+        cap_(2 * std::size_t(o.oscillation.window)),
         history_(std::size_t(o.oscillation.window / o.oscillation.stride) + 1),
-        means_(history_.capacity()), y_(2 * cap_), x_(2 * cap_), steps_(2 * cap_),
-        sums_(2 * cap_ + 1), resid_(2 * cap_) {}
+        means_(history_.capacity()),
+        y_(2 * cap_),
+        x_(2 * cap_),
+        steps_(2 * cap_),
+        sums_(2 * cap_ + 1),
+        resid_(2 * cap_) {}
 
   void observe(const step_context& ctx, finding_log& log) override {
     if (ctx.work_reset) {
@@ -459,7 +491,7 @@ class oscillation final : public detector {
     double ax = 0, adx = 0;        // sums of |x| and |x_i - x_{i-1}|
   };
   struct range_stats {
-    double ac = 0, spread = 0, slope = 0, icpt = 0;  // of y, detrended (t = buffer index)
+    double ac = 0, spread = 0, slope = 0, icpt = 0;           // of y, detrended (t = buffer index)
     double amp = 0, mean_abs_diff = 0, level = 0, trend = 1;  // of x
   };
   range_stats stats(std::size_t a, std::size_t b) const noexcept {
@@ -484,7 +516,7 @@ class oscillation final : public detector {
     const prefix& A = sums_[a + 1];
     const prefix& B = sums_[b - 1];
     const double np = n - 1;
-    const double Sy_head = B.y - P.y, Sy_tail = Q.y - A.y;        // y over [a, b-1), [a+1, b)
+    const double Sy_head = B.y - P.y, Sy_tail = Q.y - A.y;  // y over [a, b-1), [a+1, b)
     const double Sty_head = B.ty - P.ty, Sty_tail = Q.ty - A.ty;
     const double pyy = Q.pyy - A.pyy, py = Sy_head + Sy_tail;
     const double pty = (Sty_head + Sy_head) + (Sty_tail - Sy_tail);  // t_i y_{i-1} + t_{i-1} y_i
@@ -580,9 +612,8 @@ class oscillation final : public detector {
     const range_stats& fit = recent ? rs : all;
     // The onset: a change point in the evaluated range and a window before it (swings that
     // grew), or in the window (a steady alternation).
-    const std::size_t a = recent || growing
-                              ? n - std::min(n - begin_, (recent ? n - from : w) + w / 2)
-                              : n - w;
+    const std::size_t a =
+        recent || growing ? n - std::min(n - begin_, (recent ? n - from : w) + w / 2) : n - w;
     const std::int64_t onset = change_point(a, n, fit, !recent && !growing);
     auto [f, is_new] = open_or_extend(log, this, ep_, step, 2 * std::int64_t(o_.window), [&] {
       auto f = new_finding("oscillation", severity::warning, onset, step, "loss",
@@ -614,8 +645,7 @@ class oscillation final : public detector {
   // Gaussian model (the later segment louder); differences need no trend model.
   // A steady alternation: the start of the suffix whose sign flips of consecutive residuals
   // from `fit`'s line exceed 0.6 (noise gives 1/2) by the most.
-  std::int64_t change_point(std::size_t a, std::size_t n, const range_stats& fit,
-                            bool steady) {
+  std::int64_t change_point(std::size_t a, std::size_t n, const range_stats& fit, bool steady) {
     if (!steady) {
       // resid_[i]: sum of squared differences over (a, i].
       double acc = 0;
@@ -658,25 +688,27 @@ class oscillation final : public detector {
  public:
   void describe(finding& f, const sample_schema&) const override {
     if (f.evidence_value("alternating") > 0)
-      f.message = format("loss bounces up and down on alternate steps: detrended lag-1 "
-                         "autocorrelation %.2f over %g steps (batch noise gives about 0), swings "
-                         "of %.3g per step (%.0f%% of its level %.3g), steps %lld-%lld",
-                         f.evidence_value("lag1_autocorr"), f.evidence_value("steps_evaluated"),
-                         f.evidence_value("mean_abs_diff"),
-                         100 * f.evidence_value("amplitude_ratio"), f.evidence_value("mean_level"),
-                         static_cast<long long>(f.first_step), static_cast<long long>(f.last_step));
+      f.message = format(
+          "loss bounces up and down on alternate steps: detrended lag-1 "
+          "autocorrelation %.2f over %g steps (batch noise gives about 0), swings "
+          "of %.3g per step (%.0f%% of its level %.3g), steps %lld-%lld",
+          f.evidence_value("lag1_autocorr"), f.evidence_value("steps_evaluated"),
+          f.evidence_value("mean_abs_diff"), 100 * f.evidence_value("amplitude_ratio"),
+          f.evidence_value("mean_level"), static_cast<long long>(f.first_step),
+          static_cast<long long>(f.last_step));
     else
-      f.message = format("loss swings grew %.3gx within %d steps while the loss stopped "
-                         "improving: %.3g per step (%.0f%% of its level %.3g), steps %lld-%lld",
-                         f.evidence_value("spread_growth"), o_.window,
-                         f.evidence_value("mean_abs_diff"), 100 * f.evidence_value("amplitude_ratio"),
-                         f.evidence_value("mean_level"), static_cast<long long>(f.first_step),
-                         static_cast<long long>(f.last_step));
-    f.advice = format("%s, use a larger batch, and clip gradients (clip_grad_norm_ 1.0); if "
-                      "the swings began after an LR change (warm-up end, restart), lower that "
-                      "peak; if the loss is computed on probabilities (BCE after sigmoid), "
-                      "switch to the logits form",
-                      lr_hint(f, optimizer_).c_str());
+      f.message = format(
+          "loss swings grew %.3gx within %d steps while the loss stopped "
+          "improving: %.3g per step (%.0f%% of its level %.3g), steps %lld-%lld",
+          f.evidence_value("spread_growth"), o_.window, f.evidence_value("mean_abs_diff"),
+          100 * f.evidence_value("amplitude_ratio"), f.evidence_value("mean_level"),
+          static_cast<long long>(f.first_step), static_cast<long long>(f.last_step));
+    f.advice = format(
+        "%s, use a larger batch, and clip gradients (clip_grad_norm_ 1.0); if "
+        "the swings began after an LR change (warm-up end, restart), lower that "
+        "peak; if the loss is computed on probabilities (BCE after sigmoid), "
+        "switch to the logits form",
+        lr_hint(f, optimizer_).c_str());
   }
 
  private:
@@ -700,9 +732,11 @@ class oscillation final : public detector {
 class chance_level final : public detector {
  public:
   chance_level(const detector_options& o, const sample_schema&)
-      : o_(o.chance_level), classes_(o.chance_level.num_classes),
+      : o_(o.chance_level),
+        classes_(o.chance_level.num_classes),
         target_(classes_ >= 2 ? std::log(double(classes_)) : nan),
-        ema_(o.chance_level.ema_alpha), acc_(o.chance_level.ema_alpha) {}
+        ema_(o.chance_level.ema_alpha),
+        acc_(o.chance_level.ema_alpha) {}
 
   void observe(const step_context& ctx, finding_log& log) override {
     const double x = ctx.level_loss;
@@ -711,7 +745,8 @@ class chance_level final : public detector {
     if (finite(ctx.s->accuracy)) acc_.push(*ctx.s->accuracy);
     const std::int64_t step = ctx.s->step;
     if (o_.num_classes == 0 && !infer(e)) return;
-    const double above = o_.num_classes == 0 ? tolerance() : std::max(tolerance(), o_.above_tolerance);
+    const double above =
+        o_.num_classes == 0 ? tolerance() : std::max(tolerance(), o_.above_tolerance);
     if (e >= (1 - tolerance()) * target_ && e <= (1 + above) * target_) {
       if (streak_++ == 0) start_ = step;
     } else {
@@ -727,7 +762,8 @@ class chance_level final : public detector {
                             {"tolerance", tolerance()},
                             {"warmup", double(o_.warmup)},
                             {"patience", double(o_.patience)}});
-      f.evidence = {{"chance_loss", target_}, {"classes", double(classes_)},
+      f.evidence = {{"chance_loss", target_},
+                    {"classes", double(classes_)},
                     {"tolerance", tolerance()},
                     {"above_tolerance",
                      o_.num_classes == 0 ? tolerance() : std::max(tolerance(), o_.above_tolerance)},
@@ -738,14 +774,16 @@ class chance_level final : public detector {
         f.advice += format("the learning rate %.3g is very low, try %.3g%s; ", ctx.lr, ctx.lr * 100,
                            lr_range_note(ctx.optimizer, ctx.lr, ctx.lr_min, ctx.lr_max).c_str());
       else if (std::isfinite(ctx.lr))
-        f.advice += format("check the learning rate, %.3g now (too low does not move, too high "
-                           "collapses)%s; ",
-                           ctx.lr, lr_range_note(ctx.optimizer, ctx.lr, ctx.lr_min, ctx.lr_max).c_str());
+        f.advice += format(
+            "check the learning rate, %.3g now (too low does not move, too high "
+            "collapses)%s; ",
+            ctx.lr, lr_range_note(ctx.optimizer, ctx.lr, ctx.lr_min, ctx.lr_max).c_str());
       else
         f.advice += "check the learning rate (too low does not move, too high collapses); ";
-      f.advice += "look for dead ReLUs (LeakyReLU, another init), check that gradients reach "
-                  "every layer, that labels match their inputs, and that the model can "
-                  "overfit a single batch";
+      f.advice +=
+          "look for dead ReLUs (LeakyReLU, another init), check that gradients reach "
+          "every layer, that labels match their inputs, and that the model can "
+          "overfit a single batch";
       return f;
     });
     f.set_evidence("smoothed", e);
@@ -760,23 +798,26 @@ class chance_level final : public detector {
     const int k = int(f.evidence_value("classes"));
     const double above = f.evidence_value("above_tolerance");
     if (std::isfinite(above) && above > f.evidence_value("tolerance"))
-      f.message = format("smoothed loss %.4g has stayed between %.1f%% below and %.0f%% above "
-                         "ln(%d) = %.4g, the loss of a uniform guess over %d classes, for %g "
-                         "steps: the model does no better than chance",
-                         f.evidence_value("smoothed"), f.evidence_value("tolerance") * 100,
-                         above * 100, k, f.evidence_value("chance_loss"), k,
-                         f.evidence_value("steps"));
+      f.message = format(
+          "smoothed loss %.4g has stayed between %.1f%% below and %.0f%% above "
+          "ln(%d) = %.4g, the loss of a uniform guess over %d classes, for %g "
+          "steps: the model does no better than chance",
+          f.evidence_value("smoothed"), f.evidence_value("tolerance") * 100, above * 100, k,
+          f.evidence_value("chance_loss"), k, f.evidence_value("steps"));
     else
-      f.message = format("smoothed loss %.4g has stayed within %.1f%% of ln(%d) = %.4g, the loss "
-                         "of a uniform guess over %d classes, for %g steps",
-                         f.evidence_value("smoothed"), f.evidence_value("tolerance") * 100, k,
-                         f.evidence_value("chance_loss"), k, f.evidence_value("steps"));
+      f.message = format(
+          "smoothed loss %.4g has stayed within %.1f%% of ln(%d) = %.4g, the loss "
+          "of a uniform guess over %d classes, for %g steps",
+          f.evidence_value("smoothed"), f.evidence_value("tolerance") * 100, k,
+          f.evidence_value("chance_loss"), k, f.evidence_value("steps"));
     if (f.evidence_value("inferred") > 0)
-      f.message += format(" (class count inferred from the level: pass num_classes / --classes "
-                          "if it is not %d%s)",
-                          k, k == 2 ? "; ln 2 is also a binary loss with p = 0.5 on every target, "
-                                      "e.g. a sigmoid applied before BCE-with-logits"
-                                    : "");
+      f.message += format(
+          " (class count inferred from the level: pass num_classes / --classes "
+          "if it is not %d%s)",
+          k,
+          k == 2 ? "; ln 2 is also a binary loss with p = 0.5 on every target, "
+                   "e.g. a sigmoid applied before BCE-with-logits"
+                 : "");
     if (std::isfinite(f.evidence_value("accuracy")))
       f.message += format(" (accuracy %.3f, chance %.3f)", f.evidence_value("accuracy"),
                           1.0 / std::max(k, 1));
@@ -801,8 +842,8 @@ class chance_level final : public detector {
     // 1e-9 away from log(k +- 0.5), the rounding cannot differ (exp and log err by an ulp).
     if (!(e > band_lo_ && e < band_hi_)) {
       band_k_ = std::round(std::exp(e));
-      band_lo_ = band_k_ >= 1 ? std::log(band_k_ - 0.5) + 1e-9
-                              : -std::numeric_limits<double>::infinity();
+      band_lo_ =
+          band_k_ >= 1 ? std::log(band_k_ - 0.5) + 1e-9 : -std::numeric_limits<double>::infinity();
       band_hi_ = std::log(band_k_ + 0.5) - 1e-9;
       band_log_k_ = std::log(band_k_);
     }

@@ -40,7 +40,8 @@ class initial_loss final : public detector {
                                       ? *s.task_losses[std::size_t(task_)]
                                       : nan);
     if (!std::isfinite(v)) return;
-    const std::string series = task_ < 0 ? std::string("loss") : task_series(*ctx.schema, std::size_t(task_));
+    const std::string series =
+        task_ < 0 ? std::string("loss") : task_series(*ctx.schema, std::size_t(task_));
     if (seen_++ == 0) {
       // The first loss was computed before any update: what the initialisation scores.
       first_ = v;
@@ -49,7 +50,8 @@ class initial_loss final : public detector {
     // The end of the first window: a fresh model cannot be far below chance by then unless the
     // answer reaches it without learning.
     if (seen_ == o_.window - 3) late_step_ = s.step;
-    if (seen_ > o_.window - 4 && seen_ <= o_.window) late_[std::size_t(seen_ - (o_.window - 3))] = v;
+    if (seen_ > o_.window - 4 && seen_ <= o_.window)
+      late_[std::size_t(seen_ - (o_.window - 3))] = v;
     if (seen_ < o_.window) return;
     done_ = true;
     std::sort(late_, late_ + 4);
@@ -60,21 +62,23 @@ class initial_loss final : public detector {
   void describe(finding& f, const sample_schema&) const override {
     const double expected = f.evidence_value("expected");
     const std::string basis =
-        classes_ >= 2 ? format("the %.4g that an untrained %d-class model scores (ln %d)",
-                               expected, classes_, classes_)
+        classes_ >= 2 ? format("the %.4g that an untrained %d-class model scores (ln %d)", expected,
+                               classes_, classes_)
                       : format("the expected %.4g", expected);
     if (f.rule.name == "first_loss_far_above_expected") {
-      f.message = format("the first loss is %.4g at step %lld, %.3gx %s: the model's outputs "
-                         "start far from uniform",
-                         f.evidence_value("initial_loss"), static_cast<long long>(f.first_step),
-                         f.evidence_value("ratio"), basis.c_str());
+      f.message = format(
+          "the first loss is %.4g at step %lld, %.3gx %s: the model's outputs "
+          "start far from uniform",
+          f.evidence_value("initial_loss"), static_cast<long long>(f.first_step),
+          f.evidence_value("ratio"), basis.c_str());
       return;
     }
-    f.message = format("the median loss of steps %lld-%lld is %.3g, %.2g%% of %s: the model "
-                       "scored far better than chance before it could have learned",
-                       static_cast<long long>(f.evidence_value("window_first_step")),
-                       static_cast<long long>(f.last_step), f.evidence_value("window_loss"),
-                       100 * f.evidence_value("ratio"), basis.c_str());
+    f.message = format(
+        "the median loss of steps %lld-%lld is %.3g, %.2g%% of %s: the model "
+        "scored far better than chance before it could have learned",
+        static_cast<long long>(f.evidence_value("window_first_step")),
+        static_cast<long long>(f.last_step), f.evidence_value("window_loss"),
+        100 * f.evidence_value("ratio"), basis.c_str());
   }
 
  private:
@@ -103,12 +107,13 @@ class initial_loss final : public detector {
     } else {
       f.evidence.emplace_back("window_loss", value);
       f.evidence.emplace_back("window_first_step", double(first));
-      f.advice = "a freshly initialised model cannot learn this fast: check that the targets do "
-                 "not reach the model through its inputs (a label column left among the "
-                 "features, inputs built from the targets, an id that encodes the class) and "
-                 "that the loss compares the predictions with the real targets; when resuming "
-                 "from a checkpoint or fine-tuning pretrained weights, a low start is expected "
-                 "(set initial_loss.enabled = false)";
+      f.advice =
+          "a freshly initialised model cannot learn this fast: check that the targets do "
+          "not reach the model through its inputs (a label column left among the "
+          "features, inputs built from the targets, an id that encodes the class) and "
+          "that the loss compares the predictions with the real targets; when resuming "
+          "from a checkpoint or fine-tuning pretrained weights, a low start is expected "
+          "(set initial_loss.enabled = false)";
     }
     log.open(std::move(f), this);
   }

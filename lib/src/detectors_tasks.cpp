@@ -134,10 +134,13 @@ class weight_fit {
 class task_dominance final : public detector {
  public:
   task_dominance(const detector_options& o, const sample_schema& schema)
-      : o_(o.task_dominance), loss_(schema.tasks.size(), o.task_dominance.ema_alpha),
+      : o_(o.task_dominance),
+        loss_(schema.tasks.size(), o.task_dominance.ema_alpha),
         grad_(schema.tasks.size(), o.task_dominance.ema_alpha),
-        raw_(schema.tasks.size(), nan), level_(schema.tasks.size(), ema(o.task_dominance.ema_alpha)),
-        initial_(schema.tasks.size(), nan), weights_(schema.tasks.size()) {}
+        raw_(schema.tasks.size(), nan),
+        level_(schema.tasks.size(), ema(o.task_dominance.ema_alpha)),
+        initial_(schema.tasks.size(), nan),
+        weights_(schema.tasks.size()) {}
 
   void observe(const step_context& ctx, finding_log& log) override {
     const sample& s = *ctx.s;
@@ -153,8 +156,9 @@ class task_dominance final : public detector {
     for (std::size_t i = 0; i < t; ++i) {
       const double w = i < s.task_weights.size() ? s.task_weights[i] : weights_.weight(i);
       loss_.now_[i] = w * raw_[i];
-      grad_.now_[i] =
-          i < s.task_grad_norms.size() && finite(s.task_grad_norms[i]) ? *s.task_grad_norms[i] : nan;
+      grad_.now_[i] = i < s.task_grad_norms.size() && finite(s.task_grad_norms[i])
+                          ? *s.task_grad_norms[i]
+                          : nan;
     }
     // Gradient shares on the shared parameters, when reported, are what decides which task
     // drives training (GradNorm balances those, not the losses): they take precedence.
@@ -190,14 +194,15 @@ class task_dominance final : public detector {
     if (!(hi / lo >= o_.scale_ratio) || !(total > 0)) return false;
     const double share = loss_.now_[hi_i] / total;
     if (share < o_.share_threshold) return false;  // the weights already correct the scales
-    auto [f, is_new] = open_or_extend(log, this, loss_.ep, ctx.s->step,
-                                      2 * std::int64_t(o_.patience), [&] {
-      auto f = new_finding("task_dominance", severity::warning, ctx.s->step, ctx.s->step,
-                           task_series(*ctx.schema, hi_i), "raw_scale_ratio",
-                           {{"scale_ratio", o_.scale_ratio}, {"share_threshold", o_.share_threshold}});
-      f.evidence = {{"task_index", double(hi_i)}};
-      return f;
-    });
+    auto [f, is_new] =
+        open_or_extend(log, this, loss_.ep, ctx.s->step, 2 * std::int64_t(o_.patience), [&] {
+          auto f = new_finding(
+              "task_dominance", severity::warning, ctx.s->step, ctx.s->step,
+              task_series(*ctx.schema, hi_i), "raw_scale_ratio",
+              {{"scale_ratio", o_.scale_ratio}, {"share_threshold", o_.share_threshold}});
+          f.evidence = {{"task_index", double(hi_i)}};
+          return f;
+        });
     if (!is_new && f.rule.name != "raw_scale_ratio") return false;
     double others = 0;
     for (std::size_t i = 0; i < loss_.now_.size(); ++i)
@@ -218,14 +223,14 @@ class task_dominance final : public detector {
   bool others_converged(std::size_t dominant) const {
     for (std::size_t i = 0; i < level_.size(); ++i) {
       if (i == dominant) continue;
-      if (!std::isfinite(initial_[i]) || !(level_[i].value() <= o_.converged_fraction * initial_[i]))
+      if (!std::isfinite(initial_[i]) ||
+          !(level_[i].value() <= o_.converged_fraction * initial_[i]))
         return false;
     }
     return true;
   }
 
  public:
-
  private:
   void report(const step_context& ctx, finding_log& log, share_tracker& tr, bool by_grad) {
     if (tr.count_ <= o_.warmup || tr.streak_ < o_.patience) return;
@@ -240,16 +245,17 @@ class task_dominance final : public detector {
         hi = std::isnan(hi) ? v : std::max(hi, v);
       }
     const double scale_ratio = hi / lo;
-    auto [f, is_new] = open_or_extend(log, this, tr.ep, ctx.s->step, 2 * std::int64_t(o_.patience), [&] {
-      auto f = new_finding("task_dominance", severity::warning, tr.start_, ctx.s->step,
-                           task_series(sc, d),
-                           by_grad ? "grad_norm_share_on_shared_params" : "weighted_loss_share",
-                           {{"share_threshold", o_.share_threshold},
-                            {"patience", double(o_.patience)},
-                            {"ema_alpha", o_.ema_alpha}});
-      f.evidence = {{"task_index", double(d)}};
-      return f;
-    });
+    auto [f, is_new] =
+        open_or_extend(log, this, tr.ep, ctx.s->step, 2 * std::int64_t(o_.patience), [&] {
+          auto f = new_finding("task_dominance", severity::warning, tr.start_, ctx.s->step,
+                               task_series(sc, d),
+                               by_grad ? "grad_norm_share_on_shared_params" : "weighted_loss_share",
+                               {{"share_threshold", o_.share_threshold},
+                                {"patience", double(o_.patience)},
+                                {"ema_alpha", o_.ema_alpha}});
+          f.evidence = {{"task_index", double(d)}};
+          return f;
+        });
     const double share = tr.ema_[d].value();
     const double mine = tr.now_[d];
     double others = 0;
@@ -272,24 +278,24 @@ class task_dominance final : public detector {
     const auto d = std::size_t(f.evidence_value("task_index"));
     const std::string& name = sc.tasks[d];
     const std::size_t n_others = sc.tasks.size() - 1;
-    f.message = format("%s makes up %.2f%% of the %s %s %g steps (%.3g vs %.3g for the other "
-                       "task%s)",
-                       name.c_str(), 100 * f.evidence_value("share"),
-                       by_grad ? "gradient norm on the shared parameters" : "weighted total loss",
-                       f.rule.name == "raw_scale_ratio" ? "from its first step, over" : "for",
-                       f.evidence_value("steps"),
-                       f.evidence_value(by_grad ? "grad_norm" : "weighted_loss"),
-                       f.evidence_value(by_grad ? "others_grad_norm" : "others_weighted_loss"),
-                       n_others > 1 ? "s" : "");
+    f.message = format(
+        "%s makes up %.2f%% of the %s %s %g steps (%.3g vs %.3g for the other "
+        "task%s)",
+        name.c_str(), 100 * f.evidence_value("share"),
+        by_grad ? "gradient norm on the shared parameters" : "weighted total loss",
+        f.rule.name == "raw_scale_ratio" ? "from its first step, over" : "for",
+        f.evidence_value("steps"), f.evidence_value(by_grad ? "grad_norm" : "weighted_loss"),
+        f.evidence_value(by_grad ? "others_grad_norm" : "others_weighted_loss"),
+        n_others > 1 ? "s" : "");
     const double scale_ratio = f.evidence_value("scale_ratio");
     if (std::isfinite(scale_ratio) && scale_ratio >= o_.scale_ratio)
       f.message += format("; the task losses are %.3gx apart in scale", scale_ratio);
-    f.advice = format("the other tasks barely train: scale %s%s by about %.2g (so its term "
-                      "matches the others) or normalise each task's loss by its initial value, "
-                      "or learn the weights (uncertainty weighting, GradNorm); keep charting "
-                      "each task's loss",
-                      by_grad ? "the loss of " : "", name.c_str(),
-                      f.evidence_value("suggested_weight_factor"));
+    f.advice = format(
+        "the other tasks barely train: scale %s%s by about %.2g (so its term "
+        "matches the others) or normalise each task's loss by its initial value, "
+        "or learn the weights (uncertainty weighting, GradNorm); keep charting "
+        "each task's loss",
+        by_grad ? "the loss of " : "", name.c_str(), f.evidence_value("suggested_weight_factor"));
   }
 
  private:
@@ -304,9 +310,12 @@ class task_dominance final : public detector {
 class task_stalled final : public detector {
  public:
   task_stalled(const detector_options& o, const sample_schema& schema)
-      : o_(o.task_stalled), stride_(std::max(1, o.task_stalled.window / 4)),
-        tasks_(schema.tasks.size(), ema(o.task_stalled.ema_alpha)), total_(o.task_stalled.ema_alpha),
-        initial_(schema.tasks.size(), nan), eps_(schema.tasks.size()),
+      : o_(o.task_stalled),
+        stride_(std::max(1, o.task_stalled.window / 4)),
+        tasks_(schema.tasks.size(), ema(o.task_stalled.ema_alpha)),
+        total_(o.task_stalled.ema_alpha),
+        initial_(schema.tasks.size(), nan),
+        eps_(schema.tasks.size()),
         snaps_(5 * (schema.tasks.size() + 2)) {}
 
   void observe(const step_context& ctx, finding_log& log) override {
@@ -349,11 +358,12 @@ class task_stalled final : public detector {
                               {"max_task_change", o_.max_task_change},
                               {"min_total_drop", o_.min_total_drop},
                               {"min_remaining", o_.min_remaining}});
-        f.advice = format("%s no longer learns while the others do: check its weight (it may "
-                          "be drowned out; see task_dominance), that its head receives "
-                          "gradient, and its targets and loss scale; uncertainty weighting or "
-                          "GradNorm rebalance tasks automatically",
-                          ctx.schema->tasks[i].c_str());
+        f.advice = format(
+            "%s no longer learns while the others do: check its weight (it may "
+            "be drowned out; see task_dominance), that its head receives "
+            "gradient, and its targets and loss scale; uncertainty weighting or "
+            "GradNorm rebalance tasks automatically",
+            ctx.schema->tasks[i].c_str());
         return f;
       });
       f.set_evidence("task_smoothed", now);
@@ -366,12 +376,12 @@ class task_stalled final : public detector {
 
   void describe(finding& f, const sample_schema&) const override {
     const double initial = f.evidence_value("task_initial");
-    f.message = format("%s moved %.2g%% (smoothed %.4g) over the last %d steps while the "
-                       "total fell %.1f%%; it is still at %.0f%% of its initial %.4g",
-                       f.series.c_str() + 5, 100 * f.evidence_value("task_change"),
-                       f.evidence_value("task_smoothed"), 4 * stride_,
-                       100 * f.evidence_value("total_drop"),
-                       100 * f.evidence_value("task_smoothed") / initial, initial);
+    f.message = format(
+        "%s moved %.2g%% (smoothed %.4g) over the last %d steps while the "
+        "total fell %.1f%%; it is still at %.0f%% of its initial %.4g",
+        f.series.c_str() + 5, 100 * f.evidence_value("task_change"),
+        f.evidence_value("task_smoothed"), 4 * stride_, 100 * f.evidence_value("total_drop"),
+        100 * f.evidence_value("task_smoothed") / initial, initial);
   }
 
  private:

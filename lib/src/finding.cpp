@@ -11,9 +11,12 @@ namespace losslens {
 
 std::string_view to_string(severity s) noexcept {
   switch (s) {
-    case severity::info: return "info";
-    case severity::warning: return "warning";
-    case severity::error: return "error";
+    case severity::info:
+      return "info";
+    case severity::warning:
+      return "warning";
+    case severity::error:
+      return "error";
   }
   return "unknown";
 }
@@ -87,8 +90,8 @@ std::vector<episode_span> spans_from_json(const nlohmann::json& j) {
     e.first_step = s.at("first_step").get<std::int64_t>();
     e.last_step = s.at("last_step").get<std::int64_t>();
     e.level = parse_severity(s.at("severity").get<std::string>());
-    e.peak = s.contains("peak") ? number_from_json(s["peak"])
-                                : std::numeric_limits<double>::quiet_NaN();
+    e.peak =
+        s.contains("peak") ? number_from_json(s["peak"]) : std::numeric_limits<double>::quiet_NaN();
     out.push_back(e);
   }
   return out;

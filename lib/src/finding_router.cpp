@@ -17,10 +17,9 @@ struct cause_rule {
   std::string_view effect;
   std::initializer_list<std::string_view> causes;
 };
-constexpr std::string_view input_flags[] = {"probabilities_as_logits", "unnormalized_targets",
-                                            "non_finite_input",        "target_out_of_range",
-                                            "one_hot_targets",         "sum_reduction",
-                                            "call_order"};
+constexpr std::string_view input_flags[] = {
+    "probabilities_as_logits", "unnormalized_targets", "non_finite_input", "target_out_of_range",
+    "one_hot_targets",         "sum_reduction",        "call_order"};
 const cause_rule cause_rules[] = {
     {"non_finite",
      {"task_dominance", "exploding_gradients", "loss_spike", "divergence", "oscillation",
@@ -36,8 +35,8 @@ const cause_rule cause_rules[] = {
       "initial_loss"}},
     {"dead_parameters", {"exploding_gradients", "non_finite", "divergence"}},
     {"chance_level",
-     {"vanishing_gradients", "dead_parameters", "exploding_gradients", "non_finite",
-      "divergence", "parameters_not_updated", "constant_predictions", "initial_loss"}},
+     {"vanishing_gradients", "dead_parameters", "exploding_gradients", "non_finite", "divergence",
+      "parameters_not_updated", "constant_predictions", "initial_loss"}},
     {"plateau",
      {"vanishing_gradients", "dead_parameters", "chance_level", "parameters_not_updated"}},
     {"task_stalled", {"task_dominance"}},
@@ -45,8 +44,8 @@ const cause_rule cause_rules[] = {
     // A model that predicts one class: dead ReLUs after a blow-up, a start far off, nothing
     // updating, or the majority class of imbalanced data.
     {"constant_predictions",
-     {"exploding_gradients", "non_finite", "divergence", "vanishing_gradients",
-      "dead_parameters", "parameters_not_updated", "initial_loss", "class_imbalance"}},
+     {"exploding_gradients", "non_finite", "divergence", "vanishing_gradients", "dead_parameters",
+      "parameters_not_updated", "initial_loss", "class_imbalance"}},
     {"misleading_accuracy", {"class_imbalance"}},
     {"clipping_saturated", {"initial_loss", "exploding_gradients"}},
 };
@@ -78,9 +77,7 @@ void default_sink(severity, std::string_view line) noexcept {
   std::fprintf(stderr, "losslens: %.*s\n", static_cast<int>(line.size()), line.data());
 }
 
-std::string incident_key(const finding& f) {
-  return f.kind + '\n' + f.series;
-}
+std::string incident_key(const finding& f) { return f.kind + '\n' + f.series; }
 
 }  // namespace
 
@@ -148,9 +145,9 @@ std::size_t finding_router::merge(source_id src, const finding& ep, bool* opened
   inc.last_step = std::max(inc.last_step, ep.last_step);
   // The worst episode supplies the evidence: higher severity first, then the larger peak.
   const bool same = ordinal == st.worst_ordinal;
-  const bool worse = ep.level > inc.level ||
-                     (ep.level == inc.level && std::isfinite(peak) &&
-                      (!std::isfinite(st.worst_peak) || peak > st.worst_peak));
+  const bool worse =
+      ep.level > inc.level || (ep.level == inc.level && std::isfinite(peak) &&
+                               (!std::isfinite(st.worst_peak) || peak > st.worst_peak));
   if (same || worse) {
     const auto keep_first = inc.first_step, keep_last = inc.last_step;
     // The worst episode may settle lower (a spike that recovered): the incident follows it.

@@ -14,13 +14,20 @@ using core::detail::nan;
 
 const char* to_string(optimizer_kind k) noexcept {
   switch (k) {
-    case optimizer_kind::sgd: return "SGD";
-    case optimizer_kind::adam: return "Adam";
-    case optimizer_kind::adamw: return "AdamW";
-    case optimizer_kind::rmsprop: return "RMSprop";
-    case optimizer_kind::adagrad: return "Adagrad";
-    case optimizer_kind::lbfgs: return "LBFGS";
-    case optimizer_kind::unknown: break;
+    case optimizer_kind::sgd:
+      return "SGD";
+    case optimizer_kind::adam:
+      return "Adam";
+    case optimizer_kind::adamw:
+      return "AdamW";
+    case optimizer_kind::rmsprop:
+      return "RMSprop";
+    case optimizer_kind::adagrad:
+      return "Adagrad";
+    case optimizer_kind::lbfgs:
+      return "LBFGS";
+    case optimizer_kind::unknown:
+      break;
   }
   return "unknown";
 }
@@ -39,10 +46,13 @@ lr_range range_of(optimizer_kind k) noexcept {
     case optimizer_kind::adam:
     case optimizer_kind::adamw:
     case optimizer_kind::rmsprop:
-    case optimizer_kind::adagrad: return {1e-6, 1e-2};
-    case optimizer_kind::sgd: return {1e-6, nan};
+    case optimizer_kind::adagrad:
+      return {1e-6, 1e-2};
+    case optimizer_kind::sgd:
+      return {1e-6, nan};
     case optimizer_kind::lbfgs:
-    case optimizer_kind::unknown: break;
+    case optimizer_kind::unknown:
+      break;
   }
   return {};
 }
@@ -57,15 +67,17 @@ std::string lr_range_note(optimizer_kind k, double lr, double lo, double hi) {
   const bool groups = std::isfinite(lo) && std::isfinite(hi) && lo != hi;
   const double top = groups ? hi : lr, bottom = groups ? lo : lr;
   if (std::isfinite(r.high) && std::isfinite(top) && top > r.high)
-    return format("; %.3g is above %.0e, where %s training turns unstable (it trains between "
-                  "about %.0e and %.0e)",
-                  top, r.high, name, r.low, r.high);
+    return format(
+        "; %.3g is above %.0e, where %s training turns unstable (it trains between "
+        "about %.0e and %.0e)",
+        top, r.high, name, r.low, r.high);
   if (std::isfinite(bottom) && bottom < r.low)
     return format("; %.3g is below %.0e, where %s stops learning", bottom, r.low, name);
   if (std::isfinite(r.high))
-    return format("; %s trains between about %.0e (below: no learning) and %.0e (above: "
-                  "unstable)",
-                  name, r.low, r.high);
+    return format(
+        "; %s trains between about %.0e (below: no learning) and %.0e (above: "
+        "unstable)",
+        name, r.low, r.high);
   return format("; below %.0e %s does not learn", r.low, name);
 }
 

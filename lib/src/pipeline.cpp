@@ -357,8 +357,8 @@ void pipeline::run(std::stop_token stop) noexcept {
     if (did) continue;
     // Samples came in within the last batch_interval: more are likely on their way, and this
     // thread fetches them at the deadline instead of being woken for each.
-    const bool nap = options_.batch_interval.count() > 0 &&
-                     now - last_samples_ < options_.batch_interval;
+    const bool nap =
+        options_.batch_interval.count() > 0 && now - last_samples_ < options_.batch_interval;
     if (nap) deadline = std::min(deadline, now + options_.batch_interval);
     napping_.store(nap, std::memory_order_relaxed);
     sleeping_.store(true, std::memory_order_relaxed);

@@ -44,8 +44,8 @@ class others_median {
   double all() const noexcept { return median_skipping(sorted_.size()); }
   /// Median of the finite values without one occurrence of v (v must be among them).
   double without(double v) const noexcept {
-    const auto pos = std::size_t(std::lower_bound(sorted_.begin(), sorted_.end(), v) -
-                                 sorted_.begin());
+    const auto pos =
+        std::size_t(std::lower_bound(sorted_.begin(), sorted_.end(), v) - sorted_.begin());
     return median_skipping(pos);
   }
 
@@ -81,8 +81,8 @@ class rank_divergence final : public rank_rule {
   rank_divergence(const rank_options& o, std::size_t world)
       : o_(o.rank_divergence), world_(world), loss_(world), nf_(world), median_(world) {}
 
-  void observe_ranks(std::int64_t step, std::int64_t prev_step,
-                     std::span<const rank_summary> ranks, finding_log& log) override {
+  void observe_ranks(std::int64_t step, std::int64_t prev_step, std::span<const rank_summary> ranks,
+                     finding_log& log) override {
     median_.reset(ranks, &rank_summary::loss);
     // Non-finite on some ranks only, separately for losses and gradients (after an all-reduce a
     // NaN gradient is on every rank, while the NaN loss stays on the rank that made it).
@@ -101,15 +101,16 @@ class rank_divergence final : public rank_rule {
         const std::int64_t first =
             s.non_finite_step >= 0 && s.non_finite_step < step ? s.non_finite_step : step;
         auto [f, is_new] = open_or_extend(log, this, nf_.ep[r], step, gap, [&] {
-          auto f = new_finding("rank_divergence", severity::error, first, step,
-                               rank_series(r, odd_loss ? "loss" : "grad_norm"),
-                               non_finite_rule, {});
+          auto f =
+              new_finding("rank_divergence", severity::error, first, step,
+                          rank_series(r, odd_loss ? "loss" : "grad_norm"), non_finite_rule, {});
           f.advice = format(
               "rank %zu produced NaN/Inf where the other ranks did not: look at the batches of "
               "that rank's data shard (a corrupt sample or label), run the same batch on "
               "another rank to rule out a faulty device, and skip such steps (attach option "
               "guard) or check gradients before the all-reduce, which spreads the NaN to "
-              "every replica", r);
+              "every replica",
+              r);
           return f;
         });
         f.set_evidence("rank", double(r));
@@ -139,7 +140,8 @@ class rank_divergence final : public rank_rule {
             "rank %zu trains on different data or different weights than the others: check "
             "its shard (DistributedSampler with the right rank and world size, shuffling, a "
             "corrupt or different file, wrong labels) and that all ranks start from the same "
-            "weights (broadcast them from rank 0); see also any desync finding", r);
+            "weights (broadcast them from rank 0); see also any desync finding",
+            r);
         return f;
       });
       f.set_evidence("rank", double(r));
@@ -153,20 +155,20 @@ class rank_divergence final : public rank_rule {
   void describe(finding& f, const sample_schema&) const override {
     const int r = int(f.evidence_value("rank"));
     if (f.rule.name == non_finite_rule)
-      f.message = format("rank %d had a non-finite %s at step %g while %g of %g ranks did "
-                         "(median loss of the ranks with a finite loss: %g); %g sync(s) with "
-                         "non-finite values up to step %lld",
-                         r, f.evidence_value("loss_non_finite") > 0 ? "loss" : "gradient norm",
-                         f.evidence_value("non_finite_step"),
-                         f.evidence_value("non_finite_ranks"), f.evidence_value("world_size"),
-                         f.evidence_value("median_loss"), f.evidence_value("syncs"),
-                         static_cast<long long>(f.last_step));
+      f.message = format(
+          "rank %d had a non-finite %s at step %g while %g of %g ranks did "
+          "(median loss of the ranks with a finite loss: %g); %g sync(s) with "
+          "non-finite values up to step %lld",
+          r, f.evidence_value("loss_non_finite") > 0 ? "loss" : "gradient norm",
+          f.evidence_value("non_finite_step"), f.evidence_value("non_finite_ranks"),
+          f.evidence_value("world_size"), f.evidence_value("median_loss"),
+          f.evidence_value("syncs"), static_cast<long long>(f.last_step));
     else
-      f.message = format("rank %d's loss %g is %.3gx the median of the other ranks (%g) for "
-                         "%g consecutive syncs from step %lld",
-                         r, f.evidence_value("loss"), f.evidence_value("ratio"),
-                         f.evidence_value("median_loss"), f.evidence_value("syncs"),
-                         static_cast<long long>(f.first_step));
+      f.message = format(
+          "rank %d's loss %g is %.3gx the median of the other ranks (%g) for "
+          "%g consecutive syncs from step %lld",
+          r, f.evidence_value("loss"), f.evidence_value("ratio"), f.evidence_value("median_loss"),
+          f.evidence_value("syncs"), static_cast<long long>(f.first_step));
   }
 
  private:
@@ -187,8 +189,8 @@ class straggler final : public rank_rule {
   straggler(const rank_options& o, std::size_t world)
       : o_(o.straggler), world_(world), state_(world), median_(world) {}
 
-  void observe_ranks(std::int64_t step, std::int64_t prev_step,
-                     std::span<const rank_summary> ranks, finding_log& log) override {
+  void observe_ranks(std::int64_t step, std::int64_t prev_step, std::span<const rank_summary> ranks,
+                     finding_log& log) override {
     median_.reset(ranks, &rank_summary::step_time);
     for (std::size_t r = 0; r < world_; ++r) {
       const double t = ranks[r].step_time;
@@ -219,11 +221,12 @@ class straggler final : public rank_rule {
 
   void describe(finding& f, const sample_schema&) const override {
     const int r = int(f.evidence_value("rank"));
-    f.message = format("rank %d needs %.3g s of own work per step, %.3gx the median of the "
-                       "other ranks (%.3g s), for %g consecutive syncs from step %lld",
-                       r, f.evidence_value("step_time"), f.evidence_value("ratio"),
-                       f.evidence_value("median_step_time"), f.evidence_value("syncs"),
-                       static_cast<long long>(f.first_step));
+    f.message = format(
+        "rank %d needs %.3g s of own work per step, %.3gx the median of the "
+        "other ranks (%.3g s), for %g consecutive syncs from step %lld",
+        r, f.evidence_value("step_time"), f.evidence_value("ratio"),
+        f.evidence_value("median_step_time"), f.evidence_value("syncs"),
+        static_cast<long long>(f.first_step));
     f.advice = format(
         "every other rank waits about %.3g s per step for rank %d in the gradient all-reduce: "
         "check that rank's data loading (more loader workers, local or faster storage), other "
@@ -243,8 +246,8 @@ class desync final : public rank_rule {
  public:
   desync(const rank_options& o, std::size_t world) : o_(o.desync), median_(world) {}
 
-  void observe_ranks(std::int64_t step, std::int64_t prev_step,
-                     std::span<const rank_summary> ranks, finding_log& log) override {
+  void observe_ranks(std::int64_t step, std::int64_t prev_step, std::span<const rank_summary> ranks,
+                     finding_log& log) override {
     bool all = true;
     for (const auto& r : ranks) all = all && r.has_grad && std::isfinite(r.grad_norm);
     median_.reset(ranks, &rank_summary::grad_norm);
@@ -266,8 +269,8 @@ class desync final : public rank_rule {
     if (streak_++ == 0) start_ = step;
     if (streak_ < o_.patience) return;
     auto [f, is_new] = open_or_extend(log, this, ep_, step, step - prev_step, [&] {
-      auto f = new_finding("desync", severity::error, start_, step,
-                           rank_series(worst, "grad_norm"), "grad_norms_differ_after_allreduce",
+      auto f = new_finding("desync", severity::error, start_, step, rank_series(worst, "grad_norm"),
+                           "grad_norms_differ_after_allreduce",
                            {{"tolerance", o_.tolerance}, {"patience", double(o_.patience)}});
       f.advice =
           "the replicas no longer see the same gradients, so their weights drift apart: make "
@@ -285,12 +288,13 @@ class desync final : public rank_rule {
   }
 
   void describe(finding& f, const sample_schema&) const override {
-    f.message = format("gradient norms after the all-reduce differ across ranks by %.3g "
-                       "(relative) for %g consecutive syncs from step %lld; rank %d is "
-                       "farthest from the median (%g vs %g)",
-                       f.evidence_value("relative_spread"), f.evidence_value("syncs"),
-                       static_cast<long long>(f.first_step), int(f.evidence_value("rank")),
-                       f.evidence_value("grad_norm"), f.evidence_value("median_grad_norm"));
+    f.message = format(
+        "gradient norms after the all-reduce differ across ranks by %.3g "
+        "(relative) for %g consecutive syncs from step %lld; rank %d is "
+        "farthest from the median (%g vs %g)",
+        f.evidence_value("relative_spread"), f.evidence_value("syncs"),
+        static_cast<long long>(f.first_step), int(f.evidence_value("rank")),
+        f.evidence_value("grad_norm"), f.evidence_value("median_grad_norm"));
   }
 
  private:
@@ -316,14 +320,16 @@ rank_analyzer::rank_analyzer(int world_size, rank_options options)
     throw error("rank_options: update_interval and every patience must be >= 1");
   if (!(options_.rank_divergence.loss_ratio > 1) || !(options_.straggler.ratio > 1) ||
       !(options_.desync.tolerance >= 0))
-    throw error("rank_options: loss_ratio and straggler.ratio must be > 1, desync.tolerance "
-                ">= 0");
+    throw error(
+        "rank_options: loss_ratio and straggler.ratio must be > 1, desync.tolerance "
+        ">= 0");
   const auto w = std::size_t(world_size);
   if (options_.rank_divergence.enabled)
     rules_.push_back(std::make_unique<core::detail::rank_divergence>(options_, w));
   if (options_.straggler.enabled)
     rules_.push_back(std::make_unique<core::detail::straggler>(options_, w));
-  if (options_.desync.enabled) rules_.push_back(std::make_unique<core::detail::desync>(options_, w));
+  if (options_.desync.enabled)
+    rules_.push_back(std::make_unique<core::detail::desync>(options_, w));
 }
 
 rank_analyzer::~rank_analyzer() = default;

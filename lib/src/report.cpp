@@ -57,8 +57,8 @@ std::string format_findings_text(const std::vector<finding>& findings, std::int6
     out = "no findings in " + std::to_string(steps) + " steps\n";
     return out;
   }
-  out = std::to_string(findings.size()) + " finding" + (findings.size() == 1 ? "" : "s") +
-        " in " + std::to_string(steps) + " steps\n";
+  out = std::to_string(findings.size()) + " finding" + (findings.size() == 1 ? "" : "s") + " in " +
+        std::to_string(steps) + " steps\n";
   for (const auto& f : findings) {
     out += "\n";
     std::string level(to_string(f.level));

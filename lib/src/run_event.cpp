@@ -7,8 +7,8 @@ namespace losslens {
 
 std::string_view to_string(event_kind k) noexcept {
   static constexpr std::array<std::string_view, 9> names = {
-      "attach", "detach", "drops",  "storage_opened", "points_lost", "run_created",
-      "stored", "note",   "replay_saved"};
+      "attach",      "detach", "drops", "storage_opened", "points_lost",
+      "run_created", "stored", "note",  "replay_saved"};
   return names[std::size_t(k)];
 }
 
@@ -33,7 +33,9 @@ run_event detach(std::uint64_t steps, std::int64_t last_step) {
 }
 run_event drops(std::string_view source, std::uint64_t count, std::uint64_t total,
                 std::int64_t step) {
-  return {event_kind::drops, step, {{"count", double(count)}, {"total", double(total)}},
+  return {event_kind::drops,
+          step,
+          {{"count", double(count)}, {"total", double(total)}},
           {{"source", std::string(source)}}};
 }
 run_event storage_opened(std::int64_t first_step) {

@@ -8,15 +8,19 @@
 namespace losslens {
 namespace {
 constexpr std::array<std::string_view, 8> kind_names = {
-    "loss", "task_loss", "grad_norm", "param_grad_norm", "task_grad_norm", "lr", "accuracy",
-    "other"};
+    "loss",           "task_loss", "grad_norm", "param_grad_norm",
+    "task_grad_norm", "lr",        "accuracy",  "other"};
 // The name prefix of each per-owner kind.
 constexpr std::string_view prefix_of(series_kind k) noexcept {
   switch (k) {
-    case series_kind::task_loss: return "loss/";
-    case series_kind::param_grad_norm: return "grad_norm/";
-    case series_kind::task_grad_norm: return "task_grad_norm/";
-    default: return {};
+    case series_kind::task_loss:
+      return "loss/";
+    case series_kind::param_grad_norm:
+      return "grad_norm/";
+    case series_kind::task_grad_norm:
+      return "task_grad_norm/";
+    default:
+      return {};
   }
 }
 }  // namespace
@@ -36,18 +40,21 @@ std::string series_key::name() const {
     case series_kind::loss:
     case series_kind::grad_norm:
     case series_kind::lr:
-    case series_kind::accuracy: return std::string(to_string(kind));
+    case series_kind::accuracy:
+      return std::string(to_string(kind));
     case series_kind::task_loss:
     case series_kind::param_grad_norm:
-    case series_kind::task_grad_norm: return std::string(prefix_of(kind)) + owner;
-    case series_kind::other: break;
+    case series_kind::task_grad_norm:
+      return std::string(prefix_of(kind)) + owner;
+    case series_kind::other:
+      break;
   }
   return owner;
 }
 
 series_key series_key::parse(std::string_view name) {
-  for (series_kind k : {series_kind::loss, series_kind::grad_norm, series_kind::lr,
-                        series_kind::accuracy})
+  for (series_kind k :
+       {series_kind::loss, series_kind::grad_norm, series_kind::lr, series_kind::accuracy})
     if (name == to_string(k)) return {k, {}};
   for (series_kind k :
        {series_kind::task_loss, series_kind::param_grad_norm, series_kind::task_grad_norm}) {
@@ -68,8 +75,10 @@ series_key class_recall_series(std::size_t c) {
 }
 
 series_layout::series_layout(const sample_schema& schema)
-    : tasks_(schema.tasks.size()), params_(schema.params.size()),
-      recalls_(std::min(schema.classes, max_class_recall)), class_metrics_(schema.classes > 0) {
+    : tasks_(schema.tasks.size()),
+      params_(schema.params.size()),
+      recalls_(std::min(schema.classes, max_class_recall)),
+      class_metrics_(schema.classes > 0) {
   keys_.reserve(4 + 2 * tasks_ + params_ + (class_metrics_ ? 1 + recalls_ : 0));
   keys_.push_back({series_kind::loss, {}});
   for (const auto& t : schema.tasks) keys_.push_back({series_kind::task_loss, t});

@@ -8,10 +8,14 @@ namespace losslens {
 
 std::string_view to_string(step_decision d) noexcept {
   switch (d) {
-    case step_decision::proceed: return "proceed";
-    case step_decision::skip_non_finite: return "skip_non_finite";
-    case step_decision::skip_loss_spike: return "skip_loss_spike";
-    case step_decision::skip_grad_spike: return "skip_grad_spike";
+    case step_decision::proceed:
+      return "proceed";
+    case step_decision::skip_non_finite:
+      return "skip_non_finite";
+    case step_decision::skip_loss_spike:
+      return "skip_loss_spike";
+    case step_decision::skip_grad_spike:
+      return "skip_grad_spike";
   }
   return "unknown";
 }

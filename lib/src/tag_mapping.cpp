@@ -19,8 +19,8 @@ bool ends_with(std::string_view s, std::string_view p) {
   return s.size() >= p.size() && s.substr(s.size() - p.size()) == p;
 }
 
-constexpr std::array<std::string_view, 8> held_out = {"val",  "valid", "validation", "eval",
-                                                      "evaluation", "test", "dev", "holdout"};
+constexpr std::array<std::string_view, 8> held_out = {
+    "val", "valid", "validation", "eval", "evaluation", "test", "dev", "holdout"};
 constexpr std::array<std::string_view, 2> phases = {"train", "training"};
 
 template <std::size_t N>
@@ -76,10 +76,18 @@ std::string_view strip_phase(std::string_view tag) {
 
 constexpr std::array<std::string_view, 5> loss_names = {"loss", "total_loss", "loss_total",
                                                         "losses/total", "loss/total"};
-constexpr std::array<std::string_view, 12> grad_names = {
-    "grad_norm",         "gradnorm",          "grad-norm",          "gradient_norm",
-    "grad_norm_total",   "total_grad_norm",   "global_grad_norm",   "grad_global_norm",
-    "global_norm",       "gradients/global_norm", "gradient/global_norm", "grads/global_norm"};
+constexpr std::array<std::string_view, 12> grad_names = {"grad_norm",
+                                                         "gradnorm",
+                                                         "grad-norm",
+                                                         "gradient_norm",
+                                                         "grad_norm_total",
+                                                         "total_grad_norm",
+                                                         "global_grad_norm",
+                                                         "grad_global_norm",
+                                                         "global_norm",
+                                                         "gradients/global_norm",
+                                                         "gradient/global_norm",
+                                                         "grads/global_norm"};
 constexpr std::array<std::string_view, 4> lr_names = {"lr", "learning_rate", "learning-rate",
                                                       "learningrate"};
 constexpr std::array<std::string_view, 2> accuracy_names = {"accuracy", "acc"};
@@ -87,18 +95,23 @@ constexpr std::array<std::string_view, 2> accuracy_names = {"accuracy", "acc"};
 // How to pick another tag for a role from the command line.
 std::string choose_hint(series_role role) {
   switch (role) {
-    case series_role::loss: return " (choose with --loss TAG)";
-    case series_role::task_loss: return " (choose with --task NAME=TAG)";
-    case series_role::grad_norm: return " (choose with --grad-norm TAG)";
-    case series_role::lr: return " (choose with --lr TAG)";
-    default: return "";
+    case series_role::loss:
+      return " (choose with --loss TAG)";
+    case series_role::task_loss:
+      return " (choose with --task NAME=TAG)";
+    case series_role::grad_norm:
+      return " (choose with --grad-norm TAG)";
+    case series_role::lr:
+      return " (choose with --lr TAG)";
+    default:
+      return "";
   }
 }
 
 // Words that make `loss_<word>` a statistic of the loss or the AMP loss scale, not a task.
 constexpr std::array<std::string_view, 16> loss_modifiers = {
-    "scale", "scaler", "scaling", "avg", "average", "mean", "ema", "smooth", "smoothed",
-    "running", "moving", "raw", "std", "min", "max", "var"};
+    "scale",    "scaler",  "scaling", "avg", "average", "mean", "ema", "smooth",
+    "smoothed", "running", "moving",  "raw", "std",     "min",  "max", "var"};
 
 series_target target(series_role role, std::string_view name = {}) {
   return {role, std::string(name)};
@@ -183,14 +196,16 @@ std::string name_list(const std::vector<std::string>& tags, Keep keep, bool quot
 
 std::string tag_mapping::unused_summary(std::string_view what) const {
   std::size_t n = 0;
-  const auto names = name_list(tags, [&](std::size_t i) { return !targets[i]; }, true, n);
+  const auto names = name_list(
+      tags, [&](std::size_t i) { return !targets[i]; }, true, n);
   if (n == 0) return {};
   return std::to_string(n) + " " + std::string(what) + (n == 1 ? "" : "s") + " not used: " + names;
 }
 
 std::string tag_mapping::seen_list() const {
   std::size_t n = 0;
-  return name_list(tags, [](std::size_t) { return true; }, false, n);
+  return name_list(
+      tags, [](std::size_t) { return true; }, false, n);
 }
 
 tag_mapping map_tags(std::vector<std::string> tags, const tag_map_options& options) {
@@ -229,8 +244,8 @@ tag_mapping map_tags(std::vector<std::string> tags, const tag_map_options& optio
       const std::string name = m.targets[i]->series_name();
       auto [it, inserted] = owner.emplace(name, i);
       if (inserted) continue;
-      m.notes.push_back("tag '" + m.tags[i] + "' not used: '" + m.tags[it->second] +
-                        "' is the " + name + choose_hint(m.targets[i]->role));
+      m.notes.push_back("tag '" + m.tags[i] + "' not used: '" + m.tags[it->second] + "' is the " +
+                        name + choose_hint(m.targets[i]->role));
       m.targets[i].reset();
     }
   for (std::size_t i = 0; i < m.tags.size(); ++i) {

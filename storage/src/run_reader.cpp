@@ -90,8 +90,8 @@ point read_point(const statement& st) { return {st.int64(0), st.real(1), st.real
 // Appends the summaries of [lo, hi] to out in step order, reading whole buckets of
 // rollup_levels[li] where they fit inside the range and finer levels (or raw points, li < 0)
 // at the edges.
-void collect(detail::reader_connection& c, std::int64_t series_id, std::int64_t lo,
-             std::int64_t hi, int li, std::vector<bucket_summary>& out) {
+void collect(detail::reader_connection& c, std::int64_t series_id, std::int64_t lo, std::int64_t hi,
+             int li, std::vector<bucket_summary>& out) {
   if (lo > hi) return;
   if (li < 0) {
     auto& st = c.raw;
@@ -106,7 +106,7 @@ void collect(detail::reader_connection& c, std::int64_t series_id, std::int64_t 
   }
   const int level = detail::rollup_levels[std::size_t(li)];
   const std::int64_t b0 = (lo + (std::int64_t{1} << level) - 1) >> level;  // first whole bucket
-  const std::int64_t b1 = ((hi + 1) >> level) - 1;                          // last whole bucket
+  const std::int64_t b1 = ((hi + 1) >> level) - 1;                         // last whole bucket
   if (b0 > b1) {
     collect(c, series_id, lo, hi, li - 1, out);
     return;
@@ -149,7 +149,8 @@ void group(const std::vector<bucket_summary>& parts, std::int64_t width, series_
     if (b.non_finite_count() > 0) cand[n++] = b.first_non_finite;
     cand[n++] = b.last;
     for (int i = 1; i < n; ++i)  // insertion sort by step (n <= 5)
-      for (int j = i; j > 0 && cand[j].step < cand[j - 1].step; --j) std::swap(cand[j], cand[j - 1]);
+      for (int j = i; j > 0 && cand[j].step < cand[j - 1].step; --j)
+        std::swap(cand[j], cand[j - 1]);
     for (int i = 0; i < n; ++i)
       if (i == 0 || cand[i].step != cand[i - 1].step) w.points.push_back(cand[i]);
   }
@@ -253,8 +254,7 @@ std::vector<event_info> run_reader::events(std::int64_t run_id, std::int64_t aft
   return out;
 }
 
-std::vector<point> run_reader::points(std::int64_t series_id, std::int64_t from,
-                                      std::int64_t to) {
+std::vector<point> run_reader::points(std::int64_t series_id, std::int64_t from, std::int64_t to) {
   std::vector<point> out;
   auto& st = db_->raw;
   st.bind(1, series_id).bind(2, from).bind(3, to);
@@ -274,7 +274,8 @@ point_cursor run_reader::cursor(std::int64_t series_id, std::int64_t from, std::
 
 series_window run_reader::window(std::int64_t series_id, std::int64_t from, std::int64_t to,
                                  std::size_t max_points) {
-  if (max_points < 8) throw error("max_points must be at least 8, got " + std::to_string(max_points));
+  if (max_points < 8)
+    throw error("max_points must be at least 8, got " + std::to_string(max_points));
   if (from > to)
     throw error("empty step range: from (" + std::to_string(from) + ") is after to (" +
                 std::to_string(to) + ")");

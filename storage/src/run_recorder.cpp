@@ -137,8 +137,7 @@ void run_recorder::on_sample(const sample& s) {
   if (now >= next_check_) watch(now);
 }
 
-void run_recorder::on_point(std::size_t series, std::int64_t step, double wall_time,
-                            double value) {
+void run_recorder::on_point(std::size_t series, std::int64_t step, double wall_time, double value) {
   if (!writer_) {
     ++unrecorded_points_;
     return;
@@ -201,9 +200,9 @@ void run_recorder::watch(clock::time_point now) noexcept {
 void run_recorder::on_finish(std::uint64_t steps, std::int64_t last_step) {
   if (!writer_) {
     if (unrecorded_points_ > 0)
-      ctx_->log(severity::warning,
-                std::to_string(unrecorded_points_) + " points of this run never reached " +
-                    options_.db + " (it could not be opened)");
+      ctx_->log(severity::warning, std::to_string(unrecorded_points_) +
+                                       " points of this run never reached " + options_.db +
+                                       " (it could not be opened)");
     return;
   }
   writer_->record_event(events::detach(steps, last_step));

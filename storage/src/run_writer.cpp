@@ -26,8 +26,9 @@ namespace {
 void validate(const run_options& run, const writer_options& o,
               const std::vector<series_spec>& series) {
   if (o.queue_capacity < 2 || o.batch_rows < 1 || o.max_pending_rows < o.batch_rows)
-    throw error("writer_options: queue_capacity must be >= 2, batch_rows >= 1 and "
-                "max_pending_rows >= batch_rows");
+    throw error(
+        "writer_options: queue_capacity must be >= 2, batch_rows >= 1 and "
+        "max_pending_rows >= batch_rows");
   if (o.flush_interval.count() <= 0 || o.heartbeat_interval.count() <= 0 ||
       o.retry_interval.count() <= 0 || o.wal_limit_bytes < (1 << 20))
     throw error("writer_options: intervals must be positive and wal_limit_bytes at least 1 MiB");
@@ -63,10 +64,10 @@ struct run_writer::impl {
     thread_ = std::jthread([this] { loop(); });
   }
 
-  bool try_append(series_handle series, std::int64_t step, double wall_time,
-                  double value) noexcept;
+  bool try_append(series_handle series, std::int64_t step, double wall_time, double value) noexcept;
   void append(series_handle series, std::int64_t step, double wall_time, double value) noexcept {
-    if (!try_append(series, step, wall_time, value)) dropped_.fetch_add(1, std::memory_order_relaxed);
+    if (!try_append(series, step, wall_time, value))
+      dropped_.fetch_add(1, std::memory_order_relaxed);
   }
   /// Wakes the writer thread for `reason` (set under the lock, so the wake-up is not lost).
   void nudge() noexcept;

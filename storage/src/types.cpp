@@ -69,27 +69,28 @@ double run_info::duration() const noexcept {
 nlohmann::json to_json(const run_info& r) {
   nlohmann::json config = nlohmann::json::parse(r.config_json, nullptr, false);
   if (config.is_discarded()) config = r.config_json;
-  return {{"id", r.id},
-          {"name", r.name},
-          {"status", std::string(to_string(r.status))},
-          {"started_at", json_number(r.started_at)},
-          {"ended_at", r.ended_at ? json_number(*r.ended_at) : nlohmann::json()},
-          {"heartbeat", json_number(r.heartbeat)},
-          {"duration", json_number(r.duration())},
-          {"host", r.host},
-          {"pid", r.pid},
-          {"config", config},
-          {"version", r.version},
-          {"steps", r.steps},
-          {"last_step", r.last_step ? nlohmann::json(*r.last_step) : nlohmann::json()},
-          {"findings", r.findings},
-          {"worst_severity", r.worst_finding
-                                 ? nlohmann::json(std::string(losslens::to_string(r.worst_finding->level)))
-                                 : nlohmann::json()},
-          {"worst_finding", r.worst_finding ? losslens::to_json(*r.worst_finding) : nlohmann::json()},
-          {"dropped", r.dropped_samples + r.dropped_points},
-          {"dropped_samples", r.dropped_samples},
-          {"dropped_points", r.dropped_points}};
+  return {
+      {"id", r.id},
+      {"name", r.name},
+      {"status", std::string(to_string(r.status))},
+      {"started_at", json_number(r.started_at)},
+      {"ended_at", r.ended_at ? json_number(*r.ended_at) : nlohmann::json()},
+      {"heartbeat", json_number(r.heartbeat)},
+      {"duration", json_number(r.duration())},
+      {"host", r.host},
+      {"pid", r.pid},
+      {"config", config},
+      {"version", r.version},
+      {"steps", r.steps},
+      {"last_step", r.last_step ? nlohmann::json(*r.last_step) : nlohmann::json()},
+      {"findings", r.findings},
+      {"worst_severity",
+       r.worst_finding ? nlohmann::json(std::string(losslens::to_string(r.worst_finding->level)))
+                       : nlohmann::json()},
+      {"worst_finding", r.worst_finding ? losslens::to_json(*r.worst_finding) : nlohmann::json()},
+      {"dropped", r.dropped_samples + r.dropped_points},
+      {"dropped_samples", r.dropped_samples},
+      {"dropped_points", r.dropped_points}};
 }
 
 nlohmann::json to_json(const event_info& e) {

@@ -7,8 +7,8 @@
 //
 // With --big STEPS FINDINGS: one run of STEPS steps written at once (FINDINGS findings, most
 // of them incidents of several episodes), then streamed live at 500 steps/s with one more
-// finding every 100 steps; after each commit (every 40 ms) it prints {"commit":STEP,"t":UNIX_MS}, the
-// step committed and when the commit returned, for the page's commit-to-pixel latency.
+// finding every 100 steps; after each commit (every 40 ms) it prints {"commit":STEP,"t":UNIX_MS},
+// the step committed and when the commit returned, for the page's commit-to-pixel latency.
 
 #include <poll.h>
 #include <unistd.h>
@@ -56,7 +56,8 @@ double unix_ms() {
 /// Finding i of the big run: five kinds on five series, severities mixed, episodes of a few
 /// steps every 40 steps (the incident spans them).
 finding big_finding(std::uint64_t i, std::int64_t at) {
-  static const char* kinds[] = {"loss_spike", "exploding_gradients", "plateau", "oscillation", "non_finite"};
+  static const char* kinds[] = {"loss_spike", "exploding_gradients", "plateau", "oscillation",
+                                "non_finite"};
   static const char* series[] = {"loss", "grad_norm/conv1.weight", "loss/cls", "loss/box", "loss"};
   auto f = test::dashboard_finding(i, at, at);
   const int k = int(i % 5);
@@ -80,7 +81,8 @@ int run_big(const std::string& db, double seconds, std::int64_t steps, std::int6
   std::uint64_t next_id = 1;
   for (std::int64_t s = 0; s < steps; ++s) {
     w.append(test::dashboard_sample(s));
-    if (s % every == 50 && std::int64_t(next_id) <= history) w.record_finding(big_finding(next_id++, s));
+    if (s % every == 50 && std::int64_t(next_id) <= history)
+      w.record_finding(big_finding(next_id++, s));
     if (s % 2000 == 1999) w.flush();  // keep the writer's queue from overflowing (no drops)
   }
   w.flush();
@@ -97,7 +99,8 @@ int run_big(const std::string& db, double seconds, std::int64_t steps, std::int6
     std::printf("{\"commit\":%lld,\"t\":%.3f}\n", (long long)(s + 19), unix_ms());
     std::fflush(stdout);
     std::this_thread::sleep_for(40ms);
-    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > seconds) break;
+    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > seconds)
+      break;
     pollfd in{0, POLLIN, 0};
     if (::poll(&in, 1, 0) > 0) {
       char c;
@@ -155,11 +158,9 @@ int main(int argc, char** argv) {
       f.evidence = {{"value", std::numeric_limits<double>::quiet_NaN()}};
       w.record_finding(f);
     }
-    if (s == 350)
-      w.record_event("drops", R"({"source":"monitor","count":12345,"total":12345})", s);
-    if (s == 700)
-      w.record_event("drops", R"({"source":"monitor","count":7655,"total":20000})", s);
-    if (s < 300) continue;  // some history before the page opens
+    if (s == 350) w.record_event("drops", R"({"source":"monitor","count":12345,"total":12345})", s);
+    if (s == 700) w.record_event("drops", R"({"source":"monitor","count":7655,"total":20000})", s);
+    if (s < 300) continue;              // some history before the page opens
     std::this_thread::sleep_for(20ms);  // 50 steps/s
     if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > seconds)
       break;

@@ -61,8 +61,8 @@ inline std::vector<finding> warnings(const monitor& m) {
 }
 /// n steps of the usual loop: zero_grad, forward, backward, step, lens.step; `each` sees the
 /// step index and the loss.
-inline void train(mlp& model, torch::optim::Optimizer& opt, monitor& lens, const toy_data& data, int n,
-           const std::function<void(int, const torch::Tensor&)>& each = {}) {
+inline void train(mlp& model, torch::optim::Optimizer& opt, monitor& lens, const toy_data& data,
+                  int n, const std::function<void(int, const torch::Tensor&)>& each = {}) {
   for (int i = 0; i < n; ++i) {
     auto [x, y] = data.batch(i);
     opt.zero_grad();

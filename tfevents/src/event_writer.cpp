@@ -73,7 +73,8 @@ void event_writer::close() {
   out_.flush();
   const bool ok = bool(out_);
   out_.close();
-  if (!ok || !out_) throw error(path_ + ": write failed (disk full?): the event file is incomplete");
+  if (!ok || !out_)
+    throw error(path_ + ": write failed (disk full?): the event file is incomplete");
 }
 
 }  // namespace losslens::tfevents

@@ -142,12 +142,24 @@ void add_streams(sample_merger& merger, const scalar_run& run, const tag_mapping
       s.step = p.step;
       s.wall_time = p.wall_time;
       switch (target.role) {
-        case series_role::loss: s.loss = p.value; break;
-        case series_role::task_loss: s.task_losses = {p.value}; break;
-        case series_role::grad_norm: s.grad_norm = p.value; break;
-        case series_role::param_grad_norm: s.param_grad_norms = {p.value}; break;
-        case series_role::lr: s.lr = p.value; break;
-        case series_role::accuracy: s.accuracy = p.value; break;
+        case series_role::loss:
+          s.loss = p.value;
+          break;
+        case series_role::task_loss:
+          s.task_losses = {p.value};
+          break;
+        case series_role::grad_norm:
+          s.grad_norm = p.value;
+          break;
+        case series_role::param_grad_norm:
+          s.param_grad_norms = {p.value};
+          break;
+        case series_role::lr:
+          s.lr = p.value;
+          break;
+        case series_role::accuracy:
+          s.accuracy = p.value;
+          break;
       }
       return true;
     });

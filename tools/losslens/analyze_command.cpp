@@ -15,7 +15,8 @@
 namespace losslens::cli {
 
 // The --all text below names the spans kept per incident.
-static_assert(finding::max_spans == 64, "update the --all text of analyze_usage and findings_usage");
+static_assert(finding::max_spans == 64,
+              "update the --all text of analyze_usage and findings_usage");
 
 const std::string_view analyze_usage =
     "usage: losslens analyze PATH [--classes C] [--all] [--json] [--fail-on LEVEL]\n"
@@ -65,8 +66,8 @@ const std::string_view analyze_usage =
     "                   with episodes, spans, cause_id and cause); several runs:\n"
     "                   {\"runs\":[{...},...]}, a run that failed with its \"error\"\n"
     "  --fail-on LEVEL  exit 3 when a finding of LEVEL (info, warning, error) or worse exists\n"
-    "  --run NAME       only the run NAME (of a logdir, or a W&B export with several runs)\n"
-    LOSSLENS_INPUT_OPTIONS
+    "  --run NAME       only the run NAME (of a logdir, or a W&B export with several "
+    "runs)\n" LOSSLENS_INPUT_OPTIONS
     "\n"
     "exit status: 0 analysed, 1 unreadable or malformed input (FILE:LINE or FILE: offset N,\n"
     "and the reason) or nothing to analyse, 2 bad usage, 3 --fail-on hit\n";
@@ -104,8 +105,7 @@ int run_analyze(int argc, char** argv) {
     }
   }
   detector_options opts;
-  opts.chance_level.num_classes =
-      static_cast<int>(args.get_int("classes", 0, 2, 1'000'000'000));
+  opts.chance_level.num_classes = static_cast<int>(args.get_int("classes", 0, 2, 1'000'000'000));
 
   const input_set inputs(args.positional.empty() ? "" : args.positional[0], inputs_options,
                          /*buffer_stdin=*/false);
@@ -141,7 +141,8 @@ int run_analyze(int argc, char** argv) {
     } catch (const error& e) {
       failed = true;
       std::fprintf(stderr, "losslens analyze: %s\n", e.what());
-      if (json) all.push_back({{"run", run.name}, {"source", run.source}, {"error", e.what()}});
+      if (json)
+        all.push_back({{"run", run.name}, {"source", run.source}, {"error", e.what()}});
       else
         std::printf("%s== run %s  (%s)\nnot analysed: %s\n", i ? "\n" : "", run.name.c_str(),
                     run.source.c_str(), e.what());

@@ -9,7 +9,7 @@ namespace losslens::cli {
 struct command {
   std::string_view name;
   std::string_view summary;
-  std::string_view usage;  ///< full --help text
+  std::string_view usage;             ///< full --help text
   int (*run)(int argc, char** argv);  ///< argv[0] is the subcommand name
 };
 

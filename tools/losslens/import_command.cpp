@@ -42,8 +42,8 @@ const std::string_view import_usage =
     "                   file or W&B run name); several: import only the run NAME\n"
     "  --classes C      number of classes (enables chance_level, as in analyze)\n"
     "  --json           print {\"imported\":[{\"run\",\"id\",\"status\",\"steps\",\"points\",\n"
-    "                   \"findings\"},...]} (status: imported, already imported, failed)\n"
-    LOSSLENS_INPUT_OPTIONS
+    "                   \"findings\"},...]} (status: imported, already imported, "
+    "failed)\n" LOSSLENS_INPUT_OPTIONS
     "\n"
     "exit status: 0 every run imported or already there, 1 malformed input, nothing to\n"
     "analyse or a database error (the other runs are still imported), 2 bad usage\n";
@@ -101,18 +101,17 @@ import_result import_run(const input_set& inputs, const run_input& run, const st
   // Pass 2: store the points, then the findings.
   const auto opened = inputs.open(run);
   const char* kinds[] = {"csv", "tensorboard-csv", "tfevents"};
-  nlohmann::json config = {
-      {"import",
-       {{"identity", identity},
-        {"kind", kinds[int(run.kind)]},
-        {"source", run.source},
-        {"files", run.files},
-        {"wandb_run", run.csv_run},
-        {"series", analysis.series},
-        {"classes", options.chance_level.num_classes},
-        {"steps", analysis.steps},
-        {"wall_time", {{"first", first_wall}, {"last", last_wall}}},
-        {"notes", opened->notes}}}};
+  nlohmann::json config = {{"import",
+                            {{"identity", identity},
+                             {"kind", kinds[int(run.kind)]},
+                             {"source", run.source},
+                             {"files", run.files},
+                             {"wandb_run", run.csv_run},
+                             {"series", analysis.series},
+                             {"classes", options.chance_level.num_classes},
+                             {"steps", analysis.steps},
+                             {"wall_time", {{"first", first_wall}, {"last", last_wall}}},
+                             {"notes", opened->notes}}}};
   storage::run_options ro;
   ro.name = name;
   ro.schema = opened->schema;
@@ -151,8 +150,8 @@ import_result import_run(const input_set& inputs, const run_input& run, const st
       put(accuracy, s.accuracy);
     }
     for (const auto& f : analysis.findings) w.record_finding(f);
-    w.record_event("import", nlohmann::json{{"source", run.source}, {"points", out.points}}
-                                 .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    w.record_event("import", nlohmann::json{{"source", run.source}, {"points", out.points}}.dump(
+                                 -1, ' ', false, nlohmann::json::error_handler_t::replace));
     if (!w.flush()) throw error(db + ": writing failed: " + w.stats().last_error);
     const auto st = w.stats();
     if (st.written != out.points || st.rejected != 0 || st.dropped != 0)
@@ -216,9 +215,10 @@ int run_import(int argc, char** argv) {
                          {"findings", r.findings.size()}});
       if (args.has("json")) continue;
       if (r.existing)
-        std::printf("%s: already imported as run %lld (same contents, series and --classes): "
-                    "nothing stored\n",
-                    name.c_str(), (long long)r.id);
+        std::printf(
+            "%s: already imported as run %lld (same contents, series and --classes): "
+            "nothing stored\n",
+            name.c_str(), (long long)r.id);
       else
         std::printf("imported %s as run %lld: %lld steps, %llu points, %s\n", name.c_str(),
                     (long long)r.id, (long long)r.steps, (unsigned long long)r.points,

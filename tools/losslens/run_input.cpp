@@ -24,7 +24,8 @@ namespace {
 
 std::string file_stem(const std::string& path) {
   std::string name = fs::path(path).filename().string();
-  if (name.size() > 4 && name.compare(name.size() - 4, 4, ".csv") == 0) name.resize(name.size() - 4);
+  if (name.size() > 4 && name.compare(name.size() - 4, 4, ".csv") == 0)
+    name.resize(name.size() - 4);
   return name;
 }
 
@@ -44,7 +45,8 @@ std::string join(const std::vector<std::string>& v) {
 
 bool is_csv_name(const fs::path& p) {
   std::string ext = p.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
   return ext == ".csv";
 }
 
@@ -66,7 +68,8 @@ input_options parse_input_options(const parsed_args& args) {
   for (const auto& v : args.all("task")) {
     const auto eq = v.find('=');
     if (eq == std::string::npos || eq == 0 || eq + 1 == v.size())
-      throw usage_error("--task expects NAME=TAG (e.g. --task cls=train/loss_cls), got '" + v + "'");
+      throw usage_error("--task expects NAME=TAG (e.g. --task cls=train/loss_cls), got '" + v +
+                        "'");
     add(v.substr(eq + 1), {series_role::task_loss, v.substr(0, eq)}, "task");
   }
   o.run = args.get("run");
@@ -85,11 +88,13 @@ input_set::input_set(const std::string& path, input_options options, bool buffer
     return;
   }
   if (!options_.files.empty())
-    throw usage_error("give either PATH or TensorBoard CSV files with --loss FILE (and "
-                      "--grad-norm FILE...), not both");
+    throw usage_error(
+        "give either PATH or TensorBoard CSV files with --loss FILE (and "
+        "--grad-norm FILE...), not both");
   if (path == "-") {
     if (stdin_buffered_)
-      stdin_text_.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+      stdin_text_.assign(std::istreambuf_iterator<char>(std::cin),
+                         std::istreambuf_iterator<char>());
     run_input r;
     r.name = "stdin";
     r.source = "<stdin>";
@@ -101,8 +106,9 @@ input_set::input_set(const std::string& path, input_options options, bool buffer
   std::error_code ec;
   const auto st = fs::status(path, ec);
   if (ec || !fs::exists(st))
-    throw error(path + ": cannot open: no such file or directory (give a CSV, an event file or a "
-                       "directory of runs)");
+    throw error(path +
+                ": cannot open: no such file or directory (give a CSV, an event file or a "
+                "directory of runs)");
   if (!fs::is_directory(st)) {
     add_file(path);
     return;
@@ -132,8 +138,9 @@ input_set::input_set(const std::string& path, input_options options, bool buffer
   const std::string dir_name = fs::absolute(path, ec).filename().string();
   for (auto& [run, files] : groups) add_tensorboard_group(files, run.empty() ? dir_name : run);
   if (runs_.empty())
-    throw error(path + ": no event files (names containing 'tfevents') in it or below, and no "
-                       "CSV files in it: nothing to read");
+    throw error(path +
+                ": no event files (names containing 'tfevents') in it or below, and no "
+                "CSV files in it: nothing to read");
 }
 
 void input_set::add_file(const std::string& path) {
@@ -184,8 +191,7 @@ void input_set::add_tensorboard_group(std::vector<std::string> files,
   const std::string run = files.empty() ? "" : tensorboard_run_of(files[0]);
   in.name = run.empty() ? fallback_name : run;
   in.kind = input_kind::tensorboard_csv;
-  in.source = files.size() == 1 ? files[0]
-                                : join(files);
+  in.source = files.size() == 1 ? files[0] : join(files);
   in.forced.assign(files.size(), std::nullopt);
   in.files = std::move(files);
   runs_.push_back(std::move(in));
@@ -245,8 +251,9 @@ std::unique_ptr<opened_run> input_set::open(const run_input& run) const {
         if (o.mapping.targets[i]) co.mapping.rules.push_back({tags[i], *o.mapping.targets[i]});
         auto reader = std::make_unique<csv_reader>(run.files[i], co);
         if (!reader->tensorboard_layout())
-          throw error(run.files[i] + ":1: not a TensorBoard CSV export (its header should be "
-                                     "Wall time,Step,Value)");
+          throw error(run.files[i] +
+                      ":1: not a TensorBoard CSV export (its header should be "
+                      "Wall time,Step,Value)");
         if (o.mapping.targets[i]) {
           csv_reader* r = reader.get();
           o.merger->add(r->schema(), [r](sample& s) { return r->next(s); });
@@ -263,8 +270,8 @@ std::unique_ptr<opened_run> input_set::open(const run_input& run) const {
     }
     case input_kind::tfevents: {
       o.tag_word = "tag";
-      o.events = std::make_unique<tfevents::scalar_run>(
-          tfevents::read_scalar_run({run.name, run.files}));
+      o.events =
+          std::make_unique<tfevents::scalar_run>(tfevents::read_scalar_run({run.name, run.files}));
       const tfevents::scalar_run& ev = *o.events;
       in_context([&] { o.mapping = map_tags(ev.tag_names(), options_.mapping); });
       o.merger = std::make_unique<sample_merger>();
@@ -285,7 +292,7 @@ std::unique_ptr<opened_run> input_set::open(const run_input& run) const {
   }
   if (!o.mapping.diagnosable()) {
     // What the user names a series by: a column, a tag, or (TensorBoard exports) the file.
-    const std::string w = o.tag_word, arg = run.kind == input_kind::csv ? "COLUMN"
+    const std::string w = o.tag_word, arg = run.kind == input_kind::csv        ? "COLUMN"
                                             : run.kind == input_kind::tfevents ? "TAG"
                                                                                : "FILE";
     throw error(run.source + ": " + w + "s seen: " +
@@ -337,9 +344,9 @@ run_analysis analyze_run(const input_set& inputs, const run_input& run,
   a.flush();
   if (a.steps() == 0)
     throw error(run.source + ": no data rows" +
-                (run.kind == input_kind::csv ? std::string(" after the header")
-                                             : " for the " + opened->tag_word + "s " +
-                                                   opened->mapping.describe()) +
+                (run.kind == input_kind::csv
+                     ? std::string(" after the header")
+                     : " for the " + opened->tag_word + "s " + opened->mapping.describe()) +
                 ": nothing to analyse");
   return {a.findings(), a.steps(), series_of(*opened)};
 }
@@ -372,7 +379,8 @@ std::vector<run_input> select_runs(const std::vector<run_input>& runs, const std
 nlohmann::json series_of(const opened_run& opened) {
   auto j = nlohmann::json::object();
   for (std::size_t i = 0; i < opened.mapping.tags.size(); ++i)
-    if (opened.mapping.targets[i]) j[opened.mapping.tags[i]] = opened.mapping.targets[i]->series_name();
+    if (opened.mapping.targets[i])
+      j[opened.mapping.tags[i]] = opened.mapping.targets[i]->series_name();
   return j;
 }
 

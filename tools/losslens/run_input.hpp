@@ -27,20 +27,20 @@ namespace losslens::cli {
 
 /// The options that say which tag is which series, shared by analyze and import.
 struct input_options {
-  tag_map_options mapping;       ///< --loss TAG, --grad-norm TAG, --lr TAG, --task NAME=TAG
-  std::vector<tag_rule> files;   ///< --loss FILE ...: TensorBoard CSV exports (tag = the path)
-  std::string run;               ///< --run NAME
+  tag_map_options mapping;      ///< --loss TAG, --grad-norm TAG, --lr TAG, --task NAME=TAG
+  std::vector<tag_rule> files;  ///< --loss FILE ...: TensorBoard CSV exports (tag = the path)
+  std::string run;              ///< --run NAME
 };
 
 /// The value options behind input_options, for parse_args.
 extern const std::vector<std::string_view> input_value_options;
 /// Their --help lines (a macro so that usage texts are string literals).
-#define LOSSLENS_INPUT_OPTIONS                                                                  \
+#define LOSSLENS_INPUT_OPTIONS                                                                   \
   "  --loss TAG       the tag (or CSV column) that is the loss; other loss-like tags are then\n" \
   "                   not used. A FILE instead of a TAG: a TensorBoard CSV export of the loss\n" \
-  "  --grad-norm TAG  the same for the gradient norm (TAG or FILE)\n"                           \
-  "  --lr TAG         the same for the learning rate (TAG or FILE)\n"                           \
-  "  --task NAME=TAG  the tag (TAG or FILE) that is task NAME's loss (series loss/NAME);\n"   \
+  "  --grad-norm TAG  the same for the gradient norm (TAG or FILE)\n"                            \
+  "  --lr TAG         the same for the learning rate (TAG or FILE)\n"                            \
+  "  --task NAME=TAG  the tag (TAG or FILE) that is task NAME's loss (series loss/NAME);\n"      \
   "                   repeatable\n"
 /// Reads --loss, --grad-norm, --lr, --task (a value naming an existing file is a TensorBoard
 /// CSV export of that series, otherwise a tag) and --run. Throws usage_error.
@@ -52,16 +52,17 @@ enum class input_kind { csv, tensorboard_csv, tfevents };
 struct run_input {
   std::string name;
   input_kind kind = input_kind::csv;
-  std::string source;               ///< for messages: a path, "PATH (W&B run X)"...
-  std::vector<std::string> files;   ///< what is read ("-": standard input)
-  std::vector<std::optional<series_target>> forced;  ///< tensorboard_csv: per file, from --loss FILE...
-  std::string csv_run;              ///< W&B: the run's columns to read
+  std::string source;              ///< for messages: a path, "PATH (W&B run X)"...
+  std::vector<std::string> files;  ///< what is read ("-": standard input)
+  std::vector<std::optional<series_target>>
+      forced;           ///< tensorboard_csv: per file, from --loss FILE...
+  std::string csv_run;  ///< W&B: the run's columns to read
 };
 
 /// A run being read: its mapping, notes and samples.
 struct opened_run {
-  tag_mapping mapping;      ///< tag -> series (CSV: the columns of the run)
-  std::string tag_word;     ///< "column" or "tag", for messages
+  tag_mapping mapping;             ///< tag -> series (CSV: the columns of the run)
+  std::string tag_word;            ///< "column" or "tag", for messages
   std::vector<std::string> notes;  ///< unused tags, cut-short files, ambiguities (one line each)
   sample_schema schema;
   std::function<bool(sample&)> next;

@@ -42,8 +42,7 @@ const std::string_view serve_usage =
     "2 usage error\n";
 
 int run_serve(int argc, char** argv) {
-  auto args =
-      parse_args(argc, argv, 1, {"db", "port", "host", "token", "allow-origin"}, {"wait"});
+  auto args = parse_args(argc, argv, 1, {"db", "port", "host", "token", "allow-origin"}, {"wait"});
   if (!args.positional.empty())
     throw usage_error("unexpected argument '" + args.positional.front() + "'");
   dashboard::server_options options;
@@ -104,11 +103,11 @@ int run_serve(int argc, char** argv) {
 
   dashboard::server server(options);
   server.start();
-  std::string shown = options.host.find(':') != std::string::npos ? "[" + options.host + "]"
-                                                                  : options.host;
+  std::string shown =
+      options.host.find(':') != std::string::npos ? "[" + options.host + "]" : options.host;
   const std::string query = options.token.empty() ? ""
-                            : generated          ? "?token=" + options.token + " (generated token)"
-                                                 : "?token=<token>";
+                            : generated           ? "?token=" + options.token + " (generated token)"
+                                                  : "?token=<token>";
   std::printf("losslens: dashboard for %s at http://%s:%u/%s\n", options.db_path.c_str(),
               shown.c_str(), unsigned(server.port()), query.c_str());
   std::fflush(stdout);

@@ -99,7 +99,8 @@ void print_table(const std::vector<std::vector<std::string>>& rows,
 }
 
 std::int64_t run_id_arg(const parsed_args& args) {
-  if (!args.options.count("run")) throw usage_error("missing --run ID (`losslens runs` lists them)");
+  if (!args.options.count("run"))
+    throw usage_error("missing --run ID (`losslens runs` lists them)");
   return args.get_int("run", 0, 1, INT64_MAX);
 }
 
@@ -170,7 +171,8 @@ int run_findings(int argc, char** argv) {
     auto [r, added] = replays.try_emplace(s.run_id);
     if (added) r->second = replay_files(reader, s.run_id);
     std::vector<std::pair<std::int64_t, std::string>> files;
-    for (auto [it, end] = r->second.equal_range(s.f.id); it != end; ++it) files.push_back(it->second);
+    for (auto [it, end] = r->second.equal_range(s.f.id); it != end; ++it)
+      files.push_back(it->second);
     return files;
   };
   if (args.has("json")) {
@@ -179,7 +181,8 @@ int run_findings(int argc, char** argv) {
       auto f = to_json(s.f);
       f["run"] = s.run_id;
       auto files = nlohmann::json::array();
-      for (const auto& [step, path] : replays_of(s)) files.push_back({{"step", step}, {"path", path}});
+      for (const auto& [step, path] : replays_of(s))
+        files.push_back({{"step", step}, {"path", path}});
       if (!files.empty()) f["replay"] = files;
       j.push_back(f);
     }
@@ -231,7 +234,8 @@ int run_metrics(int argc, char** argv) {
   if (args.has("json")) {
     auto pts = nlohmann::json::array();
     for (const auto& p : w.points)
-      pts.push_back({{"step", p.step}, {"wall_time", p.wall_time}, {"value", json_number(p.value)}});
+      pts.push_back(
+          {{"step", p.step}, {"wall_time", p.wall_time}, {"value", json_number(p.value)}});
     auto buckets = nlohmann::json::array();
     for (const auto& b : w.buckets) {
       nlohmann::json o = {{"from", b.from_step},
@@ -257,11 +261,11 @@ int run_metrics(int argc, char** argv) {
                 {"buckets", buckets}});
     return 0;
   }
-  std::printf("# run %lld, series %s: %zu points for steps %lld..%lld (%s)\n", (long long)run,
-              s.name.c_str(), w.points.size(), (long long)w.from_step, (long long)w.to_step,
-              w.exact ? "every point"
-                      : ("min/max/first/last per " + std::to_string(w.bucket_width) + " steps")
-                            .c_str());
+  std::printf(
+      "# run %lld, series %s: %zu points for steps %lld..%lld (%s)\n", (long long)run,
+      s.name.c_str(), w.points.size(), (long long)w.from_step, (long long)w.to_step,
+      w.exact ? "every point"
+              : ("min/max/first/last per " + std::to_string(w.bucket_width) + " steps").c_str());
   std::printf("step\tvalue\n");
   for (const auto& p : w.points)
     std::printf("%lld\t%s\n", (long long)p.step, number_text(p.value).c_str());
@@ -274,8 +278,9 @@ namespace {
 
 // Calls fn(step, at) for every step that any series has, in step order; at[i] is series i's
 // point at that step, or null. Reads the points through cursors (not all in memory).
-void for_each_step(run_reader& reader, const std::vector<storage::series_info>& series,
-                   const std::function<void(std::int64_t, const std::vector<const storage::point*>&)>& fn) {
+void for_each_step(
+    run_reader& reader, const std::vector<storage::series_info>& series,
+    const std::function<void(std::int64_t, const std::vector<const storage::point*>&)>& fn) {
   std::vector<storage::point_cursor> cursors;
   std::vector<storage::point> current(series.size());
   std::vector<bool> live;
@@ -301,23 +306,24 @@ void export_csv(run_reader& reader, const std::vector<storage::series_info>& ser
   std::string line = "step,wall_time";
   for (const auto& s : series) line += "," + s.name;
   std::printf("%s\n", line.c_str());
-  for_each_step(reader, series, [&](std::int64_t step, const std::vector<const storage::point*>& at) {
-    line = std::to_string(step) + ",";
-    std::string values;
-    bool wall_done = false;
-    for (const auto* p : at) {
-      values += ",";
-      if (!p) continue;
-      if (!wall_done) {
-        line += number_text(p->wall_time);
-        wall_done = true;
-      }
-      values += number_text(p->value);
-    }
-    line += values;
-    line += '\n';
-    std::fwrite(line.data(), 1, line.size(), stdout);
-  });
+  for_each_step(reader, series,
+                [&](std::int64_t step, const std::vector<const storage::point*>& at) {
+                  line = std::to_string(step) + ",";
+                  std::string values;
+                  bool wall_done = false;
+                  for (const auto* p : at) {
+                    values += ",";
+                    if (!p) continue;
+                    if (!wall_done) {
+                      line += number_text(p->wall_time);
+                      wall_done = true;
+                    }
+                    values += number_text(p->value);
+                  }
+                  line += values;
+                  line += '\n';
+                  std::fwrite(line.data(), 1, line.size(), stdout);
+                });
 }
 
 // One event file in dir, scalars tagged with the series names, in step order.
@@ -340,13 +346,15 @@ void export_tfevents(run_reader& reader, const run_info& run,
   const std::string path = (std::filesystem::path(dir) / name).string();
   tfevents::event_writer w(path, start);
   std::uint64_t scalars = 0;
-  for_each_step(reader, series, [&](std::int64_t step, const std::vector<const storage::point*>& at) {
-    for (std::size_t i = 0; i < at.size(); ++i)
-      if (at[i]) {
-        w.write_scalar(series[i].name, step, at[i]->wall_time, static_cast<float>(at[i]->value));
-        ++scalars;
-      }
-  });
+  for_each_step(reader, series,
+                [&](std::int64_t step, const std::vector<const storage::point*>& at) {
+                  for (std::size_t i = 0; i < at.size(); ++i)
+                    if (at[i]) {
+                      w.write_scalar(series[i].name, step, at[i]->wall_time,
+                                     static_cast<float>(at[i]->value));
+                      ++scalars;
+                    }
+                });
   w.close();
   std::printf("wrote %s: %llu scalars of %zu series\n", path.c_str(), (unsigned long long)scalars,
               series.size());
@@ -364,8 +372,8 @@ void export_json(run_reader& reader, const run_info& run,
     bool first = true;
     std::string buf;
     while (c.next(p)) {
-      buf = (first ? "[" : ",[") + std::to_string(p.step) + "," +
-            json_number(p.wall_time).dump() + "," + json_number(p.value).dump() + "]";
+      buf = (first ? "[" : ",[") + std::to_string(p.step) + "," + json_number(p.wall_time).dump() +
+            "," + json_number(p.value).dump() + "]";
       std::fwrite(buf.data(), 1, buf.size(), stdout);
       first = false;
     }
@@ -393,9 +401,10 @@ int run_export(int argc, char** argv) {
   if (format != "csv" && format != "json" && format != "tfevents")
     throw usage_error("--format must be csv, json or tfevents, got '" + format + "'");
   if ((format == "tfevents") != args.options.count("out"))
-    throw usage_error(format == "tfevents"
-                          ? "--format tfevents needs --out DIR (the event file's directory)"
-                          : "--out DIR is for --format tfevents (csv and json go to standard output)");
+    throw usage_error(
+        format == "tfevents"
+            ? "--format tfevents needs --out DIR (the event file's directory)"
+            : "--out DIR is for --format tfevents (csv and json go to standard output)");
   run_reader reader(args.get("db", default_db));
   const auto info = reader.run(run);
   std::vector<storage::series_info> series;
@@ -492,10 +501,11 @@ int run_compare(int argc, char** argv) {
   std::vector<std::vector<std::string>> rows;
   rows.push_back({"", "run " + std::to_string(runs[0].id) + " (" + runs[0].name + ")",
                   "run " + std::to_string(runs[1].id) + " (" + runs[1].name + ")"});
-  rows.push_back({"status", std::string(to_string(runs[0].status)),
-                  std::string(to_string(runs[1].status))});
+  rows.push_back(
+      {"status", std::string(to_string(runs[0].status)), std::string(to_string(runs[1].status))});
   rows.push_back({"steps", std::to_string(runs[0].steps), std::to_string(runs[1].steps)});
-  rows.push_back({"duration", duration_text(runs[0].duration()), duration_text(runs[1].duration())});
+  rows.push_back(
+      {"duration", duration_text(runs[0].duration()), duration_text(runs[1].duration())});
   for (const auto& [name, rs] : results) {
     rows.push_back({name + " final", rs[0] ? at(rs[0]->final_value, rs[0]->final_step) : "-",
                     rs[1] ? at(rs[1]->final_value, rs[1]->final_step) : "-"});
@@ -538,8 +548,8 @@ const std::string_view findings_usage =
     "  --kind KIND      only this kind\n"
     "  --all            also list each incident's episodes, one indented line each:\n"
     "                     episode 3: steps 900-912 warning peak 14.2\n"
-    "                   (the first 32 and the latest 32 are kept; a line counts the others)\n"
-    LOSSLENS_DB_OPTION
+    "                   (the first 32 and the latest 32 are kept; a line counts the "
+    "others)\n" LOSSLENS_DB_OPTION
     "  --json           print JSON instead of a table (each finding with episodes, spans,\n"
     "                   cause_id and cause)\n" LOSSLENS_EXIT_STATUS;
 

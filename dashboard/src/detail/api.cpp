@@ -69,7 +69,10 @@ std::vector<std::string_view> split_path(std::string_view path) {
   std::vector<std::string_view> parts;
   std::size_t i = 0;
   while (i < path.size()) {
-    if (path[i] == '/') { ++i; continue; }
+    if (path[i] == '/') {
+      ++i;
+      continue;
+    }
     std::size_t j = path.find('/', i);
     if (j == std::string_view::npos) j = path.size();
     parts.push_back(path.substr(i, j - i));
@@ -95,16 +98,19 @@ reply points_reply(storage::run_reader& r, std::int64_t run_id, const target& t)
   }
   std::int64_t from = 0, to = max_step;
   std::int64_t max_points = 1000;
-  struct param { const char* name; std::int64_t* v; std::int64_t lo, hi; };
+  struct param {
+    const char* name;
+    std::int64_t* v;
+    std::int64_t lo, hi;
+  };
   for (param p : {param{"from", &from, 0, max_step}, param{"to", &to, 0, max_step},
                   param{"max_points", &max_points, 8, 100000}}) {
     auto f = t.params.find(p.name);
     if (f == t.params.end()) continue;
     auto v = parse_int(f->second, p.lo, p.hi);
     if (!v)
-      return error_reply(400, std::string("parameter '") + p.name +
-                                  "' must be an integer in [" + std::to_string(p.lo) + ", " +
-                                  std::to_string(p.hi) + "]");
+      return error_reply(400, std::string("parameter '") + p.name + "' must be an integer in [" +
+                                  std::to_string(p.lo) + ", " + std::to_string(p.hi) + "]");
     *p.v = *v;
   }
   if (from > to) return error_reply(400, "parameter 'from' must not exceed 'to'");
@@ -133,8 +139,9 @@ reply api_dispatch(storage::run_reader& r, const std::vector<std::string_view>& 
     return json_reply({{"runs", runs}});
   }
   auto id = parse_int(parts[2], 1, max_step);
-  if (!id) return error_reply(400, "run id must be a positive integer, got '" +
-                                       std::string(parts[2]) + "'");
+  if (!id)
+    return error_reply(400,
+                       "run id must be a positive integer, got '" + std::string(parts[2]) + "'");
   storage::run_info info;
   try {
     info = r.run(*id);
@@ -227,8 +234,7 @@ reply handle_static(const target& t) {
   for (std::size_t i = 0; i < embedded_asset_count; ++i) {
     const auto& a = embedded_assets[i];
     if (path == a.path)
-      return reply{200, a.content_type,
-                   std::string(reinterpret_cast<const char*>(a.data), a.size),
+      return reply{200, a.content_type, std::string(reinterpret_cast<const char*>(a.data), a.size),
                    std::string_view(a.path).find("uPlot") != std::string_view::npos};
   }
   return error_reply(404, "not found: " + t.path);

@@ -24,7 +24,9 @@ class reader_pool {
     lease(reader_pool& pool, std::unique_ptr<storage::run_reader> r)
         : pool_(&pool), reader_(std::move(r)) {}
     lease(lease&&) = default;
-    ~lease() { if (reader_) pool_->put(std::move(reader_)); }
+    ~lease() {
+      if (reader_) pool_->put(std::move(reader_));
+    }
     storage::run_reader& operator*() const { return *reader_; }
 
    private:

@@ -6,7 +6,7 @@
 namespace losslens::dashboard::detail {
 
 struct embedded_asset {
-  const char* path;          ///< URL path, e.g. "/app.js"
+  const char* path;  ///< URL path, e.g. "/app.js"
   const char* content_type;
   const unsigned char* data;
   std::size_t size;

@@ -52,7 +52,7 @@ class connection_table {
   struct admission {
     bool accepted = false;
     std::uint64_t ticket = 0;  ///< accepted: it waits for its first request from now on
-    victim evict;  ///< close this one to make room (its address was at per_address)
+    victim evict;              ///< close this one to make room (its address was at per_address)
   };
   /// A new connection from address. At max_clients: refused. At per_address: the address's
   /// longest-waiting connection is named for eviction and the new one accepted, or refused

@@ -4,8 +4,8 @@ namespace losslens::dashboard::detail {
 
 namespace {
 
-std::vector<std::shared_ptr<subscriber>> live(const std::map<const subscriber*,
-                                                             std::weak_ptr<subscriber>>& m) {
+std::vector<std::shared_ptr<subscriber>> live(
+    const std::map<const subscriber*, std::weak_ptr<subscriber>>& m) {
   std::vector<std::shared_ptr<subscriber>> out;
   out.reserve(m.size());
   for (const auto& [_, w] : m)

@@ -102,16 +102,15 @@ void poller::cycle() {
   }
 }
 
-void poller::poll_subscribed(std::int64_t run,
-                             const std::vector<std::shared_ptr<subscriber>>& subs,
+void poller::poll_subscribed(std::int64_t run, const std::vector<std::shared_ptr<subscriber>>& subs,
                              const std::vector<std::shared_ptr<subscriber>>* new_subs) {
   auto found = cursors_.find(run);
   shared_message delta;
   if (found == cursors_.end()) {
     run_cursor c;
     if (!init_cursor(run, c)) {
-      auto err = make_message({{"type", "error"}, {"run", run},
-                               {"error", "no run " + std::to_string(run)}});
+      auto err = make_message(
+          {{"type", "error"}, {"run", run}, {"error", "no run " + std::to_string(run)}});
       for (const auto& s : subs) s->send(err);
       hub_.drop_run(run);
       return;
@@ -154,8 +153,11 @@ bool poller::init_cursor(std::int64_t run, run_cursor& c) {
 shared_message poller::subscribed_message(std::int64_t run, const run_cursor& c) const {
   nlohmann::json last = nlohmann::json::object();
   for (const auto& s : c.series) last[s.name] = s.last_step;
-  return make_message({{"type", "subscribed"}, {"run", run}, {"status", c.status},
-                       {"last_steps", last}, {"last_event", c.last_event},
+  return make_message({{"type", "subscribed"},
+                       {"run", run},
+                       {"status", c.status},
+                       {"last_steps", last},
+                       {"last_event", c.last_event},
                        {"time", unix_now()}});
 }
 
@@ -219,8 +221,12 @@ shared_message poller::poll_run(std::int64_t run, run_cursor& c) {
     changed = true;
   }
   if (!changed) return nullptr;
-  return make_message({{"type", "delta"}, {"run", run}, {"status", c.status},
-                       {"points", points}, {"findings", findings}, {"events", new_events},
+  return make_message({{"type", "delta"},
+                       {"run", run},
+                       {"status", c.status},
+                       {"points", points},
+                       {"findings", findings},
+                       {"events", new_events},
                        {"time", unix_now()}});
 }
 

@@ -49,9 +49,9 @@ class poller {
   struct run_cursor {
     std::string status;
     std::vector<series_cursor> series;
-    std::map<std::uint64_t, std::string> findings;  ///< id -> JSON text last sent
-    std::int64_t last_event = 0;                     ///< id of the last event sent
-    std::chrono::steady_clock::time_point refreshed;       ///< series list and status read
+    std::map<std::uint64_t, std::string> findings;    ///< id -> JSON text last sent
+    std::int64_t last_event = 0;                      ///< id of the last event sent
+    std::chrono::steady_clock::time_point refreshed;  ///< series list and status read
     std::chrono::steady_clock::time_point findings_polled;
   };
 

@@ -14,8 +14,7 @@ namespace losslens::dashboard::detail {
 /// read: fields that arrive in many small reads are consumed one by one and never add up, so
 /// 1500 small fields (14 KB) passed an 8 KiB limit. This parser counts the request line and
 /// every field as it is stored (name, value, ": " and CRLF). One per request, like Beast's.
-class request_parser
-    : public boost::beast::http::request_parser<boost::beast::http::string_body> {
+class request_parser : public boost::beast::http::request_parser<boost::beast::http::string_body> {
  public:
   request_parser(std::size_t max_header_bytes, std::size_t max_body_bytes)
       : max_header_bytes_(max_header_bytes) {

@@ -39,9 +39,10 @@ client_message parse_client_message(bool is_text, std::string_view text) {
       run = run_it->get<std::int64_t>();
     }
     if (run < 1) return bad("\"" + type + "\" needs \"run\": a positive integer run id");
-    return {type == "subscribe" ? client_message::kind::subscribe
-                                : client_message::kind::unsubscribe,
-            run, {}};
+    return {
+        type == "subscribe" ? client_message::kind::subscribe : client_message::kind::unsubscribe,
+        run,
+        {}};
   }
   return bad("unknown message type \"" + type + "\"");
 }

@@ -76,9 +76,9 @@ class csv_reader {
     std::string name;
   };
 
-  bool fill();                          // the next chunk; false at the end
+  bool fill();                            // the next chunk; false at the end
   bool read_line(std::string_view& out);  // into chunk_ or buf_, valid until the next call
-  bool parse_row(sample& s);  // false: a row to skip
+  bool parse_row(sample& s);              // false: a row to skip
   void read_header();
   [[noreturn]] void fail(const std::string& reason) const;
 

@@ -32,13 +32,13 @@ struct detector_options {
   /// `loss_spike`: robust z-score of the loss against a rolling median/MAD.
   struct loss_spike_t {
     bool enabled = true;
-    int window = 64;            ///< values in the rolling median/MAD
-    int warmup = 50;            ///< values seen before the rule may fire
-    double z_threshold = 6.0;   ///< (loss - median) / (1.4826 MAD) at or above this is a spike
-    double min_ratio = 2.0;     ///< and loss / median at least this (guards near-zero MAD)
-    int recent_window = 32;     ///< the loss must also exceed the largest of this many ...
+    int window = 64;                ///< values in the rolling median/MAD
+    int warmup = 50;                ///< values seen before the rule may fire
+    double z_threshold = 6.0;       ///< (loss - median) / (1.4826 MAD) at or above this is a spike
+    double min_ratio = 2.0;         ///< and loss / median at least this (guards near-zero MAD)
+    int recent_window = 32;         ///< the loss must also exceed the largest of this many ...
     double recent_max_ratio = 1.2;  ///< ... previous losses by this factor (rules out swings)
-    int grad_lookback = 5;      ///< a grad-norm spike this many steps before is cited
+    int grad_lookback = 5;          ///< a grad-norm spike this many steps before is cited
     std::int64_t merge_gap = 10;
     std::int64_t unstable_lookback = 64;  ///< quiet within this many steps of an oscillation
                                           ///< or divergence finding
@@ -55,7 +55,7 @@ struct detector_options {
     std::int64_t max_wait = 480;  ///< ... and waits this much longer for it to recover
     double heavy_tail_z = 4;      ///< ... but only when the run's p99 z-score is at least this
                                   ///< (heavy-tailed losses); otherwise a spike is reported at once
-    double min_range_fraction = 0.25; ///< loss - median at least this x the run's progress
+    double min_range_fraction = 0.25;  ///< loss - median at least this x the run's progress
   } loss_spike;
 
   /// `divergence`: smoothed loss rises well above its best and stays there.
@@ -73,14 +73,14 @@ struct detector_options {
   /// `plateau`: ReduceLROnPlateau semantics on the smoothed loss.
   struct plateau_t {
     bool enabled = true;
-    bool mode_max = false;        ///< false: lower is better (a loss)
-    bool threshold_rel = true;    ///< threshold relative (true) or absolute (false)
-    double threshold = 1e-2;      ///< improvement needed to count as better
-    int patience = 500;           ///< steps without improvement
-    int cooldown = 200;           ///< steps after an episode before a new one may start
+    bool mode_max = false;      ///< false: lower is better (a loss)
+    bool threshold_rel = true;  ///< threshold relative (true) or absolute (false)
+    double threshold = 1e-2;    ///< improvement needed to count as better
+    int patience = 500;         ///< steps without improvement
+    int cooldown = 200;         ///< steps after an episode before a new one may start
     double ema_alpha = 0.01;
     int warmup = 100;
-    double max_rise = 0.5;        ///< smoothed loss more than this x |best| above best: not flat
+    double max_rise = 0.5;           ///< smoothed loss more than this x |best| above best: not flat
     double patience_fraction = 0.1;  ///< patience is at least this x the steps seen so far
   } plateau;
 
@@ -94,18 +94,18 @@ struct detector_options {
     /// A bounce that began within the window: its lag-1 autocorrelation x sqrt(its length)
     /// must be <= -recent_z, with swings min_growth x the earlier ones.
     double recent_z = 3.0;
-    double min_amplitude_ratio = 0.5; ///< mean |diff| / mean |loss|
-    double max_trend_ratio = 0.25;    ///< |net change| / total variation in the window
-    double min_growth = 3.0;          ///< spread now / spread one window earlier, for growth
-    double min_range_fraction = 0.05; ///< mean |diff| at least this x the run's progress
+    double min_amplitude_ratio = 0.5;  ///< mean |diff| / mean |loss|
+    double max_trend_ratio = 0.25;     ///< |net change| / total variation in the window
+    double min_growth = 3.0;           ///< spread now / spread one window earlier, for growth
+    double min_range_fraction = 0.05;  ///< mean |diff| at least this x the run's progress
   } oscillation;
 
   /// `chance_level`: loss stuck near ln C (or ln 2 for binary) after warm-up.
   struct chance_level_t {
     bool enabled = true;
-    int num_classes = 0;       ///< 0 = unknown: inferred from the level (see below); 2 = binary
+    int num_classes = 0;  ///< 0 = unknown: inferred from the level (see below); 2 = binary
     double inferred_tolerance = 0.01;  ///< with num_classes 0: |smoothed - ln k| <= this x ln k
-    double tolerance = 0.03;   ///< smoothed >= (1 - tolerance) x ln C, and ...
+    double tolerance = 0.03;           ///< smoothed >= (1 - tolerance) x ln C, and ...
     /// ... <= (1 + above_tolerance) x ln C: a model that collapsed after a blow-up sits at or a
     /// little above chance (its constant prediction is not exactly uniform).
     double above_tolerance = 0.1;
@@ -119,9 +119,9 @@ struct detector_options {
     bool enabled = true;
     double share_threshold = 0.9;
     int patience = 50;
-    double ema_alpha = 0.1;     ///< smoothing of the shares
-    double scale_ratio = 100;   ///< raw loss scales this far apart, with the large one over
-                                ///< share_threshold of the total, are reported at once
+    double ema_alpha = 0.1;           ///< smoothing of the shares
+    double scale_ratio = 100;         ///< raw loss scales this far apart, with the large one over
+                                      ///< share_threshold of the total, are reported at once
     double converged_fraction = 0.3;  ///< no dominance once every other task is below this x
                                       ///< its initial loss (they trained)
     int warmup = 10;
@@ -130,10 +130,10 @@ struct detector_options {
   /// `task_stalled`: one task flat while the total falls.
   struct task_stalled_t {
     bool enabled = true;
-    int window = 200;              ///< steps compared
-    double max_task_change = 0.02; ///< relative change of the task's smoothed loss
-    double min_total_drop = 0.10;  ///< relative drop of the smoothed total
-    double min_remaining = 0.5;    ///< task still >= this x its initial level (not converged)
+    int window = 200;               ///< steps compared
+    double max_task_change = 0.02;  ///< relative change of the task's smoothed loss
+    double min_total_drop = 0.10;   ///< relative drop of the smoothed total
+    double min_remaining = 0.5;     ///< task still >= this x its initial level (not converged)
     double ema_alpha = 0.05;
     int warmup = 50;
   } task_stalled;
@@ -141,10 +141,10 @@ struct detector_options {
   /// `exploding_gradients`: grad norm far above its running median.
   struct exploding_t {
     bool enabled = true;
-    int window = 128;        ///< rolling median window of the total grad norm
-    int warmup = 5;          ///< norms seen before the rule may fire (early blow-ups count)
-    double ratio = 10;       ///< norm / running median at or above this
-    double error_ratio = 100;///< ... at or above this is an error
+    int window = 128;          ///< rolling median window of the total grad norm
+    int warmup = 5;            ///< norms seen before the rule may fire (early blow-ups count)
+    double ratio = 10;         ///< norm / running median at or above this
+    double error_ratio = 100;  ///< ... at or above this is an error
     double abs_max = std::numeric_limits<double>::infinity();  ///< fires above this too
     std::int64_t merge_gap = 10;
     /// The run's own tail: once `tail_warmup` norms are seen, a spike must also reach
@@ -215,8 +215,8 @@ struct detector_options {
   /// catches outliers but rescales every update.
   struct clipping_t {
     bool enabled = true;
-    int window = 200;            ///< steps over which the clipped fraction is measured
-    double min_fraction = 0.5;   ///< clipped on at least this fraction of the window
+    int window = 200;           ///< steps over which the clipped fraction is measured
+    double min_fraction = 0.5;  ///< clipped on at least this fraction of the window
     /// A norm within this relative distance of the pinned value counts as clipped (when the
     /// trainer does not report the norm before clipping).
     double pin_tolerance = 1e-4;

@@ -48,22 +48,22 @@ struct finding {
   /// `episodes` still counts every one.
   static constexpr std::size_t max_spans = 64;
 
-  std::uint64_t id = 0;          ///< unique within one run (one router), stable across updates
-  std::string kind;              ///< e.g. "loss_spike"; see docs/detectors.md
+  std::uint64_t id = 0;  ///< unique within one run (one router), stable across updates
+  std::string kind;      ///< e.g. "loss_spike"; see docs/detectors.md
   losslens::severity level = severity::warning;
-  std::int64_t first_step = 0;   ///< first step the episode covers
-  std::int64_t last_step = 0;    ///< last step the episode covers (grows)
-  std::string series;            ///< e.g. "loss", "loss/cls", "grad_norm/fc1.weight"
+  std::int64_t first_step = 0;  ///< first step the episode covers
+  std::int64_t last_step = 0;   ///< last step the episode covers (grows)
+  std::string series;           ///< e.g. "loss", "loss/cls", "grad_norm/fc1.weight"
   rule_info rule;
   std::vector<named_number> evidence;  ///< the numbers that triggered it (NaN/Inf allowed)
-  std::string message;           ///< what happened, with numbers
-  std::string advice;            ///< the concrete remedy
-  std::int64_t episodes = 1;     ///< episodes merged into this incident
-  std::vector<episode_span> spans;  ///< those episodes (see max_spans); empty = one episode
-                                    ///< covering first_step..last_step
-  std::uint64_t cause_id = 0;    ///< id of the earlier incident this one follows (0 = none)
-  std::string cause;             ///< that incident in a few words, e.g. "task_dominance at
-                                 ///< step 0 (recon is 99.98% of the loss)"; empty = none
+  std::string message;                 ///< what happened, with numbers
+  std::string advice;                  ///< the concrete remedy
+  std::int64_t episodes = 1;           ///< episodes merged into this incident
+  std::vector<episode_span> spans;     ///< those episodes (see max_spans); empty = one episode
+                                       ///< covering first_step..last_step
+  std::uint64_t cause_id = 0;          ///< id of the earlier incident this one follows (0 = none)
+  std::string cause;                   ///< that incident in a few words, e.g. "task_dominance at
+                                       ///< step 0 (recon is 99.98% of the loss)"; empty = none
 
   /// Evidence value by name, or NaN if absent.
   double evidence_value(std::string_view name) const noexcept;

@@ -28,13 +28,13 @@ namespace losslens {
 
 /// How a pipeline behaves.
 struct pipeline_options {
-  std::string run = "run";          ///< the run's name (run_start::name)
-  std::string config_json = "{}";   ///< the trainer's configuration (run_start::config_json)
+  std::string run = "run";               ///< the run's name (run_start::name)
+  std::string config_json = "{}";        ///< the trainer's configuration (run_start::config_json)
   std::vector<series_key> extra_series;  ///< run_start::extra_series
-  std::string db;                   ///< run_start::db: where a run recorder writes ("": none)
-  detector_options detectors;       ///< rule parameters
-  std::size_t queue_capacity = 1024;  ///< samples buffered for the monitor thread (>= 2)
-  bool log_findings = true;         ///< one line per new incident through the log sink
+  std::string db;                        ///< run_start::db: where a run recorder writes ("": none)
+  detector_options detectors;            ///< rule parameters
+  std::size_t queue_capacity = 1024;     ///< samples buffered for the monitor thread (>= 2)
+  bool log_findings = true;              ///< one line per new incident through the log sink
   severity log_level = severity::warning;  ///< lowest severity logged
   /// Called on the monitor thread with every sample, after the detectors (raw numbers for
   /// custom logging or tests); keep it short.

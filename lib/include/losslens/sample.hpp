@@ -28,22 +28,22 @@ struct sample_schema {
 /// exactly what the non_finite detector looks for). Vectors are indexed like the schema's names
 /// and may be shorter than the schema (the rest count as missing).
 struct sample {
-  std::int64_t step = 0;                               ///< optimizer step, strictly increasing
-  double wall_time = 0;                                ///< seconds (any fixed origin)
-  std::optional<double> loss;                          ///< total (weighted) loss
-  std::vector<std::optional<double>> task_losses;      ///< unweighted per-task losses
-  std::vector<double> task_weights;                    ///< effective task weights; empty = all 1
-  std::vector<std::optional<double>> task_grad_norms;  ///< per-task grad norm on shared params
-  std::optional<double> grad_norm;                     ///< total L2 gradient norm
-  std::vector<std::optional<double>> param_grad_norms; ///< per-parameter (or layer) grad norms
-  std::int32_t first_non_finite_param = -1;            ///< index of the first parameter whose
-                                                       ///< gradient was non-finite (hooks know
-                                                       ///< the order); -1 = unknown or none
-  std::optional<double> lr;                            ///< learning rate (first param group)
-  std::optional<double> lr_min, lr_max;                ///< the smallest and largest LR over the
-                                                       ///< optimizer's param groups, when it
-                                                       ///< has several
-  std::optional<double> accuracy;                      ///< batch accuracy in [0, 1]
+  std::int64_t step = 0;                                ///< optimizer step, strictly increasing
+  double wall_time = 0;                                 ///< seconds (any fixed origin)
+  std::optional<double> loss;                           ///< total (weighted) loss
+  std::vector<std::optional<double>> task_losses;       ///< unweighted per-task losses
+  std::vector<double> task_weights;                     ///< effective task weights; empty = all 1
+  std::vector<std::optional<double>> task_grad_norms;   ///< per-task grad norm on shared params
+  std::optional<double> grad_norm;                      ///< total L2 gradient norm
+  std::vector<std::optional<double>> param_grad_norms;  ///< per-parameter (or layer) grad norms
+  std::int32_t first_non_finite_param = -1;             ///< index of the first parameter whose
+                                                        ///< gradient was non-finite (hooks know
+                                                        ///< the order); -1 = unknown or none
+  std::optional<double> lr;                             ///< learning rate (first param group)
+  std::optional<double> lr_min, lr_max;                 ///< the smallest and largest LR over the
+                                                        ///< optimizer's param groups, when it
+                                                        ///< has several
+  std::optional<double> accuracy;                       ///< batch accuracy in [0, 1]
   /// Balanced accuracy (the mean of the per-class recalls) and each class's recall of the
   /// schema's class task, from the sampled logits (see sample_schema::classes); present on
   /// the steps where they were computed. class_recall holds the first 64 classes.

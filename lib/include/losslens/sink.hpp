@@ -20,14 +20,14 @@ namespace losslens {
 
 /// What sinks learn when a run starts: the first step has arrived, so its tasks are known.
 struct run_start {
-  std::string name = "run";        ///< the run's name (attach_options::run)
-  std::string config_json = "{}";  ///< the trainer's configuration, as given
-  sample_schema schema;            ///< tasks and parameters; series_layout(schema) names the
-                                   ///< series a sample fills
+  std::string name = "run";              ///< the run's name (attach_options::run)
+  std::string config_json = "{}";        ///< the trainer's configuration, as given
+  sample_schema schema;                  ///< tasks and parameters; series_layout(schema) names the
+                                         ///< series a sample fills
   std::vector<series_key> extra_series;  ///< further series (one per rank and measure in a
                                          ///< multi-rank run), whose points come via on_point
-  std::size_t parameters = 0;      ///< parameters the hooks watch
-  std::string db;                  ///< the run-history file a run recorder writes ("": none)
+  std::size_t parameters = 0;            ///< parameters the hooks watch
+  std::string db;                        ///< the run-history file a run recorder writes ("": none)
 };
 
 /// What sinks add to monitor::stats().

@@ -14,10 +14,10 @@ class robust_baseline;
 
 /// What the guard advises for this step.
 enum class step_decision : std::uint8_t {
-  proceed = 0,       ///< apply the update
-  skip_non_finite,   ///< the loss or the gradient norm is NaN/Inf: skip optimizer.step()
-  skip_loss_spike,   ///< the loss is far above its running median
-  skip_grad_spike,   ///< the gradient norm is far above its running median
+  proceed = 0,      ///< apply the update
+  skip_non_finite,  ///< the loss or the gradient norm is NaN/Inf: skip optimizer.step()
+  skip_loss_spike,  ///< the loss is far above its running median
+  skip_grad_spike,  ///< the gradient norm is far above its running median
 };
 
 /// "proceed", "skip_non_finite", "skip_loss_spike" or "skip_grad_spike".
@@ -31,8 +31,8 @@ struct guard_options {
   double grad_ratio = 10.0;
   double z_threshold = 6.0;
   int window = 64;
-  int warmup = 20;               ///< steps before spikes can be called
-  int max_consecutive_skips = 5; ///< after this many skips in a row, proceed (a new level)
+  int warmup = 20;                ///< steps before spikes can be called
+  int max_consecutive_skips = 5;  ///< after this many skips in a row, proceed (a new level)
 };
 
 /// Decides per step whether to skip the update, as large-model trainers skip spiking steps.

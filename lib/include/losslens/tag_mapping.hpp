@@ -58,7 +58,7 @@ std::optional<series_target> guess_series(std::string_view tag);
 struct tag_mapping {
   std::vector<std::string> tags;                      ///< every tag seen, in order
   std::vector<std::optional<series_target>> targets;  ///< per tag; empty: not used
-  sample_schema schema;  ///< tasks and parameters, in the order of their tags
+  sample_schema schema;            ///< tasks and parameters, in the order of their tags
   std::vector<std::string> notes;  ///< tags left out because another claimed the same series
 
   /// True when a loss, a task loss, a gradient norm or a parameter's gradient norm is mapped:

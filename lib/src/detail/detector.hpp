@@ -24,17 +24,17 @@ inline constexpr double nan = std::numeric_limits<double>::quiet_NaN();
 struct step_context {
   const sample* s = nullptr;
   const sample_schema* schema = nullptr;
-  double lr = nan;                 ///< latest known learning rate (first param group)
+  double lr = nan;                    ///< latest known learning rate (first param group)
   double lr_min = nan, lr_max = nan;  ///< latest range over several param groups (else NaN)
-  double grad_median = nan;        ///< running median of the total grad norm, before this step
-  bool grad_spike = false;         ///< this step's grad norm is a robust outlier
+  double grad_median = nan;           ///< running median of the total grad norm, before this step
+  bool grad_spike = false;            ///< this step's grad norm is a robust outlier
   std::int64_t last_grad_spike_step = std::numeric_limits<std::int64_t>::min();
   double last_grad_spike_value = nan;
   double last_grad_spike_ratio = nan;  ///< grad norm / running median at that spike
-  double grad_early = nan;         ///< running median of the grad norm once `window` norms
-                                   ///< were seen: the run's scale of gradients early on
-  double grad_tail_ratio = nan;    ///< the recent norms' 99th percentile / their median (NaN
-                                   ///< until enough norms were seen)
+  double grad_early = nan;             ///< running median of the grad norm once `window` norms
+                                       ///< were seen: the run's scale of gradients early on
+  double grad_tail_ratio = nan;        ///< the recent norms' 99th percentile / their median (NaN
+                                       ///< until enough norms were seen)
   /// pow(grad_tail_ratio (1 while NaN), exploding.tail_factor): the factor a grad norm must
   /// exceed its median by beyond the run's own tail.
   double grad_tail_bar = 1;
@@ -187,8 +187,8 @@ struct hit_result {
 /// Extends the episode's finding to `step` when it continues (within merge_gap), else opens a
 /// new finding made by make(); either way the episode now points at it.
 template <class Make>
-hit_result open_or_extend(finding_log& log, const detector* owner, episode& ep,
-                          std::int64_t step, std::int64_t merge_gap, Make&& make) {
+hit_result open_or_extend(finding_log& log, const detector* owner, episode& ep, std::int64_t step,
+                          std::int64_t merge_gap, Make&& make) {
   const bool cont = ep.continues(step, merge_gap);
   if (cont) {
     log.at(ep.index).last_step = step;
@@ -210,7 +210,8 @@ class recovery_gate {
  public:
   /// Waits at least `confirm` steps after the last hit, and at most `max_wait` more for the
   /// series to recover before the episode is published with its severity.
-  recovery_gate(std::int64_t confirm, std::int64_t max_wait) : confirm_(confirm), max_wait_(max_wait) {}
+  recovery_gate(std::int64_t confirm, std::int64_t max_wait)
+      : confirm_(confirm), max_wait_(max_wait) {}
   /// The episode at `index` opened or grew at `step`; `before` is the series' level before it.
   /// With `hold` false (too early in the run to know its normal level) the episode is
   /// published at once with its severity.
@@ -233,9 +234,9 @@ class recovery_gate {
   }
   /// Call every step after the detector's own update; `now` is the series' current level
   /// (a short rolling median). Recovered: now <= factor x before + tolerance. Clearly not
-  /// recovering (published at once): now >= elevated x before + stuck_tolerance. In between it waits
-  /// up to max_wait steps. Settles a due episode.
-  /// True when check() has something to decide at `step` (the caller computes `now` only then).
+  /// recovering (published at once): now >= elevated x before + stuck_tolerance. In between it
+  /// waits up to max_wait steps. Settles a due episode. True when check() has something to decide
+  /// at `step` (the caller computes `now` only then).
   bool waiting(std::int64_t step) const noexcept {
     return index_ != finding_log::none && step >= opened_ + confirm_;
   }
@@ -246,8 +247,8 @@ class recovery_gate {
     // Stuck high confirm steps after the onset: published then, even while it still grows.
     if (index_ == finding_log::none || step < opened_ + confirm_) return;
     finding& f = log.at(index_);
-    const bool recovered = also_ok && step >= deadline_ && std::isfinite(now) &&
-                           now <= factor * before_ + tolerance;
+    const bool recovered =
+        also_ok && step >= deadline_ && std::isfinite(now) && now <= factor * before_ + tolerance;
     const bool stuck = !std::isfinite(now) || now >= elevated * before_ + stuck_tolerance;
     if (released_) {
       // Published as stuck; it may still come back within max_wait: say so, and an error that

@@ -71,8 +71,8 @@ namespace {
 // The k-th smallest (0-based) of two ascending sequences, the distances from the median going
 // left (m - lo[-1 - i], i < nl) and right (hi[j] - m, j < nr): binary search on how many of
 // the k + 1 smallest come from the left.
-double kth_distance(const double* lo, std::size_t nl, const double* hi, std::size_t nr,
-                    double m, std::size_t k) noexcept {
+double kth_distance(const double* lo, std::size_t nl, const double* hi, std::size_t nr, double m,
+                    std::size_t k) noexcept {
   std::size_t a = k + 1 > nr ? k + 1 - nr : 0, b = std::min(k + 1, nl);
   while (a < b) {
     const std::size_t i = (a + b) / 2, j = k + 1 - i;  // j >= 1 here

@@ -33,7 +33,8 @@ class ring {
   /// Copies the values, oldest first, to out[0, size()).
   void copy_to(double* out) const noexcept {
     const std::size_t first = std::min(size_, buf_.size() - start_);
-    std::copy(buf_.begin() + std::ptrdiff_t(start_), buf_.begin() + std::ptrdiff_t(start_ + first), out);
+    std::copy(buf_.begin() + std::ptrdiff_t(start_), buf_.begin() + std::ptrdiff_t(start_ + first),
+              out);
     std::copy(buf_.begin(), buf_.begin() + std::ptrdiff_t(size_ - first), out + first);
   }
 
@@ -160,7 +161,6 @@ class robust_baseline {
   double scale() const noexcept { return median_.scale(); }
   bool log_scale() const noexcept { return log_; }
 
-
  private:
   rolling_median median_;
   bool log_ = true;
@@ -286,7 +286,7 @@ std::size_t change_point(const double* y, std::size_t a, std::size_t b, std::siz
                  Sth = suf.tt - t0 * suf.t, Shy = suf.ty - t0 * suf.y;
     const double m[3][3] = {{n, all.t, Sh}, {all.t, all.tt, Sth}, {Sh, Sth, Shh}};
     const double v[3] = {all.y, all.ty, Shy};
-    auto det3 = [](const double (&q)[3][3]) {
+    auto det3 = [](const double(&q)[3][3]) {
       return q[0][0] * (q[1][1] * q[2][2] - q[1][2] * q[2][1]) -
              q[0][1] * (q[1][0] * q[2][2] - q[1][2] * q[2][0]) +
              q[0][2] * (q[1][0] * q[2][1] - q[1][1] * q[2][0]);

@@ -128,8 +128,8 @@ db_handle connect(const std::string& path, open_mode mode, read_access access,
   int rc = sqlite3_open_v2(name.c_str(), &raw, flags, nullptr);
   db_handle db(raw);
   if (rc != SQLITE_OK)
-    throw error("cannot open database '" + path + "': " +
-                (raw ? sqlite3_errmsg(raw) : sqlite3_errstr(rc)) +
+    throw error("cannot open database '" + path +
+                "': " + (raw ? sqlite3_errmsg(raw) : sqlite3_errstr(rc)) +
                 "; check the path and its permissions");
   sqlite3_busy_timeout(db.get(), busy_timeout_ms);
   sqlite3_extended_result_codes(db.get(), 0);
@@ -151,7 +151,8 @@ void throw_setup_error(const std::string& path, const sqlite_error& e) {
     case SQLITE_READONLY:
     case SQLITE_PERM:
       throw error(where + "read-only (" + e.what() +
-                  "); check the permissions of the file and of its directory, or use another database file");
+                  "); check the permissions of the file and of its directory, or use another "
+                  "database file");
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
       throw error(where + "locked by another process (" + e.what() +
@@ -178,8 +179,7 @@ database_kind read_kind(sqlite3* db) {
   // One read transaction: a creator committing between the three reads would otherwise
   // show a mix (no application id yet, but tables) that looks like a foreign database.
   transaction t(db, begin_mode::deferred);
-  database_kind kind{query_int(db, "PRAGMA application_id"),
-                     query_int(db, "PRAGMA user_version"),
+  database_kind kind{query_int(db, "PRAGMA application_id"), query_int(db, "PRAGMA user_version"),
                      query_int(db, "SELECT count(*) FROM sqlite_master")};
   t.commit();
   return kind;
@@ -243,8 +243,7 @@ db_handle open_database(const std::string& path, open_mode mode, int busy_timeou
       if (mode == open_mode::read)
         throw error("database '" + path + "' is empty (no losslens run has written to it yet)");
     } else if (version < 1) {  // the schema and its version are written in one transaction
-      throw error("database '" + path +
-                  "' is not a losslens database, or its schema version (" +
+      throw error("database '" + path + "' is not a losslens database, or its schema version (" +
                   std::to_string(version) + ") is unknown (this build writes version " +
                   std::to_string(schema_version) + "); use another database file");
     }
@@ -254,9 +253,10 @@ db_handle open_database(const std::string& path, open_mode mode, int busy_timeou
                   std::to_string(schema_version) +
                   "); upgrade losslens, or use another database file");
     if (mode == open_mode::write && sqlite3_db_readonly(db.get(), "main") == 1)
-      throw error("database '" + path +
-                  "' is read-only; check the permissions of the file and of its directory "
-                  "(SQLite creates '-wal' and '-shm' files next to it), or use another database file");
+      throw error(
+          "database '" + path +
+          "' is read-only; check the permissions of the file and of its directory "
+          "(SQLite creates '-wal' and '-shm' files next to it), or use another database file");
     if (version < schema_version) {
       if (sqlite3_db_readonly(db.get(), "main") == 1)
         throw error("database '" + path + "' has an older schema (version " +

@@ -32,8 +32,8 @@ void statement::finalizer::operator()(sqlite3_stmt* s) const noexcept { sqlite3_
 
 statement::statement(sqlite3* db, std::string_view sql) {
   sqlite3_stmt* s = nullptr;
-  check(db, sqlite3_prepare_v3(db, sql.data(), int(sql.size()), SQLITE_PREPARE_PERSISTENT, &s,
-                               nullptr),
+  check(db,
+        sqlite3_prepare_v3(db, sql.data(), int(sql.size()), SQLITE_PREPARE_PERSISTENT, &s, nullptr),
         "preparing " + std::string(sql.substr(0, 60)));
   stmt_.reset(s);
 }

@@ -36,10 +36,10 @@ writer_connection::writer_connection(const std::string& path,
     auto pages = std::max<std::int64_t>(64, options.wal_limit_bytes / 4 / page_size);
     exec(db_.get(), "PRAGMA wal_autocheckpoint = " + std::to_string(pages));
     if (options.max_database_bytes > 0)
-      exec(db_.get(), "PRAGMA max_page_count = " +
-                          std::to_string(std::max<std::int64_t>(
-                              1, options.max_database_bytes /
-                                     query_int(db_.get(), "PRAGMA page_size"))));
+      exec(db_.get(),
+           "PRAGMA max_page_count = " +
+               std::to_string(std::max<std::int64_t>(
+                   1, options.max_database_bytes / query_int(db_.get(), "PRAGMA page_size"))));
     insert_point_ = statement(db_.get(),
                               "INSERT INTO points(series_id, step, wall_time, value) "
                               "VALUES(?1, ?2, ?3, ?4)");
@@ -113,8 +113,7 @@ std::int64_t writer_connection::start_run(const storage::run_options& run,
         .bind(6, std::string_view(version_string))
         .run();
     run_id_ = sqlite3_last_insert_rowid(db_.get());
-    statement insert_series(db_.get(),
-                            "INSERT INTO series(run_id, name, kind) VALUES(?1, ?2, ?3)");
+    statement insert_series(db_.get(), "INSERT INTO series(run_id, name, kind) VALUES(?1, ?2, ?3)");
     for (const auto& s : series) {
       insert_series.bind(1, run_id_)
           .bind(2, std::string_view(s.name))
@@ -124,8 +123,8 @@ std::int64_t writer_connection::start_run(const storage::run_options& run,
       st.db_id = sqlite3_last_insert_rowid(db_.get());
       series_.push_back(st);
     }
-    nlohmann::json detail = {{"host", host_name()}, {"pid", process_id()},
-                             {"series", series.size()}};
+    nlohmann::json detail = {
+        {"host", host_name()}, {"pid", process_id()}, {"series", series.size()}};
     insert_event("attach", detail.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
                  -1);
     t.commit();
@@ -155,8 +154,8 @@ void writer_connection::insert_event(std::string_view kind, const std::string& d
       .run();
 }
 
-void writer_connection::write_rollup(const series_state& s, std::size_t level,
-                                     std::int64_t bucket, const storage::bucket_summary& summary) {
+void writer_connection::write_rollup(const series_state& s, std::size_t level, std::int64_t bucket,
+                                     const storage::bucket_summary& summary) {
   upsert_rollup_.bind(1, s.db_id).bind(2, level_at(level)).bind(3, bucket);
   bind_summary(upsert_rollup_, 4, summary);
   upsert_rollup_.run();
@@ -170,8 +169,7 @@ void writer_connection::add_point(series_state& s, const point_record& r) {
     // Close every level whose bucket the step leaves, finest first: each closed bucket is
     // final, and is folded into the open bucket one level up (which still contains it).
     std::size_t changed = 0;
-    while (changed < n && bucket_of(r.step, level_at(changed)) != s.open_bucket[changed])
-      ++changed;
+    while (changed < n && bucket_of(r.step, level_at(changed)) != s.open_bucket[changed]) ++changed;
     for (std::size_t j = 0; j < changed; ++j) {
       write_rollup(s, j, s.open_bucket[j], s.open[j]);
       s.open[j + 1].append(s.open[j]);
@@ -221,8 +219,8 @@ void writer_connection::write_all(std::optional<storage::run_status> final_statu
         .bind(8, std::string_view(f.message))
         // Invalid UTF-8 (e.g. in a series name) is replaced: dump() would throw, and the
         // commit would fail again on every retry.
-        .bind(9, std::string_view(to_json(f).dump(-1, ' ', false,
-                                                  nlohmann::json::error_handler_t::replace)))
+        .bind(9, std::string_view(
+                     to_json(f).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)))
         .bind(10, unix_now())
         .bind(11, f.episodes)
         .bind(12, std::int64_t(f.cause_id))
@@ -247,10 +245,10 @@ void writer_connection::write_all(std::optional<storage::run_status> final_statu
                  -1);
   double now = unix_now();
   if (final_status) {
-    insert_event("detach",
-                 nlohmann::json{{"status", to_string(*final_status)}, {"dropped", dropped_total}}
-                     .dump(),
-                 -1);
+    insert_event(
+        "detach",
+        nlohmann::json{{"status", to_string(*final_status)}, {"dropped", dropped_total}}.dump(),
+        -1);
     finish_run_.bind(1, run_id_).bind(2, to_string(*final_status)).bind(3, now).run();
   } else {
     heartbeat_.bind(1, run_id_).bind(2, now).run();
@@ -309,8 +307,8 @@ void writer_connection::maybe_checkpoint(storage::writer_stats& stats) noexcept 
   if (wal <= options_.wal_limit_bytes / 2) return;
   // A reader that keeps reading can pin the WAL; TRUNCATE waits briefly for it to move on.
   sqlite3_busy_timeout(db_.get(), 200);
-  int rc = sqlite3_wal_checkpoint_v2(db_.get(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr,
-                                     nullptr);
+  int rc =
+      sqlite3_wal_checkpoint_v2(db_.get(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
   sqlite3_busy_timeout(db_.get(), int(options_.busy_timeout.count()));
   if (rc == SQLITE_OK) stats.checkpoints += 1;
 }

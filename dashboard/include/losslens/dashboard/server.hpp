@@ -28,18 +28,18 @@ struct server_options {
   /// "http://" or "https://" followed by the request's Host. A request whose Origin header is
   /// neither gets 403 (websocket upgrades included). Compared exactly, case-insensitively.
   std::vector<std::string> allowed_origins;
-  int threads = 1;                  ///< I/O threads (the poller has its own thread)
+  int threads = 1;  ///< I/O threads (the poller has its own thread)
   /// How often the DB is polled for news (notify() asks for a poll at once).
   std::chrono::milliseconds poll_interval{20};
-  std::chrono::milliseconds min_send_interval{100}; ///< per client: at most one frame per this
-  std::chrono::milliseconds runs_interval{1000};    ///< how often the run list is refreshed
+  std::chrono::milliseconds min_send_interval{100};  ///< per client: at most one frame per this
+  std::chrono::milliseconds runs_interval{1000};     ///< how often the run list is refreshed
   std::size_t max_queue_messages = 256;  ///< queued behind a pending write; beyond: dropped
-  std::size_t max_queue_bytes = std::size_t{8} << 20;  ///< likewise, in bytes
+  std::size_t max_queue_bytes = std::size_t{8} << 20;   ///< likewise, in bytes
   std::size_t max_frame_bytes = std::size_t{64} << 10;  ///< largest websocket message accepted
-  std::size_t max_request_body = 4096;              ///< largest HTTP request body accepted
-  std::size_t max_header_bytes = 8192;              ///< largest HTTP request header accepted
-  std::size_t max_subscriptions = 16;               ///< runs one client may subscribe to
-  std::size_t max_clients = 4096;                   ///< open connections; beyond: refused
+  std::size_t max_request_body = 4096;                  ///< largest HTTP request body accepted
+  std::size_t max_header_bytes = 8192;                  ///< largest HTTP request header accepted
+  std::size_t max_subscriptions = 16;                   ///< runs one client may subscribe to
+  std::size_t max_clients = 4096;                       ///< open connections; beyond: refused
   /// Open connections from one client address (an IPv6 /64 counts as one); 0: no limit. At the
   /// limit, the address's connection that has waited longest for a request is closed to make
   /// room; when none is waiting, the new connection is refused.
@@ -48,24 +48,24 @@ struct server_options {
   /// left, connections waiting for a request are closed after pressure_timeout.
   std::size_t reserve_connections = 64;
   std::chrono::milliseconds pressure_timeout{2000};  ///< see reserve_connections
-  std::chrono::seconds http_timeout{30};            ///< idle HTTP connection timeout
-  std::chrono::seconds ws_idle_timeout{60};         ///< websocket idle timeout (pings sent)
+  std::chrono::seconds http_timeout{30};             ///< idle HTTP connection timeout
+  std::chrono::seconds ws_idle_timeout{60};          ///< websocket idle timeout (pings sent)
 };
 
 /// Counters of a server (a snapshot).
 struct server_stats {
-  std::size_t clients = 0;          ///< open websocket sessions
-  std::size_t open_connections = 0; ///< open TCP connections (HTTP and websocket)
-  std::uint64_t connections = 0;    ///< TCP connections accepted
-  std::uint64_t refused = 0;        ///< connections refused (max_clients, or per address)
-  std::uint64_t evicted = 0;        ///< waiting connections closed to make room (per address)
-  std::uint64_t shed = 0;           ///< waiting connections closed early near max_clients
-  std::uint64_t forbidden = 0;      ///< requests answered 403 (Host or Origin not allowed)
-  std::uint64_t accept_errors = 0;  ///< failed accepts (e.g. out of file descriptors; retried)
-  std::uint64_t slow_drops = 0;     ///< websocket clients disconnected for not keeping up
-  std::uint64_t frames_sent = 0;    ///< websocket frames written
-  std::uint64_t polls = 0;          ///< poll cycles run
-  std::uint64_t poll_errors = 0;    ///< poll cycles that failed (logged once)
+  std::size_t clients = 0;           ///< open websocket sessions
+  std::size_t open_connections = 0;  ///< open TCP connections (HTTP and websocket)
+  std::uint64_t connections = 0;     ///< TCP connections accepted
+  std::uint64_t refused = 0;         ///< connections refused (max_clients, or per address)
+  std::uint64_t evicted = 0;         ///< waiting connections closed to make room (per address)
+  std::uint64_t shed = 0;            ///< waiting connections closed early near max_clients
+  std::uint64_t forbidden = 0;       ///< requests answered 403 (Host or Origin not allowed)
+  std::uint64_t accept_errors = 0;   ///< failed accepts (e.g. out of file descriptors; retried)
+  std::uint64_t slow_drops = 0;      ///< websocket clients disconnected for not keeping up
+  std::uint64_t frames_sent = 0;     ///< websocket frames written
+  std::uint64_t polls = 0;           ///< poll cycles run
+  std::uint64_t poll_errors = 0;     ///< poll cycles that failed (logged once)
 };
 
 /// The dashboard server. Serves the page and /api/... over HTTP and pushes live deltas over

@@ -65,8 +65,9 @@ at::Tensor safe_sqrt(const at::Tensor& x, double eps = default_eps);
 
 /// Options of binary_cross_entropy_with_logits().
 struct bce_options {
-  at::Tensor pos_weight{};  ///< weight of positive targets, broadcast over the last dim; undefined = 1
-  at::Tensor weight{};      ///< per-element weight, broadcast to the logits; undefined = 1
+  at::Tensor
+      pos_weight{};     ///< weight of positive targets, broadcast over the last dim; undefined = 1
+  at::Tensor weight{};  ///< per-element weight, broadcast to the logits; undefined = 1
   loss_reduction reduction = loss_reduction::mean;  ///< mean over elements
 };
 
@@ -97,9 +98,9 @@ at::Tensor binary_cross_entropy(const at::Tensor& probs, const at::Tensor& targe
 
 /// Options of cross_entropy().
 struct cross_entropy_options {
-  at::Tensor weight{};              ///< class weights [C]; undefined = 1
-  std::int64_t ignore_index = -100;  ///< targets equal to this contribute nothing
-  double label_smoothing = 0;     ///< epsilon in [0, 1]
+  at::Tensor weight{};                              ///< class weights [C]; undefined = 1
+  std::int64_t ignore_index = -100;                 ///< targets equal to this contribute nothing
+  double label_smoothing = 0;                       ///< epsilon in [0, 1]
   loss_reduction reduction = loss_reduction::mean;  ///< mean: divided by the sum of the
                                                     ///< weights of the non-ignored targets
 };
@@ -124,7 +125,7 @@ struct focal_options {
   double alpha = 0.25;
   /// Multi-class: per-class alpha [C] (undefined = 1); the scalar alpha is ignored there.
   at::Tensor class_alpha{};
-  std::int64_t ignore_index = -100;  ///< multi-class only
+  std::int64_t ignore_index = -100;                 ///< multi-class only
   loss_reduction reduction = loss_reduction::mean;  ///< mean over (non-ignored) elements
 };
 
@@ -169,13 +170,13 @@ double pos_weight_for(std::int64_t negatives, std::int64_t positives);
 
 /// Options of dice_loss() and bce_dice_loss().
 struct dice_options {
-  double smooth = 1.0;  ///< added to numerator and denominator: an empty mask predicted
-                        ///< empty scores dice 1 and the ratio never divides by 0
+  double smooth = 1.0;       ///< added to numerator and denominator: an empty mask predicted
+                             ///< empty scores dice 1 and the ratio never divides by 0
   double eps = default_eps;  ///< floor of the denominator (matters when smooth = 0)
   loss_reduction reduction = loss_reduction::mean;  ///< over samples (and classes)
-  double bce_weight = 1.0;   ///< bce_dice_loss(): weight of the BCE term
-  double dice_weight = 1.0;  ///< bce_dice_loss(): weight of the Dice term
-  at::Tensor pos_weight{};     ///< bce_dice_loss(): BCE pos_weight
+  double bce_weight = 1.0;                          ///< bce_dice_loss(): weight of the BCE term
+  double dice_weight = 1.0;                         ///< bce_dice_loss(): weight of the Dice term
+  at::Tensor pos_weight{};                          ///< bce_dice_loss(): BCE pos_weight
 };
 
 /// Soft Dice loss, 1 - (2 sum(p t) + smooth) / (sum p + sum t + smooth), per sample and
@@ -221,13 +222,12 @@ at::Tensor huber(const at::Tensor& pred, const at::Tensor& target,
 /// the weighted average; sum: the numerator; none: w (pred - target)^2). An all-zero weight
 /// gives 0, not NaN. Throws losslens::error on shapes that do not broadcast or negative eps.
 at::Tensor weighted_mse(const at::Tensor& pred, const at::Tensor& target, const at::Tensor& weight,
-                        double eps = default_eps,
-                        loss_reduction reduction = loss_reduction::mean);
+                        double eps = default_eps, loss_reduction reduction = loss_reduction::mean);
 
 /// Options of contrastive_loss().
 struct contrastive_options {
   double margin = 1.0;
-  double eps = default_eps;  ///< of the safe_sqrt in the distance
+  double eps = default_eps;                         ///< of the safe_sqrt in the distance
   loss_reduction reduction = loss_reduction::mean;  ///< mean over pairs
 };
 

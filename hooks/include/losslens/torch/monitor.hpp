@@ -52,25 +52,25 @@ struct distributed_options;
 /// (torch::pickle_save; Python's torch.load reads it) with the batch, its step, the seed and the
 /// finding's id, next to the run database. See docs/monitor.md, "Replaying the bad step".
 struct replay_options {
-  std::string dir;                          ///< "" = "<db>.replay" next to db (no db: none)
-  int max_files = 4;                        ///< files per run
+  std::string dir;                                  ///< "" = "<db>.replay" next to db (no db: none)
+  int max_files = 4;                                ///< files per run
   std::int64_t max_bytes = std::int64_t{64} << 20;  ///< per file: a larger batch keeps its
                                                     ///< leading rows
-  int depth = 4;          ///< suspicious batches on their way to the monitor thread (held by
-                          ///< reference; a full ring drops the next)
-  int max_suspects = 4;   ///< suspicious batches the monitor thread holds while their finding
-                          ///< may come
+  int depth = 4;         ///< suspicious batches on their way to the monitor thread (held by
+                         ///< reference; a full ring drops the next)
+  int max_suspects = 4;  ///< suspicious batches the monitor thread holds while their finding
+                         ///< may come
   std::int64_t hold_steps = 600;  ///< ... for this many steps (a spike is published up to
                                   ///< ~512 steps late, once it is known not to recover)
 };
 
 /// Options of attach().
 struct attach_options {
-  std::string run = "run";        ///< run name (stored with the run)
-  std::string db;                 ///< SQLite run-history file; "" = do not store. The live
-                                  ///< dashboard is a sink of its own: monitor::add_sink() with
-                                  ///< losslens::dashboard::live_dashboard (losslens::dashboard)
-  std::string config_json = "{}"; ///< the trainer's configuration, stored with the run
+  std::string run = "run";         ///< run name (stored with the run)
+  std::string db;                  ///< SQLite run-history file; "" = do not store. The live
+                                   ///< dashboard is a sink of its own: monitor::add_sink() with
+                                   ///< losslens::dashboard::live_dashboard (losslens::dashboard)
+  std::string config_json = "{}";  ///< the trainer's configuration, stored with the run
   /// When db cannot be used at attach (missing directory, read-only, corrupt or newer
   /// database): false (default) says so once on stderr, reports stats().storage_degraded and
   /// trains on, retrying to open db every db_retry_interval (the run is then recorded from that
@@ -79,25 +79,25 @@ struct attach_options {
   std::chrono::milliseconds db_retry_interval{5000};  ///< 0: never retry opening db
   storage::writer_options db_writer;  ///< flush interval, memory held while writes fail, ...
 
-  detector_options detectors;     ///< rule parameters (e.g. detectors.chance_level.num_classes)
-  std::vector<std::string> tasks; ///< task names, if known up front (else taken from step())
+  detector_options detectors;      ///< rule parameters (e.g. detectors.chance_level.num_classes)
+  std::vector<std::string> tasks;  ///< task names, if known up front (else taken from step())
 
   /// Number of lens.step() calls per optimizer step when gradients are accumulated on purpose
   /// over micro-batches; missing_zero_grad is only checked at the first micro-batch.
   int accumulation_steps = 1;
 
-  red_flag_options red_flags;     ///< sampling and thresholds of the check_*() input checks
-  replay_options replay;          ///< where and how many batches capture() may save
+  red_flag_options red_flags;  ///< sampling and thresholds of the check_*() input checks
+  replay_options replay;       ///< where and how many batches capture() may save
 
-  bool guard = false;             ///< step() returns skip decisions for non-finite/spiking steps
+  bool guard = false;  ///< step() returns skip decisions for non-finite/spiking steps
   guard_options guard_settings;
 
   /// Called on the monitor thread with every sample the detectors see (raw numbers for custom
   /// logging or tests); keep it short.
   std::function<void(const sample&)> on_sample;
 
-  std::size_t queue_capacity = 1024;  ///< samples buffered for the monitor thread
-  bool log_findings = true;           ///< one line per new finding on stderr (the log sink)
+  std::size_t queue_capacity = 1024;       ///< samples buffered for the monitor thread
+  bool log_findings = true;                ///< one line per new finding on stderr (the log sink)
   severity log_level = severity::warning;  ///< lowest severity printed
   /// Where the monitor's lines go (new findings, storage trouble, dropped samples): any
   /// thread may call it; empty = "losslens: <line>" on stderr.

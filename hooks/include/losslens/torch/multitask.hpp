@@ -85,7 +85,7 @@ struct uncertainty_options {
   /// first, which inflates Adam's second-moment estimate for ~1000 steps and leaves s far
   /// from its optimum after a few hundred steps (docs/losses.md has the numbers).
   bool init_from_first_losses = true;
-  double initial_log_variance = 0;  ///< s_i at the start otherwise (weights exp(-s_i) = 1)
+  double initial_log_variance = 0;    ///< s_i at the start otherwise (weights exp(-s_i) = 1)
   at::ScalarType dtype = at::kFloat;  ///< of the learnable s (a CPU tensor; 0-dim slices mix
                                       ///< with losses on any device)
 };

@@ -52,8 +52,8 @@ namespace losslens {
 
 /// Options of red_flag_checker (rule parameters; they are reported in finding::rule.params).
 struct red_flag_options {
-  std::int64_t every_n_steps = 50;     ///< tensor checks of a task run at most this often
-  std::int64_t max_elements = 1 << 16; ///< values copied per tensor (leading rows only)
+  std::int64_t every_n_steps = 50;      ///< tensor checks of a task run at most this often
+  std::int64_t max_elements = 1 << 16;  ///< values copied per tensor (leading rows only)
 
   /// probabilities_as_logits: at least this many values, all in [0, 1] (or rows summing to 1
   /// within row_sum_tolerance, for class logits).
@@ -103,11 +103,11 @@ struct red_flag_options {
 /// sampled batches (what the series balanced_accuracy and recall/<class> show).
 struct class_metrics {
   std::string task;
-  std::int64_t step = 0;            ///< the step of the latest sampled batch
-  std::vector<double> recall;       ///< per class; NaN for a class without sampled targets
-  double balanced_accuracy = 0;     ///< mean recall over the classes with targets
-  double accuracy = 0;              ///< plain accuracy of the same rows
-  std::int64_t rows = 0;            ///< rows pooled
+  std::int64_t step = 0;         ///< the step of the latest sampled batch
+  std::vector<double> recall;    ///< per class; NaN for a class without sampled targets
+  double balanced_accuracy = 0;  ///< mean recall over the classes with targets
+  double accuracy = 0;           ///< plain accuracy of the same rows
+  std::int64_t rows = 0;         ///< rows pooled
 };
 
 /// The optimizer's learning rates as advice quotes them (see losslens/lr_advice.hpp).
@@ -158,8 +158,8 @@ class red_flag_checker {
                                            const at::Tensor& target, std::int64_t step);
 
   /// The reduced loss of a batch and its size (never sampled; no tensors). Kind: sum_reduction.
-  std::vector<finding> check_loss_scale(std::string_view task, double loss,
-                                        std::int64_t batch_size, std::int64_t step);
+  std::vector<finding> check_loss_scale(std::string_view task, double loss, std::int64_t batch_size,
+                                        std::int64_t step);
 
   /// Every episode so far, in the order they opened.
   std::vector<finding> findings() const;
@@ -188,7 +188,8 @@ class red_flag_checker {
   struct published;  // the episodes one call opened or extended
   /// "lower the learning rate 10x (from ...)..." from the learning-rate source (takes mu_).
   std::string lower_lr();
-  void rate_predictions(std::string_view task, std::int64_t step, sampled& in, published& out);  // mu_
+  void rate_predictions(std::string_view task, std::int64_t step, sampled& in,
+                        published& out);         // mu_
   task_state& state_for(std::string_view task);  // requires mu_
   /// Takes mu_; true (and the step is recorded) if the task's tensor checks are due.
   bool due_now(std::string_view task, std::int64_t step);
@@ -196,8 +197,10 @@ class red_flag_checker {
   /// Records the findings of a sampled check and rates class_imbalance (takes mu_), then
   /// notifies.
   std::vector<finding> finish(std::string_view task, std::int64_t step, sampled& in);
-  void rate_imbalance(std::string_view task, std::int64_t step, sampled& in, published& out);  // mu_
-  void rate_loss_scale(std::string_view task, double loss, std::int64_t batch_size, std::int64_t step,
+  void rate_imbalance(std::string_view task, std::int64_t step, sampled& in,
+                      published& out);  // mu_
+  void rate_loss_scale(std::string_view task, double loss, std::int64_t batch_size,
+                       std::int64_t step,
                        published& out);  // requires mu_
   /// Calls the listener (outside mu_) and returns the findings.
   std::vector<finding> notify(published out);

@@ -32,14 +32,14 @@ struct reader_options {
 /// first, smallest, largest and last point and the first non-finite point, so that no spike,
 /// NaN or Inf is ever hidden, whatever the zoom.
 struct series_window {
-  std::int64_t from_step = 0;    ///< the range asked
+  std::int64_t from_step = 0;  ///< the range asked
   std::int64_t to_step = 0;
-  std::int64_t bucket_width = 1; ///< steps per bucket (aligned to multiples of the width)
-  int level = 0;                 ///< stored rollup level read (0: raw points)
-  bool exact = false;            ///< points are every point of the range
+  std::int64_t bucket_width = 1;        ///< steps per bucket (aligned to multiples of the width)
+  int level = 0;                        ///< stored rollup level read (0: raw points)
+  bool exact = false;                   ///< points are every point of the range
   std::vector<bucket_summary> buckets;  ///< non-empty buckets in step order, bounds clipped
                                         ///< to the range
-  std::vector<point> points;     ///< the buckets' representative points, in step order
+  std::vector<point> points;            ///< the buckets' representative points, in step order
 };
 
 /// Iterates over the raw points of one series in step order, without loading them all.

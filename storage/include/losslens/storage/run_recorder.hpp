@@ -18,14 +18,14 @@ namespace losslens::storage {
 
 /// How a run_recorder behaves.
 struct recorder_options {
-  std::string db;             ///< the SQLite run-history file (created if missing)
+  std::string db;  ///< the SQLite run-history file (created if missing)
   /// When db cannot be used at construction (missing directory, read-only, corrupt or newer
   /// database): false (default) says so once through the log sink, reports storage_degraded
   /// and retries opening every retry_interval (the run is then recorded from that step on);
   /// true makes the constructor throw losslens::error instead.
   bool require_db = false;
   std::chrono::milliseconds retry_interval{5000};  ///< 0: never retry opening db
-  writer_options writer;      ///< flush interval, memory held while writes fail, ...
+  writer_options writer;  ///< flush interval, memory held while writes fail, ...
 };
 
 /// Records a monitored run into a run-history database (see run_writer). Add it to a

@@ -34,23 +34,23 @@ std::vector<series_spec> standard_series(const sample_schema& schema);
 
 /// What the run is.
 struct run_options {
-  std::string name = "run";         ///< shown by `losslens runs`
-  std::string config_json = "{}";   ///< the user's config, stored as given (must be valid JSON)
-  sample_schema schema;             ///< names behind append(const sample&)
+  std::string name = "run";        ///< shown by `losslens runs`
+  std::string config_json = "{}";  ///< the user's config, stored as given (must be valid JSON)
+  sample_schema schema;            ///< names behind append(const sample&)
   std::vector<series_spec> extra_series;  ///< more series; handles follow the standard ones
 };
 
 /// How the writer behaves. Defaults suit a training loop.
 struct writer_options {
-  std::size_t queue_capacity = 1 << 18;  ///< points buffered between producer and writer
-  std::size_t batch_rows = 100000;       ///< commit once this many points are pending ...
+  std::size_t queue_capacity = 1 << 18;           ///< points buffered between producer and writer
+  std::size_t batch_rows = 100000;                ///< commit once this many points are pending ...
   std::chrono::milliseconds flush_interval{200};  ///< ... or this long after the last commit
-  std::chrono::milliseconds heartbeat_interval{1000};  ///< liveness update while idle
-  std::chrono::milliseconds busy_timeout{5000};        ///< wait for other connections' locks
-  std::chrono::milliseconds retry_interval{1000};      ///< retry period while degraded
+  std::chrono::milliseconds heartbeat_interval{1000};     ///< liveness update while idle
+  std::chrono::milliseconds busy_timeout{5000};           ///< wait for other connections' locks
+  std::chrono::milliseconds retry_interval{1000};         ///< retry period while degraded
   std::int64_t wal_limit_bytes = std::int64_t{64} << 20;  ///< WAL is checkpointed below this
-  std::int64_t max_database_bytes = 0;  ///< refuse to grow past this (0: no limit); writes then
-                                        ///< fail as on a full disk
+  std::int64_t max_database_bytes = 0;     ///< refuse to grow past this (0: no limit); writes then
+                                           ///< fail as on a full disk
   std::size_t max_pending_rows = 1 << 20;  ///< points kept in memory while writes fail
   bool report_errors = true;  ///< print a line on stderr when writes start failing (each time)
 };
@@ -58,23 +58,23 @@ struct writer_options {
 /// Counters of a writer (a snapshot). Every point given to append() ends up in exactly one
 /// of dropped, written, rejected or lost; until then it is held.
 struct writer_stats {
-  std::uint64_t enqueued = 0;      ///< points accepted by append
-  std::uint64_t dropped = 0;       ///< points refused because the queue was full
-  std::uint64_t written = 0;       ///< points committed
-  std::uint64_t rejected = 0;      ///< points whose step did not increase (or was negative)
-  std::uint64_t lost = 0;          ///< points given up when writes kept failing at the end
+  std::uint64_t enqueued = 0;  ///< points accepted by append
+  std::uint64_t dropped = 0;   ///< points refused because the queue was full
+  std::uint64_t written = 0;   ///< points committed
+  std::uint64_t rejected = 0;  ///< points whose step did not increase (or was negative)
+  std::uint64_t lost = 0;      ///< points given up when writes kept failing at the end
   /// Points accepted but not committed yet (queued, or held in memory while writes fail):
   /// enqueued - written - rejected - lost. 0 once the writer has finished.
   std::uint64_t held = 0;
   std::uint64_t lost_findings = 0;  ///< findings (updates) given up when the last commit failed
   std::uint64_t lost_events = 0;    ///< events given up when the last commit failed
-  std::uint64_t batches = 0;       ///< committed transactions
+  std::uint64_t batches = 0;        ///< committed transactions
   std::uint64_t write_failures = 0;
   std::uint64_t failure_episodes = 0;  ///< times writes started failing after working
-  std::uint64_t checkpoints = 0;   ///< TRUNCATE checkpoints run
-  std::int64_t wal_bytes_max = 0;  ///< largest WAL size seen after a commit
-  bool degraded = false;           ///< the last write failed; data is held and retried
-  std::string last_error;          ///< message of the last write failure
+  std::uint64_t checkpoints = 0;       ///< TRUNCATE checkpoints run
+  std::int64_t wal_bytes_max = 0;      ///< largest WAL size seen after a commit
+  bool degraded = false;               ///< the last write failed; data is held and retried
+  std::string last_error;              ///< message of the last write failure
 
   /// Points that did not reach the database: dropped + rejected + lost. Final once the writer
   /// has finished (finish() or the destructor); before that, held points may still be lost.
@@ -118,8 +118,7 @@ class run_writer {
   /// counts a drop, when the queue is full or the handle is unknown. Never blocks.
   bool append(series_handle series, std::int64_t step, double wall_time, double value) noexcept;
   /// Like append, but a full queue is not counted as a drop (for callers that retry).
-  bool try_append(series_handle series, std::int64_t step, double wall_time,
-                  double value) noexcept;
+  bool try_append(series_handle series, std::int64_t step, double wall_time, double value) noexcept;
   /// Queues every number present in s into the standard series. Never blocks.
   void append(const sample& s) noexcept;
 

@@ -23,8 +23,8 @@ std::string_view to_string(run_status s) noexcept;
 run_status parse_run_status(std::string_view s);
 
 /// What a series measures (losslens/series_key.hpp): one definition for every layer.
-using losslens::series_kind;
 using losslens::parse_series_kind;
+using losslens::series_kind;
 using losslens::to_string;
 
 /// One stored number. value may be NaN or +-Inf (kept, never dropped).
@@ -39,7 +39,7 @@ struct point {
 struct bucket_summary {
   std::int64_t from_step = 0;  ///< range covered (inclusive); the points lie inside it
   std::int64_t to_step = 0;
-  std::int64_t count = 0;      ///< points in the range, finite or not
+  std::int64_t count = 0;  ///< points in the range, finite or not
   std::int64_t nan_count = 0;
   std::int64_t pos_inf_count = 0;
   std::int64_t neg_inf_count = 0;
@@ -69,11 +69,11 @@ struct run_info {
   double heartbeat = 0;                     ///< last time the writer was alive (Unix seconds)
   std::string host;
   std::int64_t pid = 0;
-  std::string config_json;  ///< the user's config, as given
-  std::string version;      ///< losslens version that wrote the run
-  std::int64_t steps = 0;   ///< largest number of points in any series
+  std::string config_json;                ///< the user's config, as given
+  std::string version;                    ///< losslens version that wrote the run
+  std::int64_t steps = 0;                 ///< largest number of points in any series
   std::optional<std::int64_t> last_step;  ///< largest step in any series
-  int findings = 0;         ///< number of findings
+  int findings = 0;                       ///< number of findings
   std::optional<finding> worst_finding;   ///< highest severity, earliest first
   /// Samples the monitor dropped because its queue (attach_options::queue_capacity) was full:
   /// the largest `total` of the run's monitor `drops` events (`"source": "monitor"`).
@@ -107,10 +107,10 @@ struct stored_finding {
 struct event_info {
   std::int64_t id = 0;
   std::int64_t run_id = 0;
-  double time = 0;           ///< Unix seconds
-  std::int64_t step = -1;    ///< -1 when not tied to a step
+  double time = 0;         ///< Unix seconds
+  std::int64_t step = -1;  ///< -1 when not tied to a step
   std::string kind;
-  std::string detail_json;   ///< an object with the event's numbers
+  std::string detail_json;  ///< an object with the event's numbers
 };
 
 /// JSON for a run as the CLI (--json) and the dashboard API show it: id, name, status, times

@@ -26,11 +26,11 @@ struct scalar_value {
 
 /// What a reader has seen so far.
 struct event_stats {
-  std::uint64_t records = 0;   ///< records (events) read
-  std::uint64_t scalars = 0;   ///< scalars returned
-  std::uint64_t skipped = 0;   ///< summary values that are not scalars (images, histograms,
-                               ///< text, tensors with more than one element...)
-  std::string file_version;    ///< of the file_version event ("brain.Event:2"); empty if none
+  std::uint64_t records = 0;  ///< records (events) read
+  std::uint64_t scalars = 0;  ///< scalars returned
+  std::uint64_t skipped = 0;  ///< summary values that are not scalars (images, histograms,
+                              ///< text, tensors with more than one element...)
+  std::string file_version;   ///< of the file_version event ("brain.Event:2"); empty if none
 };
 
 /// Reads `tensorflow.Event` records and returns their scalars: `Summary.Value.simple_value`
@@ -64,7 +64,7 @@ class event_reader {
   record_reader records_;
   std::string buffer_;
   std::unique_ptr<pb::Event> event_;
-  int value_index_ = 0;                           // next Summary.Value of event_
+  int value_index_ = 0;                                  // next Summary.Value of event_
   std::map<std::string, bool, std::less<>> scalar_tag_;  // per tag: its plugin is scalars
   event_stats stats_;
 };

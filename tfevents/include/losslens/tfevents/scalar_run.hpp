@@ -47,11 +47,11 @@ struct tag_series {
 struct scalar_run {
   std::string name;
   std::vector<std::string> files;
-  std::vector<tag_series> tags;     ///< in order of first appearance
-  std::uint64_t records = 0;        ///< events read
-  std::uint64_t scalars = 0;        ///< scalar values read
-  std::uint64_t skipped = 0;        ///< non-scalar summary values skipped
-  std::vector<std::string> notes;   ///< a cut-short last record, steps re-ordered or repeated
+  std::vector<tag_series> tags;    ///< in order of first appearance
+  std::uint64_t records = 0;       ///< events read
+  std::uint64_t scalars = 0;       ///< scalar values read
+  std::uint64_t skipped = 0;       ///< non-scalar summary values skipped
+  std::vector<std::string> notes;  ///< a cut-short last record, steps re-ordered or repeated
 
   /// The tag names, in order.
   std::vector<std::string> tag_names() const;
