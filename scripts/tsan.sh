@@ -15,7 +15,7 @@ san="-fsanitize=thread -fno-omit-frame-pointer"
 export CXXFLAGS="$san -Wno-maybe-uninitialized -Wno-tsan" LDFLAGS="$san"
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
   -DLOSSLENS_BUILD_EXAMPLES=OFF -DLOSSLENS_BUILD_BENCH=OFF >/dev/null
-targets=(test_core test_storage test_dashboard test_dashboard_security losslens_cli)
+targets=(test_core test_child_process test_storage test_dashboard test_dashboard_security losslens_cli)
 if grep -q '^LOSSLENS_WITH_TORCH:BOOL=ON' "$build/CMakeCache.txt"; then targets+=(test_hooks); fi
 cmake --build "$build" -j"$jobs" --target "${targets[@]}"
 
@@ -25,5 +25,5 @@ export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/s
 # volume and speed (3000 connections, a client too slow to keep up, million-point windows),
 # whose timing TSan's slowdown distorts and whose threads the others exercise too.
 ctest --test-dir "$build" -j"$jobs" --output-on-failure \
-  -R '^(test_core:pipeline|test_core:router|test_storage:|test_dashboard|test_dashboard_security:|test_hooks:)' \
+  -R '^(test_child_process:|test_core:pipeline|test_core:router|test_storage:|test_dashboard|test_dashboard_security:|test_hooks:)' \
   -E 'soak|never reads|3000 connections|downsampled windows|at every zoom'
