@@ -42,4 +42,10 @@ export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 # are disconnected as slow clients, and its 20 MiB RSS-growth bound cannot hold
 # with ASan's quarantine of freed memory (up to 256 MiB). The server code it drives runs under
 # ASan in test_dashboard and dashboard_browser.
-ctest --test-dir "$build" -j"$jobs" --output-on-failure -E '^dashboard_soak$'
+# Also left out: the volume tests that time their clients (a client that never reads, 3000
+# connections dropped) or write a million points (downsampled windows): ASan's slowdown makes
+# their deadlines meaningless (a reader that never reads is dropped only after the others
+# slowed down too), and their code runs here in the other dashboard and storage tests.
+ctest --test-dir "$build" -j"$jobs" --output-on-failure \
+  -E '^dashboard_soak$|never reads|3000 connections|downsampled windows'
+
