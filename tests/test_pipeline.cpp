@@ -180,3 +180,31 @@ TEST_CASE("pipeline: an idle monitor thread sleeps until the producer wakes it")
   tiny.queue_capacity = 1;
   CHECK_THROWS_AS(pipeline(tiny), losslens::error);
 }
+
+TEST_CASE("pipeline: a check's finding on a task the run does not have belongs to the run's loss") {
+  // fmnist_train checks its logits as task "cls" but records one total loss: the page found no
+  // series loss/cls to mark (issue #19's constant_predictions on the --lr 5 run).
+  pipeline_options o;
+  o.log_findings = false;
+  pipeline p(o);
+  const auto checks = p.add_source("red_flags");
+  auto with_task = schema();
+  with_task.tasks = {"det"};
+  p.start(with_task);
+  finding f;
+  f.id = 1;  // the source's own ids
+  f.kind = "constant_predictions";
+  f.first_step = f.last_step = 5;
+  f.series = "loss/cls";
+  p.post(checks, f, true);
+  f.id = 2;
+  f.kind = "probabilities_as_logits";
+  f.series = "loss/det";
+  p.post(checks, f, true);
+  p.wait_idle();
+  const auto fs = p.findings();
+  REQUIRE(fs.size() == 2);
+  for (const auto& g : fs)
+    CHECK(g.series == (g.kind == "constant_predictions" ? "loss" : "loss/det"));
+  p.stop();
+}

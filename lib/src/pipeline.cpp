@@ -216,8 +216,18 @@ bool pipeline::drain_posted() noexcept {
     has_posted_.store(false);
   }
   for (auto& p : items) {
-    if (p.is_finding)
+    if (p.is_finding) {
+      // A check names the task it was given ("cls"); a run whose loss is one total has no
+      // series loss/cls: the finding belongs to the run's loss.
+      if (started()) {
+        const auto key = series_key::parse(p.f.series);
+        const auto& tasks = start_.schema.tasks;
+        if (key.kind == series_kind::task_loss &&
+            std::find(tasks.begin(), tasks.end(), key.owner) == tasks.end())
+          p.f.series = series_key{series_kind::loss, {}}.name();
+      }
       router_.publish(p.src, p.f, p.is_new);
+    }
     else
       deliver(p.e);
   }

@@ -127,21 +127,25 @@ std::uint64_t run_recorder::points_in(const sample& s) noexcept {
 }
 
 void run_recorder::on_sample(const sample& s) {
-  if (!writer_) {
-    unrecorded_points_ += points_in(s);
-    return;
-  }
+  if (!writer_) return count_unrecorded(points_in(s));
   writer_->append(s);
   // The writer's health while the run goes on: stats() at most every 100 ms.
   const auto now = clock::now();
   if (now >= next_check_) watch(now);
 }
 
-void run_recorder::on_point(std::size_t series, std::int64_t step, double wall_time, double value) {
-  if (!writer_) {
-    ++unrecorded_points_;
-    return;
+void run_recorder::count_unrecorded(std::uint64_t points) noexcept {
+  unrecorded_points_ += points;
+  // stats() shows them while the database stays closed (watch() keeps the count once it opens).
+  try {
+    std::lock_guard lock(mutex_);
+    points_lost_ = unrecorded_points_;
+  } catch (...) {
   }
+}
+
+void run_recorder::on_point(std::size_t series, std::int64_t step, double wall_time, double value) {
+  if (!writer_) return count_unrecorded(1);
   const auto handle = run_writer::series_handle(standard_series(run_.schema).size() + series);
   writer_->append(handle, step, wall_time, value);
 }

@@ -58,6 +58,8 @@ class run_recorder final : public sink {
   void open(std::int64_t from_step) noexcept;
   void report_failure(const std::string& what) noexcept;
   void watch(clock::time_point now) noexcept;
+  /// Counts points that arrive while the database is not open (monitor thread).
+  void count_unrecorded(std::uint64_t points) noexcept;
   static std::uint64_t points_in(const sample& s) noexcept;
 
   recorder_options options_;
