@@ -227,8 +227,7 @@ bool pipeline::drain_posted() noexcept {
           p.f.series = series_key{series_kind::loss, {}}.name();
       }
       router_.publish(p.src, p.f, p.is_new);
-    }
-    else
+    } else
       deliver(p.e);
   }
   return !items.empty();
