@@ -27,6 +27,7 @@
 #include "losslens/torch/monitor.hpp"
 #include "grad_norms.hpp"    // detail::sum_of_squares()
 #include "step_capture.hpp"  // detail::live_hook_count()
+#include "update_check.hpp"  // detail::update_check
 #include "temp_dir.hpp"
 #include "toy_training.hpp"
 
@@ -845,4 +846,57 @@ TEST_CASE("on_new_finding hears each incident once, to_line() is the line stderr
   CHECK(heard[0].find("non_finite") != std::string::npos);
   REQUIRE(logged.size() == 1);
   CHECK(logged[0] == heard[0]);
+}
+
+TEST_CASE("an update that keeps the sum of a parameter's values is still an update") {
+  // Softmax cross-entropy's gradient of the output bias sums to zero over the classes, so SGD
+  // never changes the plain sum of that bias: a plain-sum checksum called the bias of every
+  // such classifier "not updated" once its steps were too small for float rounding to move the
+  // sum (fc3.bias in fmnist_train's 200k-step run). Independent reference: the bias itself.
+  torch::manual_seed(3);
+  torch::nn::Linear fc(4, 10);
+  torch::optim::SGD opt(fc->parameters(), torch::optim::SGDOptions(1e-3).momentum(0.9));
+  const std::vector<at::Tensor> params = fc->parameters();
+  hooks::detail::update_check check(params, opt);
+  std::vector<std::uint8_t> flags(params.size(), 0);
+  std::vector<std::optional<double>> norms(params.size(), 1.0);
+  check.check(flags, norms, false);  // baseline
+  const auto x = torch::randn({32, 4});
+  const auto y = torch::randint(0, 10, {32});
+  int steps_changed = 0, flagged = 0;
+  for (int step = 0; step < 20; ++step) {
+    const auto before = fc->bias.detach().clone();
+    opt.zero_grad();
+    torch::nn::functional::cross_entropy(fc(x), y).backward();
+    // The reference: the gradient of the bias sums to 0 (in float), its values do change.
+    CHECK(std::abs(fc->bias.grad().sum().item<double>()) < 1e-6);
+    opt.step();
+    steps_changed += !torch::equal(before, fc->bias.detach());
+    std::fill(flags.begin(), flags.end(), 0);
+    check.check(flags, norms, false);
+    flagged += (flags[1] & param_flag::not_updated) != 0;
+  }
+  CHECK(steps_changed == 20);
+  CHECK(flagged == 0);
+  // The same kind of update without rounding noise to hide it: values and changes that are
+  // exact binary fractions, +0.125 on one class and -0.125 on another (the plain sum stays
+  // exactly 0.5; the old checksum flagged this every time).
+  {
+    torch::NoGradGuard no_grad;
+    fc->bias.fill_(0.0);
+    fc->bias[0].fill_(0.5);
+  }
+  std::fill(flags.begin(), flags.end(), 0);
+  check.check(flags, norms, false);
+  for (int step = 0; step < 4; ++step) {
+    {
+      torch::NoGradGuard no_grad;
+      fc->bias[step % 10] += 0.125;
+      fc->bias[(step + 1) % 10] -= 0.125;
+    }
+    REQUIRE(fc->bias.sum().item<double>() == 0.5);
+    std::fill(flags.begin(), flags.end(), 0);
+    check.check(flags, norms, false);
+    CHECK((flags[1] & param_flag::not_updated) == 0);
+  }
 }

@@ -37,19 +37,29 @@ void update_check::map_groups() {
 }
 
 namespace {
+/// Weight of the k-th sampled value in the checksum, in [1, 2) and different for each k.
+inline double position_weight(std::uint64_t k) noexcept {
+  return 1.0 + double((k * 0x9E3779B97F4A7C15ull) >> 11) * 0x1p-53;
+}
+
 template <class T>
 double sampled_sum(const T* data, std::int64_t n) noexcept {
   constexpr std::int64_t samples = 256;
+  // A weighted sum, not a plain one: an update can keep the plain sum exactly (softmax
+  // cross-entropy's gradient of the output bias sums to zero over the classes, so SGD never
+  // changes the sum of that bias). Double sums keep a change of one float ulp visible.
   double sum = 0;
   if (n <= samples) {
-    for (std::int64_t k = 0; k < n; ++k) sum += static_cast<double>(data[k]);
+    for (std::int64_t k = 0; k < n; ++k)
+      sum += position_weight(std::uint64_t(k)) * static_cast<double>(data[k]);
     return sum;
   }
   // Positions scattered by a multiplicative hash, not a fixed stride: a stride that is a
   // multiple of a row would read one input column only (an image's always-black corner pixel,
-  // whose weights never get a gradient). Double sums keep a change of one float ulp visible.
+  // whose weights never get a gradient).
   for (std::uint64_t k = 0; k < std::uint64_t(samples); ++k)
-    sum += static_cast<double>(data[(k * 0x9E3779B97F4A7C15ull >> 11) % std::uint64_t(n)]);
+    sum += position_weight(k) *
+           static_cast<double>(data[(k * 0x9E3779B97F4A7C15ull >> 11) % std::uint64_t(n)]);
   return sum;
 }
 }  // namespace

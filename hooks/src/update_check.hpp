@@ -35,7 +35,7 @@ class update_check {
   /// Which param group holds each parameter (-1: none), rebuilt when the groups change.
   void map_groups();
   std::size_t groups_signature() const noexcept;
-  /// The sum of up to 256 scattered values of parameter i (NaN: not read, e.g. not on the
+  /// A weighted sum of up to 256 scattered values of parameter i (NaN: not read, e.g. not on the
   /// CPU, not float/double, not contiguous).
   double checksum(std::size_t i) const noexcept;
 
