@@ -878,16 +878,19 @@ TEST_CASE("an update that keeps the sum of a parameter's values is still an upda
   }
   CHECK(steps_changed == 20);
   CHECK(flagged == 0);
-  // The same kind of update without rounding noise to hide it: values and changes that are
-  // exact binary fractions, +0.125 on one class and -0.125 on another (the plain sum stays
-  // exactly 0.5; the old checksum flagged this every time).
+  // The same kind of update without rounding noise to hide it, on the bias alone: values and
+  // changes that are exact binary fractions, +0.125 on one class and -0.125 on another (the
+  // plain sum stays exactly 0.5; the old checksum flagged this every time).
+  const std::vector<at::Tensor> bias_only = {fc->bias};
+  hooks::detail::update_check bias_check(bias_only, opt);
+  std::vector<std::uint8_t> one(1, 0);
+  std::vector<std::optional<double>> one_norm(1, 1.0);
   {
     torch::NoGradGuard no_grad;
     fc->bias.fill_(0.0);
     fc->bias[0].fill_(0.5);
   }
-  std::fill(flags.begin(), flags.end(), 0);
-  check.check(flags, norms, false);
+  bias_check.check(one, one_norm, false);
   for (int step = 0; step < 4; ++step) {
     {
       torch::NoGradGuard no_grad;
@@ -895,8 +898,24 @@ TEST_CASE("an update that keeps the sum of a parameter's values is still an upda
       fc->bias[(step + 1) % 10] -= 0.125;
     }
     REQUIRE(fc->bias.sum().item<double>() == 0.5);
-    std::fill(flags.begin(), flags.end(), 0);
-    check.check(flags, norms, false);
-    CHECK((flags[1] & param_flag::not_updated) == 0);
+    one[0] = 0;
+    bias_check.check(one, one_norm, false);
+    CHECK((one[0] & param_flag::not_updated) == 0);
   }
+  // Nothing changes at all (optimizer.step() left out): flagged.
+  one[0] = 0;
+  bias_check.check(one, one_norm, false);
+  CHECK((one[0] & param_flag::not_updated) != 0);
+  // One parameter of two keeps its values while the other changes (the weights of dead units):
+  // a sparse gradient, not a skipped step.
+  std::fill(flags.begin(), flags.end(), 0);
+  check.check(flags, norms, false);
+  {
+    torch::NoGradGuard no_grad;
+    fc->bias[0] += 0.25;
+  }
+  std::fill(flags.begin(), flags.end(), 0);
+  check.check(flags, norms, false);
+  CHECK((flags[0] & param_flag::not_updated) == 0);
+  CHECK((flags[1] & param_flag::not_updated) == 0);
 }

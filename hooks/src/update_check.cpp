@@ -10,7 +10,11 @@ namespace losslens::hooks::detail {
 
 update_check::update_check(const std::vector<at::Tensor>& params,
                            torch::optim::Optimizer& optimizer)
-    : params_(params), optimizer_(optimizer), sum_(params.size(), 0.0), group_(params.size(), -1) {
+    : params_(params),
+      optimizer_(optimizer),
+      sum_(params.size(), 0.0),
+      next_(params.size(), 0.0),
+      group_(params.size(), -1) {
   map_groups();
 }
 
@@ -84,8 +88,22 @@ void update_check::check(std::vector<std::uint8_t>& flags,
     has_lr_ = false;  // an optimizer without a learning rate (or out of memory): checksums only
   }
   const std::size_t n = std::min(params_.size(), flags.size());
+  // The causes (no optimizer.step(), step() before backward()) leave every parameter as it
+  // was; one parameter of many that keeps its sampled values is a sparse or tiny gradient (the
+  // weights of dead units, an update below a float's resolution), not a skipped update. So an
+  // unchanged checksum counts only when most parameters with a gradient kept theirs.
+  std::size_t with_grad = 0, unchanged = 0;
   for (std::size_t i = 0; i < n; ++i) {
-    const double v = checksum(i);
+    const double v = next_[i] = checksum(i);
+    const bool got_grad = !(flags[i] & (param_flag::no_grad | param_flag::grad_cleared)) &&
+                          i < norms.size() && norms[i] && *norms[i] > 0;
+    if (!got_grad || v != v || sum_[i] != sum_[i]) continue;
+    ++with_grad;
+    unchanged += v == sum_[i];
+  }
+  const bool most_unchanged = with_grad > 0 && 2 * unchanged > with_grad;
+  for (std::size_t i = 0; i < n; ++i) {
+    const double v = next_[i];
     const bool got_grad = !(flags[i] & (param_flag::no_grad | param_flag::grad_cleared)) &&
                           i < norms.size() && norms[i] && *norms[i] > 0;
     const int g = group_[i];
@@ -99,7 +117,7 @@ void update_check::check(std::vector<std::uint8_t>& flags,
       else if (g >= 0 && has_lr_ && std::size_t(g) < group_lr_.size() &&
                group_lr_[std::size_t(g)] == 0)
         flags[i] |= param_flag::not_updated | param_flag::zero_lr;  // stepped by 0: no change
-      else if (g >= 0 && same)
+      else if (g >= 0 && same && most_unchanged)
         flags[i] |= param_flag::not_updated;
     }
     sum_[i] = v;

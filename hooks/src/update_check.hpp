@@ -26,6 +26,8 @@ class update_check {
   /// nor grad_cleared; a zero gradient leaves SGD's values as they are) but whose sampled
   /// values did not change since the previous window's end, or whose param group's learning
   /// rate is 0, ORs param_flag::not_updated (and not_in_optimizer / zero_lr) into flags[i].
+  /// Unchanged values count only when most parameters with a gradient kept theirs (one of
+  /// many is a sparse or tiny gradient, e.g. dead units' weights, not a skipped update).
   /// `skipped`: the previous step's guard decision said skip (the trainer may have left
   /// optimizer.step() out on purpose): nothing is flagged. Then remembers the checksums.
   void check(std::vector<std::uint8_t>& flags, const std::vector<std::optional<double>>& norms,
@@ -42,6 +44,7 @@ class update_check {
   const std::vector<at::Tensor>& params_;
   torch::optim::Optimizer& optimizer_;
   std::vector<double> sum_;
+  std::vector<double> next_;  // this step's checksums (preallocated)
   std::vector<int> group_;
   std::vector<double> group_lr_;
   std::size_t signature_ = 0;
