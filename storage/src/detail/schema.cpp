@@ -202,6 +202,26 @@ database_kind wait_for_schema(sqlite3* db, const std::string& path, int busy_tim
   return kind;
 }
 
+/// PRAGMA journal_mode = WAL, tried again while another process holds the file (true: WAL).
+/// The switch needs the file to itself, and SQLite may answer SQLITE_BUSY at once instead of
+/// waiting busy_timeout (when it would otherwise deadlock): several processes creating the same
+/// database together got "database is locked" here.
+bool switch_to_wal(sqlite3* db, int busy_timeout_ms) {
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(busy_timeout_ms);
+  for (;;) {
+    try {
+      statement wal(db, "PRAGMA journal_mode = WAL");
+      return wal.step() && wal.text(0) == "wal";
+    } catch (const sqlite_error& e) {
+      if ((e.code() != SQLITE_BUSY && e.code() != SQLITE_LOCKED) ||
+          std::chrono::steady_clock::now() >= deadline)
+        throw;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
 }  // namespace
 
 db_handle open_database(const std::string& path, open_mode mode, int busy_timeout_ms) {
@@ -266,8 +286,7 @@ db_handle open_database(const std::string& path, open_mode mode, int busy_timeou
     }
     if (mode == open_mode::write) {
       // WAL lets readers (the CLI, a dashboard) read while the writer writes.
-      statement wal(db.get(), "PRAGMA journal_mode = WAL");
-      if (!wal.step() || wal.text(0) != "wal")
+      if (!switch_to_wal(db.get(), busy_timeout_ms))
         throw error("database '" + path +
                     "': cannot switch to WAL mode (is it on a network file system?); put the "
                     "database on a local disk");
