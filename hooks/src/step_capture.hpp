@@ -105,11 +105,10 @@ class step_capture {
   std::vector<std::uint32_t> last_version_;
   std::vector<double> last_norm_;
   std::unique_ptr<step_guard> guard_;
-  std::unique_ptr<update_check> updates_;  // parameters_not_updated's version counters
+  std::unique_ptr<update_check> updates_;  // parameters_not_updated's value checksums
   class_metrics_slot* class_metrics_ = nullptr;
-  bool last_skipped_ = false;
-  replay_sink* replay_ =
-      nullptr;  // owned by the pipeline  // the guard advised skipping the previous step's update
+  bool last_skipped_ = false;      // the guard advised skipping the previous step's update
+  replay_sink* replay_ = nullptr;  // owned by the pipeline
   bool has_lr_ = false;
   std::array<std::pair<std::string_view, torch::Tensor>, 16> named_;  // loss() since last step
   std::array<std::string, 16> named_names_;                           // owned copies of their names

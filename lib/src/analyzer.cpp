@@ -106,10 +106,6 @@ std::string lr_hint(double lr, double lo, double hi) {
   return format("lower the learning rate 10x (from %.3g to %.3g)", lr, lr / 10);
 }
 
-std::string lr_hint(const finding& f) {
-  return lr_hint(f.evidence_value("lr"), f.evidence_value("lr_min"), f.evidence_value("lr_max"));
-}
-
 void set_lr_evidence(finding& f, const step_context& ctx) {
   if (std::isfinite(ctx.lr)) f.set_evidence("lr", ctx.lr);
   if (std::isfinite(ctx.lr_min) && std::isfinite(ctx.lr_max) && ctx.lr_min != ctx.lr_max) {

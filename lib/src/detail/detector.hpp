@@ -159,8 +159,6 @@ inline bool finite(const std::optional<double>& v) noexcept { return v && std::i
 /// "lower the learning rate 10x (from 5 to 0.5)"; with several param groups (lo, hi finite
 /// and different) "lower the learning rates 10x (param groups at 0.001-0.1, to 0.0001-0.01)".
 std::string lr_hint(double lr, double lo = nan, double hi = nan);
-/// lr_hint of the LR evidence a finding carries ("lr", "lr_min", "lr_max").
-std::string lr_hint(const finding& f);
 /// Sets the LR evidence of f from ctx ("lr", and "lr_min"/"lr_max" for several groups).
 void set_lr_evidence(finding& f, const step_context& ctx);
 
