@@ -56,6 +56,45 @@ TEST_CASE("finding JSON keeps non-finite evidence as strings and round-trips") {
   CHECK(back.rule.params.at(0).second == 50);
 }
 
+TEST_CASE("a finding that is another sign of an incident round-trips and is listed under it") {
+  auto host = sample_finding();
+  host.id = 4;
+  host.kind = "vanishing_gradients";
+  host.level = severity::warning;
+  host.first_step = 32403;
+  host.last_step = 199999;
+  auto sign = sample_finding();
+  sign.id = 6;
+  sign.kind = "chance_level";
+  sign.level = severity::warning;
+  sign.series = "loss";
+  sign.first_step = 32415;
+  sign.last_step = 199999;
+  sign.message = "smoothed loss 2.294 has stayed within 3.0% of ln(10)";
+  sign.symptom_of_id = 4;
+  sign.symptom_of = "the collapse at step 32403: vanishing_gradients at step 32403";
+  const auto back = finding_from_json(nlohmann::json::parse(to_json(sign).dump()));
+  CHECK(back.symptom_of_id == 4);
+  CHECK(back.symptom_of == sign.symptom_of);
+  // Bodies written before signs existed read as incidents of their own.
+  auto old = to_json(sign);
+  old.erase("symptom_of_id");
+  old.erase("symptom_of");
+  CHECK(finding_from_json(old).symptom_of_id == 0);
+
+  const auto text = format_findings_text({host, sign}, 200000);
+  CHECK(text.rfind("1 finding in 200000 steps (and 1 listed as another sign of one of them)\n",
+                   0) == 0);
+  CHECK(text.find("WARNING  chance_level") == std::string::npos);  // no block of its own
+  CHECK(text.find("  also: warning chance_level at steps 32415-199999 (loss): smoothed loss "
+                  "2.294 has stayed within 3.0% of ln(10)\n") != std::string::npos);
+  // Without its incident in the list (a --kind filter), it is a block naming the incident.
+  const auto alone = format_findings_text({sign}, 200000);
+  CHECK(alone.find("WARNING  chance_level  steps 32415-199999  loss") != std::string::npos);
+  CHECK(alone.find("  another sign of the collapse at step 32403: vanishing_gradients") !=
+        std::string::npos);
+}
+
 TEST_CASE("malformed finding JSON and severities are rejected with a message") {
   CHECK_THROWS_AS(finding_from_json(nlohmann::json::parse(R"({"kind":"x"})")), losslens::error);
   CHECK_THROWS_WITH(parse_severity("fatal"), Catch::Contains("info, warning or error"));

@@ -20,6 +20,7 @@
 #include "losslens/analyzer.hpp"
 #include "child_process.hpp"
 #include "losslens/storage/run_writer.hpp"
+#include "temp_dir.hpp"
 #include "traces.hpp"
 
 namespace fs = std::filesystem;
@@ -190,11 +191,8 @@ TEST_CASE("findings lists the stored findings with --run and --kind", "[storage]
 
 TEST_CASE("findings shows an incident's episodes and cause, and its spans with --all",
           "[storage][cli]") {
-  const fs::path dir = [] {
-    std::string tmpl = (fs::temp_directory_path() / "losslens-cli-XXXXXX").string();
-    return fs::path(::mkdtemp(tmpl.data()));
-  }();
-  const auto db = (dir / "runs.db").string();
+  const losslens::testing::temp_dir tmp("cli");
+  const auto db = tmp.file("runs.db");
   {
     storage::run_options ro;
     ro.name = "incidents";
@@ -269,8 +267,67 @@ TEST_CASE("findings shows an incident's episodes and cause, and its spans with -
   r = cli("findings --help");
   REQUIRE(r.status == 0);
   CHECK_THAT(r.out, Catch::Contains("--all") && Catch::Contains("episode 3: steps 900-912"));
-  std::error_code ec;
-  fs::remove_all(dir, ec);
+}
+
+TEST_CASE("findings lists another sign of an incident under it, and runs counts incidents",
+          "[storage][cli]") {
+  const losslens::testing::temp_dir tmp("cli");
+  const auto db = tmp.file("runs.db");
+  {
+    storage::run_options ro;
+    ro.name = "collapse";
+    storage::run_writer w(db, ro);
+    finding f;
+    f.id = 1;
+    f.kind = "vanishing_gradients";
+    f.level = severity::warning;
+    f.first_step = 32403;
+    f.last_step = 199999;
+    f.series = "grad_norm/fc1.bias";
+    f.message = "5 of 6 parameters get less than 1e-05x the gradient of the largest";
+    w.record_finding(f);
+    finding g;
+    g.id = 2;
+    g.kind = "chance_level";
+    g.level = severity::warning;
+    g.first_step = 32415;
+    g.last_step = 199999;
+    g.series = "loss";
+    g.message = "smoothed loss 2.294 has stayed within 3.0% of ln(10)";
+    g.episodes = 2;
+    g.spans = {{32415, 33000, severity::warning, 2.29}, {40000, 199999, severity::warning, 2.3}};
+    g.symptom_of_id = 1;
+    g.symptom_of = "the collapse at step 32403: vanishing_gradients at step 32403";
+    w.record_finding(g);
+  }
+  auto r = cli("findings --run 1 --db " + db);
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.out ==
+        "run  id  severity  kind                 steps         episodes  series              "
+        "message\n"
+        "1    1   warning   vanishing_gradients  32403-199999  1         grad_norm/fc1.bias  5 of "
+        "6 parameters get less than 1e-05x the gradient of the largest\n"
+        "    also: (id 2) warning chance_level at steps 32415-199999 (loss): smoothed loss 2.294 "
+        "has stayed within 3.0% of ln(10)\n");
+  r = cli("findings --run 1 --all --db " + db);
+  REQUIRE(r.status == 0);
+  CHECK_THAT(r.out, Catch::EndsWith("      episode 1: steps 32415-33000 warning peak 2.29\n"
+                                    "      episode 2: steps 40000-199999 warning peak 2.3\n"));
+  // Of its kind alone: a row of its own that names the incident.
+  r = cli("findings --run 1 --kind chance_level --db " + db);
+  REQUIRE(r.status == 0);
+  CHECK_THAT(r.out, Catch::Contains("1    2   warning   chance_level") &&
+                        Catch::Contains("    another sign of the collapse at step 32403: "
+                                        "vanishing_gradients at step 32403\n"));
+  r = cli("findings --run 1 --json --db " + db);
+  REQUIRE(r.status == 0);
+  const auto j = nlohmann::json::parse(r.out)["findings"];
+  REQUIRE(j.size() == 2);
+  CHECK(j[1]["symptom_of_id"] == 1);
+  r = cli("runs --json --db " + db);
+  REQUIRE(r.status == 0);
+  CHECK(nlohmann::json::parse(r.out)["runs"][0]["findings"] == 1);
 }
 
 TEST_CASE("metrics downsamples without hiding the spike and is exact when zoomed in",

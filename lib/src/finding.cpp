@@ -113,7 +113,9 @@ nlohmann::json to_json(const finding& f) {
           {"episodes", f.episodes},
           {"spans", spans_to_json(f.spans)},
           {"cause_id", f.cause_id},
-          {"cause", f.cause}};
+          {"cause", f.cause},
+          {"symptom_of_id", f.symptom_of_id},
+          {"symptom_of", f.symptom_of}};
 }
 
 finding finding_from_json(const nlohmann::json& j) {
@@ -140,6 +142,8 @@ finding finding_from_json(const nlohmann::json& j) {
     if (j.contains("spans")) f.spans = spans_from_json(j["spans"]);
     f.cause_id = j.value("cause_id", std::uint64_t{0});
     f.cause = j.value("cause", std::string{});
+    f.symptom_of_id = j.value("symptom_of_id", std::uint64_t{0});
+    f.symptom_of = j.value("symptom_of", std::string{});
     return f;
   } catch (const nlohmann::json::exception& e) {
     throw error(std::string("malformed finding JSON: ") + e.what());

@@ -50,6 +50,33 @@ const cause_rule cause_rules[] = {
     {"clipping_saturated", {"initial_loss", "exploding_gradients"}},
 };
 
+/// Kinds that describe one state of the model through different instruments. A collapse to
+/// a constant output (dead ReLUs after a blow-up, a saturated output layer) shows as near-zero
+/// gradients in most layers, parameters that stopped moving, one predicted class and a loss
+/// at ln(k), all from about the same step: one incident, not four.
+struct symptom_group {
+  std::string_view name;
+  std::initializer_list<std::string_view> kinds;
+};
+const symptom_group symptom_groups[] = {
+    {"collapse",
+     {"vanishing_gradients", "dead_parameters", "constant_predictions", "chance_level"}},
+};
+
+/// |a - b|, saturated (steps may span the whole int64 range).
+std::int64_t step_gap(std::int64_t a, std::int64_t b) noexcept {
+  std::int64_t d = 0;
+  if (__builtin_sub_overflow(a, b, &d) || d == std::numeric_limits<std::int64_t>::min())
+    return std::numeric_limits<std::int64_t>::max();
+  return d < 0 ? -d : d;
+}
+
+const symptom_group* group_of(std::string_view kind) {
+  for (const auto& g : symptom_groups)
+    if (std::find(g.kinds.begin(), g.kinds.end(), kind) != g.kinds.end()) return &g;
+  return nullptr;
+}
+
 bool can_cause(std::string_view cause, std::string_view effect) {
   if (cause == effect) return false;
   const bool is_loss_effect = effect != "straggler" && effect != "desync";
@@ -114,7 +141,10 @@ std::size_t finding_router::merge(source_id src, const finding& ep, bool* opened
       inc.spans = {span};
       inc.cause_id = 0;
       inc.cause.clear();
+      inc.symptom_of_id = 0;
+      inc.symptom_of.clear();
       find_cause(inc);
+      find_symptom_host(inc);
       incidents_.push_back(std::move(inc));
       state_.push_back({0, peak, ep.message, false});
       by_key_.emplace(key, incidents_.size() - 1);
@@ -180,6 +210,23 @@ void finding_router::find_cause(finding& inc) const {
   if (!best) return;
   inc.cause_id = best->id;
   inc.cause = cause_text(*best);
+}
+
+void finding_router::find_symptom_host(finding& inc) const {
+  const symptom_group* g = group_of(inc.kind);
+  if (!g) return;
+  // The first incident of the group that opened near this onset and is still active: onsets
+  // of smoothed rules are estimates, so the window reaches both ways.
+  for (const auto& h : incidents_) {
+    if (h.symptom_of_id != 0 || h.kind == inc.kind || group_of(h.kind) != g) continue;
+    const bool active = h.last_step >= inc.first_step ||
+                        step_gap(h.last_step, inc.first_step) <= options_.cause_window;
+    if (!active || step_gap(h.first_step, inc.first_step) > options_.symptom_window) continue;
+    inc.symptom_of_id = h.id;
+    inc.symptom_of = "the " + std::string(g->name) + " at step " + std::to_string(h.first_step) +
+                     ": " + cause_text(h);
+    return;
+  }
 }
 
 void finding_router::cite_as_cause(std::size_t index) {
@@ -269,6 +316,7 @@ std::string to_line(const finding& f) {
     out += "; " + std::to_string(f.episodes) + " episodes between steps " +
            std::to_string(f.first_step) + " and " + std::to_string(f.last_step);
   if (!f.cause.empty()) out += "; preceded by: " + f.cause;
+  if (!f.symptom_of.empty()) out += "; another sign of " + f.symptom_of;
   if (!f.advice.empty()) out += "; fix: " + f.advice;
   return out;
 }

@@ -57,9 +57,22 @@ std::string format_findings_text(const std::vector<finding>& findings, std::int6
     out = "no findings in " + std::to_string(steps) + " steps\n";
     return out;
   }
-  out = std::to_string(findings.size()) + " finding" + (findings.size() == 1 ? "" : "s") + " in " +
-        std::to_string(steps) + " steps\n";
+  // A finding that is another sign of a listed incident goes under it, not on its own.
+  auto listed = [&](std::uint64_t id) {
+    return id != 0 && std::any_of(findings.begin(), findings.end(),
+                                  [&](const finding& f) { return f.id == id; });
+  };
+  std::size_t top = 0;
+  for (const auto& f : findings) top += listed(f.symptom_of_id) ? 0 : 1;
+  out = std::to_string(top) + " finding" + (top == 1 ? "" : "s") + " in " + std::to_string(steps) +
+        " steps";
+  if (top != findings.size()) {
+    const std::size_t signs = findings.size() - top;
+    out += " (and " + std::to_string(signs) + " listed as another sign of one of them)";
+  }
+  out += "\n";
   for (const auto& f : findings) {
+    if (listed(f.symptom_of_id)) continue;
     out += "\n";
     std::string level(to_string(f.level));
     for (auto& c : level) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
@@ -70,6 +83,9 @@ std::string format_findings_text(const std::vector<finding>& findings, std::int6
     out += "\n";
     out += "  " + f.message + "\n";
     if (!f.cause.empty()) out += "  preceded by: " + f.cause + "\n";
+    if (!f.symptom_of.empty()) out += "  another sign of " + f.symptom_of + "\n";
+    for (const auto& g : findings)
+      if (g.symptom_of_id == f.id) out += "  also: " + symptom_line(g) + "\n";
     if (!f.evidence.empty()) {
       out += "  evidence:";
       for (const auto& [k, v] : f.evidence) out += " " + k + "=" + number_text(v);
@@ -79,8 +95,23 @@ std::string format_findings_text(const std::vector<finding>& findings, std::int6
     for (const auto& [k, v] : f.rule.params) out += " " + k + "=" + number_text(v);
     out += "\n";
     out += "  fix: " + f.advice + "\n";
-    if (all_episodes) out += format_episodes_text(f, "  ");
+    if (all_episodes) {
+      out += format_episodes_text(f, "  ");
+      for (const auto& g : findings)
+        if (g.symptom_of_id == f.id) {
+          const std::string lines = format_episodes_text(g, "    ");
+          if (!lines.empty()) out += "  " + g.kind + ":\n" + lines;
+        }
+    }
   }
+  return out;
+}
+
+std::string symptom_line(const finding& f) {
+  std::string out =
+      std::string(to_string(f.level)) + " " + f.kind + " at steps " + std::to_string(f.first_step);
+  if (f.last_step != f.first_step) out += "-" + std::to_string(f.last_step);
+  out += " (" + f.series + "): " + f.message;
   return out;
 }
 

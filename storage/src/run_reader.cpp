@@ -44,7 +44,11 @@ constexpr const char* run_columns =
     "WHERE s.run_id = r.id), "
     "(SELECT max(u.last_step) FROM series s JOIN rollups u ON u.series_id = s.id AND u.level = 64 "
     "WHERE s.run_id = r.id), "
-    "(SELECT count(*) FROM findings f WHERE f.run_id = r.id), "
+    // Incidents: a finding that is another sign of one (symptom_of_id in its body) is not
+    // counted again. The body, not a column, holds it: files of every version have it.
+    "(SELECT count(*) FROM findings f WHERE f.run_id = r.id AND "
+    " CASE WHEN json_valid(f.body) THEN coalesce(json_extract(f.body, '$.symptom_of_id'), 0) "
+    " ELSE 0 END = 0), "
     "(SELECT f.body FROM findings f WHERE f.run_id = r.id "
     " ORDER BY f.severity DESC, f.first_step, f.finding_id LIMIT 1), "
     // Queue overflow: the monitor's drops events count samples ({"source": "monitor", "count",

@@ -1,5 +1,6 @@
 // The run-history subcommands: `losslens runs`, `findings`, `metrics`, `export`, `compare`.
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -193,18 +194,31 @@ int run_findings(int argc, char** argv) {
     std::printf("no findings\n");
     return 0;
   }
-  // One row per incident; below it, indented, the incident it follows and (--all) its
-  // episodes.
+  // One row per incident; below it, indented, the incident it follows, the findings that are
+  // other signs of it (listed there, not as rows of their own) and (--all) its episodes.
+  auto listed_host = [&](const storage::stored_finding& s) {
+    return s.f.symptom_of_id != 0 &&
+           std::any_of(all.begin(), all.end(), [&](const storage::stored_finding& h) {
+             return h.run_id == s.run_id && h.f.id == s.f.symptom_of_id;
+           });
+  };
   std::vector<std::vector<std::string>> rows = {
       {"run", "id", "severity", "kind", "steps", "episodes", "series", "message"}};
   std::vector<std::string> below = {""};
   for (const auto& s : all) {
+    if (listed_host(s)) continue;
     rows.push_back({std::to_string(s.run_id), std::to_string(s.f.id),
                     std::string(to_string(s.f.level)), s.f.kind,
                     std::to_string(s.f.first_step) + "-" + std::to_string(s.f.last_step),
                     std::to_string(s.f.episodes), s.f.series, s.f.message});
     std::string lines;
     if (!s.f.cause.empty()) lines += "    preceded by: " + s.f.cause + "\n";
+    if (!s.f.symptom_of.empty()) lines += "    another sign of " + s.f.symptom_of + "\n";
+    for (const auto& g : all)
+      if (g.run_id == s.run_id && g.f.symptom_of_id == s.f.id) {
+        lines += "    also: (id " + std::to_string(g.f.id) + ") " + symptom_line(g.f) + "\n";
+        if (args.has("all")) lines += format_episodes_text(g.f, "      ");
+      }
     for (const auto& [step, path] : replays_of(s))
       lines += "    replay: " + path + " (the batch of step " + std::to_string(step) + ")\n";
     if (args.has("all")) lines += format_episodes_text(s.f, "    ");
@@ -542,7 +556,9 @@ const std::string_view findings_usage =
     "(e.g. loss_spike, non_finite). A finding is an incident (every episode of one kind on\n"
     "one series), one row each: run, id, severity, kind, steps (first-last), episodes,\n"
     "series, message; an indented `preceded by:` line below names the earlier incident it\n"
-    "follows, and a `replay:` line the file the batch behind it was saved to\n"
+    "follows, `also:` lines the findings that are other signs of the same state (e.g.\n"
+    "chance_level beside the vanishing_gradients of one collapse; listed there instead of\n"
+    "as rows of their own), and a `replay:` line the file the batch behind it was saved to\n"
     "(monitor::capture; JSON: \"replay\": [{\"step\", \"path\"}]).\n\noptions:\n"
     "  --run ID         only this run\n"
     "  --kind KIND      only this kind\n"
@@ -551,7 +567,7 @@ const std::string_view findings_usage =
     "                   (the first 32 and the latest 32 are kept; a line counts the "
     "others)\n" LOSSLENS_DB_OPTION
     "  --json           print JSON instead of a table (each finding with episodes, spans,\n"
-    "                   cause_id and cause)\n" LOSSLENS_EXIT_STATUS;
+    "                   cause_id, cause, symptom_of_id and symptom_of)\n" LOSSLENS_EXIT_STATUS;
 
 const std::string_view metrics_usage =
     "usage: losslens metrics --run ID --series NAME [--from S] [--to S] [--max-points N]\n"

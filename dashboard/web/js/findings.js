@@ -39,7 +39,9 @@ function rowFor(f, onPick) {
   return el('tr', { 'data-finding-id': f.id, class: 'sev-row-' + f.severity, onclick: () => onPick(f.id) },
     el('td', { class: 'num' }, steps),
     el('td', {}, el('span', { class: 'sev sev-' + f.severity }, f.severity)),
-    el('td', {}, f.kind + rank),
+    // Another sign of an incident listed near it (same state, same time): marked, not hidden.
+    el('td', f.symptom_of_id ? { title: 'another sign of ' + f.symptom_of } : {},
+      (f.symptom_of_id ? '↳ ' : '') + f.kind + rank),
     el('td', { class: 'num' }, f.episodes > 1 ? '×' + f.episodes : ''),
     el('td', { class: 'mono' }, f.series),
     el('td', {}, f.message));
@@ -167,6 +169,7 @@ export function showFinding(f, { onClose, onZoom }) {
       (f.episodes > 1 ? ', ' + f.episodes + ' episodes' : '') + (f.rule && f.rule.name ? ', rule ' + f.rule.name : '')),
     el('p', {}, f.message),
     f.cause ? el('p', { class: 'muted' }, 'preceded by: ' + f.cause) : null,
+    f.symptom_of ? el('p', { class: 'muted' }, 'another sign of ' + f.symptom_of) : null,
     spans.length ? el('details', { class: 'episodes' }, el('summary', {}, 'episodes (' + spans.length + ')'),
       el('table', {}, el('tbody', {}, ...spans.slice(0, 200).map((s) => el('tr', {},
         el('td', { class: 'num' }, s.first_step + '–' + s.last_step), el('td', { class: 'sev-' + s.severity }, s.severity),

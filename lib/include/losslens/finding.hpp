@@ -64,6 +64,12 @@ struct finding {
   std::uint64_t cause_id = 0;          ///< id of the earlier incident this one follows (0 = none)
   std::string cause;                   ///< that incident in a few words, e.g. "task_dominance at
                                        ///< step 0 (recon is 99.98% of the loss)"; empty = none
+  /// id of the incident this one is another sign of (0 = none): the same state of the model
+  /// seen by another rule at about the same time, e.g. chance_level and constant_predictions
+  /// beside the vanishing_gradients of one collapse (see finding_router). Listings show such
+  /// a finding under that incident instead of as an incident of its own.
+  std::uint64_t symptom_of_id = 0;
+  std::string symptom_of;  ///< that incident in a few words, as `cause`; empty = none
 
   /// Evidence value by name, or NaN if absent.
   double evidence_value(std::string_view name) const noexcept;
@@ -73,12 +79,14 @@ struct finding {
 
 /// JSON for a finding: {"id","kind","severity","first_step","last_step","series",
 /// "rule":{"name","params":{..}},"evidence":{..},"message","advice","episodes",
-/// "spans":[{"first_step","last_step","severity","peak"}..],"cause_id","cause"}. Non-finite
+/// "spans":[{"first_step","last_step","severity","peak"}..],"cause_id","cause","symptom_of_id",
+/// "symptom_of"}. Non-finite
 /// numbers are written as the strings "nan", "inf" and "-inf" so the JSON stays valid.
 /// Thread-safe (reads only f); throws nothing but std::bad_alloc.
 nlohmann::json to_json(const finding& f);
 /// Inverse of to_json; JSON without "episodes", "spans", "cause_id" or "cause" (written
-/// before incidents) reads as one episode, no spans, no cause. Throws losslens::error on a
+/// before incidents) reads as one episode, no spans, no cause; without "symptom_of_id" as an
+/// incident of its own. Throws losslens::error on a
 /// malformed object (a missing kind/severity/step, a bad number, episodes < 1).
 finding finding_from_json(const nlohmann::json& j);
 /// A number as JSON: finite numbers as numbers, others as "nan", "inf", "-inf".

@@ -29,6 +29,10 @@ struct router_options {
   /// A cause may be dated up to this many steps after its effect's onset (onsets of smoothed
   /// rules are estimates).
   std::int64_t onset_slack = 100;
+  /// An incident that opens within this many steps of the onset of an active incident of the
+  /// same symptom group (see docs/detectors.md, "Symptoms of one state") is marked as another
+  /// sign of it (`symptom_of_id`) instead of standing as an incident of its own.
+  std::int64_t symptom_window = 1000;
 };
 
 /// Merges episodes into incidents and hands incidents to listeners.
@@ -41,6 +45,13 @@ struct router_options {
 /// kind that can cause it is active (within cause_window steps), it names that one in
 /// `cause_id`/`cause` (to_line() then says "preceded by ..."); a cause published after its
 /// effect (a spike held back to see whether the loss recovers) is cited retroactively.
+///
+/// Some rules see one state of the model through different instruments: when a network
+/// collapses to a constant output, vanishing_gradients, dead_parameters, constant_predictions
+/// and chance_level all hold from about the same step. The first of them to open is the
+/// incident; the others opening within symptom_window steps of its onset while it is active
+/// name it in `symptom_of_id`/`symptom_of` and are listed under it (they stay findings of
+/// their own kind, with their own episodes and evidence).
 ///
 /// Ids: incidents are numbered 1, 2, ... in the order they open; sources keep their own
 /// episode ids, which the router never shows.
@@ -99,6 +110,7 @@ class finding_router {
   void notify(std::size_t index, bool is_new);
   bool could_cause(const finding& cause, const finding& effect) const;
   void find_cause(finding& incident) const;
+  void find_symptom_host(finding& incident) const;
   void cite_as_cause(std::size_t index);
 
   router_options options_;
@@ -117,7 +129,7 @@ double episode_peak(const finding& episode) noexcept;
 
 /// The one line that the monitor writes to stderr for an incident:
 /// "<severity> <kind> at step N (<series>): <message>; fix: <advice>" (plus the episode count
-/// and cause when present).
+/// and cause, or the incident it is a symptom of, when present).
 std::string to_line(const finding& incident);
 
 }  // namespace losslens

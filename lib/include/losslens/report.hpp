@@ -18,13 +18,23 @@ namespace losslens {
 ///   SEVERITY  kind  steps FIRST[-LAST]  series[  (N episodes)]
 ///     message
 ///     preceded by: cause          (when f.cause is set)
+///     another sign of the ...     (when f.symptom_of is set and that incident is not listed)
+///     also: symptom_line(g)       (for each listed g that is another sign of f)
 ///     evidence: name=value ...    (when there is evidence)
 ///     rule: name param=value ...
 ///     fix: advice
-/// followed, with `all_episodes`, by the lines of format_episodes_text(f, "  ").
+/// followed, with `all_episodes`, by the lines of format_episodes_text(f, "  ") and, for each
+/// such g with several episodes, "  <g.kind>:" and format_episodes_text(g, "    "). A finding
+/// whose symptom_of_id names a listed finding has no block of its own; the first line counts
+/// the blocks and says how many were listed under another.
 /// Thread-safe (reads only its arguments); throws nothing but std::bad_alloc.
 std::string format_findings_text(const std::vector<finding>& findings, std::int64_t steps,
                                  bool all_episodes = false);
+
+/// "SEVERITY kind at steps FIRST[-LAST] (series): message" (severity in lower case): a
+/// finding listed under the incident it is another sign of. Throws nothing but
+/// std::bad_alloc.
+std::string symptom_line(const finding& f);
 
 /// One line per stored span of f, each starting with `indent`:
 ///   episode K: steps FIRST[-LAST] SEVERITY[ peak P]

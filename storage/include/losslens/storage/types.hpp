@@ -73,8 +73,8 @@ struct run_info {
   std::string version;                    ///< losslens version that wrote the run
   std::int64_t steps = 0;                 ///< largest number of points in any series
   std::optional<std::int64_t> last_step;  ///< largest step in any series
-  int findings = 0;                       ///< number of findings
-  std::optional<finding> worst_finding;   ///< highest severity, earliest first
+  int findings = 0;  ///< number of incidents (findings that are not another sign of one)
+  std::optional<finding> worst_finding;  ///< highest severity, earliest first
   /// Samples the monitor dropped because its queue (attach_options::queue_capacity) was full:
   /// the largest `total` of the run's monitor `drops` events (`"source": "monitor"`).
   std::int64_t dropped_samples = 0;
