@@ -43,6 +43,7 @@
 #include <ATen/Context.h>
 
 #include "fmnist.hpp"
+#include "loss_trend.hpp"
 #include "losslens/error.hpp"
 #include "losslens/torch/monitor.hpp"
 
@@ -343,15 +344,6 @@ void put_number(std::FILE* f, const std::optional<double>& v) {
 }
 
 /// Median of the finite values of v (NaN when there are none).
-double finite_median(std::vector<double> v) {
-  std::erase_if(v, [](double x) { return !std::isfinite(x); });
-  if (v.empty()) return std::nan("");
-  const auto mid = v.begin() + std::ptrdiff_t(v.size() / 2);
-  std::nth_element(v.begin(), mid, v.end());
-  if (v.size() % 2) return *mid;
-  return 0.5 * (*mid + *std::max_element(v.begin(), mid));
-}
-
 json number_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
 
 // ---------------------------------------------------------------------------------------------
@@ -533,24 +525,17 @@ json run_scenario(const scenario& sc, const settings& st,
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::fclose(csv);
 
-  std::vector<double> medians;
-  for (int w = 0; w < 10; ++w) {
-    const std::size_t a = losses.size() * std::size_t(w) / 10;
-    const std::size_t b = losses.size() * std::size_t(w + 1) / 10;
-    medians.push_back(
-        finite_median({losses.begin() + std::ptrdiff_t(a), losses.begin() + std::ptrdiff_t(b)}));
-  }
+  const std::vector<double> medians = losslens::testing::tenth_medians(losses);
   bool degrading = false;
   if (sc.healthy)
-    for (std::size_t w = 1; w < medians.size(); ++w)
-      if (medians[w] > 1.2 * medians[w - 1] && medians[w] > 0.05) {
-        degrading = true;
-        std::fprintf(stderr,
-                     "bench_real_runs: WARNING: healthy scenario %s seed %d: median loss of "
-                     "tenth %zu is %.4g, %.0f%% above tenth %zu (%.4g)\n",
-                     sc.name.c_str(), st.seed, w + 1, medians[w],
-                     100 * (medians[w] / medians[w - 1] - 1), w, medians[w - 1]);
-      }
+    if (const std::size_t t = losslens::testing::first_rising_tenth(medians)) {
+      degrading = true;
+      std::fprintf(stderr,
+                   "bench_real_runs: WARNING: healthy scenario %s seed %d: median loss of tenth "
+                   "%zu is %.4g, %.0f%% above tenth %zu (%.4g)\n",
+                   sc.name.c_str(), st.seed, t, medians[t - 1],
+                   100 * (medians[t - 1] / medians[t - 2] - 1), t - 1, medians[t - 2]);
+    }
   if (stats.dropped || stats.rejected || sample_misorder || losses.size() != std::size_t(steps))
     std::fprintf(
         stderr,

@@ -14,6 +14,9 @@
 #include <nlohmann/json.hpp>
 
 #include "child_process.hpp"
+#include "loss_trend.hpp"
+#include "losslens/storage/run_reader.hpp"
+#include "temp_dir.hpp"
 
 namespace fs = std::filesystem;
 
@@ -25,13 +28,14 @@ struct run_result {
   nlohmann::json report;
 };
 
-run_result run_example(const std::string& exe, const std::string& flags) {
+run_result run_example(const std::string& exe, const std::string& flags,
+                       const std::string& db = "''") {
   const auto dir = fs::temp_directory_path() / ("losslens_examples_" + std::to_string(getpid()));
   fs::create_directories(dir);
   const auto json = dir / "findings.json";
   fs::remove(json);
-  const std::string cmd = exe + " --db '' --findings-json " + json.string() + " " + flags + " > " +
-                          (dir / "out.txt").string() + " 2>&1";
+  const std::string cmd = exe + " --db " + db + " --findings-json " + json.string() + " " + flags +
+                          " > " + (dir / "out.txt").string() + " 2>&1";
   run_result r;
   r.status = losslens::testing::run_shell(cmd).status;
   std::ifstream in(json);
@@ -56,11 +60,25 @@ std::string list(const std::set<std::string>& s) {
 }  // namespace
 
 TEST_CASE("fmnist_train: a healthy run has no warnings") {
-  const auto r = train("");
+  const losslens::testing::temp_dir tmp("fmnist-healthy");
+  const auto db = tmp.file("runs.db");
+  const auto r = run_example(FMNIST_TRAIN, "--limit 6000 --steps 300", db);
   REQUIRE(r.status == 0);
   CHECK(r.report["steps"] == 300);
   INFO(list(r.warnings));
   CHECK(r.warnings.empty());
+  // Healthy by its loss (as stored): the median of each tenth falls or stays flat.
+  losslens::storage::run_reader reader(db);
+  const auto runs = reader.runs();
+  REQUIRE(runs.size() == 1);
+  const auto loss = reader.find_series(runs[0].id, "loss");
+  std::vector<double> losses;
+  for (const auto& p : reader.window(loss.id, 0, 299, 1000).points) losses.push_back(p.value);
+  REQUIRE(losses.size() == 300);
+  const auto medians = losslens::testing::tenth_medians(losses);
+  INFO("median loss per tenth: " << losslens::testing::medians_text(medians));
+  CHECK(losslens::testing::first_rising_tenth(medians) == 0);
+  CHECK(medians.back() < 0.5 * medians.front());
 }
 
 TEST_CASE("fmnist_train --lr 5: the early blow-up is reported") {

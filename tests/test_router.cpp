@@ -151,7 +151,7 @@ TEST_CASE("router: other signs of one collapse are listed under the first incide
   van.message = "5 of 6 parameters get less than 1e-05x the gradient of the largest";
   r.publish(src, episode(9, "divergence", "loss", 9171, 40000, severity::error), true);
   r.publish(src, van, true);
-  r.publish(src, episode(2, "constant_predictions", "loss", 32450, 32450, severity::error), true);
+  r.publish(src, episode(2, "constant_predictions", "loss", 32450, 32450), true);
   r.publish(src, episode(3, "chance_level", "loss", 32415, 33000), true);
   // Another collapse-group kind long after, and an unrelated kind at the same step: their own.
   r.publish(src, episode(4, "dead_parameters", "grad_norm/fc2.weight", 90000, 90100), true);
@@ -165,7 +165,7 @@ TEST_CASE("router: other signs of one collapse are listed under the first incide
         "the collapse at step 32403: vanishing_gradients at step 32403 (5 of 6 parameters get "
         "less than 1e-05x the gradient of the largest)");
   CHECK(to_line(inc[3]).find("; another sign of the collapse at step 32403") != std::string::npos);
-  CHECK(inc[4].symptom_of_id == 0);  // 57597 steps later: a collapse of its own
+  CHECK(inc[4].symptom_of_id == 0);  // long after that episode ended: a collapse of its own
   CHECK(inc[5].symptom_of_id == 0);
   // They keep their own kind, evidence and cause (the divergence before them).
   CHECK(inc[3].kind == "chance_level");
@@ -177,30 +177,39 @@ TEST_CASE("router: other signs of one collapse are listed under the first incide
   CHECK(inc[3].symptom_of_id == inc[1].id);
 }
 
-TEST_CASE("router: a sign joins only an active incident of its group, within the window") {
+TEST_CASE("router: a sign joins an incident of its group during its episode, if not worse") {
   router_options o;
   o.symptom_window = 100;
   finding_router r(o);
   const auto src = r.add_source("detectors");
-  r.publish(src, episode(1, "chance_level", "loss", 1000, 1050), true);
-  // Onsets are estimates: a sign dated a little before the first incident still joins.
+  r.publish(src, episode(1, "chance_level", "loss", 1000, 5000), true);
+  // Onsets are estimates: a sign dated a little before the incident's episode still joins.
   r.publish(src, episode(2, "constant_predictions", "loss", 960, 960), true);
-  // Beyond the window of the onset: its own incident.
-  r.publish(src, episode(3, "vanishing_gradients", "grad_norm/a", 1101, 1200), true);
-  // Within the window but the incident ended long before (cause_window 200): its own.
-  r.publish(src, episode(4, "chance_level", "loss/aux", 5000, 5010), true);
-  r.publish(src, episode(5, "dead_parameters", "grad_norm/b", 5300, 5400), true);
+  // Long after the onset, while the episode lasts (a smoothed rule reports late): joins.
+  r.publish(src, episode(3, "vanishing_gradients", "grad_norm/a", 4000, 4100), true);
+  // Too long before the episode: its own.
+  r.publish(src, episode(4, "dead_parameters", "grad_norm/b", 850, 900), true);
+  // After the episode ended (more than cause_window = 200 steps): its own.
+  r.publish(src, episode(5, "vanishing_gradients", "grad_norm/c", 5300, 5400), true);
+  // More severe than the incident: not hidden under it.
+  r.publish(src, episode(6, "dead_parameters", "grad_norm/d", 2000, 2100, severity::error), true);
   // Steps at the ends of the int64 range do not overflow the gaps.
-  r.publish(src, episode(6, "constant_predictions", "loss/x", INT64_MIN, INT64_MIN), true);
-  r.publish(src, episode(7, "chance_level", "loss/y", INT64_MAX, INT64_MAX), true);
+  r.publish(src, episode(7, "constant_predictions", "loss/x", INT64_MIN, INT64_MIN), true);
+  r.publish(src, episode(8, "chance_level", "loss/y", INT64_MAX, INT64_MAX), true);
   const auto& inc = r.incidents();
-  REQUIRE(inc.size() == 7);
+  REQUIRE(inc.size() == 8);
   CHECK(inc[1].symptom_of_id == 1);
-  CHECK(inc[2].symptom_of_id == 0);
+  CHECK(inc[2].symptom_of_id == 1);
   CHECK(inc[3].symptom_of_id == 0);
-  CHECK(inc[4].symptom_of_id == 0);  // chance_level at 5000 ended at 5010: 290 steps before
+  CHECK(inc[4].symptom_of_id == 0);
   CHECK(inc[5].symptom_of_id == 0);
   CHECK(inc[6].symptom_of_id == 0);
+  CHECK(inc[7].symptom_of_id == 0);
+  // The incident's latest episode counts: a second episode of chance_level, much later.
+  r.publish(src, episode(9, "chance_level", "loss", 90000, 91000), true);
+  r.publish(src, episode(10, "vanishing_gradients", "grad_norm/e", 90500, 90600), true);
+  REQUIRE(inc.size() == 9);
+  CHECK(inc[8].symptom_of_id == 1);
 }
 
 TEST_CASE("router: a throwing listener is reported through the log sink, others still hear") {

@@ -26,6 +26,7 @@
 #include "losslens/storage/run_reader.hpp"
 #include "losslens/torch/monitor.hpp"
 #include "losslens/torch/overfit.hpp"
+#include "loss_trend.hpp"
 #include "temp_dir.hpp"
 #include "toy_training.hpp"
 
@@ -35,6 +36,9 @@
 
 using namespace losslens;
 using namespace losslens::testing::toy;
+using losslens::testing::first_rising_tenth;
+using losslens::testing::medians_text;
+using losslens::testing::tenth_medians;
 namespace F = torch::nn::functional;
 
 namespace {
@@ -115,8 +119,14 @@ TEST_CASE("initial_loss and parameters_not_updated stay quiet on a healthy run")
   mlp model;
   torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
   auto lens = attach(model, opt, quiet("healthy-start"));
-  train(model, opt, lens, data, 300);
+  std::vector<double> losses;
+  train(model, opt, lens, data, 300,
+        [&](int, const torch::Tensor& loss) { losses.push_back(loss.item<double>()); });
   lens.detach();
+  // Healthy by its loss: the median of each tenth falls or stays flat.
+  const auto medians = tenth_medians(losses);
+  INFO("median loss per tenth: " << medians_text(medians));
+  CHECK(first_rising_tenth(medians) == 0);
   CHECK(kinds(lens, "initial_loss").empty());
   CHECK(kinds(lens, "parameters_not_updated").empty());
   CHECK(kinds(lens, "clipping_saturated").empty());

@@ -215,13 +215,20 @@ void finding_router::find_cause(finding& inc) const {
 void finding_router::find_symptom_host(finding& inc) const {
   const symptom_group* g = group_of(inc.kind);
   if (!g) return;
-  // The first incident of the group that opened near this onset and is still active: onsets
-  // of smoothed rules are estimates, so the window reaches both ways.
+  // The first incident of the group whose latest episode is going on at this onset (or ended
+  // at most cause_window steps before it, or begins at most symptom_window steps after it:
+  // onsets of smoothed rules are estimates) and that is at least as severe: a sign that is
+  // worse than the incident would be hidden under it.
   for (const auto& h : incidents_) {
-    if (h.symptom_of_id != 0 || h.kind == inc.kind || group_of(h.kind) != g) continue;
-    const bool active = h.last_step >= inc.first_step ||
-                        step_gap(h.last_step, inc.first_step) <= options_.cause_window;
-    if (!active || step_gap(h.first_step, inc.first_step) > options_.symptom_window) continue;
+    if (h.symptom_of_id != 0 || h.kind == inc.kind || group_of(h.kind) != g || inc.level > h.level)
+      continue;
+    const std::int64_t from = h.spans.empty() ? h.first_step : h.spans.back().first_step;
+    const std::int64_t to = h.spans.empty() ? h.last_step : h.spans.back().last_step;
+    const bool after_start =
+        inc.first_step >= from || step_gap(from, inc.first_step) <= options_.symptom_window;
+    const bool before_end =
+        inc.first_step <= to || step_gap(to, inc.first_step) <= options_.cause_window;
+    if (!after_start || !before_end) continue;
     inc.symptom_of_id = h.id;
     inc.symptom_of = "the " + std::string(g->name) + " at step " + std::to_string(h.first_step) +
                      ": " + cause_text(h);

@@ -29,9 +29,10 @@ struct router_options {
   /// A cause may be dated up to this many steps after its effect's onset (onsets of smoothed
   /// rules are estimates).
   std::int64_t onset_slack = 100;
-  /// An incident that opens within this many steps of the onset of an active incident of the
-  /// same symptom group (see docs/detectors.md, "Symptoms of one state") is marked as another
-  /// sign of it (`symptom_of_id`) instead of standing as an incident of its own.
+  /// An incident of a symptom group (see docs/detectors.md, "Symptoms of one state") that
+  /// opens while an incident of the same group is in an episode, or up to this many steps
+  /// before that episode began, is marked as another sign of it (`symptom_of_id`) instead of
+  /// standing as an incident of its own.
   std::int64_t symptom_window = 1000;
 };
 
@@ -48,10 +49,11 @@ struct router_options {
 ///
 /// Some rules see one state of the model through different instruments: when a network
 /// collapses to a constant output, vanishing_gradients, dead_parameters, constant_predictions
-/// and chance_level all hold from about the same step. The first of them to open is the
-/// incident; the others opening within symptom_window steps of its onset while it is active
-/// name it in `symptom_of_id`/`symptom_of` and are listed under it (they stay findings of
-/// their own kind, with their own episodes and evidence).
+/// and chance_level all hold from about the same step, or one after the other while it lasts.
+/// The first of them to open is the incident; the others opening during its latest episode
+/// (or up to cause_window steps after it, or symptom_window steps before it), if not more
+/// severe, name it in `symptom_of_id`/`symptom_of` and are listed under it (they stay
+/// findings of their own kind, with their own episodes and evidence).
 ///
 /// Ids: incidents are numbered 1, 2, ... in the order they open; sources keep their own
 /// episode ids, which the router never shows.
