@@ -90,11 +90,11 @@ class clipping final : public detector {
     f.advice =
         "clipping should catch the rare outlier, not rescale every update (each step is "
         "then LR x max_norm long, whatever the gradient says): " +
-        lr_hint(f, optimizer_) +
+        lr_hint(f) +
         " until the norm stays below max_norm on most steps, or raise max_norm to about "
         "the typical norm before clipping" +
         (std::isfinite(ratio) ? format(" (%.3g)", ratio * max_norm) : std::string()) +
-        " so that only outliers are cut";
+        " so that only outliers are cut" + lr_note(f, optimizer_);
   }
 
  private:

@@ -90,7 +90,7 @@ class non_finite final : public detector {
       if (param >= 0)
         f.advice = "inspect the operations that feed " + ctx.schema->params[size_t(param)] +
                    " (log, division, sqrt, exp) and guard them with clamps/epsilons; " + f.advice;
-      f.advice += lr_hint(ctx);
+      f.advice += lr_hint(ctx) + lr_note(ctx);
       return f;
     });
     ++st.count;
@@ -180,8 +180,8 @@ class exploding final : public detector {
       f.advice = format(
           "clip gradients (clip_grad_norm_ with max_norm 1.0, or about 2x the "
           "running median: %.3g) or %s; check the batches at these steps for "
-          "outliers",
-          clip, lr_hint(ctx).c_str());
+          "outliers%s",
+          clip, lr_hint(ctx).c_str(), lr_note(ctx).c_str());
       return f;
     });
     if (is_new) loss_before_ = loss_.count() ? loss_.median() : nan;

@@ -93,8 +93,8 @@ class loss_spike final : public detector {
       f.advice = format(
           "clip gradients (clip_grad_norm_ 1.0) or %s; look at the batch at "
           "step %lld for outliers or bad labels; trainers of large models skip "
-          "the update on such steps (attach option guard)",
-          lr_hint(ctx).c_str(), static_cast<long long>(step));
+          "the update on such steps (attach option guard)%s",
+          lr_hint(ctx).c_str(), static_cast<long long>(step), lr_note(ctx).c_str());
       return f;
     });
     // Only a run whose own losses are heavy-tailed (a memorising run's hard batches) has
@@ -251,7 +251,7 @@ class divergence final : public detector {
     f.message +=
         format(", %g steps later; %.0f%% of the progress from the initial %.4g is lost", rising,
                100 * std::min(f.evidence_value("peak"), 99.99), f.evidence_value("initial_level"));
-    const std::string lower = lr_hint(f, optimizer_);
+    const std::string lower = lr_hint(f), note = lr_note(f, optimizer_);
     const auto onset = static_cast<long long>(f.first_step);
     if (rising >= 1000)
       // Slow degradation: the step size is too large for the noise of this batch size.
@@ -259,14 +259,14 @@ class divergence final : public detector {
           "a slow rise over many steps means the updates are too large for the "
           "gradient noise of this batch: %s (or decay it from step %lld on), or "
           "raise the batch size (with momentum m the step is about LR / (1 - m)); "
-          "keep the checkpoint from step %lld",
-          lower.c_str(), onset, onset);
+          "keep the checkpoint from step %lld%s",
+          lower.c_str(), onset, onset, note.c_str());
     else
       f.advice = format(
           "%s and add gradient clipping (clip_grad_norm_ 1.0); if the rise "
           "follows an LR warm-up, restart or change, lower its peak; check that "
-          "the data pipeline did not change (shuffling, corrupted shard)",
-          lower.c_str());
+          "the data pipeline did not change (shuffling, corrupted shard)%s",
+          lower.c_str(), note.c_str());
   }
 
  private:
@@ -707,8 +707,8 @@ class oscillation final : public detector {
         "%s, use a larger batch, and clip gradients (clip_grad_norm_ 1.0); if "
         "the swings began after an LR change (warm-up end, restart), lower that "
         "peak; if the loss is computed on probabilities (BCE after sigmoid), "
-        "switch to the logits form",
-        lr_hint(f, optimizer_).c_str());
+        "switch to the logits form%s",
+        lr_hint(f).c_str(), lr_note(f, optimizer_).c_str());
   }
 
  private:

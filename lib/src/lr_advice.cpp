@@ -87,12 +87,18 @@ std::string lower_lr_hint(optimizer_kind k, double lr, double lo, double hi) {
 
 namespace core::detail {
 
-std::string lr_hint(const step_context& ctx) {
-  return lower_lr_hint(ctx.optimizer, ctx.lr, ctx.lr_min, ctx.lr_max);
+std::string lr_hint(const step_context& ctx) { return lr_hint(ctx.lr, ctx.lr_min, ctx.lr_max); }
+
+std::string lr_hint(const finding& f) {
+  return lr_hint(f.evidence_value("lr"), f.evidence_value("lr_min"), f.evidence_value("lr_max"));
 }
 
-std::string lr_hint(const finding& f, optimizer_kind k) {
-  return lower_lr_hint(k, f.evidence_value("lr"), f.evidence_value("lr_min"),
+std::string lr_note(const step_context& ctx) {
+  return lr_range_note(ctx.optimizer, ctx.lr, ctx.lr_min, ctx.lr_max);
+}
+
+std::string lr_note(const finding& f, optimizer_kind k) {
+  return lr_range_note(k, f.evidence_value("lr"), f.evidence_value("lr_min"),
                        f.evidence_value("lr_max"));
 }
 

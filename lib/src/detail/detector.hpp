@@ -164,10 +164,16 @@ void set_lr_evidence(finding& f, const step_context& ctx);
 
 // Learning rates in advice (lr_advice.cpp): the current LR of the param groups and the range
 // the methodology gives for the run's optimizer.
-/// lr_hint(lr, lo, hi) of the step plus lr_range_note (losslens/lr_advice.hpp).
+// An advice puts lr_hint where its sentence says what to do and lr_note at its end (the note
+// starts with "; ", so spliced into a sentence it would cut it in two).
+/// lr_hint(lr, lo, hi) of the step.
 std::string lr_hint(const step_context& ctx);
-/// lr_hint of the LR evidence a finding carries, plus lr_range_note.
-std::string lr_hint(const finding& f, optimizer_kind k);
+/// lr_hint of the LR evidence a finding carries.
+std::string lr_hint(const finding& f);
+/// lr_range_note (losslens/lr_advice.hpp) of the step's LR and optimizer.
+std::string lr_note(const step_context& ctx);
+/// lr_range_note of the LR evidence a finding carries.
+std::string lr_note(const finding& f, optimizer_kind k);
 /// "the learning rate is 0.05" (or "the param groups' learning rates are 0.001-0.1") plus
 /// lr_range_note, from the finding's LR evidence; "" without it.
 std::string lr_quote(const finding& f, optimizer_kind k);
