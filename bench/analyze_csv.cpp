@@ -6,9 +6,7 @@
 // the CPU times are the steadier figure. Prints JSON with the 1-minute load average.
 // Usage: bench_analyze_csv [ROWS=2000000] [--repeat N] [--losslens PATH]
 
-#include <fcntl.h>
 #include <sys/resource.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench_util.hpp"
+#include "child_process.hpp"
 #include "losslens/csv_reader.hpp"
 #include "traces.hpp"
 
@@ -41,29 +40,23 @@ struct child_result {
   int status = -1;
 };
 
-/// Runs argv with stdout and stderr to /dev/null; wall time and peak RSS from wait4.
+/// Runs argv (the program looked up in PATH) with stdout and stderr to /dev/null: wall time,
+/// and CPU time and peak RSS from wait4 (tests/support's child_process).
 child_result run_child(const std::vector<std::string>& argv) {
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  const auto t0 = bench::clock_type::now();
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const int null = open("/dev/null", O_WRONLY);
-    dup2(null, 1);
-    dup2(null, 2);
-    execvp(args[0], args.data());
-    _exit(127);
-  }
+  testing::child_options o;
+  o.out = o.err = testing::stream::null;
+  o.search_path = true;
   child_result r;
-  rusage ru{};
-  int status = 0;
-  if (pid < 0 || wait4(pid, &status, 0, &ru) != pid) return r;
-  r.seconds = bench::seconds_since(t0);
-  r.max_rss_kb = ru.ru_maxrss;
-  auto secs = [](const timeval& t) { return double(t.tv_sec) + double(t.tv_usec) / 1e6; };
-  r.cpu_seconds = secs(ru.ru_utime) + secs(ru.ru_stime);
-  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  const auto t0 = bench::clock_type::now();
+  try {
+    const auto p = testing::run_process(argv[0], {argv.begin() + 1, argv.end()}, o);
+    r.seconds = bench::seconds_since(t0);
+    r.cpu_seconds = p.cpu_seconds;
+    r.max_rss_kb = p.max_rss_kb;
+    r.status = p.status;
+  } catch (const std::exception&) {
+    // Not startable (python3 missing): status -1.
+  }
   return r;
 }
 

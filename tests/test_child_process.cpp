@@ -10,6 +10,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,19 @@ int echo_args(const std::vector<std::string>& args) {
   return std::atoi(args.at(0).c_str());
 }
 const child_function_entry echo_args_entry{"child-process-echo", &echo_args};
+
+/// Child function: touches args[0] MiB, then spins until its own CPU clock says args[1] s;
+/// prints the CPU seconds it measured.
+int burn(const std::vector<std::string>& args) {
+  std::vector<char> mem(std::size_t(std::atoi(args.at(0).c_str())) << 20);
+  for (std::size_t i = 0; i < mem.size(); i += 4096) mem[i] = 1;
+  const double want = std::atof(args.at(1).c_str());
+  volatile double x = 0;
+  while (double(std::clock()) / CLOCKS_PER_SEC < want) x = x + 1;
+  std::printf("%.6f\n", double(std::clock()) / CLOCKS_PER_SEC);
+  return mem[mem.size() / 2];
+}
+const child_function_entry burn_entry{"child-process-burn", &burn};
 
 }  // namespace
 
@@ -111,6 +125,26 @@ TEST_CASE("stdin, environment, files and the descriptor limit", "[support]") {
   CHECK(l.out == "48 48\n");
 
   CHECK_THROWS_AS(child_process("/nonexistent/program", {}), std::runtime_error);
+}
+
+TEST_CASE("PATH search, and the CPU time and peak RSS of a child", "[support]") {
+  child_options o;
+  o.search_path = true;
+  CHECK(run_process("sh", {"-c", "exit 4"}, o).status == 4);
+  CHECK_THROWS_AS(run_process("sh", {"-c", "exit 4"}), std::runtime_error);  // no ./sh
+
+  // The child's own clock against wait4's accounting: CPU within 50 ms (plus what starting a
+  // process costs), RSS at least the 64 MiB it touched.
+  auto c = spawn_child_function("child-process-burn", {"64", "0.3"});
+  const auto r = c.finish(60s);
+  REQUIRE(r.status == 1);
+  const double own = std::atof(r.out.c_str());
+  CHECK(own >= 0.3);
+  CHECK(r.cpu_seconds >= own - 0.05);
+  CHECK(r.cpu_seconds <= own + 0.5);
+  CHECK(r.max_rss_kb >= 64 * 1024);
+  CHECK(c.cpu_seconds() == r.cpu_seconds);
+  CHECK(c.max_rss_kb() == r.max_rss_kb);
 }
 
 TEST_CASE("a child function runs in a spawned copy of the test binary", "[support]") {

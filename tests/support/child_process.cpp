@@ -4,7 +4,9 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -174,14 +176,18 @@ child_process::child_process(std::string exe, std::vector<std::string> args,
   auto env_strings = child_environment(options);
   const auto argv = c_strings(argv_strings);
   const auto envp = c_strings(env_strings);
-  const int rc =
-      ::posix_spawn(&pid_, exe.c_str(), &setup.actions, &setup.attr, argv.data(), envp.data());
+  const auto spawn = options.search_path ? ::posix_spawnp : ::posix_spawn;
+  const int rc = spawn(&pid_, exe.c_str(), &setup.actions, &setup.attr, argv.data(), envp.data());
   if (rc != 0) {
     setup.fail();
     in_ = out_ = err_fd_ = -1;
     throw std::runtime_error("posix_spawn " + exe + ": " + std::strerror(rc));
   }
   reaped_ = false;
+#ifdef SYS_pidfd_open
+  pidfd_ = int(::syscall(SYS_pidfd_open, pid_, 0));
+  if (pidfd_ >= 0) ::fcntl(pidfd_, F_SETFD, FD_CLOEXEC);
+#endif
 }
 
 child_process::child_process(std::string exe, std::vector<std::string> args,
@@ -200,6 +206,9 @@ child_process::child_process(child_process&& other) noexcept
       in_(std::exchange(other.in_, -1)),
       out_(std::exchange(other.out_, -1)),
       err_fd_(std::exchange(other.err_fd_, -1)),
+      pidfd_(std::exchange(other.pidfd_, -1)),
+      cpu_seconds_(other.cpu_seconds_),
+      max_rss_kb_(other.max_rss_kb_),
       buffer_(std::move(other.buffer_)),
       err_(std::move(other.err_)) {}
 
@@ -212,7 +221,7 @@ child_process::~child_process() {
 }
 
 void child_process::close_fds() noexcept {
-  for (int* fd : {&in_, &out_, &err_fd_})
+  for (int* fd : {&in_, &out_, &err_fd_, &pidfd_})
     if (*fd >= 0) {
       ::close(*fd);
       *fd = -1;
@@ -220,18 +229,20 @@ void child_process::close_fds() noexcept {
 }
 
 bool child_process::pump(std::chrono::milliseconds timeout) {
-  pollfd fds[2];
-  int* owners[2];
-  std::string* into[2];
+  pollfd fds[3];
+  int* owners[3];
+  std::string* into[3];
   int n = 0;
-  auto watch = [&](int& fd, std::string& sink) {
+  auto watch = [&](int& fd, std::string* sink) {
     if (fd < 0) return;
     fds[n] = {fd, POLLIN, 0};
     owners[n] = &fd;
-    into[n++] = &sink;
+    into[n++] = sink;
   };
-  watch(out_, buffer_);
-  watch(err_fd_, err_);
+  watch(out_, &buffer_);
+  watch(err_fd_, &err_);
+  // The exit wakes the poll (only while it is not reaped: afterwards the pidfd stays readable).
+  if (!reaped_) watch(pidfd_, nullptr);
   if (n == 0) {
     std::this_thread::sleep_for(timeout);
     return false;
@@ -241,6 +252,10 @@ bool child_process::pump(std::chrono::milliseconds timeout) {
   bool progress = false;
   for (int i = 0; i < n; ++i) {
     if (fds[i].revents == 0) continue;
+    if (!into[i]) {  // the pidfd: the child exited, reap() will see it
+      progress = true;
+      continue;
+    }
     char chunk[65536];
     const ssize_t got = ::read(fds[i].fd, chunk, sizeof chunk);
     if (got > 0) {
@@ -302,8 +317,14 @@ void child_process::kill(int sig) {
 bool child_process::reap(bool block) {
   if (reaped_) return true;
   int st = 0;
-  const pid_t r = ::waitpid(pid_, &st, block ? 0 : WNOHANG);
+  rusage ru{};
+  const pid_t r = ::wait4(pid_, &st, block ? 0 : WNOHANG, &ru);
   if (r == 0 || (r < 0 && errno == EINTR)) return false;
+  auto secs = [](const timeval& t) { return double(t.tv_sec) + double(t.tv_usec) / 1e6; };
+  if (r > 0) {
+    cpu_seconds_ = secs(ru.ru_utime) + secs(ru.ru_stime);
+    max_rss_kb_ = ru.ru_maxrss;
+  }
   status_ = r < 0 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? -WTERMSIG(st) : -1;
   reaped_ = true;
   return true;
@@ -315,8 +336,9 @@ std::optional<int> child_process::wait(std::chrono::milliseconds timeout) {
     if (reap(false)) return status_;
     const auto left = left_until(deadline);
     if (left.count() == 0) return std::nullopt;
-    // Poll the exit every 10 ms; read what the child writes meanwhile.
-    pump(std::min(left, std::chrono::milliseconds(10)));
+    // Woken by the exit through the pidfd (without one, every 10 ms); reads what the child
+    // writes meanwhile.
+    pump(pidfd_ >= 0 ? left : std::min(left, std::chrono::milliseconds(10)));
   }
 }
 
@@ -338,9 +360,11 @@ process_result child_process::finish(std::chrono::milliseconds timeout) {
       pump(std::chrono::milliseconds(0));  // what was already written, not what never ends
       break;
     }
-    pump(std::min(left, std::chrono::milliseconds(10)));
+    pump(pidfd_ >= 0 || exited ? left : std::min(left, std::chrono::milliseconds(10)));
   }
   r.status = status_;
+  r.cpu_seconds = cpu_seconds_;
+  r.max_rss_kb = max_rss_kb_;
   r.out = std::move(buffer_);
   r.err = std::move(err_);
   buffer_.clear();

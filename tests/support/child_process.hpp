@@ -2,9 +2,9 @@
 // The one way tests, bench and examples start another program: posix_spawn (a parent with
 // threads never forks), stdout and stderr on pipes or in files, a deadline on every read and
 // wait, signals. Code that must run in a separate process without being a program of its own
-// runs as a child function of the test binary (child_functions.hpp). Not yet used by
-// bench/analyze_csv.cpp, which needs what this does not give: PATH search, and the child's CPU
-// time and peak RSS from wait4 without a polling wait.
+// runs as a child function of the test binary (child_functions.hpp). The exit is waited for on
+// a pidfd (no polling: a bench times children to the millisecond), and the child's CPU time and
+// peak RSS come from wait4.
 
 #include <sys/types.h>
 
@@ -39,6 +39,8 @@ struct child_options {
   /// > 0: the child's RLIMIT_NOFILE, soft and hard. posix_spawn cannot set limits: the child
   /// is started through /bin/sh (`ulimit -n`, then exec), with the same process id.
   int files_limit = 0;
+  /// Look exe up in PATH when it has no '/' (posix_spawnp), as a shell would.
+  bool search_path = false;
 };
 
 /// How a child ended and what it wrote.
@@ -47,14 +49,17 @@ struct process_result {
   std::string out;         ///< stdout, when it was a pipe
   std::string err;         ///< stderr, when it was a pipe
   bool timed_out = false;  ///< killed with SIGKILL at the deadline
+  double cpu_seconds = 0;  ///< the child's user + system CPU time (its own waited-for children too)
+  long max_rss_kb = 0;     ///< its peak resident set size
 };
 
 /// A running child. Not thread-safe (one thread drives it). Destruction kills (SIGKILL) and
 /// reaps a child that is still running.
 class child_process {
  public:
-  /// Starts exe (a path; no PATH search) with args. Throws std::runtime_error when it cannot
-  /// (std::invalid_argument for options that make no sense, e.g. stdin from stream::file).
+  /// Starts exe (a path; a PATH search with options.search_path) with args. Throws
+  /// std::runtime_error when it cannot (std::invalid_argument for options that make no sense, e.g.
+  /// stdin from stream::file).
   child_process(std::string exe, std::vector<std::string> args, child_options options = {});
   /// stdout on a pipe, stderr into the file stderr_path.
   child_process(std::string exe, std::vector<std::string> args, const std::string& stderr_path);
@@ -91,6 +96,10 @@ class child_process {
   /// Reads stdout and stderr to their end and waits for the exit; at the deadline kills the
   /// child with SIGKILL (timed_out). out holds what read_line() has not returned.
   process_result finish(std::chrono::milliseconds timeout);
+  /// After the exit (wait() or finish()): the child's user + system CPU time in seconds and its
+  /// peak RSS in KiB (0 before).
+  double cpu_seconds() const noexcept { return cpu_seconds_; }
+  long max_rss_kb() const noexcept { return max_rss_kb_; }
 
  private:
   bool pump(std::chrono::milliseconds timeout);
@@ -101,6 +110,9 @@ class child_process {
   bool reaped_ = true;
   int status_ = -1;
   int in_ = -1, out_ = -1, err_fd_ = -1;
+  int pidfd_ = -1;  // readable once the child exits (-1: kernel without pidfd_open; then polled)
+  double cpu_seconds_ = 0;
+  long max_rss_kb_ = 0;
   std::string buffer_;  // stdout read but not yet returned
   std::string err_;
 };
