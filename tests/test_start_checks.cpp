@@ -233,6 +233,89 @@ TEST_CASE("constant_predictions: dead ReLUs make every row predict one class") {
   CHECK(contains(found[0].advice, "dead"));
 }
 
+namespace {
+/// 200 steps of SGD at `lr` with the class logits checked every 10 steps; returns the
+/// constant_predictions findings and the logits of the last step.
+std::pair<std::vector<finding>, torch::Tensor> constant_run(mlp& model, const torch::Tensor& x,
+                                                            const torch::Tensor& y, double lr,
+                                                            const std::string& name) {
+  torch::optim::SGD opt(model->parameters(), lr);
+  auto o = quiet(name);
+  o.red_flags.every_n_steps = 10;
+  auto lens = attach(model, opt, o);
+  torch::Tensor last;
+  for (int i = 0; i < 200; ++i) {
+    const auto start = (i * 64) % (x.size(0) - 64);
+    auto xb = x.slice(0, start, start + 64), yb = y.slice(0, start, start + 64);
+    opt.zero_grad();
+    auto logits = model->forward(xb);
+    lens.check_class_logits("cls", logits, yb);
+    auto loss = F::cross_entropy(logits, yb);
+    loss.backward();
+    opt.step();
+    lens.step(loss);
+    last = logits.detach();
+  }
+  lens.wait_idle();
+  auto found = kinds(lens, "constant_predictions");
+  lens.detach();
+  return {found, last};
+}
+/// The mean lead of the top logit over the second, per row (the reference for top_margin).
+double mean_margin(const torch::Tensor& logits) {
+  const auto top2 = std::get<0>(logits.to(torch::kDouble).topk(2, 1));
+  return (top2.select(1, 0) - top2.select(1, 1)).mean().item<double>();
+}
+}  // namespace
+
+TEST_CASE("constant_predictions: one class leading by a wide margin is called saturated") {
+  toy_data data;
+  mlp model;
+  {
+    torch::NoGradGuard no_grad;
+    model->fc2->bias[7].fill_(60);  // pushed onto class 7 (as after a step far too large)
+  }
+  const auto [found, last] = constant_run(model, data.x, data.y, 1e-4, "saturated");
+  // Independently: the logits still depend on the input, and class 7 leads by more than 20.
+  CHECK(last.std(0).max().item<double>() > 1e-3);
+  CHECK((last.argmax(1) == 7).all().item<bool>());
+  CHECK(mean_margin(last) > 20);
+  REQUIRE(found.size() == 1);
+  CHECK(found[0].evidence_value("saturated") == 1);
+  CHECK(found[0].evidence_value("dead") == 0);
+  CHECK(found[0].evidence_value("predicted_class") == 7);
+  CHECK(found[0].evidence_value("top_margin") == Approx(mean_margin(last)).epsilon(0.05));
+  CHECK(contains(found[0].message, "saturated"));
+  CHECK(contains(found[0].advice, "too large"));
+}
+
+TEST_CASE("constant_predictions: the majority class of imbalanced targets is a shortcut") {
+  // 95% of the rows are class 0, and the model (with a moderate lead for class 0, as after it
+  // learned the prior) predicts class 0 everywhere.
+  torch::manual_seed(4);
+  const std::int64_t n = 4096;
+  auto x = torch::randn({n, 20});
+  auto y = torch::zeros({n}, torch::kLong);
+  y.masked_fill_(torch::rand({n}) < 0.05, 1);
+  mlp model;
+  {
+    torch::NoGradGuard no_grad;
+    model->fc2->bias[0].fill_(6);
+  }
+  const auto [found, last] = constant_run(model, x, y, 1e-4, "shortcut");
+  CHECK(last.std(0).max().item<double>() > 1e-3);
+  CHECK((last.argmax(1) == 0).all().item<bool>());
+  CHECK(mean_margin(last) < 20);
+  REQUIRE(found.size() == 1);
+  CHECK(found[0].evidence_value("saturated") == 0);
+  CHECK(found[0].evidence_value("dead") == 0);
+  CHECK(found[0].evidence_value("predicted_class") == 0);
+  CHECK(found[0].evidence_value("majority_class") == 0);
+  CHECK(found[0].evidence_value("imbalance_ratio") >= 5);
+  CHECK(contains(found[0].message, "majority class"));
+  CHECK(contains(found[0].advice, "majority-class shortcut"));
+}
+
 TEST_CASE(
     "balanced accuracy and recall per class match the sampled batches, and "
     "misleading_accuracy fires on imbalanced data") {
