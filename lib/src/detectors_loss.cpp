@@ -157,7 +157,8 @@ class divergence final : public detector {
         recent_(1024),
         recent_steps_(1024),
         y_(1024),
-        optimizer_(o.optimizer) {}
+        optimizer_(o.optimizer),
+        noise_factor_(std::sqrt(o.divergence.ema_alpha / (2 - o.divergence.ema_alpha))) {}
 
   void observe(const step_context& ctx, finding_log& log) override {
     // The recent loss on its working scale (log while positive, outliers clipped), for the
@@ -196,8 +197,7 @@ class divergence final : public detector {
       best_step_ = step;
     }
     // The fast average's own noise: batch noise x sqrt(alpha / (2 - alpha)).
-    const double a = o_.ema_alpha;
-    const double noise = std::sqrt(noise_var_.value()) * std::sqrt(a / (2 - a));
+    const double noise = std::sqrt(noise_var_.value()) * noise_factor_;
     // A rise matters against the progress the run has made (initial level minus best), or
     // against the level itself when it made none; a ratio to the best only means something for
     // a positive loss (NLL of densities, ELBOs and RL objectives go negative).
@@ -294,6 +294,7 @@ class divergence final : public detector {
   ring recent_, recent_steps_;
   std::vector<double> y_;
   optimizer_kind optimizer_;
+  double noise_factor_;  // sqrt(alpha / (2 - alpha)): the fast average's share of batch noise
   double initial_sum_ = 0, initial_ = 0, best_ = 0;
   std::int64_t best_step_ = 0, held_ = 0;
   episode ep_;

@@ -228,13 +228,19 @@ double kth_smallest(double* v, std::size_t n, std::size_t k) noexcept {
   double top[max_top];  // the m largest so far, ascending: top[0] is the m-th largest
   std::copy(v, v + m, top);
   std::sort(top, top + m);
-  for (std::size_t i = m; i < n; ++i) {
-    const double x = v[i];
-    if (!(x > top[0])) continue;
+  auto offer = [&](double x) {
+    if (!(x > top[0])) return;
     std::size_t j = 1;
     for (; j < m && top[j] < x; ++j) top[j - 1] = top[j];
     top[j - 1] = x;
+  };
+  std::size_t i = m;
+  // Four at a time: most blocks have no value above the bar (one branch for the four).
+  for (; i + 4 <= n; i += 4) {
+    if (!(std::max(std::max(v[i], v[i + 1]), std::max(v[i + 2], v[i + 3])) > top[0])) continue;
+    for (std::size_t j = i; j < i + 4; ++j) offer(v[j]);
   }
+  for (; i < n; ++i) offer(v[i]);
   return top[0];
 }
 }  // namespace
