@@ -62,6 +62,7 @@ bool parse_short_decimal(std::string_view s, double& v) noexcept {
   for (const char c : s) {
     if (c >= '0' && c <= '9') {
       significant += significant > 0 || c != '0';  // leading zeros do not count
+      if (significant > 15) return false;
       m = m * 10 + std::uint64_t(c - '0');
       after_point += point;
       digits = true;
@@ -71,7 +72,7 @@ bool parse_short_decimal(std::string_view s, double& v) noexcept {
       return false;
     }
   }
-  if (!digits || significant > 15 || after_point > 22) return false;
+  if (!digits || after_point > 22) return false;
   v = double(m) / pow10[after_point];
   return true;
 }

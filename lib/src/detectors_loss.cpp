@@ -529,12 +529,20 @@ class oscillation final : public detector {
     const double a0 = r.icpt, b0 = r.slope;
     const double lag = pyy - a0 * py - b0 * pty + a0 * a0 * np + a0 * b0 * pt + b0 * b0 * ptt;
     r.ac = sse > 0 ? lag / sse : 0;
+    swing_stats(a, b, r);
+    return r;
+  }
+  /// The swings of x over [a, b): amp, mean_abs_diff, level and trend of range_stats.
+  void swing_stats(std::size_t a, std::size_t b, range_stats& r) const noexcept {
+    const prefix& P = sums_[a];
+    const prefix& Q = sums_[b];
+    const prefix& A = sums_[a + 1];
+    const double n = double(b - a), np = n - 1;
     const double ax = Q.ax - P.ax, tv = Q.adx - A.adx;
     r.level = ax / n;
     r.mean_abs_diff = np > 0 ? tv / np : 0;
     r.amp = r.level > 0 ? r.mean_abs_diff / r.level : 0;
     r.trend = tv > 0 ? std::abs(x_[b - 1] - x_[a]) / tv : 1;
-    return r;
   }
 
   // Three shapes that batch noise does not have:
@@ -579,10 +587,13 @@ class oscillation final : public detector {
     for (std::size_t len = min_suffix; len + min_prefix <= n - begin_;
          len += len < 64 ? std::size_t(o_.stride) : 32) {
       const std::size_t a = n - len;
-      // The suffix's own tests first: most suffixes fail them, and then the stretch before
-      // them is not needed.
+      // The suffix's own tests first, its swings (cheap) before its autocorrelation: most
+      // suffixes fail them, and then the rest is not needed.
+      range_stats sw;
+      swing_stats(a, n, sw);
+      if (!swings(sw)) continue;
       const range_stats suf = stats(a, n);
-      if (suf.ac * std::sqrt(double(len)) > -o_.recent_z || !swings(suf)) continue;
+      if (suf.ac * std::sqrt(double(len)) > -o_.recent_z) continue;
       const range_stats pre = stats(a - std::min(a - begin_, w / 2), a);
       if (!(pre.spread > 0) || suf.spread < o_.min_growth * pre.spread) continue;
       recent = true;

@@ -147,12 +147,11 @@ double sorted_window::mad() const noexcept {
   if (n == 0) return 0;
   const double m = median();
   const double* v = sorted_.data();
-  // Values left of p are below the median, from p on at or above it.
-  std::size_t p = 0, unused = 0;
-  if (sorted_.size() <= count_limit)
-    rank_pair(v, sorted_.size(), m, m, p, unused);
-  else
-    p = lower_bound_of(v, n, m);
+  // Values left of p are below the median, from p on at or above it: p is n / 2 but for ties
+  // around the middle, so it is found from there.
+  std::size_t p = n / 2;
+  while (p > 0 && !(v[p - 1] < m)) --p;
+  while (p < n && v[p] < m) ++p;
   const double* lo = v + p;  // lo[-1] is the closest below
   if (n % 2 == 1) return kth_distance(lo, p, v + p, n - p, m, n / 2);
   return 0.5 * (kth_distance(lo, p, v + p, n - p, m, n / 2 - 1) +
