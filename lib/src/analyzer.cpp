@@ -326,19 +326,29 @@ void analyzer::observe(const sample& s) {
   }
   if (ctx.total_loss > 0) ctx.log_loss = std::log(ctx.total_loss);
   for (const auto f : s.param_flags) ctx.param_flags_any |= f;
-  for (std::size_t i = 0; i < s.param_grad_norms.size(); ++i) {
-    const auto& p = s.param_grad_norms[i];
-    if (!p) continue;
-    const double v = *p;
-    if (!std::isfinite(v)) {
-      if (ctx.first_non_finite_norm < 0) ctx.first_non_finite_norm = int(i);
-      continue;
+  {
+    // In locals (the stores through ctx would be kept in memory), and the largest taken without
+    // a branch on the values: which norm is the largest so far is a coin flip.
+    int top = -1, first_bad = -1;
+    double top_norm = 0, min_norm = std::numeric_limits<double>::infinity();
+    const std::size_t n = s.param_grad_norms.size();
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto& p = s.param_grad_norms[i];
+      if (!p) continue;
+      const double v = *p;
+      if (!std::isfinite(v)) {
+        if (first_bad < 0) first_bad = int(i);
+        continue;
+      }
+      const bool larger = top < 0 || v > top_norm;
+      top = larger ? int(i) : top;
+      top_norm = larger ? v : top_norm;
+      min_norm = std::min(min_norm, v);
     }
-    if (ctx.top_param < 0 || v > ctx.top_param_norm) {
-      ctx.top_param = int(i);
-      ctx.top_param_norm = v;
-    }
-    ctx.min_param_norm = std::min(ctx.min_param_norm, v);
+    ctx.top_param = top;
+    ctx.top_param_norm = top_norm;
+    ctx.min_param_norm = min_norm;
+    ctx.first_non_finite_norm = first_bad;
   }
   grad_->update(ctx);
   ctx.level_loss = level_->update(ctx.total_loss);

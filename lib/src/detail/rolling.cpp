@@ -194,7 +194,14 @@ void robust_baseline::push(double x, double log_x) noexcept {
 }
 
 double robust_baseline::median() const noexcept {
-  return log_ ? std::exp(median_.median()) : median_.median();
+  const double m = median_.median();
+  if (!log_) return m;
+  // The middle of the window stays put on about half the pushes: exp only when it moved.
+  if (!(m == exp_of_) || std::signbit(m) != std::signbit(exp_of_)) {
+    exp_of_ = m;
+    exp_ = std::exp(m);
+  }
+  return exp_;
 }
 
 double robust_baseline::z(double x, double log_x) const noexcept {

@@ -171,6 +171,7 @@ class robust_baseline {
  private:
   rolling_median median_;
   bool log_ = true;
+  mutable double exp_of_ = 0, exp_ = 1;  // median() on the log scale: exp(exp_of_) = exp_
 };
 
 /// The 99th percentile of a series' values from `lag` to `lag + window` pushes ago: the run's
