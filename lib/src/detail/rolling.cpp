@@ -12,41 +12,46 @@
 namespace losslens::core::detail {
 
 namespace {
-// Windows up to this many values are ranked by counting over the whole array: independent
-// compares, no chain of dependent loads and mispredicted branches as in a binary search.
+// Windows up to this many values are ranked by rank_pair, larger ones by binary searches.
 constexpr std::size_t count_limit = 256;
 constexpr double inf = std::numeric_limits<double>::infinity();
 
-// How many of v[0, n) (n a multiple of 4) are below a, and how many are not above b: the
-// indexes std::lower_bound(a) and std::upper_bound(b) return in a sorted array.
-void rank_pair(const double* v, std::size_t n, double a, double b, std::size_t& below_a,
-               std::size_t& upto_b) noexcept {
+constexpr std::size_t block = 16;
+
+// How many of v[i, i + block) are below a (or not above a, with `upto`).
+template <bool upto>
+std::size_t count_in_block(const double* v, double a) noexcept {
 #if defined(__SSE2__)
-  const __m128d va = _mm_set1_pd(a), vb = _mm_set1_pd(b);
-  __m128i ca0 = _mm_setzero_si128(), ca1 = ca0, cb0 = ca0, cb1 = ca0;
-  for (std::size_t i = 0; i < n; i += 4) {
+  const __m128d va = _mm_set1_pd(a);
+  __m128i c0 = _mm_setzero_si128(), c1 = c0;
+  for (std::size_t i = 0; i < block; i += 4) {
     const __m128d x0 = _mm_loadu_pd(v + i), x1 = _mm_loadu_pd(v + i + 2);
     // A true compare is all ones, i.e. -1: subtracting it counts.
-    ca0 = _mm_sub_epi64(ca0, _mm_castpd_si128(_mm_cmplt_pd(x0, va)));
-    ca1 = _mm_sub_epi64(ca1, _mm_castpd_si128(_mm_cmplt_pd(x1, va)));
-    cb0 = _mm_sub_epi64(cb0, _mm_castpd_si128(_mm_cmple_pd(x0, vb)));
-    cb1 = _mm_sub_epi64(cb1, _mm_castpd_si128(_mm_cmple_pd(x1, vb)));
+    c0 = _mm_sub_epi64(c0, _mm_castpd_si128(upto ? _mm_cmple_pd(x0, va) : _mm_cmplt_pd(x0, va)));
+    c1 = _mm_sub_epi64(c1, _mm_castpd_si128(upto ? _mm_cmple_pd(x1, va) : _mm_cmplt_pd(x1, va)));
   }
-  auto total = [](__m128i c0, __m128i c1) {
-    const __m128i c = _mm_add_epi64(c0, c1);
-    return std::size_t(_mm_cvtsi128_si64(c) + _mm_cvtsi128_si64(_mm_unpackhi_epi64(c, c)));
-  };
-  below_a = total(ca0, ca1);
-  upto_b = total(cb0, cb1);
+  const __m128i c = _mm_add_epi64(c0, c1);
+  return std::size_t(_mm_cvtsi128_si64(c) + _mm_cvtsi128_si64(_mm_unpackhi_epi64(c, c)));
 #else
-  std::size_t ca = 0, cb = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    ca += v[i] < a;
-    cb += v[i] <= b;
-  }
-  below_a = ca;
-  upto_b = cb;
+  std::size_t c = 0;
+  for (std::size_t i = 0; i < block; ++i) c += upto ? v[i] <= a : v[i] < a;
+  return c;
 #endif
+}
+
+// How many of the ascending v[0, n) (n a multiple of `block`) are below a, and how many are
+// not above b: the indexes std::lower_bound(a) and std::upper_bound(b) return. The first
+// values of the blocks say which block holds each boundary (all compared, no chain of
+// dependent loads and mispredicted branches as in a binary search); that block is counted.
+void rank_pair(const double* v, std::size_t n, double a, double b, std::size_t& below_a,
+               std::size_t& upto_b) noexcept {
+  std::size_t ja = 0, jb = 0;  // blocks after the first that start below a / not above b
+  for (std::size_t j = block; j < n; j += block) {
+    ja += v[j] < a;
+    jb += v[j] <= b;
+  }
+  below_a = ja * block + count_in_block<false>(v + ja * block, a);
+  upto_b = jb * block + count_in_block<true>(v + jb * block, b);
 }
 
 // std::lower_bound / std::upper_bound without branches on the data (the comparisons of a
@@ -73,11 +78,11 @@ std::size_t upper_bound_of(const double* v, std::size_t n, double x) noexcept {
   return std::size_t(p - v) + std::size_t(!(x < *p));
 }
 
-std::size_t padded(std::size_t window) noexcept { return (window + 3) / 4 * 4; }
+std::size_t padded(std::size_t window) noexcept { return (window + block - 1) / block * block; }
 }  // namespace
 
 sorted_window::sorted_window(std::size_t window)
-    : order_(window), sorted_(std::max<std::size_t>(padded(window), 4), inf) {}
+    : order_(window), sorted_(std::max(padded(window), block), inf) {}
 
 void sorted_window::clear() noexcept {
   std::fill(sorted_.begin(), sorted_.begin() + std::ptrdiff_t(order_.size()), inf);

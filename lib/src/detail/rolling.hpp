@@ -77,8 +77,8 @@ class sorted_window {
 
  private:
   ring order_;  // arrival order; the oldest leaves first
-  // The same values ascending in sorted_[0, size()), +Inf after them up to a multiple of 4
-  // (so that a small window is ranked by counting over whole vectors, see rolling.cpp).
+  // The same values ascending in sorted_[0, size()), +Inf after them up to a multiple of 16
+  // (so that a small window is ranked by counting over whole blocks, see rolling.cpp).
   std::vector<double> sorted_;
 };
 
