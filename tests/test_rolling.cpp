@@ -44,6 +44,12 @@ TEST_CASE("sorted_window: median, MAD and quantiles equal a sorted copy at every
       REQUIRE(s.size() == window.size());
       REQUIRE(s.median() == Approx(double(m)).epsilon(1e-15));
       REQUIRE(s.mad() == Approx(double(median_of(dev))).epsilon(1e-12).margin(1e-300));
+      // And exactly the median of the distances taken in double, as the window takes them.
+      std::vector<double> ddev;
+      for (double y : window) ddev.push_back(std::fabs(y - s.median()));
+      std::sort(ddev.begin(), ddev.end());
+      const std::size_t h = ddev.size() / 2;
+      REQUIRE(s.mad() == (ddev.size() % 2 ? ddev[h] : 0.5 * (ddev[h - 1] + ddev[h])));
       std::sort(v.begin(), v.end());
       const auto k = std::size_t(0.99 * double(v.size() - 1) + 0.5);
       REQUIRE(s.quantile(0.99) == double(v[k]));

@@ -131,8 +131,10 @@ namespace {
 // The k-th smallest (0-based) of two ascending sequences, the distances from the median going
 // left (m - lo[-1 - i], i < nl) and right (hi[j] - m, j < nr): binary search on how many of
 // the k + 1 smallest come from the left (without branches: each comparison is a coin flip).
+// With `next`, also the (k + 1)-th smallest: the smaller of the first distances not taken on
+// either side (every distance taken is at most every one not taken).
 double kth_distance(const double* lo, std::size_t nl, const double* hi, std::size_t nr, double m,
-                    std::size_t k) noexcept {
+                    std::size_t k, double* next = nullptr) noexcept {
   std::size_t a = k + 1 > nr ? k + 1 - nr : 0, b = std::min(k + 1, nl);
   while (a < b) {
     const std::size_t i = (a + b) / 2, j = k + 1 - i;  // j >= 1 here
@@ -143,6 +145,10 @@ double kth_distance(const double* lo, std::size_t nl, const double* hi, std::siz
   const std::size_t j = k + 1 - a;
   const double l = a > 0 ? m - lo[-std::ptrdiff_t(a)] : -1;
   const double r = j > 0 ? hi[j - 1] - m : -1;
+  if (next) {
+    constexpr double none = std::numeric_limits<double>::infinity();
+    *next = std::min(a < nl ? m - lo[-1 - std::ptrdiff_t(a)] : none, j < nr ? hi[j] - m : none);
+  }
   return std::max(l, r);
 }
 }  // namespace
@@ -159,8 +165,9 @@ double sorted_window::mad() const noexcept {
   while (p < n && v[p] < m) ++p;
   const double* lo = v + p;  // lo[-1] is the closest below
   if (n % 2 == 1) return kth_distance(lo, p, v + p, n - p, m, n / 2);
-  return 0.5 * (kth_distance(lo, p, v + p, n - p, m, n / 2 - 1) +
-                kth_distance(lo, p, v + p, n - p, m, n / 2));
+  double upper = 0;
+  const double lower = kth_distance(lo, p, v + p, n - p, m, n / 2 - 1, &upper);
+  return 0.5 * (lower + upper);
 }
 
 bool clipped_scale::push(double x, double log_x, double& out) noexcept {
