@@ -56,23 +56,26 @@ bool parse_short_decimal(std::string_view s, double& v) noexcept {
   static constexpr double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                      1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                      1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+  const char* p = s.data();
+  const char* const end = p + s.size();
+  auto digit = [](char c) { return static_cast<unsigned char>(c - '0') < 10; };
   std::uint64_t m = 0;
   int significant = 0, after_point = 0;
-  bool digits = false, point = false;
-  for (const char c : s) {
-    if (c >= '0' && c <= '9') {
-      significant += significant > 0 || c != '0';  // leading zeros do not count
-      if (significant > 15) return false;
-      m = m * 10 + std::uint64_t(c - '0');
-      after_point += point;
-      digits = true;
-    } else if (c == '.' && !point) {
-      point = true;
-    } else {
-      return false;
-    }
+  bool digits = false;
+  // Leading zeros (of the whole part, or of the fraction when the whole part is 0) are not
+  // significant; digits after them are, trailing zeros too (a longer number is left to
+  // from_chars).
+  for (; p < end && *p == '0'; ++p) digits = true;
+  for (; p < end && digit(*p); ++p, ++significant) m = m * 10 + std::uint64_t(*p - '0');
+  if (p < end && *p == '.') {
+    ++p;
+    if (m == 0)
+      for (; p < end && *p == '0'; ++p, ++after_point) digits = true;
+    for (; p < end && digit(*p); ++p, ++significant, ++after_point)
+      m = m * 10 + std::uint64_t(*p - '0');
   }
-  if (!digits || after_point > 22) return false;
+  digits = digits || significant > 0;
+  if (p != end || !digits || significant > 15 || after_point > 22) return false;
   v = double(m) / pow10[after_point];
   return true;
 }
