@@ -1,6 +1,8 @@
 #include <catch2/catch.hpp>
 
+#include <charconv>
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <random>
 #include <sstream>
@@ -69,6 +71,51 @@ TEST_CASE("csv: out-of-range numbers saturate like strtod") {
   const auto rows = read_all("step,loss,grad_norm\n1,1e999,1e-999\n");
   CHECK(*rows[0].loss == INFINITY);
   CHECK(*rows[0].grad_norm == 0.0);
+}
+
+TEST_CASE(
+    "csv: every decimal reads as the double from_chars gives (the short ones take a fast path)") {
+  std::mt19937_64 rng(9);
+  std::string text = "step,loss\n";
+  std::vector<std::string> cells = {"0",
+                                    "0.0",
+                                    "-0",
+                                    "5.",
+                                    ".5",
+                                    "-.25",
+                                    "1e-3",
+                                    "0.1",
+                                    "2.3025850929940457",
+                                    "123456789012345",
+                                    "1234567890123456",
+                                    "0.0000000000000000000001",
+                                    "0.00000000000000000000001",
+                                    "9007199254740993",
+                                    "-7.5e2"};
+  for (int i = 0; i < 3000; ++i) {
+    std::string c = i % 3 == 0 ? "-" : "";
+    const int digits = 1 + int(rng() % 18), point = int(rng() % std::uint64_t(digits + 1));
+    for (int d = 0; d < digits; ++d) {
+      if (d == point) c += '.';
+      c += char('0' + rng() % 10);
+    }
+    cells.push_back(c);
+  }
+  for (std::size_t i = 0; i < cells.size(); ++i)
+    text += std::to_string(i + 1) + "," + cells[i] + "\n";
+  const auto rows = read_all(text);
+  REQUIRE(rows.size() == cells.size());
+  for (std::size_t i = 0; i < cells.size(); ++i) {
+    std::string_view body = cells[i];
+    const bool neg = body.front() == '-';
+    if (neg) body.remove_prefix(1);
+    double v = 0;
+    auto [p, ec] = std::from_chars(body.data(), body.data() + body.size(), v);
+    REQUIRE((ec == std::errc{} && p == body.data() + body.size()));
+    if (neg) v = -v;
+    INFO(cells[i]);
+    CHECK(std::memcmp(&*rows[i].loss, &v, sizeof v) == 0);
+  }
 }
 
 TEST_CASE("csv: unknown columns are ignored with a warning, BOM and blank lines tolerated") {

@@ -25,7 +25,7 @@ long double median_of(std::vector<long double> v) {
 TEST_CASE("sorted_window: median, MAD and quantiles equal a sorted copy at every push") {
   std::mt19937_64 rng(3);
   std::normal_distribution<double> normal(0, 1);
-  for (std::size_t w : {1u, 2u, 3u, 16u, 17u, 64u, 128u}) {
+  for (std::size_t w : {1u, 2u, 3u, 16u, 17u, 64u, 128u, 300u}) {
     sorted_window s(w);
     std::deque<double> window;
     for (int i = 0; i < 3000; ++i) {
@@ -44,9 +44,49 @@ TEST_CASE("sorted_window: median, MAD and quantiles equal a sorted copy at every
       REQUIRE(s.size() == window.size());
       REQUIRE(s.median() == Approx(double(m)).epsilon(1e-15));
       REQUIRE(s.mad() == Approx(double(median_of(dev))).epsilon(1e-12).margin(1e-300));
+      // And exactly the median of the distances taken in double, as the window takes them.
+      std::vector<double> ddev;
+      for (double y : window) ddev.push_back(std::fabs(y - s.median()));
+      std::sort(ddev.begin(), ddev.end());
+      const std::size_t h = ddev.size() / 2;
+      REQUIRE(s.mad() == (ddev.size() % 2 ? ddev[h] : 0.5 * (ddev[h - 1] + ddev[h])));
       std::sort(v.begin(), v.end());
       const auto k = std::size_t(0.99 * double(v.size() - 1) + 0.5);
       REQUIRE(s.quantile(0.99) == double(v[k]));
+    }
+  }
+}
+
+TEST_CASE("lagged_tail: the 99th percentile of the lagged window equals a full sort") {
+  std::mt19937_64 rng(5);
+  std::normal_distribution<double> normal(0, 1);
+  // Windows whose percentile is near the top (one pass) and small ones (a selection), with
+  // ties and infinities.
+  for (std::size_t w : {1u, 7u, 100u, 512u, 2000u}) {
+    const std::size_t lag = 3, stride = 5;
+    lagged_tail t(w, lag, stride);
+    std::deque<double> pushed;
+    double expected = 0;
+    std::size_t since = 0, seen = 0;
+    for (int i = 0; i < 6000; ++i) {
+      double x = i % 5 == 0 ? double(rng() % 4) : normal(rng);
+      if (i % 499 == 0) x = i % 2 ? 1e308 * 10 : -1e308 * 10;
+      t.push(x);
+      pushed.push_back(x);
+      if (pushed.size() <= lag) continue;
+      ++seen;
+      if (++since >= stride || seen <= 1) {
+        since = 0;
+        // The window: pushes lag + 1 .. lag + w ago.
+        const std::size_t end = pushed.size() - lag;
+        const std::size_t begin = end > w ? end - w : 0;
+        std::vector<double> v(pushed.begin() + std::ptrdiff_t(begin),
+                              pushed.begin() + std::ptrdiff_t(end));
+        std::sort(v.begin(), v.end());
+        expected = v[std::min(v.size() - 1, std::size_t(0.99 * double(v.size() - 1) + 0.5))];
+      }
+      REQUIRE(t.count() == seen);
+      REQUIRE(t.upper() == expected);
     }
   }
 }

@@ -157,7 +157,8 @@ class divergence final : public detector {
         recent_(1024),
         recent_steps_(1024),
         y_(1024),
-        optimizer_(o.optimizer) {}
+        optimizer_(o.optimizer),
+        noise_factor_(std::sqrt(o.divergence.ema_alpha / (2 - o.divergence.ema_alpha))) {}
 
   void observe(const step_context& ctx, finding_log& log) override {
     // The recent loss on its working scale (log while positive, outliers clipped), for the
@@ -196,8 +197,7 @@ class divergence final : public detector {
       best_step_ = step;
     }
     // The fast average's own noise: batch noise x sqrt(alpha / (2 - alpha)).
-    const double a = o_.ema_alpha;
-    const double noise = std::sqrt(noise_var_.value()) * std::sqrt(a / (2 - a));
+    const double noise = std::sqrt(noise_var_.value()) * noise_factor_;
     // A rise matters against the progress the run has made (initial level minus best), or
     // against the level itself when it made none; a ratio to the best only means something for
     // a positive loss (NLL of densities, ELBOs and RL objectives go negative).
@@ -294,6 +294,7 @@ class divergence final : public detector {
   ring recent_, recent_steps_;
   std::vector<double> y_;
   optimizer_kind optimizer_;
+  double noise_factor_;  // sqrt(alpha / (2 - alpha)): the fast average's share of batch noise
   double initial_sum_ = 0, initial_ = 0, best_ = 0;
   std::int64_t best_step_ = 0, held_ = 0;
   episode ep_;
@@ -414,7 +415,7 @@ class oscillation final : public detector {
         optimizer_(o.optimizer),
         cap_(2 * std::size_t(o.oscillation.window)),
         history_(std::size_t(o.oscillation.window / o.oscillation.stride) + 1),
-        means_(history_.capacity()),
+        levels_(2 * std::size_t(o.oscillation.window)),
         y_(2 * cap_),
         x_(2 * cap_),
         steps_(2 * cap_),
@@ -425,6 +426,7 @@ class oscillation final : public detector {
     if (ctx.work_reset) {
       begin_ = end_ = 0;
       history_.clear();
+      levels_.clear();
       evals_ = in_row_ = 0;
     }
     const double y = ctx.work_loss;
@@ -434,7 +436,9 @@ class oscillation final : public detector {
     // 1.9 and 0.25 is as large as one between 0.019 and 0.0025), with single outliers clipped
     // so they neither fake growing swings nor inflate the amplitude (see clipped_scale; the
     // 64-step level filter would flatten a bounce for 64 steps).
-    append(y, ctx.work_log ? std::exp(y) : y, double(ctx.s->step));
+    const double x = ctx.work_log ? std::exp(y) : y;
+    append(y, x, double(ctx.s->step));
+    levels_.push(x);
     if (end_ - begin_ < std::size_t(o_.window) || ++since_ < o_.stride) return;
     since_ = 0;
     evaluate(ctx, log);
@@ -525,12 +529,20 @@ class oscillation final : public detector {
     const double a0 = r.icpt, b0 = r.slope;
     const double lag = pyy - a0 * py - b0 * pty + a0 * a0 * np + a0 * b0 * pt + b0 * b0 * ptt;
     r.ac = sse > 0 ? lag / sse : 0;
+    swing_stats(a, b, r);
+    return r;
+  }
+  /// The swings of x over [a, b): amp, mean_abs_diff, level and trend of range_stats.
+  void swing_stats(std::size_t a, std::size_t b, range_stats& r) const noexcept {
+    const prefix& P = sums_[a];
+    const prefix& Q = sums_[b];
+    const prefix& A = sums_[a + 1];
+    const double n = double(b - a), np = n - 1;
     const double ax = Q.ax - P.ax, tv = Q.adx - A.adx;
     r.level = ax / n;
     r.mean_abs_diff = np > 0 ? tv / np : 0;
     r.amp = r.level > 0 ? r.mean_abs_diff / r.level : 0;
     r.trend = tv > 0 ? std::abs(x_[b - 1] - x_[a]) / tv : 1;
-    return r;
   }
 
   // Three shapes that batch noise does not have:
@@ -558,12 +570,7 @@ class oscillation final : public detector {
       return s.amp >= o_.min_amplitude_ratio && s.trend <= o_.max_trend_ratio && matters(s);
     };
     const range_stats all = stats(n - w, n);
-    double mean = 0;
-    for (std::size_t i = n - w; i < n; ++i) mean += x_[i];
-    mean /= double(w);
     history_.push(all.spread);
-    means_[head_] = mean;
-    head_ = (head_ + 1) % means_.size();
     ++evals_;
 
     const bool steady = all.ac <= o_.max_lag1_autocorr && swings(all);
@@ -580,10 +587,15 @@ class oscillation final : public detector {
     for (std::size_t len = min_suffix; len + min_prefix <= n - begin_;
          len += len < 64 ? std::size_t(o_.stride) : 32) {
       const std::size_t a = n - len;
-      const range_stats pre = stats(a - std::min(a - begin_, w / 2), a);
+      // The suffix's own tests first, its swings (cheap) before its autocorrelation: most
+      // suffixes fail them, and then the rest is not needed.
+      range_stats sw;
+      swing_stats(a, n, sw);
+      if (!swings(sw)) continue;
       const range_stats suf = stats(a, n);
+      if (suf.ac * std::sqrt(double(len)) > -o_.recent_z) continue;
+      const range_stats pre = stats(a - std::min(a - begin_, w / 2), a);
       if (!(pre.spread > 0) || suf.spread < o_.min_growth * pre.spread) continue;
-      if (suf.ac * std::sqrt(double(len)) > -o_.recent_z || !swings(suf)) continue;
       recent = true;
       from = a;
       rs = suf;
@@ -596,9 +608,9 @@ class oscillation final : public detector {
     double growth = nan;
     if (evals_ > std::int64_t(back) && back < history_.capacity()) {
       const double before = history_[history_.size() - 1 - back];
-      const double mean_before = means_[(head_ + means_.size() - 1 - back) % means_.size()];
       growth = before > 0 ? all.spread / before : nan;
-      growing = growth >= o_.min_growth && mean >= mean_before &&
+      growing = growth >= o_.min_growth &&
+                mean_level(0) >= mean_level(back * std::size_t(o_.stride)) &&
                 all.amp >= o_.min_amplitude_ratio && matters(all);
     }
     // Twice in a row, `stride` steps apart: a single window at the threshold happens by
@@ -637,6 +649,15 @@ class oscillation final : public detector {
     f.set_evidence("steps_evaluated", double(recent ? n - from : w));
     f.set_evidence("spread_growth", recent ? recent_growth : growth);
     f.set_evidence("alternating", alternating ? 1 : 0);
+  }
+
+  // The mean linear loss over the window that ended `lag` values ago (lag + window <= the
+  // values since the last reset), summed oldest first.
+  double mean_level(std::size_t lag) const noexcept {
+    const std::size_t w = std::size_t(o_.window), from = levels_.size() - lag - w;
+    double mean = 0;
+    for (std::size_t i = 0; i < w; ++i) mean += levels_[from + i];
+    return mean / double(w);
   }
 
   // Where the behaviour began in [a, n).
@@ -716,8 +737,9 @@ class oscillation final : public detector {
   optimizer_kind optimizer_;
   std::size_t cap_;
   ring history_;  // spread of the last window / stride + 1 evaluations
-  std::vector<double> means_;
-  std::size_t head_ = 0;
+  // The last 2 window linear losses: the mean levels that growing swings compare are summed
+  // only when the spread grew (rarely), not at every evaluation.
+  ring levels_;
   std::int64_t evals_ = 0, in_row_ = 0;
   // The buffer: working-scale loss, linear (clipped) loss, step; [begin_, end_) is valid.
   std::vector<double> y_, x_, steps_;

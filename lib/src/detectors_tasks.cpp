@@ -58,7 +58,13 @@ class share_tracker {
 class weight_fit {
  public:
   explicit weight_fit(std::size_t tasks)
-      : n_(tasks), xtx_(tasks * tasks, 0.0), xty_(tasks, 0.0), w_(tasks, 1.0) {}
+      : n_(tasks),
+        xtx_(tasks * tasks, 0.0),
+        xty_(tasks, 0.0),
+        w_(tasks, 1.0),
+        a_(tasks * tasks),
+        b_(tasks),
+        fit_(tasks) {}
 
   void observe(double total, const std::vector<double>& losses) {
     if (n_ < 2 || !std::isfinite(total)) return;
@@ -84,8 +90,12 @@ class weight_fit {
 
  private:
   void solve() {
-    // Gaussian elimination with partial pivoting on a copy of the normal equations.
-    std::vector<double> a(xtx_), b(xty_);
+    // Gaussian elimination with partial pivoting on a copy of the normal equations (in
+    // buffers allocated once: this runs every 16 steps).
+    std::vector<double>& a = a_;
+    std::vector<double>& b = b_;
+    std::copy(xtx_.begin(), xtx_.end(), a.begin());
+    std::copy(xty_.begin(), xty_.end(), b.begin());
     for (std::size_t c = 0; c < n_; ++c) {
       std::size_t p = c;
       for (std::size_t r = c + 1; r < n_; ++r)
@@ -99,7 +109,7 @@ class weight_fit {
         b[r] -= f * b[c];
       }
     }
-    std::vector<double> w(n_);
+    std::vector<double>& w = fit_;
     for (std::size_t c = n_; c-- > 0;) {
       double v = b[c];
       for (std::size_t k = c + 1; k < n_; ++k) v -= a[c * n_ + k] * w[k];
@@ -126,6 +136,7 @@ class weight_fit {
 
   std::size_t n_;
   std::vector<double> xtx_, xty_, w_;
+  std::vector<double> a_, b_, fit_;  // solve()'s working copies
   double yy_ = 0;
   std::int64_t count_ = 0;
   bool fitted_ = false;

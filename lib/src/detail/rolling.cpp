@@ -2,62 +2,122 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace losslens::core::detail {
 
 namespace {
+// Windows up to this many values are ranked by rank_pair, larger ones by binary searches.
+constexpr std::size_t count_limit = 256;
+constexpr double inf = std::numeric_limits<double>::infinity();
+
+constexpr std::size_t block = 16;
+
+// How many of v[i, i + block) are below a (or not above a, with `upto`).
+template <bool upto>
+std::size_t count_in_block(const double* v, double a) noexcept {
+#if defined(__SSE2__)
+  const __m128d va = _mm_set1_pd(a);
+  __m128i c0 = _mm_setzero_si128(), c1 = c0;
+  for (std::size_t i = 0; i < block; i += 4) {
+    const __m128d x0 = _mm_loadu_pd(v + i), x1 = _mm_loadu_pd(v + i + 2);
+    // A true compare is all ones, i.e. -1: subtracting it counts.
+    c0 = _mm_sub_epi64(c0, _mm_castpd_si128(upto ? _mm_cmple_pd(x0, va) : _mm_cmplt_pd(x0, va)));
+    c1 = _mm_sub_epi64(c1, _mm_castpd_si128(upto ? _mm_cmple_pd(x1, va) : _mm_cmplt_pd(x1, va)));
+  }
+  const __m128i c = _mm_add_epi64(c0, c1);
+  return std::size_t(_mm_cvtsi128_si64(c) + _mm_cvtsi128_si64(_mm_unpackhi_epi64(c, c)));
+#else
+  std::size_t c = 0;
+  for (std::size_t i = 0; i < block; ++i) c += upto ? v[i] <= a : v[i] < a;
+  return c;
+#endif
+}
+
+// How many of the ascending v[0, n) (n a multiple of `block`) are below a, and how many are
+// not above b: the indexes std::lower_bound(a) and std::upper_bound(b) return. The first
+// values of the blocks say which block holds each boundary (all compared, no chain of
+// dependent loads and mispredicted branches as in a binary search); that block is counted.
+void rank_pair(const double* v, std::size_t n, double a, double b, std::size_t& below_a,
+               std::size_t& upto_b) noexcept {
+  std::size_t ja = 0, jb = 0;  // blocks after the first that start below a / not above b
+  for (std::size_t j = block; j < n; j += block) {
+    ja += v[j] < a;
+    jb += v[j] <= b;
+  }
+  below_a = ja * block + count_in_block<false>(v + ja * block, a);
+  upto_b = jb * block + count_in_block<true>(v + jb * block, b);
+}
+
 // std::lower_bound / std::upper_bound without branches on the data (the comparisons of a
-// median window are coin flips, and every mispredicted one cost more than the search).
-double* lower_bound_of(double* v, std::size_t n, double x) noexcept {
-  if (n == 0) return v;
+// median window are coin flips, and every mispredicted one cost more than the search), for
+// windows above count_limit.
+std::size_t lower_bound_of(const double* v, std::size_t n, double x) noexcept {
+  if (n == 0) return 0;
+  const double* p = v;
   while (n > 1) {
     const std::size_t half = n / 2;
-    v = v[half - 1] < x ? v + half : v;
+    p += std::size_t(p[half - 1] < x) * half;
     n -= half;
   }
-  return v + (*v < x ? 1 : 0);
+  return std::size_t(p - v) + std::size_t(*p < x);
 }
-double* upper_bound_of(double* v, std::size_t n, double x) noexcept {
-  if (n == 0) return v;
+std::size_t upper_bound_of(const double* v, std::size_t n, double x) noexcept {
+  if (n == 0) return 0;
+  const double* p = v;
   while (n > 1) {
     const std::size_t half = n / 2;
-    v = !(x < v[half - 1]) ? v + half : v;
+    p += std::size_t(!(x < p[half - 1])) * half;
     n -= half;
   }
-  return v + (!(x < *v) ? 1 : 0);
+  return std::size_t(p - v) + std::size_t(!(x < *p));
 }
+
+std::size_t padded(std::size_t window) noexcept { return (window + block - 1) / block * block; }
 }  // namespace
+
+sorted_window::sorted_window(std::size_t window)
+    : order_(window), sorted_(std::max(padded(window), block), inf) {}
+
+void sorted_window::clear() noexcept {
+  std::fill(sorted_.begin(), sorted_.begin() + std::ptrdiff_t(order_.size()), inf);
+  order_.clear();
+}
 
 void sorted_window::push(double x) noexcept {
   if (!std::isfinite(x)) return;
   const std::size_t n = order_.size();
   double* v = sorted_.data();
-  if (!order_.full()) {
-    double* at = upper_bound_of(v, n, x);
-    std::copy_backward(at, v + n, v + n + 1);
-    *at = x;
+  const bool full = order_.full();
+  // The oldest value leaves (when full) at `out`, x enters before `in`: indexes in the array
+  // as it is now.
+  const double old = full ? order_[0] : x;
+  std::size_t out = 0, in = 0;
+  if (sorted_.size() <= count_limit) {
+    rank_pair(v, sorted_.size(), old, x, out, in);
+  } else {
+    out = lower_bound_of(v, n, old);
+    in = upper_bound_of(v, n, x);
+  }
+  if (!full) {
+    std::memmove(v + in + 1, v + in, (n - in) * sizeof(double));
+    v[in] = x;
     order_.push(x);
     return;
   }
-  // Full: the oldest value leaves and x enters; only the values between the two places move,
-  // by one.
-  double* out = lower_bound_of(v, n, order_[0]);
-  double* in = upper_bound_of(v, n, x);
-  if (in > out) {
-    std::copy(out + 1, in, out);
-    in[-1] = x;
-  } else {
-    std::copy_backward(in, out, out + 1);
-    *in = x;
-  }
+  // Only the values between the two places move, by one; which way is a coin flip, so it is
+  // chosen without a branch.
+  const bool right = in > out;
+  const std::size_t dst = right ? out : in + 1, src = right ? out + 1 : in;
+  const std::size_t count = right ? in - out - 1 : out - in;
+  std::memmove(v + dst, v + src, count * sizeof(double));
+  v[right ? in - 1 : in] = x;
   order_.push(x);
-}
-
-double sorted_window::median() const noexcept {
-  const std::size_t n = order_.size();
-  if (n == 0) return 0;
-  return n % 2 == 1 ? sorted_[n / 2] : 0.5 * (sorted_[n / 2 - 1] + sorted_[n / 2]);
 }
 
 double sorted_window::quantile(double q) const noexcept {
@@ -70,20 +130,25 @@ double sorted_window::quantile(double q) const noexcept {
 namespace {
 // The k-th smallest (0-based) of two ascending sequences, the distances from the median going
 // left (m - lo[-1 - i], i < nl) and right (hi[j] - m, j < nr): binary search on how many of
-// the k + 1 smallest come from the left.
+// the k + 1 smallest come from the left (without branches: each comparison is a coin flip).
+// With `next`, also the (k + 1)-th smallest: the smaller of the first distances not taken on
+// either side (every distance taken is at most every one not taken).
 double kth_distance(const double* lo, std::size_t nl, const double* hi, std::size_t nr, double m,
-                    std::size_t k) noexcept {
+                    std::size_t k, double* next = nullptr) noexcept {
   std::size_t a = k + 1 > nr ? k + 1 - nr : 0, b = std::min(k + 1, nl);
   while (a < b) {
     const std::size_t i = (a + b) / 2, j = k + 1 - i;  // j >= 1 here
-    if (hi[j - 1] - m > m - lo[-1 - std::ptrdiff_t(i)])
-      a = i + 1;
-    else
-      b = i;
+    const bool left = hi[j - 1] - m > m - lo[-1 - std::ptrdiff_t(i)];
+    a = left ? i + 1 : a;
+    b = left ? b : i;
   }
   const std::size_t j = k + 1 - a;
   const double l = a > 0 ? m - lo[-std::ptrdiff_t(a)] : -1;
   const double r = j > 0 ? hi[j - 1] - m : -1;
+  if (next) {
+    constexpr double none = std::numeric_limits<double>::infinity();
+    *next = std::min(a < nl ? m - lo[-1 - std::ptrdiff_t(a)] : none, j < nr ? hi[j] - m : none);
+  }
   return std::max(l, r);
 }
 }  // namespace
@@ -93,12 +158,16 @@ double sorted_window::mad() const noexcept {
   if (n == 0) return 0;
   const double m = median();
   const double* v = sorted_.data();
-  // Values left of p are below the median, from p on at or above it.
-  const std::size_t p = std::size_t(std::lower_bound(v, v + n, m) - v);
+  // Values left of p are below the median, from p on at or above it: p is n / 2 but for ties
+  // around the middle, so it is found from there.
+  std::size_t p = n / 2;
+  while (p > 0 && !(v[p - 1] < m)) --p;
+  while (p < n && v[p] < m) ++p;
   const double* lo = v + p;  // lo[-1] is the closest below
   if (n % 2 == 1) return kth_distance(lo, p, v + p, n - p, m, n / 2);
-  return 0.5 * (kth_distance(lo, p, v + p, n - p, m, n / 2 - 1) +
-                kth_distance(lo, p, v + p, n - p, m, n / 2));
+  double upper = 0;
+  const double lower = kth_distance(lo, p, v + p, n - p, m, n / 2 - 1, &upper);
+  return 0.5 * (lower + upper);
 }
 
 bool clipped_scale::push(double x, double log_x, double& out) noexcept {
@@ -137,7 +206,14 @@ void robust_baseline::push(double x, double log_x) noexcept {
 }
 
 double robust_baseline::median() const noexcept {
-  return log_ ? std::exp(median_.median()) : median_.median();
+  const double m = median_.median();
+  if (!log_) return m;
+  // The middle of the window stays put on about half the pushes: exp only when it moved.
+  if (!(m == exp_of_) || std::signbit(m) != std::signbit(exp_of_)) {
+    exp_of_ = m;
+    exp_ = std::exp(m);
+  }
+  return exp_;
 }
 
 double robust_baseline::z(double x, double log_x) const noexcept {
@@ -156,6 +232,37 @@ double median_of(std::vector<double>& v, std::size_t n) noexcept {
 }
 }  // namespace
 
+namespace {
+// The k-th smallest (0-based) of v[0, n), as std::nth_element gives it. When k is among the
+// last few (the 99th percentile: the 6th largest of 512), one pass keeps the n - k largest
+// seen so far, most values failing a single comparison; else a selection. v is reordered.
+double kth_smallest(double* v, std::size_t n, std::size_t k) noexcept {
+  constexpr std::size_t max_top = 16;
+  const std::size_t m = n - k;  // the answer is the m-th largest
+  if (m > max_top) {
+    std::nth_element(v, v + k, v + n);
+    return v[k];
+  }
+  double top[max_top];  // the m largest so far, ascending: top[0] is the m-th largest
+  std::copy(v, v + m, top);
+  std::sort(top, top + m);
+  auto offer = [&](double x) {
+    if (!(x > top[0])) return;
+    std::size_t j = 1;
+    for (; j < m && top[j] < x; ++j) top[j - 1] = top[j];
+    top[j - 1] = x;
+  };
+  std::size_t i = m;
+  // Four at a time: most blocks have no value above the bar (one branch for the four).
+  for (; i + 4 <= n; i += 4) {
+    if (!(std::max(std::max(v[i], v[i + 1]), std::max(v[i + 2], v[i + 3])) > top[0])) continue;
+    for (std::size_t j = i; j < i + 4; ++j) offer(v[j]);
+  }
+  for (; i < n; ++i) offer(v[i]);
+  return top[0];
+}
+}  // namespace
+
 void lagged_tail::push(double x) noexcept {
   if (delay_.full()) {
     tail_.push(delay_[0]);
@@ -163,11 +270,9 @@ void lagged_tail::push(double x) noexcept {
     if (++since_ >= stride_ || seen_ <= 1) {
       since_ = 0;
       const std::size_t n = tail_.size();
-      for (std::size_t i = 0; i < n; ++i) scratch_[i] = tail_[i];
+      tail_.copy_to(scratch_.data());
       const auto k = std::min(n - 1, static_cast<std::size_t>(0.99 * double(n - 1) + 0.5));
-      std::nth_element(scratch_.begin(), scratch_.begin() + static_cast<std::ptrdiff_t>(k),
-                       scratch_.begin() + static_cast<std::ptrdiff_t>(n));
-      upper_ = scratch_[k];
+      upper_ = kth_smallest(scratch_.data(), n, k);
     }
   }
   delay_.push(x);

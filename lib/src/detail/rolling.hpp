@@ -48,12 +48,13 @@ class ring {
 };
 
 /// The last `window` values kept in arrival order and sorted at once, so that the median and
-/// any order statistic are O(1) and the MAD O(log window) at every step, exactly; a push costs
-/// two binary searches and two moves of at most `window` doubles. No allocation after
-/// construction. Non-finite values are ignored (callers filter them; NaN has no order).
+/// any order statistic are O(1) and the MAD O(log window) at every step, exactly; a push finds
+/// where the oldest value leaves and the new one enters and moves the values between the two
+/// places by one. No allocation after construction. Non-finite values are ignored (callers
+/// filter them; NaN has no order).
 class sorted_window {
  public:
-  explicit sorted_window(std::size_t window) : order_(window), sorted_(window) {}
+  explicit sorted_window(std::size_t window);
   void push(double x) noexcept;
   std::size_t size() const noexcept { return order_.size(); }
   std::size_t capacity() const noexcept { return order_.capacity(); }
@@ -61,18 +62,24 @@ class sorted_window {
   /// The k-th smallest value (0-based, k < size()).
   double at(std::size_t k) const noexcept { return sorted_[k]; }
   /// Median (the mean of the two middle values for an even count); 0 when empty.
-  double median() const noexcept;
+  double median() const noexcept {
+    const std::size_t n = order_.size();
+    if (n == 0) return 0;
+    return n % 2 == 1 ? sorted_[n / 2] : 0.5 * (sorted_[n / 2 - 1] + sorted_[n / 2]);
+  }
   /// Median absolute deviation from the median; 0 when empty.
   double mad() const noexcept;
   /// The q-quantile by nearest rank, as std::nth_element at round(q (n - 1)).
   double quantile(double q) const noexcept;
   /// The value pushed `age` pushes ago (0 = the latest).
   double recent(std::size_t age) const noexcept { return order_[order_.size() - 1 - age]; }
-  void clear() noexcept { order_.clear(); }
+  void clear() noexcept;
 
  private:
-  ring order_;                  // arrival order; the oldest leaves first
-  std::vector<double> sorted_;  // the same values ascending, in sorted_[0, size())
+  ring order_;  // arrival order; the oldest leaves first
+  // The same values ascending in sorted_[0, size()), +Inf after them up to a multiple of 16
+  // (so that a small window is ranked by counting over whole blocks, see rolling.cpp).
+  std::vector<double> sorted_;
 };
 
 /// A series on the log scale while every value is positive (batch losses are close to
@@ -164,6 +171,7 @@ class robust_baseline {
  private:
   rolling_median median_;
   bool log_ = true;
+  mutable double exp_of_ = 0, exp_ = 1;  // median() on the log scale: exp(exp_of_) = exp_
 };
 
 /// The 99th percentile of a series' values from `lag` to `lag + window` pushes ago: the run's
