@@ -48,43 +48,10 @@ bool split(std::string_view line, std::vector<std::string_view>& out) {
 using core::detail::iequals;
 using core::detail::lower;
 
-/// Clinger's fast path: digits with at most one point, at most 15 significant digits and at
-/// most 22 after the point are an integer below 2^53 over an exact power of ten, so one
-/// division rounds them correctly: the double from_chars gives (most logged numbers are
-/// such), without its general algorithm. False for anything else.
-bool parse_short_decimal(std::string_view s, double& v) noexcept {
-  static constexpr double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                     1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                     1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-  const char* p = s.data();
-  const char* const end = p + s.size();
-  auto digit = [](char c) { return static_cast<unsigned char>(c - '0') < 10; };
-  std::uint64_t m = 0;
-  int significant = 0, after_point = 0;
-  bool digits = false;
-  // Leading zeros (of the whole part, or of the fraction when the whole part is 0) are not
-  // significant; digits after them are, trailing zeros too (a longer number is left to
-  // from_chars).
-  for (; p < end && *p == '0'; ++p) digits = true;
-  for (; p < end && digit(*p); ++p, ++significant) m = m * 10 + std::uint64_t(*p - '0');
-  if (p < end && *p == '.') {
-    ++p;
-    if (m == 0)
-      for (; p < end && *p == '0'; ++p, ++after_point) digits = true;
-    for (; p < end && digit(*p); ++p, ++significant, ++after_point)
-      m = m * 10 + std::uint64_t(*p - '0');
-  }
-  digits = digits || significant > 0;
-  if (p != end || !digits || significant > 15 || after_point > 22) return false;
-  v = double(m) / pow10[after_point];
-  return true;
-}
-
 /// Parses a number: decimal or exponent notation, or nan/inf/-inf (any case, also "infinity").
 bool parse_double(std::string_view s, double& v) {
   // The common cell first: a plain unsigned decimal (from_chars takes no sign, no "inf").
   if (!s.empty() && (std::isdigit(static_cast<unsigned char>(s.front())) || s.front() == '.')) {
-    if (parse_short_decimal(s, v)) return true;
     auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
     if (ec == std::errc{} && p == s.data() + s.size()) return true;
   }
@@ -105,10 +72,6 @@ bool parse_double(std::string_view s, double& v) {
   if (body.empty() ||
       !(std::isdigit(static_cast<unsigned char>(body.front())) || body.front() == '.'))
     return false;
-  if (parse_short_decimal(body, v)) {
-    if (neg) v = -v;
-    return true;
-  }
   auto [p, ec] = std::from_chars(body.data(), body.data() + body.size(), v);
   if (p != body.data() + body.size()) return false;
   if (ec == std::errc::result_out_of_range) {
