@@ -1,11 +1,11 @@
 #pragma once
 // Whether the optimizer changes the parameters that receive gradients: the training-thread half
-// of parameters_not_updated. At each optimizer step it reads a checksum of up to 256 scattered
-// values of each CPU parameter and its param group's learning rate; no locks, no
-// allocation per step, never throws. Version counters cannot tell: LibTorch's C++ optimizers
-// update p.data(), whose version counter is not the parameter's. Parameters on other devices
-// are not read (a host copy per step would cost a device sync): for them only the causes the
-// optimizer itself shows (not in a param group, LR 0) are flagged.
+// of parameters_not_updated. At each optimizer step it reads a checksum of up to 256 values of
+// each CPU parameter (16 runs of 16 at scattered places) and its param group's learning rate; no
+// locks, no allocation per step, never throws. Version counters cannot tell: LibTorch's C++
+// optimizers update p.data(), whose version counter is not the parameter's. Parameters on other
+// devices are not read (a host copy per step would cost a device sync): for them only the causes
+// the optimizer itself shows (not in a param group, LR 0) are flagged.
 
 #include <cstdint>
 #include <optional>
@@ -37,7 +37,8 @@ class update_check {
   /// Which param group holds each parameter (-1: none), rebuilt when the groups change.
   void map_groups();
   std::size_t groups_signature() const noexcept;
-  /// A weighted sum of up to 256 scattered values of parameter i (NaN: not read, e.g. not on the
+  /// A weighted sum of up to 256 values of parameter i (all of a small one, else 16 runs of 16
+  /// consecutive values at hashed places) (NaN: not read, e.g. not on the
   /// CPU, not float/double, not contiguous).
   double checksum(std::size_t i) const noexcept;
 
