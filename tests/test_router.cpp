@@ -126,6 +126,19 @@ TEST_CASE("router: an incident names the earlier incident that can cause it") {
   CHECK(r.incidents()[0].cause_id == 0);
 }
 
+TEST_CASE("router: causes at the ends of the int64 step range do not overflow the windows") {
+  finding_router r;
+  const auto src = r.add_source("detectors");
+  r.publish(src, episode(1, "exploding_gradients", "grad_norm", INT64_MAX, INT64_MAX), true);
+  r.publish(src, episode(2, "loss_spike", "loss", INT64_MAX, INT64_MAX), true);
+  r.publish(src, episode(3, "exploding_gradients", "grad_norm/a", INT64_MIN, INT64_MIN), true);
+  r.publish(src, episode(4, "loss_spike", "loss/b", INT64_MIN, INT64_MIN), true);
+  const auto& inc = r.incidents();
+  REQUIRE(inc.size() == 4);
+  CHECK(inc[1].cause_id == 1);
+  CHECK(inc[3].cause_id == 3);
+}
+
 TEST_CASE("router: a cause published after its effect is cited retroactively") {
   finding_router r;
   const auto src = r.add_source("detectors");

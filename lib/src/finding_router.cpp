@@ -71,6 +71,16 @@ std::int64_t step_gap(std::int64_t a, std::int64_t b) noexcept {
   return d < 0 ? -d : d;
 }
 
+/// a + b and a - b, saturated to the int64 range (b >= 0).
+std::int64_t step_plus(std::int64_t a, std::int64_t b) noexcept {
+  std::int64_t r = 0;
+  return __builtin_add_overflow(a, b, &r) ? std::numeric_limits<std::int64_t>::max() : r;
+}
+std::int64_t step_minus(std::int64_t a, std::int64_t b) noexcept {
+  std::int64_t r = 0;
+  return __builtin_sub_overflow(a, b, &r) ? std::numeric_limits<std::int64_t>::min() : r;
+}
+
 const symptom_group* group_of(std::string_view kind) {
   for (const auto& g : symptom_groups)
     if (std::find(g.kinds.begin(), g.kinds.end(), kind) != g.kinds.end()) return &g;
@@ -199,8 +209,8 @@ bool finding_router::could_cause(const finding& c, const finding& e) const {
   // Onsets are estimates (a smoothed rise is dated a little early or late), hence the slack;
   // the cause must still have been active shortly before the effect began.
   return c.id != e.id && c.cause_id != e.id && can_cause(c.kind, e.kind) &&
-         c.first_step <= e.first_step + options_.onset_slack &&
-         c.last_step >= e.first_step - options_.cause_window;
+         c.first_step <= step_plus(e.first_step, options_.onset_slack) &&
+         c.last_step >= step_minus(e.first_step, options_.cause_window);
 }
 
 void finding_router::find_cause(finding& inc) const {
