@@ -5,8 +5,12 @@
 #include <cstdio>
 #include <limits>
 
+#include "detail/detector.hpp"  // step_diff
+
 namespace losslens {
 namespace {
+
+using core::detail::step_diff;
 
 constexpr double nan = std::numeric_limits<double>::quiet_NaN();
 
@@ -62,24 +66,6 @@ const symptom_group symptom_groups[] = {
     {"collapse",
      {"vanishing_gradients", "dead_parameters", "constant_predictions", "chance_level"}},
 };
-
-/// |a - b|, saturated (steps may span the whole int64 range).
-std::int64_t step_gap(std::int64_t a, std::int64_t b) noexcept {
-  std::int64_t d = 0;
-  if (__builtin_sub_overflow(a, b, &d) || d == std::numeric_limits<std::int64_t>::min())
-    return std::numeric_limits<std::int64_t>::max();
-  return d < 0 ? -d : d;
-}
-
-/// a + b and a - b, saturated to the int64 range (b >= 0).
-std::int64_t step_plus(std::int64_t a, std::int64_t b) noexcept {
-  std::int64_t r = 0;
-  return __builtin_add_overflow(a, b, &r) ? std::numeric_limits<std::int64_t>::max() : r;
-}
-std::int64_t step_minus(std::int64_t a, std::int64_t b) noexcept {
-  std::int64_t r = 0;
-  return __builtin_sub_overflow(a, b, &r) ? std::numeric_limits<std::int64_t>::min() : r;
-}
 
 const symptom_group* group_of(std::string_view kind) {
   for (const auto& g : symptom_groups)
@@ -209,8 +195,8 @@ bool finding_router::could_cause(const finding& c, const finding& e) const {
   // Onsets are estimates (a smoothed rise is dated a little early or late), hence the slack;
   // the cause must still have been active shortly before the effect began.
   return c.id != e.id && c.cause_id != e.id && can_cause(c.kind, e.kind) &&
-         c.first_step <= step_plus(e.first_step, options_.onset_slack) &&
-         c.last_step >= step_minus(e.first_step, options_.cause_window);
+         step_diff(c.first_step, e.first_step) <= options_.onset_slack &&
+         step_diff(e.first_step, c.last_step) <= options_.cause_window;
 }
 
 void finding_router::find_cause(finding& inc) const {
@@ -234,11 +220,9 @@ void finding_router::find_symptom_host(finding& inc) const {
       continue;
     const std::int64_t from = h.spans.empty() ? h.first_step : h.spans.back().first_step;
     const std::int64_t to = h.spans.empty() ? h.last_step : h.spans.back().last_step;
-    const bool after_start =
-        inc.first_step >= from || step_gap(from, inc.first_step) <= options_.symptom_window;
-    const bool before_end =
-        inc.first_step <= to || step_gap(to, inc.first_step) <= options_.cause_window;
-    if (!after_start || !before_end) continue;
+    if (step_diff(from, inc.first_step) > options_.symptom_window ||
+        step_diff(inc.first_step, to) > options_.cause_window)
+      continue;
     inc.symptom_of_id = h.id;
     inc.symptom_of = "the " + std::string(g->name) + " at step " + std::to_string(h.first_step) +
                      ": " + cause_text(h);
