@@ -180,6 +180,11 @@ async function realRuns() {
   await page.mouse.move(ob.x + ob.width * 0.6, ob.y + ob.height / 2, { steps: 6 });
   await page.mouse.up();
   await page.waitForFunction(() => /from=\d+&to=\d+/.test(location.hash));
+  // The URL changes before the chart redraws with the new range: wait for the chart itself.
+  await page.waitForFunction(() => {
+    const m = /from=(\d+)&to=(\d+)/.exec(location.hash), d = document.querySelector('#chart-cmp_loss_cls')?.dataset;
+    return m && d && Number(d.xmin) === Number(m[1]) && Number(d.xmax) === Number(m[2]);
+  }, null, { timeout: 10000 });
   const zoomed = await data(page, '#chart-cmp_loss_cls');
   check(num(zoomed.xmin) > 50 && num(zoomed.xmax) < 200, 'dragging zooms the charts (steps ' + zoomed.xmin + '–' + zoomed.xmax + ')');
   await page.waitForTimeout(400);
