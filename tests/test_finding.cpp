@@ -95,6 +95,27 @@ TEST_CASE("a finding that is another sign of an incident round-trips and is list
         std::string::npos);
 }
 
+TEST_CASE("nesting findings: a sign goes under its incident of the same run only") {
+  // Two runs whose finding ids overlap (ids are per run), listed out of order.
+  const std::vector<finding_ref> refs = {
+      {2, 6, 4},  // run 2's sign of its finding 4, listed before it
+      {1, 4, 0},  // run 1's incident 4
+      {2, 4, 0},  // run 2's incident 4
+      {1, 6, 4},  // run 1's sign of its 4
+      {1, 7, 9},  // names a finding not in the list: a block of its own
+      {1, 8, 8},  // names itself (malformed): a block of its own
+      {2, 5, 4},  // a second sign of run 2's 4
+  };
+  const auto n = nest_findings(refs);
+  const auto none = finding_nesting::none;
+  CHECK(n.host == std::vector<std::size_t>{2, none, none, 1, none, none, 2});
+  CHECK(n.signs[1] == std::vector<std::size_t>{3});
+  CHECK(n.signs[2] == std::vector<std::size_t>{0, 6});
+  CHECK(n.signs[0].empty());
+  CHECK(n.incidents == 4);
+  CHECK(nest_findings({}).incidents == 0);
+}
+
 TEST_CASE("malformed finding JSON and severities are rejected with a message") {
   CHECK_THROWS_AS(finding_from_json(nlohmann::json::parse(R"({"kind":"x"})")), losslens::error);
   CHECK_THROWS_WITH(parse_severity("fatal"), Catch::Contains("info, warning or error"));

@@ -4,6 +4,8 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <map>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -58,12 +60,11 @@ std::string format_findings_text(const std::vector<finding>& findings, std::int6
     return out;
   }
   // A finding that is another sign of a listed incident goes under it, not on its own.
-  auto listed = [&](std::uint64_t id) {
-    return id != 0 && std::any_of(findings.begin(), findings.end(),
-                                  [&](const finding& f) { return f.id == id; });
-  };
-  std::size_t top = 0;
-  for (const auto& f : findings) top += listed(f.symptom_of_id) ? 0 : 1;
+  std::vector<finding_ref> refs;
+  refs.reserve(findings.size());
+  for (const auto& f : findings) refs.push_back({0, f.id, f.symptom_of_id});
+  const finding_nesting nest = nest_findings(refs);
+  const std::size_t top = nest.incidents;
   out = std::to_string(top) + " finding" + (top == 1 ? "" : "s") + " in " + std::to_string(steps) +
         " steps";
   if (top != findings.size()) {
@@ -71,8 +72,9 @@ std::string format_findings_text(const std::vector<finding>& findings, std::int6
     out += " (and " + std::to_string(signs) + " listed as another sign of one of them)";
   }
   out += "\n";
-  for (const auto& f : findings) {
-    if (listed(f.symptom_of_id)) continue;
+  for (std::size_t i = 0; i < findings.size(); ++i) {
+    if (nest.host[i] != finding_nesting::none) continue;
+    const finding& f = findings[i];
     out += "\n";
     std::string level(to_string(f.level));
     for (auto& c : level) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
@@ -84,8 +86,7 @@ std::string format_findings_text(const std::vector<finding>& findings, std::int6
     out += "  " + f.message + "\n";
     if (!f.cause.empty()) out += "  preceded by: " + f.cause + "\n";
     if (!f.symptom_of.empty()) out += "  another sign of " + f.symptom_of + "\n";
-    for (const auto& g : findings)
-      if (g.symptom_of_id == f.id) out += "  also: " + symptom_line(g) + "\n";
+    for (std::size_t j : nest.signs[i]) out += "  also: " + symptom_line(findings[j]) + "\n";
     if (!f.evidence.empty()) {
       out += "  evidence:";
       for (const auto& [k, v] : f.evidence) out += " " + k + "=" + number_text(v);
@@ -97,11 +98,10 @@ std::string format_findings_text(const std::vector<finding>& findings, std::int6
     out += "  fix: " + f.advice + "\n";
     if (all_episodes) {
       out += format_episodes_text(f, "  ");
-      for (const auto& g : findings)
-        if (g.symptom_of_id == f.id) {
-          const std::string lines = format_episodes_text(g, "    ");
-          if (!lines.empty()) out += "  " + g.kind + ":\n" + lines;
-        }
+      for (std::size_t j : nest.signs[i]) {
+        const std::string lines = format_episodes_text(findings[j], "    ");
+        if (!lines.empty()) out += "  " + findings[j].kind + ":\n" + lines;
+      }
     }
   }
   return out;
@@ -119,6 +119,24 @@ nlohmann::json findings_report_json(const std::vector<finding>& findings, std::i
   auto arr = nlohmann::json::array();
   for (const auto& f : findings) arr.push_back(to_json(f));
   return {{"findings", std::move(arr)}, {"steps", steps}};
+}
+
+finding_nesting nest_findings(const std::vector<finding_ref>& refs) {
+  finding_nesting n;
+  n.host.assign(refs.size(), finding_nesting::none);
+  n.signs.resize(refs.size());
+  std::map<std::pair<std::int64_t, std::uint64_t>, std::size_t> index;
+  for (std::size_t i = 0; i < refs.size(); ++i)
+    index.emplace(std::pair(refs[i].group, refs[i].id), i);
+  for (std::size_t i = 0; i < refs.size(); ++i) {
+    if (refs[i].symptom_of_id == 0) continue;
+    const auto it = index.find({refs[i].group, refs[i].symptom_of_id});
+    if (it == index.end() || it->second == i) continue;
+    n.host[i] = it->second;
+    n.signs[it->second].push_back(i);
+  }
+  for (std::size_t h : n.host) n.incidents += h == finding_nesting::none ? 1 : 0;
+  return n;
 }
 
 int worst_severity(const std::vector<finding>& findings) noexcept {

@@ -196,17 +196,16 @@ int run_findings(int argc, char** argv) {
   }
   // One row per incident; below it, indented, the incident it follows, the findings that are
   // other signs of it (listed there, not as rows of their own) and (--all) its episodes.
-  auto listed_host = [&](const storage::stored_finding& s) {
-    return s.f.symptom_of_id != 0 &&
-           std::any_of(all.begin(), all.end(), [&](const storage::stored_finding& h) {
-             return h.run_id == s.run_id && h.f.id == s.f.symptom_of_id;
-           });
-  };
+  std::vector<finding_ref> refs;
+  refs.reserve(all.size());
+  for (const auto& s : all) refs.push_back({s.run_id, s.f.id, s.f.symptom_of_id});
+  const finding_nesting nest = nest_findings(refs);
   std::vector<std::vector<std::string>> rows = {
       {"run", "id", "severity", "kind", "steps", "episodes", "series", "message"}};
   std::vector<std::string> below = {""};
-  for (const auto& s : all) {
-    if (listed_host(s)) continue;
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    if (nest.host[i] != finding_nesting::none) continue;
+    const auto& s = all[i];
     rows.push_back({std::to_string(s.run_id), std::to_string(s.f.id),
                     std::string(to_string(s.f.level)), s.f.kind,
                     std::to_string(s.f.first_step) + "-" + std::to_string(s.f.last_step),
@@ -214,11 +213,11 @@ int run_findings(int argc, char** argv) {
     std::string lines;
     if (!s.f.cause.empty()) lines += "    preceded by: " + s.f.cause + "\n";
     if (!s.f.symptom_of.empty()) lines += "    another sign of " + s.f.symptom_of + "\n";
-    for (const auto& g : all)
-      if (g.run_id == s.run_id && g.f.symptom_of_id == s.f.id) {
-        lines += "    also: (id " + std::to_string(g.f.id) + ") " + symptom_line(g.f) + "\n";
-        if (args.has("all")) lines += format_episodes_text(g.f, "      ");
-      }
+    for (std::size_t j : nest.signs[i]) {
+      const finding& g = all[j].f;
+      lines += "    also: (id " + std::to_string(g.id) + ") " + symptom_line(g) + "\n";
+      if (args.has("all")) lines += format_episodes_text(g, "      ");
+    }
     for (const auto& [step, path] : replays_of(s))
       lines += "    replay: " + path + " (the batch of step " + std::to_string(step) + ")\n";
     if (args.has("all")) lines += format_episodes_text(s.f, "    ");

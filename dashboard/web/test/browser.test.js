@@ -290,6 +290,18 @@ async function realRuns() {
   const visibleRows = await page.$$eval('#findings tbody tr', (rows) => rows.filter((r) => !r.hidden).length);
   check(visibleRows === findings.filter((f) => f.kind !== findings[0].kind).length, 'hiding ' + findings[0].kind + ' leaves ' + visibleRows + ' rows');
   await page.click('#kind-filter [data-kind="' + findings[0].kind + '"]');
+  // A finding that is another sign of an incident (this run: constant predictions under the
+  // vanishing gradients) keeps its row, marked, and its popup names the incident.
+  const sign = findings.find((f) => f.symptom_of_id);
+  check(sign && findings.some((f) => f.id === sign.symptom_of_id), 'the run has a finding listed as another sign of an incident (' + (sign && sign.kind) + ')');
+  const signRow = '#findings tbody tr[data-finding-id="' + sign.id + '"]';
+  await page.waitForFunction((q) => { const r = document.querySelector(q); return r && !r.hidden; }, signRow);
+  const cell = await page.$eval(signRow + ' td:nth-child(3)', (td) => ({ text: td.textContent, title: td.title }));
+  check(cell.text.startsWith('↳ ' + sign.kind) && cell.title === 'another sign of ' + sign.symptom_of, 'its row is marked ↳ (' + cell.text + ') with the incident in its tooltip');
+  await page.click(signRow);
+  await page.waitForSelector('#finding-detail:not([hidden])');
+  check((await page.textContent('#finding-detail')).includes('another sign of ' + sign.symptom_of), 'its popup says which incident it is another sign of');
+  await page.keyboard.press('Escape');
 
   // --- readable charts on a multitask run: task losses on their own axes, time axes, hover
   const mt = multi.find((r) => /none/.test(r.name));

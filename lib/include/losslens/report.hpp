@@ -2,6 +2,7 @@
 /// \file report.hpp
 /// Human-readable and JSON renderings of a list of findings.
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -48,6 +49,29 @@ std::string format_episodes_text(const finding& f, std::string_view indent);
 
 /// {"findings":[to_json(f)...],"steps":steps}
 nlohmann::json findings_report_json(const std::vector<finding>& findings, std::int64_t steps);
+
+/// Which finding of a list is listed under which: a finding whose symptom_of_id names another
+/// finding of the same group (a run) in the list goes under it, every other one heads a block
+/// of its own. `group` tells runs apart in a list of several (0 when there is one).
+struct finding_ref {
+  std::int64_t group = 0;
+  std::uint64_t id = 0;
+  std::uint64_t symptom_of_id = 0;
+};
+
+/// The nesting of a list of findings (see finding_ref), indexes into that list.
+struct finding_nesting {
+  static constexpr std::size_t none = static_cast<std::size_t>(-1);
+  /// Per finding: the index of the finding it is listed under, or none when it heads a block.
+  std::vector<std::size_t> host;
+  /// Per finding: the indexes of the findings listed under it, in list order.
+  std::vector<std::vector<std::size_t>> signs;
+  /// How many head a block of their own.
+  std::size_t incidents = 0;
+};
+
+/// Nests `refs` (O(n log n)). Thread-safe; throws nothing but std::bad_alloc.
+finding_nesting nest_findings(const std::vector<finding_ref>& refs);
 
 /// The most severe level among the findings, or -1 when there are none.
 int worst_severity(const std::vector<finding>& findings) noexcept;
