@@ -12,6 +12,7 @@
 
 #include "losslens/analyzer.hpp"
 #include "losslens/error.hpp"
+#include "losslens/sample_prefetcher.hpp"
 
 namespace losslens::cli {
 
@@ -336,10 +337,14 @@ run_analysis analyze_run(const input_set& inputs, const run_input& run,
   const auto opened = inputs.open(run);
   print_mapping(command, run, *opened);
   analyzer a(opened->schema, options);
-  sample s;
-  while (opened->next(s)) {
-    if (each) each(s);
-    a.observe(s);
+  {
+    // The reader parses on a thread of its own while the detectors take the rows before.
+    sample_prefetcher rows(opened->next, 512, 4);
+    sample s;
+    while (rows.next(s)) {
+      if (each) each(s);
+      a.observe(s);
+    }
   }
   a.flush();
   if (a.steps() == 0)

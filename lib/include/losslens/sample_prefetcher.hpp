@@ -1,0 +1,65 @@
+#pragma once
+/// \file sample_prefetcher.hpp
+/// Reads a stream of samples on a thread of its own while the caller analyses the earlier ones
+/// (parsing a CSV and running the detectors then take one core each).
+
+#include <condition_variable>
+#include <cstddef>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "losslens/sample.hpp"
+
+namespace losslens {
+
+/// Runs `source` (a reader's next(): fills a sample, false at the end) on a thread that stays up
+/// to `depth` batches of `batch` samples ahead of next(). Memory is those batches, whatever the
+/// length of the stream; no allocation per sample once the batches' vectors have grown to the
+/// rows' width (samples are swapped, not copied).
+///
+/// An exception from `source` ends the stream: next() returns every sample read before it, then
+/// rethrows it. Destroying the prefetcher early stops the thread after its current call.
+///
+/// Thread-safety: next() from one thread at a time. `source` runs on the prefetcher's thread only,
+/// from construction until it returns false or throws (or the prefetcher is destroyed): the
+/// caller does not touch what it reads meanwhile.
+class sample_prefetcher {
+ public:
+  using source_fn = std::function<bool(sample&)>;
+
+  /// Starts the thread. Throws losslens::error when batch or depth is 0, std::system_error when
+  /// no thread can be started.
+  explicit sample_prefetcher(source_fn source, std::size_t batch = 256, std::size_t depth = 4);
+  sample_prefetcher(const sample_prefetcher&) = delete;
+  sample_prefetcher& operator=(const sample_prefetcher&) = delete;
+  /// Stops and joins the thread. Never throws.
+  ~sample_prefetcher();
+
+  /// The next sample into s (its previous contents go back to the reader); false at the end.
+  /// Rethrows the source's exception after the samples read before it.
+  bool next(sample& s);
+
+ private:
+  struct slot {
+    std::vector<sample> rows;
+    std::size_t count = 0;
+    bool last = false;         // the stream ends after these rows
+    std::exception_ptr error;  // ... because the source threw this
+  };
+  void run(std::stop_token stop);
+
+  source_fn source_;
+  std::vector<slot> slots_;  // a ring: the reader fills at tail, next() reads at head
+  std::mutex mutex_;
+  std::condition_variable_any filled_cv_, freed_cv_;
+  std::size_t filled_ = 0;  // slots ready for next(), under mutex_
+  std::size_t head_ = 0, pos_ = 0;
+  bool holding_ = false;  // next() is reading slots_[head_]
+  bool done_ = false;     // next() has seen the end
+  std::jthread thread_;   // last: started once everything above exists
+};
+
+}  // namespace losslens
