@@ -46,12 +46,11 @@ TEST_CASE("prefetcher: every sample of the source, in order, whatever the batch 
           return true;
         },
         std::size_t(batch), std::size_t(depth));
-    sample s;
     std::int64_t got = 0, wrong = 0;
-    while (p.next(s)) wrong += same_as_row(got++, s) ? 0 : 1;
+    while (const sample* s = p.next()) wrong += same_as_row(got++, *s) ? 0 : 1;
     CHECK(got == rows);
     CHECK(wrong == 0);
-    CHECK_FALSE(p.next(s));  // the end stays the end
+    CHECK(p.next() == nullptr);  // the end stays the end
   }
 }
 
@@ -64,20 +63,21 @@ TEST_CASE("prefetcher: the source's error comes after the samples read before it
         return true;
       },
       64, 3);
-  sample s;
   std::int64_t got = 0;
   std::string message;
   try {
-    while (p.next(s)) ++got;
+    while (p.next()) ++got;
   } catch (const error& e) {
     message = e.what();
   }
   CHECK(got == 5000);
   CHECK(message == "runs.csv:5002: 'x' is not a number");
-  CHECK_FALSE(p.next(s));
+  CHECK(p.next() == nullptr);
 }
 
-TEST_CASE("prefetcher: the reader stays at most depth batches ahead and stops on destruction") {
+TEST_CASE(
+    "prefetcher: the reader stays at most depth batches ahead, wakes per half ring and stops on "
+    "destruction") {
   std::atomic<std::int64_t> calls{0};
   const std::size_t batch = 16, depth = 3;
   {
@@ -87,9 +87,9 @@ TEST_CASE("prefetcher: the reader stays at most depth batches ahead and stops on
           return true;  // an endless source
         },
         batch, depth);
-    sample s;
-    REQUIRE(p.next(s));
-    REQUIRE(same_as_row(0, s));
+    const sample* s = p.next();
+    REQUIRE(s);
+    REQUIRE(same_as_row(0, *s));
     // The reader fills every slot (the one being read included), then waits.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (calls.load() < std::int64_t(batch * depth) &&
@@ -97,16 +97,26 @@ TEST_CASE("prefetcher: the reader stays at most depth batches ahead and stops on
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     CHECK(calls.load() == std::int64_t(batch * depth));
-    // Reading one batch frees one slot: one batch more.
+    // Once full, the reader waits until half the ring is free (one wake-up per half ring):
+    // reading on into the second batch frees one slot and it stays asleep ...
     for (std::size_t i = 1; i <= batch; ++i) {
-      REQUIRE(p.next(s));
-      CHECK(same_as_row(std::int64_t(i), s));
+      s = p.next();
+      REQUIRE(s);
+      CHECK(same_as_row(std::int64_t(i), *s));
     }
-    while (calls.load() < std::int64_t(batch * (depth + 1)) &&
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    CHECK(calls.load() == std::int64_t(batch * depth));
+    // ... into the third frees a second one, and it fills both.
+    for (std::size_t i = batch + 1; i <= 2 * batch; ++i) {
+      s = p.next();
+      REQUIRE(s);
+      CHECK(same_as_row(std::int64_t(i), *s));
+    }
+    while (calls.load() < std::int64_t(batch * (depth + 2)) &&
            std::chrono::steady_clock::now() < deadline)
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    CHECK(calls.load() == std::int64_t(batch * (depth + 1)));
+    CHECK(calls.load() == std::int64_t(batch * (depth + 2)));
   }  // destroyed while the source still has rows: no hang, no call after
   const auto after = calls.load();
   std::this_thread::sleep_for(std::chrono::milliseconds(20));

@@ -27,7 +27,10 @@ void sample_prefetcher::run(std::stop_token stop) {
   for (;;) {
     {
       std::unique_lock lock(mutex_);
-      if (!freed_cv_.wait(lock, stop, [&] { return filled_ < slots_.size(); })) return;
+      // Once the ring is full, wait until half of it is free: one wake-up per half ring
+      // rather than per batch when next() is the slower side (the usual case).
+      const std::size_t resume = filled_ == slots_.size() ? slots_.size() / 2 : slots_.size() - 1;
+      if (!freed_cv_.wait(lock, stop, [&] { return filled_ <= resume; })) return;
     }
     // Filled without the lock: next() does not read this slot until filled_ counts it.
     slot& s = slots_[tail];
@@ -57,19 +60,16 @@ void sample_prefetcher::run(std::stop_token stop) {
   }
 }
 
-bool sample_prefetcher::next(sample& s) {
+const sample* sample_prefetcher::next() {
   for (;;) {
-    if (done_) return false;
+    if (done_) return nullptr;
     if (holding_) {
       slot& h = slots_[head_];
-      if (pos_ < h.count) {
-        std::swap(s, h.rows[pos_++]);
-        return true;
-      }
+      if (pos_ < h.count) return &h.rows[pos_++];
       if (h.last) {
         done_ = true;
         if (h.error) std::rethrow_exception(h.error);
-        return false;
+        return nullptr;
       }
       // This slot is read: hand it back to the reader.
       holding_ = false;

@@ -18,7 +18,7 @@ namespace losslens {
 /// Runs `source` (a reader's next(): fills a sample, false at the end) on a thread that stays up
 /// to `depth` batches of `batch` samples ahead of next(). Memory is those batches, whatever the
 /// length of the stream; no allocation per sample once the batches' vectors have grown to the
-/// rows' width (samples are swapped, not copied).
+/// rows' width, and no copy: next() hands out the sample where the source wrote it.
 ///
 /// An exception from `source` ends the stream: next() returns every sample read before it, then
 /// rethrows it. Destroying the prefetcher early stops the thread after its current call.
@@ -38,9 +38,9 @@ class sample_prefetcher {
   /// Stops and joins the thread. Never throws.
   ~sample_prefetcher();
 
-  /// The next sample into s (its previous contents go back to the reader); false at the end.
+  /// The next sample, valid until the following call (or the destructor); nullptr at the end.
   /// Rethrows the source's exception after the samples read before it.
-  bool next(sample& s);
+  const sample* next();
 
  private:
   struct slot {
