@@ -27,10 +27,12 @@ void sample_prefetcher::run(std::stop_token stop) {
   for (;;) {
     {
       std::unique_lock lock(mutex_);
-      // Once the ring is full, wait until half of it is free: one wake-up per half ring
-      // rather than per batch when next() is the slower side (the usual case).
-      const std::size_t resume = filled_ == slots_.size() ? slots_.size() / 2 : slots_.size() - 1;
-      if (!freed_cv_.wait(lock, stop, [&] { return filled_ <= resume; })) return;
+      // Once the ring is full, wait until half of it is free (next() wakes it only then): one
+      // wake-up per half ring rather than per batch when next() is the slower side (the usual
+      // case).
+      if (filled_ == slots_.size() &&
+          !freed_cv_.wait(lock, stop, [&] { return filled_ <= resume_at(); }))
+        return;
     }
     // Filled without the lock: next() does not read this slot until filled_ counts it.
     slot& s = slots_[tail];
@@ -74,11 +76,12 @@ const sample* sample_prefetcher::next() {
       // This slot is read: hand it back to the reader.
       holding_ = false;
       head_ = (head_ + 1) % slots_.size();
+      bool wake = false;
       {
         std::lock_guard lock(mutex_);
-        --filled_;
+        wake = --filled_ == resume_at();
       }
-      freed_cv_.notify_one();
+      if (wake) freed_cv_.notify_one();
     }
     std::unique_lock lock(mutex_);
     filled_cv_.wait(lock, [&] { return filled_ > 0; });

@@ -339,7 +339,7 @@ run_analysis analyze_run(const input_set& inputs, const run_input& run,
   analyzer a(opened->schema, options);
   {
     // The reader parses on a thread of its own while the detectors take the rows before.
-    sample_prefetcher rows(opened->next, 1024, 4);
+    sample_prefetcher rows(opened->next);
     while (const sample* s = rows.next()) {
       if (each) each(*s);
       a.observe(*s);

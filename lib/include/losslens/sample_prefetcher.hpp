@@ -32,7 +32,7 @@ class sample_prefetcher {
 
   /// Starts the thread. Throws losslens::error when batch or depth is 0, std::system_error when
   /// no thread can be started.
-  explicit sample_prefetcher(source_fn source, std::size_t batch = 256, std::size_t depth = 4);
+  explicit sample_prefetcher(source_fn source, std::size_t batch = 1024, std::size_t depth = 4);
   sample_prefetcher(const sample_prefetcher&) = delete;
   sample_prefetcher& operator=(const sample_prefetcher&) = delete;
   /// Stops and joins the thread. Never throws.
@@ -50,6 +50,8 @@ class sample_prefetcher {
     std::exception_ptr error;  // ... because the source threw this
   };
   void run(std::stop_token stop);
+  /// A full ring's reader resumes when this many slots are filled (half of them free).
+  std::size_t resume_at() const noexcept { return slots_.size() / 2; }
 
   source_fn source_;
   std::vector<slot> slots_;  // a ring: the reader fills at tail, next() reads at head
