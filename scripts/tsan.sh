@@ -25,5 +25,5 @@ export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/s
 # volume and speed (3000 connections, a client too slow to keep up, million-point windows),
 # whose timing TSan's slowdown distorts and whose threads the others exercise too.
 ctest --test-dir "$build" -j"$jobs" --output-on-failure \
-  -R '^(test_child_process:|test_core:pipeline|test_core:router|test_core:prefetcher|test_storage:|test_dashboard|test_dashboard_security:|test_hooks:)' \
+  -R '^(test_child_process:|test_core:pipeline|test_core:router|test_core:prefetcher|test_core:observe_stream|test_storage:|test_dashboard|test_dashboard_security:|test_hooks:)' \
   -E 'soak|never reads|3000 connections|downsampled windows|at every zoom'

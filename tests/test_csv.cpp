@@ -156,6 +156,21 @@ TEST_CASE("csv: malformed input names the file, the line and the reason") {
              Catch::Contains("binary data where a CSV header was expected"));
   CHECK_THAT(error_of("step,loss\n" + std::string(2 << 20, '1')),
              Catch::Contains("line longer than 1 MiB"));
+  // A control byte anywhere in a row of 1 to 40 bytes is binary data; a tab, a CR or a byte
+  // from 0x80 up (UTF-8) is not.
+  for (std::size_t len = 1; len <= 40; ++len)
+    for (std::size_t at = 0; at < len; ++at) {
+      std::string row(len, '1');
+      for (const char c : {'\x01', '\x1f', '\0'}) {
+        row[at] = c;
+        REQUIRE_THAT(error_of("step,loss\n1," + row + "\n"),
+                     Catch::StartsWith("t.csv:2: binary data in a row"));
+      }
+      for (const char c : {'\t', '\r', '\x80', '\xff', ' '}) {
+        row[at] = c;
+        REQUIRE_THAT(error_of("step,loss\n1," + row + "\n"), !Catch::Contains("binary data"));
+      }
+    }
 }
 
 TEST_CASE("csv: rows across read chunks, long lines and the last line without a newline") {

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <random>
 
+#include <nlohmann/json.hpp>
+
 #include "losslens/analyzer.hpp"
 #include "losslens/error.hpp"
 #include "run_trace.hpp"
@@ -96,23 +98,139 @@ TEST_CASE("non_finite episodes: one per run of bad steps, merged across short ga
   CHECK(updated == 11);  // 10 growth steps of the first episode, then the second one
 }
 
+namespace {
+// The last_step of every publication of one non_finite episode from step 20 to steps - 1.
+std::vector<std::int64_t> publications(analyzer& a, int steps) {
+  std::vector<std::int64_t> at;
+  a.on_finding([&](const finding& f, bool) { at.push_back(f.last_step); });
+  for (int i = 0; i < steps; ++i) {
+    sample s;
+    s.step = i;
+    s.loss = i >= 20 ? NAN : 1.0;
+    a.observe(s);
+  }
+  a.flush();
+  return at;
+}
+}  // namespace
+
 TEST_CASE("updates of a growing finding are published at most once per update_interval") {
   detector_options o;
   o.update_interval = 16;
   analyzer a(sample_schema{}, o);
-  std::vector<std::int64_t> published_last_steps;
-  a.on_finding([&](const finding& f, bool) { published_last_steps.push_back(f.last_step); });
-  for (int i = 0; i < 100; ++i) {
+  // Opened at 20, then re-published at 36, 52, 68, 84; 85..99 are held back until flush().
+  CHECK(publications(a, 100) == std::vector<std::int64_t>{20, 36, 52, 68, 84, 99});
+  CHECK(a.findings()[0].evidence_value("non_finite_steps") == 80);
+}
+
+TEST_CASE("an ageing finding is re-published less often, at least every max_update_interval") {
+  detector_options o;  // update_interval 16, max_update_interval 256
+  analyzer a(sample_schema{}, o);
+  std::vector<std::int64_t> at = publications(a, 5020);
+  REQUIRE(at.back() == 5019);  // flush()
+  at.pop_back();
+  // Every 16 steps while the episode is young; at 166 an eighth of its age (146 / 8 = 18)
+  // is longer than 16 for the first time.
+  REQUIRE(at.size() > 10);
+  CHECK(std::vector<std::int64_t>(at.begin(), at.begin() + 10) ==
+        std::vector<std::int64_t>{20, 36, 52, 68, 84, 100, 116, 132, 148, 166});
+  for (std::size_t k = 1; k < at.size(); ++k) {
+    const std::int64_t gap = at[k] - at[k - 1], age = at[k] - 20;
+    CHECK(gap == std::max<std::int64_t>(16, std::min<std::int64_t>(age / 8, 256)));
+  }
+  CHECK(at.back() - at[at.size() - 2] == 256);
+  CHECK(at.size() == 41);  // against 313 at a fixed 16
+
+  detector_options bad;
+  bad.max_update_interval = 8;
+  CHECK_THROWS_WITH(analyzer(sample_schema{}, bad),
+                    Catch::Matchers::Contains("max_update_interval must be >= update_interval"));
+}
+
+TEST_CASE("a new finding is weighed against the others as they are now, not as last published") {
+  analyzer a(sample_schema{});
+  std::vector<std::int64_t> loss_updates;
+  std::int64_t loss_in_router_at_grad_opening = -1;
+  a.on_finding([&](const finding& f, bool is_new) {
+    if (f.series == "loss") loss_updates.push_back(f.last_step);
+    if (f.series == "grad_norm" && is_new)
+      for (const auto& inc : a.router().incidents())
+        if (inc.series == "loss") loss_in_router_at_grad_opening = inc.last_step;
+  });
+  for (int i = 0; i < 1001; ++i) {
     sample s;
     s.step = i;
-    s.loss = i >= 20 ? NAN : 1.0;  // one episode from step 20 to 99
+    s.loss = i >= 20 ? NAN : 1.0;
+    s.grad_norm = i >= 1000 ? NAN : 1.0;  // a second finding opens at step 1000
     a.observe(s);
   }
-  // Opened at 20, then re-published at 36, 52, 68, 84; 85..99 are held back until flush().
-  CHECK(published_last_steps == std::vector<std::int64_t>{20, 36, 52, 68, 84});
-  a.flush();
-  CHECK(published_last_steps.back() == 99);
-  CHECK(a.findings()[0].evidence_value("non_finite_steps") == 80);
+  REQUIRE(!loss_updates.empty());
+  CHECK(loss_updates.back() < 1000);              // the loss finding was not due at 1000 ...
+  CHECK(loss_in_router_at_grad_opening == 1000);  // ... but the router saw it up to date
+}
+
+namespace {
+nlohmann::json json_of(const std::vector<finding>& fs) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& f : fs) out.push_back(to_json(f));
+  return out;
+}
+// A trace's samples 15 times over (steps moved on), each time with a repeated step (an
+// out-of-order row): several times observe_stream's ring of 4096, so that it wraps.
+std::vector<sample> long_stream(const trace& t) {
+  std::vector<sample> out;
+  const std::int64_t n = std::int64_t(t.samples.size());
+  for (std::int64_t r = 0; r < 15; ++r)
+    for (std::int64_t i = 0; i < n; ++i) {
+      out.push_back(t.samples[std::size_t(i)]);
+      out.back().step += r * n;
+      if (i == n / 2) out.push_back(out.back());
+    }
+  return out;
+}
+}  // namespace
+
+TEST_CASE("observe_stream finds what observe() finds, sample by sample, and stops at an error") {
+  for (const trace& t : {spike_trace(3), exploding_trace(2), dominance_trace(1), nan_trace(7)}) {
+    const std::vector<sample> rows = long_stream(t);
+    REQUIRE(rows.size() > 2 * 4096);
+    analyzer one(t.schema), two(t.schema);
+    for (const auto& s : rows) one.observe(s);
+    std::size_t next = 0;
+    std::int64_t seen = 0, wrong = 0;
+    two.observe_stream(
+        [&](sample& s) {
+          if (next == rows.size()) return false;
+          s = rows[next++];
+          return true;
+        },
+        [&](const sample& s) { wrong += s.step == rows[std::size_t(seen++)].step ? 0 : 1; });
+    CHECK(seen == std::int64_t(rows.size()));
+    CHECK(wrong == 0);
+    one.flush();
+    two.flush();
+    CHECK(two.steps() == one.steps());
+    CHECK(two.out_of_order() == 15);
+    CHECK(one.out_of_order() == 15);
+    REQUIRE(!one.findings().empty());
+    CHECK(json_of(two.findings()) == json_of(one.findings()));
+    CHECK(json_of(two.episodes()) == json_of(one.episodes()));
+  }
+
+  // The source fails at row 5000: the rows before it are observed, then the error is raised.
+  const trace t = spike_trace(3);
+  const std::vector<sample> rows = long_stream(t);
+  analyzer one(t.schema), two(t.schema);
+  for (std::size_t i = 0; i < 5000; ++i) one.observe(rows[i]);
+  std::size_t next = 0;
+  CHECK_THROWS_WITH(two.observe_stream([&](sample& s) {
+    if (next == 5000) throw error("runs.csv:5002: 'x' is not a number");
+    s = rows[next++];
+    return true;
+  }),
+                    "runs.csv:5002: 'x' is not a number");
+  CHECK(two.steps() == one.steps());
+  CHECK(json_of(two.findings()) == json_of(one.findings()));
 }
 
 TEST_CASE("loss_spike: robust z-score on a known spike, citing the grad-norm spike before it") {
@@ -453,6 +571,12 @@ TEST_CASE("analyzer ignores out-of-order steps and validates options") {
   detector_options bad2;
   bad2.chance_level.num_classes = 1;
   CHECK_THROWS_AS(analyzer(sample_schema{}, bad2), losslens::error);
+  detector_options bad3;
+  bad3.loss_spike.tail_factor = -1;
+  CHECK_THROWS_WITH(analyzer(sample_schema{}, bad3), Catch::Contains("loss_spike.tail_factor"));
+  detector_options bad4;
+  bad4.loss_spike.heavy_tail_z = 0;
+  CHECK_THROWS_WITH(analyzer(sample_schema{}, bad4), Catch::Contains("loss_spike.heavy_tail_z"));
 }
 
 TEST_CASE("negative and zero losses give no finding by themselves, one -50 or -1e308 batch none") {

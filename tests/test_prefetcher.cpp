@@ -9,6 +9,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
@@ -129,4 +130,51 @@ TEST_CASE("prefetcher: bad arguments are refused with a message") {
   CHECK_THROWS_WITH(sample_prefetcher(src, 16, 0), Catch::Contains("batch and depth"));
   CHECK_THROWS_WITH(sample_prefetcher(sample_prefetcher::source_fn{}),
                     Catch::Contains("no source"));
+}
+
+TEST_CASE(
+    "prefetcher: prepare sees each sample on the reader's thread, at the place next() reports") {
+  const std::size_t batch = 7, depth = 3;
+  std::vector<std::int64_t> prepared(batch * depth, -1);  // the step prepared at each place
+  std::atomic<int> on_caller_thread{0};
+  const auto caller = std::this_thread::get_id();
+  std::int64_t made = 0;
+  sample_prefetcher p(
+      [&](sample& s) {
+        if (made == 1000) return false;
+        make_row(made++, s);
+        return true;
+      },
+      batch, depth,
+      [&](const sample& s, std::size_t place) {
+        if (std::this_thread::get_id() == caller) ++on_caller_thread;
+        prepared.at(place) = s.step;
+      });
+  std::int64_t got = 0, wrong = 0;
+  while (const sample* s = p.next()) {
+    REQUIRE(p.place() < batch * depth);
+    wrong += same_as_row(got++, *s) && prepared[p.place()] == s->step ? 0 : 1;
+  }
+  CHECK(got == 1000);
+  CHECK(wrong == 0);
+  CHECK(on_caller_thread == 0);
+
+  // A throwing prepare ends the stream like a throwing source, after the samples before.
+  made = 0;
+  sample_prefetcher q(
+      [&](sample& s) {
+        make_row(made++, s);
+        return true;
+      },
+      batch, depth,
+      [&](const sample& s, std::size_t) {
+        if (s.step == 3 * 300 + 1) throw error("bad row 300");
+      });
+  got = 0;
+  CHECK_THROWS_WITH(
+      [&] {
+        while (q.next()) ++got;
+      }(),
+      "bad row 300");
+  CHECK(got == 300);
 }

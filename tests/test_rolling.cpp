@@ -57,6 +57,42 @@ TEST_CASE("sorted_window: median, MAD and quantiles equal a sorted copy at every
   }
 }
 
+TEST_CASE("robust_baseline: z against the median and MAD of a sorted copy, upward_z = max(z, 0)") {
+  std::mt19937_64 rng(5);
+  std::lognormal_distribution<double> lognormal(0, 0.5);
+  robust_baseline b(64);
+  std::deque<long double> logs, lins;
+  bool log_scale = true;
+  for (int i = 0; i < 3000; ++i) {
+    // Positive (log scale) for 2000 pushes, then a 0 switches it to the linear scale for good.
+    const double x = i == 2000 ? 0.0 : (i > 2000 ? 1.0 - lognormal(rng) : lognormal(rng));
+    const double lx = x > 0 ? std::log(x) : x;
+    if (i >= 10) {
+      std::vector<long double> v(log_scale ? logs.begin() : lins.begin(),
+                                 log_scale ? logs.end() : lins.end());
+      const long double m = median_of(v);
+      std::vector<long double> dev;
+      for (long double y : v) dev.push_back(std::fabs(y - m));
+      const long double scale = std::max({1.4826L * median_of(dev), 1e-3L * std::fabs(m), 1e-9L});
+      const long double t = log_scale ? std::log((long double)x) : (long double)x;
+      const long double z = log_scale && !(x > 0) ? 0 : (t - m) / scale;
+      REQUIRE(b.z(x, lx) == Approx(double(z)).epsilon(1e-9).margin(1e-9));
+      REQUIRE(b.upward_z(x, lx) == (z > 1e-12 ? Approx(double(z)).epsilon(1e-9) : Approx(0.0)));
+      REQUIRE(b.upward_z(x, lx) >= 0);
+    }
+    b.push(x, lx);
+    if (log_scale && !(x > 0)) {
+      log_scale = false;
+      lins.clear();
+    }
+    if (log_scale) logs.push_back(std::log((long double)x));
+    lins.push_back(x);
+    if (logs.size() > 64) logs.pop_front();
+    if (lins.size() > 64) lins.pop_front();
+  }
+  CHECK(!b.log_scale());
+}
+
 TEST_CASE("lagged_tail: the 99th percentile of the lagged window equals a full sort") {
   std::mt19937_64 rng(5);
   std::normal_distribution<double> normal(0, 1);

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdarg>
 #include <cstdio>
+#include <memory>
 
 #include "detail/detector.hpp"
 #include "detail/rolling.hpp"
@@ -39,21 +40,42 @@ void finding_log::publish(std::size_t i, const sample_schema& schema, std::int64
   published_step_[i] = step;
   published_level_[i] = f.level;
   is_pending_[i] = 0;
-  if (notify) notify(ctx, f, is_new);
+  if (notify) notify(ctx, f, is_new ? publication::opened : publication::updated);
 }
 
-void finding_log::flush(std::int64_t step, std::int64_t interval, const sample_schema& schema,
-                        notify_fn notify, void* ctx) {
+std::int64_t finding_log::due_after(std::size_t i, std::int64_t step, std::int64_t interval,
+                                    std::int64_t max_interval) const noexcept {
+  // An eighth of the age: the message of a finding open for 10000 steps barely changes in 16.
+  const std::int64_t age = step_diff(step, findings_[i].first_step);
+  return std::max(interval, std::min(age / 8, max_interval));
+}
+
+void finding_log::flush(std::int64_t step, std::int64_t interval, std::int64_t max_interval,
+                        const sample_schema& schema, notify_fn notify, void* ctx) {
   if (pending_.empty()) return;
+  constexpr std::int64_t never = std::numeric_limits<std::int64_t>::min();
   keep_.clear();
+  bool refreshed = false;
   for (std::size_t i : pending_) {
-    const bool due = published_step_[i] == std::numeric_limits<std::int64_t>::min() ||
-                     findings_[i].level != published_level_[i] ||
-                     step_diff(step, published_step_[i]) >= interval;
-    if (due && !held_[i])
-      publish(i, schema, step, notify, ctx);
-    else
+    const bool is_new = published_step_[i] == never;
+    const bool due =
+        is_new || findings_[i].level != published_level_[i] ||
+        step_diff(step, published_step_[i]) >= due_after(i, step, interval, max_interval);
+    if (!due || held_[i]) {
       keep_.push_back(i);
+      continue;
+    }
+    if (is_new && !refreshed && notify) {
+      // The router places a new finding against the others (its cause, the incident it is a
+      // sign of) by their spans: those held back must not be stale then. They stay pending.
+      refreshed = true;
+      for (std::size_t j : pending_)
+        if (j != i && !held_[j] && published_step_[j] != never) {
+          owners_[j]->describe(findings_[j], schema);
+          notify(ctx, findings_[j], publication::refreshed);
+        }
+    }
+    publish(i, schema, step, notify, ctx);
   }
   pending_.swap(keep_);
 }
@@ -230,6 +252,8 @@ void validate(const detector_options& o) {
   };
   need(o.loss_spike.window >= 8, "loss_spike.window must be >= 8");
   need(o.loss_spike.z_threshold > 0, "loss_spike.z_threshold must be > 0");
+  need(o.loss_spike.tail_factor >= 0, "loss_spike.tail_factor must be >= 0");
+  need(o.loss_spike.heavy_tail_z > 0, "loss_spike.heavy_tail_z must be > 0");
   need(o.exploding.window >= 8, "exploding.window must be >= 8");
   need(o.exploding.ratio > 1, "exploding.ratio must be > 1");
   need(o.oscillation.window >= 8 && o.oscillation.stride >= 1 &&
@@ -242,6 +266,8 @@ void validate(const detector_options& o) {
                    o.task_dominance.ema_alpha, o.task_stalled.ema_alpha})
     need(a > 0 && a <= 1, "every ema_alpha must be in (0, 1]");
   need(o.update_interval >= 1, "update_interval must be >= 1");
+  need(o.max_update_interval >= o.update_interval,
+       "max_update_interval must be >= update_interval");
   need(o.task_dominance.share_threshold > 0.5 && o.task_dominance.share_threshold <= 1,
        "task_dominance.share_threshold must be in (0.5, 1]");
 }
@@ -293,14 +319,40 @@ const sample_schema& analyzer::schema() const noexcept { return schema_; }
 const detector_options& analyzer::options() const noexcept { return options_; }
 
 void analyzer::observe(const sample& s) {
+  core::detail::step_context ctx;
+  if (prepare(s, ctx)) run_rules(ctx);
+}
+
+void analyzer::observe_stream(sample_prefetcher::source_fn source,
+                              const std::function<void(const sample&)>& each) {
+  struct prepared {
+    core::detail::step_context ctx;
+    bool accepted = false;
+  };
+  constexpr std::size_t batch = 1024, depth = 4;
+  // One per place in the prefetcher's ring, filled by its thread with the sample (and so
+  // declared before it: destroyed after the thread stopped).
+  std::vector<prepared> ring(batch * depth);
+  sample_prefetcher rows(std::move(source), batch, depth, [&](const sample& s, std::size_t at) {
+    prepared& p = ring[at];
+    std::construct_at(&p.ctx);  // the defaults, written in place (no temporary to copy)
+    p.accepted = prepare(s, p.ctx);
+  });
+  while (const sample* s = rows.next()) {
+    if (each) each(*s);
+    prepared& p = ring[rows.place()];
+    if (p.accepted) run_rules(p.ctx);
+  }
+}
+
+bool analyzer::prepare(const sample& s, core::detail::step_context& ctx) noexcept {
   if (steps_ > 0 && s.step <= last_step_) {
     ++out_of_order_;
-    return;
+    return false;
   }
   ++steps_;
   last_step_ = s.step;
 
-  core::detail::step_context ctx;
   ctx.s = &s;
   ctx.schema = &schema_;
   if (core::detail::finite(s.lr)) last_lr_ = *s.lr;
@@ -374,14 +426,23 @@ void analyzer::observe(const sample& s) {
   }
   ctx.work_log = scale_->log_scale();
   ctx.loss_range = level_->range();
-
-  for (auto& d : detectors_) d->observe(ctx, *log_);
-  log_->flush(s.step, options_.update_interval, schema_, &analyzer::notify, this);
+  return true;
 }
 
-void analyzer::notify(void* self, const finding& f, bool is_new) {
+void analyzer::run_rules(core::detail::step_context& ctx) {
+  const sample& s = *ctx.s;
+  for (auto& d : detectors_) d->observe(ctx, *log_);
+  log_->flush(s.step, options_.update_interval, options_.max_update_interval, schema_,
+              &analyzer::notify, this);
+}
+
+void analyzer::notify(void* self, const finding& f, core::detail::publication p) {
+  using publication = core::detail::publication;
   auto* a = static_cast<analyzer*>(self);
-  a->router_->publish(a->source_, f, is_new);
+  if (p == publication::refreshed)
+    a->router_->merge_quietly(a->source_, f);
+  else
+    a->router_->publish(a->source_, f, p == publication::opened);
 }
 
 void analyzer::flush() { log_->flush_all(schema_, &analyzer::notify, this); }

@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -19,6 +20,10 @@ constexpr std::size_t max_line = 1 << 20;    // a longer line is not a CSV of nu
 constexpr std::size_t chunk_size = 1 << 18;  // bytes per read
 
 std::string_view trim(std::string_view s) {
+  // The usual cell has nothing to trim: both ends are printable (spaces, tabs and CR are not).
+  if (!s.empty() && static_cast<unsigned char>(s.front()) > ' ' &&
+      static_cast<unsigned char>(s.back()) > ' ')
+    return s;
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
     s.remove_suffix(1);
@@ -90,11 +95,25 @@ std::string join(const std::vector<std::string>& v) {
   return out;
 }
 
+bool is_binary(char c) {
+  const auto u = static_cast<unsigned char>(c);
+  return u < 0x20 && u != '\t' && u != '\r';
+}
+
 bool has_binary(std::string_view s) {
-  return std::any_of(s.begin(), s.end(), [](char c) {
-    const auto u = static_cast<unsigned char>(c);
-    return u == 0 || (u < 0x20 && u != '\t' && u != '\r');
-  });
+  // Eight bytes at a time: a word with no byte below 0x20 (most of them) is passed at once;
+  // one that has one (a tab, the CR of a CRLF line, or binary data) is looked at byte by byte.
+  constexpr std::uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+  const char* p = s.data();
+  const char* const end = p + s.size();
+  for (; end - p >= 8; p += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p, 8);
+    // High bit of a byte set when that byte is below 0x20 (exact for bytes below 0x80, whose
+    // high bit ~w keeps; bytes from 0x80 up are never flagged).
+    if (((w - 0x20 * ones) & ~w & highs) != 0 && std::any_of(p, p + 8, is_binary)) return true;
+  }
+  return std::any_of(p, end, is_binary);
 }
 
 }  // namespace

@@ -34,7 +34,10 @@ class loss_spike final : public detector {
       return;
     }
     const double m = median_.median();
-    const double z = median_.z(x, ctx.log_loss);
+    // Only upward outliers count, and a z-score below 0 entering the tail as 0 moves no
+    // decision: the tail's p99 becomes max(p99, 0), and with tail_factor >= 0 and
+    // heavy_tail_z > 0 (validated) a p99 <= 0 raises neither bar.
+    const double z = median_.upward_z(x, ctx.log_loss);
     const double ratio = m > 0 ? x / m : nan;
     // The z-score has to stand out from this run's own extremes too (see tail_window).
     const double z_needed = tail_.count() >= std::size_t(o_.tail_warmup)

@@ -29,15 +29,17 @@ severity parse_severity(std::string_view s) {
 }
 
 double finding::evidence_value(std::string_view name) const noexcept {
-  for (const auto& [k, v] : evidence)
-    if (k == name) return v;
+  // From the back: names are unique, and the values a rule updates at every step of an open
+  // episode are the last it added.
+  for (auto it = evidence.rbegin(); it != evidence.rend(); ++it)
+    if (it->first == name) return it->second;
   return std::numeric_limits<double>::quiet_NaN();
 }
 
 void finding::set_evidence(std::string_view name, double value) {
-  for (auto& [k, v] : evidence)
-    if (k == name) {
-      v = value;
+  for (auto it = evidence.rbegin(); it != evidence.rend(); ++it)
+    if (it->first == name) {
+      it->second = value;
       return;
     }
   evidence.emplace_back(std::string(name), value);

@@ -348,8 +348,8 @@ void rank_analyzer::observe(std::int64_t step, std::span<const rank_summary> ran
   for (auto& rule : rules_) rule->observe_ranks(step, prev, ranks, *log_);
   // update_interval counts syncs; the log counts steps, so scale by this sync's stride.
   const std::int64_t stride = syncs_ > 1 ? step - prev : 1;
-  log_->flush(step, stride * options_.update_interval, sample_schema{}, &rank_analyzer::notify,
-              this);
+  const std::int64_t interval = stride * options_.update_interval;
+  log_->flush(step, interval, interval, sample_schema{}, &rank_analyzer::notify, this);
 }
 
 void rank_analyzer::on_finding(listener l) { listener_ = std::move(l); }
@@ -361,9 +361,11 @@ std::vector<finding> rank_analyzer::findings() const {
   return log_->all();
 }
 
-void rank_analyzer::notify(void* self, const finding& f, bool is_new) {
+void rank_analyzer::notify(void* self, const finding& f, core::detail::publication p) {
+  using publication = core::detail::publication;
   auto* a = static_cast<rank_analyzer*>(self);
-  if (a->listener_) a->listener_(f, is_new);
+  // A refresh is for a router's decisions; this analyzer's listener hears publications only.
+  if (a->listener_ && p != publication::refreshed) a->listener_(f, p == publication::opened);
 }
 
 }  // namespace losslens

@@ -6,8 +6,9 @@
 
 namespace losslens {
 
-sample_prefetcher::sample_prefetcher(source_fn source, std::size_t batch, std::size_t depth)
-    : source_(std::move(source)) {
+sample_prefetcher::sample_prefetcher(source_fn source, std::size_t batch, std::size_t depth,
+                                     prepare_fn prepare)
+    : source_(std::move(source)), prepare_(std::move(prepare)), batch_(batch) {
   if (batch == 0 || depth == 0)
     throw error("sample_prefetcher: batch and depth must be at least 1");
   if (!source_) throw error("sample_prefetcher: no source given");
@@ -45,6 +46,7 @@ void sample_prefetcher::run(std::stop_token stop) {
           s.last = true;
           break;
         }
+        if (prepare_) prepare_(s.rows[s.count], tail * batch_ + s.count);
         ++s.count;
       }
     } catch (...) {

@@ -12,7 +12,6 @@
 
 #include "losslens/analyzer.hpp"
 #include "losslens/error.hpp"
-#include "losslens/sample_prefetcher.hpp"
 
 namespace losslens::cli {
 
@@ -337,14 +336,9 @@ run_analysis analyze_run(const input_set& inputs, const run_input& run,
   const auto opened = inputs.open(run);
   print_mapping(command, run, *opened);
   analyzer a(opened->schema, options);
-  {
-    // The reader parses on a thread of its own while the detectors take the rows before.
-    sample_prefetcher rows(opened->next);
-    while (const sample* s = rows.next()) {
-      if (each) each(*s);
-      a.observe(*s);
-    }
-  }
+  // The reader parses (and derives the rules' shared numbers) on a thread of its own while the
+  // rules take the rows before.
+  a.observe_stream(opened->next, each);
   a.flush();
   if (a.steps() == 0)
     throw error(run.source + ": no data rows" +

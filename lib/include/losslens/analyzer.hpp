@@ -12,15 +12,18 @@
 #include "losslens/finding.hpp"
 #include "losslens/finding_router.hpp"
 #include "losslens/sample.hpp"
+#include "losslens/sample_prefetcher.hpp"
 
 namespace losslens {
 
 namespace core::detail {
 class detector;
 class finding_log;
+enum class publication : unsigned char;
 class clipped_scale;
 class grad_baseline;
 class level_filter;
+struct step_context;
 }  // namespace core::detail
 
 /// Streaming diagnosis of one run. Feed samples in step order with observe(); the detectors'
@@ -34,8 +37,9 @@ class level_filter;
 class analyzer {
  public:
   /// Called once per new finding (is_new = true), and for an open finding that grew, at most
-  /// once per options.update_interval steps (immediately when its severity changes). flush()
-  /// publishes the remaining updates.
+  /// once per options.update_interval steps, or an eighth of its age up to
+  /// options.max_update_interval (immediately when its severity changes). flush() publishes
+  /// the remaining updates.
   using listener = std::function<void(const finding&, bool is_new)>;
 
   /// Throws losslens::error on inconsistent options (e.g. window < 4).
@@ -49,6 +53,16 @@ class analyzer {
 
   /// Feeds one step. Samples whose step does not increase are ignored and counted.
   void observe(const sample& s);
+
+  /// observe() on every sample `source` gives (a reader's next(): fills a sample, false at the
+  /// end), on two threads: a sample_prefetcher's reads the samples and derives the numbers
+  /// every rule shares (the running baselines of the loss and the grad norm), the caller's runs
+  /// the rules, which makes a long file's analysis up to twice as fast on two cores. `each`,
+  /// when given, sees every sample on the caller's thread just before the rules. Findings,
+  /// steps() and out_of_order() end up as with observe(). Rethrows the source's exception
+  /// once the samples read before it were observed.
+  void observe_stream(sample_prefetcher::source_fn source,
+                      const std::function<void(const sample&)>& each = {});
 
   /// Sets the listener (replaces any previous one set here). With a shared router it hears every
   /// incident of the router.
@@ -75,7 +89,11 @@ class analyzer {
 
  private:
   analyzer(sample_schema schema, detector_options options, finding_router* router);
-  static void notify(void* self, const finding& f, bool is_new);
+  static void notify(void* self, const finding& f, core::detail::publication p);
+  // observe() in two halves: the shared numbers (false for an out-of-order step), which
+  // observe_stream() runs on its reader's thread, then the rules.
+  bool prepare(const sample& s, core::detail::step_context& ctx) noexcept;
+  void run_rules(core::detail::step_context& ctx);
 
   sample_schema schema_;
   detector_options options_;

@@ -18,6 +18,9 @@ struct detector_options {
   /// An open finding that keeps growing is re-published (message rebuilt, listener called) at
   /// most once per this many steps; new findings and severity changes are published at once.
   int update_interval = 16;
+  /// As it ages, at most once per an eighth of its age, and at least once per this many steps
+  /// (>= update_interval): a plateau open for 20000 steps is re-described every 256, not 16.
+  int max_update_interval = 256;
 
   /// The run's optimizer: advice that mentions the learning rate adds the range the
   /// methodology gives for it (adaptive optimizers: 1e-6 to 1e-2). unknown: no range.

@@ -16,6 +16,7 @@ namespace losslens {
 
 namespace core::detail {
 class finding_log;
+enum class publication : unsigned char;
 class rank_rule;
 }  // namespace core::detail
 
@@ -95,7 +96,7 @@ class rank_analyzer {
   int world_size() const noexcept { return world_; }
 
  private:
-  static void notify(void* self, const finding& f, bool is_new);
+  static void notify(void* self, const finding& f, core::detail::publication p);
 
   int world_;
   rank_options options_;

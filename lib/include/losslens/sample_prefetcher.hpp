@@ -29,10 +29,17 @@ namespace losslens {
 class sample_prefetcher {
  public:
   using source_fn = std::function<bool(sample&)>;
+  /// Per-sample work done on the prefetcher's thread right after `source` filled the sample,
+  /// ahead of next(): `place` (< batch x depth) is where the sample sits in the ring, the value
+  /// place() gives once next() has handed the sample out, so the caller can keep what it
+  /// computed in an array of its own indexed by place. An exception ends the stream like one
+  /// from `source`.
+  using prepare_fn = std::function<void(const sample&, std::size_t place)>;
 
   /// Starts the thread. Throws losslens::error when batch or depth is 0, std::system_error when
   /// no thread can be started.
-  explicit sample_prefetcher(source_fn source, std::size_t batch = 1024, std::size_t depth = 4);
+  explicit sample_prefetcher(source_fn source, std::size_t batch = 1024, std::size_t depth = 4,
+                             prepare_fn prepare = {});
   sample_prefetcher(const sample_prefetcher&) = delete;
   sample_prefetcher& operator=(const sample_prefetcher&) = delete;
   /// Stops and joins the thread. Never throws.
@@ -41,6 +48,8 @@ class sample_prefetcher {
   /// The next sample, valid until the following call (or the destructor); nullptr at the end.
   /// Rethrows the source's exception after the samples read before it.
   const sample* next();
+  /// Where the sample last returned by next() sits in the ring (see prepare_fn).
+  std::size_t place() const noexcept { return head_ * batch_ + pos_ - 1; }
 
  private:
   struct slot {
@@ -54,6 +63,8 @@ class sample_prefetcher {
   std::size_t resume_at() const noexcept { return slots_.size() / 2; }
 
   source_fn source_;
+  prepare_fn prepare_;
+  std::size_t batch_;
   std::vector<slot> slots_;  // a ring: the reader fills at tail, next() reads at head
   std::mutex mutex_;
   std::condition_variable_any filled_cv_, freed_cv_;

@@ -66,10 +66,16 @@ struct step_context {
 
 class detector;
 
+/// How a finding reaches a finding_log's notify: opened (its first publication), updated (it
+/// grew or changed severity), or refreshed (brought up to date for the router's decisions on a
+/// new finding, without telling the listeners).
+enum class publication : unsigned char { opened, updated, refreshed };
+
 /// The findings of one analyzer. Detectors update evidence every step; messages are rebuilt
 /// (by the owning detector's describe()) only when a finding is published: when it opens, when
-/// its severity changes, and otherwise at most once per `interval` steps. That keeps printf off
-/// the per-step path and bounds how often sinks (storage, dashboard) see an update.
+/// its severity changes, and otherwise at most once per `interval` steps (less often as it ages,
+/// see flush). That keeps printf off the per-step path and bounds how often sinks (storage,
+/// dashboard) see an update.
 class finding_log {
  public:
   static constexpr std::size_t none = static_cast<std::size_t>(-1);
@@ -83,10 +89,14 @@ class finding_log {
   /// The last step covered by any finding of this kind, or INT64_MIN when there is none.
   std::int64_t last_step_of(std::string_view kind) const noexcept;
 
-  using notify_fn = void (*)(void* ctx, const finding&, bool is_new);
-  /// Publishes what is due at `step` (see the class comment) through notify.
-  void flush(std::int64_t step, std::int64_t interval, const sample_schema& schema,
-             notify_fn notify, void* ctx);
+  using notify_fn = void (*)(void* ctx, const finding&, publication);
+  /// Publishes what is due at `step` through notify: a finding grown since its last
+  /// publication is due once `interval` steps have passed, or once an eighth of its age has
+  /// when that is longer, up to `max_interval` steps (a long plateau is not re-described
+  /// every few steps). Before a new finding is published, every published finding that grew
+  /// since is refreshed, so that the router weighs it as it is now.
+  void flush(std::int64_t step, std::int64_t interval, std::int64_t max_interval,
+             const sample_schema& schema, notify_fn notify, void* ctx);
   /// Publishes every pending update now.
   void flush_all(const sample_schema& schema, notify_fn notify, void* ctx);
   /// Rebuilds the messages of pending findings without publishing them.
@@ -106,6 +116,8 @@ class finding_log {
  private:
   void publish(std::size_t i, const sample_schema& schema, std::int64_t step, notify_fn notify,
                void* ctx);
+  std::int64_t due_after(std::size_t i, std::int64_t step, std::int64_t interval,
+                         std::int64_t max_interval) const noexcept;
 
   std::vector<finding> findings_;
   std::vector<const detector*> owners_;

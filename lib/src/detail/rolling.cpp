@@ -221,6 +221,12 @@ double robust_baseline::z(double x, double log_x) const noexcept {
   return ((log_ ? log_x : x) - median_.median()) / median_.scale();
 }
 
+double robust_baseline::upward_z(double x, double log_x) const noexcept {
+  if (log_ && !(x > 0)) return 0;
+  const double d = (log_ ? log_x : x) - median_.median();
+  return d > 0 ? d / median_.scale() : 0;
+}
+
 namespace {
 double median_of(std::vector<double>& v, std::size_t n) noexcept {
   auto mid = v.begin() + static_cast<std::ptrdiff_t>(n / 2);

@@ -164,6 +164,9 @@ class robust_baseline {
   double z(double x) const noexcept { return z(x, x > 0 ? std::log(x) : x); }
   /// z(x) with log_x = std::log(x) given (any value when x <= 0).
   double z(double x, double log_x) const noexcept;
+  /// max(z(x, log_x), 0), without computing the MAD when x is not above the median (half the
+  /// steps of a flat series, most of a falling one).
+  double upward_z(double x, double log_x) const noexcept;
   /// 1.4826 x MAD on the working scale (log units when log_scale()).
   double scale() const noexcept { return median_.scale(); }
   bool log_scale() const noexcept { return log_; }
