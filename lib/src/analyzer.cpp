@@ -67,13 +67,9 @@ void finding_log::flush(std::int64_t step, std::int64_t interval, std::int64_t m
     }
     if (is_new && !refreshed && notify) {
       // The router places a new finding against the others (its cause, the incident it is a
-      // sign of) by their spans: those held back must not be stale then. They stay pending.
+      // sign of) by their spans: those held back must not be stale then.
       refreshed = true;
-      for (std::size_t j : pending_)
-        if (j != i && !held_[j] && published_step_[j] != never) {
-          owners_[j]->describe(findings_[j], schema);
-          notify(ctx, findings_[j], publication::refreshed);
-        }
+      refresh_pending(schema, notify, ctx, true);
     }
     publish(i, schema, step, notify, ctx);
   }
@@ -87,6 +83,17 @@ void finding_log::flush_all(const sample_schema& schema, notify_fn notify, void*
 
 void finding_log::describe_pending(const sample_schema& schema) {
   for (std::size_t i : pending_) owners_[i]->describe(findings_[i], schema);
+}
+
+void finding_log::refresh_pending(const sample_schema& schema, notify_fn notify, void* ctx,
+                                  bool published_only) {
+  constexpr std::int64_t never = std::numeric_limits<std::int64_t>::min();
+  for (std::size_t i : pending_) {
+    // Inside flush(), those published in this flush already are no longer pending.
+    if (!is_pending_[i] || (published_only && (held_[i] || published_step_[i] == never))) continue;
+    owners_[i]->describe(findings_[i], schema);
+    notify(ctx, findings_[i], publication::refreshed);
+  }
 }
 
 std::int64_t finding_log::last_step_of(std::string_view kind) const noexcept {
@@ -305,8 +312,8 @@ void analyzer::on_finding(listener l) { router_->set_listener(listener_handle_, 
 const std::vector<finding>& analyzer::findings() const {
   // Episodes that grew since their last publication are described and merged on demand; the
   // listeners hear about them at their next publication.
-  log_->describe_pending(schema_);
-  for (std::size_t i : log_->pending()) router_->merge_quietly(source_, log_->all()[i]);
+  // (notify with `refreshed` only merges into *router_, reached through a pointer as before.)
+  log_->refresh_pending(schema_, &analyzer::notify, const_cast<analyzer*>(this), false);
   return router_->incidents();
 }
 const std::vector<finding>& analyzer::episodes() const {
@@ -329,7 +336,8 @@ void analyzer::observe_stream(sample_prefetcher::source_fn source,
     core::detail::step_context ctx;
     bool accepted = false;
   };
-  constexpr std::size_t batch = 1024, depth = 4;
+  constexpr std::size_t batch = sample_prefetcher::default_batch,
+                        depth = sample_prefetcher::default_depth;
   // One per place in the prefetcher's ring, filled by its thread with the sample (and so
   // declared before it: destroyed after the thread stopped).
   std::vector<prepared> ring(batch * depth);

@@ -35,11 +35,12 @@ class sample_prefetcher {
   /// computed in an array of its own indexed by place. An exception ends the stream like one
   /// from `source`.
   using prepare_fn = std::function<void(const sample&, std::size_t place)>;
+  static constexpr std::size_t default_batch = 1024, default_depth = 4;
 
   /// Starts the thread. Throws losslens::error when batch or depth is 0, std::system_error when
   /// no thread can be started.
-  explicit sample_prefetcher(source_fn source, std::size_t batch = 1024, std::size_t depth = 4,
-                             prepare_fn prepare = {});
+  explicit sample_prefetcher(source_fn source, std::size_t batch = default_batch,
+                             std::size_t depth = default_depth, prepare_fn prepare = {});
   sample_prefetcher(const sample_prefetcher&) = delete;
   sample_prefetcher& operator=(const sample_prefetcher&) = delete;
   /// Stops and joins the thread. Never throws.

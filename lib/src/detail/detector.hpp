@@ -101,6 +101,11 @@ class finding_log {
   void flush_all(const sample_schema& schema, notify_fn notify, void* ctx);
   /// Rebuilds the messages of pending findings without publishing them.
   void describe_pending(const sample_schema& schema);
+  /// Rebuilds the messages of pending findings and hands each to notify as `refreshed` (the
+  /// router merges it without telling listeners); they stay pending. With `published_only`,
+  /// only those published before and not held.
+  void refresh_pending(const sample_schema& schema, notify_fn notify, void* ctx,
+                       bool published_only);
   /// Indexes of the findings that changed since they were last published.
   const std::vector<std::size_t>& pending() const noexcept { return pending_; }
   /// Keeps a finding from being published until release() (a detector that waits to see
