@@ -270,3 +270,64 @@ TEST_CASE("analyzer: two analyzers sharing a router number their incidents in on
   CHECK(r.incidents()[0].last_step == 7);
   CHECK(&a.findings() == &r.incidents());
 }
+
+TEST_CASE("router: another source's new episode is weighed against the detectors as they are now") {
+  // The detectors re-publish an old episode only every few hundred steps; a rank_divergence
+  // (from the multi-rank rules) that opens 1 step after the loss's last NaN must still name the
+  // NaN episode as its cause, which the router can only see with the episode's current end.
+  finding_router r;
+  analyzer a(sample_schema{}, detector_options{}, r);
+  const auto ranks = r.add_source("ranks");
+  std::int64_t published_end = -1, step = 0;
+  a.on_finding([&](const finding& f, bool) {
+    if (f.kind == "non_finite") published_end = f.last_step;
+  });
+  // NaN from step 20 on, until the last publication is more than cause_window (200) old.
+  for (;; ++step) {
+    sample s;
+    s.step = step;
+    s.loss = step >= 20 ? NAN : 1.0;
+    a.observe(s);
+    if (published_end > 0 && step - published_end > 210) break;
+  }
+  REQUIRE(published_end < step - 200);
+  std::int64_t nan_end_when_placed = -1;
+  a.on_finding([&](const finding& f, bool is_new) {
+    if (f.kind == "rank_divergence" && is_new)
+      for (const auto& inc : r.incidents())
+        if (inc.kind == "non_finite") nan_end_when_placed = inc.last_step;
+  });
+  r.publish(ranks, episode(1, "rank_divergence", "loss", step + 1, step + 1), true);
+  CHECK(nan_end_when_placed == step);  // not published_end
+  REQUIRE(r.incidents().size() == 2);
+  CHECK(r.incidents()[1].cause_id == r.incidents()[0].id);
+  CHECK(r.incidents()[1].cause.find("non_finite at step 20") == 0);
+
+  // A source that goes away before the router leaves no refresh behind (ASan would see the
+  // freed log); one that moves takes its refresh along.
+  {
+    analyzer gone(sample_schema{}, detector_options{}, r);
+    analyzer moved(sample_schema{}, detector_options{}, r);
+    gone = std::move(moved);
+    sample s;
+    s.step = 0;
+    s.loss = NAN;
+    gone.observe(s);
+  }
+  r.publish(ranks, episode(2, "straggler", "loss", step + 2, step + 2), true);
+  REQUIRE(r.incidents().size() == 3);
+  CHECK(r.incidents()[0].episodes == 2);  // gone's NaN joined the loss's non_finite
+}
+
+TEST_CASE("router: a refresh that throws is reported, the episode still placed") {
+  finding_router r;
+  std::vector<std::string> logged;
+  r.set_log_sink([&](severity, std::string_view line) { logged.emplace_back(line); });
+  const auto src = r.add_source("flaky", [] { throw std::runtime_error("disk gone"); });
+  r.publish(src, episode(1, "loss_spike", "loss", 1, 1), true);
+  r.publish(src, episode(1, "loss_spike", "loss", 1, 2), false);  // known: no refresh
+  REQUIRE(r.incidents().size() == 1);
+  CHECK(r.incidents()[0].last_step == 2);
+  CHECK(logged ==
+        std::vector<std::string>{"refreshing the episodes of source 'flaky' failed: disk gone"});
+}

@@ -55,7 +55,6 @@ void finding_log::flush(std::int64_t step, std::int64_t interval, std::int64_t m
   if (pending_.empty()) return;
   constexpr std::int64_t never = std::numeric_limits<std::int64_t>::min();
   keep_.clear();
-  bool refreshed = false;
   for (std::size_t i : pending_) {
     const bool is_new = published_step_[i] == never;
     const bool due =
@@ -64,12 +63,6 @@ void finding_log::flush(std::int64_t step, std::int64_t interval, std::int64_t m
     if (!due || held_[i]) {
       keep_.push_back(i);
       continue;
-    }
-    if (is_new && !refreshed && notify) {
-      // The router places a new finding against the others (its cause, the incident it is a
-      // sign of) by their spans: those held back must not be stale then.
-      refreshed = true;
-      refresh_pending(schema, notify, ctx, true);
     }
     publish(i, schema, step, notify, ctx);
   }
@@ -278,6 +271,24 @@ void validate(const detector_options& o) {
   need(o.task_dominance.share_threshold > 0.5 && o.task_dominance.share_threshold <= 1,
        "task_dominance.share_threshold must be in (0.5, 1]");
 }
+
+// What the router asks of an analyzer before it places a new episode of any source: the
+// episodes published before and grown since are merged as they are now (the listeners are
+// not called). Points at what stays put when the analyzer moves.
+finding_router::refresh_fn refresh_of(core::detail::finding_log* log, const sample_schema* schema,
+                                      finding_router* router, finding_router::source_id src) {
+  return [=] {
+    struct target {
+      finding_router* router;
+      finding_router::source_id src;
+    } to{router, src};
+    auto merge = [](void* ctx, const finding& f, core::detail::publication) {
+      const auto* t = static_cast<const target*>(ctx);
+      t->router->merge_quietly(t->src, f);
+    };
+    log->refresh_pending(*schema, merge, &to, true);
+  };
+}
 }  // namespace
 
 analyzer::analyzer(sample_schema schema, detector_options options)
@@ -287,7 +298,7 @@ analyzer::analyzer(sample_schema schema, detector_options options, finding_route
     : analyzer(std::move(schema), options, &router) {}
 
 analyzer::analyzer(sample_schema schema, detector_options options, finding_router* router)
-    : schema_(std::move(schema)),
+    : schema_(std::make_unique<const sample_schema>(std::move(schema))),
       options_(options),
       log_(std::make_unique<core::detail::finding_log>()) {
   validate(options_);
@@ -296,33 +307,46 @@ analyzer::analyzer(sample_schema schema, detector_options options, finding_route
     own_router_ = std::make_unique<finding_router>();
     router_ = own_router_.get();
   }
-  source_ = router_->add_source("detectors");
   listener_handle_ = router_->add_listener(nullptr);
   grad_ = std::make_unique<core::detail::grad_baseline>(options_);
   level_ = std::make_unique<core::detail::level_filter>();
   scale_ = std::make_unique<core::detail::clipped_scale>();
-  detectors_ = core::detail::make_detectors(options_, schema_);
+  detectors_ = core::detail::make_detectors(options_, *schema_);
+  source_ = router_->add_source("detectors");
+  // Last, once nothing can throw.
+  router_->set_refresh(source_, refresh_of(log_.get(), schema_.get(), router_, source_));
 }
 
-analyzer::~analyzer() = default;
+analyzer::~analyzer() {
+  // A shared router outlives this analyzer: its refresh must not point at the freed log.
+  // (Moved from: log_ is null, the refresh belongs to the analyzer it moved to.)
+  if (log_ && !own_router_) router_->set_refresh(source_, {});
+}
 analyzer::analyzer(analyzer&&) noexcept = default;
-analyzer& analyzer::operator=(analyzer&&) noexcept = default;
+analyzer& analyzer::operator=(analyzer&& other) noexcept {
+  // Destroyed first, so that a shared router drops the refresh of this one's log.
+  if (this != &other) {
+    std::destroy_at(this);
+    std::construct_at(this, std::move(other));
+  }
+  return *this;
+}
 
 void analyzer::on_finding(listener l) { router_->set_listener(listener_handle_, std::move(l)); }
 const std::vector<finding>& analyzer::findings() const {
   // Episodes that grew since their last publication are described and merged on demand; the
   // listeners hear about them at their next publication.
   // (notify with `refreshed` only merges into *router_, reached through a pointer as before.)
-  log_->refresh_pending(schema_, &analyzer::notify, const_cast<analyzer*>(this), false);
+  log_->refresh_pending(*schema_, &analyzer::notify, const_cast<analyzer*>(this), false);
   return router_->incidents();
 }
 const std::vector<finding>& analyzer::episodes() const {
-  log_->describe_pending(schema_);
+  log_->describe_pending(*schema_);
   return log_->all();
 }
 std::int64_t analyzer::steps() const noexcept { return steps_; }
 std::int64_t analyzer::out_of_order() const noexcept { return out_of_order_; }
-const sample_schema& analyzer::schema() const noexcept { return schema_; }
+const sample_schema& analyzer::schema() const noexcept { return *schema_; }
 const detector_options& analyzer::options() const noexcept { return options_; }
 
 void analyzer::observe(const sample& s) {
@@ -362,7 +386,7 @@ bool analyzer::prepare(const sample& s, core::detail::step_context& ctx) noexcep
   last_step_ = s.step;
 
   ctx.s = &s;
-  ctx.schema = &schema_;
+  ctx.schema = schema_.get();
   if (core::detail::finite(s.lr)) last_lr_ = *s.lr;
   if (core::detail::finite(s.lr_min) && core::detail::finite(s.lr_max)) {
     last_lr_min_ = *s.lr_min;
@@ -440,7 +464,7 @@ bool analyzer::prepare(const sample& s, core::detail::step_context& ctx) noexcep
 void analyzer::run_rules(core::detail::step_context& ctx) {
   const sample& s = *ctx.s;
   for (auto& d : detectors_) d->observe(ctx, *log_);
-  log_->flush(s.step, options_.update_interval, options_.max_update_interval, schema_,
+  log_->flush(s.step, options_.update_interval, options_.max_update_interval, *schema_,
               &analyzer::notify, this);
 }
 
@@ -453,6 +477,6 @@ void analyzer::notify(void* self, const finding& f, core::detail::publication p)
     a->router_->publish(a->source_, f, p == publication::opened);
 }
 
-void analyzer::flush() { log_->flush_all(schema_, &analyzer::notify, this); }
+void analyzer::flush() { log_->flush_all(*schema_, &analyzer::notify, this); }
 
 }  // namespace losslens

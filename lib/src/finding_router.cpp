@@ -115,15 +115,40 @@ double episode_peak(const finding& f) noexcept {
 
 finding_router::finding_router(router_options options) : options_(options) {}
 
-finding_router::source_id finding_router::add_source(std::string_view name) {
+finding_router::source_id finding_router::add_source(std::string_view name, refresh_fn refresh) {
   sources_.emplace_back(name);
+  refresh_.push_back(std::move(refresh));
   return static_cast<source_id>(sources_.size() - 1);
+}
+
+void finding_router::set_refresh(source_id src, refresh_fn refresh) {
+  if (src < refresh_.size()) refresh_[src] = std::move(refresh);
+}
+
+void finding_router::refresh_sources() noexcept {
+  if (refreshing_) return;  // a refresh merges known episodes only; never nest
+  refreshing_ = true;
+  for (std::size_t s = 0; s < refresh_.size(); ++s) {
+    if (!refresh_[s]) continue;
+    try {
+      refresh_[s]();
+    } catch (const std::exception& e) {
+      log(severity::warning,
+          "refreshing the episodes of source '" + sources_[s] + "' failed: " + e.what());
+    } catch (...) {
+      log(severity::warning, "refreshing the episodes of source '" + sources_[s] + "' failed");
+    }
+  }
+  refreshing_ = false;
 }
 
 std::size_t finding_router::merge(source_id src, const finding& ep, bool* opened) {
   *opened = false;
   const auto eid = std::make_pair(src, ep.id);
   auto known = episodes_.find(eid);
+  // A new episode is placed against the others (its cause, the incident it is a sign of) by
+  // their spans: the updates sources held back come in first. (Map iterators stay valid.)
+  if (known == episodes_.end()) refresh_sources();
   const double peak = episode_peak(ep);
   const episode_span span{ep.first_step, ep.last_step, ep.level, peak};
   if (known == episodes_.end()) {

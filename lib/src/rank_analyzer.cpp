@@ -362,10 +362,9 @@ std::vector<finding> rank_analyzer::findings() const {
 }
 
 void rank_analyzer::notify(void* self, const finding& f, core::detail::publication p) {
-  using publication = core::detail::publication;
+  // (Nothing refreshes this log: its episodes reach a router through the listener.)
   auto* a = static_cast<rank_analyzer*>(self);
-  // A refresh is for a router's decisions; this analyzer's listener hears publications only.
-  if (a->listener_ && p != publication::refreshed) a->listener_(f, p == publication::opened);
+  if (a->listener_) a->listener_(f, p == core::detail::publication::opened);
 }
 
 }  // namespace losslens

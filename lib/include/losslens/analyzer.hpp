@@ -45,7 +45,9 @@ class analyzer {
   /// Throws losslens::error on inconsistent options (e.g. window < 4).
   explicit analyzer(sample_schema schema, detector_options options = {});
   /// Publishes into `router`, which must outlive the analyzer (the monitor shares one router
-  /// between the detectors, the input red flags and the multi-rank rules). Throws like above.
+  /// between the detectors, the input red flags and the multi-rank rules). Registers as a
+  /// source whose held-back updates the router refreshes before it places any new episode.
+  /// Throws like above.
   analyzer(sample_schema schema, detector_options options, finding_router& router);
   ~analyzer();
   analyzer(analyzer&&) noexcept;
@@ -95,7 +97,9 @@ class analyzer {
   bool prepare(const sample& s, core::detail::step_context& ctx) noexcept;
   void run_rules(core::detail::step_context& ctx);
 
-  sample_schema schema_;
+  // On the heap, as the log: the router's refresh of this source points at both, and they stay
+  // where they are when the analyzer moves.
+  std::unique_ptr<const sample_schema> schema_;
   detector_options options_;
   std::unique_ptr<finding_router> own_router_;  // null when a shared router is used
   finding_router* router_ = nullptr;

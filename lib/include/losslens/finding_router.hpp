@@ -69,9 +69,21 @@ class finding_router {
 
   explicit finding_router(router_options options = {});
 
-  /// Registers a source of episodes ("detectors", "red_flags", "ranks"); names appear in no
-  /// output, they help debugging. Not thread-safe.
-  source_id add_source(std::string_view name);
+  /// Asked of a source before the router places an episode it has not seen (from any
+  /// source): a source that holds back updates of its open episodes (the detectors re-publish
+  /// an old episode only every few hundred steps) merges them then with merge_quietly(), so
+  /// that the new episode's cause and symptom host are chosen against spans as they are now.
+  /// Runs on the router's thread, inside publish() or merge_quietly(); it must not publish
+  /// episodes the router has not seen. An exception is reported through the log sink.
+  using refresh_fn = std::function<void()>;
+
+  /// Registers a source of episodes ("detectors", "red_flags", "ranks") with its refresh
+  /// (empty: it publishes every change at once); names appear in no output, they help
+  /// debugging. Not thread-safe.
+  source_id add_source(std::string_view name, refresh_fn refresh = {});
+  /// Replaces (or, with an empty function, clears) a source's refresh: a source that goes
+  /// away before the router clears it. Not thread-safe.
+  void set_refresh(source_id src, refresh_fn refresh);
 
   /// Publishes an episode of `src` (its id is the source's own; is_new = first publication of
   /// that episode): merges it into its incident and calls the listeners. Never throws from a
@@ -108,6 +120,7 @@ class finding_router {
     std::int64_t ordinal;  // 0-based episode number within the incident
   };
   std::size_t merge(source_id src, const finding& episode, bool* opened);
+  void refresh_sources() noexcept;
   void compose(std::size_t index);
   void notify(std::size_t index, bool is_new);
   bool could_cause(const finding& cause, const finding& effect) const;
@@ -117,6 +130,8 @@ class finding_router {
 
   router_options options_;
   std::vector<std::string> sources_;
+  std::vector<refresh_fn> refresh_;  // per source
+  bool refreshing_ = false;          // inside refresh_sources()
   std::vector<finding> incidents_;
   std::vector<incident_state> state_;
   std::map<std::string, std::size_t> by_key_;  // "kind\nseries" -> incident index

@@ -93,8 +93,8 @@ class finding_log {
   /// Publishes what is due at `step` through notify: a finding grown since its last
   /// publication is due once `interval` steps have passed, or once an eighth of its age has
   /// when that is longer, up to `max_interval` steps (a long plateau is not re-described
-  /// every few steps). Before a new finding is published, every published finding that grew
-  /// since is refreshed, so that the router weighs it as it is now.
+  /// every few steps). (The router weighs a new finding against the others as they are now
+  /// by asking the analyzer for refresh_pending first, see finding_router::refresh_fn.)
   void flush(std::int64_t step, std::int64_t interval, std::int64_t max_interval,
              const sample_schema& schema, notify_fn notify, void* ctx);
   /// Publishes every pending update now.
