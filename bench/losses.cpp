@@ -19,6 +19,7 @@
 #include <torch/torch.h>
 
 #include "losslens/torch/losses.hpp"
+#include "program_args.hpp"
 
 namespace F = torch::nn::functional;
 using clock_type = std::chrono::steady_clock;
@@ -40,52 +41,22 @@ constexpr const char* usage =
     "  --only K      run only kernel K: cross_entropy, cross_entropy_ls or bce_with_logits\n"
     "  --help        this text\n";
 
-[[noreturn]] void bad_usage(const std::string& why) {
-  std::fprintf(stderr, "bench_losses: %s\n\n%s", why.c_str(), usage);
-  std::exit(2);
-}
-
 struct settings {
   double seconds = 0.5;
   int threads = 1;
   std::string only;
 };
 
-double number(const std::string& flag, const std::string& v) {
-  char* end = nullptr;
-  const double x = std::strtod(v.c_str(), &end);
-  if (v.empty() || *end || !(x > 0) || !std::isfinite(x))
-    bad_usage(flag + " expects a number > 0, got '" + v + "'");
-  return x;
-}
-
 const std::vector<std::string> kernels = {"cross_entropy", "cross_entropy_ls", "bce_with_logits"};
 
 settings parse(int argc, char** argv) {
+  const losslens::testing::program_args args(argc, argv, usage, {"seconds", "threads", "only"});
   settings s;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) bad_usage(a + " needs a value");
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") {
-      std::fputs(usage, stdout);
-      std::exit(0);
-    } else if (a == "--seconds") {
-      s.seconds = number(a, value());
-    } else if (a == "--threads") {
-      const double t = number(a, value());
-      if (t != std::floor(t) || t > 256) bad_usage("--threads expects a whole number in [1, 256]");
-      s.threads = static_cast<int>(t);
-    } else if (a == "--only") {
-      s.only = value();
-      if (std::find(kernels.begin(), kernels.end(), s.only) == kernels.end())
-        bad_usage("unknown kernel '" + s.only + "'");
-    } else {
-      bad_usage("unknown option " + a);
-    }
-  }
+  s.seconds = args.number("seconds", s.seconds, 1e-6, 1e6);
+  s.threads = int(args.integer("threads", s.threads, 1, 256));
+  s.only = args.text("only");
+  if (!s.only.empty() && std::find(kernels.begin(), kernels.end(), s.only) == kernels.end())
+    args.fail("unknown kernel '" + s.only + "'");
   return s;
 }
 

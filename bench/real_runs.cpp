@@ -46,6 +46,7 @@
 #include "loss_trend.hpp"
 #include "losslens/error.hpp"
 #include "losslens/torch/monitor.hpp"
+#include "program_args.hpp"
 
 namespace F = torch::nn::functional;
 using nlohmann::json;
@@ -576,62 +577,39 @@ json run_scenario(const scenario& sc, const settings& st,
   return j;
 }
 
-[[noreturn]] void bad_usage(const std::string& why) {
-  std::fprintf(stderr, "bench_real_runs: %s\n\n%s", why.c_str(), usage);
-  std::exit(2);
-}
-
 settings parse(int argc, char** argv, const std::vector<scenario>& scenarios) {
+  // --help lists the scenarios after the options.
+  std::string text = std::string(usage) + "scenarios:\n";
+  for (const auto& sc : scenarios) {
+    char line[96];
+    std::snprintf(line, sizeof line, "  %-22s %-7s %6d steps\n", sc.name.c_str(),
+                  sc.healthy ? "healthy" : "fault", sc.steps);
+    text += line;
+  }
+  const losslens::testing::program_args args(
+      argc, argv, text, {"suite", "seeds", "only", "out", "steps-scale", "data"}, {"check"});
   settings s;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) bad_usage(a + " needs a value");
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") {
-      std::fputs(usage, stdout);
-      std::fputs("scenarios:\n", stdout);
-      for (const auto& sc : scenarios)
-        std::printf("  %-22s %-7s %6d steps\n", sc.name.c_str(), sc.healthy ? "healthy" : "fault",
-                    sc.steps);
-      std::exit(0);
-    } else if (a == "--suite") {
-      const std::string v = value();
-      if (v != "short" && v != "long") bad_usage("--suite must be short or long");
-      s.short_suite = v == "short";
-    } else if (a == "--seeds") {
-      const std::string v = value();
-      if (v != "tune" && v != "holdout") bad_usage("--seeds must be tune or holdout");
-      s.seed = v == "tune" ? 1 : 2;
-    } else if (a == "--only") {
-      std::string v = value();
-      std::size_t pos = 0;
-      while (pos <= v.size()) {
-        const std::size_t comma = std::min(v.find(',', pos), v.size());
-        const std::string name = v.substr(pos, comma - pos);
-        if (std::none_of(scenarios.begin(), scenarios.end(),
-                         [&](const scenario& sc) { return sc.name == name; }))
-          bad_usage("unknown scenario '" + name + "'");
-        s.only.insert(name);
-        pos = comma + 1;
-      }
-    } else if (a == "--out") {
-      s.out = value();
-    } else if (a == "--steps-scale") {
-      const std::string v = value();
-      char* end = nullptr;
-      s.steps_scale = std::strtod(v.c_str(), &end);
-      if (v.empty() || *end || !(s.steps_scale > 0) || !std::isfinite(s.steps_scale))
-        bad_usage("--steps-scale expects a number > 0, got '" + v + "'");
-    } else if (a == "--data") {
-      s.data = value();
-    } else if (a == "--check") {
-      s.check = true;
-    } else {
-      bad_usage("unknown option " + a);
+  const std::string suite = args.text("suite", "long"), seeds = args.text("seeds", "tune");
+  if (suite != "short" && suite != "long") args.fail("--suite must be short or long");
+  if (seeds != "tune" && seeds != "holdout") args.fail("--seeds must be tune or holdout");
+  s.short_suite = suite == "short";
+  s.seed = seeds == "tune" ? 1 : 2;
+  if (args.has("only")) {
+    const std::string v = args.text("only");
+    for (std::size_t pos = 0; pos <= v.size();) {
+      const std::size_t comma = std::min(v.find(',', pos), v.size());
+      const std::string name = v.substr(pos, comma - pos);
+      if (std::none_of(scenarios.begin(), scenarios.end(),
+                       [&](const scenario& sc) { return sc.name == name; }))
+        args.fail("unknown scenario '" + name + "'");
+      s.only.insert(name);
+      pos = comma + 1;
     }
   }
+  s.out = args.text("out", s.out);
+  s.steps_scale = args.number("steps-scale", s.steps_scale, 1e-9, 1e9);
+  s.data = args.text("data", s.data);
+  s.check = args.has("check");
   return s;
 }
 
