@@ -272,22 +272,27 @@ void validate(const detector_options& o) {
        "task_dominance.share_threshold must be in (0.5, 1]");
 }
 
-// What the router asks of an analyzer before it places a new episode of any source: the
-// episodes published before and grown since are merged as they are now (the listeners are
-// not called). Points at what stays put when the analyzer moves.
+// Merges the episodes that grew since their last publication into the router as they are now,
+// without calling the listeners (they hear at the next publication). `published_only` skips
+// those not yet published or held back.
+void merge_pending(core::detail::finding_log& log, const sample_schema& schema,
+                   finding_router& router, finding_router::source_id src, bool published_only) {
+  struct target {
+    finding_router* router;
+    finding_router::source_id src;
+  } to{&router, src};
+  auto merge = [](void* ctx, const finding& f, core::detail::publication) {
+    const auto* t = static_cast<const target*>(ctx);
+    t->router->merge_quietly(t->src, f);
+  };
+  log.refresh_pending(schema, merge, &to, published_only);
+}
+
+// What the router asks of an analyzer before it places a new episode of any source. Points at
+// what stays put when the analyzer moves.
 finding_router::refresh_fn refresh_of(core::detail::finding_log* log, const sample_schema* schema,
                                       finding_router* router, finding_router::source_id src) {
-  return [=] {
-    struct target {
-      finding_router* router;
-      finding_router::source_id src;
-    } to{router, src};
-    auto merge = [](void* ctx, const finding& f, core::detail::publication) {
-      const auto* t = static_cast<const target*>(ctx);
-      t->router->merge_quietly(t->src, f);
-    };
-    log->refresh_pending(*schema, merge, &to, true);
-  };
+  return [=] { merge_pending(*log, *schema, *router, src, true); };
 }
 }  // namespace
 
@@ -334,10 +339,9 @@ analyzer& analyzer::operator=(analyzer&& other) noexcept {
 
 void analyzer::on_finding(listener l) { router_->set_listener(listener_handle_, std::move(l)); }
 const std::vector<finding>& analyzer::findings() const {
-  // Episodes that grew since their last publication are described and merged on demand; the
-  // listeners hear about them at their next publication.
-  // (notify with `refreshed` only merges into *router_, reached through a pointer as before.)
-  log_->refresh_pending(*schema_, &analyzer::notify, const_cast<analyzer*>(this), false);
+  // Episodes that grew since their last publication are merged on demand (the router and the
+  // log are reached through pointers: the incidents are what this const call shows).
+  merge_pending(*log_, *schema_, *router_, source_, false);
   return router_->incidents();
 }
 const std::vector<finding>& analyzer::episodes() const {
@@ -471,10 +475,7 @@ void analyzer::run_rules(core::detail::step_context& ctx) {
 void analyzer::notify(void* self, const finding& f, core::detail::publication p) {
   using publication = core::detail::publication;
   auto* a = static_cast<analyzer*>(self);
-  if (p == publication::refreshed)
-    a->router_->merge_quietly(a->source_, f);
-  else
-    a->router_->publish(a->source_, f, p == publication::opened);
+  a->router_->publish(a->source_, f, p == publication::opened);
 }
 
 void analyzer::flush() { log_->flush_all(*schema_, &analyzer::notify, this); }
