@@ -190,6 +190,33 @@ TEST_CASE("router: other signs of one collapse are listed under the first incide
   CHECK(inc[3].symptom_of_id == inc[1].id);
 }
 
+TEST_CASE("router: a sign of an incident does not also name it as its cause") {
+  finding_router r;
+  const auto src = r.add_source("detectors");
+  r.publish(src, episode(1, "vanishing_gradients", "grad_norm/fc1.weight", 9, 60), true);
+  r.publish(src, episode(2, "chance_level", "loss", 12, 80), true);  // vanishing can cause it
+  const auto& inc = r.incidents();
+  REQUIRE(inc.size() == 2);
+  CHECK(inc[1].symptom_of_id == inc[0].id);
+  CHECK(inc[1].cause_id == 0);
+  CHECK(inc[1].cause.empty());
+  const std::string line = to_line(inc[1]);
+  CHECK(line.find("preceded by") == std::string::npos);
+  CHECK(line.find("; another sign of the collapse at step 9: vanishing_gradients at step 9") !=
+        std::string::npos);
+  // An earlier incident that can cause both stays the cause, also when cited after the fact.
+  finding_router late;
+  const auto s2 = late.add_source("detectors");
+  late.publish(s2, episode(1, "vanishing_gradients", "grad_norm/fc1.weight", 9, 60), true);
+  late.publish(s2, episode(2, "constant_predictions", "loss", 10, 70), true);
+  late.publish(s2, episode(3, "exploding_gradients", "grad_norm", 5, 6), true);
+  const auto& li = late.incidents();
+  REQUIRE(li.size() == 3);
+  CHECK(li[1].symptom_of_id == li[0].id);
+  CHECK(li[1].cause_id == li[2].id);
+  CHECK(li[0].cause_id == li[2].id);
+}
+
 TEST_CASE("router: a sign joins an incident of its group during its episode, if not worse") {
   router_options o;
   o.symptom_window = 100;

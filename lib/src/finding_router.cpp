@@ -164,8 +164,10 @@ std::size_t finding_router::merge(source_id src, const finding& ep, bool* opened
       inc.cause.clear();
       inc.symptom_of_id = 0;
       inc.symptom_of.clear();
-      find_cause(inc);
+      // A sign of an incident does not also name it as its cause: the same state of the
+      // model, said once (the cause is then another incident, if any).
       find_symptom_host(inc);
+      find_cause(inc);
       incidents_.push_back(std::move(inc));
       state_.push_back({0, peak, ep.message, false});
       by_key_.emplace(key, incidents_.size() - 1);
@@ -219,7 +221,8 @@ std::size_t finding_router::merge(source_id src, const finding& ep, bool* opened
 bool finding_router::could_cause(const finding& c, const finding& e) const {
   // Onsets are estimates (a smoothed rise is dated a little early or late), hence the slack;
   // the cause must still have been active shortly before the effect began.
-  return c.id != e.id && c.cause_id != e.id && can_cause(c.kind, e.kind) &&
+  return c.id != e.id && c.cause_id != e.id && c.id != e.symptom_of_id &&
+         can_cause(c.kind, e.kind) &&
          step_diff(c.first_step, e.first_step) <= options_.onset_slack &&
          step_diff(e.first_step, c.last_step) <= options_.cause_window;
 }
