@@ -315,6 +315,9 @@ void csv_reader::read_header() {
       case series_role::accuracy:
         c.kind = column_kind::accuracy;
         break;
+      case series_role::task_grad_norm:  // map_tags maps no tag to these
+      case series_role::other:
+        break;
     }
   }
   const std::string where = name_ + ":" + std::to_string(line_) + ": ";

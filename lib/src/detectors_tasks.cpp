@@ -76,7 +76,7 @@ class weight_fit {
     }
     yy_ += total * total;
     ++count_;
-    if (count_ >= n_ + 8 && (count_ - n_) % 16 == 0) solve();
+    if (count_ >= std::int64_t(n_) + 8 && (count_ - std::int64_t(n_)) % 16 == 0) solve();
   }
   double weight(std::size_t i) const noexcept { return fitted_ ? w_[i] : 1.0; }
   /// Not fitted yet, and the total is not the plain sum of the losses: the weights are not
@@ -150,8 +150,8 @@ class task_dominance final : public detector {
         grad_(schema.tasks.size(), o.task_dominance.ema_alpha),
         raw_(schema.tasks.size(), nan),
         level_(schema.tasks.size(), ema(o.task_dominance.ema_alpha)),
-        initial_(schema.tasks.size(), nan),
-        weights_(schema.tasks.size()) {}
+        weights_(schema.tasks.size()),
+        initial_(schema.tasks.size(), nan) {}
 
   void observe(const step_context& ctx, finding_log& log) override {
     const sample& s = *ctx.s;
@@ -313,8 +313,8 @@ class task_dominance final : public detector {
   detector_options::task_dominance_t o_;
   share_tracker loss_, grad_;
   std::vector<double> raw_;
+  std::vector<ema> level_;  // smoothed raw task losses
   weight_fit weights_;
-  std::vector<ema> level_;       // smoothed raw task losses
   std::vector<double> initial_;  // their level after warm-up
 };
 

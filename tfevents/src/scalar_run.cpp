@@ -160,6 +160,9 @@ void add_streams(sample_merger& merger, const scalar_run& run, const tag_mapping
         case series_role::accuracy:
           s.accuracy = p.value;
           break;
+        case series_role::task_grad_norm:  // map_tags maps no tag to these
+        case series_role::other:
+          break;
       }
       return true;
     });

@@ -20,7 +20,7 @@ struct sample_schema {
   /// count (2 for binary). With classes > 0 a sample may carry that task's balanced accuracy
   /// and per-class recall (series "balanced_accuracy", "recall/<class>" for the first 64
   /// classes), and initial_loss expects ln(classes) on its loss. 0 = none.
-  std::string class_task;
+  std::string class_task{};
   std::size_t classes = 0;
 };
 

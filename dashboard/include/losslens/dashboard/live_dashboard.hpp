@@ -23,7 +23,7 @@ namespace losslens::dashboard {
 struct live_options {
   std::string host = "127.0.0.1";  ///< address to bind; off loopback it needs a token
   std::uint16_t port = 8080;       ///< 0: an ephemeral port (see port())
-  std::string token;               ///< required by every request when set (see docs)
+  std::string token{};             ///< required by every request when set (see docs)
   /// Polls of the database when nothing was committed (the run recorder's commits wake the
   /// dashboard at once; this only catches writes from elsewhere).
   std::chrono::milliseconds idle_poll{1000};

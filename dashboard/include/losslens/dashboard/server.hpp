@@ -23,7 +23,7 @@ struct server_options {
   std::uint16_t port = 8080;        ///< 0: an ephemeral port (see server::port())
   /// When set, every request must carry it (see docs): at least min_token_length visible ASCII
   /// characters (see generate_token()).
-  std::string token;
+  std::string token{};
   /// Origins (e.g. "https://dash.example.com") allowed besides the page's own, i.e. besides
   /// "http://" or "https://" followed by the request's Host. A request whose Origin header is
   /// neither gets 403 (websocket upgrades included). Compared exactly, case-insensitively.
