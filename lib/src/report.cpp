@@ -84,8 +84,7 @@ std::string format_findings_text(const std::vector<finding>& findings, std::int6
     if (f.episodes > 1) out += "  (" + std::to_string(f.episodes) + " episodes)";
     out += "\n";
     out += "  " + f.message + "\n";
-    if (!f.cause.empty()) out += "  preceded by: " + f.cause + "\n";
-    if (!f.symptom_of.empty()) out += "  another sign of " + f.symptom_of + "\n";
+    out += format_relations_text(f, "  ");
     for (std::size_t j : nest.signs[i]) out += "  also: " + symptom_line(findings[j]) + "\n";
     if (!f.evidence.empty()) {
       out += "  evidence:";
@@ -104,6 +103,14 @@ std::string format_findings_text(const std::vector<finding>& findings, std::int6
       }
     }
   }
+  return out;
+}
+
+std::string format_relations_text(const finding& f, std::string_view indent) {
+  std::string out;
+  if (!f.cause.empty()) out.append(indent).append("preceded by: ").append(f.cause) += '\n';
+  if (!f.symptom_of.empty())
+    out.append(indent).append("another sign of ").append(f.symptom_of) += '\n';
   return out;
 }
 

@@ -210,9 +210,7 @@ int run_findings(int argc, char** argv) {
                     std::string(to_string(s.f.level)), s.f.kind,
                     std::to_string(s.f.first_step) + "-" + std::to_string(s.f.last_step),
                     std::to_string(s.f.episodes), s.f.series, s.f.message});
-    std::string lines;
-    if (!s.f.cause.empty()) lines += "    preceded by: " + s.f.cause + "\n";
-    if (!s.f.symptom_of.empty()) lines += "    another sign of " + s.f.symptom_of + "\n";
+    std::string lines = format_relations_text(s.f, "    ");
     for (std::size_t j : nest.signs[i]) {
       const finding& g = all[j].f;
       lines += "    also: (id " + std::to_string(g.id) + ") " + symptom_line(g) + "\n";
