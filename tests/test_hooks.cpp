@@ -70,9 +70,7 @@ TEST_CASE("a healthy run gives no warnings and every step is processed") {
   mlp model;
   torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
   auto lens = attach(model, opt, quiet("healthy"));
-  std::vector<double> losses;
-  train(model, opt, lens, data, 400,
-        [&](int, const torch::Tensor& loss) { losses.push_back(loss.item<double>()); });
+  const auto losses = train_losses(model, opt, lens, data, 400);
   lens.wait_idle();
   // Healthy by its loss: the median of each tenth falls or stays flat, and it did learn.
   const auto medians = tenth_medians(losses);
@@ -380,15 +378,8 @@ TEST_CASE("findings() right after wait_idle() holds every step the detectors saw
   torch::optim::SGD opt(model->parameters(), 0.05);
   auto o = quiet("fresh-findings");
   auto lens = attach(model, opt, o);
-  for (int i = 0; i < 60; ++i) {
-    auto [x, y] = data.batch(i);
-    opt.zero_grad();
-    auto loss = F::cross_entropy(model->forward(x), y);
-    loss.backward();
-    opt.step();
-    // NaN losses at steps 30-59: one non_finite incident growing every step.
-    lens.step(i >= 30 ? loss * std::numeric_limits<float>::quiet_NaN() : loss);
-  }
+  // NaN losses at steps 30-59: one non_finite incident growing every step.
+  train(model, opt, lens, data, 60, {}, nan_at(30, 59));
   lens.wait_idle();
   const auto f = kinds(lens, "non_finite");
   REQUIRE(f.size() == 1);
@@ -512,14 +503,7 @@ TEST_CASE("with db set, the run, its points, findings and events are stored") {
     o.db = db;
     o.config_json = R"({"lr":0.05})";
     auto lens = attach(model, opt, o);
-    for (int i = 0; i < 60; ++i) {
-      auto [x, y] = data.batch(i);
-      opt.zero_grad();
-      auto loss = F::cross_entropy(model->forward(x), y);
-      loss.backward();
-      opt.step();
-      lens.step(i == 40 ? loss * std::nan("") : loss);
-    }
+    train(model, opt, lens, data, 60, {}, nan_at(40, 40));
     lens.wait_idle();
     run_id = lens.stats().run_id;
     CHECK(run_id > 0);
@@ -731,14 +715,7 @@ TEST_CASE("an idle attached trainer wakes its background threads at most 20 time
   o.db = dir.file("runs.db");
   auto lens = attach(model, opt, o);
   lens.add_sink(std::make_unique<dashboard::live_dashboard>(dashboard::live_options{.port = 0}));
-  for (int i = 0; i < 50; ++i) {
-    auto [x, y] = data.batch(i);
-    opt.zero_grad();
-    auto loss = F::cross_entropy(model->forward(x), y);
-    loss.backward();
-    opt.step();
-    lens.step(loss);
-  }
+  train(model, opt, lens, data, 50);
   lens.wait_idle();
   REQUIRE(lens.stats().dashboard_port > 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the last commit settles
@@ -836,15 +813,8 @@ TEST_CASE("on_new_finding hears each incident once, to_line() is the line stderr
     std::lock_guard lock(mu);
     heard.push_back(to_line(f));
   });
-  for (int i = 0; i < 120; ++i) {
-    auto [x, y] = data.batch(i);
-    opt.zero_grad();
-    auto loss = F::cross_entropy(model->forward(x), y);
-    loss.backward();
-    opt.step();
-    // NaN losses from step 60 on: one non_finite incident that grows for 60 steps.
-    lens.step(i >= 60 ? loss * std::numeric_limits<float>::quiet_NaN() : loss);
-  }
+  // NaN losses from step 60 on: one non_finite incident that grows for 60 steps.
+  train(model, opt, lens, data, 120, {}, nan_at(60, 119));
   lens.detach();
   std::lock_guard lock(mu);
   std::string all;

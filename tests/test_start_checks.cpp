@@ -119,9 +119,7 @@ TEST_CASE("initial_loss and parameters_not_updated stay quiet on a healthy run")
   mlp model;
   torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
   auto lens = attach(model, opt, quiet("healthy-start"));
-  std::vector<double> losses;
-  train(model, opt, lens, data, 300,
-        [&](int, const torch::Tensor& loss) { losses.push_back(loss.item<double>()); });
+  const auto losses = train_losses(model, opt, lens, data, 300);
   lens.detach();
   // Healthy by its loss: the median of each tenth falls or stays flat.
   const auto medians = tenth_medians(losses);

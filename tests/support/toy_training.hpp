@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -59,19 +60,39 @@ inline std::vector<finding> warnings(const monitor& m) {
     if (f.level >= severity::warning) out.push_back(f);
   return out;
 }
+/// What lens.step() is given at step i in place of the loss (empty: the loss itself).
+using reported_loss = std::function<torch::Tensor(int, const torch::Tensor&)>;
+/// NaN reported instead of the loss at steps first..last (the model still trains on the loss).
+inline reported_loss nan_at(int first, int last) {
+  return [=](int i, const torch::Tensor& loss) {
+    return i >= first && i <= last ? loss * std::numeric_limits<float>::quiet_NaN() : loss;
+  };
+}
+
 /// n steps of the usual loop: zero_grad, forward, backward, step, lens.step; `each` sees the
-/// step index and the loss.
+/// step index and the loss; `report` picks what lens.step() sees.
 inline void train(mlp& model, torch::optim::Optimizer& opt, monitor& lens, const toy_data& data,
-                  int n, const std::function<void(int, const torch::Tensor&)>& each = {}) {
+                  int n, const std::function<void(int, const torch::Tensor&)>& each = {},
+                  const reported_loss& report = {}) {
   for (int i = 0; i < n; ++i) {
     auto [x, y] = data.batch(i);
     opt.zero_grad();
     auto loss = torch::nn::functional::cross_entropy(model->forward(x), y);
     loss.backward();
     opt.step();
-    lens.step(loss);
+    lens.step(report ? report(i, loss) : loss);
     if (each) each(i, loss);
   }
+}
+
+/// train() that returns every step's loss (to label a run by looking at its loss).
+inline std::vector<double> train_losses(mlp& model, torch::optim::Optimizer& opt, monitor& lens,
+                                        const toy_data& data, int n) {
+  std::vector<double> losses;
+  losses.reserve(std::size_t(n));
+  train(model, opt, lens, data, n,
+        [&](int, const torch::Tensor& loss) { losses.push_back(loss.item<double>()); });
+  return losses;
 }
 
 inline attach_options quiet(std::string run) {
