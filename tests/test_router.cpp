@@ -126,6 +126,41 @@ TEST_CASE("router: an incident names the earlier incident that can cause it") {
   CHECK(r.incidents()[0].cause_id == 0);
 }
 
+TEST_CASE("router: a long cause is shortened at a word, its parentheses closed") {
+  finding_router r;
+  const auto src = r.add_source("detectors");
+  auto exp = episode(1, "exploding_gradients", "grad_norm", 5, 8, severity::error);
+  exp.message =
+      "grad norm 3.08e+17 at step 8 is 2.31e+14x its running median 1.34e+03 (largest at onset: "
+      "fc3.weight, 70% of the squared norm); fix it";
+  r.publish(src, exp, true);
+  r.publish(src, episode(2, "loss_spike", "loss", 9, 9), true);
+  // The parenthetical that does not fit goes whole.
+  CHECK(r.incidents()[1].cause ==
+        "exploding_gradients at step 5 (grad norm 3.08e+17 at step 8 is 2.31e+14x its running "
+        "median 1.34e+03 ...)");
+  // No parenthetical: cut at the last space that fits; one without spaces keeps whole UTF-8
+  // characters.
+  finding_router words;
+  const auto s2 = words.add_source("detectors");
+  auto wide = episode(1, "exploding_gradients", "grad_norm", 5, 8);
+  wide.message = std::string(60, 'a') + " " + std::string(40, 'b') + " " + std::string(40, 'c');
+  words.publish(s2, wide, true);
+  words.publish(s2, episode(2, "loss_spike", "loss", 9, 9), true);
+  CHECK(words.incidents()[1].cause == "exploding_gradients at step 5 (" + std::string(60, 'a') +
+                                          " " + std::string(40, 'b') + " ...)");
+  finding_router bytes;
+  const auto s3 = bytes.add_source("detectors");
+  auto utf = episode(1, "exploding_gradients", "grad_norm", 5, 8);
+  utf.message.clear();
+  for (int i = 0; i < 60; ++i) utf.message += "\xe2\x82\xac";  // 60 x U+20AC, 180 bytes
+  bytes.publish(s3, utf, true);
+  bytes.publish(s3, episode(2, "loss_spike", "loss", 9, 9), true);
+  std::string kept;
+  for (int i = 0; i < 38; ++i) kept += "\xe2\x82\xac";  // 114 bytes: not 116, mid-character
+  CHECK(bytes.incidents()[1].cause == "exploding_gradients at step 5 (" + kept + " ...)");
+}
+
 TEST_CASE("router: causes at the ends of the int64 step range do not overflow the windows") {
   finding_router r;
   const auto src = r.add_source("detectors");

@@ -85,12 +85,25 @@ bool can_cause(std::string_view cause, std::string_view effect) {
   return false;
 }
 
-/// "kind at step N (first clause of its message)".
+/// "kind at step N (first clause of its message)". A clause longer than 120 bytes loses its
+/// last parenthetical, else its words from the 116th byte on ("..." says so); parentheses
+/// left open are closed, a UTF-8 character is never split.
 std::string cause_text(const finding& c) {
-  std::string what = c.message;
-  const auto cut = what.find("; ");
-  if (cut != std::string::npos) what.resize(cut);
-  if (what.size() > 120) what = what.substr(0, 117) + "...";
+  constexpr std::size_t max = 120, keep = max - 4;
+  std::string what = c.message.substr(0, c.message.find("; "));
+  if (what.size() > max) {
+    std::size_t cut = what.rfind(" (", keep);
+    if (cut == std::string::npos || cut < keep / 4) cut = what.rfind(' ', keep);
+    if (cut == std::string::npos || cut < keep / 4) {
+      cut = keep;
+      while (cut > 0 && (static_cast<unsigned char>(what[cut]) & 0xC0) == 0x80) --cut;
+    }
+    what.resize(cut);
+    what += " ...";
+    const auto open = std::count(what.begin(), what.end(), '(');
+    const auto closed = std::count(what.begin(), what.end(), ')');
+    if (open > closed) what.append(std::size_t(open - closed), ')');
+  }
   std::string out = c.kind + " at step " + std::to_string(c.first_step);
   if (!what.empty()) out += " (" + what + ")";
   return out;
