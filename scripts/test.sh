@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages (scripts/setup.sh), checks the house style (scripts/format.sh
-# --check), builds everything and runs every test; then runs the fuzzers for a bounded time
-# (scripts/fuzz.sh, in BUILD_DIR-fuzz), the tests again under AddressSanitizer +
+# --check), builds everything with warnings as errors (LOSSLENS_WERROR) and runs every test;
+# then runs the fuzzers for a bounded time (scripts/fuzz.sh, in BUILD_DIR-fuzz), the tests
+# again under AddressSanitizer +
 # UndefinedBehaviorSanitizer (scripts/sanitize.sh, in BUILD_DIR-asan) and the tests of the
 # concurrent code under ThreadSanitizer (scripts/tsan.sh, in BUILD_DIR-tsan).
 # See docs/fuzzing.md and docs/reliability.md.
@@ -14,7 +15,7 @@ bash scripts/setup.sh
 bash scripts/format.sh --check
 build=${1:-build}
 jobs=${LOSSLENS_JOBS:-2}
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOSSLENS_WERROR=ON
 cmake --build "$build" -j"$jobs"
 ctest --test-dir "$build" -j"$jobs" --output-on-failure
 
