@@ -239,6 +239,13 @@ TEST_CASE("router: a sign of an incident does not also name it as its cause") {
   CHECK(line.find("preceded by") == std::string::npos);
   CHECK(line.find("; another sign of the collapse at step 9: vanishing_gradients at step 9") !=
         std::string::npos);
+  // Nor another sign of the same incident (constant_predictions can cause chance_level).
+  r.publish(src, episode(3, "constant_predictions", "loss", 11, 90), true);
+  r.publish(src, episode(4, "chance_level", "loss/cls", 40, 90), true);
+  REQUIRE(inc.size() == 4);
+  CHECK(inc[2].symptom_of_id == inc[0].id);
+  CHECK(inc[3].symptom_of_id == inc[0].id);
+  CHECK(inc[3].cause_id == 0);
   // An earlier incident that can cause both stays the cause, also when cited after the fact.
   finding_router late;
   const auto s2 = late.add_source("detectors");

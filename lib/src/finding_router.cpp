@@ -234,8 +234,10 @@ std::size_t finding_router::merge(source_id src, const finding& ep, bool* opened
 bool finding_router::could_cause(const finding& c, const finding& e) const {
   // Onsets are estimates (a smoothed rise is dated a little early or late), hence the slack;
   // the cause must still have been active shortly before the effect began.
-  return c.id != e.id && c.cause_id != e.id && c.id != e.symptom_of_id &&
-         can_cause(c.kind, e.kind) &&
+  // Signs of one state (an incident and those listed under it) do not cause each other.
+  const bool same_state = c.id == e.symptom_of_id || c.symptom_of_id == e.id ||
+                          (c.symptom_of_id != 0 && c.symptom_of_id == e.symptom_of_id);
+  return c.id != e.id && c.cause_id != e.id && !same_state && can_cause(c.kind, e.kind) &&
          step_diff(c.first_step, e.first_step) <= options_.onset_slack &&
          step_diff(e.first_step, c.last_step) <= options_.cause_window;
 }

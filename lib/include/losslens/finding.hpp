@@ -62,7 +62,8 @@ struct finding {
   std::vector<episode_span> spans;     ///< those episodes (see max_spans); empty = one episode
                                        ///< covering first_step..last_step
   std::uint64_t cause_id = 0;          ///< id of the earlier incident this one follows (0 = none;
-                                       ///< never the incident it is a sign of, symptom_of_id)
+                                       ///< never the incident it is a sign of, symptom_of_id,
+                                       ///< nor another sign of it)
   std::string cause;                   ///< that incident in a few words, e.g. "task_dominance at
                                        ///< step 0 (recon is 99.98% of the loss)"; empty = none
   /// id of the incident this one is another sign of (0 = none): the same state of the model
