@@ -2,9 +2,9 @@
 # Installs the Debian packages (scripts/setup.sh), checks the house style (scripts/format.sh
 # --check), builds everything with warnings as errors (LOSSLENS_WERROR) and runs every test;
 # then runs the fuzzers for a bounded time (scripts/fuzz.sh, in BUILD_DIR-fuzz), the tests
-# again under AddressSanitizer +
-# UndefinedBehaviorSanitizer (scripts/sanitize.sh, in BUILD_DIR-asan) and the tests of the
-# concurrent code under ThreadSanitizer (scripts/tsan.sh, in BUILD_DIR-tsan).
+# again under AddressSanitizer + UndefinedBehaviorSanitizer (scripts/sanitize.sh, in
+# BUILD_DIR-asan) and the tests of the concurrent code under ThreadSanitizer (scripts/tsan.sh,
+# in BUILD_DIR-tsan).
 # See docs/fuzzing.md and docs/reliability.md.
 # Usage: bash scripts/test.sh [BUILD_DIR]   (default: build)
 # Env: LOSSLENS_JOBS (2), LOSSLENS_FUZZ_SECONDS (per fuzzer, 60), LOSSLENS_SKIP_FUZZ=1,
