@@ -145,6 +145,15 @@ TEST_CASE("an ageing finding is re-published less often, at least every max_upda
   bad.max_update_interval = 8;
   CHECK_THROWS_WITH(analyzer(sample_schema{}, bad),
                     Catch::Matchers::Contains("max_update_interval must be >= update_interval"));
+  // Windows of no values would have nowhere to put the first one.
+  detector_options no_rise;
+  no_rise.exploding.rise_window = 0;
+  CHECK_THROWS_WITH(analyzer(sample_schema{}, no_rise),
+                    Catch::Matchers::Contains("exploding.rise_window must be >= 1"));
+  detector_options no_recent;
+  no_recent.loss_spike.recent_window = 0;
+  CHECK_THROWS_WITH(analyzer(sample_schema{}, no_recent),
+                    Catch::Matchers::Contains("loss_spike.recent_window must be >= 1"));
 }
 
 TEST_CASE("a new finding is weighed against the others as they are now, not as last published") {

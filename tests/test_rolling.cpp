@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <cmath>
 #include <deque>
+#include <limits>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "detail/rolling.hpp"
@@ -57,6 +59,84 @@ TEST_CASE("sorted_window: median, MAD and quantiles equal a sorted copy at every
   }
 }
 
+TEST_CASE("lazy_median: median and largest value equal a sorted copy at every push") {
+  std::mt19937_64 rng(4);
+  std::lognormal_distribution<double> lognormal(0, 1);
+  for (std::size_t w : {1u, 2u, 3u, 5u, 16u, 17u, 64u}) {
+    lazy_median l(w);
+    sorted_window s(w);
+    std::deque<double> window;
+    CHECK(std::isnan(l.median()));
+    CHECK(l.max() == -std::numeric_limits<double>::infinity());
+    for (int i = 0; i < 2000; ++i) {
+      // Ties (a few small integers) among right-skewed values.
+      const double x = i % 6 == 0 ? double(rng() % 3) : lognormal(rng);
+      l.push(x);
+      s.push(x);
+      window.push_back(x);
+      if (window.size() > w) window.pop_front();
+      std::vector<long double> v(window.begin(), window.end());
+      REQUIRE(l.count() == window.size());
+      REQUIRE(l.median() == Approx(double(median_of(v))).epsilon(1e-15));
+      // Bit for bit the sorted window's median: rules may use either for the same numbers.
+      REQUIRE(l.median() == s.median());
+      REQUIRE(l.max() == *std::max_element(window.begin(), window.end()));
+    }
+  }
+}
+
+TEST_CASE("clipped_scale: values beyond 8 robust scales of the last 16 are clipped to them") {
+  // The rule written out with a sorted copy of the window (log scale while every value is
+  // positive, then linear from the first value <= 0 on, the window restarted).
+  std::mt19937_64 rng(9);
+  std::normal_distribution<double> normal(0, 1);
+  for (double noise : {0.02, 0.1, 0.6}) {
+    clipped_scale c;
+    std::deque<double> window;
+    bool log_scale = true;
+    std::size_t clipped = 0;
+    for (int i = 0; i < 4000; ++i) {
+      // A falling loss with outliers every 37 steps; from step 3000 on it crosses 0.
+      double x = (0.2 + std::exp(-i / 800.0)) * std::exp(noise * normal(rng));
+      if (i % 37 == 0) x *= i % 2 ? 30 : 0.01;
+      if (i >= 3000) x = 0.5 - (i - 3000) / 500.0 + noise * normal(rng);
+      bool switched_now = false;
+      if (log_scale && !(x > 0)) {
+        log_scale = false;
+        window.clear();
+        switched_now = true;
+      }
+      const double raw = log_scale ? std::log(x) : x;
+      double expected = raw;
+      if (window.size() >= 8) {
+        std::vector<double> v(window.begin(), window.end());
+        std::sort(v.begin(), v.end());
+        const std::size_t n = v.size();
+        const double m = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+        std::vector<double> d;
+        for (double w : v) d.push_back(std::fabs(w - m));
+        std::sort(d.begin(), d.end());
+        const double mad = n % 2 ? d[n / 2] : 0.5 * (d[n / 2 - 1] + d[n / 2]);
+        const double floor = log_scale ? 0.05 : 1e-3 * std::fabs(m) + 1e-12;
+        if (std::fabs(raw - m) > 8 * floor) {
+          const double r = 8 * std::max(1.4826 * mad, floor);
+          expected = std::min(std::max(raw, m - r), m + r);
+        }
+      }
+      double out = 0;
+      REQUIRE(c.push(x, out) == switched_now);
+      REQUIRE(out == expected);
+      REQUIRE(c.log_scale() == log_scale);
+      clipped += out != raw;
+      window.push_back(raw);
+      if (window.size() > 16) window.pop_front();
+    }
+    CHECK(!log_scale);
+    // The outliers of the log-scale part (81), fewer under heavy noise (its wider scale).
+    CHECK(clipped >= (noise < 0.5 ? 70u : 30u));
+  }
+}
+
 TEST_CASE("robust_baseline: z against the median and MAD of a sorted copy, upward_z = max(z, 0)") {
   std::mt19937_64 rng(5);
   std::lognormal_distribution<double> lognormal(0, 0.5);
@@ -97,9 +177,13 @@ TEST_CASE("lagged_tail: the 99th percentile of the lagged window equals a full s
   std::mt19937_64 rng(5);
   std::normal_distribution<double> normal(0, 1);
   // Windows whose percentile is near the top (one pass) and small ones (a selection), with
-  // ties and infinities.
-  for (std::size_t w : {1u, 7u, 100u, 512u, 2000u}) {
-    const std::size_t lag = 3, stride = 5;
+  // ties and infinities; whole numbers of strides (kept as the stretches' largest values: 100
+  // of 5, and the detectors' 512 of 64) and not (the window itself: 7 and 512 of 5, 2000 of 5
+  // is too many stretches, 96 of 1 asks for too many of the largest).
+  const std::pair<std::size_t, std::size_t> shapes[] = {
+      {1, 5}, {7, 5}, {100, 5}, {512, 5}, {2000, 5}, {64, 64}, {512, 64}, {1024, 64}, {96, 1}};
+  for (auto [w, stride] : shapes) {
+    const std::size_t lag = stride == 64 ? 64 : 3;
     lagged_tail t(w, lag, stride);
     std::deque<double> pushed;
     double expected = 0;
@@ -107,6 +191,7 @@ TEST_CASE("lagged_tail: the 99th percentile of the lagged window equals a full s
     for (int i = 0; i < 6000; ++i) {
       double x = i % 5 == 0 ? double(rng() % 4) : normal(rng);
       if (i % 499 == 0) x = i % 2 ? 1e308 * 10 : -1e308 * 10;
+      if (i > 3000 && i < 3300) x += 10;  // a burst that fills the tail, then leaves it
       t.push(x);
       pushed.push_back(x);
       if (pushed.size() <= lag) continue;

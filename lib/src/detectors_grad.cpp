@@ -150,13 +150,20 @@ class exploding final : public detector {
     const double tail = std::isfinite(ctx.grad_tail_ratio) ? ctx.grad_tail_ratio : 1.0;
     const double threshold = std::max(o_.ratio, ctx.grad_tail_bar);  // pow(tail, tail_factor)
     const bool spike = std::isfinite(ratio) && ratio >= threshold;
-    // A lasting rise: the recent median itself far above the longer running median.
-    const double rise = std::isfinite(m) && m > 0 && recent_.count() >= std::size_t(o_.rise_window)
-                            ? recent_.median() / m
-                            : nan;
-    // As for spikes, the bar includes the run's own tail (a memorising run's median of 16
-    // norms jumps 10x when a few hard batches come together).
-    rise_held_ = std::isfinite(rise) && rise >= std::max(o_.ratio, tail) ? rise_held_ + 1 : 0;
+    // A lasting rise: the recent median itself far above the longer running median. As for
+    // spikes, the bar includes the run's own tail (a memorising run's median of 16 norms jumps
+    // 10x when a few hard batches come together).
+    bool rising = false;
+    if (std::isfinite(m) && m > 0 && recent_.count() >= std::size_t(o_.rise_window)) {
+      const double bar = std::max(o_.ratio, tail);
+      // The median is at most the largest value, and dividing by m > 0 keeps that order: when
+      // even the largest is under the bar (almost every step) the median need not be taken.
+      if (recent_.max() / m >= bar) {
+        const double rise = recent_.median() / m;
+        rising = std::isfinite(rise) && rise >= bar;
+      }
+    }
+    rise_held_ = rising ? rise_held_ + 1 : 0;
     const bool lasting = rise_held_ >= o_.rise_patience;
     if (!spike && !lasting && !(g >= o_.abs_max)) return;
     const std::int64_t step = ctx.s->step;
@@ -228,8 +235,8 @@ class exploding final : public detector {
 
  private:
   detector_options::exploding_t o_;
-  rolling_median recent_;
-  lazy_median loss_;  // the level loss of the last confirm_steps steps
+  lazy_median recent_;  // the last rise_window norms
+  lazy_median loss_;    // the level loss of the last confirm_steps steps
   double loss_before_ = nan;
   recovery_gate gate_;
   std::int64_t rise_held_ = 0;

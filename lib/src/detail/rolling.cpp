@@ -228,12 +228,13 @@ double robust_baseline::upward_z(double x, double log_x) const noexcept {
 }
 
 namespace {
-double median_of(std::vector<double>& v, std::size_t n) noexcept {
-  auto mid = v.begin() + static_cast<std::ptrdiff_t>(n / 2);
-  std::nth_element(v.begin(), mid, v.begin() + static_cast<std::ptrdiff_t>(n));
-  double hi = *mid;
+// The median of v[0, n) (n > 0) as sorted_window::median() takes it; v is reordered.
+double median_of(double* v, std::size_t n) noexcept {
+  double* mid = v + n / 2;
+  std::nth_element(v, mid, v + n);
+  const double hi = *mid;
   if (n % 2 == 1) return hi;
-  double lo = *std::max_element(v.begin(), mid);
+  const double lo = *std::max_element(v, mid);
   return 0.5 * (lo + hi);
 }
 }  // namespace
@@ -249,7 +250,7 @@ double kth_smallest(double* v, std::size_t n, std::size_t k) noexcept {
     std::nth_element(v, v + k, v + n);
     return v[k];
   }
-  double top[max_top];  // the m largest so far, ascending: top[0] is the m-th largest
+  double top[max_top] = {};  // the m largest so far, ascending: top[0] is the m-th largest
   std::copy(v, v + m, top);
   std::sort(top, top + m);
   auto offer = [&](double x) {
@@ -269,26 +270,91 @@ double kth_smallest(double* v, std::size_t n, std::size_t k) noexcept {
 }
 }  // namespace
 
+namespace {
+// The percentile's index in an ascending window of n values (nearest rank).
+std::size_t p99_index(std::size_t n) noexcept {
+  return std::min(n - 1, static_cast<std::size_t>(0.99 * double(n - 1) + 0.5));
+}
+// Blocks are used when every window size up to `window` asks for at most this many of the
+// largest values and the window holds at most this many blocks.
+constexpr std::size_t max_block_top = 16, max_blocks = 64;
+}  // namespace
+
+lagged_tail::lagged_tail(std::size_t window, std::size_t lag, std::size_t stride)
+    : delay_(lag), tail_(0), window_(window), stride_(stride) {
+  std::size_t need = 0;  // the most of the largest values any window size asks for
+  for (std::size_t n = 1; n <= window; ++n) need = std::max(need, n - p99_index(n));
+  const std::size_t blocks = stride > 0 ? window / stride : 0;
+  if (stride > 0 && window % stride == 0 && blocks >= 1 && blocks <= max_blocks &&
+      need <= max_block_top) {
+    top_ = need;
+    blocks_ = blocks + 1;
+    tops_.assign(blocks_ * top_, 0.0);
+    counts_.assign(blocks_, 0);
+    scratch_.resize(blocks * top_);
+  } else {
+    tail_ = ring(window);
+    scratch_.resize(window);
+  }
+}
+
 void lagged_tail::push(double x) noexcept {
   if (delay_.full()) {
-    tail_.push(delay_[0]);
+    const double v = delay_[0];
     ++seen_;
+    if (top_ > 0) {
+      // Keep the block's top_ largest, ascending: most values fail the first comparison.
+      double* t = tops_.data() + current_ * top_;
+      std::size_t& c = counts_[current_];
+      if (c < top_) {
+        std::size_t j = c++;
+        for (; j > 0 && t[j - 1] > v; --j) t[j] = t[j - 1];
+        t[j] = v;
+      } else if (v > t[0]) {
+        std::size_t j = 1;
+        for (; j < top_ && t[j] < v; ++j) t[j - 1] = t[j];
+        t[j - 1] = v;
+      }
+    } else {
+      tail_.push(v);
+    }
     if (++since_ >= stride_ || seen_ <= 1) {
       since_ = 0;
-      const std::size_t n = tail_.size();
-      tail_.copy_to(scratch_.data());
-      const auto k = std::min(n - 1, static_cast<std::size_t>(0.99 * double(n - 1) + 0.5));
-      upper_ = kth_smallest(scratch_.data(), n, k);
+      recompute();
     }
   }
   delay_.push(x);
 }
 
+void lagged_tail::recompute() noexcept {
+  if (top_ == 0) {
+    const std::size_t n = tail_.size();
+    tail_.copy_to(scratch_.data());
+    upper_ = kth_smallest(scratch_.data(), n, p99_index(n));
+    return;
+  }
+  // The block just completed closes a stretch; the window is the last blocks_ - 1 of them
+  // (the first holds one value, the others stride_), or all while fewer.
+  ++completed_;
+  const std::size_t n = std::min(seen_, window_);
+  const std::size_t want = n - p99_index(n);  // the want-th largest, want <= top_
+  const std::size_t in_window = std::min(completed_, blocks_ - 1);
+  std::size_t total = 0;
+  for (std::size_t k = 0, b = current_; k < in_window; ++k, b = b == 0 ? blocks_ - 1 : b - 1) {
+    const double* t = tops_.data() + b * top_;
+    std::copy(t, t + counts_[b], scratch_.data() + total);
+    total += counts_[b];
+  }
+  upper_ = kth_smallest(scratch_.data(), total, total - want);
+  current_ = current_ + 1 == blocks_ ? 0 : current_ + 1;
+  counts_[current_] = 0;
+}
+
 double lazy_median::median() noexcept {
   const std::size_t n = values_.size();
   if (n == 0) return std::numeric_limits<double>::quiet_NaN();
-  for (std::size_t i = 0; i < n; ++i) scratch_[i] = values_[i];
-  return median_of(scratch_, n);
+  values_.copy_to(scratch_.data());
+  return median_of(scratch_.data(), n);
 }
 
 }  // namespace losslens::core::detail

@@ -29,6 +29,22 @@ class ring {
   bool full() const noexcept { return size_ == buf_.size(); }
   double operator[](std::size_t i) const noexcept { return buf_[wrap(start_ + i)]; }
   double back() const noexcept { return (*this)[size_ - 1]; }
+  /// The largest value; -Inf when empty (NaN values are skipped). Order does not matter, so
+  /// the filled part of the buffer is scanned as it lies, four running maxima side by side.
+  double max() const noexcept {
+    constexpr double none = -std::numeric_limits<double>::infinity();
+    double m0 = none, m1 = none, m2 = none, m3 = none;
+    const double* v = buf_.data();
+    std::size_t i = 0;
+    for (; i + 4 <= size_; i += 4) {
+      m0 = v[i] > m0 ? v[i] : m0;
+      m1 = v[i + 1] > m1 ? v[i + 1] : m1;
+      m2 = v[i + 2] > m2 ? v[i + 2] : m2;
+      m3 = v[i + 3] > m3 ? v[i + 3] : m3;
+    }
+    for (; i < size_; ++i) m0 = v[i] > m0 ? v[i] : m0;
+    return std::max(std::max(m0, m1), std::max(m2, m3));
+  }
   void clear() noexcept { size_ = start_ = 0; }
   /// Copies the values, oldest first, to out[0, size()).
   void copy_to(double* out) const noexcept {
@@ -182,19 +198,30 @@ class robust_baseline {
 /// already 1% of 512) does not raise the bar it is measured against.
 class lagged_tail {
  public:
-  /// The percentile is recomputed every `stride` pushes (one selection over the window).
-  lagged_tail(std::size_t window, std::size_t lag, std::size_t stride)
-      : delay_(lag), tail_(window), scratch_(window), stride_(stride) {}
+  /// The percentile is recomputed every `stride` pushes. When the window is a whole number of
+  /// strides and the percentile among the few largest (the 6th largest of 512), the window at
+  /// each recomputation is a whole number of the stretches between recomputations, so each
+  /// stretch keeps only its few largest values as they arrive and the percentile is taken from
+  /// those (exact); otherwise the window is kept and selected over.
+  lagged_tail(std::size_t window, std::size_t lag, std::size_t stride);
   void push(double x) noexcept;
   /// Values that have reached the tail window.
   std::size_t count() const noexcept { return seen_; }
   double upper() const noexcept { return upper_; }
 
  private:
-  ring delay_, tail_;
+  void recompute() noexcept;
+
+  ring delay_, tail_;  // tail_ only without blocks
   std::vector<double> scratch_;
-  std::size_t stride_, since_ = 0, seen_ = 0;
+  std::size_t window_, stride_, since_ = 0, seen_ = 0;
   double upper_ = 0;
+  // The stretches' largest values: block b holds its `top_` largest ascending in
+  // tops_[b * top_, b * top_ + count), the block being filled is `current_`; `blocks_` slots
+  // (the window's whole stretches plus the one being filled). top_ == 0: no blocks.
+  std::size_t top_ = 0, blocks_ = 0, current_ = 0, completed_ = 0;
+  std::vector<double> tops_;
+  std::vector<std::size_t> counts_;
 };
 
 /// The median of the last `window` values, computed only when asked (for rules that need it
@@ -204,8 +231,11 @@ class lazy_median {
   explicit lazy_median(std::size_t window) : values_(window), scratch_(window) {}
   void push(double x) noexcept { values_.push(x); }
   std::size_t count() const noexcept { return values_.size(); }
-  /// NaN when empty.
+  /// NaN when empty. The same value as sorted_window::median() of the same values.
   double median() noexcept;
+  /// The largest value (-Inf when empty): a bound on the median that costs a pass over the
+  /// window, for rules that need the median only when it could cross a bar.
+  double max() const noexcept { return values_.max(); }
 
  private:
   ring values_;
