@@ -456,19 +456,21 @@ bool analyzer::prepare(const sample& s, core::detail::step_context& ctx) noexcep
     ctx.first_non_finite_norm = first_bad;
   }
   grad_->update(ctx);
-  ctx.level_loss = level_->update(ctx.total_loss);
   if (std::isfinite(ctx.total_loss)) {
     double y = 0;
     ctx.work_reset = scale_->push(ctx.total_loss, ctx.log_loss, y);
     ctx.work_loss = y;
   }
   ctx.work_log = scale_->log_scale();
-  ctx.loss_range = level_->range();
   return true;
 }
 
 void analyzer::run_rules(core::detail::step_context& ctx) {
   const sample& s = *ctx.s;
+  // The level filter here rather than in prepare(): in observe_stream() the reader's thread
+  // also parses the rows, and this evens the two threads' work.
+  ctx.level_loss = level_->update(ctx.total_loss);
+  ctx.loss_range = level_->range();
   for (auto& d : detectors_) d->observe(ctx, *log_);
   log_->flush(s.step, options_.update_interval, options_.max_update_interval, *schema_,
               &analyzer::notify, this);

@@ -106,14 +106,18 @@ bool has_binary(std::string_view s) {
   constexpr std::uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
   const char* p = s.data();
   const char* const end = p + s.size();
-  for (; end - p >= 8; p += 8) {
+  // High bit of a byte set when that byte is below 0x20 (exact for bytes below 0x80, whose
+  // high bit ~w keeps; bytes from 0x80 up are never flagged).
+  auto suspect = [](const char* q) {
     std::uint64_t w;
-    std::memcpy(&w, p, 8);
-    // High bit of a byte set when that byte is below 0x20 (exact for bytes below 0x80, whose
-    // high bit ~w keeps; bytes from 0x80 up are never flagged).
-    if (((w - 0x20 * ones) & ~w & highs) != 0 && std::any_of(p, p + 8, is_binary)) return true;
-  }
-  return std::any_of(p, end, is_binary);
+    std::memcpy(&w, q, 8);
+    return ((w - 0x20 * ones) & ~w & highs) != 0;
+  };
+  if (end - p < 8) return std::any_of(p, end, is_binary);
+  for (; end - p >= 8; p += 8)
+    if (suspect(p) && std::any_of(p, p + 8, is_binary)) return true;
+  // The last bytes as one word ending at the end (it overlaps bytes already passed).
+  return p != end && suspect(end - 8) && std::any_of(end - 8, end, is_binary);
 }
 
 }  // namespace
