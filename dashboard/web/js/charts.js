@@ -328,7 +328,9 @@ export class Chart {
     const tm = this.ctx.timeMap();
     if (!tm) return '';
     const t = tm.timeAt(step);
-    return this.timeMode === 'rel' ? fmtRelative(Math.round((t - tm.t0) * 10) / 10) : fmtWall(t, this.timeSpan || 0);
+    // Hundredths of a second for a run shorter than a second (its ticks are that close).
+    const q = (this.timeSpan || 0) < 1 ? 100 : 10;
+    return this.timeMode === 'rel' ? fmtRelative(Math.round((t - tm.t0) * q) / q, q === 100 ? 2 : 1) : fmtWall(t, this.timeSpan || 0);
   }
 
   // ------------------------------------------------------------ interaction

@@ -119,22 +119,28 @@ export function fmtDuration(s) {
   return Math.floor(s / 3600) + 'h ' + String(Math.floor((s / 60) % 60)).padStart(2, '0') + 'm';
 }
 
-/** Relative time on an axis: +0:45, +12:30, +1:02:03. */
-export function fmtRelative(s) {
+/** Relative time on an axis: +0:45, +12:30, +1:02:03; `digits` for fractions of a second. */
+export function fmtRelative(s, digits = 1) {
   if (!Number.isFinite(s)) return '';
   const sign = s < 0 ? '-' : '+';
   s = Math.abs(s);
   const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
-  const ss = (sec < 10 ? '0' : '') + (Number.isInteger(sec) ? sec : sec.toFixed(1));
+  const ss = (sec < 10 ? '0' : '') + (Number.isInteger(sec) ? sec : sec.toFixed(digits));
   return sign + (h ? h + ':' + String(m).padStart(2, '0') : m) + ':' + ss;
 }
 
-/** Wall-clock time (Unix seconds) on an axis; the date too when the span covers days. */
+/**
+ * Wall-clock time (Unix seconds) on an axis; the date too when the span covers days, tenths or
+ * hundredths of a second when it is shorter than 10 s or 1 s (a short run's ticks are that
+ * close).
+ */
 export function fmtWall(t, span) {
   if (!Number.isFinite(t)) return '';
   const d = new Date(t * 1000);
   const hm = String(d.getHours()).padStart(2, '0') + ':' + String(d.getMinutes()).padStart(2, '0');
-  const withSec = span < 600 ? hm + ':' + String(d.getSeconds()).padStart(2, '0') : hm;
+  const digits = span < 1 ? 2 : span < 10 ? 1 : 0;
+  const sec = digits ? (d.getSeconds() + d.getMilliseconds() / 1000).toFixed(digits) : String(d.getSeconds());
+  const withSec = span < 600 ? hm + ':' + sec.padStart(digits ? 3 + digits : 2, '0') : hm;
   return span >= 86400 ? (d.getMonth() + 1) + '/' + d.getDate() + ' ' + hm : withSec;
 }
 
@@ -386,15 +392,17 @@ function interp(p, a, b, x) {
   return d > 0 ? p[lo][b] + (x - p[lo][a]) / d * (p[hi][b] - p[lo][b]) : p[lo][b];
 }
 
-const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
-  43200, 86400, 172800, 604800];
+// From hundredths of a second: a run that lasted under a second still gets round ticks.
+const TIME_STEPS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900,
+  1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800];
 /** Round times (multiples of a 1-2-5 / clock interval) in [t0, t1], about `count` of them. */
 export function timeTicks(t0, t1, count, origin = 0) {
   if (!(t1 > t0) || count < 1) return [];
   const want = (t1 - t0) / count;
   const inc = TIME_STEPS.find((s) => s >= want) || Math.ceil(want / 604800) * 604800;
   const out = [];
-  for (let t = Math.ceil((t0 - origin) / inc) * inc + origin; t <= t1 + 1e-9; t += inc) out.push(t);
+  // k * inc, not a running sum: 0.1 added ten times is not 1.
+  for (let k = Math.ceil((t0 - origin) / inc - 1e-9); k * inc + origin <= t1 + 1e-9; k++) out.push(k * inc + origin);
   return out;
 }
 

@@ -145,6 +145,15 @@ test('TimeMap interpolates both ways and timeTicks lands on round times', () => 
   assert.deepEqual(ticks, [1000, 1005, 1010, 1015, 1020, 1025, 1030]);
   const hours = u.timeTicks(0, 3 * 3600 + 5, 4, 0);  // at most 4: every hour
   assert.deepEqual(hours, [0, 3600, 7200, 10800]);
+  // A run shorter than a second that holds no whole second still gets ticks, labelled apart.
+  const short = u.timeTicks(1000.03, 1000.83, 5, 0);  // about 0.16 s apart: every 0.2 s
+  assert.equal(short.length, 4);
+  short.forEach((t, i) => assert.ok(Math.abs(t - (1000.2 + 0.2 * i)) < 1e-9, String(t)));
+  const labels = short.map((t) => u.fmtWall(t, 0.8));
+  assert.equal(new Set(labels).size, 4, labels.join(' '));
+  assert.ok(labels.every((l) => /^\d\d:\d\d:\d\d\.\d\d$/.test(l)), labels.join(' '));
+  assert.ok(labels[0].endsWith(':40.20'), labels[0]);  // 1000.2 s is 00:16:40.2 past a whole hour
+  assert.ok(/:\d\d:45$/.test(u.fmtWall(1005, 300)) && /:\d\d:45\.5$/.test(u.fmtWall(1005.5, 5)));
 });
 
 test('tick labels are never the text "null" and neighbours stay distinct', () => {
@@ -174,6 +183,7 @@ test('tick labels are never the text "null" and neighbours stay distinct', () =>
   assert.equal(u.fmtStep(120000, 20000), '120k');
   assert.equal(u.fmtRelative(3723), '+1:02:03');
   assert.equal(u.fmtRelative(45), '+0:45');
+  assert.equal(u.fmtRelative(0.25, 2), '+0:00.25');
 });
 
 test('colours: a name keeps its colour, lines of one chart never share one', () => {
