@@ -5,6 +5,8 @@
 
 #include <cmath>
 #include <random>
+#include <string>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -146,14 +148,17 @@ TEST_CASE("an ageing finding is re-published less often, at least every max_upda
   CHECK_THROWS_WITH(analyzer(sample_schema{}, bad),
                     Catch::Matchers::Contains("max_update_interval must be >= update_interval"));
   // Windows of no values would have nowhere to put the first one.
-  detector_options no_rise;
-  no_rise.exploding.rise_window = 0;
-  CHECK_THROWS_WITH(analyzer(sample_schema{}, no_rise),
-                    Catch::Matchers::Contains("exploding.rise_window must be >= 1"));
-  detector_options no_recent;
-  no_recent.loss_spike.recent_window = 0;
-  CHECK_THROWS_WITH(analyzer(sample_schema{}, no_recent),
-                    Catch::Matchers::Contains("loss_spike.recent_window must be >= 1"));
+  const std::pair<void (*)(detector_options&), const char*> empty_windows[] = {
+      {[](detector_options& o) { o.exploding.rise_window = 0; }, "exploding.rise_window"},
+      {[](detector_options& o) { o.exploding.tail_window = 0; }, "exploding.tail_window"},
+      {[](detector_options& o) { o.loss_spike.recent_window = 0; }, "loss_spike.recent_window"},
+      {[](detector_options& o) { o.loss_spike.tail_window = -1; }, "loss_spike.tail_window"}};
+  for (const auto& [set, name] : empty_windows) {
+    detector_options o;
+    set(o);
+    CHECK_THROWS_WITH(analyzer(sample_schema{}, o),
+                      Catch::Matchers::Contains(std::string(name) + " must be >= 1"));
+  }
 }
 
 TEST_CASE("a new finding is weighed against the others as they are now, not as last published") {

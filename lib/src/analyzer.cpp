@@ -257,7 +257,9 @@ void validate(const detector_options& o) {
   need(o.exploding.window >= 8, "exploding.window must be >= 8");
   need(o.exploding.ratio > 1, "exploding.ratio must be > 1");
   need(o.exploding.rise_window >= 1, "exploding.rise_window must be >= 1");
+  need(o.exploding.tail_window >= 1, "exploding.tail_window must be >= 1");
   need(o.loss_spike.recent_window >= 1, "loss_spike.recent_window must be >= 1");
+  need(o.loss_spike.tail_window >= 1, "loss_spike.tail_window must be >= 1");
   need(o.oscillation.window >= 8 && o.oscillation.stride >= 1 &&
            o.oscillation.stride <= o.oscillation.window,
        "oscillation.window must be >= 8 and 1 <= stride <= window");
