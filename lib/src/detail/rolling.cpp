@@ -240,6 +240,15 @@ double median_of(double* v, std::size_t n) noexcept {
 }  // namespace
 
 namespace {
+// Offers x to top[0, m), the m largest values so far in ascending order: x takes its place
+// when it is above the smallest of them, which drops out.
+void offer_largest(double* top, std::size_t m, double x) noexcept {
+  if (!(x > top[0])) return;
+  std::size_t j = 1;
+  for (; j < m && top[j] < x; ++j) top[j - 1] = top[j];
+  top[j - 1] = x;
+}
+
 // The k-th smallest (0-based) of v[0, n), as std::nth_element gives it. When k is among the
 // last few (the 99th percentile: the 6th largest of 512), one pass keeps the n - k largest
 // seen so far, most values failing a single comparison; else a selection. v is reordered.
@@ -253,12 +262,7 @@ double kth_smallest(double* v, std::size_t n, std::size_t k) noexcept {
   double top[max_top] = {};  // the m largest so far, ascending: top[0] is the m-th largest
   std::copy(v, v + m, top);
   std::sort(top, top + m);
-  auto offer = [&](double x) {
-    if (!(x > top[0])) return;
-    std::size_t j = 1;
-    for (; j < m && top[j] < x; ++j) top[j - 1] = top[j];
-    top[j - 1] = x;
-  };
+  auto offer = [&](double x) { offer_largest(top, m, x); };
   std::size_t i = m;
   // Four at a time: most blocks have no value above the bar (one branch for the four).
   for (; i + 4 <= n; i += 4) {
@@ -310,10 +314,8 @@ void lagged_tail::push(double x) noexcept {
         std::size_t j = c++;
         for (; j > 0 && t[j - 1] > v; --j) t[j] = t[j - 1];
         t[j] = v;
-      } else if (v > t[0]) {
-        std::size_t j = 1;
-        for (; j < top_ && t[j] < v; ++j) t[j - 1] = t[j];
-        t[j - 1] = v;
+      } else {
+        offer_largest(t, top_, v);
       }
     } else {
       tail_.push(v);
