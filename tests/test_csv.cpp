@@ -117,6 +117,85 @@ TEST_CASE("csv: every decimal reads as the double from_chars gives, sign and poi
   }
 }
 
+TEST_CASE("csv: exponents, signs and long mantissas read as strtod reads them, on any line end") {
+  // The row reader has a one-pass path for short decimals (Clinger's exact case) and falls back
+  // to from_chars for the rest: the C library's strtod is the reference for both.
+  std::mt19937_64 rng(21);
+  std::vector<std::string> cells = {"9007199254740992",  // 2^53: the last exact mantissa
+                                    "9007199254740993",
+                                    "9007199254740992e1",
+                                    "1e22",
+                                    "1e23",
+                                    "1e-22",
+                                    "1e-23",
+                                    "123456789e-30",
+                                    "4.9e-324",
+                                    "1.7976931348623157e308",
+                                    "+.5e+1",
+                                    "-0e0",
+                                    "1234567890123456789",
+                                    "12345678901234567890",
+                                    "0.30000000000000004",
+                                    "3E-000"};
+  for (int i = 0; i < 4000; ++i) {
+    std::string c = i % 4 == 0 ? "-" : i % 4 == 1 ? "+" : "";
+    const int digits = 1 + int(rng() % 21), point = int(rng() % std::uint64_t(digits + 2));
+    for (int d = 0; d < digits; ++d) {
+      if (d == point) c += '.';
+      c += char('0' + rng() % 10);
+    }
+    if (rng() % 2) {
+      c += rng() % 2 ? 'e' : 'E';
+      const int sign = int(rng() % 3);
+      if (sign) c += sign == 1 ? '-' : '+';
+      c += std::to_string(rng() % 31);
+    }
+    cells.push_back(c);
+  }
+  std::string text = "step,loss,grad_norm\n";
+  for (std::size_t i = 0; i < cells.size(); ++i)
+    // Every third line ends in CRLF, every fifth has its cell quoted or spaced (the general path).
+    text += std::to_string(i + 1) + "," + (i % 5 == 0 ? "\"" + cells[i] + "\"" : cells[i]) + "," +
+            (i % 5 == 1 ? " " + cells[i] : cells[i]) + (i % 3 == 0 ? "\r\n" : "\n");
+  const auto rows = read_all(text);
+  REQUIRE(rows.size() == cells.size());
+  for (std::size_t i = 0; i < cells.size(); ++i) {
+    const double v = std::strtod(cells[i].c_str(), nullptr);
+    INFO(cells[i]);
+    CHECK(std::memcmp(&*rows[i].loss, &v, sizeof v) == 0);
+    CHECK(std::memcmp(&*rows[i].grad_norm, &v, sizeof v) == 0);
+  }
+}
+
+TEST_CASE("csv: a row the one-pass reader gives up on is read whole by the general path") {
+  // Each of these leaves the fast path part-way through a row: the sample must not keep
+  // anything of that attempt, and errors must be the general path's.
+  const auto rows = read_all(
+      "step,loss,grad_norm,note\n"
+      "1,0.5,2,a\n"
+      "2,0.25,inf,b\n"      // inf: not a short decimal
+      "3,0.125,,\"c d\"\n"  // a quoted note with a space
+      "4,,1.5,e\r\n"
+      "5,1e-3,NaN,\n");
+  REQUIRE(rows.size() == 5);
+  CHECK(*rows[0].grad_norm == 2);
+  CHECK(*rows[1].loss == 0.25);
+  CHECK(*rows[1].grad_norm == INFINITY);
+  CHECK(!rows[2].grad_norm.has_value());
+  CHECK(*rows[2].loss == 0.125);
+  CHECK(!rows[3].loss.has_value());
+  CHECK(*rows[3].grad_norm == 1.5);
+  CHECK(std::isnan(*rows[4].grad_norm));
+  CHECK(error_of("step,loss\n1,0.5\n2,0.5x\n") == "t.csv:3: column 'loss': '0.5x' is not a number");
+  CHECK(error_of("step,loss\n1,0.5,7\n") ==
+        "t.csv:2: row has 3 cells but the header has 2 columns");
+  CHECK(error_of("step,loss\n1\n") == "t.csv:2: row has 1 cells but the header has 2 columns");
+  CHECK(error_of("step,loss\n2,1\n2,1\n") ==
+        "t.csv:3: step 2 is not greater than the previous step 2 (steps must increase)");
+  CHECK(error_of("step,loss\n1.5,1\n") == "t.csv:2: step '1.5' is not a whole number");
+  CHECK(error_of("step,loss\n1,1\x01\n") == "t.csv:2: binary data in a row");
+}
+
 TEST_CASE("csv: unknown columns are ignored with a warning, BOM and blank lines tolerated") {
   std::istringstream in("\xEF\xBB\xBF\n\nstep,epoch,loss\n1,0,2.0\n");
   csv_reader r(in, "t.csv");

@@ -207,10 +207,13 @@ class divergence final : public detector {
     const double range = initial_ - best_ > 0 ? initial_ - best_ : std::abs(initial_);
     const double needed = std::max(o_.min_rise_fraction * range, o_.noise_z * noise);
     const double rise = e - best_;
-    const bool ratio_ok = best_ <= 0 || e >= o_.rise_ratio * best_;
+    // Bitwise, not short-circuit: on a flat loss `rise > 0` is a coin flip, and a branch on it
+    // was mispredicted at every other step.
+    const bool ratio_ok = (best_ <= 0) | (e >= o_.rise_ratio * best_);
     // Once open, the episode holds until the smoothed loss comes back below half the rise that
     // opened it: a loss hovering around the threshold is one episode, not dozens.
-    const bool up = rise > 0 && (ep_.open() ? rise >= 0.5 * needed : rise >= needed && ratio_ok);
+    const bool up =
+        (rise > 0) & (rise >= (ep_.open() ? 0.5 : 1.0) * needed) & (ep_.open() | ratio_ok);
     if (!up) {
       held_ = 0;
       if (ep_.open() && step_diff(step, ep_.last_hit) > 4 * std::int64_t(o_.patience)) ep_.close();
