@@ -118,8 +118,8 @@ TEST_CASE("csv: every decimal reads as the double from_chars gives, sign and poi
 }
 
 TEST_CASE("csv: exponents, signs and long mantissas read as strtod reads them, on any line end") {
-  // The row reader has a one-pass path for short decimals (Clinger's exact case) and falls back
-  // to from_chars for the rest: the C library's strtod is the reference for both.
+  // The reader takes numbers with from_chars (strtod on overflow); the C library's strtod is the
+  // independent reference, bit for bit, with quoted, spaced and CRLF cells around them.
   std::mt19937_64 rng(21);
   std::vector<std::string> cells = {"9007199254740992",  // 2^53: the last exact mantissa
                                     "9007199254740993",
@@ -154,7 +154,7 @@ TEST_CASE("csv: exponents, signs and long mantissas read as strtod reads them, o
   }
   std::string text = "step,loss,grad_norm\n";
   for (std::size_t i = 0; i < cells.size(); ++i)
-    // Every third line ends in CRLF, every fifth has its cell quoted or spaced (the general path).
+    // Every third line ends in CRLF, every fifth has a cell quoted or spaced.
     text += std::to_string(i + 1) + "," + (i % 5 == 0 ? "\"" + cells[i] + "\"" : cells[i]) + "," +
             (i % 5 == 1 ? " " + cells[i] : cells[i]) + (i % 3 == 0 ? "\r\n" : "\n");
   const auto rows = read_all(text);
@@ -167,13 +167,14 @@ TEST_CASE("csv: exponents, signs and long mantissas read as strtod reads them, o
   }
 }
 
-TEST_CASE("csv: a row the one-pass reader gives up on is read whole by the general path") {
-  // Each of these leaves the fast path part-way through a row: the sample must not keep
-  // anything of that attempt, and errors must be the general path's.
+TEST_CASE("csv: rows mixing non-finite, empty and quoted cells; whole error messages") {
+  // Each row holds a cell other than a plain decimal in a different place: nothing of one row
+  // may leak into the next. The errors are checked whole here (the malformed-input case above
+  // checks their beginnings).
   const auto rows = read_all(
       "step,loss,grad_norm,note\n"
       "1,0.5,2,a\n"
-      "2,0.25,inf,b\n"      // inf: not a short decimal
+      "2,0.25,inf,b\n"      // inf: a word, not digits
       "3,0.125,,\"c d\"\n"  // a quoted note with a space
       "4,,1.5,e\r\n"
       "5,1e-3,NaN,\n");

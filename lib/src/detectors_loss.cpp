@@ -208,7 +208,7 @@ class divergence final : public detector {
     const double needed = std::max(o_.min_rise_fraction * range, o_.noise_z * noise);
     const double rise = e - best_;
     // Bitwise, not short-circuit: on a flat loss `rise > 0` is a coin flip, and a branch on it
-    // was mispredicted at every other step.
+    // is mispredicted about every other step.
     const bool ratio_ok = (best_ <= 0) | (e >= o_.rise_ratio * best_);
     // Once open, the episode holds until the smoothed loss comes back below half the rise that
     // opened it: a loss hovering around the threshold is one episode, not dozens.
