@@ -167,7 +167,7 @@ TEST_CASE("csv: exponents, signs and long mantissas read as strtod reads them, o
   }
 }
 
-TEST_CASE("csv: rows mixing non-finite, empty and quoted cells; whole error messages") {
+TEST_CASE("csv: rows mixing non-finite, empty and quoted cells, and whole error messages") {
   // Each row holds a cell other than a plain decimal in a different place: nothing of one row
   // may leak into the next. The errors are checked whole here (the malformed-input case above
   // checks their beginnings).
