@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "detail/detector.hpp"
+#include "detail/norm_summary.hpp"
 #include "detail/rolling.hpp"
 #include "losslens/error.hpp"
 #include "losslens/series_key.hpp"
@@ -418,44 +419,12 @@ bool analyzer::prepare(const sample& s, core::detail::step_context& ctx) noexcep
   }
   if (ctx.total_loss > 0) ctx.log_loss = std::log(ctx.total_loss);
   for (const auto f : s.param_flags) ctx.param_flags_any |= f;
-  {
-    // Two passes, in locals: the largest and smallest finite norms (max and min do not depend
-    // on the order, so two chains of each run side by side, without a branch on the values),
-    // then the first parameter with the largest norm. One pass that kept the index of the
-    // largest so far mispredicted its branch at every new largest.
-    const auto& norms = s.param_grad_norms;
-    const std::size_t n = norms.size();
-    const double inf = std::numeric_limits<double>::infinity();
-    double hi0 = -inf, hi1 = -inf, lo0 = inf, lo1 = inf;
-    int first_bad = -1;
-    bool any = false;
-    // A missing or non-finite norm (rare) leaves the chains as they are.
-    auto take = [&](std::size_t i, double& hi, double& lo) {
-      if (!norms[i]) return;
-      const double v = *norms[i];
-      if (!std::isfinite(v)) {
-        if (first_bad < 0) first_bad = int(i);
-        return;
-      }
-      hi = std::max(hi, v);
-      lo = std::min(lo, v);
-      any = true;
-    };
-    std::size_t i = 0;
-    for (; i + 2 <= n; i += 2) {
-      take(i, hi0, lo0);
-      take(i + 1, hi1, lo1);
-    }
-    if (i < n) take(i, hi0, lo0);
-    if (any) {
-      const double top = std::max(hi0, hi1);
-      i = 0;
-      while (!(norms[i] && *norms[i] == top)) ++i;  // the first of equals (0 and -0 alike)
-      ctx.top_param = int(i);
-      ctx.top_param_norm = *norms[i];
-      ctx.min_param_norm = std::min(lo0, lo1);
-    }
-    ctx.first_non_finite_norm = first_bad;
+  if (!s.param_grad_norms.empty()) {
+    const auto sum =
+        core::detail::summarize_norms(s.param_grad_norms.data(), s.param_grad_norms.size());
+    ctx.top_param_norm = sum.max_norm;
+    ctx.min_param_norm = sum.min_norm;
+    ctx.first_non_finite_norm = sum.first_non_finite;
   }
   grad_->update(ctx);
   if (std::isfinite(ctx.total_loss)) {

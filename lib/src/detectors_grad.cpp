@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "detail/detector.hpp"
+#include "detail/norm_summary.hpp"
 #include "detail/rolling.hpp"
 
 namespace losslens::core::detail {
@@ -288,9 +289,9 @@ class vanishing final : public detector {
       }
     }
     // Layers negligible next to the largest: one episode for the set of such layers.
-    const top_param top{ctx.top_param, ctx.top_param_norm, 0};
-    if (top.index < 0 || top.norm <= 0) return;
-    const double below = o_.layer_ratio * top.norm;
+    const double top = ctx.top_param_norm;  // -Inf when no norm is finite
+    if (!(top > 0)) return;
+    const double below = o_.layer_ratio * top;
     // Most steps: no layer below the bar and none was before, so there is nothing to update.
     if (running_ == 0 && !dirty_ && !(ctx.min_param_norm < below)) return;
     std::size_t count = 0, zeros = 0, biases = 0;
@@ -340,7 +341,7 @@ class vanishing final : public detector {
       zeros += p == 0 ? 1 : 0;
       first = std::min(first, start_[i]);
       longest = std::max(longest, streak_[i]);
-      worst = std::min(worst, p / top.norm);
+      worst = std::min(worst, p / top);
     }
     if (biases > 0) {
       auto [f, is_new] = open_or_extend(log, this, bias_ep_, step, gap(), [&] {
@@ -372,8 +373,9 @@ class vanishing final : public detector {
     f.set_evidence("of_parameters", double(s.param_grad_norms.size()));
     f.set_evidence("zero_gradient", double(zeros));
     f.set_evidence("smallest_ratio", worst);
-    f.set_evidence("largest_norm", top.norm);
-    f.set_evidence("largest_index", double(top.index));
+    f.set_evidence("largest_norm", top);
+    f.set_evidence("largest_index",
+                   double(find_norm(s.param_grad_norms.data(), s.param_grad_norms.size(), top)));
     f.set_evidence("steps", double(longest));
     set_lr_evidence(f, ctx);
     for (std::size_t i = 0; i < shown_.size(); ++i) shown_[i] = vanished_[i] == 1;

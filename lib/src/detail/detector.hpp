@@ -41,9 +41,10 @@ struct step_context {
   /// The bits of param_flags set on any parameter at this step.
   std::uint8_t param_flags_any = 0;
   // One pass over s->param_grad_norms for every rule that needs it:
-  int top_param = -1;         ///< index of the largest finite norm (the first of equals)
-  double top_param_norm = 0;  ///< its norm
-  double min_param_norm = std::numeric_limits<double>::infinity();  ///< the smallest finite norm
+  /// The largest and smallest finite norms (-Inf and +Inf when none is finite). Which
+  /// parameter has the largest: find_norm (norm_summary.hpp), asked only when reported.
+  double top_param_norm = -std::numeric_limits<double>::infinity();
+  double min_param_norm = std::numeric_limits<double>::infinity();
   int first_non_finite_norm = -1;  ///< index of the first NaN/Inf norm (-1: none)
   double total_loss = nan;         ///< s->loss, or the weighted sum of task losses if absent
   double log_loss = nan;           ///< std::log(total_loss) when total_loss > 0 (taken once)
