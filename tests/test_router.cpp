@@ -8,6 +8,7 @@
 
 #include "losslens/analyzer.hpp"
 #include "losslens/finding_router.hpp"
+#include "losslens/report.hpp"
 
 using namespace losslens;
 
@@ -62,6 +63,24 @@ TEST_CASE("router: episodes of one kind on one series are one incident with the 
   CHECK(to_line(inc) ==
         "warning loss_spike at step 100 (loss): episode 2; 3 episodes between "
         "steps 100 and 905; fix: advice 2");
+}
+
+TEST_CASE("to_line: the relations as clauses of the one line, the listing's words") {
+  finding f;
+  f.level = severity::error;
+  f.kind = "exploding_gradients";
+  f.series = "grad_norm";
+  f.first_step = f.last_step = 40;
+  f.message = "grad norm 900";
+  f.advice = "clip";
+  f.cause = "loss_spike at step 38";
+  f.symptom_of = "the divergence at step 30: divergence";
+  CHECK(to_line(f) ==
+        "error exploding_gradients at step 40 (grad_norm): grad norm 900; preceded by: "
+        "loss_spike at step 38; another sign of the divergence at step 30: divergence; fix: clip");
+  CHECK(format_relations_text(f, "  ") ==
+        "  preceded by: loss_spike at step 38\n"
+        "  another sign of the divergence at step 30: divergence\n");
 }
 
 TEST_CASE("router: a growing episode updates its span, higher severity takes over the evidence") {

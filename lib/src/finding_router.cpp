@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "detail/detector.hpp"  // step_diff
+#include "losslens/report.hpp"  // format_relations_text
 
 namespace losslens {
 namespace {
@@ -359,8 +360,7 @@ std::string to_line(const finding& f) {
   if (f.episodes > 1)
     out += "; " + std::to_string(f.episodes) + " episodes between steps " +
            std::to_string(f.first_step) + " and " + std::to_string(f.last_step);
-  if (!f.cause.empty()) out += "; preceded by: " + f.cause;
-  if (!f.symptom_of.empty()) out += "; another sign of " + f.symptom_of;
+  out += format_relations_text(f, "; ", "");
   if (!f.advice.empty()) out += "; fix: " + f.advice;
   return out;
 }

@@ -106,11 +106,11 @@ std::string format_findings_text(const std::vector<finding>& findings, std::int6
   return out;
 }
 
-std::string format_relations_text(const finding& f, std::string_view indent) {
+std::string format_relations_text(const finding& f, std::string_view indent, std::string_view end) {
   std::string out;
-  if (!f.cause.empty()) out.append(indent).append("preceded by: ").append(f.cause) += '\n';
+  if (!f.cause.empty()) out.append(indent).append("preceded by: ").append(f.cause).append(end);
   if (!f.symptom_of.empty())
-    out.append(indent).append("another sign of ").append(f.symptom_of) += '\n';
+    out.append(indent).append("another sign of ").append(f.symptom_of).append(end);
   return out;
 }
 

@@ -32,10 +32,13 @@ namespace losslens {
 std::string format_findings_text(const std::vector<finding>& findings, std::int64_t steps,
                                  bool all_episodes = false);
 
-/// The lines that relate f to other incidents, each after `indent`: "preceded by: CAUSE" when
-/// f.cause is set, "another sign of SYMPTOM_OF" when f.symptom_of is set (listings show such a
-/// finding under that incident instead when they list it). Throws nothing but std::bad_alloc.
-std::string format_relations_text(const finding& f, std::string_view indent);
+/// The lines that relate f to other incidents, each between `indent` and `end`: "preceded
+/// by: CAUSE" when f.cause is set, "another sign of SYMPTOM_OF" when f.symptom_of is set
+/// (listings show such a finding under that incident instead when they list it). With
+/// indent "; " and end "" the clauses of a one-line message (to_line). Throws nothing but
+/// std::bad_alloc.
+std::string format_relations_text(const finding& f, std::string_view indent,
+                                  std::string_view end = "\n");
 
 /// "SEVERITY kind at steps FIRST[-LAST] (series): message" (severity in lower case): a
 /// finding listed under the incident it is another sign of. Throws nothing but
