@@ -76,7 +76,6 @@ TEST_CASE("summarize_norms and find_norm: largest, smallest, first non-finite, f
     norm_summary s{};
     return summarize_norms_avx2(probe.data(), probe.size(), s);
   }();
-  int cases = 0;
   for (std::size_t n = 0; n <= 70; ++n) {
     for (int round = 0; round < 200; ++round) {
       // Each case has its own mix: all present and finite, some missing, some non-finite.
@@ -106,10 +105,8 @@ TEST_CASE("summarize_norms and find_norm: largest, smallest, first non-finite, f
       }
       for (const double x : {2.0, 3.5, 0.0, 1e308, nan})
         CHECK(find_norm(v.data(), v.size(), x) == find_by_definition(v, x));
-      ++cases;
     }
   }
-  CHECK(cases == 71 * 200);
   // Hand-made cases whose answers are read off directly.
   using opt = std::optional<double>;
   const std::vector<opt> ties{1.0, 3.0, opt{}, 3.0, 2.0, 3.0, -0.0, 0.0};
