@@ -129,11 +129,7 @@ __attribute__((target("avx2"))) void summarize_avx2(const std::optional<double>*
       }
   }
 }
-}  // namespace
-#endif
 
-#ifdef LOSSLENS_NORMS_AVX2
-namespace {
 bool vector_path() noexcept {
   static const bool usable = __builtin_cpu_supports("avx2") && layout_is_value_then_flag();
   return usable;
