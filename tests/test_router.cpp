@@ -407,6 +407,53 @@ TEST_CASE("router: another source's new episode is weighed against the detectors
   CHECK(r.incidents()[0].episodes == 2);  // gone's NaN joined the loss's non_finite
 }
 
+TEST_CASE(
+    "router: no rank kind is a cause or a symptom host, so the ranks source needs no refresh") {
+  // The multi-rank rules publish through the pipeline with no refresh: the router never needs
+  // a rank episode's current span to place another episode. A rank kind that becomes a cause
+  // or a symptom host needs one (see finding_router::refresh_fn), and this test says so.
+  const std::string_view effects[] = {"non_finite",
+                                      "divergence",
+                                      "exploding_gradients",
+                                      "loss_spike",
+                                      "oscillation",
+                                      "vanishing_gradients",
+                                      "dead_parameters",
+                                      "chance_level",
+                                      "plateau",
+                                      "task_stalled",
+                                      "constant_predictions",
+                                      "misleading_accuracy",
+                                      "clipping_saturated",
+                                      "task_dominance",
+                                      "missing_zero_grad",
+                                      "parameters_not_updated",
+                                      "initial_loss",
+                                      "rank_divergence",
+                                      "straggler",
+                                      "desync"};
+  for (const std::string_view rank_kind : {"rank_divergence", "straggler", "desync"})
+    for (const std::string_view effect : effects) {
+      finding_router r;
+      const auto ranks = r.add_source("ranks");
+      const auto det = r.add_source("detectors");
+      r.publish(ranks, episode(1, std::string(rank_kind), "rank/1/loss", 100, 100, severity::error),
+                true);
+      r.publish(det, episode(1, std::string(effect), "loss", 101, 101), true);
+      REQUIRE(r.incidents().size() == 2);
+      INFO(rank_kind << " then " << effect);
+      CHECK(r.incidents()[1].cause_id == 0);
+      CHECK(r.incidents()[1].symptom_of_id == 0);
+    }
+  // The same placement does name a detector's cause (the setup can find one).
+  finding_router r;
+  const auto det = r.add_source("detectors");
+  r.publish(det, episode(1, "exploding_gradients", "grad_norm", 100, 100, severity::error), true);
+  r.publish(det, episode(2, "divergence", "loss", 101, 101), true);
+  REQUIRE(r.incidents().size() == 2);
+  CHECK(r.incidents()[1].cause_id == r.incidents()[0].id);
+}
+
 TEST_CASE("router: a refresh that throws is reported, the episode still placed") {
   finding_router r;
   std::vector<std::string> logged;

@@ -362,7 +362,9 @@ std::vector<finding> rank_analyzer::findings() const {
 }
 
 void rank_analyzer::notify(void* self, const finding& f, core::detail::publication p) {
-  // (Nothing refreshes this log: its episodes reach a router through the listener.)
+  // Nothing refreshes this log (its episodes reach a router through the listener): no rank
+  // kind is a cause or a symptom host, so the router never needs a rank episode's current
+  // span to place another (test_router checks that).
   auto* a = static_cast<rank_analyzer*>(self);
   if (a->listener_) a->listener_(f, p == core::detail::publication::opened);
 }
