@@ -58,40 +58,40 @@ bool layout_is_value_then_flag() noexcept {
   }
 }
 
+// find_norm over the whole blocks of four: the first candidate, or where the blocks end. The
+// caller's scalar loop goes on from there and confirms it: a missing norm can hold a stale
+// value equal to `value`, and no present match lies before the first candidate.
 __attribute__((target("avx2"))) std::size_t find_norm_avx2(const std::optional<double>* norms,
                                                            std::size_t n, double value) noexcept {
-  // Four norms at a time, their 8-byte words compared whole: bits 0, 2, 4, 6 of the mask are
-  // the values (the flag words in between are ignored), and a match counts if the norm is
-  // present (a missing one can hold a stale value).
+  // The 8-byte words compared whole: bits 0, 2, 4, 6 of the mask are the values, the flag
+  // words in between are ignored.
   const double* p = reinterpret_cast<const double*>(norms);
   const __m256d t = _mm256_set1_pd(value);
   std::size_t j = 0;
   for (; j + 4 <= n; j += 4) {
     const int lo = _mm256_movemask_pd(_mm256_cmp_pd(_mm256_loadu_pd(p + 2 * j), t, _CMP_EQ_OQ));
     const int hi = _mm256_movemask_pd(_mm256_cmp_pd(_mm256_loadu_pd(p + 2 * j + 4), t, _CMP_EQ_OQ));
-    for (unsigned m = unsigned(lo | hi << 4) & 0x55u; m != 0; m &= m - 1) {
-      const std::size_t k = j + std::size_t(__builtin_ctz(m)) / 2;
-      if (norms[k]) return k;
-    }
+    const unsigned m = unsigned(lo | hi << 4) & 0x55u;
+    if (m != 0) return j + std::size_t(__builtin_ctz(m)) / 2;
   }
-  while (j < n && !(norms[j] && *norms[j] == value)) ++j;
   return j;
 }
 
-__attribute__((target("avx2"))) void summarize_avx2(const std::optional<double>* norms,
-                                                    std::size_t n, norm_summary& out) noexcept {
+// The whole blocks of four (norms[0, n - n % 4)): their largest and smallest finite norms into
+// `top` and `min`. False when a present norm there is NaN/Inf.
+__attribute__((target("avx2"))) bool summarize_avx2(const std::optional<double>* norms,
+                                                    std::size_t n, double& top,
+                                                    double& min) noexcept {
   const double inf = std::numeric_limits<double>::infinity();
   const double* p = reinterpret_cast<const double*>(norms);
   const __m256d neg_inf = _mm256_set1_pd(-inf), pos_inf = _mm256_set1_pd(inf);
   const __m256d abs_mask = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fffffffffffffff));
   const __m256i flag_byte = _mm256_set1_epi64x(0xff), zero = _mm256_setzero_si256();
-  // Four norms at a time: the largest and smallest finite ones, and whether any present norm
-  // is not finite. (Lane k sees norms i + {0, 2, 1, 3}[k], the order unpacking two pairs
-  // gives; max and min do not care.)
+  // Lane k sees norms i + {0, 2, 1, 3}[k], the order unpacking two pairs gives; max and min do
+  // not care.
   __m256d hi = neg_inf, lo = pos_inf;
   __m256d good = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));  // every lane absent or finite
-  std::size_t i = 0;
-  for (; i + 4 <= n; i += 4) {
+  for (std::size_t i = 0; i + 4 <= n; i += 4) {
     const __m256d a = _mm256_loadu_pd(p + 2 * i), b = _mm256_loadu_pd(p + 2 * i + 4);
     const __m256d v = _mm256_unpacklo_pd(a, b);
     const __m256i flags = _mm256_castpd_si256(_mm256_unpackhi_pd(a, b));
@@ -106,28 +106,9 @@ __attribute__((target("avx2"))) void summarize_avx2(const std::optional<double>*
   alignas(32) double his[4], los[4];
   _mm256_store_pd(his, hi);
   _mm256_store_pd(los, lo);
-  double top = std::max(std::max(his[0], his[1]), std::max(his[2], his[3]));
-  double min = std::min(std::min(los[0], los[1]), std::min(los[2], los[3]));
-  bool bad = _mm256_movemask_pd(good) != 0xf;
-  for (; i < n; ++i) {  // the last n % 4
-    if (!norms[i]) continue;
-    const double v = *norms[i];
-    if (!std::isfinite(v)) {
-      bad = true;
-      continue;
-    }
-    top = std::max(top, v);
-    min = std::min(min, v);
-  }
-  out.max_norm = top;
-  out.min_norm = min;
-  if (bad) {  // rare: find the first one
-    for (std::size_t j = 0; j < n; ++j)
-      if (norms[j] && !std::isfinite(*norms[j])) {
-        out.first_non_finite = int(j);
-        break;
-      }
-  }
+  top = std::max(std::max(his[0], his[1]), std::max(his[2], his[3]));
+  min = std::min(std::min(los[0], los[1]), std::min(los[2], los[3]));
+  return _mm256_movemask_pd(good) == 0xf;
 }
 
 bool vector_path() noexcept {
@@ -141,8 +122,17 @@ bool summarize_norms_avx2(const std::optional<double>* norms, std::size_t n,
                           norm_summary& out) noexcept {
 #ifdef LOSSLENS_NORMS_AVX2
   if (!vector_path()) return false;
-  out = norm_summary{};
-  summarize_avx2(norms, n, out);
+  double top = 0, min = 0;
+  if (!summarize_avx2(norms, n, top, min)) {
+    out = summarize_norms_scalar(norms, n);  // rare: a NaN/Inf norm, which that pass names
+    return true;
+  }
+  // The last n % 4 one at a time, merged.
+  const std::size_t blocks = n - n % 4;
+  const norm_summary rest = summarize_norms_scalar(norms + blocks, n - blocks);
+  out.max_norm = std::max(top, rest.max_norm);
+  out.min_norm = std::min(min, rest.min_norm);
+  out.first_non_finite = rest.first_non_finite < 0 ? -1 : int(blocks) + rest.first_non_finite;
   return true;
 #else
   (void)norms;
@@ -159,10 +149,10 @@ norm_summary summarize_norms(const std::optional<double>* norms, std::size_t n) 
 }
 
 std::size_t find_norm(const std::optional<double>* norms, std::size_t n, double value) noexcept {
-#ifdef LOSSLENS_NORMS_AVX2
-  if (vector_path()) return find_norm_avx2(norms, n, value);
-#endif
   std::size_t i = 0;
+#ifdef LOSSLENS_NORMS_AVX2
+  if (vector_path()) i = find_norm_avx2(norms, n, value);  // the first candidate
+#endif
   while (i < n && !(norms[i] && *norms[i] == value)) ++i;
   return i;
 }
