@@ -33,22 +33,26 @@ class loss_spike final : public detector {
       push(x, ctx.log_loss);
       return;
     }
-    const double m = median_.median();
     // Only upward outliers count, and a z-score below 0 entering the tail as 0 moves no
     // decision: the tail's p99 becomes max(p99, 0), and with tail_factor >= 0 and
     // heavy_tail_z > 0 (validated) a p99 <= 0 raises neither bar.
     const double z = median_.upward_z(x, ctx.log_loss);
-    const double ratio = m > 0 ? x / m : nan;
     // The z-score has to stand out from this run's own extremes too (see tail_window).
     const double z_needed = tail_.count() >= std::size_t(o_.tail_warmup)
                                 ? std::max(o_.z_threshold, o_.tail_factor * tail_.upper())
                                 : o_.z_threshold;
     if (std::isfinite(z)) tail_.push(std::min(z, 1e6));
+    if (!(z >= z_needed)) {  // almost every step: the median in loss units (an exp) is not needed
+      push(x, ctx.log_loss);
+      return;
+    }
+    const double m = median_.median();
+    const double ratio = m > 0 ? x / m : nan;
     // And it has to matter against the run's progress (float32 losses near zero jump from
     // 7e-9 to 1e-7 with an enormous z-score).
     const bool matters =
         !std::isfinite(ctx.loss_range) || x - m >= o_.min_range_fraction * ctx.loss_range;
-    bool spike = z >= z_needed && (!(m > 0) || ratio >= o_.min_ratio) && matters;
+    bool spike = (!(m > 0) || ratio >= o_.min_ratio) && matters;
     if (spike) {
       // An outlier for the median/MAD can still be an ordinary value when the loss swings
       // (a bimodal window); a spike must also stand above everything seen recently.
