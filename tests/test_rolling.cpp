@@ -139,7 +139,9 @@ TEST_CASE("clipped_scale: values beyond 8 robust scales of the last 16 are clipp
   }
 }
 
-TEST_CASE("robust_baseline: z against the median and MAD of a sorted copy, upward_z = max(z, 0)") {
+TEST_CASE(
+    "robust_baseline: z against the median and MAD of a sorted copy, upward_z = max(z, 0), and its "
+    "medians") {
   std::mt19937_64 rng(5);
   std::lognormal_distribution<double> lognormal(0, 0.5);
   robust_baseline b(64);
@@ -161,6 +163,10 @@ TEST_CASE("robust_baseline: z against the median and MAD of a sorted copy, upwar
       REQUIRE(b.z(x, lx) == Approx(double(z)).epsilon(1e-9).margin(1e-9));
       REQUIRE(b.upward_z(x, lx) == (z > 1e-12 ? Approx(double(z)).epsilon(1e-9) : Approx(0.0)));
       REQUIRE(b.upward_z(x, lx) >= 0);
+      // The median on the working scale (log units while log_scale) and in the series' units.
+      REQUIRE(b.working_median() == Approx(double(m)).epsilon(1e-12).margin(1e-15));
+      REQUIRE(b.median() ==
+              Approx(double(log_scale ? std::exp(m) : m)).epsilon(1e-12).margin(1e-15));
     }
     b.push(x, lx);
     if (log_scale && !(x > 0)) {

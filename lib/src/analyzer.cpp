@@ -178,20 +178,24 @@ class grad_baseline {
 
  private:
   void push(step_context& ctx, double g) {
+    const double log_g = g > 0 ? std::log(g) : g;  // one log per step serves all three uses
     // A spike stands out from the run's own tail too: heavy-tailed norms (near-zero loss, a few
     // hard examples) reach 10x their median routinely.
     // The ratio first: it is cheap and rarely holds, the z-score needs the MAD.
     if (std::isfinite(ctx.grad_median) &&
-        g >= std::max(ratio_, ctx.grad_tail_bar) * ctx.grad_median && median_.z(g) >= z_) {
+        g >= std::max(ratio_, ctx.grad_tail_bar) * ctx.grad_median && median_.z(g, log_g) >= z_) {
       ctx.grad_spike = true;
       last_step_ = ctx.s->step;
       last_value_ = g;
       last_ratio_ = g / ctx.grad_median;
     }
-    // The median ignores isolated outliers; a lasting rise moves it after window/2 steps.
+    // The median ignores isolated outliers; a lasting rise moves it after window/2 steps. On
+    // the log scale grad_median is exp(working median), so log(g / grad_median) is log g minus
+    // that median (equal to within rounding, without a second log).
     if (std::isfinite(ctx.grad_median) && ctx.grad_median > 0 && g > 0)
-      tail_.push(std::log(g / ctx.grad_median));
-    median_.push(g);
+      tail_.push(median_.log_scale() ? log_g - median_.working_median()
+                                     : std::log(g / ctx.grad_median));
+    median_.push(g, log_g);
   }
 
   robust_baseline median_;

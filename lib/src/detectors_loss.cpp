@@ -446,7 +446,9 @@ class oscillation final : public detector {
     // 1.9 and 0.25 is as large as one between 0.019 and 0.0025), with single outliers clipped
     // so they neither fake growing swings nor inflate the amplitude (see clipped_scale; the
     // 64-step level filter would flatten a bounce for 64 steps).
-    const double x = ctx.work_log ? std::exp(y) : y;
+    // Back in loss units: an unclipped log is the loss itself (exp(log x) is x to rounding),
+    // so the exp is taken only for a clipped value.
+    const double x = !ctx.work_log ? y : y == ctx.log_loss ? ctx.total_loss : std::exp(y);
     append(y, x, double(ctx.s->step));
     levels_.push(x);
     if (end_ - begin_ < std::size_t(o_.window) || ++since_ < o_.stride) return;

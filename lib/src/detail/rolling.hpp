@@ -176,6 +176,8 @@ class robust_baseline {
   std::size_t count() const noexcept { return median_.count(); }
   /// The running median in the series' own units.
   double median() const noexcept;
+  /// The running median on the working scale: log units while log_scale().
+  double working_median() const noexcept { return median_.median(); }
   /// Robust z-score of x: (t(x) - median) / (1.4826 MAD) with t = log or identity.
   double z(double x) const noexcept { return z(x, x > 0 ? std::log(x) : x); }
   /// z(x) with log_x = std::log(x) given (any value when x <= 0).
