@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <random>
+#include <set>
 #include <string>
 #include <utility>
 
@@ -340,6 +341,14 @@ TEST_CASE("plateau: ReduceLROnPlateau semantics on the smoothed loss") {
     // cooldown 5 (steps 26-30 count no bad steps), then 11 bad steps: opens at step 41
     CHECK(p[1].last_step == 45);
     CHECK(p[1].evidence_value("steps_without_improvement") == 20);
+    CHECK(p[0].evidence_value("steps_without_improvement") == 20);  // step 24 - best at 4
+    for (const auto& f : p) {  // each number once, the ones that grow with the episode last
+      std::set<std::string> names;
+      for (const auto& [name, value] : f.evidence) CHECK(names.insert(name).second);
+      REQUIRE(f.evidence.size() >= 2);
+      CHECK(f.evidence[f.evidence.size() - 2].first == "smoothed");
+      CHECK(f.evidence.back().first == "steps_without_improvement");
+    }
   }
 }
 

@@ -51,17 +51,24 @@ std::int64_t finding_log::due_after(std::size_t i, std::int64_t step, std::int64
   return std::max(interval, std::min(age / 8, max_interval));
 }
 
+bool finding_log::due(std::size_t i, std::int64_t step, std::int64_t interval,
+                      std::int64_t max_interval) const noexcept {
+  return !held_[i] &&
+         (published_step_[i] == std::numeric_limits<std::int64_t>::min() ||
+          findings_[i].level != published_level_[i] ||
+          step_diff(step, published_step_[i]) >= due_after(i, step, interval, max_interval));
+}
+
 void finding_log::flush(std::int64_t step, std::int64_t interval, std::int64_t max_interval,
                         const sample_schema& schema, notify_fn notify, void* ctx) {
-  if (pending_.empty()) return;
-  constexpr std::int64_t never = std::numeric_limits<std::int64_t>::min();
+  // Most steps publish nothing (an open episode grows and is not due yet): the list is then
+  // left as it is.
+  if (std::none_of(pending_.begin(), pending_.end(),
+                   [&](std::size_t i) { return due(i, step, interval, max_interval); }))
+    return;
   keep_.clear();
   for (std::size_t i : pending_) {
-    const bool is_new = published_step_[i] == never;
-    const bool due =
-        is_new || findings_[i].level != published_level_[i] ||
-        step_diff(step, published_step_[i]) >= due_after(i, step, interval, max_interval);
-    if (!due || held_[i]) {
+    if (!due(i, step, interval, max_interval)) {
       keep_.push_back(i);
       continue;
     }

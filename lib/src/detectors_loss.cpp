@@ -364,6 +364,10 @@ class plateau final : public detector {
       f.evidence = {{"best_smoothed", best_}, {"best_step", double(best_step_)}};
       set_lr_evidence(f, ctx);
       f.evidence.emplace_back("initial_smoothed", initial_);
+      // Last, and only this rule writes a plateau's evidence: at every further step of the
+      // episode they are written in place (below), not looked up by name.
+      f.evidence.emplace_back("smoothed", e);
+      f.evidence.emplace_back("steps_without_improvement", 0.0);
       const bool never_moved = std::abs(best_ - initial_) < 0.1 * std::abs(initial_);
       if (never_moved)
         f.advice = std::isfinite(ctx.lr)
@@ -391,8 +395,9 @@ class plateau final : public detector {
                              "gradient and that the model can overfit one batch");
       return f;
     });
-    f.set_evidence("smoothed", e);
-    f.set_evidence("steps_without_improvement", double(step_diff(step, best_step_)));
+    auto& last = f.evidence;
+    last[last.size() - 2].second = e;                          // "smoothed"
+    last.back().second = double(step_diff(step, best_step_));  // "steps_without_improvement"
   }
 
   void describe(finding& f, const sample_schema&) const override {

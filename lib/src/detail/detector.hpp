@@ -124,6 +124,10 @@ class finding_log {
                void* ctx);
   std::int64_t due_after(std::size_t i, std::int64_t step, std::int64_t interval,
                          std::int64_t max_interval) const noexcept;
+  // Whether pending finding i is published at this step: not held, and new, of another level,
+  // or last published at least due_after steps ago.
+  bool due(std::size_t i, std::int64_t step, std::int64_t interval,
+           std::int64_t max_interval) const noexcept;
 
   std::vector<finding> findings_;
   std::vector<const detector*> owners_;
