@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -284,6 +285,56 @@ TEST_CASE("csv: rows across read chunks, long lines and the last line without a 
         "t.csv:3: line longer than 1 MiB: not a CSV of training numbers");
   CHECK_THAT(error_of(text + "\n40002,x,\n"),
              Catch::StartsWith("t.csv:40003: column 'loss': 'x' is not a number"));
+}
+
+TEST_CASE("csv: cells at every offset of a 16-byte block, padded, quoted or with a bad byte") {
+  // The usual row is split 16 bytes at a time; every row here places its commas, blanks, a
+  // quote or a control byte at another offset of those blocks (rows of 5 to about 80 bytes).
+  // The reference is what was written: %.17g reads back as the same double.
+  std::mt19937_64 rng(77);
+  std::uniform_real_distribution<double> u(-5, 5);
+  const char* pads[] = {"", " ", "\t", "  ", " \t "};
+  std::string text = "step,loss,grad_norm,lr\n";
+  std::vector<std::array<double, 3>> want;
+  for (int i = 1; i <= 3000; ++i) {
+    std::array<double, 3> v{};
+    std::string row = std::string(pads[rng() % 5]) + std::to_string(i);
+    for (double& x : v) {
+      x = rng() % 4 == 0 ? double(rng() % 10) : u(rng) * std::pow(10.0, double(rng() % 7) - 3);
+      char cell[40];
+      std::snprintf(cell, sizeof cell, rng() % 2 ? "%.17g" : "%.3g", x);
+      x = std::strtod(cell, nullptr);  // what the short form means
+      const char* pad = pads[rng() % 5];
+      row += std::string(",") + pad + (rng() % 11 == 0 ? "\"" + std::string(cell) + "\"" : cell) +
+             pads[rng() % 5];
+    }
+    text += row + (rng() % 3 == 0 ? "\r\n" : "\n");
+    want.push_back(v);
+  }
+  const auto rows = read_all(text);
+  REQUIRE(rows.size() == want.size());
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    INFO("row " << i + 1);
+    REQUIRE(rows[i].step == std::int64_t(i + 1));
+    REQUIRE(*rows[i].loss == want[i][0]);
+    REQUIRE(*rows[i].grad_norm == want[i][1]);
+    REQUIRE(*rows[i].lr == want[i][2]);
+  }
+  // A control byte anywhere in a row of 7 to 60 bytes, or a quote that opens any of its cells
+  // and never closes: the same error as before, wherever it falls in the blocks.
+  for (std::size_t len = 7; len <= 60; ++len) {
+    std::string row = "1," + std::string(len - 6, '5') + ",2,3";
+    for (std::size_t at = 0; at < row.size(); ++at) {
+      INFO("length " << row.size() << ", byte " << at);
+      std::string bad = row;
+      bad[at] = '\x02';
+      CHECK(error_of("step,loss,grad_norm,lr\n" + bad + "\n") == "t.csv:2: binary data in a row");
+      if (at > 0 && row[at - 1] != ',') continue;
+      std::string quoted = row;  // a quote that opens a cell and never closes
+      quoted.insert(at, 1, '"');
+      CHECK(error_of("step,loss,grad_norm,lr\n" + quoted + "\n") == "t.csv:2: unterminated quote");
+    }
+  }
 }
 
 TEST_CASE("csv: a missing file gives a clear error") {

@@ -13,13 +13,17 @@
 #include "detail/text.hpp"
 #include "losslens/error.hpp"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace losslens {
 namespace {
 
 constexpr std::size_t max_line = 1 << 20;    // a longer line is not a CSV of numbers
 constexpr std::size_t chunk_size = 1 << 18;  // bytes per read
 
-std::string_view trim(std::string_view s) {
+inline std::string_view trim(std::string_view s) {
   // The usual cell has nothing to trim: both ends are printable (spaces, tabs and CR are not).
   if (!s.empty() && static_cast<unsigned char>(s.front()) > ' ' &&
       static_cast<unsigned char>(s.back()) > ' ')
@@ -48,6 +52,64 @@ bool split(std::string_view line, std::vector<std::string_view>& out) {
     if (comma == std::string_view::npos) return true;
     start = comma + 1;
   }
+}
+
+bool is_binary(char c) {
+  const auto u = static_cast<unsigned char>(c);
+  return u < 0x20 && u != '\t' && u != '\r';
+}
+
+/// split() for the usual row: no quote and no byte that has_binary() rejects. The commas are
+/// found 16 bytes at a time (a memchr call per cell and a separate pass for binary bytes were
+/// a sixth of the reading). Returns false, with `out` in any state, when the line holds a
+/// quote or such a byte: split() and has_binary() then decide as before.
+bool split_plain(std::string_view line, std::vector<std::string_view>& out) {
+  out.clear();
+  const char* const p = line.data();
+  const std::size_t n = line.size();
+  std::size_t start = 0, i = 0;
+  auto cell_to = [&](std::size_t comma) __attribute__((always_inline)) {
+    out.push_back(trim(std::string_view(p + start, comma - start)));
+    start = comma + 1;
+  };
+#if defined(__SSE2__)
+  const __m128i comma = _mm_set1_epi8(','), quote = _mm_set1_epi8('"'),
+                below_space = _mm_set1_epi8(0x1f), tab = _mm_set1_epi8('\t'),
+                cr = _mm_set1_epi8('\r');
+  // Bit k of the result: byte k is a quote or a control byte other than tab and CR; of
+  // `commas`: byte k is a comma.
+  auto scan = [&](const char* q, unsigned& commas) {
+    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+    const __m128i control = _mm_cmpeq_epi8(_mm_max_epu8(x, below_space), below_space);
+    const __m128i allowed = _mm_or_si128(_mm_cmpeq_epi8(x, tab), _mm_cmpeq_epi8(x, cr));
+    const __m128i bad = _mm_or_si128(_mm_andnot_si128(allowed, control), _mm_cmpeq_epi8(x, quote));
+    commas = unsigned(_mm_movemask_epi8(_mm_cmpeq_epi8(x, comma)));
+    return unsigned(_mm_movemask_epi8(bad));
+  };
+  for (; i + 16 <= n; i += 16) {
+    unsigned commas = 0;
+    if (scan(p + i, commas) != 0) return false;
+    for (; commas != 0; commas &= commas - 1) cell_to(i + unsigned(__builtin_ctz(commas)));
+  }
+  if (i < n && n >= 16) {
+    // The last bytes as the block that ends the line, without the bits of the bytes already
+    // scanned.
+    const unsigned keep = ~((1u << (i - (n - 16))) - 1);
+    unsigned commas = 0;
+    if ((scan(p + n - 16, commas) & keep) != 0) return false;
+    for (commas &= keep; commas != 0; commas &= commas - 1)
+      cell_to(n - 16 + unsigned(__builtin_ctz(commas)));
+    i = n;
+  }
+#endif
+  for (; i < n; ++i) {
+    if (p[i] == ',')
+      cell_to(i);
+    else if (p[i] == '"' || is_binary(p[i]))
+      return false;
+  }
+  out.push_back(trim(std::string_view(p + start, n - start)));
+  return true;
 }
 
 using core::detail::iequals;
@@ -93,11 +155,6 @@ std::string join(const std::vector<std::string>& v) {
   std::string out;
   for (const auto& x : v) out += (out.empty() ? "" : ", ") + x;
   return out;
-}
-
-bool is_binary(char c) {
-  const auto u = static_cast<unsigned char>(c);
-  return u < 0x20 && u != '\t' && u != '\r';
 }
 
 bool has_binary(std::string_view s) {
@@ -342,8 +399,10 @@ bool csv_reader::next(sample& s) {
     std::string_view line;
     if (!read_line(line)) return false;
     if (trim(line).empty()) continue;  // blank lines (e.g. a trailing one) are skipped
-    if (has_binary(line)) fail("binary data in a row");
-    if (!split(line, cells_)) fail("unterminated quote");
+    if (!split_plain(line, cells_)) {
+      if (has_binary(line)) fail("binary data in a row");
+      if (!split(line, cells_)) fail("unterminated quote");
+    }
     if (cells_.size() != columns_.size())
       fail("row has " + std::to_string(cells_.size()) + " cells but the header has " +
            std::to_string(columns_.size()) + " columns");
