@@ -55,6 +55,41 @@ TEST_CASE("prefetcher: every sample of the source, in order, whatever the batch 
   }
 }
 
+TEST_CASE("prefetcher: ahead(k) is the sample next() hands out k calls later, within its batch") {
+  constexpr std::int64_t rows = 1000;
+  constexpr std::size_t batch = 16;
+  std::int64_t made = 0;
+  sample_prefetcher p(
+      [&](sample& s) {
+        if (made == rows) return false;
+        make_row(made++, s);
+        return true;
+      },
+      batch, 3);
+  CHECK(p.ahead(1) == nullptr);  // nothing handed out yet
+  std::int64_t got = 0, wrong = 0, seen = 0, refused = 0;
+  while (const sample* s = p.next()) {
+    const std::size_t in_batch = std::size_t(got) % batch;  // every batch here is full
+    for (std::size_t k = 0; k < 20; ++k) {
+      const sample* later = p.ahead(k);
+      if (in_batch + k < batch && got + std::int64_t(k) < rows) {
+        ++seen;
+        if (later == nullptr || !same_as_row(got + std::int64_t(k), *later)) ++wrong;
+        if (k == 0 && later != s) ++wrong;  // ahead(0): the sample just handed out
+      } else {
+        refused += later == nullptr ? 1 : 0;
+        if (later != nullptr) ++wrong;  // beyond the batch: not read yet, or reused
+      }
+    }
+    ++got;
+  }
+  CHECK(got == rows);
+  CHECK(wrong == 0);
+  CHECK(seen > 0);
+  CHECK(refused > 0);
+  CHECK(p.ahead(0) == nullptr);  // after the end
+}
+
 TEST_CASE("prefetcher: the source's error comes after the samples read before it") {
   std::int64_t made = 0;
   sample_prefetcher p(

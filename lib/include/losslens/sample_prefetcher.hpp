@@ -51,6 +51,13 @@ class sample_prefetcher {
   const sample* next();
   /// Where the sample last returned by next() sits in the ring (see prepare_fn).
   std::size_t place() const noexcept { return head_ * batch_ + pos_ - 1; }
+  /// The sample `k` places after the one last returned by next() when next() will hand it out
+  /// from the same batch (it is already read, and its place is place() + k), else nullptr.
+  /// For prefetching: the caller may read it, not keep it. Same thread as next().
+  const sample* ahead(std::size_t k) const noexcept {
+    if (done_ || !holding_ || pos_ - 1 + k >= slots_[head_].count) return nullptr;
+    return &slots_[head_].rows[pos_ - 1 + k];
+  }
 
  private:
   struct slot {
