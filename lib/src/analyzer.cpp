@@ -137,11 +137,8 @@ std::string lr_hint(double lr, double lo, double hi) {
 }
 
 void set_lr_evidence(finding& f, const step_context& ctx) {
-  if (std::isfinite(ctx.lr)) f.set_evidence("lr", ctx.lr);
-  if (std::isfinite(ctx.lr_min) && std::isfinite(ctx.lr_max) && ctx.lr_min != ctx.lr_max) {
-    f.set_evidence("lr_min", ctx.lr_min);
-    f.set_evidence("lr_max", ctx.lr_max);
-  }
+  for_lr_evidence(ctx,
+                  [&](std::size_t, std::string_view name, double v) { f.set_evidence(name, v); });
 }
 
 /// Running baseline of the total grad norm shared by loss_spike (which cites grad spikes) and

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "detail/detector.hpp"
+#include "detail/evidence_slots.hpp"
 #include "detail/rolling.hpp"
 
 namespace losslens::core::detail {
@@ -239,14 +240,18 @@ class divergence final : public detector {
                     {"peak", 0}};
       return f;
     });
-    set_lr_evidence(f, ctx);
-    f.set_evidence("smoothed", e);
-    f.set_evidence("loss", ctx.total_loss);
-    if (best_ > 0) f.set_evidence("ratio", e / best_);
+    // Written at every step of the episode: by place, not by name (see evidence_slots).
+    auto put = [&](std::size_t slot, std::string_view name, double v) {
+      ev_.set(f, ep_.index, slot, name, v);
+    };
+    for_lr_evidence(ctx, put);  // slots 0-2
+    put(3, "smoothed", e);
+    put(4, "loss", ctx.total_loss);
+    if (best_ > 0) put(5, "ratio", e / best_);
     // How much of the progress has been given back: the measure of how bad it is.
-    f.set_evidence("peak", std::max(f.evidence_value("peak"), range > 0 ? rise / range : 0));
-    f.set_evidence("steps_rising",
-                   double(step_diff(step, std::int64_t(f.evidence_value("onset_step")))));
+    put(6, "peak", std::max(ev_.get(f, ep_.index, 6, "peak"), range > 0 ? rise / range : 0));
+    put(7, "steps_rising",
+        double(step_diff(step, std::int64_t(ev_.get(f, ep_.index, 8, "onset_step")))));
   }
 
   void describe(finding& f, const sample_schema&) const override {
@@ -308,6 +313,7 @@ class divergence final : public detector {
   double initial_sum_ = 0, initial_ = 0, best_ = 0;
   std::int64_t best_step_ = 0, held_ = 0;
   episode ep_;
+  evidence_slots<9> ev_;  // the evidence written at every step of an open episode
 };
 
 class plateau final : public detector {

@@ -181,7 +181,17 @@ inline bool finite(const std::optional<double>& v) noexcept { return v && std::i
 /// "lower the learning rate 10x (from 5 to 0.5)"; with several param groups (lo, hi finite
 /// and different) "lower the learning rates 10x (param groups at 0.001-0.1, to 0.0001-0.01)".
 std::string lr_hint(double lr, double lo = nan, double hi = nan);
-/// Sets the LR evidence of f from ctx ("lr", and "lr_min"/"lr_max" for several groups).
+/// Calls set(slot, name, value) for each LR evidence value of ctx: slot 0 "lr" (when finite),
+/// 1 "lr_min" and 2 "lr_max" (several param groups at different rates).
+template <class Set>
+void for_lr_evidence(const step_context& ctx, Set&& set) {
+  if (std::isfinite(ctx.lr)) set(0, "lr", ctx.lr);
+  if (std::isfinite(ctx.lr_min) && std::isfinite(ctx.lr_max) && ctx.lr_min != ctx.lr_max) {
+    set(1, "lr_min", ctx.lr_min);
+    set(2, "lr_max", ctx.lr_max);
+  }
+}
+/// Sets the LR evidence of f from ctx (see for_lr_evidence).
 void set_lr_evidence(finding& f, const step_context& ctx);
 
 // Learning rates in advice (lr_advice.cpp): the current LR of the param groups and the range
