@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "detail/detector.hpp"
+#include "detail/evidence_slots.hpp"
 #include "detail/norm_summary.hpp"
 #include "detail/rolling.hpp"
 
@@ -369,15 +370,20 @@ class vanishing final : public detector {
                          param_series(*ctx.schema, std::size_t(layers_i0_)), "layer_grad_ratio",
                          {{"layer_ratio", o_.layer_ratio}, {"patience", double(o_.patience)}});
     });
-    f.set_evidence("parameters", double(count));
-    f.set_evidence("of_parameters", double(s.param_grad_norms.size()));
-    f.set_evidence("zero_gradient", double(zeros));
-    f.set_evidence("smallest_ratio", worst);
-    f.set_evidence("largest_norm", top);
-    f.set_evidence("largest_index",
-                   double(find_norm(s.param_grad_norms.data(), s.param_grad_norms.size(), top)));
-    f.set_evidence("steps", double(longest));
-    set_lr_evidence(f, ctx);
+    // Written at every step of the episode: by place, not by name (see evidence_slots).
+    auto put = [&](std::size_t slot, std::string_view name, double v) {
+      layers_ev_.set(f, layers_ep_.index, slot, name, v);
+    };
+    put(0, "parameters", double(count));
+    put(1, "of_parameters", double(s.param_grad_norms.size()));
+    put(2, "zero_gradient", double(zeros));
+    put(3, "smallest_ratio", worst);
+    put(4, "largest_norm", top);
+    put(5, "largest_index",
+        double(find_norm(s.param_grad_norms.data(), s.param_grad_norms.size(), top)));
+    put(6, "steps", double(longest));
+    for_lr_evidence(
+        ctx, [&](std::size_t slot, std::string_view name, double v) { put(7 + slot, name, v); });
     for (std::size_t i = 0; i < shown_.size(); ++i) shown_[i] = vanished_[i] == 1;
   }
 
@@ -453,6 +459,7 @@ class vanishing final : public detector {
   bool dirty_ = false;        // vanished_ holds a non-zero entry
   std::int64_t first_step_ = 0;
   episode layers_ep_, bias_ep_;
+  evidence_slots<10> layers_ev_;  // what the layers episode writes at every step
 };
 
 }  // namespace

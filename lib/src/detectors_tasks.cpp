@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "detail/detector.hpp"
+#include "detail/evidence_slots.hpp"
 #include "detail/rolling.hpp"
 
 namespace losslens::core::detail {
@@ -49,6 +50,7 @@ class share_tracker {
   std::size_t dominant_ = 0;
   std::int64_t streak_ = 0, start_ = 0, count_ = 0;
   episode ep;
+  evidence_slots<6> ev;  // what report() writes at every step of ep
 };
 
 /// The task weights of a total loss, fitted from the samples: total = sum_i w_i L_i by least
@@ -273,14 +275,18 @@ class task_dominance final : public detector {
     for (std::size_t i = 0; i < tr.now_.size(); ++i)
       if (i != d && std::isfinite(tr.now_[i])) others += tr.now_[i];
     const std::size_t n_others = raw_.size() - 1;
-    f.set_evidence("share", share);
-    f.set_evidence(by_grad ? "grad_norm" : "weighted_loss", mine);
-    f.set_evidence(by_grad ? "others_grad_norm" : "others_weighted_loss", others);
-    f.set_evidence("scale_ratio", scale_ratio);
-    f.set_evidence("steps", double(tr.streak_));
+    // Written at every step of the episode: by place, not by name (see evidence_slots).
+    auto put = [&](std::size_t slot, std::string_view name, double v) {
+      tr.ev.set(f, tr.ep.index, slot, name, v);
+    };
+    put(0, "share", share);
+    put(1, by_grad ? "grad_norm" : "weighted_loss", mine);
+    put(2, by_grad ? "others_grad_norm" : "others_weighted_loss", others);
+    put(3, "scale_ratio", scale_ratio);
+    put(4, "steps", double(tr.streak_));
     // A weight that brings the dominant task to the mean of the others.
     const double suggested = mine > 0 ? (others / double(n_others)) / mine : nan;
-    f.set_evidence("suggested_weight_factor", suggested);
+    put(5, "suggested_weight_factor", suggested);
   }
 
  public:
