@@ -5,6 +5,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <memory>
+#include <new>
 
 #include "detail/detector.hpp"
 #include "detail/norm_summary.hpp"
@@ -392,7 +393,10 @@ void analyzer::observe_stream(sample_prefetcher::source_fn source,
   std::vector<prepared> ring(batch * depth);
   sample_prefetcher rows(std::move(source), batch, depth, [&](const sample& s, std::size_t at) {
     prepared& p = ring[at];
-    std::construct_at(&p.ctx);  // the defaults, written in place (no temporary to copy)
+    // The defaults, written in place: default-initialized (every member has its initializer),
+    // not value-initialized as construct_at does, which zeroes the whole struct first (a
+    // `rep stos`, slow to start, was most of this call).
+    ::new (static_cast<void*>(&p.ctx)) core::detail::step_context;
     p.accepted = prepare(s, p.ctx);
   });
   while (const sample* s = rows.next()) {
