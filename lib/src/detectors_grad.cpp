@@ -370,9 +370,10 @@ class vanishing final : public detector {
                          param_series(*ctx.schema, std::size_t(layers_i0_)), "layer_grad_ratio",
                          {{"layer_ratio", o_.layer_ratio}, {"patience", double(o_.patience)}});
     });
-    // Written at every step of the episode: by place, not by name (see evidence_slots).
-    auto put = [&](std::size_t slot, std::string_view name, double v) {
-      layers_ev_.set(f, layers_ep_.index, slot, name, v);
+    // Written at every step of the episode: by place, not by name (see evidence_slots). f is
+    // captured by a named reference: clang 14 cannot capture a structured binding.
+    auto put = [&, &fd = f](std::size_t slot, std::string_view name, double v) {
+      layers_ev_.set(fd, layers_ep_.index, slot, name, v);
     };
     put(0, "parameters", double(count));
     put(1, "of_parameters", double(s.param_grad_norms.size()));

@@ -240,9 +240,10 @@ class divergence final : public detector {
                     {"peak", 0}};
       return f;
     });
-    // Written at every step of the episode: by place, not by name (see evidence_slots).
-    auto put = [&](std::size_t slot, std::string_view name, double v) {
-      ev_.set(f, ep_.index, slot, name, v);
+    // Written at every step of the episode: by place, not by name (see evidence_slots). f is
+    // captured by a named reference: clang 14 cannot capture a structured binding.
+    auto put = [&, &fd = f](std::size_t slot, std::string_view name, double v) {
+      ev_.set(fd, ep_.index, slot, name, v);
     };
     for_lr_evidence(ctx, put);  // slots 0-2
     put(3, "smoothed", e);

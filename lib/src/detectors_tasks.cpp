@@ -275,9 +275,10 @@ class task_dominance final : public detector {
     for (std::size_t i = 0; i < tr.now_.size(); ++i)
       if (i != d && std::isfinite(tr.now_[i])) others += tr.now_[i];
     const std::size_t n_others = raw_.size() - 1;
-    // Written at every step of the episode: by place, not by name (see evidence_slots).
-    auto put = [&](std::size_t slot, std::string_view name, double v) {
-      tr.ev.set(f, tr.ep.index, slot, name, v);
+    // Written at every step of the episode: by place, not by name (see evidence_slots). f is
+    // captured by a named reference: clang 14 cannot capture a structured binding.
+    auto put = [&, &fd = f](std::size_t slot, std::string_view name, double v) {
+      tr.ev.set(fd, tr.ep.index, slot, name, v);
     };
     put(0, "share", share);
     put(1, by_grad ? "grad_norm" : "weighted_loss", mine);
