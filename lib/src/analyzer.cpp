@@ -63,12 +63,14 @@ bool finding_log::due(std::size_t i, std::int64_t step, std::int64_t interval,
 void finding_log::flush(std::int64_t step, std::int64_t interval, std::int64_t max_interval,
                         const sample_schema& schema, notify_fn notify, void* ctx) {
   // Most steps publish nothing (an open episode grows and is not due yet): the list is then
-  // left as it is.
-  if (std::none_of(pending_.begin(), pending_.end(),
-                   [&](std::size_t i) { return due(i, step, interval, max_interval); }))
-    return;
-  keep_.clear();
-  for (std::size_t i : pending_) {
+  // left as it is. Those before the first due one stay pending.
+  const auto first = std::find_if(pending_.begin(), pending_.end(), [&](std::size_t i) {
+    return due(i, step, interval, max_interval);
+  });
+  if (first == pending_.end()) return;
+  keep_.assign(pending_.begin(), first);
+  for (auto it = first; it != pending_.end(); ++it) {
+    const std::size_t i = *it;
     if (!due(i, step, interval, max_interval)) {
       keep_.push_back(i);
       continue;

@@ -371,10 +371,6 @@ class plateau final : public detector {
       f.evidence = {{"best_smoothed", best_}, {"best_step", double(best_step_)}};
       set_lr_evidence(f, ctx);
       f.evidence.emplace_back("initial_smoothed", initial_);
-      // Last, and only this rule writes a plateau's evidence: at every further step of the
-      // episode they are written in place (below), not looked up by name.
-      f.evidence.emplace_back("smoothed", e);
-      f.evidence.emplace_back("steps_without_improvement", 0.0);
       const bool never_moved = std::abs(best_ - initial_) < 0.1 * std::abs(initial_);
       if (never_moved)
         f.advice = std::isfinite(ctx.lr)
@@ -402,9 +398,9 @@ class plateau final : public detector {
                              "gradient and that the model can overfit one batch");
       return f;
     });
-    auto& last = f.evidence;
-    last[last.size() - 2].second = e;                          // "smoothed"
-    last.back().second = double(step_diff(step, best_step_));  // "steps_without_improvement"
+    // Written at every step of the episode: by place, not by name (see evidence_slots).
+    ev_.set(f, ep_.index, 0, "smoothed", e);
+    ev_.set(f, ep_.index, 1, "steps_without_improvement", double(step_diff(step, best_step_)));
   }
 
   void describe(finding& f, const sample_schema&) const override {
@@ -428,6 +424,7 @@ class plateau final : public detector {
   double best_ = 0, initial_ = 0;
   std::int64_t best_step_ = 0, bad_ = 0, cooldown_left_ = 0;
   episode ep_;
+  evidence_slots<2> ev_;  // what an open episode writes at every step
 };
 
 class oscillation final : public detector {
