@@ -71,6 +71,8 @@ class loss_spike final : public detector {
       push(x, ctx.log_loss);
       return;
     }
+    // The scale z was taken against, for the evidence (z = (t(loss) - t(median)) / scale).
+    const double scale = median_.scale();
     // The raw value enters the baseline: the median/MAD ignore isolated outliers by
     // themselves, and a lasting level shift is absorbed after window/2 steps (the divergence and
     // oscillation rules take over from there).
@@ -84,7 +86,7 @@ class loss_spike final : public detector {
                             {"recent_max_ratio", o_.recent_max_ratio}});
       f.evidence = {{"loss", x},
                     {"running_median", m},
-                    {"robust_scale", median_.scale()},
+                    {"robust_scale", scale},
                     {"log_scale", median_.log_scale() ? 1.0 : 0.0},
                     {"z", z},
                     {"ratio", ratio},
@@ -111,8 +113,10 @@ class loss_spike final : public detector {
         tail_.count() >= std::size_t(o_.tail_warmup) && tail_.upper() >= o_.heavy_tail_z;
     gate_.hit(log, ep_.index, is_new, step, m, std::isfinite(ctx.loss_range) && heavy);
     f.set_evidence("spike_steps", f.evidence_value("spike_steps") + 1);
-    if (!is_new && z > f.evidence_value("z")) {
+    if (!is_new && z > f.evidence_value("z")) {  // the peak, with what it was measured against
       f.set_evidence("loss", x);
+      f.set_evidence("running_median", m);
+      f.set_evidence("robust_scale", scale);
       f.set_evidence("z", z);
       f.set_evidence("ratio", ratio);
     }
