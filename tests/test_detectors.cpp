@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdio>
 #include <random>
 #include <set>
 #include <string>
@@ -498,6 +499,44 @@ TEST_CASE("chance_level: loss stuck at ln C after warm-up") {
   SECTION("off when the number of classes is unknown") {
     CHECK(of_kind(analyze(t), "chance_level").empty());
   }
+}
+
+TEST_CASE(
+    "chance_level with the count inferred: the first loss's count is quoted when it differs") {
+  // A 10-class run that blew up and sits a little above chance: 2.41, which reads as ln 11.
+  auto run = [](double first, double level) {
+    analyzer a(sample_schema{});
+    generator g(12);
+    for (int i = 0; i < 900; ++i) {
+      sample s;
+      s.step = i;
+      s.loss = i == 0   ? first
+               : i < 5  ? first * g.noise(0.01)
+               : i < 12 ? 1e4
+                        : level * g.noise(0.01);
+      a.observe(s);
+    }
+    const auto fs = of_kind(a.findings(), "chance_level");
+    REQUIRE(fs.size() == 1);
+    return fs[0];
+  };
+  const finding f = run(std::log(10.0) * 1.005, 2.41);
+  CHECK(f.evidence_value("classes") == 11);
+  CHECK(f.evidence_value("first_loss") == std::log(10.0) * 1.005);
+  CHECK(f.evidence_value("first_loss_classes") == 10);
+  const long double off = f.evidence_value("smoothed") / std::log(10.0L) - 1;
+  CHECK(off > 0.04);
+  char pct[32];
+  std::snprintf(pct, sizeof pct, "%.1f", double(100 * off));
+  CHECK(f.message.find(std::string("the first loss, 2.314, was ln(10) = 2.303, and the level is ") +
+                       pct + "% above it: a 10-class model that collapsed") != std::string::npos);
+  // A first loss that names the same count, or one whose band the level is not in: nothing.
+  const finding same = run(std::log(11.0), 2.41);
+  CHECK(std::isnan(same.evidence_value("first_loss_classes")));
+  CHECK(same.message.find("first loss") == std::string::npos);
+  const finding far = run(std::log(20.0), 2.41);
+  CHECK(far.evidence_value("classes") == 11);
+  CHECK(std::isnan(far.evidence_value("first_loss_classes")));
 }
 
 TEST_CASE("task_dominance: share of the weighted loss and scale disparity") {

@@ -788,6 +788,7 @@ class chance_level final : public detector {
   void observe(const step_context& ctx, finding_log& log) override {
     const double x = ctx.level_loss;
     if (!std::isfinite(x)) return;
+    if (ema_.count() == 0) first_ = x;
     const double e = ema_.push(x);
     if (finite(ctx.s->accuracy)) acc_.push(*ctx.s->accuracy);
     const std::int64_t step = ctx.s->step;
@@ -815,6 +816,16 @@ class chance_level final : public detector {
                     {"above_tolerance",
                      o_.num_classes == 0 ? tolerance() : std::max(tolerance(), o_.above_tolerance)},
                     {"inferred", o_.num_classes == 0 ? 1.0 : 0.0}};
+      // A count read off the level can be one too many: a model that collapsed after a
+      // blow-up sits a little above chance (2.42 after a first loss of 2.31 = ln 10 reads as
+      // ln 11). The first loss, before any update, names the count of an untrained model;
+      // quoted when it names another count within whose known-count band the level lies.
+      if (const double k0 = first_loss_classes();
+          o_.num_classes == 0 && k0 >= 2 && int(k0) != classes_ &&
+          e >= (1 - o_.tolerance) * std::log(k0) && e <= (1 + o_.above_tolerance) * std::log(k0)) {
+        f.evidence.emplace_back("first_loss", first_);
+        f.evidence.emplace_back("first_loss_classes", k0);
+      }
       set_lr_evidence(f, ctx);
       f.advice = "the model predicts the uniform distribution: ";
       if (std::isfinite(ctx.lr) && ctx.lr < 1e-5)
@@ -857,14 +868,25 @@ class chance_level final : public detector {
           "of a uniform guess over %d classes, for %g steps",
           f.evidence_value("smoothed"), f.evidence_value("tolerance") * 100, k,
           f.evidence_value("chance_loss"), k, f.evidence_value("steps"));
-    if (f.evidence_value("inferred") > 0)
+    if (f.evidence_value("inferred") > 0) {
       f.message += format(
           " (class count inferred from the level: pass num_classes / --classes "
-          "if it is not %d%s)",
+          "if it is not %d%s",
           k,
           k == 2 ? "; ln 2 is also a binary loss with p = 0.5 on every target, "
                    "e.g. a sigmoid applied before BCE-with-logits"
                  : "");
+      if (const double k0 = f.evidence_value("first_loss_classes"); k0 >= 2) {
+        const double off = f.evidence_value("smoothed") / std::log(k0) - 1;
+        f.message += format("; the first loss, %.4g, was ln(%d) = %.4g, and the level is %.1f%% %s",
+                            f.evidence_value("first_loss"), int(k0), std::log(k0),
+                            100 * std::abs(off), off >= 0 ? "above it" : "below it");
+        if (off > 0)
+          f.message +=
+              format(": a %d-class model that collapsed sits a little above chance", int(k0));
+      }
+      f.message += ")";
+    }
     if (std::isfinite(f.evidence_value("accuracy")))
       f.message += format(" (accuracy %.3f, chance %.3f)", f.evidence_value("accuracy"),
                           1.0 / std::max(k, 1));
@@ -876,6 +898,15 @@ class chance_level final : public detector {
   // is near some ln k, and only "never left it" tells chance from a floor).
   double tolerance() const noexcept {
     return o_.num_classes == 0 ? o_.inferred_tolerance : o_.tolerance;
+  }
+  // The class count the first loss names: an untrained classifier's outputs are close to
+  // uniform, so its first loss (before any update) is ln k within a few percent. 0 when it is
+  // no ln k of a k in [2, 1000].
+  double first_loss_classes() const noexcept {
+    if (!(first_ > 0)) return 0;
+    const double k = std::round(std::exp(first_));
+    if (!(k >= 2 && k <= 1000)) return 0;
+    return std::abs(first_ - std::log(k)) <= o_.tolerance * std::log(k) ? k : 0;
   }
   bool infer(double e) {
     // The average's lowest point counts once it averages over its own horizon (2 / alpha
@@ -915,6 +946,7 @@ class chance_level final : public detector {
   ema ema_, acc_;
   double lowest_ = std::numeric_limits<double>::infinity();
   double band_lo_ = 0, band_hi_ = 0, band_k_ = 0, band_log_k_ = 0;  // see infer()
+  double first_ = nan;                                              // the first loss
   std::int64_t streak_ = 0, start_ = 0;
   episode ep_;
 };
