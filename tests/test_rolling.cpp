@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "detail/detector.hpp"
 #include "detail/rolling.hpp"
 
 using namespace losslens::core::detail;
@@ -253,4 +254,50 @@ TEST_CASE("change_point: finds a bend and a jump where they were put") {
     CHECK(change_point(y.data(), 10, y.size(), 16,
                        [](double, double, double jump) { return jump > 1; }) == 10);
   }
+}
+
+TEST_CASE("quotient_surely_below: never says below when the double quotient reaches the bar") {
+  std::mt19937_64 rng(8);
+  std::uniform_real_distribution<double> unit(0.5, 2), expo(-300, 300);
+  int below = 0, clear = 0, clear_said = 0;
+  for (int i = 0; i < 200000; ++i) {
+    const double m = unit(rng) * std::pow(10.0, expo(rng) / 2);
+    const double bar = unit(rng) * std::pow(10.0, expo(rng) / 20);
+    // Around the bar (a few ulps to a relative 1e-11 either way) and far from it.
+    double x = bar * m;
+    switch (i % 4) {
+      case 0:
+        for (int k = int(rng() % 8); k > 0; --k) x = std::nextafter(x, -1.0);
+        break;
+      case 1:
+        x *= 1 - 1e-11 * unit(rng);
+        break;
+      case 2:
+        x *= 1 - 1e-12 * unit(rng);
+        break;
+      default:
+        x *= unit(rng) / 2;
+    }
+    const bool surely = losslens::core::detail::quotient_surely_below(x, bar, m);
+    // The double quotient, and the exact one in long double.
+    if (surely) {
+      REQUIRE(x / m < bar);
+      REQUIRE((long double)x / (long double)m < (long double)bar);
+      ++below;
+    }
+    // Well under the bar, with a normal product: said (what saves the division).
+    if (x / m < 0.99 * bar && bar * m > 1e-290) {
+      ++clear;
+      clear_said += surely ? 1 : 0;
+    }
+  }
+  CHECK(below > 50000);
+  CHECK(clear > 40000);
+  CHECK(clear_said == clear);
+  // Products near or below the smallest normal double: no claim.
+  CHECK(!losslens::core::detail::quotient_surely_below(1e-320, 2.0, 1e-310));
+  CHECK(!losslens::core::detail::quotient_surely_below(0.0, 1.0, 1e-301));
+  CHECK(losslens::core::detail::quotient_surely_below(0.5, 1.0, 1.0));
+  CHECK(!losslens::core::detail::quotient_surely_below(std::nan(""), 1.0, 1.0));
+  CHECK(!losslens::core::detail::quotient_surely_below(1.0, std::nan(""), 1.0));
 }

@@ -146,21 +146,23 @@ class exploding final : public detector {
       const double slack = std::isfinite(ctx.grad_early) ? 0.05 * ctx.grad_early : 0.0;
       gate_.check(log, ctx.s->step, recent_.median(), slack, 3.0, o_.ratio, slack, loss_back);
     }
-    const double ratio = std::isfinite(m) && m > 0 ? g / m : nan;
     // How far above its median this run's norms go by themselves (p99 / median): a blow-up
     // has to stand out from that too, not only from a fixed ratio.
     const double tail = std::isfinite(ctx.grad_tail_ratio) ? ctx.grad_tail_ratio : 1.0;
     const double threshold = std::max(o_.ratio, ctx.grad_tail_bar);  // pow(tail, tail_factor)
-    const bool spike = std::isfinite(ratio) && ratio >= threshold;
+    const bool m_ok = std::isfinite(m) && m > 0;
+    const bool spike = m_ok && !quotient_surely_below(g, threshold, m) && std::isfinite(g / m) &&
+                       g / m >= threshold;
     // A lasting rise: the recent median itself far above the longer running median. As for
     // spikes, the bar includes the run's own tail (a memorising run's median of 16 norms jumps
     // 10x when a few hard batches come together).
     bool rising = false;
-    if (std::isfinite(m) && m > 0 && recent_.count() >= std::size_t(o_.rise_window)) {
+    if (m_ok && recent_.count() >= std::size_t(o_.rise_window)) {
       const double bar = std::max(o_.ratio, tail);
       // The median is at most the largest value, and dividing by m > 0 keeps that order: when
       // even the largest is under the bar (almost every step) the median need not be taken.
-      if (recent_.max() / m >= bar) {
+      const double top = recent_.max();
+      if (!quotient_surely_below(top, bar, m) && top / m >= bar) {
         const double rise = recent_.median() / m;
         rising = std::isfinite(rise) && rise >= bar;
       }
@@ -168,6 +170,7 @@ class exploding final : public detector {
     rise_held_ = rising ? rise_held_ + 1 : 0;
     const bool lasting = rise_held_ >= o_.rise_patience;
     if (!spike && !lasting && !(g >= o_.abs_max)) return;
+    const double ratio = m_ok ? g / m : nan;
     const std::int64_t step = ctx.s->step;
     auto [f, is_new] = open_or_extend(log, this, ep_, step, o_.merge_gap, [&] {
       auto f = new_finding("exploding_gradients", severity::warning, step, step, "grad_norm",

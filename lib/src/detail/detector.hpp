@@ -178,6 +178,14 @@ std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 std::string task_series(const sample_schema& s, std::size_t i);
 std::string param_series(const sample_schema& s, std::size_t i);
 inline bool finite(const std::optional<double>& v) noexcept { return v && std::isfinite(*v); }
+/// Whether the double x / m rounds below bar for sure (m > 0), from a product instead of a
+/// division (a bar most steps are far under need not wait for a divide): with bar * m normal,
+/// x below it by a relative 1e-12, far more than the three roundings, gives a quotient that
+/// rounds below bar. False says nothing: divide then.
+inline bool quotient_surely_below(double x, double bar, double m) noexcept {
+  const double bm = bar * m;
+  return bm >= 1e-300 && x < bm * (1 - 1e-12);
+}
 /// "lower the learning rate 10x (from 5 to 0.5)"; with several param groups (lo, hi finite
 /// and different) "lower the learning rates 10x (param groups at 0.001-0.1, to 0.0001-0.01)".
 std::string lr_hint(double lr, double lo = nan, double hi = nan);
