@@ -209,6 +209,42 @@ TEST_CASE("csv: unknown columns are ignored with a warning, BOM and blank lines 
   CHECK_FALSE(r.next(s));
 }
 
+TEST_CASE("csv: Keras' CSVLogger (epoch, no step) and PyTorch Lightning's metrics.csv") {
+  // Keras: the epoch is the step, said in a note; the validation columns are not used.
+  std::istringstream in(
+      "epoch,accuracy,loss,val_accuracy,val_loss\n0,0.41,1.62,0.52,1.31\n1,0.58,1.15,0.6,1.1\n");
+  csv_reader r(in, "k.csv");
+  REQUIRE(r.warnings().size() == 2);
+  CHECK(r.warnings()[0] ==
+        "k.csv:1: no step column: the epoch is the step (one row per epoch; the rules look at "
+        "16-200 steps at a time, so a short log says little)");
+  CHECK(r.warnings()[1].find("'val_accuracy', 'val_loss'") != std::string::npos);
+  sample s;
+  REQUIRE(r.next(s));
+  CHECK((s.step == 0 && *s.loss == 1.62 && *s.accuracy == 0.41));
+  REQUIRE(r.next(s));
+  CHECK((s.step == 1 && *s.loss == 1.15 && *s.accuracy == 0.58));
+  CHECK_FALSE(r.next(s));
+  // Lightning: each epoch's validation row, at its last training step, holds nothing used and
+  // is skipped; `_step` columns are the steps' values, `_epoch` ones the epochs' means (unused).
+  const auto rows = read_all(
+      "epoch,step,train_loss_step,train_loss_epoch,val_loss\n0,49,0.9,,\n0,99,0.8,,\n"
+      "0,99,,0.85,0.84\n1,149,0.7,,\n1,199,0.6,,\n1,199,,0.65,0.7\n");
+  REQUIRE(rows.size() == 4);
+  const std::int64_t steps[] = {49, 99, 149, 199};
+  const double losses[] = {0.9, 0.8, 0.7, 0.6};
+  for (std::size_t i = 0; i < 4; ++i) {
+    CHECK(rows[i].step == steps[i]);
+    CHECK(*rows[i].loss == losses[i]);
+  }
+  // A step column wins over epoch; a repeated step that holds a used value is still an error.
+  CHECK(read_all("epoch,step,loss\n0,5,1\n").at(0).step == 5);
+  CHECK_THAT(error_of("epoch,step,loss\n0,1,1\n0,1,2\n"),
+             Catch::StartsWith("t.csv:3: step 1 is not greater than the previous step 1"));
+  CHECK_THAT(error_of("epoch,loss\n0,1\n0,2\n"),
+             Catch::StartsWith("t.csv:3: step 0 is not greater than the previous step 0"));
+}
+
 TEST_CASE("csv: malformed input names the file, the line and the reason") {
   CHECK(error_of("") == "t.csv:1: empty file: expected a header row such as step,loss,grad_norm");
   CHECK(error_of("\n\n") ==

@@ -39,6 +39,13 @@ TEST_CASE("tags: the common spellings of loss, grad norm, lr and accuracy, any c
       {"learning_rate", "lr"},
       {"train/learning_rate", "lr"},  // Hugging Face Trainer
       {"lr-Adam", "lr"},              // Lightning's LearningRateMonitor
+      // Lightning's on_step / on_epoch pair: the step's value, not the epoch's mean.
+      {"train_loss_step", "loss"},
+      {"loss_step", "loss"},
+      {"train_loss_cls_step", "loss/cls"},
+      {"train_loss_epoch", "-"},
+      {"val_loss_step", "-"},
+      {"train_acc_step", "accuracy"},
       {"accuracy", "accuracy"},
       {"train/acc", "accuracy"},
       {"epoch_accuracy", "accuracy"},

@@ -309,13 +309,19 @@ void csv_reader::read_header() {
   std::vector<std::size_t> tag_columns;
   std::size_t bounds = 0;
   bool has_step = false, has_wall = false;
+  // Without a step column, Keras' CSVLogger layout (epoch,loss,val_loss,...): one row per
+  // epoch, the epoch its step.
+  auto is_step = [&](std::string_view n) { return is_any(n, {"step", "_step", "global_step"}); };
+  const bool by_epoch = std::none_of(names.begin(), names.end(), is_step);
+  bool epoch_step = false;
   columns_.clear();
   for (std::size_t i = 0; i < names.size(); ++i) {
     const std::string& name = names[i];
     columns_.push_back({column_kind::ignored, 0, name});
-    if (!has_step && is_any(name, {"step", "_step", "global_step"})) {
+    if (!has_step && (is_step(name) || (by_epoch && iequals(name, "epoch")))) {
       columns_[i].kind = column_kind::step;
       has_step = true;
+      epoch_step = !is_step(name);
       continue;
     }
     if (!has_wall && is_any(name, {"wall_time", "wall time", "_timestamp"})) {
@@ -340,8 +346,8 @@ void csv_reader::read_header() {
   }
   if (!has_step)
     fail(
-        "no 'step' column (the header must name one: step, _step or TensorBoard's Step, e.g. "
-        "step,loss,grad_norm)");
+        "no 'step' column (the header must name one: step, _step, global_step, TensorBoard's "
+        "Step or, one row per epoch, epoch; e.g. step,loss,grad_norm)");
   try {
     mapping_ = map_tags(tags, options_.mapping);
   } catch (const error& e) {
@@ -382,6 +388,10 @@ void csv_reader::read_header() {
     }
   }
   const std::string where = name_ + ":" + std::to_string(line_) + ": ";
+  if (epoch_step)
+    warnings_.push_back(where +
+                        "no step column: the epoch is the step (one row per epoch; the rules "
+                        "look at 16-200 steps at a time, so a short log says little)");
   if (auto unused = mapping_.unused_summary("column"); !unused.empty())
     warnings_.push_back(where + unused +
                         " (known: loss, loss/<task>, grad_norm, grad_norm/<name>, lr, accuracy, "
@@ -469,6 +479,9 @@ bool csv_reader::parse_row(sample& s) {
   }
   if (skip_empty_rows_ && !have_value) return false;  // another run's step (W&B)
   if (!have_step) fail("the step cell is empty");
+  // A row at the previous step with nothing this reader uses: PyTorch Lightning's CSVLogger
+  // writes the validation metrics on a row of their own at the last training step.
+  if (!have_value && have_prev_step_ && s.step == prev_step_) return false;
   if (have_prev_step_ && s.step <= prev_step_)
     fail("step " + std::to_string(s.step) + " is not greater than the previous step " +
          std::to_string(prev_step_) + " (steps must increase)");

@@ -127,6 +127,10 @@ std::optional<series_target> guess_series(std::string_view tag) {
   if (starts_with(low, "grad_norm/") && low.size() > 10)
     return target(series_role::param_grad_norm, tag.substr(10));
   if (mentions_held_out(low)) return std::nullopt;
+  // PyTorch Lightning's self.log(..., on_step=True, on_epoch=True): `train_loss_step` is the
+  // value of each step, `train_loss_epoch` its mean over the epoch (no step's value).
+  if (low.size() > 6 && ends_with(low, "_epoch")) return std::nullopt;
+  if (low.size() > 5 && ends_with(low, "_step")) return guess_series(tag.substr(0, tag.size() - 5));
   const std::string_view t = strip_phase(tag);
   const std::string l = lower(t);
   if (one_of(l, loss_names)) return target(series_role::loss);
