@@ -192,8 +192,11 @@ TEST_CASE("csv: rows mixing non-finite, empty and quoted cells, and whole error 
   CHECK(error_of("step,loss\n1,0.5,7\n") ==
         "t.csv:2: row has 3 cells but the header has 2 columns");
   CHECK(error_of("step,loss\n1\n") == "t.csv:2: row has 1 cells but the header has 2 columns");
-  CHECK(error_of("step,loss\n2,1\n2,1\n") ==
-        "t.csv:3: step 2 is not greater than the previous step 2 (steps must increase)");
+  CHECK(error_of("step,loss\n3,1\n2,1\n") ==
+        "t.csv:3: step 2 is not greater than the previous step 3 (steps must increase)");
+  CHECK(error_of("step,loss\n2,1\n2,3\n") ==
+        "t.csv:3: step 2 repeats with another value of 'loss' (3 after 1; rows at one step may "
+        "only add values: steps must increase)");
   CHECK(error_of("step,loss\n1.5,1\n") == "t.csv:2: step '1.5' is not a whole number");
   CHECK(error_of("step,loss\n1,1\x01\n") == "t.csv:2: binary data in a row");
 }
@@ -226,7 +229,8 @@ TEST_CASE("csv: Keras' CSVLogger (epoch, no step) and PyTorch Lightning's metric
   CHECK((s.step == 1 && *s.loss == 1.15 && *s.accuracy == 0.58));
   CHECK_FALSE(r.next(s));
   // Lightning: each epoch's validation row, at its last training step, holds nothing used and
-  // is skipped; `_step` columns are the steps' values, `_epoch` ones the epochs' means (unused).
+  // adds nothing; `_step` columns are the steps' values, `_epoch` ones the epochs' means
+  // (unused).
   const auto rows = read_all(
       "epoch,step,train_loss_step,train_loss_epoch,val_loss\n0,49,0.9,,\n0,99,0.8,,\n"
       "0,99,,0.85,0.84\n1,149,0.7,,\n1,199,0.6,,\n1,199,,0.65,0.7\n");
@@ -237,12 +241,68 @@ TEST_CASE("csv: Keras' CSVLogger (epoch, no step) and PyTorch Lightning's metric
     CHECK(rows[i].step == steps[i]);
     CHECK(*rows[i].loss == losses[i]);
   }
-  // A step column wins over epoch; a repeated step that holds a used value is still an error.
+  // A step column wins over epoch; a repeated step that holds another value of a column
+  // already filled at that step is an error.
   CHECK(read_all("epoch,step,loss\n0,5,1\n").at(0).step == 5);
-  CHECK_THAT(error_of("epoch,step,loss\n0,1,1\n0,1,2\n"),
-             Catch::StartsWith("t.csv:3: step 1 is not greater than the previous step 1"));
+  CHECK(error_of("epoch,step,loss\n0,1,1\n0,1,2\n") ==
+        "t.csv:3: step 1 repeats with another value of 'loss' (2 after 1; rows at one step "
+        "may only add values: steps must increase)");
   CHECK_THAT(error_of("epoch,loss\n0,1\n0,2\n"),
-             Catch::StartsWith("t.csv:3: step 0 is not greater than the previous step 0"));
+             Catch::StartsWith("t.csv:3: step 0 repeats with another value of 'loss'"));
+}
+
+TEST_CASE("csv: rows that repeat a step add their values to it (Lightning's LR monitor)") {
+  // What Lightning's CSVLogger writes with LearningRateMonitor and log_every_n_steps=2: the
+  // LR row (logged at the batch's start) and the training row (at its end) share a step; the
+  // last step of each epoch also gets the validation row and the epoch means.
+  std::istringstream in(
+      "epoch,lr-Adam,step,train_loss_epoch,train_loss_step,val_loss\n"
+      ",0.001,1,,,\n0,,1,,2.31,\n"
+      ",0.0009,3,,,\n0,,3,,2.05,\n0,,3,,,1.98\n1,,3,2.2,,\n"
+      ",0.0008,5,,,\n1,,5,,1.71,\n");
+  csv_reader r(in, "metrics.csv");
+  sample s;
+  const std::int64_t steps[] = {1, 3, 5};
+  const double losses[] = {2.31, 2.05, 1.71}, lrs[] = {0.001, 0.0009, 0.0008};
+  const std::int64_t last_lines[] = {3, 7, 9};
+  for (std::size_t i = 0; i < 3; ++i) {
+    REQUIRE(r.next(s));
+    CHECK(s.step == steps[i]);
+    CHECK(s.loss == losses[i]);
+    CHECK(s.lr == lrs[i]);
+    CHECK(r.line() == last_lines[i]);
+  }
+  CHECK_FALSE(r.next(s));
+
+  // The same value twice, NaN included, is no conflict; a wall time comes from the first row
+  // that has one.
+  const auto same = read_all(
+      "step,loss,lr,grad_norm,wall_time\n1,nan,,,\n1,nan,0.1,,\n1,,0.1,3,12.5\n2,1,,,13\n");
+  REQUIRE(same.size() == 2);
+  CHECK((std::isnan(*same[0].loss) && *same[0].lr == 0.1 && *same[0].grad_norm == 3.0));
+  CHECK(same[0].wall_time == 12.5);
+  CHECK((same[1].step == 2 && *same[1].loss == 1.0 && same[1].wall_time == 13.0));
+
+  // A conflict names both values in full and leaves the step as it was: the rows before it
+  // arrive, the error comes with the next call, and nothing of the conflicting row is added.
+  std::istringstream bad("step,loss,lr\n1,0.5,\n2,0.25,\n2,0.2500001,0.1\n3,0.2,\n");
+  csv_reader rb(bad, "b.csv");
+  REQUIRE(rb.next(s));
+  CHECK(s.step == 1);
+  REQUIRE(rb.next(s));
+  CHECK((s.step == 2 && *s.loss == 0.25 && !s.lr));
+  CHECK(rb.line() == 3);
+  CHECK_THROWS_WITH(rb.next(s),
+                    "b.csv:4: step 2 repeats with another value of 'loss' "
+                    "(0.2500001 after 0.25; rows at one step may only add values: "
+                    "steps must increase)");
+
+  // So does a malformed row read ahead: the step before it is not lost.
+  std::istringstream cut("step,loss\n1,0.5\n2,abc\n");
+  csv_reader rc(cut, "c.csv");
+  REQUIRE(rc.next(s));
+  CHECK((s.step == 1 && *s.loss == 0.5));
+  CHECK_THROWS_WITH(rc.next(s), "c.csv:3: column 'loss': 'abc' is not a number");
 }
 
 TEST_CASE("csv: malformed input names the file, the line and the reason") {
@@ -259,8 +319,10 @@ TEST_CASE("csv: malformed input names the file, the line and the reason") {
   CHECK_THAT(error_of("step,loss\n1.5,1\n"),
              Catch::StartsWith("t.csv:2: step '1.5' is not a whole number"));
   CHECK_THAT(error_of("step,loss\n,1\n"), Catch::StartsWith("t.csv:2: the step cell is empty"));
-  CHECK_THAT(error_of("step,loss\n1,1\n3,1\n3,1\n"),
-             Catch::StartsWith("t.csv:4: step 3 is not greater than the previous step 3"));
+  CHECK_THAT(error_of("step,loss\n1,1\n3,1\n3,2\n"),
+             Catch::StartsWith("t.csv:4: step 3 repeats with another value of 'loss'"));
+  CHECK_THAT(error_of("step,loss\n1,1\n3,1\n2,1\n"),
+             Catch::StartsWith("t.csv:4: step 2 is not greater than the previous step 3"));
   CHECK_THAT(error_of("step,loss\n5,1\n4,1\n"), Catch::Contains("steps must increase"));
   CHECK_THAT(error_of("step,loss,loss\n"), Catch::Contains("column 'loss' appears twice"));
   CHECK_THAT(error_of("step,,loss\n"), Catch::Contains("column 2 has an empty name"));

@@ -70,6 +70,44 @@ std::string step_and_loss(const std::string& csv) {
   return out;
 }
 
+// The source trace as PyTorch Lightning's CSVLogger writes it with a LearningRateMonitor:
+// per step a row with the LR alone (logged at the batch's start) and then the training row
+// (`loss` as `train_loss_step`), and every 300 steps a validation row and an epoch-mean row at
+// that step: each step spread over two to four rows.
+std::string lightning_layout(const std::string& csv) {
+  std::istringstream in(csv);
+  std::vector<std::string> names;
+  std::string line, out;
+  std::size_t lr_col = 0, row = 0;
+  while (std::getline(in, line)) {
+    std::vector<std::string> cells;
+    std::stringstream ls(line);
+    for (std::string c; std::getline(ls, c, ',');) cells.push_back(c);
+    if (names.empty()) {
+      names = cells;
+      REQUIRE(names.at(0) == "step");
+      lr_col = std::size_t(std::find(names.begin(), names.end(), "lr") - names.begin());
+      REQUIRE(lr_col < names.size());
+      out = "epoch,lr-SGD,step";
+      for (std::size_t i = 1; i < names.size(); ++i)
+        if (i != lr_col) out += "," + (names[i] == "loss" ? "train_loss_step" : names[i]);
+      out += ",train_loss_epoch,val_loss\n";
+      continue;
+    }
+    const std::string epoch = std::to_string(row / 300), blanks(names.size() - 2, ',');
+    out += "," + cells[lr_col] + "," + cells[0] + blanks + ",,\n";
+    out += epoch + ",," + cells[0];
+    for (std::size_t i = 1; i < names.size(); ++i)
+      if (i != lr_col) out += "," + cells[i];
+    out += ",,\n";
+    if (++row % 300 == 0) {
+      out += epoch + ",," + cells[0] + blanks + ",,0.5\n";
+      out += epoch + ",," + cells[0] + blanks + ",0.7,\n";
+    }
+  }
+  return out;
+}
+
 // Numbers in a message, for messages that print a value rounded (3 significant digits).
 std::vector<double> numbers_in(const std::string& s, std::string& words) {
   std::vector<double> out;
@@ -175,6 +213,11 @@ TEST_CASE("fixtures: event files and TensorBoard/W&B exports give the original C
     const json from_dir = analyze_json(q(downloads));
     same_findings(loss_reference, from_dir);
     CHECK(from_dir["run"] == run);
+
+    // The whole trace in Lightning's metrics.csv layout: the same steps and findings.
+    const auto lightning_csv = dir.path / (run + "_metrics.csv");
+    write_text(lightning_csv, lightning_layout(read_file(source)));
+    same_findings(reference, analyze_json(q(lightning_csv)));
   }
   // The comparison is not vacuous: the fixtures have findings (exploding gradients, task
   // dominance).

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <limits>
 #include <set>
+#include <utility>
 
 #include "detail/text.hpp"
 #include "losslens/error.hpp"
@@ -110,6 +111,14 @@ bool split_plain(std::string_view line, std::vector<std::string_view>& out) {
   }
   out.push_back(trim(std::string_view(p + start, n - start)));
   return true;
+}
+
+/// The shortest text that reads back as v (a message quoting two values that differ must
+/// show the difference).
+std::string exact_text(double v) {
+  char buf[32];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, r.ptr);
 }
 
 using core::detail::iequals;
@@ -320,6 +329,7 @@ void csv_reader::read_header() {
     columns_.push_back({column_kind::ignored, 0, name});
     if (!has_step && (is_step(name) || (by_epoch && iequals(name, "epoch")))) {
       columns_[i].kind = column_kind::step;
+      step_column_ = i;
       has_step = true;
       epoch_step = !is_step(name);
       continue;
@@ -402,9 +412,10 @@ void csv_reader::read_header() {
     warnings_.push_back(where + std::to_string(bounds) +
                         " W&B __MIN/__MAX columns ignored (bucket bounds of the value column)");
   skip_empty_rows_ = tensorboard_ || !runs_.empty();
+  row_line_ = line_;
 }
 
-bool csv_reader::next(sample& s) {
+bool csv_reader::read_cells() {
   for (;;) {
     std::string_view line;
     if (!read_line(line)) return false;
@@ -416,12 +427,97 @@ bool csv_reader::next(sample& s) {
     if (cells_.size() != columns_.size())
       fail("row has " + std::to_string(cells_.size()) + " cells but the header has " +
            std::to_string(columns_.size()) + " columns");
-    if (parse_row(s)) return true;
+    // The step is read here, without failing, so that a row read ahead can be compared with
+    // the step before it; parse_row says what is wrong with it.
+    const std::string_view cell = cells_[step_column_];
+    row_step_cell_ = step_cell::empty;
+    if (!cell.empty()) {
+      auto [p, ec] = std::from_chars(cell.data(), cell.data() + cell.size(), row_step_);
+      row_step_cell_ =
+          ec == std::errc{} && p == cell.data() + cell.size() ? step_cell::whole : step_cell::bad;
+    }
+    return true;
   }
 }
 
+bool csv_reader::next(sample& s) {
+  if (ahead_error_) std::rethrow_exception(std::exchange(ahead_error_, nullptr));
+  for (;;) {
+    if (!have_ahead_ && !read_cells()) return false;
+    have_ahead_ = false;
+    if (parse_row(s)) break;
+  }
+  if (have_prev_step_ && s.step <= prev_step_)
+    fail("step " + std::to_string(s.step) + " is not greater than the previous step " +
+         std::to_string(prev_step_) + " (steps must increase)");
+  have_prev_step_ = true;
+  prev_step_ = s.step;
+  row_line_ = line_;
+  // The rows right after it at the same step add their values: PyTorch Lightning's CSVLogger
+  // writes what LearningRateMonitor logs at the start of a batch, the batch's training
+  // metrics and the validation metrics on rows of their own at one step. An error in the row
+  // read ahead waits for the next call, so this step is not lost to it.
+  try {
+    while (read_cells()) {
+      if (row_step_cell_ != step_cell::whole || row_step_ != s.step) {
+        have_ahead_ = true;
+        break;
+      }
+      if (!parse_row(extra_)) continue;
+      merge_row(s);
+      row_line_ = line_;
+    }
+  } catch (const error&) {
+    ahead_error_ = std::current_exception();
+  }
+  return true;
+}
+
+// Inlined: parse_row stores every value through it (a call per cell cost 4% of reading).
+__attribute__((always_inline)) inline std::optional<double>* csv_reader::slot(sample& s,
+                                                                              const column& c) {
+  switch (c.kind) {
+    case column_kind::loss:
+      return &s.loss;
+    case column_kind::task:
+      return &s.task_losses[c.index];
+    case column_kind::grad_norm:
+      return &s.grad_norm;
+    case column_kind::param:
+      return &s.param_grad_norms[c.index];
+    case column_kind::lr:
+      return &s.lr;
+    case column_kind::accuracy:
+      return &s.accuracy;
+    case column_kind::step:
+    case column_kind::wall_time:
+    case column_kind::ignored:
+      break;
+  }
+  return nullptr;
+}
+
+void csv_reader::merge_row(sample& s) {
+  // Checked before anything is added, so that a conflict leaves s as it was.
+  for (const column& c : columns_) {
+    const auto* from = slot(extra_, c);
+    if (from == nullptr || !*from) continue;
+    const auto* to = slot(s, c);
+    const bool same = *to && (**to == **from || (std::isnan(**to) && std::isnan(**from)));
+    if (*to && !same)
+      fail("step " + std::to_string(s.step) + " repeats with another value of '" + c.name + "' (" +
+           exact_text(**from) + " after " + exact_text(**to) +
+           "; rows at one step may only add values: steps must increase)");
+  }
+  for (const column& c : columns_)
+    if (auto* from = slot(extra_, c); from != nullptr && *from) *slot(s, c) = *from;
+  if (s.wall_time == 0) s.wall_time = extra_.wall_time;
+}
+
 bool csv_reader::parse_row(sample& s) {
-  s.step = 0;
+  if (row_step_cell_ == step_cell::bad)
+    fail("step '" + std::string(cells_[step_column_]) + "' is not a whole number");
+  s.step = row_step_;
   s.wall_time = 0;
   s.loss.reset();
   s.grad_norm.reset();
@@ -433,60 +529,23 @@ bool csv_reader::parse_row(sample& s) {
   s.task_weights.clear();
   s.task_grad_norms.clear();
 
-  bool have_step = false, have_value = false;
+  bool have_value = false;
   for (std::size_t i = 0; i < cells_.size(); ++i) {
     const column& c = columns_[i];
     const std::string_view cell = cells_[i];
-    if (c.kind == column_kind::ignored || cell.empty()) continue;
-    if (c.kind == column_kind::step) {
-      std::int64_t v = 0;
-      auto [p, ec] = std::from_chars(cell.data(), cell.data() + cell.size(), v);
-      if (ec != std::errc{} || p != cell.data() + cell.size())
-        fail("step '" + std::string(cell) + "' is not a whole number");
-      s.step = v;
-      have_step = true;
-      continue;
-    }
+    if (c.kind == column_kind::ignored || c.kind == column_kind::step || cell.empty()) continue;
     double v = 0;
     if (!parse_double(cell, v))
       fail("column '" + c.name + "': '" + std::string(cell.substr(0, 40)) + "' is not a number");
-    have_value = have_value || c.kind != column_kind::wall_time;
-    switch (c.kind) {
-      case column_kind::wall_time:
-        s.wall_time = v;
-        break;
-      case column_kind::loss:
-        s.loss = v;
-        break;
-      case column_kind::task:
-        s.task_losses[c.index] = v;
-        break;
-      case column_kind::grad_norm:
-        s.grad_norm = v;
-        break;
-      case column_kind::param:
-        s.param_grad_norms[c.index] = v;
-        break;
-      case column_kind::lr:
-        s.lr = v;
-        break;
-      case column_kind::accuracy:
-        s.accuracy = v;
-        break;
-      default:
-        break;
+    if (c.kind == column_kind::wall_time) {
+      s.wall_time = v;
+      continue;
     }
+    have_value = true;
+    *slot(s, c) = v;
   }
   if (skip_empty_rows_ && !have_value) return false;  // another run's step (W&B)
-  if (!have_step) fail("the step cell is empty");
-  // A row at the previous step with nothing this reader uses: PyTorch Lightning's CSVLogger
-  // writes the validation metrics on a row of their own at the last training step.
-  if (!have_value && have_prev_step_ && s.step == prev_step_) return false;
-  if (have_prev_step_ && s.step <= prev_step_)
-    fail("step " + std::to_string(s.step) + " is not greater than the previous step " +
-         std::to_string(prev_step_) + " (steps must increase)");
-  have_prev_step_ = true;
-  prev_step_ = s.step;
+  if (row_step_cell_ == step_cell::empty) fail("the step cell is empty");
   return true;
 }
 

@@ -3,9 +3,11 @@
 /// Streams a CSV file of per-step training numbers into samples (the input of `losslens analyze`).
 
 #include <cstdint>
+#include <exception>
 #include <fstream>
 #include <istream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,7 +41,10 @@ std::string tensorboard_csv_tag(std::string_view path);
 /// understood). Empty cells are missing values; `nan`, `inf`, `-inf`, `Infinity` are values.
 /// Unused columns are summarised in one warning. A UTF-8 byte-order mark and CRLF line ends are
 /// accepted. In the TensorBoard and W&B layouts a row with no value for the run is skipped.
-/// Memory use does not grow with the file.
+/// Rows that repeat the step of the row before them add their values to its sample (PyTorch
+/// Lightning writes the LR, the training metrics and the validation metrics of one step on
+/// rows of their own); a repeated step with a different value in a column that a row of that
+/// step already filled is an error. Memory use does not grow with the file.
 ///
 /// Every error is a losslens::error whose message starts with "FILE:LINE: ".
 /// Thread-safety: one thread at a time.
@@ -63,10 +68,13 @@ class csv_reader {
   bool tensorboard_layout() const noexcept { return tensorboard_; }
   /// One-line notes: unused columns, W&B bucket-bound columns, tags that lost to another.
   const std::vector<std::string>& warnings() const noexcept { return warnings_; }
-  /// Reads the next data row into s (cleared first); false at the end. Throws losslens::error.
+  /// Reads the next step into s (cleared first): its row and the rows right after it at the
+  /// same step; false at the end. Throws losslens::error. The reader looks one row ahead: an
+  /// error in that row is thrown by the next call, so the step before it still arrives.
   bool next(sample& s);
-  /// Line number of the last line read (1 = header).
-  std::int64_t line() const noexcept { return line_; }
+  /// Line number of the last row that went into the sample next() returned (the header's
+  /// before the first call; the header is line 1 unless blank lines precede it).
+  std::int64_t line() const noexcept { return row_line_; }
 
  private:
   enum class column_kind { step, wall_time, loss, task, grad_norm, param, lr, accuracy, ignored };
@@ -76,9 +84,14 @@ class csv_reader {
     std::string name;
   };
 
+  enum class step_cell : std::uint8_t { whole, empty, bad };
+
   bool fill();                            // the next chunk; false at the end
   bool read_line(std::string_view& out);  // into chunk_ or buf_, valid until the next call
-  bool parse_row(sample& s);              // false: a row to skip
+  bool read_cells();          // the next row into cells_ and row_step_; false at the end
+  bool parse_row(sample& s);  // false: a row to skip
+  void merge_row(sample& s);  // adds extra_'s values to s
+  static std::optional<double>* slot(sample& s, const column& c);
   void read_header();
   [[noreturn]] void fail(const std::string& reason) const;
 
@@ -99,6 +112,13 @@ class csv_reader {
   std::size_t pos_ = 0, end_ = 0;
   std::string buf_;  // a line that spans two chunks
   std::vector<std::string_view> cells_;
+  std::size_t step_column_ = 0;
+  std::int64_t row_step_ = 0;  // cells_'s step, when row_step_cell_ is whole
+  step_cell row_step_cell_ = step_cell::empty;
+  bool have_ahead_ = false;         // cells_ holds a row read ahead, not yet parsed
+  std::exception_ptr ahead_error_;  // the error of the row read ahead, for the next call
+  sample extra_;                    // a row that repeats the step, before it is merged
+  std::int64_t row_line_ = 1;
   bool have_prev_step_ = false;
   std::int64_t prev_step_ = 0;
 };
