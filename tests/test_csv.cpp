@@ -192,11 +192,6 @@ TEST_CASE("csv: rows mixing non-finite, empty and quoted cells, and whole error 
   CHECK(error_of("step,loss\n1,0.5,7\n") ==
         "t.csv:2: row has 3 cells but the header has 2 columns");
   CHECK(error_of("step,loss\n1\n") == "t.csv:2: row has 1 cells but the header has 2 columns");
-  CHECK(error_of("step,loss\n3,1\n2,1\n") ==
-        "t.csv:3: step 2 is not greater than the previous step 3 (steps must increase)");
-  CHECK(error_of("step,loss\n2,1\n2,3\n") ==
-        "t.csv:3: step 2 repeats with another value of 'loss' (3 after 1; rows at one step may "
-        "only add values: steps must increase)");
   CHECK(error_of("step,loss\n1.5,1\n") == "t.csv:2: step '1.5' is not a whole number");
   CHECK(error_of("step,loss\n1,1\x01\n") == "t.csv:2: binary data in a row");
 }
@@ -241,14 +236,8 @@ TEST_CASE("csv: Keras' CSVLogger (epoch, no step) and PyTorch Lightning's metric
     CHECK(rows[i].step == steps[i]);
     CHECK(*rows[i].loss == losses[i]);
   }
-  // A step column wins over epoch; a repeated step that holds another value of a column
-  // already filled at that step is an error.
+  // A step column wins over epoch.
   CHECK(read_all("epoch,step,loss\n0,5,1\n").at(0).step == 5);
-  CHECK(error_of("epoch,step,loss\n0,1,1\n0,1,2\n") ==
-        "t.csv:3: step 1 repeats with another value of 'loss' (2 after 1; rows at one step "
-        "may only add values: steps must increase)");
-  CHECK_THAT(error_of("epoch,loss\n0,1\n0,2\n"),
-             Catch::StartsWith("t.csv:3: step 0 repeats with another value of 'loss'"));
 }
 
 TEST_CASE("csv: rows that repeat a step add their values to it (Lightning's LR monitor)") {
@@ -283,26 +272,79 @@ TEST_CASE("csv: rows that repeat a step add their values to it (Lightning's LR m
   CHECK(same[0].wall_time == 12.5);
   CHECK((same[1].step == 2 && *same[1].loss == 1.0 && same[1].wall_time == 13.0));
 
-  // A conflict names both values in full and leaves the step as it was: the rows before it
-  // arrive, the error comes with the next call, and nothing of the conflicting row is added.
-  std::istringstream bad("step,loss,lr\n1,0.5,\n2,0.25,\n2,0.2500001,0.1\n3,0.2,\n");
-  csv_reader rb(bad, "b.csv");
-  REQUIRE(rb.next(s));
-  CHECK(s.step == 1);
-  REQUIRE(rb.next(s));
-  CHECK((s.step == 2 && *s.loss == 0.25 && !s.lr));
-  CHECK(rb.line() == 3);
-  CHECK_THROWS_WITH(rb.next(s),
-                    "b.csv:4: step 2 repeats with another value of 'loss' "
-                    "(0.2500001 after 0.25; rows at one step may only add values: "
-                    "steps must increase)");
-
-  // So does a malformed row read ahead: the step before it is not lost.
+  // A malformed row read ahead: its error comes with the next call, the step before it is
+  // not lost.
   std::istringstream cut("step,loss\n1,0.5\n2,abc\n");
   csv_reader rc(cut, "c.csv");
   REQUIRE(rc.next(s));
   CHECK((s.step == 1 && *s.loss == 0.5));
   CHECK_THROWS_WITH(rc.next(s), "c.csv:3: column 'loss': 'abc' is not a number");
+}
+
+TEST_CASE("csv: a resumed run appended to its log, and a step logged twice") {
+  // Steps 0-5, then a run resumed from the checkpoint of step 3 (other values from there on),
+  // then one resumed from step 7: the first rows read for a step are kept, the later
+  // attempts' rows skipped until they pass the last step read, and the notes say where.
+  std::istringstream in(
+      "step,loss,lr\n0,2.3,0.1\n1,2.2,0.1\n2,2.1,0.1\n3,2.0,0.1\n4,1.9,0.1\n5,1.8,0.1\n"
+      "3,2.05,0.05\n4,1.95,0.05\n5,1.85,0.05\n6,1.7,0.05\n7,1.6,0.05\n8,1.5,0.05\n"
+      "7,1.65,0.02\n8,1.55,0.02\n9,1.4,0.02\n");
+  csv_reader r(in, "resumed.csv");
+  sample s;
+  std::vector<std::int64_t> steps;
+  std::vector<double> losses, lrs;
+  std::vector<std::int64_t> lines;
+  while (r.next(s)) {
+    steps.push_back(s.step);
+    losses.push_back(*s.loss);
+    lrs.push_back(*s.lr);
+    lines.push_back(r.line());
+  }
+  CHECK(steps == std::vector<std::int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+  CHECK(losses == std::vector<double>{2.3, 2.2, 2.1, 2.0, 1.9, 1.8, 1.7, 1.6, 1.5, 1.4});
+  CHECK(lrs == std::vector<double>{0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.02});
+  CHECK(lines == std::vector<std::int64_t>{2, 3, 4, 5, 6, 7, 11, 12, 13, 16});
+  REQUIRE(r.reading_notes().size() == 1);
+  CHECK(r.reading_notes()[0] ==
+        "resumed.csv:8: the steps go back from 5 to 3 (a resumed run appended to the log?): "
+        "rows at steps already read are skipped, the first ones read for a step are kept (2 "
+        "times, 5 rows skipped in all)");
+  CHECK(r.warnings().empty());
+
+  // Another value at the step just read (a resumed run that logs its first step again, or
+  // micro-batches logged at their optimizer step): the first value is kept, the other columns
+  // of that row still add theirs, equal values are no conflict.
+  std::istringstream twice(
+      "step,loss,lr,grad_norm\n1,0.5,,\n2,0.25,0.1,\n2,0.2500001,0.1,3\n2,0.3,,\n3,0.2,,\n");
+  csv_reader rt(twice, "twice.csv");
+  REQUIRE(rt.next(s));
+  REQUIRE(rt.next(s));
+  CHECK((s.step == 2 && *s.loss == 0.25 && *s.lr == 0.1 && *s.grad_norm == 3.0));
+  CHECK(rt.line() == 5);
+  CHECK(rt.reading_notes().empty());  // complete at the end
+  REQUIRE(rt.next(s));
+  CHECK((s.step == 3 && *s.loss == 0.2));
+  CHECK_FALSE(rt.next(s));
+  REQUIRE(rt.reading_notes().size() == 1);
+  CHECK(rt.reading_notes()[0] ==
+        "twice.csv:4: step 2 has another value of 'loss' (0.2500001 after 0.25): the first value "
+        "read for a step is kept (a run that logged a step again, or one logging each "
+        "micro-batch at its optimizer step?) (2 values in all)");
+
+  // One restart, said without a count of times; a Keras log resumed at the epoch it stopped
+  // in logs that epoch again.
+  std::istringstream once("step,loss\n1,1\n3,1\n2,1\n4,1\n");
+  csv_reader ro(once, "once.csv");
+  while (ro.next(s)) {
+  }
+  REQUIRE(ro.reading_notes().size() == 1);
+  CHECK(ro.reading_notes()[0] ==
+        "once.csv:4: the steps go back from 3 to 2 (a resumed run appended to the log?): rows at "
+        "steps already read are skipped, the first ones read for a step are kept (1 row "
+        "skipped)");
+  const auto keras = read_all("epoch,loss\n0,1.5\n1,1.2\n1,1.25\n2,1.1\n");
+  REQUIRE(keras.size() == 3);
+  CHECK((*keras[1].loss == 1.2 && *keras[2].loss == 1.1));
 }
 
 TEST_CASE("csv: malformed input names the file, the line and the reason") {
@@ -319,11 +361,6 @@ TEST_CASE("csv: malformed input names the file, the line and the reason") {
   CHECK_THAT(error_of("step,loss\n1.5,1\n"),
              Catch::StartsWith("t.csv:2: step '1.5' is not a whole number"));
   CHECK_THAT(error_of("step,loss\n,1\n"), Catch::StartsWith("t.csv:2: the step cell is empty"));
-  CHECK_THAT(error_of("step,loss\n1,1\n3,1\n3,2\n"),
-             Catch::StartsWith("t.csv:4: step 3 repeats with another value of 'loss'"));
-  CHECK_THAT(error_of("step,loss\n1,1\n3,1\n2,1\n"),
-             Catch::StartsWith("t.csv:4: step 2 is not greater than the previous step 3"));
-  CHECK_THAT(error_of("step,loss\n5,1\n4,1\n"), Catch::Contains("steps must increase"));
   CHECK_THAT(error_of("step,loss,loss\n"), Catch::Contains("column 'loss' appears twice"));
   CHECK_THAT(error_of("step,,loss\n"), Catch::Contains("column 2 has an empty name"));
   CHECK_THAT(error_of("step,\"loss\n"), Catch::Contains("unterminated quote"));

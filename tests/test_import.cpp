@@ -108,6 +108,20 @@ std::string lightning_layout(const std::string& csv) {
   return out;
 }
 
+// The source trace as a run resumed from the checkpoint of step 800 after step 999 and appended
+// to the same log writes it: rows 0-999, then rows 800 to the end again (a resume that
+// reproduces the same numbers).
+std::string resumed_layout(const std::string& csv) {
+  std::istringstream in(csv);
+  std::string header, line, first, again;
+  std::getline(in, header);
+  for (std::size_t row = 0; std::getline(in, line); ++row) {
+    if (row < 1000) first += line + "\n";
+    if (row >= 800) again += line + "\n";
+  }
+  return header + "\n" + first + again;
+}
+
 // Numbers in a message, for messages that print a value rounded (3 significant digits).
 std::vector<double> numbers_in(const std::string& s, std::string& words) {
   std::vector<double> out;
@@ -218,6 +232,18 @@ TEST_CASE("fixtures: event files and TensorBoard/W&B exports give the original C
     const auto lightning_csv = dir.path / (run + "_metrics.csv");
     write_text(lightning_csv, lightning_layout(read_file(source)));
     same_findings(reference, analyze_json(q(lightning_csv)));
+
+    // Appended to by a resumed run: the rows already read are kept, the note says what was
+    // skipped.
+    const auto resumed_csv = dir.path / (run + "_resumed.csv");
+    write_text(resumed_csv, resumed_layout(read_file(source)));
+    const auto resumed = cli("analyze " + q(resumed_csv) + " --json");
+    REQUIRE(resumed.status == 0);
+    same_findings(reference, json::parse(resumed.out));
+    CHECK(resumed.err.find(resumed_csv.string() +
+                           ":1002: the steps go back from 999 to 800 (a resumed run appended to "
+                           "the log?): rows at steps already read are skipped, the first ones "
+                           "read for a step are kept (200 rows skipped)") != std::string::npos);
   }
   // The comparison is not vacuous: the fixtures have findings (exploding gradients, task
   // dominance).

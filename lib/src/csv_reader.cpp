@@ -443,13 +443,27 @@ bool csv_reader::read_cells() {
 bool csv_reader::next(sample& s) {
   if (ahead_error_) std::rethrow_exception(std::exchange(ahead_error_, nullptr));
   for (;;) {
-    if (!have_ahead_ && !read_cells()) return false;
+    if (!have_ahead_ && !read_cells()) {
+      add_reading_notes();
+      return false;
+    }
     have_ahead_ = false;
-    if (parse_row(s)) break;
+    if (!parse_row(s)) continue;
+    if (!have_prev_step_ || s.step > prev_step_) break;
+    // The steps went back: a run resumed from a checkpoint and appended to the same log. The
+    // steps read before were analysed already (the reader streams), so the first rows of a
+    // step are kept and the later attempt's rows are skipped until it passes them.
+    if (!going_back_) {
+      going_back_ = true;
+      if (restarts_++ == 0) {
+        first_restart_line_ = line_;
+        first_restart_from_ = prev_step_;
+        first_restart_to_ = s.step;
+      }
+    }
+    ++rows_skipped_;
   }
-  if (have_prev_step_ && s.step <= prev_step_)
-    fail("step " + std::to_string(s.step) + " is not greater than the previous step " +
-         std::to_string(prev_step_) + " (steps must increase)");
+  going_back_ = false;
   have_prev_step_ = true;
   prev_step_ = s.step;
   row_line_ = line_;
@@ -498,20 +512,49 @@ __attribute__((always_inline)) inline std::optional<double>* csv_reader::slot(sa
 }
 
 void csv_reader::merge_row(sample& s) {
-  // Checked before anything is added, so that a conflict leaves s as it was.
   for (const column& c : columns_) {
     const auto* from = slot(extra_, c);
     if (from == nullptr || !*from) continue;
-    const auto* to = slot(s, c);
-    const bool same = *to && (**to == **from || (std::isnan(**to) && std::isnan(**from)));
-    if (*to && !same)
-      fail("step " + std::to_string(s.step) + " repeats with another value of '" + c.name + "' (" +
-           exact_text(**from) + " after " + exact_text(**to) +
-           "; rows at one step may only add values: steps must increase)");
+    auto* to = slot(s, c);
+    if (!*to) {
+      *to = *from;
+      continue;
+    }
+    if (**to == **from || (std::isnan(**to) && std::isnan(**from))) continue;
+    // Another value for a step already read (a run that logged a step again, or one that logs
+    // each micro-batch at its optimizer step): the first one read is kept, as for steps that
+    // go back.
+    if (values_skipped_++ == 0) {
+      first_skipped_line_ = line_;
+      first_skipped_ = "step " + std::to_string(s.step) + " has another value of '" + c.name +
+                       "' (" + exact_text(**from) + " after " + exact_text(**to) + ")";
+    }
   }
-  for (const column& c : columns_)
-    if (auto* from = slot(extra_, c); from != nullptr && *from) *slot(s, c) = *from;
   if (s.wall_time == 0) s.wall_time = extra_.wall_time;
+}
+
+void csv_reader::add_reading_notes() {
+  const auto at = [&](std::int64_t line) { return name_ + ":" + std::to_string(line) + ": "; };
+  if (restarts_ > 0) {
+    std::string n = at(first_restart_line_) + "the steps go back from " +
+                    std::to_string(first_restart_from_) + " to " +
+                    std::to_string(first_restart_to_) +
+                    " (a resumed run appended to the log?): rows at steps already read are "
+                    "skipped, the first ones read for a step are kept";
+    const std::string rows =
+        std::to_string(rows_skipped_) + (rows_skipped_ == 1 ? " row" : " rows") + " skipped";
+    n += restarts_ == 1 ? " (" + rows + ")"
+                        : " (" + std::to_string(restarts_) + " times, " + rows + " in all)";
+    reading_notes_.push_back(std::move(n));
+  }
+  if (values_skipped_ > 0)
+    reading_notes_.push_back(
+        at(first_skipped_line_) + first_skipped_ +
+        ": the first value read for a step is kept (a run that logged a step again, or one "
+        "logging each micro-batch at its optimizer step?)" +
+        (values_skipped_ > 1 ? " (" + std::to_string(values_skipped_) + " values in all)"
+                             : std::string()));
+  restarts_ = rows_skipped_ = values_skipped_ = 0;
 }
 
 bool csv_reader::parse_row(sample& s) {

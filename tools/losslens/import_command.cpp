@@ -100,6 +100,8 @@ import_result import_run(const input_set& inputs, const run_input& run, const st
 
   // Pass 2: store the points, then the findings.
   const auto opened = inputs.open(run);
+  std::vector<std::string> notes = opened->notes;
+  notes.insert(notes.end(), analysis.notes.begin(), analysis.notes.end());
   const char* kinds[] = {"csv", "tensorboard-csv", "tfevents"};
   nlohmann::json config = {{"import",
                             {{"identity", identity},
@@ -111,7 +113,7 @@ import_result import_run(const input_set& inputs, const run_input& run, const st
                              {"classes", options.chance_level.num_classes},
                              {"steps", analysis.steps},
                              {"wall_time", {{"first", first_wall}, {"last", last_wall}}},
-                             {"notes", opened->notes}}}};
+                             {"notes", notes}}}};
   storage::run_options ro;
   ro.name = name;
   ro.schema = opened->schema;

@@ -340,13 +340,19 @@ run_analysis analyze_run(const input_set& inputs, const run_input& run,
   // rules take the rows before.
   a.observe_stream(opened->next, each);
   a.flush();
+  std::vector<std::string> notes;
+  for (const auto& r : opened->readers)
+    for (const auto& n : r->reading_notes()) {
+      std::fprintf(stderr, "losslens %s: %s\n", std::string(command).c_str(), n.c_str());
+      notes.push_back(n);
+    }
   if (a.steps() == 0)
     throw error(run.source + ": no data rows" +
                 (run.kind == input_kind::csv
                      ? std::string(" after the header")
                      : " for the " + opened->tag_word + "s " + opened->mapping.describe()) +
                 ": nothing to analyse");
-  return {a.findings(), a.steps(), series_of(*opened)};
+  return {a.findings(), a.steps(), series_of(*opened), std::move(notes)};
 }
 
 void print_mapping(std::string_view command, const run_input& run, const opened_run& opened) {

@@ -105,11 +105,14 @@ struct run_analysis {
   std::vector<finding> findings;
   std::int64_t steps = 0;
   nlohmann::json series;  ///< series_of(opened)
+  /// Notes about the rows, known once they were read (a CSV's steps that went back, values
+  /// skipped at a repeated step); printed by analyze_run.
+  std::vector<std::string> notes;
 };
 
-/// Opens the run, prints its mapping and notes (print_mapping), and runs every detector over it;
-/// `each` (optional) sees every sample. Throws losslens::error for a malformed input, for a run
-/// with nothing to diagnose, and for one with no data rows.
+/// Opens the run, prints its mapping and notes (print_mapping), runs every detector over it and
+/// prints the notes about its rows; `each` (optional) sees every sample. Throws losslens::error for
+/// a malformed input, for a run with nothing to diagnose, and for one with no data rows.
 run_analysis analyze_run(const input_set& inputs, const run_input& run,
                          const detector_options& options, std::string_view command,
                          const std::function<void(const sample&)>& each = {});

@@ -30,7 +30,7 @@ struct csv_options {
 std::string tensorboard_csv_tag(std::string_view path);
 
 /// Reads a CSV with a header row, in one of three layouts:
-/// - losslens' own: `step` (whole numbers, strictly increasing) and any of `loss`,
+/// - losslens' own: `step` (whole numbers, increasing) and any of `loss`,
 ///   `loss/<task>`, `grad_norm`, `grad_norm/<name>`, `lr`, `accuracy`, `wall_time`;
 /// - TensorBoard's export of one tag: `Wall time,Step,Value` (the tag from csv_options);
 /// - W&B's export: `"Step","<run> - <key>",...`, several runs in one file; `<key>__MIN` and
@@ -43,8 +43,10 @@ std::string tensorboard_csv_tag(std::string_view path);
 /// accepted. In the TensorBoard and W&B layouts a row with no value for the run is skipped.
 /// Rows that repeat the step of the row before them add their values to its sample (PyTorch
 /// Lightning writes the LR, the training metrics and the validation metrics of one step on
-/// rows of their own); a repeated step with a different value in a column that a row of that
-/// step already filled is an error. Memory use does not grow with the file.
+/// rows of their own). The first value read for a step is the one used: another value in a
+/// column that a row of that step already filled, and the rows of steps that go back (a
+/// resumed run appended to the log) until they pass the last step read, are skipped and
+/// counted in reading_notes(). Memory use does not grow with the file.
 ///
 /// Every error is a losslens::error whose message starts with "FILE:LINE: ".
 /// Thread-safety: one thread at a time.
@@ -68,9 +70,14 @@ class csv_reader {
   bool tensorboard_layout() const noexcept { return tensorboard_; }
   /// One-line notes: unused columns, W&B bucket-bound columns, tags that lost to another.
   const std::vector<std::string>& warnings() const noexcept { return warnings_; }
+  /// One-line notes about the rows (steps that went back, values skipped at a repeated step),
+  /// each starting with "FILE:LINE: " of its first occurrence; complete once next() returned
+  /// false.
+  const std::vector<std::string>& reading_notes() const noexcept { return reading_notes_; }
   /// Reads the next step into s (cleared first): its row and the rows right after it at the
-  /// same step; false at the end. Throws losslens::error. The reader looks one row ahead: an
-  /// error in that row is thrown by the next call, so the step before it still arrives.
+  /// same step, skipping rows whose step is not above the last one read; false at the end.
+  /// Throws losslens::error. The reader looks one row ahead: an error in that row is thrown
+  /// by the next call, so the step before it still arrives.
   bool next(sample& s);
   /// Line number of the last row that went into the sample next() returned (the header's
   /// before the first call; the header is line 1 unless blank lines precede it).
@@ -91,6 +98,7 @@ class csv_reader {
   bool read_cells();          // the next row into cells_ and row_step_; false at the end
   bool parse_row(sample& s);  // false: a row to skip
   void merge_row(sample& s);  // adds extra_'s values to s
+  void add_reading_notes();   // at the end: what was skipped
   static std::optional<double>* slot(sample& s, const column& c);
   void read_header();
   [[noreturn]] void fail(const std::string& reason) const;
@@ -121,6 +129,13 @@ class csv_reader {
   std::int64_t row_line_ = 1;
   bool have_prev_step_ = false;
   std::int64_t prev_step_ = 0;
+  // What was skipped, for reading_notes_.
+  bool going_back_ = false;  // the last row read was skipped for its step
+  std::uint64_t restarts_ = 0, rows_skipped_ = 0, values_skipped_ = 0;
+  std::int64_t first_restart_line_ = 0, first_restart_from_ = 0, first_restart_to_ = 0;
+  std::int64_t first_skipped_line_ = 0;
+  std::string first_skipped_;
+  std::vector<std::string> reading_notes_;
 };
 
 }  // namespace losslens
