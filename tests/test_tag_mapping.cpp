@@ -39,6 +39,10 @@ TEST_CASE("tags: the common spellings of loss, grad norm, lr and accuracy, any c
       {"learning_rate", "lr"},
       {"train/learning_rate", "lr"},  // Hugging Face Trainer
       {"lr-Adam", "lr"},              // Lightning's LearningRateMonitor
+      {"lr-SGD/pg1", "lr"},
+      {"lr-Adam-momentum", "-"},  // ... with log_momentum, log_weight_decay
+      {"lr-SGD/pg2-momentum", "-"},
+      {"lr-AdamW-weight_decay", "-"},
       // Lightning's on_step / on_epoch pair: the step's value, not the epoch's mean.
       {"train_loss_step", "loss"},
       {"loss_step", "loss"},

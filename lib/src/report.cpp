@@ -55,18 +55,15 @@ std::string format_episodes_text(const finding& f, std::string_view indent) {
 std::string format_findings_text(const std::vector<finding>& findings, std::int64_t steps,
                                  bool all_episodes) {
   std::string out;
-  if (findings.empty()) {
-    out = "no findings in " + std::to_string(steps) + " steps\n";
-    return out;
-  }
+  const std::string in_steps = " in " + std::to_string(steps) + (steps == 1 ? " step" : " steps");
+  if (findings.empty()) return "no findings" + in_steps + "\n";
   // A finding that is another sign of a listed incident goes under it, not on its own.
   std::vector<finding_ref> refs;
   refs.reserve(findings.size());
   for (const auto& f : findings) refs.push_back({0, f.id, f.symptom_of_id});
   const finding_nesting nest = nest_findings(refs);
   const std::size_t top = nest.incidents;
-  out = std::to_string(top) + " finding" + (top == 1 ? "" : "s") + " in " + std::to_string(steps) +
-        " steps";
+  out = std::to_string(top) + " finding" + (top == 1 ? "" : "s") + in_steps;
   if (top != findings.size()) {
     const std::size_t signs = findings.size() - top;
     out += " (and " + std::to_string(signs) + " listed as another sign of one of them)";

@@ -137,8 +137,12 @@ std::optional<series_target> guess_series(std::string_view tag) {
   if (one_of(l, grad_names)) return target(series_role::grad_norm);
   if (one_of(l, lr_names)) return target(series_role::lr);
   if (one_of(l, accuracy_names)) return target(series_role::accuracy);
-  // Lightning's LearningRateMonitor: lr-Adam, lr-SGD/pg1.
-  if (starts_with(l, "lr-") && l.size() > 3) return target(series_role::lr);
+  // Lightning's LearningRateMonitor: lr-Adam, lr-SGD/pg1; with log_momentum or
+  // log_weight_decay also lr-Adam-momentum, lr-SGD/pg1-weight_decay, which are not LRs.
+  if (starts_with(l, "lr-") && l.size() > 3)
+    return ends_with(l, "-momentum") || ends_with(l, "-weight_decay")
+               ? std::nullopt
+               : std::optional(target(series_role::lr));
   // Task losses: loss/<task>, loss_<task>, loss-<task>, losses/<task>, <task>_loss, but not a
   // statistic of the loss (loss_avg, running_loss) nor the AMP loss scale (loss_scale).
   auto task = [&](std::size_t from, std::size_t n) -> std::optional<series_target> {
