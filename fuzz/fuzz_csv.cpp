@@ -3,7 +3,9 @@
 // the file, an explicit --loss mapping), then the analyzer (every detector) and both reports.
 // Invariants: the reader parses or throws losslens::error ("NAME:LINE: reason"), nothing else
 // escapes; parsed rows have increasing steps and one slot per task/parameter of the header;
-// the JSON report is valid JSON; warnings are one line each.
+// the JSON report is valid JSON; warnings are one line each. The same bytes also go to
+// read_trainer_state (a Hugging Face trainer_state.json): read, with each key's steps
+// increasing, or a losslens::error naming the file.
 
 #include <cstddef>
 #include <cstdint>
@@ -14,6 +16,7 @@
 #include "fuzz_check.hpp"
 #include "losslens/analyzer.hpp"
 #include "losslens/csv_reader.hpp"
+#include "losslens/trainer_state.hpp"
 #include "losslens/error.hpp"
 #include "losslens/report.hpp"
 
@@ -98,5 +101,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   explicit_tags.mapping.rules = {{"value", {losslens::series_role::loss, ""}},
                                  {"loss", {losslens::series_role::grad_norm, ""}}};
   analyze(bytes, explicit_tags, false);
+  // The same bytes as a Hugging Face trainer_state.json (the JSON seeds reach its entries):
+  // read or a losslens::error naming the file; each key's steps increase.
+  std::istringstream json_in(bytes);
+  try {
+    const auto log = losslens::read_trainer_state(json_in, "fuzz.json");
+    for (const auto& k : log.keys)
+      for (std::size_t i = 1; i < k.points.size(); ++i)
+        require(k.points[i - 1].step < k.points[i].step, "trainer_state: steps increase");
+  } catch (const losslens::error& e) {
+    require(std::string_view(e.what()).starts_with("fuzz.json: "),
+            "trainer_state: error names the file");
+  }
   return 0;
 }

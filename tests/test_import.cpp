@@ -122,6 +122,44 @@ std::string resumed_layout(const std::string& csv) {
   return header + "\n" + first + again;
 }
 
+// The source trace as a Hugging Face Trainer's trainer_state.json holds it: an entry per step
+// with the CSV's columns (`lr` as `learning_rate`) and the epoch, an evaluation entry at the
+// same step every 500 steps, and the summary entry the Trainer adds when training ends.
+std::string trainer_state_layout(const std::string& csv) {
+  std::istringstream in(csv);
+  std::vector<std::string> names;
+  auto history = json::array();
+  std::string line;
+  for (std::size_t row = 0; std::getline(in, line);) {
+    std::vector<std::string> cells;
+    std::stringstream ls(line);
+    for (std::string c; std::getline(ls, c, ',');) cells.push_back(c);
+    if (names.empty()) {
+      names = cells;
+      continue;
+    }
+    json entry = {{"epoch", double(row + 1) / 500}};
+    for (std::size_t i = 0; i < names.size(); ++i) {
+      if (names[i] == "step")
+        entry["step"] = std::stoll(cells[i]);
+      else
+        entry[names[i] == "lr" ? "learning_rate" : names[i]] = std::stod(cells[i]);
+    }
+    history.push_back(entry);
+    if (++row % 500 == 0)
+      history.push_back({{"epoch", double(row) / 500},
+                         {"eval_loss", 0.5},
+                         {"eval_runtime", 1.5},
+                         {"step", entry["step"]}});
+  }
+  history.push_back({{"epoch", 3.0},
+                     {"step", history.back()["step"]},
+                     {"total_flos", 1e12},
+                     {"train_loss", 0.25},
+                     {"train_runtime", 60.0}});
+  return json{{"global_step", history.back()["step"]}, {"log_history", history}}.dump(2);
+}
+
 // Numbers in a message, for messages that print a value rounded (3 significant digits).
 std::vector<double> numbers_in(const std::string& s, std::string& words) {
   std::vector<double> out;
@@ -232,6 +270,14 @@ TEST_CASE("fixtures: event files and TensorBoard/W&B exports give the original C
     const auto lightning_csv = dir.path / (run + "_metrics.csv");
     write_text(lightning_csv, lightning_layout(read_file(source)));
     same_findings(reference, analyze_json(q(lightning_csv)));
+
+    // A Trainer's checkpoint directory holding the trace as its trainer_state.json.
+    const auto checkpoint = dir.path / (run + "_checkpoint");
+    fs::create_directories(checkpoint);
+    write_text(checkpoint / "trainer_state.json", trainer_state_layout(read_file(source)));
+    const json from_state = analyze_json(q(checkpoint));
+    same_findings(reference, from_state);
+    CHECK(from_state["run"] == run + "_checkpoint");
 
     // Appended to by a resumed run: the rows already read are kept, the note says what was
     // skipped.

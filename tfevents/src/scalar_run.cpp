@@ -76,31 +76,6 @@ void read_into(scalar_run& run, event_reader& reader,
   if (!reader.truncated().empty()) run.notes.push_back(reader.truncated());
 }
 
-// Sorts each tag by step; a repeated step keeps the point written last.
-void one_point_per_step(scalar_run& run) {
-  for (auto& t : run.tags) {
-    auto& p = t.points;
-    auto by_step = [](const scalar_point& a, const scalar_point& b) { return a.step < b.step; };
-    auto same_step = [](const scalar_point& a, const scalar_point& b) { return a.step == b.step; };
-    if (std::is_sorted(p.begin(), p.end(), by_step) &&
-        std::adjacent_find(p.begin(), p.end(), same_step) == p.end())
-      continue;
-    std::stable_sort(p.begin(), p.end(), by_step);  // keeps the write order within a step
-    std::vector<scalar_point> kept;
-    kept.reserve(p.size());
-    for (const auto& x : p) {
-      if (!kept.empty() && kept.back().step == x.step)
-        kept.back() = x;
-      else
-        kept.push_back(x);
-    }
-    run.notes.push_back("tag '" + t.tag + "': " + std::to_string(p.size() - kept.size()) +
-                        " repeated steps (a restarted run?): kept the value written last; points "
-                        "sorted by step");
-    p = std::move(kept);
-  }
-}
-
 }  // namespace
 
 scalar_run read_scalar_run(const run_files& files) {
@@ -112,7 +87,7 @@ scalar_run read_scalar_run(const run_files& files) {
     event_reader reader(file);
     read_into(run, reader, index);
   }
-  one_point_per_step(run);
+  one_point_per_step(run.tags, run.notes);
   return run;
 }
 
@@ -123,50 +98,12 @@ scalar_run read_scalar_run(std::istream& in, const std::string& name) {
   std::map<std::string, std::size_t, std::less<>> index;
   event_reader reader(in, name);
   read_into(run, reader, index);
-  one_point_per_step(run);
+  one_point_per_step(run.tags, run.notes);
   return run;
 }
 
 void add_streams(sample_merger& merger, const scalar_run& run, const tag_mapping& mapping) {
-  for (std::size_t i = 0; i < run.tags.size() && i < mapping.targets.size(); ++i) {
-    if (!mapping.targets[i]) continue;
-    const series_target target = *mapping.targets[i];
-    sample_schema schema;
-    if (target.role == series_role::task_loss) schema.tasks = {target.name};
-    if (target.role == series_role::param_grad_norm) schema.params = {target.name};
-    const std::vector<scalar_point>* points = &run.tags[i].points;
-    merger.add(schema, [points, target, at = std::size_t(0)](sample& s) mutable {
-      if (at >= points->size()) return false;
-      const scalar_point& p = (*points)[at++];
-      s = sample{};
-      s.step = p.step;
-      s.wall_time = p.wall_time;
-      switch (target.role) {
-        case series_role::loss:
-          s.loss = p.value;
-          break;
-        case series_role::task_loss:
-          s.task_losses = {p.value};
-          break;
-        case series_role::grad_norm:
-          s.grad_norm = p.value;
-          break;
-        case series_role::param_grad_norm:
-          s.param_grad_norms = {p.value};
-          break;
-        case series_role::lr:
-          s.lr = p.value;
-          break;
-        case series_role::accuracy:
-          s.accuracy = p.value;
-          break;
-        case series_role::task_grad_norm:  // map_tags maps no tag to these
-        case series_role::other:
-          break;
-      }
-      return true;
-    });
-  }
+  losslens::add_streams(merger, run.tags, mapping);
 }
 
 }  // namespace losslens::tfevents

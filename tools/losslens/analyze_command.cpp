@@ -1,5 +1,5 @@
-// `losslens analyze`: run the detectors offline over a CSV, TensorBoard event files or
-// TensorBoard / W&B CSV exports.
+// `losslens analyze`: run the detectors offline over a CSV, TensorBoard event files,
+// TensorBoard / W&B CSV exports or a Hugging Face Trainer's trainer_state.json.
 
 #include <cstdio>
 #include <iostream>
@@ -31,7 +31,11 @@ const std::string_view analyze_usage =
     "  - a TensorBoard event file (events.out.tfevents.*), a run directory holding event\n"
     "    files, or a logdir: every directory below it with event files is a run, as\n"
     "    TensorBoard's --logdir sees it;\n"
-    "  - a directory of TensorBoard CSV exports (run-<run>-tag-<tag>.csv: one run per <run>).\n"
+    "  - a directory of TensorBoard CSV exports (run-<run>-tag-<tag>.csv: one run per <run>);\n"
+    "  - a Hugging Face Trainer's trainer_state.json (any .json file), or a checkpoint\n"
+    "    directory holding one: its log_history, one entry per logged step (loss, grad_norm,\n"
+    "    learning_rate; NaN and Infinity as Python writes them; the summary entry written\n"
+    "    when training ends is left out).\n"
     "Or give the TensorBoard CSV exports of one run series by series with --loss FILE etc.\n"
     "\n"
     "Tags and columns are mapped to series case-insensitively: loss, train/loss, Loss/train,\n"
@@ -106,7 +110,8 @@ int run_analyze(int argc, char** argv) {
   if (args.positional.size() > 1) throw usage_error("expected one PATH");
   const auto inputs_options = parse_input_options(args);
   if (args.positional.empty() && inputs_options.files.empty())
-    throw usage_error("missing PATH (a CSV, an event file or a directory of runs)");
+    throw usage_error(
+        "missing PATH (a CSV, an event file, a trainer_state.json or a directory of runs)");
   int fail_on = -1;
   if (auto lvl = args.get("fail-on"); !lvl.empty()) {
     try {

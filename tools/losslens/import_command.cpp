@@ -1,5 +1,6 @@
 // `losslens import`: analyse runs logged elsewhere (TensorBoard event files, TensorBoard / W&B
-// CSV exports, CSVs) and store them, with their findings, in the run history.
+// CSV exports, CSVs, a Trainer's trainer_state.json) and store them, with their findings, in
+// the run history.
 
 #include <cmath>
 #include <cstdio>
@@ -23,7 +24,8 @@ const std::string_view import_usage =
     "       losslens import --loss FILE [--grad-norm FILE] [--lr FILE] ... [--db PATH]\n"
     "\n"
     "Reads runs as `losslens analyze` does (a CSV; TensorBoard event files\n"
-    "events.out.tfevents.*, a run directory or a logdir; TensorBoard or W&B CSV exports),\n"
+    "events.out.tfevents.*, a run directory or a logdir; TensorBoard or W&B CSV exports;\n"
+    "a Hugging Face Trainer's trainer_state.json or its checkpoint directory),\n"
     "runs the detectors over each, and stores each run in the run-history database: its\n"
     "series with their wall times, its findings, and where it came from (the run's config:\n"
     "{\"import\": {identity, kind, source, files, series, wall_time, notes...}}).\n"
@@ -102,7 +104,7 @@ import_result import_run(const input_set& inputs, const run_input& run, const st
   const auto opened = inputs.open(run);
   std::vector<std::string> notes = opened->notes;
   notes.insert(notes.end(), analysis.notes.begin(), analysis.notes.end());
-  const char* kinds[] = {"csv", "tensorboard-csv", "tfevents"};
+  const char* kinds[] = {"csv", "tensorboard-csv", "tfevents", "hf-trainer-state"};
   nlohmann::json config = {{"import",
                             {{"identity", identity},
                              {"kind", kinds[int(run.kind)]},
@@ -188,7 +190,8 @@ int run_import(int argc, char** argv) {
   if (args.positional.size() > 1) throw usage_error("expected one PATH");
   const auto io = parse_input_options(args);
   if (args.positional.empty() && io.files.empty())
-    throw usage_error("missing PATH (a CSV, an event file or a directory of runs)");
+    throw usage_error(
+        "missing PATH (a CSV, an event file, a trainer_state.json or a directory of runs)");
   detector_options opts;
   opts.chance_level.num_classes = static_cast<int>(args.get_int("classes", 0, 2, 1'000'000'000));
   const std::string db = args.get("db", "runs.db");

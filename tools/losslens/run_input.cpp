@@ -107,8 +107,8 @@ input_set::input_set(const std::string& path, input_options options, bool buffer
   const auto st = fs::status(path, ec);
   if (ec || !fs::exists(st))
     throw error(path +
-                ": cannot open: no such file or directory (give a CSV, an event file or a "
-                "directory of runs)");
+                ": cannot open: no such file or directory (give a CSV, an event file, a "
+                "trainer_state.json or a directory of runs)");
   if (!fs::is_directory(st)) {
     add_file(path);
     return;
@@ -124,6 +124,11 @@ input_set::input_set(const std::string& path, input_options options, bool buffer
     runs_.push_back(std::move(in));
   }
   if (!runs_.empty()) return;
+  // A Trainer's checkpoint directory: its trainer_state.json.
+  if (const auto state = fs::path(path) / "trainer_state.json"; fs::is_regular_file(state, ec)) {
+    add_trainer_state(state.string());
+    return;
+  }
   // No event files: the CSV files of the directory (TensorBoard exports, W&B exports, CSVs).
   std::vector<std::string> csvs;
   for (const auto& e : fs::directory_iterator(path, ec))
@@ -140,7 +145,7 @@ input_set::input_set(const std::string& path, input_options options, bool buffer
   if (runs_.empty())
     throw error(path +
                 ": no event files (names containing 'tfevents') in it or below, and no "
-                "CSV files in it: nothing to read");
+                "CSV files or trainer_state.json in it: nothing to read");
 }
 
 void input_set::add_file(const std::string& path) {
@@ -153,6 +158,10 @@ void input_set::add_file(const std::string& path) {
       in.files = std::move(r.files);
       runs_.push_back(std::move(in));
     }
+    return;
+  }
+  if (is_json_name(fs::path(path).filename().string())) {
+    add_trainer_state(path);
     return;
   }
   std::vector<std::string> tensorboard;
@@ -185,6 +194,18 @@ void input_set::add_csv_file(const std::string& path, std::vector<std::string>* 
   }
 }
 
+void input_set::add_trainer_state(const std::string& path) {
+  // Named after its directory: a Trainer saves one in every checkpoint-<step>/.
+  const fs::path p(path);
+  run_input in;
+  in.name = p.has_parent_path() ? p.parent_path().filename().string() : file_stem(path);
+  if (in.name.empty()) in.name = file_stem(path);
+  in.kind = input_kind::trainer_state;
+  in.source = path;
+  in.files = {path};
+  runs_.push_back(std::move(in));
+}
+
 void input_set::add_tensorboard_group(std::vector<std::string> files,
                                       const std::string& fallback_name) {
   run_input in;
@@ -206,6 +227,20 @@ std::unique_ptr<opened_run> input_set::open(const run_input& run) const {
     } catch (const error& e) {
       throw error(run.source + ": " + e.what());  // map_tags' errors do not know the file
     }
+  };
+  // A log read whole into per-tag series (event files, a Trainer's log history).
+  auto open_series = [&](const std::vector<tag_series>& series, std::vector<std::string> names,
+                         const std::vector<std::string>& notes) {
+    in_context([&] { o.mapping = map_tags(std::move(names), options_.mapping); });
+    o.merger = std::make_unique<sample_merger>();
+    add_streams(*o.merger, series, o.mapping);
+    o.notes = notes;
+    if (auto unused = o.mapping.unused_summary(o.tag_word); !unused.empty())
+      o.notes.insert(o.notes.begin(), unused);
+    for (const auto& n : o.mapping.notes) o.notes.push_back(n);
+    sample_merger* m = o.merger.get();
+    o.schema = m->schema();
+    o.next = [m](sample& s) { return m->next(s); };
   };
   switch (run.kind) {
     case input_kind::csv: {
@@ -273,28 +308,27 @@ std::unique_ptr<opened_run> input_set::open(const run_input& run) const {
       o.events =
           std::make_unique<tfevents::scalar_run>(tfevents::read_scalar_run({run.name, run.files}));
       const tfevents::scalar_run& ev = *o.events;
-      in_context([&] { o.mapping = map_tags(ev.tag_names(), options_.mapping); });
-      o.merger = std::make_unique<sample_merger>();
-      tfevents::add_streams(*o.merger, ev, o.mapping);
-      o.notes = ev.notes;
-      if (auto unused = o.mapping.unused_summary("tag"); !unused.empty())
-        o.notes.insert(o.notes.begin(), unused);
-      for (const auto& n : o.mapping.notes) o.notes.push_back(n);
+      open_series(ev.tags, ev.tag_names(), ev.notes);
       if (ev.skipped > 0)
         o.notes.push_back(std::to_string(ev.skipped) +
                           " summary values that are not scalars (images, histograms, text...) "
                           "skipped");
-      sample_merger* m = o.merger.get();
-      o.schema = m->schema();
-      o.next = [m](sample& s) { return m->next(s); };
+      break;
+    }
+    case input_kind::trainer_state: {
+      o.tag_word = "key";
+      o.trainer_state = std::make_unique<trainer_state_log>(read_trainer_state(run.files[0]));
+      const trainer_state_log& log = *o.trainer_state;
+      open_series(log.keys, log.key_names(), log.notes);
       break;
     }
   }
   if (!o.mapping.diagnosable()) {
     // What the user names a series by: a column, a tag, or (TensorBoard exports) the file.
-    const std::string w = o.tag_word, arg = run.kind == input_kind::csv        ? "COLUMN"
-                                            : run.kind == input_kind::tfevents ? "TAG"
-                                                                               : "FILE";
+    const std::string w = o.tag_word, arg = run.kind == input_kind::csv             ? "COLUMN"
+                                            : run.kind == input_kind::tfevents      ? "TAG"
+                                            : run.kind == input_kind::trainer_state ? "KEY"
+                                                                                    : "FILE";
     throw error(run.source + ": " + w + "s seen: " +
                 (o.mapping.tags.empty() ? std::string("none") : o.mapping.seen_list()) +
                 "; none is a loss or a gradient norm: map one with --loss " + arg +

@@ -2,7 +2,7 @@
 // The runs that `losslens analyze` and `losslens import` read: a CSV (losslens', TensorBoard's
 // or W&B's layout, W&B files with several runs), TensorBoard event files (one file, a run
 // directory, or a logdir of runs), TensorBoard CSV exports (one file per tag) in a directory or
-// given per series (--loss FILE).
+// given per series (--loss FILE), a Hugging Face Trainer's trainer_state.json.
 
 #include <cstdint>
 #include <functional>
@@ -22,6 +22,7 @@
 #include "losslens/sample_merger.hpp"
 #include "losslens/tag_mapping.hpp"
 #include "losslens/tfevents/scalar_run.hpp"
+#include "losslens/trainer_state.hpp"
 
 namespace losslens::cli {
 
@@ -46,7 +47,7 @@ extern const std::vector<std::string_view> input_value_options;
 /// CSV export of that series, otherwise a tag) and --run. Throws usage_error.
 input_options parse_input_options(const parsed_args& args);
 
-enum class input_kind { csv, tensorboard_csv, tfevents };
+enum class input_kind { csv, tensorboard_csv, tfevents, trainer_state };
 
 /// A run found in the input, not read yet.
 struct run_input {
@@ -70,6 +71,7 @@ struct opened_run {
   std::vector<std::unique_ptr<csv_reader>> readers;
   std::unique_ptr<std::istringstream> text;
   std::unique_ptr<tfevents::scalar_run> events;
+  std::unique_ptr<trainer_state_log> trainer_state;
   std::unique_ptr<sample_merger> merger;
 };
 
@@ -92,6 +94,7 @@ class input_set {
  private:
   void add_file(const std::string& path);
   void add_csv_file(const std::string& path, std::vector<std::string>* tensorboard_files);
+  void add_trainer_state(const std::string& path);
   void add_tensorboard_group(std::vector<std::string> files, const std::string& fallback_name);
 
   input_options options_;

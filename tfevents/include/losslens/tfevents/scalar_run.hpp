@@ -11,6 +11,7 @@
 
 #include "losslens/sample_merger.hpp"
 #include "losslens/tag_mapping.hpp"
+#include "losslens/tag_series.hpp"
 
 namespace losslens::tfevents {
 
@@ -31,17 +32,9 @@ struct run_files {
 std::vector<run_files> find_runs(const std::string& path);
 
 /// One point of a tag.
-struct scalar_point {
-  std::int64_t step = 0;
-  double wall_time = 0;
-  double value = 0;
-};
-
+using scalar_point = losslens::tag_point;
 /// The scalars of one tag, in step order, one point per step.
-struct tag_series {
-  std::string tag;
-  std::vector<scalar_point> points;
-};
+using tag_series = losslens::tag_series;
 
 /// The scalars of a run's event files, in memory (24 bytes a point).
 struct scalar_run {
