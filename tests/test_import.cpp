@@ -278,6 +278,21 @@ TEST_CASE("fixtures: event files and TensorBoard/W&B exports give the original C
     const json from_state = analyze_json(q(checkpoint));
     same_findings(reference, from_state);
     CHECK(from_state["run"] == run + "_checkpoint");
+    // The Trainer's output directory: the latest checkpoint's state (checkpoint-1500, not
+    // checkpoint-200, which sorts after it as text and holds the first 200 steps).
+    const auto output = dir.path / (run + "_output");
+    const std::string full = read_file(source);
+    std::size_t cut = 0;
+    for (int lines = 0; lines < 201; ++lines) cut = full.find('\n', cut) + 1;
+    fs::create_directories(output / "checkpoint-200");
+    fs::create_directories(output / "checkpoint-1500");
+    write_text(output / "checkpoint-200" / "trainer_state.json",
+               trainer_state_layout(full.substr(0, cut)));
+    fs::copy_file(checkpoint / "trainer_state.json",
+                  output / "checkpoint-1500" / "trainer_state.json");
+    const json from_output = analyze_json(q(output));
+    same_findings(reference, from_output);
+    CHECK(from_output["run"] == run + "_output");
 
     // Appended to by a resumed run: the rows already read are kept, the note says what was
     // skipped.

@@ -25,7 +25,7 @@ const std::string_view import_usage =
     "\n"
     "Reads runs as `losslens analyze` does (a CSV; TensorBoard event files\n"
     "events.out.tfevents.*, a run directory or a logdir; TensorBoard or W&B CSV exports;\n"
-    "a Hugging Face Trainer's trainer_state.json or its checkpoint directory),\n"
+    "a Hugging Face Trainer's trainer_state.json, its checkpoint or output directory),\n"
     "runs the detectors over each, and stores each run in the run-history database: its\n"
     "series with their wall times, its findings, and where it came from (the run's config:\n"
     "{\"import\": {identity, kind, source, files, series, wall_time, notes...}}).\n"

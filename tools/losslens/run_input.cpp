@@ -1,6 +1,7 @@
 #include "run_input.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -40,6 +41,30 @@ std::string tensorboard_run_of(const std::string& path) {
 std::string join(const std::vector<std::string>& v) {
   std::string out;
   for (const auto& x : v) out += (out.empty() ? "" : ", ") + x;
+  return out;
+}
+
+// The trainer_state.json of the checkpoint-<step>/ directory with the largest step in `dir`
+// (a Hugging Face Trainer's output directory); empty when there is none.
+std::string latest_checkpoint_state(const fs::path& dir) {
+  std::error_code ec;
+  std::int64_t best = -1;
+  std::string out;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    constexpr std::string_view prefix = "checkpoint-";
+    if (!name.starts_with(prefix) || !e.is_directory(ec)) continue;
+    std::int64_t step = -1;
+    const char* first = name.data() + prefix.size();
+    const char* last = name.data() + name.size();
+    if (auto [p, err] = std::from_chars(first, last, step); err != std::errc{} || p != last)
+      continue;
+    if (const auto state = e.path() / "trainer_state.json";
+        step > best && fs::is_regular_file(state, ec)) {
+      best = step;
+      out = state.string();
+    }
+  }
   return out;
 }
 
@@ -124,9 +149,15 @@ input_set::input_set(const std::string& path, input_options options, bool buffer
     runs_.push_back(std::move(in));
   }
   if (!runs_.empty()) return;
-  // A Trainer's checkpoint directory: its trainer_state.json.
+  // A Trainer's checkpoint directory: its trainer_state.json. Its output directory: that of
+  // the latest checkpoint-<step>/, which holds the whole log history up to that step.
   if (const auto state = fs::path(path) / "trainer_state.json"; fs::is_regular_file(state, ec)) {
     add_trainer_state(state.string());
+    return;
+  }
+  if (const auto latest = latest_checkpoint_state(path); !latest.empty()) {
+    add_trainer_state(latest);
+    runs_.back().name = fs::absolute(path, ec).filename().string();
     return;
   }
   // No event files: the CSV files of the directory (TensorBoard exports, W&B exports, CSVs).
