@@ -92,9 +92,18 @@ TEST_CASE("analyze text output, --classes and --fail-on") {
 
 TEST_CASE("analyze reads standard input") {
   const auto path = temp_file("small.csv", "step,loss\n1,1\n2,nan\n");
-  const auto r = run("analyze - --json < " + path.string());
+  // stdout alone: the notes also go to stderr.
+  const auto r = losslens::testing::run_shell(std::string(LOSSLENS_CLI) + " analyze - --json < " +
+                                              path.string());
   REQUIRE(r.status == 0);
-  CHECK(nlohmann::json::parse(r.out)["findings"][0]["kind"] == "non_finite");
+  const auto j = nlohmann::json::parse(r.out);
+  CHECK(j["findings"][0]["kind"] == "non_finite");
+  // Two steps: found what it could, and says that a log this short shows little.
+  CHECK(j["notes"] ==
+        nlohmann::json::array(
+            {"stdin: only 2 steps: most rules first need a history (loss spikes 50 steps, "
+             "divergence 50, oscillation 128, chance level 300, plateau 500 without "
+             "improvement), so a log this short shows little of what went wrong"}));
 }
 
 TEST_CASE("analyze: malformed files and bad usage exit non-zero with a clear message") {

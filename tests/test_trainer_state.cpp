@@ -105,8 +105,11 @@ TEST_CASE("trainer_state.json: the log history as series, NaN and Infinity inclu
   CHECK(grad[1].value == INFINITY);
   CHECK(key(log, "eval_samples_per_second").points.at(0).value == -INFINITY);
   CHECK(key(log, "learning_rate").points.at(2).value == 4e-05);
-  REQUIRE(log.notes.size() == 1);
+  REQUIRE(log.notes.size() == 2);
   CHECK(log.notes[0] ==
+        "logging_steps 10: each entry's loss is the mean over the steps since the one before (a "
+        "one-batch spike shows that many times smaller), its grad_norm that of its own step");
+  CHECK(log.notes[1] ==
         "the entry written when training ended (train_loss, the mean over the run, "
         "train_runtime...) is not a step: left out");
 

@@ -124,6 +124,14 @@ trainer_state_log read_trainer_state(std::istream& in, const std::string& name) 
       log.keys[it->second].points.push_back({step->get<std::int64_t>(), 0.0, v});
     }
   }
+  // The Trainer logs the mean of the losses since its last entry, and the grad norm of the
+  // entry's own step.
+  if (auto every = doc.find("logging_steps");
+      every != doc.end() && every->is_number_integer() && every->get<std::int64_t>() > 1)
+    log.notes.push_back("logging_steps " + std::to_string(every->get<std::int64_t>()) +
+                        ": each entry's loss is the mean over the steps since the one before "
+                        "(a one-batch spike shows that many times smaller), its grad_norm that "
+                        "of its own step");
   if (summaries > 0)
     log.notes.push_back(
         "the entry written when training ended (train_loss, the mean over the run, "

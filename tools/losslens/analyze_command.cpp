@@ -43,7 +43,9 @@ const std::string_view analyze_usage =
     "train_loss -> loss; train/loss_<task>, loss/<task>, <task>_loss -> loss/<task>;\n"
     "grad_norm, train/grad_norm, gradients/global_norm -> grad_norm; lr, learning_rate ->\n"
     "lr; accuracy, acc -> accuracy. Validation and test curves (val, eval, test...) are not\n"
-    "used. How tags were mapped, unused tags (in one line) and notes go to standard error.\n"
+    "used. How tags were mapped, unused tags (in one line) and notes go to standard error;\n"
+    "a run of fewer than 300 steps (chance_level's warmup and patience) gets a note that\n"
+    "most rules first need more history.\n"
     "A run in which no series is a loss or a gradient norm, or without data rows, is an\n"
     "error (exit 1) that says what was seen.\n"
     "\n"
@@ -77,9 +79,10 @@ const std::string_view analyze_usage =
     "                     episode 3: steps 900-912 warning peak 14.2\n"
     "                   (the first 32 and the latest 32 are kept; a line counts the others)\n"
     "  --json           print {\"findings\":[...],\"steps\":N,\"run\":NAME,\"source\":PATH,\n"
-    "                   \"series\":{TAG:SERIES}} instead of the readable report (each finding\n"
-    "                   with episodes, spans, cause_id, cause, symptom_of_id and\n"
-    "                   symptom_of); several runs:\n"
+    "                   \"series\":{TAG:SERIES},\"notes\":[...]} instead of the readable\n"
+    "                   report (each finding with episodes, spans, cause_id, cause,\n"
+    "                   symptom_of_id and symptom_of; the notes are those printed on\n"
+    "                   stderr but the mapping line); several runs:\n"
     "                   {\"runs\":[{...},...]}, a run that failed with its \"error\"\n"
     "  --fail-on LEVEL  exit 3 when a finding of LEVEL (info, warning, error) or worse exists\n"
     "  --run NAME       only the run NAME (of a logdir, or a W&B export with several "
@@ -95,6 +98,7 @@ nlohmann::json run_json(const run_input& run, const run_analysis& r) {
   j["run"] = run.name;
   j["source"] = run.source;
   j["series"] = r.series;
+  j["notes"] = r.notes;
   return j;
 }
 

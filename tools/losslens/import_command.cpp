@@ -102,8 +102,6 @@ import_result import_run(const input_set& inputs, const run_input& run, const st
 
   // Pass 2: store the points, then the findings.
   const auto opened = inputs.open(run);
-  std::vector<std::string> notes = opened->notes;
-  notes.insert(notes.end(), analysis.notes.begin(), analysis.notes.end());
   const char* kinds[] = {"csv", "tensorboard-csv", "tfevents", "hf-trainer-state"};
   nlohmann::json config = {{"import",
                             {{"identity", identity},
@@ -115,7 +113,7 @@ import_result import_run(const input_set& inputs, const run_input& run, const st
                              {"classes", options.chance_level.num_classes},
                              {"steps", analysis.steps},
                              {"wall_time", {{"first", first_wall}, {"last", last_wall}}},
-                             {"notes", notes}}}};
+                             {"notes", analysis.notes}}}};
   storage::run_options ro;
   ro.name = name;
   ro.schema = opened->schema;

@@ -405,12 +405,24 @@ run_analysis analyze_run(const input_set& inputs, const run_input& run,
   // rules take the rows before.
   a.observe_stream(opened->next, each);
   a.flush();
-  std::vector<std::string> notes;
+  std::vector<std::string> notes = opened->notes;
+  auto note = [&](const std::string& n) {
+    std::fprintf(stderr, "losslens %s: %s\n", std::string(command).c_str(), n.c_str());
+    notes.push_back(n);
+  };
   for (const auto& r : opened->readers)
-    for (const auto& n : r->reading_notes()) {
-      std::fprintf(stderr, "losslens %s: %s\n", std::string(command).c_str(), n.c_str());
-      notes.push_back(n);
-    }
+    for (const auto& n : r->reading_notes()) note(n);
+  // Most rules judge a step against the run's history: finding nothing in a short log is not
+  // a clean bill of health.
+  const int full = options.chance_level.warmup + options.chance_level.patience;
+  if (a.steps() > 0 && a.steps() < full)
+    note(run.name + ": only " + std::to_string(a.steps()) + (a.steps() == 1 ? " step" : " steps") +
+         ": most rules first need a history (loss spikes " +
+         std::to_string(options.loss_spike.warmup) + " steps, divergence " +
+         std::to_string(options.divergence.warmup) + ", oscillation " +
+         std::to_string(options.oscillation.window) + ", chance level " + std::to_string(full) +
+         ", plateau " + std::to_string(options.plateau.patience) +
+         " without improvement), so a log this short shows little of what went wrong");
   if (a.steps() == 0)
     throw error(run.source + ": no data rows" +
                 (run.kind == input_kind::csv

@@ -108,8 +108,9 @@ struct run_analysis {
   std::vector<finding> findings;
   std::int64_t steps = 0;
   nlohmann::json series;  ///< series_of(opened)
-  /// Notes about the rows, known once they were read (a CSV's steps that went back, values
-  /// skipped at a repeated step); printed by analyze_run.
+  /// The input's notes (unused tags, ambiguities, cut-short files) and those about its rows,
+  /// known once they were read (a CSV's steps that went back, values skipped at a repeated
+  /// step); analyze_run prints each on stderr.
   std::vector<std::string> notes;
 };
 

@@ -34,8 +34,9 @@ bool is_json_name(std::string_view file_name);
 /// optimizer step); numbers, and Python's `NaN`, `Infinity` and `-Infinity` (which Python's
 /// json module writes for a loss that diverged), are values; other values are left out. The
 /// entry the Trainer writes when training ends (`train_runtime`, `total_flos`, and `train_loss`:
-/// the mean loss of the whole run) is not a step and is left out with a note. When a step
-/// repeats the value written last is kept (one_point_per_step).
+/// the mean loss of the whole run) is not a step and is left out with a note; so is
+/// `logging_steps` above 1 (each entry's loss is then a mean over that many steps). When a
+/// step repeats the value written last is kept (one_point_per_step).
 /// Throws losslens::error ("NAME: reason") for a file that is not JSON, has no `log_history`
 /// list, or has an entry without a whole `step`.
 trainer_state_log read_trainer_state(std::istream& in, const std::string& name);
