@@ -70,30 +70,36 @@ std::string step_and_loss(const std::string& csv) {
   return out;
 }
 
+// The source trace's rows as cells, the header first (the fixtures' CSVs hold plain numbers).
+std::vector<std::vector<std::string>> rows_of(const std::string& csv) {
+  std::istringstream in(csv);
+  std::vector<std::vector<std::string>> rows;
+  for (std::string line; std::getline(in, line);) {
+    std::stringstream ls(line);
+    rows.emplace_back();
+    for (std::string c; std::getline(ls, c, ',');) rows.back().push_back(c);
+  }
+  REQUIRE(!rows.empty());
+  REQUIRE(rows[0].at(0) == "step");
+  return rows;
+}
+
 // The source trace as PyTorch Lightning's CSVLogger writes it with a LearningRateMonitor:
 // per step a row with the LR alone (logged at the batch's start) and then the training row
 // (`loss` as `train_loss_step`), and every 300 steps a validation row and an epoch-mean row at
 // that step: each step spread over two to four rows.
 std::string lightning_layout(const std::string& csv) {
-  std::istringstream in(csv);
-  std::vector<std::string> names;
-  std::string line, out;
-  std::size_t lr_col = 0, row = 0;
-  while (std::getline(in, line)) {
-    std::vector<std::string> cells;
-    std::stringstream ls(line);
-    for (std::string c; std::getline(ls, c, ',');) cells.push_back(c);
-    if (names.empty()) {
-      names = cells;
-      REQUIRE(names.at(0) == "step");
-      lr_col = std::size_t(std::find(names.begin(), names.end(), "lr") - names.begin());
-      REQUIRE(lr_col < names.size());
-      out = "epoch,lr-SGD,step";
-      for (std::size_t i = 1; i < names.size(); ++i)
-        if (i != lr_col) out += "," + (names[i] == "loss" ? "train_loss_step" : names[i]);
-      out += ",train_loss_epoch,val_loss\n";
-      continue;
-    }
+  const auto rows = rows_of(csv);
+  const auto& names = rows[0];
+  const std::size_t lr_col =
+      std::size_t(std::find(names.begin(), names.end(), "lr") - names.begin());
+  REQUIRE(lr_col < names.size());
+  std::string out = "epoch,lr-SGD,step";
+  for (std::size_t i = 1; i < names.size(); ++i)
+    if (i != lr_col) out += "," + (names[i] == "loss" ? "train_loss_step" : names[i]);
+  out += ",train_loss_epoch,val_loss\n";
+  for (std::size_t row = 0; row + 1 < rows.size();) {
+    const auto& cells = rows[row + 1];
     const std::string epoch = std::to_string(row / 300), blanks(names.size() - 2, ',');
     out += "," + cells[lr_col] + "," + cells[0] + blanks + ",,\n";
     out += epoch + ",," + cells[0];
@@ -126,18 +132,11 @@ std::string resumed_layout(const std::string& csv) {
 // with the CSV's columns (`lr` as `learning_rate`) and the epoch, an evaluation entry at the
 // same step every 500 steps, and the summary entry the Trainer adds when training ends.
 std::string trainer_state_layout(const std::string& csv) {
-  std::istringstream in(csv);
-  std::vector<std::string> names;
+  const auto rows = rows_of(csv);
+  const auto& names = rows[0];
   auto history = json::array();
-  std::string line;
-  for (std::size_t row = 0; std::getline(in, line);) {
-    std::vector<std::string> cells;
-    std::stringstream ls(line);
-    for (std::string c; std::getline(ls, c, ',');) cells.push_back(c);
-    if (names.empty()) {
-      names = cells;
-      continue;
-    }
+  for (std::size_t row = 0; row + 1 < rows.size();) {
+    const auto& cells = rows[row + 1];
     json entry = {{"epoch", double(row + 1) / 500}};
     for (std::size_t i = 0; i < names.size(); ++i) {
       if (names[i] == "step")
@@ -158,6 +157,25 @@ std::string trainer_state_layout(const std::string& csv) {
                      {"train_loss", 0.25},
                      {"train_runtime", 60.0}});
   return json{{"global_step", history.back()["step"]}, {"log_history", history}}.dump(2);
+}
+
+// The source trace as runs of MLflow's file store hold it: a file per metric under
+// mlruns/<experiment>/<run id>/metrics/ (`loss` logged as `train/loss`, a nested file), a line
+// "<timestamp ms> <value> <step>" per call, and the run's name in its meta.yaml.
+void write_mlflow_run(const fs::path& run_dir, const std::string& name, const std::string& csv) {
+  const auto rows = rows_of(csv);
+  const auto& names = rows[0];
+  std::vector<std::string> files(names.size());
+  for (std::size_t row = 1; row < rows.size(); ++row)
+    for (std::size_t i = 1; i < names.size(); ++i)
+      files[i] += std::to_string(1700000000000 + 100 * std::int64_t(row - 1)) + " " + rows[row][i] +
+                  " " + rows[row][0] + "\n";
+  for (std::size_t i = 1; i < names.size(); ++i) {
+    const fs::path f = run_dir / "metrics" / (names[i] == "loss" ? "train/loss" : names[i]);
+    fs::create_directories(f.parent_path());
+    write_text(f, files[i]);
+  }
+  write_text(run_dir / "meta.yaml", "experiment_id: '5'\nrun_name: " + name + "\nstatus: 3\n");
 }
 
 // Numbers in a message, for messages that print a value rounded (3 significant digits).
@@ -322,6 +340,23 @@ TEST_CASE("fixtures: event files and TensorBoard/W&B exports give the original C
     same_findings(analyze_json(q(source)), r);
   }
   CHECK(analyze_json(q(fixtures) + " --run sgd01")["run"] == "sgd01");
+
+  // The three runs in MLflow's file store, read from mlruns/: each with its CSV's findings.
+  const auto mlruns = dir.path / "mlruns";
+  std::size_t id = 0;
+  for (const auto& [run, e] : exp.items())
+    write_mlflow_run(mlruns / "5" / ("run" + std::to_string(id++)), run,
+                     read_file(fixtures / e["source_csv"].get<std::string>()));
+  const json from_mlflow = analyze_json(q(mlruns));
+  REQUIRE(from_mlflow["runs"].size() == 3);
+  for (const auto& r : from_mlflow["runs"]) {
+    INFO(r["run"]);
+    REQUIRE(exp.contains(r["run"].get<std::string>()));
+    same_findings(
+        analyze_json(
+            q(fixtures / exp[r["run"].get<std::string>()]["source_csv"].get<std::string>())),
+        r);
+  }
 }
 
 TEST_CASE("import: runs into the history, idempotent, shown by runs, findings and serve",

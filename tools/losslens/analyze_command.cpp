@@ -1,5 +1,6 @@
 // `losslens analyze`: run the detectors offline over a CSV, TensorBoard event files,
-// TensorBoard / W&B CSV exports or a Hugging Face Trainer's trainer_state.json.
+// TensorBoard / W&B CSV exports, a Hugging Face Trainer's trainer_state.json or MLflow's
+// file store.
 
 #include <cstdio>
 #include <iostream>
@@ -36,7 +37,9 @@ const std::string_view analyze_usage =
     "    directory holding one, or the Trainer's output directory (its latest\n"
     "    checkpoint-<step>/): the log_history, one entry per logged step (loss, grad_norm,\n"
     "    learning_rate; NaN and Infinity as Python writes them; the summary entry written\n"
-    "    when training ends is left out).\n"
+    "    when training ends is left out);\n"
+    "  - MLflow's file store: mlruns/, an experiment or a run directory (every run below\n"
+    "    it; metrics/<key> files of \"<timestamp ms> <value> <step>\" lines).\n"
     "Or give the TensorBoard CSV exports of one run series by series with --loss FILE etc.\n"
     "\n"
     "Tags and columns are mapped to series case-insensitively: loss, train/loss, Loss/train,\n"

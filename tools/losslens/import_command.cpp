@@ -25,7 +25,8 @@ const std::string_view import_usage =
     "\n"
     "Reads runs as `losslens analyze` does (a CSV; TensorBoard event files\n"
     "events.out.tfevents.*, a run directory or a logdir; TensorBoard or W&B CSV exports;\n"
-    "a Hugging Face Trainer's trainer_state.json, its checkpoint or output directory),\n"
+    "a Hugging Face Trainer's trainer_state.json, its checkpoint or output directory;\n"
+    "MLflow's file store mlruns/, an experiment or a run),\n"
     "runs the detectors over each, and stores each run in the run-history database: its\n"
     "series with their wall times, its findings, and where it came from (the run's config:\n"
     "{\"import\": {identity, kind, source, files, series, wall_time, notes...}}).\n"
@@ -102,7 +103,7 @@ import_result import_run(const input_set& inputs, const run_input& run, const st
 
   // Pass 2: store the points, then the findings.
   const auto opened = inputs.open(run);
-  const char* kinds[] = {"csv", "tensorboard-csv", "tfevents", "hf-trainer-state"};
+  const char* kinds[] = {"csv", "tensorboard-csv", "tfevents", "hf-trainer-state", "mlflow"};
   nlohmann::json config = {{"import",
                             {{"identity", identity},
                              {"kind", kinds[int(run.kind)]},

@@ -160,6 +160,19 @@ input_set::input_set(const std::string& path, input_options options, bool buffer
     runs_.back().name = fs::absolute(path, ec).filename().string();
     return;
   }
+  // MLflow's file store: a run, an experiment or mlruns/ itself.
+  for (const auto& dir : find_mlflow_runs(path)) {
+    run_input in;
+    in.name = mlflow_run_name(dir);
+    in.kind = input_kind::mlflow;
+    in.source = dir;
+    // The metric files: what the import's identity is taken over.
+    for (const auto& e : fs::recursive_directory_iterator(fs::path(dir) / "metrics", ec))
+      if (e.is_regular_file(ec)) in.files.push_back(e.path().string());
+    std::sort(in.files.begin(), in.files.end());
+    runs_.push_back(std::move(in));
+  }
+  if (!runs_.empty()) return;
   // No event files: the CSV files of the directory (TensorBoard exports, W&B exports, CSVs).
   std::vector<std::string> csvs;
   for (const auto& e : fs::directory_iterator(path, ec))
@@ -175,8 +188,8 @@ input_set::input_set(const std::string& path, input_options options, bool buffer
   for (auto& [run, files] : groups) add_tensorboard_group(files, run.empty() ? dir_name : run);
   if (runs_.empty())
     throw error(path +
-                ": no event files (names containing 'tfevents') in it or below, and no "
-                "CSV files or trainer_state.json in it: nothing to read");
+                ": no event files (names containing 'tfevents') in it or below, no MLflow "
+                "runs, and no CSV files or trainer_state.json in it: nothing to read");
 }
 
 void input_set::add_file(const std::string& path) {
@@ -346,6 +359,14 @@ std::unique_ptr<opened_run> input_set::open(const run_input& run) const {
                           "skipped");
       break;
     }
+    case input_kind::mlflow: {
+      o.tag_word = "metric";
+      o.mlflow = std::make_unique<mlflow_run>(read_mlflow_run(run.source));
+      std::vector<std::string> keys;
+      for (const auto& m : o.mlflow->metrics) keys.push_back(m.tag);
+      open_series(o.mlflow->metrics, std::move(keys), o.mlflow->notes);
+      break;
+    }
     case input_kind::trainer_state: {
       o.tag_word = "key";
       o.trainer_state = std::make_unique<trainer_state_log>(read_trainer_state(run.files[0]));
@@ -359,6 +380,7 @@ std::unique_ptr<opened_run> input_set::open(const run_input& run) const {
     const std::string w = o.tag_word, arg = run.kind == input_kind::csv             ? "COLUMN"
                                             : run.kind == input_kind::tfevents      ? "TAG"
                                             : run.kind == input_kind::trainer_state ? "KEY"
+                                            : run.kind == input_kind::mlflow        ? "METRIC"
                                                                                     : "FILE";
     throw error(run.source + ": " + w + "s seen: " +
                 (o.mapping.tags.empty() ? std::string("none") : o.mapping.seen_list()) +

@@ -2,7 +2,8 @@
 // The runs that `losslens analyze` and `losslens import` read: a CSV (losslens', TensorBoard's
 // or W&B's layout, W&B files with several runs), TensorBoard event files (one file, a run
 // directory, or a logdir of runs), TensorBoard CSV exports (one file per tag) in a directory or
-// given per series (--loss FILE), a Hugging Face Trainer's trainer_state.json.
+// given per series (--loss FILE), a Hugging Face Trainer's trainer_state.json, runs of MLflow's
+// file store (mlruns/).
 
 #include <cstdint>
 #include <functional>
@@ -21,6 +22,7 @@
 #include "losslens/finding.hpp"
 #include "losslens/sample_merger.hpp"
 #include "losslens/tag_mapping.hpp"
+#include "losslens/mlflow_run.hpp"
 #include "losslens/tfevents/scalar_run.hpp"
 #include "losslens/trainer_state.hpp"
 
@@ -47,7 +49,7 @@ extern const std::vector<std::string_view> input_value_options;
 /// CSV export of that series, otherwise a tag) and --run. Throws usage_error.
 input_options parse_input_options(const parsed_args& args);
 
-enum class input_kind { csv, tensorboard_csv, tfevents, trainer_state };
+enum class input_kind { csv, tensorboard_csv, tfevents, trainer_state, mlflow };
 
 /// A run found in the input, not read yet.
 struct run_input {
@@ -72,6 +74,7 @@ struct opened_run {
   std::unique_ptr<std::istringstream> text;
   std::unique_ptr<tfevents::scalar_run> events;
   std::unique_ptr<trainer_state_log> trainer_state;
+  std::unique_ptr<mlflow_run> mlflow;
   std::unique_ptr<sample_merger> merger;
 };
 

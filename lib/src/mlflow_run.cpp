@@ -1,0 +1,158 @@
+#include "losslens/mlflow_run.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+
+#include "detail/text.hpp"
+#include "losslens/error.hpp"
+
+namespace losslens {
+namespace {
+
+namespace fs = std::filesystem;
+
+/// A value as Python's str(float) writes it: decimal or exponent notation, nan, inf, -inf.
+bool parse_value(std::string_view s, double& v) {
+  if (s.empty()) return false;
+  const std::string low = core::detail::lower(s);
+  const std::string_view body = low.front() == '-' || low.front() == '+'
+                                    ? std::string_view(low).substr(1)
+                                    : std::string_view(low);
+  if (body == "nan") {
+    v = std::numeric_limits<double>::quiet_NaN();
+    return true;
+  }
+  if (body == "inf" || body == "infinity") {
+    v = low.front() == '-' ? -std::numeric_limits<double>::infinity()
+                           : std::numeric_limits<double>::infinity();
+    return true;
+  }
+  const char* first = s.data() + (s.front() == '+' ? 1 : 0);
+  auto [p, ec] = std::from_chars(first, s.data() + s.size(), v);
+  return ec == std::errc{} && p == s.data() + s.size();
+}
+
+bool parse_int(std::string_view s, std::int64_t& v) {
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  return !s.empty() && ec == std::errc{} && p == s.data() + s.size();
+}
+
+/// The fields of a line split on single spaces, as MLflow splits them.
+std::vector<std::string_view> fields_of(std::string_view line) {
+  std::vector<std::string_view> out;
+  for (std::size_t at = 0;;) {
+    const std::size_t space = line.find(' ', at);
+    out.push_back(line.substr(at, space == std::string_view::npos ? space : space - at));
+    if (space == std::string_view::npos) return out;
+    at = space + 1;
+  }
+}
+
+tag_series read_metric(const fs::path& file, std::string key, std::size_t& stepless) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw error(file.string() + ": cannot open");
+  tag_series series{std::move(key), {}};
+  std::string line;
+  for (std::int64_t n = 1; std::getline(in, line); ++n) {
+    const std::string where = file.string() + ":" + std::to_string(n) + ": ";
+    std::string_view l = line;
+    while (!l.empty() && (l.back() == '\r' || l.back() == ' ' || l.back() == '\t'))
+      l.remove_suffix(1);
+    while (!l.empty() && (l.front() == ' ' || l.front() == '\t')) l.remove_prefix(1);
+    if (l.empty()) continue;
+    const auto f = fields_of(l);
+    if (f.size() != 2 && f.size() != 3)
+      throw error(where + std::to_string(f.size()) +
+                  " fields; a metric line is '<timestamp ms> <value> <step>'");
+    tag_point p;
+    std::int64_t ts = 0;
+    if (!parse_int(f[0], ts)) throw error(where + "timestamp '" + std::string(f[0]) + "'");
+    if (!parse_value(f[1], p.value))
+      throw error(where + "value '" + std::string(f[1].substr(0, 40)) + "' is not a number");
+    if (f.size() == 3 && !parse_int(f[2], p.step))
+      throw error(where + "step '" + std::string(f[2]) + "' is not a whole number");
+    if (f.size() == 2) ++stepless;
+    p.wall_time = double(ts) / 1000.0;
+    series.points.push_back(p);
+  }
+  return series;
+}
+
+}  // namespace
+
+std::string mlflow_run_name(const std::string& dir) {
+  std::ifstream in(fs::path(dir) / "meta.yaml");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.starts_with("run_name:")) continue;
+    std::string v = line.substr(9);
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.erase(0, 1);
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\r')) v.pop_back();
+    if (v.size() >= 2 && (v.front() == '\'' || v.front() == '"') && v.back() == v.front())
+      v = v.substr(1, v.size() - 2);
+    if (!v.empty()) return v;
+  }
+  return fs::path(dir).filename().string();
+}
+
+bool is_mlflow_run_dir(const std::string& dir) {
+  std::error_code ec;
+  return fs::is_regular_file(fs::path(dir) / "meta.yaml", ec) &&
+         fs::is_directory(fs::path(dir) / "metrics", ec);
+}
+
+std::vector<std::string> find_mlflow_runs(const std::string& path) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  auto walk = [&](auto&& self, const fs::path& dir, int depth) -> void {
+    if (is_mlflow_run_dir(dir.string())) {
+      out.push_back(dir.string());
+      return;
+    }
+    if (depth == 2) return;
+    fs::directory_iterator it(dir, ec), end;
+    if (ec) throw error(dir.string() + ": cannot list: " + ec.message());
+    for (; it != end; it.increment(ec)) {
+      if (ec) throw error(dir.string() + ": cannot list: " + ec.message());
+      const std::string name = it->path().filename().string();
+      if (name == ".trash" || !it->is_directory(ec) || it->is_symlink(ec)) continue;
+      self(self, it->path(), depth + 1);
+    }
+  };
+  if (fs::is_directory(path, ec)) walk(walk, fs::path(path), 0);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+mlflow_run read_mlflow_run(const std::string& dir) {
+  mlflow_run run;
+  run.dir = dir;
+  const fs::path root(dir);
+  run.name = mlflow_run_name(dir);
+  std::error_code ec;
+  const fs::path metrics = root / "metrics";
+  std::size_t stepless = 0;
+  fs::recursive_directory_iterator it(metrics, ec), end;
+  if (ec) throw error(metrics.string() + ": cannot list: " + ec.message());
+  for (; it != end; it.increment(ec)) {
+    if (ec) throw error(metrics.string() + ": cannot list: " + ec.message());
+    if (!it->is_regular_file(ec)) continue;
+    // A key with '/' is a nested file: its path below metrics/ is the key.
+    run.metrics.push_back(
+        read_metric(it->path(), it->path().lexically_relative(metrics).generic_string(), stepless));
+  }
+  std::sort(run.metrics.begin(), run.metrics.end(),
+            [](const tag_series& a, const tag_series& b) { return a.tag < b.tag; });
+  if (stepless > 0)
+    run.notes.push_back(std::to_string(stepless) +
+                        " metric lines without a step (logged without step=): step 0, as "
+                        "MLflow reads them");
+  one_point_per_step(run.metrics, run.notes);
+  return run;
+}
+
+}  // namespace losslens
