@@ -93,6 +93,11 @@ TEST_CASE("mlflow: a step logged twice keeps the value written last, bad lines s
   REQUIRE(r.notes.size() == 1);
   CHECK(r.notes[0].find("tag 'loss': 1 repeated steps") == 0);
 
+  // A value beyond double's range reads as C's strtod reads it.
+  write(run / "metrics" / "loss", "1 1e999 5\n2 -1e999 6\n3 1e-999 7\n");
+  const auto huge = losslens::read_mlflow_run(run.string()).metrics.at(0).points;
+  CHECK((huge.at(0).value == INFINITY && huge.at(1).value == -INFINITY && huge.at(2).value == 0));
+
   const std::string file = (run / "metrics" / "loss").string();
   write(run / "metrics" / "loss", "1 2.0 5\n2 abc 6\n");
   CHECK(error_of(run) == file + ":2: value 'abc' is not a number");

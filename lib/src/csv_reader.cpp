@@ -123,42 +123,7 @@ std::string exact_text(double v) {
 
 using core::detail::iequals;
 using core::detail::lower;
-
-/// Parses a number: decimal or exponent notation, or nan/inf/-inf (any case, also "infinity").
-bool parse_double(std::string_view s, double& v) {
-  // The common cell first: a plain unsigned decimal (from_chars takes no sign, no "inf").
-  if (!s.empty() && (std::isdigit(static_cast<unsigned char>(s.front())) || s.front() == '.')) {
-    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (ec == std::errc{} && p == s.data() + s.size()) return true;
-  }
-  std::string_view body = s;
-  bool neg = false;
-  if (!body.empty() && (body.front() == '+' || body.front() == '-')) {
-    neg = body.front() == '-';
-    body.remove_prefix(1);
-  }
-  if (iequals(body, "nan")) {
-    v = std::numeric_limits<double>::quiet_NaN();
-    return true;
-  }
-  if (iequals(body, "inf") || iequals(body, "infinity")) {
-    v = neg ? -std::numeric_limits<double>::infinity() : std::numeric_limits<double>::infinity();
-    return true;
-  }
-  if (body.empty() ||
-      !(std::isdigit(static_cast<unsigned char>(body.front())) || body.front() == '.'))
-    return false;
-  auto [p, ec] = std::from_chars(body.data(), body.data() + body.size(), v);
-  if (p != body.data() + body.size()) return false;
-  if (ec == std::errc::result_out_of_range) {
-    // from_chars leaves v unset on overflow/underflow; strtod gives +-HUGE_VAL (Inf) or 0.
-    v = std::strtod(std::string(body).c_str(), nullptr);
-  } else if (ec != std::errc{}) {
-    return false;
-  }
-  if (neg) v = -v;
-  return true;
-}
+using core::detail::parse_double;
 
 std::string join(const std::vector<std::string>& v) {
   std::string out;

@@ -2,10 +2,8 @@
 
 #include <algorithm>
 #include <charconv>
-#include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <limits>
 
 #include "detail/text.hpp"
 #include "losslens/error.hpp"
@@ -14,27 +12,6 @@ namespace losslens {
 namespace {
 
 namespace fs = std::filesystem;
-
-/// A value as Python's str(float) writes it: decimal or exponent notation, nan, inf, -inf.
-bool parse_value(std::string_view s, double& v) {
-  if (s.empty()) return false;
-  const std::string low = core::detail::lower(s);
-  const std::string_view body = low.front() == '-' || low.front() == '+'
-                                    ? std::string_view(low).substr(1)
-                                    : std::string_view(low);
-  if (body == "nan") {
-    v = std::numeric_limits<double>::quiet_NaN();
-    return true;
-  }
-  if (body == "inf" || body == "infinity") {
-    v = low.front() == '-' ? -std::numeric_limits<double>::infinity()
-                           : std::numeric_limits<double>::infinity();
-    return true;
-  }
-  const char* first = s.data() + (s.front() == '+' ? 1 : 0);
-  auto [p, ec] = std::from_chars(first, s.data() + s.size(), v);
-  return ec == std::errc{} && p == s.data() + s.size();
-}
 
 bool parse_int(std::string_view s, std::int64_t& v) {
   auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
@@ -71,7 +48,7 @@ tag_series read_metric(const fs::path& file, std::string key, std::size_t& stepl
     tag_point p;
     std::int64_t ts = 0;
     if (!parse_int(f[0], ts)) throw error(where + "timestamp '" + std::string(f[0]) + "'");
-    if (!parse_value(f[1], p.value))
+    if (!core::detail::parse_double(f[1], p.value))
       throw error(where + "value '" + std::string(f[1].substr(0, 40)) + "' is not a number");
     if (f.size() == 3 && !parse_int(f[2], p.step))
       throw error(where + "step '" + std::string(f[2]) + "' is not a whole number");
