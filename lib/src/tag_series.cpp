@@ -4,6 +4,13 @@
 
 namespace losslens {
 
+std::vector<std::string> tag_names(const std::vector<tag_series>& tags) {
+  std::vector<std::string> out;
+  out.reserve(tags.size());
+  for (const auto& t : tags) out.push_back(t.tag);
+  return out;
+}
+
 void one_point_per_step(std::vector<tag_series>& tags, std::vector<std::string>& notes) {
   for (auto& t : tags) {
     auto& p = t.points;

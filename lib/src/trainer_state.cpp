@@ -71,12 +71,7 @@ bool number_of(const json& v, double& out) {
 
 }  // namespace
 
-std::vector<std::string> trainer_state_log::key_names() const {
-  std::vector<std::string> out;
-  out.reserve(keys.size());
-  for (const auto& k : keys) out.push_back(k.tag);
-  return out;
-}
+std::vector<std::string> trainer_state_log::key_names() const { return tag_names(keys); }
 
 bool is_json_name(std::string_view file_name) {
   return file_name.size() > 5 && file_name.substr(file_name.size() - 5) == ".json";

@@ -50,11 +50,7 @@ std::vector<run_files> find_runs(const std::string& path) {
   return runs;
 }
 
-std::vector<std::string> scalar_run::tag_names() const {
-  std::vector<std::string> out;
-  for (const auto& t : tags) out.push_back(t.tag);
-  return out;
-}
+std::vector<std::string> scalar_run::tag_names() const { return losslens::tag_names(tags); }
 
 namespace {
 

@@ -273,9 +273,9 @@ std::unique_ptr<opened_run> input_set::open(const run_input& run) const {
     }
   };
   // A log read whole into per-tag series (event files, a Trainer's log history).
-  auto open_series = [&](const std::vector<tag_series>& series, std::vector<std::string> names,
+  auto open_series = [&](const std::vector<tag_series>& series,
                          const std::vector<std::string>& notes) {
-    in_context([&] { o.mapping = map_tags(std::move(names), options_.mapping); });
+    in_context([&] { o.mapping = map_tags(tag_names(series), options_.mapping); });
     o.merger = std::make_unique<sample_merger>();
     add_streams(*o.merger, series, o.mapping);
     o.notes = notes;
@@ -352,7 +352,7 @@ std::unique_ptr<opened_run> input_set::open(const run_input& run) const {
       o.events =
           std::make_unique<tfevents::scalar_run>(tfevents::read_scalar_run({run.name, run.files}));
       const tfevents::scalar_run& ev = *o.events;
-      open_series(ev.tags, ev.tag_names(), ev.notes);
+      open_series(ev.tags, ev.notes);
       if (ev.skipped > 0)
         o.notes.push_back(std::to_string(ev.skipped) +
                           " summary values that are not scalars (images, histograms, text...) "
@@ -362,16 +362,14 @@ std::unique_ptr<opened_run> input_set::open(const run_input& run) const {
     case input_kind::mlflow: {
       o.tag_word = "metric";
       o.mlflow = std::make_unique<mlflow_run>(read_mlflow_run(run.source));
-      std::vector<std::string> keys;
-      for (const auto& m : o.mlflow->metrics) keys.push_back(m.tag);
-      open_series(o.mlflow->metrics, std::move(keys), o.mlflow->notes);
+      open_series(o.mlflow->metrics, o.mlflow->notes);
       break;
     }
     case input_kind::trainer_state: {
       o.tag_word = "key";
       o.trainer_state = std::make_unique<trainer_state_log>(read_trainer_state(run.files[0]));
       const trainer_state_log& log = *o.trainer_state;
-      open_series(log.keys, log.key_names(), log.notes);
+      open_series(log.keys, log.notes);
       break;
     }
   }

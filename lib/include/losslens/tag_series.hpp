@@ -25,6 +25,9 @@ struct tag_series {
   std::vector<tag_point> points;
 };
 
+/// The tags' names, in order (what map_tags maps).
+std::vector<std::string> tag_names(const std::vector<tag_series>& tags);
+
 /// Sorts each tag's points by step; when a step repeats (a restarted run that logged it
 /// again) the point written last is kept. Adds one note per tag that needed it.
 void one_point_per_step(std::vector<tag_series>& tags, std::vector<std::string>& notes);
