@@ -25,6 +25,7 @@
 #include "fixtures.hpp"
 #include "losslens/storage/run_reader.hpp"
 #include "losslens/tfevents/event_reader.hpp"
+#include "mlflow_store.hpp"
 #include "temp_dir.hpp"
 
 namespace fs = std::filesystem;
@@ -178,6 +179,26 @@ void write_mlflow_run(const fs::path& run_dir, const std::string& name, const st
   write_text(run_dir / "meta.yaml", "experiment_id: '5'\nrun_name: " + name + "\nstatus: 3\n");
 }
 
+// The source trace as a run of MLflow's SQLite store holds it (mlflow.db, MLflow 3.7's default):
+// a row per metric and step in `metrics` (`loss` logged as `train/loss`), the values as the
+// store writes them (tests/support/mlflow_store).
+testing::mlflow_store_run mlflow_store_run_of(const std::string& id, const std::string& name,
+                                              const std::string& csv) {
+  const auto rows = rows_of(csv);
+  const auto& names = rows[0];
+  testing::mlflow_store_run run;
+  run.id = id;
+  run.name = name;
+  for (std::size_t row = 1; row < rows.size(); ++row)
+    for (std::size_t i = 1; i < names.size(); ++i)
+      if (!rows[row][i].empty())
+        run.metrics.push_back({names[i] == "loss" ? "train/loss" : names[i],
+                               std::strtod(rows[row][i].c_str(), nullptr),
+                               1700000000000 + 100 * std::int64_t(row - 1),
+                               std::stoll(rows[row][0])});
+  return run;
+}
+
 // Numbers in a message, for messages that print a value rounded (3 significant digits).
 std::vector<double> numbers_in(const std::string& s, std::string& words) {
   std::vector<double> out;
@@ -237,6 +258,19 @@ json analyze_json(const std::string& args) {
   INFO(args << "\n" << r.err);
   REQUIRE(r.status == 0);
   return json::parse(r.out);
+}
+
+// Each run of a multi-run `analyze --json` (named as the fixtures' runs) has the findings of
+// `analyze` on that run's source CSV.
+void runs_have_their_csv_findings(const json& got, const json& expected_runs) {
+  REQUIRE(got["runs"].size() == expected_runs.size());
+  for (const auto& r : got["runs"]) {
+    INFO(r["run"]);
+    const std::string name = r["run"].get<std::string>();
+    REQUIRE(expected_runs.contains(name));
+    same_findings(analyze_json(q(fixtures / expected_runs[name]["source_csv"].get<std::string>())),
+                  r);
+  }
 }
 
 }  // namespace
@@ -347,16 +381,67 @@ TEST_CASE("fixtures: event files and TensorBoard/W&B exports give the original C
   for (const auto& [run, e] : exp.items())
     write_mlflow_run(mlruns / "5" / ("run" + std::to_string(id++)), run,
                      read_file(fixtures / e["source_csv"].get<std::string>()));
-  const json from_mlflow = analyze_json(q(mlruns));
-  REQUIRE(from_mlflow["runs"].size() == 3);
-  for (const auto& r : from_mlflow["runs"]) {
-    INFO(r["run"]);
-    REQUIRE(exp.contains(r["run"].get<std::string>()));
-    same_findings(
-        analyze_json(
-            q(fixtures / exp[r["run"].get<std::string>()]["source_csv"].get<std::string>())),
-        r);
+  runs_have_their_csv_findings(analyze_json(q(mlruns)), exp);
+}
+
+TEST_CASE("fixtures: runs of MLflow's SQLite store give the original CSV's findings", "[import]") {
+  if (!have_tensorboard_fixtures()) return;
+  testing::temp_dir dir("mlflowdb");
+  const auto exp = expected();
+  const fs::path db = dir.path / "project" / "mlflow.db";
+  fs::create_directories(db.parent_path());
+  std::vector<testing::mlflow_store_run> runs;
+  for (const auto& [run, e] : exp.items()) {
+    runs.push_back(mlflow_store_run_of("0123abcd" + std::to_string(runs.size()), run,
+                                       read_file(fixtures / e["source_csv"].get<std::string>())));
+    runs.back().experiment = 1;
+    runs.back().start_time = std::int64_t(runs.size());
   }
+  testing::write_mlflow_store(db.string(), {{0, "Default"}, {1, "fixtures"}}, runs);
+
+  // The file, the directory that holds it, and the tracking URI MLflow is given.
+  for (const std::string& path :
+       {db.string(), db.parent_path().string(), "sqlite:///" + db.string()}) {
+    INFO(path);
+    runs_have_their_csv_findings(analyze_json(q(path)), exp);
+  }
+  CHECK(analyze_json(q(db) + " --run sgd01")["run"] == "sgd01");
+
+  // Imported once: a second import finds each run's rows already there, also after another
+  // run was added to the database.
+  const auto history = dir.file("runs.db");
+  auto r = cli("import " + q(db) + " --db " + history + " --json");
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  const auto imported = json::parse(r.out)["imported"];
+  REQUIRE(imported.size() == 3);
+  for (const auto& i : imported) CHECK(i["status"] == "imported");
+  storage::run_reader reader(history);
+  const auto config = json::parse(reader.run(imported[0]["id"].get<std::int64_t>()).config_json);
+  CHECK(config["import"]["kind"] == "mlflow-db");
+  CHECK(config["import"]["mlflow_run"] == "0123abcd0");
+  r = cli("import " + q(db) + " --db " + history + " --json");
+  REQUIRE(r.status == 0);
+  for (const auto& i : json::parse(r.out)["imported"]) CHECK(i["status"] == "already imported");
+  CHECK(reader.runs().size() == 3);
+  testing::mlflow_store_run added = runs[0];
+  added.id = "fedc9876";
+  added.name = "sgd01-again";
+  added.start_time = 10;
+  testing::write_mlflow_store(db.string(), {}, {added});
+  r = cli("import " + q(db) + " --db " + history + " --json");
+  REQUIRE(r.status == 0);
+  const auto again = json::parse(r.out)["imported"];
+  REQUIRE(again.size() == 4);
+  for (std::size_t i = 0; i < 3; ++i) CHECK(again[i]["status"] == "already imported");
+  CHECK(again[3]["status"] == "imported");
+  CHECK(again[3]["run"] == "sgd01-again");
+  CHECK(reader.runs().size() == 4);
+
+  // losslens' own run history is not read as a run.
+  r = cli("analyze " + q(history));
+  CHECK(r.status == 1);
+  CHECK(r.err.find(history + ": an SQLite database without MLflow's tables") != std::string::npos);
 }
 
 TEST_CASE("import: runs into the history, idempotent, shown by runs, findings and serve",

@@ -1,6 +1,6 @@
 // `losslens analyze`: run the detectors offline over a CSV, TensorBoard event files,
 // TensorBoard / W&B CSV exports, a Hugging Face Trainer's trainer_state.json or MLflow's
-// file store.
+// file store or SQLite store.
 
 #include <cstdio>
 #include <iostream>
@@ -39,7 +39,9 @@ const std::string_view analyze_usage =
     "    learning_rate; NaN and Infinity as Python writes them; the summary entry written\n"
     "    when training ends is left out);\n"
     "  - MLflow's file store: mlruns/, an experiment or a run directory (every run below\n"
-    "    it; metrics/<key> files of \"<timestamp ms> <value> <step>\" lines).\n"
+    "    it; metrics/<key> files of \"<timestamp ms> <value> <step>\" lines);\n"
+    "  - MLflow's SQLite store: mlflow.db (MLflow 3.7's default), the directory holding it,\n"
+    "    or the tracking URI sqlite:///FILE (every run not deleted; opened read-only).\n"
     "Or give the TensorBoard CSV exports of one run series by series with --loss FILE etc.\n"
     "\n"
     "Tags and columns are mapped to series case-insensitively: loss, train/loss, Loss/train,\n"
@@ -119,7 +121,8 @@ int run_analyze(int argc, char** argv) {
   const auto inputs_options = parse_input_options(args);
   if (args.positional.empty() && inputs_options.files.empty())
     throw usage_error(
-        "missing PATH (a CSV, an event file, a trainer_state.json or a directory of runs)");
+        "missing PATH (a CSV, an event file, a trainer_state.json, an mlflow.db or a directory of "
+        "runs)");
   int fail_on = -1;
   if (auto lvl = args.get("fail-on"); !lvl.empty()) {
     try {

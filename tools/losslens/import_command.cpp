@@ -26,16 +26,17 @@ const std::string_view import_usage =
     "Reads runs as `losslens analyze` does (a CSV; TensorBoard event files\n"
     "events.out.tfevents.*, a run directory or a logdir; TensorBoard or W&B CSV exports;\n"
     "a Hugging Face Trainer's trainer_state.json, its checkpoint or output directory;\n"
-    "MLflow's file store mlruns/, an experiment or a run),\n"
+    "MLflow's file store mlruns/, an experiment or a run; MLflow's mlflow.db),\n"
     "runs the detectors over each, and stores each run in the run-history database: its\n"
     "series with their wall times, its findings, and where it came from (the run's config:\n"
     "{\"import\": {identity, kind, source, files, series, wall_time, notes...}}).\n"
     "`losslens runs`, `findings`, `metrics`, `compare`, `export` and `serve` then show it\n"
     "next to monitored runs.\n"
     "\n"
-    "Importing the same run again (same file contents, W&B run, series mapping and\n"
-    "--classes) stores nothing and names the run that holds it; a run whose files changed\n"
-    "(e.g. grew) is stored as a new run. Every file is read in full before anything is\n"
+    "Importing the same run again (same file contents, or the same rows of an mlflow.db\n"
+    "run; same W&B run, series mapping and --classes) stores nothing and names the run\n"
+    "that holds it; a run whose files changed (e.g. grew) is stored as a new run. Every\n"
+    "file is read in full before anything is\n"
     "written, so a malformed input stores nothing. A run's started/ended times are those of\n"
     "the import; its points keep their original wall times.\n"
     "\n"
@@ -103,7 +104,8 @@ import_result import_run(const input_set& inputs, const run_input& run, const st
 
   // Pass 2: store the points, then the findings.
   const auto opened = inputs.open(run);
-  const char* kinds[] = {"csv", "tensorboard-csv", "tfevents", "hf-trainer-state", "mlflow"};
+  const char* kinds[] = {"csv",    "tensorboard-csv", "tfevents", "hf-trainer-state",
+                         "mlflow", "mlflow-db"};
   nlohmann::json config = {{"import",
                             {{"identity", identity},
                              {"kind", kinds[int(run.kind)]},
@@ -115,6 +117,7 @@ import_result import_run(const input_set& inputs, const run_input& run, const st
                              {"steps", analysis.steps},
                              {"wall_time", {{"first", first_wall}, {"last", last_wall}}},
                              {"notes", analysis.notes}}}};
+  if (!run.run_id.empty()) config["import"]["mlflow_run"] = run.run_id;
   storage::run_options ro;
   ro.name = name;
   ro.schema = opened->schema;
@@ -190,7 +193,8 @@ int run_import(int argc, char** argv) {
   const auto io = parse_input_options(args);
   if (args.positional.empty() && io.files.empty())
     throw usage_error(
-        "missing PATH (a CSV, an event file, a trainer_state.json or a directory of runs)");
+        "missing PATH (a CSV, an event file, a trainer_state.json, an mlflow.db or a directory of "
+        "runs)");
   detector_options opts;
   opts.chance_level.num_classes = static_cast<int>(args.get_int("classes", 0, 2, 1'000'000'000));
   const std::string db = args.get("db", "runs.db");

@@ -101,8 +101,12 @@ input_options parse_input_options(const parsed_args& args) {
   return o;
 }
 
-input_set::input_set(const std::string& path, input_options options, bool buffer_stdin)
+input_set::input_set(const std::string& given, input_options options, bool buffer_stdin)
     : options_(std::move(options)), stdin_buffered_(buffer_stdin) {
+  // An MLflow tracking URI as MLFLOW_TRACKING_URI holds it: sqlite:///relative.db,
+  // sqlite:////absolute.db.
+  constexpr std::string_view sqlite_uri = "sqlite:///";
+  const std::string path = given.starts_with(sqlite_uri) ? given.substr(sqlite_uri.size()) : given;
   if (path.empty()) {
     // Only --loss FILE style options: one run of TensorBoard exports.
     std::vector<std::string> files;
@@ -133,7 +137,7 @@ input_set::input_set(const std::string& path, input_options options, bool buffer
   if (ec || !fs::exists(st))
     throw error(path +
                 ": cannot open: no such file or directory (give a CSV, an event file, a "
-                "trainer_state.json or a directory of runs)");
+                "trainer_state.json, an mlflow.db or a directory of runs)");
   if (!fs::is_directory(st)) {
     add_file(path);
     return;
@@ -173,6 +177,12 @@ input_set::input_set(const std::string& path, input_options options, bool buffer
     runs_.push_back(std::move(in));
   }
   if (!runs_.empty()) return;
+  // MLflow's SQLite store, where `mlflow ui` and `mlflow server` keep it by default (3.7+).
+  if (const auto db = fs::path(path) / "mlflow.db";
+      fs::is_regular_file(db, ec) && storage::is_sqlite_file(db.string())) {
+    add_mlflow_database(db.string());
+    return;
+  }
   // No event files: the CSV files of the directory (TensorBoard exports, W&B exports, CSVs).
   std::vector<std::string> csvs;
   for (const auto& e : fs::directory_iterator(path, ec))
@@ -189,7 +199,8 @@ input_set::input_set(const std::string& path, input_options options, bool buffer
   if (runs_.empty())
     throw error(path +
                 ": no event files (names containing 'tfevents') in it or below, no MLflow "
-                "runs, and no CSV files or trainer_state.json in it: nothing to read");
+                "runs or mlflow.db, and no CSV files or trainer_state.json in it: nothing to "
+                "read");
 }
 
 void input_set::add_file(const std::string& path) {
@@ -206,6 +217,10 @@ void input_set::add_file(const std::string& path) {
   }
   if (is_json_name(fs::path(path).filename().string())) {
     add_trainer_state(path);
+    return;
+  }
+  if (storage::is_sqlite_file(path)) {
+    add_mlflow_database(path);
     return;
   }
   std::vector<std::string> tensorboard;
@@ -248,6 +263,20 @@ void input_set::add_trainer_state(const std::string& path) {
   in.source = path;
   in.files = {path};
   runs_.push_back(std::move(in));
+}
+
+void input_set::add_mlflow_database(const std::string& path) {
+  const auto runs = storage::find_mlflow_db_runs(path);
+  if (runs.empty()) throw error(path + ": an MLflow database without runs: nothing to read");
+  for (const auto& r : runs) {
+    run_input in;
+    in.name = r.name;
+    in.kind = input_kind::mlflow_db;
+    in.source = path + " (MLflow run " + r.id + ", experiment " + r.experiment + ")";
+    in.files = {path};
+    in.run_id = r.id;
+    runs_.push_back(std::move(in));
+  }
 }
 
 void input_set::add_tensorboard_group(std::vector<std::string> files,
@@ -365,6 +394,13 @@ std::unique_ptr<opened_run> input_set::open(const run_input& run) const {
       open_series(o.mlflow->metrics, o.mlflow->notes);
       break;
     }
+    case input_kind::mlflow_db: {
+      o.tag_word = "metric";
+      o.mlflow =
+          std::make_unique<mlflow_run>(storage::read_mlflow_db_run(run.files[0], run.run_id));
+      open_series(o.mlflow->metrics, o.mlflow->notes);
+      break;
+    }
     case input_kind::trainer_state: {
       o.tag_word = "key";
       o.trainer_state = std::make_unique<trainer_state_log>(read_trainer_state(run.files[0]));
@@ -375,11 +411,13 @@ std::unique_ptr<opened_run> input_set::open(const run_input& run) const {
   }
   if (!o.mapping.diagnosable()) {
     // What the user names a series by: a column, a tag, or (TensorBoard exports) the file.
-    const std::string w = o.tag_word, arg = run.kind == input_kind::csv             ? "COLUMN"
-                                            : run.kind == input_kind::tfevents      ? "TAG"
-                                            : run.kind == input_kind::trainer_state ? "KEY"
-                                            : run.kind == input_kind::mlflow        ? "METRIC"
-                                                                                    : "FILE";
+    const std::string w = o.tag_word,
+                      arg = run.kind == input_kind::csv             ? "COLUMN"
+                            : run.kind == input_kind::tfevents      ? "TAG"
+                            : run.kind == input_kind::trainer_state ? "KEY"
+                            : run.kind == input_kind::mlflow || run.kind == input_kind::mlflow_db
+                                ? "METRIC"
+                                : "FILE";
     throw error(run.source + ": " + w + "s seen: " +
                 (o.mapping.tags.empty() ? std::string("none") : o.mapping.seen_list()) +
                 "; none is a loss or a gradient norm: map one with --loss " + arg +
@@ -395,18 +433,31 @@ std::string input_set::fingerprint(const run_input& run) const {
   // CRC-64/XZ (ECMA-182 polynomial, reflected) over the bytes of every file, from Boost.CRC.
   boost::crc_optimal<64, 0x42F0E1EBA9EA3693ULL, ~0ULL, ~0ULL, true, true> crc;
   std::uint64_t total = 0;
-  for (const auto& f : run.files) {
-    if (f == "-") {
-      crc.process_bytes(stdin_text_.data(), stdin_text_.size());
-      total += stdin_text_.size();
-      continue;
+  auto add = [&](const void* bytes, std::size_t n) {
+    crc.process_bytes(bytes, n);
+    total += n;
+  };
+  if (run.kind == input_kind::mlflow_db) {
+    // The run's rows, not the whole database, which changes with every other run.
+    add(run.run_id.data(), run.run_id.size());
+    for (const auto& m : storage::read_mlflow_db_run(run.files[0], run.run_id).metrics) {
+      add(m.tag.data(), m.tag.size() + 1);  // with its NUL: "ab"+"c" is not "a"+"bc"
+      for (const auto& p : m.points) {
+        add(&p.step, sizeof p.step);
+        add(&p.value, sizeof p.value);
+        add(&p.wall_time, sizeof p.wall_time);
+      }
     }
-    std::ifstream in(f, std::ios::binary);
-    if (!in) throw error(f + ": cannot open");
-    char buf[1 << 16];
-    while (in.read(buf, sizeof buf) || in.gcount() > 0) {
-      crc.process_bytes(buf, std::size_t(in.gcount()));
-      total += std::uint64_t(in.gcount());
+  } else {
+    for (const auto& f : run.files) {
+      if (f == "-") {
+        add(stdin_text_.data(), stdin_text_.size());
+        continue;
+      }
+      std::ifstream in(f, std::ios::binary);
+      if (!in) throw error(f + ": cannot open");
+      char buf[1 << 16];
+      while (in.read(buf, sizeof buf) || in.gcount() > 0) add(buf, std::size_t(in.gcount()));
     }
   }
   char out[64];

@@ -3,7 +3,7 @@
 // or W&B's layout, W&B files with several runs), TensorBoard event files (one file, a run
 // directory, or a logdir of runs), TensorBoard CSV exports (one file per tag) in a directory or
 // given per series (--loss FILE), a Hugging Face Trainer's trainer_state.json, runs of MLflow's
-// file store (mlruns/).
+// file store (mlruns/) or of its SQLite database (mlflow.db).
 
 #include <cstdint>
 #include <functional>
@@ -23,6 +23,7 @@
 #include "losslens/sample_merger.hpp"
 #include "losslens/tag_mapping.hpp"
 #include "losslens/mlflow_run.hpp"
+#include "losslens/storage/mlflow_db.hpp"
 #include "losslens/tfevents/scalar_run.hpp"
 #include "losslens/trainer_state.hpp"
 
@@ -49,7 +50,7 @@ extern const std::vector<std::string_view> input_value_options;
 /// CSV export of that series, otherwise a tag) and --run. Throws usage_error.
 input_options parse_input_options(const parsed_args& args);
 
-enum class input_kind { csv, tensorboard_csv, tfevents, trainer_state, mlflow };
+enum class input_kind { csv, tensorboard_csv, tfevents, trainer_state, mlflow, mlflow_db };
 
 /// A run found in the input, not read yet.
 struct run_input {
@@ -60,6 +61,7 @@ struct run_input {
   std::vector<std::optional<series_target>>
       forced;           ///< tensorboard_csv: per file, from --loss FILE...
   std::string csv_run;  ///< W&B: the run's columns to read
+  std::string run_id;   ///< mlflow_db: the run's run_uuid in the database (files[0])
 };
 
 /// A run being read: its mapping, notes and samples.
@@ -98,6 +100,7 @@ class input_set {
   void add_file(const std::string& path);
   void add_csv_file(const std::string& path, std::vector<std::string>* tensorboard_files);
   void add_trainer_state(const std::string& path);
+  void add_mlflow_database(const std::string& path);
   void add_tensorboard_group(std::vector<std::string> files, const std::string& fallback_name);
 
   input_options options_;

@@ -1,0 +1,41 @@
+#pragma once
+/// \file mlflow_db.hpp
+/// Reads the runs of an MLflow tracking database in SQLite (`mlflow.db`, MLflow's default
+/// backend store since 3.7; `mlflow server --backend-store-uri sqlite:///...`) into per-key
+/// series, as mlflow_run.hpp reads those of the file store.
+
+#include <string>
+#include <vector>
+
+#include "losslens/mlflow_run.hpp"
+
+namespace losslens::storage {
+
+/// A run listed in an MLflow database.
+struct mlflow_db_run {
+  std::string id;          ///< runs.run_uuid
+  std::string name;        ///< runs.name, else the run's id
+  std::string experiment;  ///< experiments.name, else the experiment's id
+};
+
+/// True when `path` is an SQLite file (by its header) whose schema has MLflow's `runs` and
+/// `metrics` tables. False for anything else, a losslens run history included; never throws.
+bool is_mlflow_database(const std::string& path) noexcept;
+
+/// True when `path` is an SQLite file, whatever its tables (by its first 16 bytes); never throws.
+bool is_sqlite_file(const std::string& path) noexcept;
+
+/// The runs that are not deleted, in experiments that are not deleted, by experiment and start
+/// time. Opens the file read-only (a running tracking server may keep writing it). Throws
+/// losslens::error when it cannot be opened or read, or has no MLflow tables (saying so when it
+/// is a losslens run history).
+std::vector<mlflow_db_run> find_mlflow_db_runs(const std::string& path);
+
+/// Reads one run's metrics: one series per key, sorted by key, in step order with one point
+/// per step (the value written last is kept, with a note). MLflow stores a NaN as 0 with
+/// `is_nan` set and ±Inf as ±1.7976931348623157e308 (the largest double): both are read back
+/// as NaN and ±Inf. `run.dir` is the database's path. Throws losslens::error (unreadable file,
+/// no such run).
+mlflow_run read_mlflow_db_run(const std::string& path, const std::string& run_id);
+
+}  // namespace losslens::storage

@@ -1,0 +1,127 @@
+#include "losslens/storage/mlflow_db.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <limits>
+
+#include <sqlite3.h>
+
+#include "detail/schema.hpp"
+#include "detail/sqlite.hpp"
+#include "losslens/error.hpp"
+
+namespace losslens::storage {
+namespace {
+
+using detail::db_handle;
+using detail::statement;
+
+// Read-only: the tracking server may be writing the file; waits out its write locks.
+db_handle open_read_only(const std::string& path) {
+  sqlite3* raw = nullptr;
+  const int rc =
+      sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
+  db_handle db(raw);
+  if (rc != SQLITE_OK)
+    throw error(path + ": cannot open as an SQLite database: " +
+                (raw ? sqlite3_errmsg(raw) : sqlite3_errstr(rc)));
+  sqlite3_busy_timeout(db.get(), 5000);
+  return db;
+}
+
+bool has_mlflow_tables(sqlite3* db) {
+  statement st(db,
+               "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('runs', "
+               "'metrics', 'experiments')");
+  return st.step() && st.int64(0) == 3;
+}
+
+// Wraps SQLite's errors with the file and what was being read.
+template <class Fn>
+auto reading(const std::string& path, Fn&& fn) {
+  try {
+    return fn();
+  } catch (const detail::sqlite_error& e) {
+    throw error(path + ": cannot read MLflow's tables: " + e.what());
+  }
+}
+
+}  // namespace
+
+bool is_sqlite_file(const std::string& path) noexcept {
+  std::ifstream in(path, std::ios::binary);
+  char head[16] = {};
+  return in.read(head, sizeof head) && std::memcmp(head, "SQLite format 3", 16) == 0;
+}
+
+bool is_mlflow_database(const std::string& path) noexcept {
+  if (!is_sqlite_file(path)) return false;
+  try {
+    const db_handle db = open_read_only(path);
+    return has_mlflow_tables(db.get());
+  } catch (...) {
+    return false;
+  }
+}
+
+std::vector<mlflow_db_run> find_mlflow_db_runs(const std::string& path) {
+  const db_handle db = open_read_only(path);
+  return reading(path, [&] {
+    if (!has_mlflow_tables(db.get()))
+      throw error(path +
+                  ": an SQLite database without MLflow's tables (experiments, runs, metrics)" +
+                  (detail::query_int(db.get(), "PRAGMA application_id") == detail::application_id
+                       ? "; it is a losslens run history: see its runs with `losslens runs --db " +
+                             path + "`"
+                       : std::string()));
+    // lifecycle_stage is 'active' or 'deleted' (a deleted run stays until garbage-collected).
+    statement st(db.get(),
+                 "SELECT r.run_uuid, coalesce(nullif(r.name, ''), r.run_uuid), "
+                 "coalesce(e.name, CAST(r.experiment_id AS TEXT), '') FROM runs r LEFT JOIN "
+                 "experiments e ON e.experiment_id = r.experiment_id WHERE "
+                 "coalesce(r.lifecycle_stage, 'active') <> 'deleted' AND "
+                 "coalesce(e.lifecycle_stage, 'active') <> 'deleted' ORDER BY r.experiment_id, "
+                 "r.start_time, r.run_uuid");
+    std::vector<mlflow_db_run> out;
+    while (st.step()) out.push_back({st.text(0), st.text(1), st.text(2)});
+    return out;
+  });
+}
+
+mlflow_run read_mlflow_db_run(const std::string& path, const std::string& run_id) {
+  const db_handle db = open_read_only(path);
+  return reading(path, [&] {
+    mlflow_run run;
+    run.dir = path;
+    statement name(db.get(),
+                   "SELECT coalesce(nullif(name, ''), run_uuid) FROM runs WHERE run_uuid = ?1");
+    name.bind(1, run_id);
+    if (!name.step()) throw error(path + ": no MLflow run '" + run_id + "'");
+    run.name = name.text(0);
+    // In the order written (rowid) within a key: one_point_per_step keeps the last of a step.
+    statement st(db.get(),
+                 "SELECT key, value, step, timestamp, is_nan FROM metrics WHERE run_uuid = ?1 "
+                 "ORDER BY key, rowid");
+    st.bind(1, run_id);
+    constexpr double largest = std::numeric_limits<double>::max();
+    while (st.step()) {
+      std::string key = st.text(0);
+      if (run.metrics.empty() || run.metrics.back().tag != key)
+        run.metrics.push_back({std::move(key), {}});
+      tag_point p;
+      p.value = st.real(1);
+      // SQL has no NaN or Inf: MLflow writes 0 with is_nan set, and the largest double.
+      if (st.int64(4) != 0) p.value = std::numeric_limits<double>::quiet_NaN();
+      if (std::fabs(p.value) == largest) p.value = std::copysign(HUGE_VAL, p.value);
+      p.step = st.int64(2);
+      p.wall_time = double(st.int64(3)) / 1000.0;
+      run.metrics.back().points.push_back(p);
+    }
+    one_point_per_step(run.metrics, run.notes);
+    return run;
+  });
+}
+
+}  // namespace losslens::storage

@@ -1,0 +1,150 @@
+// Runs of MLflow's SQLite store (mlflow.db), written here as MLflow's SQLAlchemy store writes
+// them (tests/support/mlflow_store: NaN as 0 with is_nan set, ±Inf as the largest double),
+// listed and read back value by value.
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <fstream>
+#include <limits>
+
+#include "losslens/error.hpp"
+#include "losslens/storage/mlflow_db.hpp"
+#include "losslens/storage/run_writer.hpp"
+#include "mlflow_store.hpp"
+#include "temp_dir.hpp"
+
+using namespace losslens;
+using losslens::testing::mlflow_store_metric;
+using losslens::testing::mlflow_store_run;
+
+namespace {
+
+constexpr double nan_v = std::numeric_limits<double>::quiet_NaN();
+constexpr double inf_v = std::numeric_limits<double>::infinity();
+
+const tag_series& metric(const mlflow_run& run, const std::string& key) {
+  for (const auto& m : run.metrics)
+    if (m.tag == key) return m;
+  FAIL("no metric " << key);
+  throw std::logic_error("unreachable");
+}
+
+std::string error_of(auto&& fn) {
+  try {
+    fn();
+  } catch (const losslens::error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+}  // namespace
+
+TEST_CASE("mlflow db: the runs that are not deleted, their values and names", "[mlflow]") {
+  losslens::testing::temp_dir dir("mlflowdb");
+  const std::string db = dir.file("mlflow.db");
+  const std::int64_t t0 = 1700000000000;
+  mlflow_store_run a{
+      "aaaa1111",
+      "lr-sweep 2",
+      3,
+      200,
+      false,
+      {{"train/loss", 2.3025850929940455, t0, 0},
+       {"train/loss", nan_v, t0 + 100, 1},
+       {"train/loss", inf_v, t0 + 200, 2},
+       {"train/loss", 1e-05, t0 + 300, 3},
+       {"grad_norm", -inf_v, t0, 0},
+       {"grad_norm", 0.5, t0 + 100, 1},
+       {"train/loss", 3.0, t0 + 400, 4},
+       {"lr", 0.1, t0, 0},
+       // step 4 logged again (a resumed run): the value written last is kept
+       {"train/loss", 4.0, t0 + 50, 4},
+       // a value beyond float range and the largest double below the largest
+       {"grad_norm", 1e300, t0 + 200, 2},
+       {"grad_norm", std::nextafter(std::numeric_limits<double>::max(), 0.0), t0 + 300, 3}}};
+  mlflow_store_run b{"bbbb2222", "", 3, 100, false, {{"loss", 1.0, t0, 0}}};
+  mlflow_store_run c{"cccc3333", "default run", 0, 300, false, {{"loss", 2.0, t0, 0}}};
+  mlflow_store_run deleted{"dddd4444", "deleted", 3, 50, true, {{"loss", 9.0, t0, 0}}};
+  mlflow_store_run in_deleted{"eeee5555", "old", 4, 10, false, {{"loss", 9.0, t0, 0}}};
+  losslens::testing::write_mlflow_store(
+      db, {{0, "Default"}, {3, "sweep"}, {4, "old experiments", true}},
+      {a, b, c, deleted, in_deleted});
+
+  CHECK(storage::is_sqlite_file(db));
+  CHECK(storage::is_mlflow_database(db));
+  const auto runs = storage::find_mlflow_db_runs(db);
+  REQUIRE(runs.size() == 3);  // by experiment, then start time; deleted ones left out
+  CHECK((runs[0].id == "cccc3333" && runs[0].name == "default run" &&
+         runs[0].experiment == "Default"));
+  CHECK((runs[1].id == "bbbb2222" && runs[1].name == "bbbb2222" && runs[1].experiment == "sweep"));
+  CHECK((runs[2].id == "aaaa1111" && runs[2].name == "lr-sweep 2"));
+
+  const auto r = storage::read_mlflow_db_run(db, "aaaa1111");
+  CHECK(r.name == "lr-sweep 2");
+  CHECK(r.dir == db);
+  REQUIRE(r.metrics.size() == 3);
+  CHECK(r.metrics[0].tag == "grad_norm");  // sorted by key
+  CHECK(r.metrics[1].tag == "lr");
+  CHECK(r.metrics[2].tag == "train/loss");
+  const auto& loss = metric(r, "train/loss").points;
+  REQUIRE(loss.size() == 5);
+  CHECK((loss[0].step == 0 && loss[0].value == 2.3025850929940455 &&
+         loss[0].wall_time == 1700000000.0));
+  CHECK((loss[1].step == 1 && std::isnan(loss[1].value)));
+  CHECK((loss[2].step == 2 && loss[2].value == inf_v));
+  CHECK((loss[3].step == 3 && loss[3].value == 1e-05 && loss[3].wall_time == 1700000000.3));
+  CHECK((loss[4].step == 4 && loss[4].value == 4.0));
+  const auto& norm = metric(r, "grad_norm").points;
+  REQUIRE(norm.size() == 4);
+  CHECK(norm[0].value == -inf_v);
+  CHECK(norm[1].value == 0.5);
+  CHECK(norm[2].value == 1e300);
+  CHECK(norm[3].value == std::nextafter(std::numeric_limits<double>::max(), 0.0));
+  CHECK(metric(r, "lr").points.at(0).value == 0.1);
+  REQUIRE(r.notes.size() == 1);
+  CHECK(r.notes[0] ==
+        "tag 'train/loss': 1 repeated steps (a restarted run?): kept the value written last; "
+        "points sorted by step");
+
+  CHECK(storage::read_mlflow_db_run(db, "bbbb2222").name == "bbbb2222");
+  CHECK(error_of([&] { storage::read_mlflow_db_run(db, "zzzz"); }) ==
+        db + ": no MLflow run 'zzzz'");
+}
+
+TEST_CASE("mlflow db: other files are not taken for one", "[mlflow]") {
+  losslens::testing::temp_dir dir("mlflowdb");
+  const std::string text = dir.file("metrics.csv");
+  std::ofstream(text) << "step,loss\n0,1\n";
+  CHECK_FALSE(storage::is_sqlite_file(text));
+  CHECK_FALSE(storage::is_mlflow_database(text));
+  CHECK_FALSE(storage::is_mlflow_database(dir.file("missing.db")));
+
+  // losslens' own run history is an SQLite file without MLflow's tables.
+  const std::string history = dir.file("runs.db");
+  {
+    storage::run_options ro;
+    ro.name = "r";
+    storage::run_writer w(history, ro);
+  }
+  CHECK(storage::is_sqlite_file(history));
+  CHECK_FALSE(storage::is_mlflow_database(history));
+  CHECK(error_of([&] { storage::find_mlflow_db_runs(history); }) ==
+        history +
+            ": an SQLite database without MLflow's tables (experiments, runs, metrics); it is a "
+            "losslens run history: see its runs with `losslens runs --db " +
+            history + "`");
+  // MLflow's tables and no run yet.
+  const std::string other = dir.file("other.sqlite");
+  losslens::testing::write_mlflow_store(other, {}, {});
+  CHECK(storage::is_mlflow_database(other));  // MLflow's tables, no runs
+  CHECK(storage::find_mlflow_db_runs(other).empty());
+  // A file with SQLite's header and nothing readable after it: SQLite's error.
+  const std::string broken = dir.file("broken.db");
+  std::ofstream(broken, std::ios::binary)
+      << std::string("SQLite format 3\0", 16) << std::string(84, '\x7f');
+  CHECK(storage::is_sqlite_file(broken));
+  CHECK_FALSE(storage::is_mlflow_database(broken));
+  CHECK(error_of([&] { storage::find_mlflow_db_runs(broken); }).rfind(broken + ": ", 0) == 0);
+}
