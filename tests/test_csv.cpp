@@ -281,6 +281,26 @@ TEST_CASE("csv: rows that repeat a step add their values to it (Lightning's LR m
   CHECK_THROWS_WITH(rc.next(s), "c.csv:3: column 'loss': 'abc' is not a number");
 }
 
+TEST_CASE("csv: one LR per param group: the first is the LR, the range holds them all") {
+  // LearningRateMonitor with three param groups: their LRs on the row logged at the batch's
+  // start, the loss on the training row after it.
+  const auto rows = read_all(
+      "lr-AdamW/pg1,lr-AdamW/pg2,lr-AdamW/pg3,step,train_loss_step\n"
+      "1e-05,0.001,,1,\n,,,1,2.3\n"
+      "2e-05,0.002,0.5,3,\n,,,3,2.1\n"
+      ",,,5,1.9\n");
+  REQUIRE(rows.size() == 3);
+  CHECK((rows[0].lr == 1e-05 && rows[0].lr_min == 1e-05 && rows[0].lr_max == 0.001 &&
+         rows[0].loss == 2.3));
+  CHECK((rows[1].lr == 2e-05 && rows[1].lr_min == 2e-05 && rows[1].lr_max == 0.5));
+  CHECK((!rows[2].lr && !rows[2].lr_min && !rows[2].lr_max && rows[2].loss == 1.9));
+  // A plain lr column is the LR; the groups' range holds it.
+  const auto with_lr = read_all("step,loss,lr/head,lr\n0,1,0.1,0.01\n1,1,,0.02\n");
+  REQUIRE(with_lr.size() == 2);
+  CHECK((with_lr[0].lr == 0.01 && with_lr[0].lr_min == 0.01 && with_lr[0].lr_max == 0.1));
+  CHECK((with_lr[1].lr == 0.02 && !with_lr[1].lr_min && !with_lr[1].lr_max));
+}
+
 TEST_CASE("csv: a resumed run appended to its log, and a step logged twice") {
   // Steps 0-5, then a run resumed from the checkpoint of step 3 (other values from there on),
   // then one resumed from step 7: the first rows read for a step are kept, the later

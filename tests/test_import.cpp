@@ -318,10 +318,11 @@ TEST_CASE("fixtures: event files and TensorBoard/W&B exports give the original C
     same_findings(loss_reference, from_dir);
     CHECK(from_dir["run"] == run);
 
-    // The whole trace in Lightning's metrics.csv layout: the same steps and findings.
+    // The whole trace in Lightning's metrics.csv layout: the same steps and findings (its LR
+    // column, lr-SGD, names the optimizer, whose LR range advice then quotes).
     const auto lightning_csv = dir.path / (run + "_metrics.csv");
     write_text(lightning_csv, lightning_layout(read_file(source)));
-    same_findings(reference, analyze_json(q(lightning_csv)));
+    same_findings(analyze_json(q(source) + " --optimizer SGD"), analyze_json(q(lightning_csv)));
 
     // A Trainer's checkpoint directory holding the trace as its trainer_state.json.
     const auto checkpoint = dir.path / (run + "_checkpoint");
@@ -382,6 +383,64 @@ TEST_CASE("fixtures: event files and TensorBoard/W&B exports give the original C
     write_mlflow_run(mlruns / "5" / ("run" + std::to_string(id++)), run,
                      read_file(fixtures / e["source_csv"].get<std::string>()));
   runs_have_their_csv_findings(analyze_json(q(mlruns)), exp);
+}
+
+TEST_CASE("fixtures: one LR per param group: the findings of the CSV, advice with the range",
+          "[import]") {
+  if (!have_tensorboard_fixtures()) return;
+  testing::temp_dir dir("groups");
+  // diverge_sgd3 (SGD at LR 3) as if a second param group ran at a tenth of it, logged as
+  // Lightning's LearningRateMonitor logs two groups, in a CSV and in an mlruns/ run.
+  const auto source = fixtures / "source_csv" / "diverge_sgd3.csv";
+  const auto rows = rows_of(read_file(source));
+  REQUIRE(rows[0] == std::vector<std::string>{"step", "loss", "grad_norm", "lr"});
+  std::string csv = "step,lr-SGD/pg1,lr-SGD/pg2,train_loss_step,grad_norm\n";
+  for (std::size_t i = 1; i < rows.size(); ++i) {
+    char tenth[32];
+    std::snprintf(tenth, sizeof tenth, "%.17g", std::strtod(rows[i][3].c_str(), nullptr) / 10);
+    csv += rows[i][0] + "," + tenth + "," + rows[i][3] + "," + rows[i][1] + "," + rows[i][2] + "\n";
+  }
+  const auto groups_csv = dir.path / "groups.csv";
+  write_text(groups_csv, csv);
+  write_mlflow_run(dir.path / "mlruns" / "5" / "run0", "groups", csv);
+  const json reference = analyze_json(q(source));
+  REQUIRE(reference["findings"].size() == 2);
+  for (const auto& path : {groups_csv, dir.path / "mlruns"}) {
+    INFO(path);
+    const json got = analyze_json(q(path));
+    // The same findings, steps and severities; the LR numbers are those of both groups.
+    REQUIRE(got["findings"].size() == reference["findings"].size());
+    for (std::size_t i = 0; i < got["findings"].size(); ++i) {
+      const json& f = got["findings"][i];
+      const json& r = reference["findings"][i];
+      CHECK(f["kind"] == r["kind"]);
+      CHECK(f["first_step"] == r["first_step"]);
+      CHECK(f["last_step"] == r["last_step"]);
+      CHECK(f["severity"] == r["severity"]);
+      CHECK(f["episodes"].size() == r["episodes"].size());
+      CHECK(f["evidence"]["lr"] == Approx(0.3));
+      CHECK(f["evidence"]["lr_min"] == Approx(0.3));
+      CHECK(f["evidence"]["lr_max"] == 3.0);
+    }
+    const json& exploding = got["findings"][0];
+    REQUIRE(exploding["kind"] == "exploding_gradients");
+    CHECK(exploding["advice"].get<std::string>().find(
+              "lower the learning rates 10x (param groups at 0.3-3, to 0.03-0.3)") !=
+          std::string::npos);
+    // The reference names the one LR it has.
+    CHECK(reference["findings"][0]["advice"].get<std::string>().find(
+              "lower the learning rate 10x (from 3 to 0.3)") != std::string::npos);
+    CHECK(got["notes"].dump().find("optimizer SGD, as its LR tags name it") != std::string::npos);
+  }
+  // Another optimizer given: its range in the advice, no note.
+  const json adam = analyze_json(q(groups_csv) + " --optimizer adam");
+  CHECK(adam["findings"][0]["advice"].get<std::string>().find(
+            "3 is above 1e-02, where Adam training turns unstable") != std::string::npos);
+  CHECK(adam["notes"].dump().find("optimizer") == std::string::npos);
+  const auto bad = cli("analyze " + q(groups_csv) + " --optimizer lion");
+  CHECK(bad.status == 2);
+  CHECK(bad.err.find("--optimizer: unknown optimizer 'lion' (SGD, Adam, AdamW, RMSprop, "
+                     "Adagrad or LBFGS)") != std::string::npos);
 }
 
 TEST_CASE("fixtures: runs of MLflow's SQLite store give the original CSV's findings", "[import]") {

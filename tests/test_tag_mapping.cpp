@@ -9,6 +9,7 @@
 #include "losslens/error.hpp"
 #include "losslens/sample_merger.hpp"
 #include "losslens/tag_mapping.hpp"
+#include "losslens/tag_series.hpp"
 
 using namespace losslens;
 
@@ -39,7 +40,9 @@ TEST_CASE("tags: the common spellings of loss, grad norm, lr and accuracy, any c
       {"learning_rate", "lr"},
       {"train/learning_rate", "lr"},  // Hugging Face Trainer
       {"lr-Adam", "lr"},              // Lightning's LearningRateMonitor
-      {"lr-SGD/pg1", "lr"},
+      {"lr-SGD/pg1", "lr/pg1"},       // ... with several param groups, one tag each
+      {"lr-AdamW/backbone", "lr/backbone"},
+      {"lr/pg2", "lr/pg2"},
       {"lr-Adam-momentum", "-"},  // ... with log_momentum, log_weight_decay
       {"lr-SGD/pg2-momentum", "-"},
       {"lr-AdamW-weight_decay", "-"},
@@ -126,6 +129,53 @@ TEST_CASE("tags: explicit rules win, one tag per series, notes for the ones left
   CHECK(summary.rfind("10000 columns not used: 'metric0', ", 0) == 0);
   CHECK(summary.find("'metric7', ... (10000 in all)") != std::string::npos);
   CHECK(summary.size() < 200);
+}
+
+TEST_CASE("tags: one LR per param group, the first is the LR; the optimizer they name") {
+  // Lightning's LearningRateMonitor with two param groups (and log_momentum).
+  auto m = map_tags({"lr-AdamW/pg1", "lr-AdamW/pg2", "lr-AdamW/pg1-momentum", "train_loss_step"});
+  CHECK(m.describe() == "lr-AdamW/pg1 -> lr, lr-AdamW/pg2 -> lr/pg2, train_loss_step -> loss");
+  CHECK(m.notes.empty());
+  CHECK(m.optimizer() == optimizer_kind::adamw);
+  // A plain LR tag stays the LR; the groups are all ranges.
+  m = map_tags({"loss", "lr/pg1", "lr", "lr/pg2"});
+  CHECK(m.describe() == "loss -> loss, lr/pg1 -> lr/pg1, lr -> lr, lr/pg2 -> lr/pg2");
+  CHECK(m.identity());
+  CHECK(m.optimizer() == optimizer_kind::unknown);  // no tag names one
+  CHECK_FALSE(map_tags({"lr/pg1", "lr-Adam/pg2"}).diagnosable());
+  // The optimizer: any case, a second one of the same class (lr-Adam-1); none when they
+  // differ or losslens has no range for it.
+  CHECK(map_tags({"loss", "train/lr-sgd"}).optimizer() == optimizer_kind::sgd);
+  CHECK(map_tags({"loss", "lr-Adam", "lr-Adam-1"}).optimizer() == optimizer_kind::adam);
+  CHECK(map_tags({"loss", "lr-Adam", "lr-SGD/pg1", "lr-SGD/pg2"}).optimizer() ==
+        optimizer_kind::unknown);
+  CHECK(map_tags({"loss", "lr-Lion"}).optimizer() == optimizer_kind::unknown);
+  CHECK(parse_optimizer_kind("rmsprop") == optimizer_kind::rmsprop);
+  CHECK_FALSE(parse_optimizer_kind("unknown"));
+  CHECK_FALSE(parse_optimizer_kind("Adam2"));
+  CHECK(series_key::parse("lr/pg2") == series_key{series_kind::lr_group, "pg2"});
+  CHECK(parse_series_kind("lr_group") == series_kind::lr_group);
+}
+
+TEST_CASE("sample merger: a param group's LR widens the range, which holds the first's") {
+  // Event files or an MLflow run with LearningRateMonitor's tags: a stream per tag.
+  // Points are {step, wall_time, value}.
+  std::vector<tag_series> tags = {{"lr-SGD/pg1", {{0, 1.0, 0.1}, {1, 2.0, 0.1}}},
+                                  {"lr-SGD/pg2", {{0, 1.0, 0.5}, {1, 2.0, NAN}}},
+                                  {"lr-SGD/pg3", {{0, 1.0, 0.01}}},
+                                  {"loss", {{0, 1.0, 2.0}, {1, 2.0, 1.5}, {2, 3.0, 1.0}}}};
+  const auto m = map_tags(tag_names(tags));
+  sample_merger merger;
+  add_streams(merger, tags, m);
+  sample s;
+  REQUIRE(merger.next(s));
+  CHECK((s.step == 0 && s.lr == 0.1 && s.lr_min == 0.01 && s.lr_max == 0.5));
+  REQUIRE(merger.next(s));
+  // The other group's NaN is left out: no other group's LR, no range.
+  CHECK((s.step == 1 && s.lr == 0.1 && !s.lr_min && !s.lr_max));
+  REQUIRE(merger.next(s));
+  CHECK((s.step == 2 && !s.lr && !s.lr_min && !s.lr_max));
+  CHECK_FALSE(merger.next(s));
 }
 
 TEST_CASE("sample merger: one sample per step of any stream, each stream's numbers") {

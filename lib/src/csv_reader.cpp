@@ -354,6 +354,9 @@ void csv_reader::read_header() {
       case series_role::lr:
         c.kind = column_kind::lr;
         break;
+      case series_role::lr_group:
+        c.kind = column_kind::lr_group;
+        break;
       case series_role::accuracy:
         c.kind = column_kind::accuracy;
         break;
@@ -449,6 +452,7 @@ bool csv_reader::next(sample& s) {
   } catch (const error&) {
     ahead_error_ = std::current_exception();
   }
+  include_lr_in_range(s);
   return true;
 }
 
@@ -470,6 +474,7 @@ __attribute__((always_inline)) inline std::optional<double>* csv_reader::slot(sa
       return &s.accuracy;
     case column_kind::step:
     case column_kind::wall_time:
+    case column_kind::lr_group:  // widens lr_min / lr_max (parse_row)
     case column_kind::ignored:
       break;
   }
@@ -496,6 +501,11 @@ void csv_reader::merge_row(sample& s) {
     }
   }
   if (s.wall_time == 0) s.wall_time = extra_.wall_time;
+  // The param groups' LRs are logged together, on one row (LearningRateMonitor).
+  if (!s.lr_min && !s.lr_max) {
+    s.lr_min = extra_.lr_min;
+    s.lr_max = extra_.lr_max;
+  }
 }
 
 void csv_reader::add_reading_notes() {
@@ -530,6 +540,8 @@ bool csv_reader::parse_row(sample& s) {
   s.loss.reset();
   s.grad_norm.reset();
   s.lr.reset();
+  s.lr_min.reset();
+  s.lr_max.reset();
   s.accuracy.reset();
   s.first_non_finite_param = -1;
   s.task_losses.assign(schema_.tasks.size(), std::nullopt);
@@ -550,7 +562,10 @@ bool csv_reader::parse_row(sample& s) {
       continue;
     }
     have_value = true;
-    *slot(s, c) = v;
+    if (c.kind == column_kind::lr_group) [[unlikely]]
+      widen_lr_range(s, v, v);
+    else
+      *slot(s, c) = v;
   }
   if (skip_empty_rows_ && !have_value) return false;  // another run's step (W&B)
   if (row_step_cell_ == step_cell::empty) fail("the step cell is empty");

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "detail/detector.hpp"
+#include "detail/text.hpp"
 
 namespace losslens {
 
@@ -30,6 +31,14 @@ const char* to_string(optimizer_kind k) noexcept {
       break;
   }
   return "unknown";
+}
+
+std::optional<optimizer_kind> parse_optimizer_kind(std::string_view name) noexcept {
+  for (auto k : {optimizer_kind::sgd, optimizer_kind::adam, optimizer_kind::adamw,
+                 optimizer_kind::rmsprop, optimizer_kind::adagrad, optimizer_kind::lbfgs}) {
+    if (core::detail::iequals(to_string(k), name)) return k;
+  }
+  return std::nullopt;
 }
 
 namespace {

@@ -1,6 +1,7 @@
 #include "losslens/sample_merger.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <string>
 
@@ -62,10 +63,12 @@ bool sample_merger::next(sample& s) {
     fill(s.grad_norm, c.grad_norm);
     fill(s.lr, c.lr);
     fill(s.accuracy, c.accuracy);
+    widen_lr_range(s, c.lr_min.value_or(NAN), c.lr_max.value_or(NAN));
     fill(s.task_losses, c.task_losses, st.task_map);
     fill(s.param_grad_norms, c.param_grad_norms, st.param_map);
     st.live = st.next(st.current);
   }
+  include_lr_in_range(s);
   return true;
 }
 

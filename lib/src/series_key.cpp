@@ -7,9 +7,9 @@
 
 namespace losslens {
 namespace {
-constexpr std::array<std::string_view, 8> kind_names = {
-    "loss",           "task_loss", "grad_norm", "param_grad_norm",
-    "task_grad_norm", "lr",        "accuracy",  "other"};
+constexpr std::array<std::string_view, 9> kind_names = {
+    "loss",     "task_loss", "grad_norm", "param_grad_norm", "task_grad_norm", "lr",
+    "accuracy", "lr_group",  "other"};
 // The name prefix of each per-owner kind.
 constexpr std::string_view prefix_of(series_kind k) noexcept {
   switch (k) {
@@ -19,6 +19,8 @@ constexpr std::string_view prefix_of(series_kind k) noexcept {
       return "grad_norm/";
     case series_kind::task_grad_norm:
       return "task_grad_norm/";
+    case series_kind::lr_group:
+      return "lr/";
     default:
       return {};
   }
@@ -32,7 +34,7 @@ series_kind parse_series_kind(std::string_view s) {
     if (kind_names[i] == s) return series_kind(i);
   throw error("unknown series kind '" + std::string(s) +
               "' (expected loss, task_loss, grad_norm, param_grad_norm, task_grad_norm, lr, "
-              "accuracy or other)");
+              "accuracy, lr_group or other)");
 }
 
 std::string series_key::name() const {
@@ -45,6 +47,7 @@ std::string series_key::name() const {
     case series_kind::task_loss:
     case series_kind::param_grad_norm:
     case series_kind::task_grad_norm:
+    case series_kind::lr_group:
       return std::string(prefix_of(kind)) + owner;
     case series_kind::other:
       break;
@@ -56,8 +59,8 @@ series_key series_key::parse(std::string_view name) {
   for (series_kind k :
        {series_kind::loss, series_kind::grad_norm, series_kind::lr, series_kind::accuracy})
     if (name == to_string(k)) return {k, {}};
-  for (series_kind k :
-       {series_kind::task_loss, series_kind::param_grad_norm, series_kind::task_grad_norm}) {
+  for (series_kind k : {series_kind::task_loss, series_kind::param_grad_norm,
+                        series_kind::task_grad_norm, series_kind::lr_group}) {
     const std::string_view p = prefix_of(k);
     if (name.size() > p.size() && name.substr(0, p.size()) == p)
       return {k, std::string(name.substr(p.size()))};

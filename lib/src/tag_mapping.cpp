@@ -126,6 +126,8 @@ std::optional<series_target> guess_series(std::string_view tag) {
   // The names `losslens analyze` CSVs use, whatever follows the slash.
   if (starts_with(low, "grad_norm/") && low.size() > 10)
     return target(series_role::param_grad_norm, tag.substr(10));
+  if (starts_with(low, "lr/") && low.size() > 3)
+    return target(series_role::lr_group, tag.substr(3));
   if (mentions_held_out(low)) return std::nullopt;
   // PyTorch Lightning's self.log(..., on_step=True, on_epoch=True): `train_loss_step` is the
   // value of each step, `train_loss_epoch` its mean over the epoch (no step's value).
@@ -137,12 +139,15 @@ std::optional<series_target> guess_series(std::string_view tag) {
   if (one_of(l, grad_names)) return target(series_role::grad_norm);
   if (one_of(l, lr_names)) return target(series_role::lr);
   if (one_of(l, accuracy_names)) return target(series_role::accuracy);
-  // Lightning's LearningRateMonitor: lr-Adam, lr-SGD/pg1; with log_momentum or
-  // log_weight_decay also lr-Adam-momentum, lr-SGD/pg1-weight_decay, which are not LRs.
-  if (starts_with(l, "lr-") && l.size() > 3)
-    return ends_with(l, "-momentum") || ends_with(l, "-weight_decay")
-               ? std::nullopt
-               : std::optional(target(series_role::lr));
+  // Lightning's LearningRateMonitor: lr-Adam, and with several param groups one tag per group,
+  // lr-SGD/pg1, lr-SGD/pg2 (or the groups' names); with log_momentum or log_weight_decay also
+  // lr-Adam-momentum, lr-SGD/pg1-weight_decay, which are not LRs.
+  if (starts_with(l, "lr-") && l.size() > 3) {
+    if (ends_with(l, "-momentum") || ends_with(l, "-weight_decay")) return std::nullopt;
+    if (const auto slash = t.find('/'); slash != std::string_view::npos && slash + 1 < t.size())
+      return target(series_role::lr_group, t.substr(slash + 1));
+    return target(series_role::lr);
+  }
   // Task losses: loss/<task>, loss_<task>, loss-<task>, losses/<task>, <task>_loss, but not a
   // statistic of the loss (loss_avg, running_loss) nor the AMP loss scale (loss_scale).
   auto task = [&](std::size_t from, std::size_t n) -> std::optional<series_target> {
@@ -163,7 +168,9 @@ std::optional<series_target> guess_series(std::string_view tag) {
 
 bool tag_mapping::diagnosable() const noexcept {
   for (const auto& t : targets)
-    if (t && t->role != series_role::lr && t->role != series_role::accuracy) return true;
+    if (t && t->role != series_role::lr && t->role != series_role::lr_group &&
+        t->role != series_role::accuracy)
+      return true;
   return false;
 }
 
@@ -216,6 +223,21 @@ std::string tag_mapping::seen_list() const {
       tags, [](std::size_t) { return true; }, false, n);
 }
 
+optimizer_kind tag_mapping::optimizer() const {
+  std::optional<optimizer_kind> found;
+  for (std::size_t i = 0; i < tags.size(); ++i) {
+    if (!targets[i] ||
+        (targets[i]->role != series_role::lr && targets[i]->role != series_role::lr_group))
+      continue;
+    const std::string_view t = strip_phase(tags[i]);
+    if (t.size() <= 3 || !iequals(t.substr(0, 3), "lr-")) continue;
+    const auto k = parse_optimizer_kind(t.substr(3, t.find_first_of("/-", 3) - 3));
+    if (!k || (found && *found != *k)) return optimizer_kind::unknown;
+    found = k;
+  }
+  return found.value_or(optimizer_kind::unknown);
+}
+
 tag_mapping map_tags(std::vector<std::string> tags, const tag_map_options& options) {
   tag_mapping m;
   m.tags = std::move(tags);
@@ -256,6 +278,14 @@ tag_mapping map_tags(std::vector<std::string> tags, const tag_map_options& optio
                         name + choose_hint(m.targets[i]->role));
       m.targets[i].reset();
     }
+  // Param groups logged one tag each (lr-AdamW/pg1, lr-AdamW/pg2) and no plain LR: the first
+  // group's is the LR, as the monitor takes it; the others widen the range advice quotes.
+  if (!owner.contains("lr"))
+    for (auto& t : m.targets)
+      if (t && t->role == series_role::lr_group) {
+        t = target(series_role::lr);
+        break;
+      }
   for (std::size_t i = 0; i < m.tags.size(); ++i) {
     if (!m.targets[i]) continue;
     if (m.targets[i]->role == series_role::task_loss) m.schema.tasks.push_back(m.targets[i]->name);

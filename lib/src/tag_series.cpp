@@ -69,6 +69,9 @@ void add_streams(sample_merger& merger, const std::vector<tag_series>& tags,
         case series_role::accuracy:
           s.accuracy = p.value;
           break;
+        case series_role::lr_group:
+          widen_lr_range(s, p.value, p.value);
+          break;
         case series_role::task_grad_norm:  // map_tags maps no tag to these
         case series_role::other:
           break;

@@ -20,9 +20,9 @@ static_assert(finding::max_spans == 64,
               "update the --all text of analyze_usage and findings_usage");
 
 const std::string_view analyze_usage =
-    "usage: losslens analyze PATH [--classes C] [--all] [--json] [--fail-on LEVEL]\n"
-    "                        [--run NAME] [--loss TAG] [--grad-norm TAG] [--lr TAG]\n"
-    "                        [--task NAME=TAG]...\n"
+    "usage: losslens analyze PATH [--classes C] [--optimizer NAME] [--all] [--json]\n"
+    "                        [--fail-on LEVEL] [--run NAME] [--loss TAG] [--grad-norm TAG]\n"
+    "                        [--lr TAG] [--task NAME=TAG]...\n"
     "       losslens analyze --loss FILE [--grad-norm FILE] [--lr FILE] [--task NAME=FILE] ...\n"
     "\n"
     "Runs every detector over a run's per-step numbers and prints the findings. PATH is\n"
@@ -46,8 +46,10 @@ const std::string_view analyze_usage =
     "\n"
     "Tags and columns are mapped to series case-insensitively: loss, train/loss, Loss/train,\n"
     "train_loss -> loss; train/loss_<task>, loss/<task>, <task>_loss -> loss/<task>;\n"
-    "grad_norm, train/grad_norm, gradients/global_norm -> grad_norm; lr, learning_rate ->\n"
-    "lr; accuracy, acc -> accuracy. Validation and test curves (val, eval, test...) are not\n"
+    "grad_norm, train/grad_norm, gradients/global_norm -> grad_norm; lr, learning_rate,\n"
+    "lr-<optimizer> -> lr; one LR per param group (Lightning's lr-AdamW/pg1, lr-AdamW/pg2)\n"
+    "-> the first is lr, the others lr/<group>: advice quotes the range of all of them;\n"
+    "accuracy, acc -> accuracy. Validation and test curves (val, eval, test...) are not\n"
     "used. How tags were mapped, unused tags (in one line) and notes go to standard error;\n"
     "a run of fewer than 300 steps (chance_level's warmup and patience) gets a note that\n"
     "most rules first need more history.\n"
@@ -79,7 +81,7 @@ const std::string_view analyze_usage =
     "\n"
     "options:\n"
     "  --classes C      number of classes of a classification loss (2 = binary); enables the\n"
-    "                   chance_level rule (loss stuck near ln C)\n"
+    "                   chance_level rule (loss stuck near ln C)\n" LOSSLENS_OPTIMIZER_OPTION
     "  --all            also list each incident's episodes, one line each:\n"
     "                     episode 3: steps 900-912 warning peak 14.2\n"
     "                   (the first 32 and the latest 32 are kept; a line counts the others)\n"
@@ -115,7 +117,7 @@ void print_json(const nlohmann::json& j) {
 
 int run_analyze(int argc, char** argv) {
   auto value_options = input_value_options;
-  value_options.insert(value_options.end(), {"classes", "fail-on"});
+  value_options.insert(value_options.end(), {"classes", "fail-on", "optimizer"});
   const auto args = parse_args(argc, argv, 1, value_options, {"json", "all"});
   if (args.positional.size() > 1) throw usage_error("expected one PATH");
   const auto inputs_options = parse_input_options(args);
@@ -133,6 +135,7 @@ int run_analyze(int argc, char** argv) {
   }
   detector_options opts;
   opts.chance_level.num_classes = static_cast<int>(args.get_int("classes", 0, 2, 1'000'000'000));
+  opts.optimizer = parse_optimizer_option(args);
 
   const input_set inputs(args.positional.empty() ? "" : args.positional[0], inputs_options,
                          /*buffer_stdin=*/false);

@@ -19,8 +19,9 @@
 namespace losslens::cli {
 
 const std::string_view import_usage =
-    "usage: losslens import PATH [--db PATH] [--run NAME] [--classes C] [--json]\n"
-    "                       [--loss TAG] [--grad-norm TAG] [--lr TAG] [--task NAME=TAG]...\n"
+    "usage: losslens import PATH [--db PATH] [--run NAME] [--classes C] [--optimizer NAME]\n"
+    "                       [--json] [--loss TAG] [--grad-norm TAG] [--lr TAG]\n"
+    "                       [--task NAME=TAG]...\n"
     "       losslens import --loss FILE [--grad-norm FILE] [--lr FILE] ... [--db PATH]\n"
     "\n"
     "Reads runs as `losslens analyze` does (a CSV; TensorBoard event files\n"
@@ -34,17 +35,18 @@ const std::string_view import_usage =
     "next to monitored runs.\n"
     "\n"
     "Importing the same run again (same file contents, or the same rows of an mlflow.db\n"
-    "run; same W&B run, series mapping and --classes) stores nothing and names the run\n"
-    "that holds it; a run whose files changed (e.g. grew) is stored as a new run. Every\n"
-    "file is read in full before anything is\n"
-    "written, so a malformed input stores nothing. A run's started/ended times are those of\n"
-    "the import; its points keep their original wall times.\n"
+    "run; same W&B run, series mapping, --classes and --optimizer) stores nothing and names\n"
+    "the run that holds it; a run whose files changed (e.g. grew) is stored as a new run.\n"
+    "Every file is read in full before anything is written, so a malformed input stores\n"
+    "nothing. A run's started/ended times are those of the import; its points keep their\n"
+    "original wall times.\n"
     "\n"
     "options:\n"
     "  --db PATH        run-history database, created if missing (default runs.db)\n"
     "  --run NAME       PATH holds one run: store it under NAME (default: its directory,\n"
     "                   file or W&B run name); several: import only the run NAME\n"
-    "  --classes C      number of classes (enables chance_level, as in analyze)\n"
+    "  --classes C      number of classes (enables chance_level, as in "
+    "analyze)\n" LOSSLENS_OPTIMIZER_OPTION
     "  --json           print {\"imported\":[{\"run\",\"id\",\"status\",\"steps\",\"points\",\n"
     "                   \"findings\"},...]} (status: imported, already imported, "
     "failed)\n" LOSSLENS_INPUT_OPTIONS
@@ -93,7 +95,11 @@ import_result import_run(const input_set& inputs, const run_input& run, const st
   // The identity of an import: contents, W&B run, mapping and detector options.
   const std::string identity = inputs.fingerprint(run) + "|run=" + run.csv_run +
                                "|series=" + analysis.series.dump() +
-                               "|classes=" + std::to_string(options.chance_level.num_classes);
+                               "|classes=" + std::to_string(options.chance_level.num_classes) +
+                               // Given, it changes the advice stored (older imports: none).
+                               (options.optimizer == optimizer_kind::unknown
+                                    ? std::string()
+                                    : std::string("|optimizer=") + to_string(options.optimizer));
   import_result out;
   out.steps = analysis.steps;
   out.findings = analysis.findings;
@@ -187,7 +193,7 @@ std::string findings_text(const std::vector<finding>& findings) {
 
 int run_import(int argc, char** argv) {
   auto value_options = input_value_options;
-  value_options.insert(value_options.end(), {"db", "classes"});
+  value_options.insert(value_options.end(), {"db", "classes", "optimizer"});
   const auto args = parse_args(argc, argv, 1, value_options, {"json"});
   if (args.positional.size() > 1) throw usage_error("expected one PATH");
   const auto io = parse_input_options(args);
@@ -197,6 +203,7 @@ int run_import(int argc, char** argv) {
         "runs)");
   detector_options opts;
   opts.chance_level.num_classes = static_cast<int>(args.get_int("classes", 0, 2, 1'000'000'000));
+  opts.optimizer = parse_optimizer_option(args);
   const std::string db = args.get("db", "runs.db");
 
   const input_set inputs(args.positional.empty() ? "" : args.positional[0], io,

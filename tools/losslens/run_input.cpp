@@ -101,6 +101,14 @@ input_options parse_input_options(const parsed_args& args) {
   return o;
 }
 
+optimizer_kind parse_optimizer_option(const parsed_args& args) {
+  const std::string name = args.get("optimizer");
+  if (name.empty()) return optimizer_kind::unknown;
+  if (const auto k = parse_optimizer_kind(name)) return *k;
+  throw usage_error("--optimizer: unknown optimizer '" + name +
+                    "' (SGD, Adam, AdamW, RMSprop, Adagrad or LBFGS)");
+}
+
 input_set::input_set(const std::string& given, input_options options, bool buffer_stdin)
     : options_(std::move(options)), stdin_buffered_(buffer_stdin) {
   // An MLflow tracking URI as MLFLOW_TRACKING_URI holds it: sqlite:///relative.db,
@@ -471,16 +479,24 @@ run_analysis analyze_run(const input_set& inputs, const run_input& run,
                          const std::function<void(const sample&)>& each) {
   const auto opened = inputs.open(run);
   print_mapping(command, run, *opened);
-  analyzer a(opened->schema, options);
-  // The reader parses (and derives the rules' shared numbers) on a thread of its own while the
-  // rules take the rows before.
-  a.observe_stream(opened->next, each);
-  a.flush();
   std::vector<std::string> notes = opened->notes;
   auto note = [&](const std::string& n) {
     std::fprintf(stderr, "losslens %s: %s\n", std::string(command).c_str(), n.c_str());
     notes.push_back(n);
   };
+  // Advice quotes the LR range of the run's optimizer: Lightning's LR tags name it.
+  detector_options o = options;
+  if (o.optimizer == optimizer_kind::unknown && opened->mapping.optimizer() != o.optimizer) {
+    o.optimizer = opened->mapping.optimizer();
+    note(run.name + ": optimizer " + to_string(o.optimizer) +
+         ", as its LR tags name it (advice quotes its LR range; --optimizer NAME to say "
+         "otherwise)");
+  }
+  analyzer a(opened->schema, o);
+  // The reader parses (and derives the rules' shared numbers) on a thread of its own while the
+  // rules take the rows before.
+  a.observe_stream(opened->next, each);
+  a.flush();
   for (const auto& r : opened->readers)
     for (const auto& n : r->reading_notes()) note(n);
   // Most rules judge a step against the run's history: finding nothing in a short log is not

@@ -50,6 +50,15 @@ extern const std::vector<std::string_view> input_value_options;
 /// CSV export of that series, otherwise a tag) and --run. Throws usage_error.
 input_options parse_input_options(const parsed_args& args);
 
+/// --optimizer NAME (analyze, import): the run's optimizer, whose LR range advice quotes;
+/// unknown when not given. Throws usage_error for a name parse_optimizer_kind does not know.
+optimizer_kind parse_optimizer_option(const parsed_args& args);
+/// Its --help lines.
+#define LOSSLENS_OPTIMIZER_OPTION                                                                \
+  "  --optimizer NAME the run's optimizer (SGD, Adam, AdamW, RMSprop, Adagrad, LBFGS): advice\n" \
+  "                   then quotes the LR range the methodology gives for it. Without it,\n"      \
+  "                   the one PyTorch Lightning's LR tags name (lr-AdamW, lr-SGD/pg1)\n"
+
 enum class input_kind { csv, tensorboard_csv, tfevents, trainer_state, mlflow, mlflow_db };
 
 /// A run found in the input, not read yet.
@@ -120,8 +129,9 @@ struct run_analysis {
   std::vector<std::string> notes;
 };
 
-/// Opens the run, prints its mapping and notes (print_mapping), runs every detector over it and
-/// prints the notes about its rows; `each` (optional) sees every sample. Throws losslens::error for
+/// Opens the run, prints its mapping and notes (print_mapping), runs every detector over it
+/// (with the optimizer its LR tags name when options has none, with a note) and prints the notes
+/// about its rows; `each` (optional) sees every sample. Throws losslens::error for
 /// a malformed input, for a run with nothing to diagnose, and for one with no data rows.
 run_analysis analyze_run(const input_set& inputs, const run_input& run,
                          const detector_options& options, std::string_view command,

@@ -84,7 +84,18 @@ class csv_reader {
   std::int64_t line() const noexcept { return row_line_; }
 
  private:
-  enum class column_kind { step, wall_time, loss, task, grad_norm, param, lr, accuracy, ignored };
+  enum class column_kind {
+    step,
+    wall_time,
+    loss,
+    task,
+    grad_norm,
+    param,
+    lr,
+    lr_group,
+    accuracy,
+    ignored
+  };
   struct column {
     column_kind kind;
     std::size_t index;  // task or param index

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <limits>
+#include <optional>
+#include <string_view>
 
 namespace losslens {
 
@@ -12,6 +14,9 @@ namespace losslens {
 enum class optimizer_kind { unknown, sgd, adam, adamw, rmsprop, adagrad, lbfgs };
 /// "unknown", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "LBFGS".
 const char* to_string(optimizer_kind k) noexcept;
+/// The optimizer to_string names, compared case-insensitively ("adamw" is AdamW); nothing for
+/// another name, "unknown" included. Never throws.
+std::optional<optimizer_kind> parse_optimizer_kind(std::string_view name) noexcept;
 
 /// Parameters of the streaming detectors. Steps are counted in samples seen by the analyzer.
 struct detector_options {

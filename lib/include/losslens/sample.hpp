@@ -59,6 +59,20 @@ struct sample {
   bool eval_mode = false;  ///< the model was in eval() mode during this training step
 };
 
+/// Widens s.lr_min / s.lr_max to hold [lo, hi], the learning rates of some of the optimizer's
+/// param groups (a log's `lr/<group>` series); a NaN or infinite bound is left out. Never throws.
+inline void widen_lr_range(sample& s, double lo, double hi) noexcept {
+  if (lo - lo == 0 && (!s.lr_min || lo < *s.lr_min)) s.lr_min = lo;  // x - x == 0: finite
+  if (hi - hi == 0 && (!s.lr_max || hi > *s.lr_max)) s.lr_max = hi;
+}
+
+/// For a sample read from a log, once complete: when other param groups' LRs set its range,
+/// the range holds s.lr (the first group's) too. Never throws.
+inline void include_lr_in_range(sample& s) noexcept {
+  if (s.lr && (s.lr_min || s.lr_max)) [[unlikely]]
+    widen_lr_range(s, *s.lr, *s.lr);
+}
+
 /// Bits of sample::param_flags.
 enum param_flag : std::uint8_t {
   /// backward added to a .grad still holding the previous step's non-zero gradient

@@ -23,10 +23,12 @@ enum class series_kind {
   task_grad_norm,   ///< a task's gradient norm on the shared parameters: "task_grad_norm/<task>"
   lr,               ///< the learning rate: "lr"
   accuracy,         ///< batch accuracy: "accuracy"
+  lr_group,         ///< a logged param group's learning rate: "lr/<group>" (readers put it in the
+                    ///< sample's lr_min / lr_max; the first group is the "lr" series)
   other             ///< anything else (per-rank series, a user's): the name as given
 };
 /// "loss", "task_loss", "grad_norm", "param_grad_norm", "task_grad_norm", "lr", "accuracy",
-/// "other".
+/// "lr_group", "other".
 std::string_view to_string(series_kind k) noexcept;
 /// Inverse of to_string; throws losslens::error on an unknown kind.
 series_kind parse_series_kind(std::string_view s);

@@ -7,23 +7,24 @@
 #include <string_view>
 #include <vector>
 
+#include "losslens/detector_options.hpp"
 #include "losslens/sample.hpp"
 #include "losslens/series_key.hpp"
 
 namespace losslens {
 
 /// What a series is to the detectors: a series_kind (loss, task_loss, grad_norm,
-/// param_grad_norm, lr or accuracy; a tag is never mapped to the other kinds).
+/// param_grad_norm, lr, lr_group or accuracy; a tag is never mapped to the other kinds).
 using series_role = series_kind;
 
-/// A series of a sample: its role and, for a per-task loss or a per-parameter gradient norm, the
-/// task or parameter name.
+/// A series of a sample: its role and, for a per-task loss, a per-parameter gradient norm or a
+/// param group's LR, the task, parameter or group name.
 struct series_target {
   series_role role = series_role::loss;
-  std::string name;  ///< task or parameter name; empty for the other roles
+  std::string name;  ///< task, parameter or param group name; empty for the other roles
 
   /// The name the rest of losslens uses: "loss", "loss/<task>", "grad_norm",
-  /// "grad_norm/<name>", "lr" or "accuracy" (the `losslens analyze` CSV columns).
+  /// "grad_norm/<name>", "lr", "lr/<group>" or "accuracy" (the `losslens analyze` CSV columns).
   std::string series_name() const;
   friend bool operator==(const series_target&, const series_target&) = default;
 };
@@ -47,7 +48,8 @@ struct tag_map_options {
 ///   `loss_scale` (AMP) nor `loss_avg`, `running_loss` and other statistics of the loss;
 /// - the gradient norm: `grad_norm`, `train/grad_norm`, `gradients/global_norm`,
 ///   `global_grad_norm`; a parameter's: `grad_norm/<name>`;
-/// - the learning rate: `lr`, `learning_rate`, `lr-<optimizer>`; the accuracy: `accuracy`, `acc`.
+/// - the learning rate: `lr`, `learning_rate`, `lr-<optimizer>`; one param group's: `lr/<group>`,
+///   `lr-<optimizer>/<group>` (Lightning's `lr-AdamW/pg2`); the accuracy: `accuracy`, `acc`.
 /// A `train`/`training` path part, prefix or suffix and Keras' `epoch_`/`batch_` prefixes are
 /// dropped first. Held-out curves (`val`, `valid`, `validation`, `eval`, `test`, `dev` as a word
 /// anywhere in the tag) are never taken. Task and parameter names keep their case. Returns
@@ -73,11 +75,16 @@ struct tag_mapping {
   std::string unused_summary(std::string_view what) const;
   /// Every tag, comma-separated, at most 8 named ("a, b, c, ... (12 in all)").
   std::string seen_list() const;
+  /// The optimizer that PyTorch Lightning's LearningRateMonitor names in the used LR tags
+  /// (lr-AdamW, lr-SGD/pg1, lr-Adam-1 for a second Adam): unknown when none names one that
+  /// parse_optimizer_kind knows, or they name different ones.
+  optimizer_kind optimizer() const;
 };
 
 /// Maps the tags of one run: explicit rules first, then (when options.automatic) guess_series.
 /// When several tags would be the same series, an explicit rule wins, then a tag spelled exactly
-/// like the series, then the first; each tag left out gets a note.
+/// like the series, then the first; each tag left out gets a note. Without an `lr` tag, the
+/// first `lr/<group>` tag is the `lr`.
 /// Throws losslens::error when an explicit rule names a tag that is not there (the message lists
 /// the tags seen).
 tag_mapping map_tags(std::vector<std::string> tags, const tag_map_options& options = {});
