@@ -562,10 +562,10 @@ bool csv_reader::parse_row(sample& s) {
       continue;
     }
     have_value = true;
-    if (c.kind == column_kind::lr_group) [[unlikely]]
+    if (auto* to = slot(s, c)) [[likely]]
+      *to = v;
+    else  // column_kind::lr_group
       widen_lr_range(s, v, v);
-    else
-      *slot(s, c) = v;
   }
   if (skip_empty_rows_ && !have_value) return false;  // another run's step (W&B)
   if (row_step_cell_ == step_cell::empty) fail("the step cell is empty");
