@@ -291,7 +291,7 @@ void csv_reader::read_header() {
   columns_.clear();
   for (std::size_t i = 0; i < names.size(); ++i) {
     const std::string& name = names[i];
-    columns_.push_back({column_kind::ignored, 0, name});
+    columns_.push_back({column_kind::ignored, name});
     if (!has_step && (is_step(name) || (by_epoch && iequals(name, "epoch")))) {
       columns_[i].kind = column_kind::step;
       step_column_ = i;
@@ -333,37 +333,9 @@ void csv_reader::read_header() {
     if (!mapping_.targets[j]) continue;
     column& c = columns_[tag_columns[j]];
     const series_target& t = *mapping_.targets[j];
-    auto index_of = [](const std::vector<std::string>& v, const std::string& n) {
-      return std::size_t(std::find(v.begin(), v.end(), n) - v.begin());
-    };
-    switch (t.role) {
-      case series_role::loss:
-        c.kind = column_kind::loss;
-        break;
-      case series_role::task_loss:
-        c.kind = column_kind::task;
-        c.index = index_of(schema_.tasks, t.name);
-        break;
-      case series_role::grad_norm:
-        c.kind = column_kind::grad_norm;
-        break;
-      case series_role::param_grad_norm:
-        c.kind = column_kind::param;
-        c.index = index_of(schema_.params, t.name);
-        break;
-      case series_role::lr:
-        c.kind = column_kind::lr;
-        break;
-      case series_role::lr_group:
-        c.kind = column_kind::lr_group;
-        break;
-      case series_role::accuracy:
-        c.kind = column_kind::accuracy;
-        break;
-      case series_role::task_grad_norm:  // map_tags maps no tag to these
-      case series_role::other:
-        break;
-    }
+    c.kind = column_kind::value;
+    c.role = t.role;
+    c.index = schema_index(schema_, t);
   }
   const std::string where = name_ + ":" + std::to_string(line_) + ": ";
   if (epoch_step)
@@ -456,36 +428,12 @@ bool csv_reader::next(sample& s) {
   return true;
 }
 
-// Inlined: parse_row stores every value through it (a call per cell cost 4% of reading).
-__attribute__((always_inline)) inline std::optional<double>* csv_reader::slot(sample& s,
-                                                                              const column& c) {
-  switch (c.kind) {
-    case column_kind::loss:
-      return &s.loss;
-    case column_kind::task:
-      return &s.task_losses[c.index];
-    case column_kind::grad_norm:
-      return &s.grad_norm;
-    case column_kind::param:
-      return &s.param_grad_norms[c.index];
-    case column_kind::lr:
-      return &s.lr;
-    case column_kind::accuracy:
-      return &s.accuracy;
-    case column_kind::step:
-    case column_kind::wall_time:
-    case column_kind::lr_group:  // widens lr_min / lr_max (parse_row)
-    case column_kind::ignored:
-      break;
-  }
-  return nullptr;
-}
-
 void csv_reader::merge_row(sample& s) {
   for (const column& c : columns_) {
-    const auto* from = slot(extra_, c);
+    if (c.kind != column_kind::value) continue;
+    const auto* from = value_slot(extra_, c.role, c.index);
     if (from == nullptr || !*from) continue;
-    auto* to = slot(s, c);
+    auto* to = value_slot(s, c.role, c.index);
     if (!*to) {
       *to = *from;
       continue;
@@ -553,7 +501,7 @@ bool csv_reader::parse_row(sample& s) {
   for (std::size_t i = 0; i < cells_.size(); ++i) {
     const column& c = columns_[i];
     const std::string_view cell = cells_[i];
-    if (c.kind == column_kind::ignored || c.kind == column_kind::step || cell.empty()) continue;
+    if (c.kind > column_kind::wall_time || cell.empty()) continue;  // step, ignored
     double v = 0;
     if (!parse_double(cell, v))
       fail("column '" + c.name + "': '" + std::string(cell.substr(0, 40)) + "' is not a number");
@@ -562,10 +510,7 @@ bool csv_reader::parse_row(sample& s) {
       continue;
     }
     have_value = true;
-    if (auto* to = slot(s, c)) [[likely]]
-      *to = v;
-    else  // column_kind::lr_group
-      widen_lr_range(s, v, v);
+    put_value(s, c.role, c.index, v);
   }
   if (skip_empty_rows_ && !have_value) return false;  // another run's step (W&B)
   if (row_step_cell_ == step_cell::empty) fail("the step cell is empty");

@@ -223,6 +223,15 @@ std::string tag_mapping::seen_list() const {
       tags, [](std::size_t) { return true; }, false, n);
 }
 
+std::size_t schema_index(const sample_schema& schema, const series_target& target) {
+  auto index_of = [&](const std::vector<std::string>& v) {
+    return std::size_t(std::find(v.begin(), v.end(), target.name) - v.begin());
+  };
+  if (target.role == series_role::task_loss) return index_of(schema.tasks);
+  if (target.role == series_role::param_grad_norm) return index_of(schema.params);
+  return 0;
+}
+
 optimizer_kind tag_mapping::optimizer() const {
   std::optional<optimizer_kind> found;
   for (std::size_t i = 0; i < tags.size(); ++i) {

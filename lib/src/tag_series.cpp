@@ -44,38 +44,16 @@ void add_streams(sample_merger& merger, const std::vector<tag_series>& tags,
     if (target.role == series_role::task_loss) schema.tasks = {target.name};
     if (target.role == series_role::param_grad_norm) schema.params = {target.name};
     const std::vector<tag_point>* points = &tags[i].points;
-    merger.add(schema, [points, target, at = std::size_t(0)](sample& s) mutable {
+    merger.add(schema, [points, target, tasks = schema.tasks.size(), params = schema.params.size(),
+                        at = std::size_t(0)](sample& s) mutable {
       if (at >= points->size()) return false;
       const tag_point& p = (*points)[at++];
       s = sample{};
       s.step = p.step;
       s.wall_time = p.wall_time;
-      switch (target.role) {
-        case series_role::loss:
-          s.loss = p.value;
-          break;
-        case series_role::task_loss:
-          s.task_losses = {p.value};
-          break;
-        case series_role::grad_norm:
-          s.grad_norm = p.value;
-          break;
-        case series_role::param_grad_norm:
-          s.param_grad_norms = {p.value};
-          break;
-        case series_role::lr:
-          s.lr = p.value;
-          break;
-        case series_role::accuracy:
-          s.accuracy = p.value;
-          break;
-        case series_role::lr_group:
-          widen_lr_range(s, p.value, p.value);
-          break;
-        case series_role::task_grad_norm:  // map_tags maps no tag to these
-        case series_role::other:
-          break;
-      }
+      s.task_losses.resize(tasks);  // this stream's task or parameter is its schema's first
+      s.param_grad_norms.resize(params);
+      put_value(s, target.role, 0, p.value);
       return true;
     });
   }

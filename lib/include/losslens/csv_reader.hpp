@@ -84,22 +84,13 @@ class csv_reader {
   std::int64_t line() const noexcept { return row_line_; }
 
  private:
-  enum class column_kind {
-    step,
-    wall_time,
-    loss,
-    task,
-    grad_norm,
-    param,
-    lr,
-    lr_group,
-    accuracy,
-    ignored
-  };
+  // In this order: parse_row reads the cells of the kinds up to wall_time.
+  enum class column_kind { value, wall_time, step, ignored };
   struct column {
     column_kind kind;
-    std::size_t index;  // task or param index
     std::string name;
+    series_role role = series_role::other;  // value: the series
+    std::size_t index = 0;                  // value: the task's or parameter's place
   };
 
   enum class step_cell : std::uint8_t { whole, empty, bad };
@@ -110,7 +101,6 @@ class csv_reader {
   bool parse_row(sample& s);  // false: a row to skip
   void merge_row(sample& s);  // adds extra_'s values to s
   void add_reading_notes();   // at the end: what was skipped
-  static std::optional<double>* slot(sample& s, const column& c);
   void read_header();
   [[noreturn]] void fail(const std::string& reason) const;
 

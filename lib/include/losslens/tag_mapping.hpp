@@ -89,4 +89,43 @@ struct tag_mapping {
 /// the tags seen).
 tag_mapping map_tags(std::vector<std::string> tags, const tag_map_options& options = {});
 
+/// The place of a task loss or a parameter's gradient norm in the schema's tasks or params
+/// (the list's size when it is not there); 0 for the other roles.
+std::size_t schema_index(const sample_schema& schema, const series_target& target);
+
+/// The field of `s` that holds a value of `role`: for a task loss or a parameter's gradient norm,
+/// place `index` of its vector, which must hold it. nullptr for a param group's LR (a range: see
+/// put_value) and for the roles no tag is mapped to. Inlined: readers store every value through
+/// it. Never throws.
+inline std::optional<double>* value_slot(sample& s, series_role role, std::size_t index) noexcept {
+  switch (role) {
+    case series_role::loss:
+      return &s.loss;
+    case series_role::task_loss:
+      return &s.task_losses[index];
+    case series_role::grad_norm:
+      return &s.grad_norm;
+    case series_role::param_grad_norm:
+      return &s.param_grad_norms[index];
+    case series_role::lr:
+      return &s.lr;
+    case series_role::accuracy:
+      return &s.accuracy;
+    case series_role::lr_group:
+    case series_role::task_grad_norm:
+    case series_role::other:
+      break;
+  }
+  return nullptr;
+}
+
+/// Stores one value of `role` in `s` (value_slot's field; a param group's LR widens the LR
+/// range). Never throws.
+inline void put_value(sample& s, series_role role, std::size_t index, double v) noexcept {
+  if (auto* to = value_slot(s, role, index)) [[likely]]
+    *to = v;
+  else if (role == series_role::lr_group)
+    widen_lr_range(s, v, v);
+}
+
 }  // namespace losslens
