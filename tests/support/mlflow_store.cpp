@@ -10,8 +10,8 @@
 namespace losslens::testing {
 namespace {
 
-// The tables of MLflow's schema that a run with metrics fills (column names, types and keys as
-// its migrations create them; the tables for models, traces and datasets left out).
+// The tables of MLflow's schema that a run with metrics fills (column names, types, keys and
+// indexes as its migrations create them; the tables for models, traces and datasets left out).
 constexpr const char* schema = R"sql(
 CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY);
 CREATE TABLE experiments (
@@ -41,6 +41,10 @@ CREATE TABLE params (
 CREATE TABLE tags (
   key VARCHAR(250) NOT NULL, value VARCHAR(5000), run_uuid VARCHAR(32) NOT NULL,
   CONSTRAINT tag_pk PRIMARY KEY (key, run_uuid));
+CREATE INDEX index_metrics_run_uuid ON metrics (run_uuid);
+CREATE INDEX index_latest_metrics_run_uuid ON latest_metrics (run_uuid);
+CREATE INDEX index_params_run_uuid ON params (run_uuid);
+CREATE INDEX index_tags_run_uuid ON tags (run_uuid);
 INSERT INTO alembic_version VALUES ('1b5f0d9ad7c1');
 )sql";
 
