@@ -383,6 +383,8 @@ TEST_CASE("fixtures: event files and TensorBoard/W&B exports give the original C
     write_mlflow_run(mlruns / "5" / ("run" + std::to_string(id++)), run,
                      read_file(fixtures / e["source_csv"].get<std::string>()));
   runs_have_their_csv_findings(analyze_json(q(mlruns)), exp);
+  // A run by its id (the directory's name) as well as by its name.
+  CHECK(analyze_json(q(mlruns) + " --run run0")["run"] == exp.begin().key());
 }
 
 TEST_CASE("fixtures: one LR per param group: the findings of the CSV, advice with the range",
@@ -465,6 +467,7 @@ TEST_CASE("fixtures: runs of MLflow's SQLite store give the original CSV's findi
     runs_have_their_csv_findings(analyze_json(q(path)), exp);
   }
   CHECK(analyze_json(q(db) + " --run sgd01")["run"] == "sgd01");
+  CHECK(analyze_json(q(db) + " --run 0123abcd1")["run"] == runs[1].name);  // by the run's id
 
   // Imported once: a second import finds each run's rows already there, also after another
   // run was added to the database.

@@ -92,8 +92,8 @@ const std::string_view analyze_usage =
     "                   stderr but the mapping line); several runs:\n"
     "                   {\"runs\":[{...},...]}, a run that failed with its \"error\"\n"
     "  --fail-on LEVEL  exit 3 when a finding of LEVEL (info, warning, error) or worse exists\n"
-    "  --run NAME       only the run NAME (of a logdir, or a W&B export with several "
-    "runs)\n" LOSSLENS_INPUT_OPTIONS
+    "  --run NAME       only the run NAME (of a logdir, a W&B export with several runs, or\n"
+    "                   MLflow's runs: their run name or id)\n" LOSSLENS_INPUT_OPTIONS
     "\n"
     "exit status: 0 analysed, 1 unreadable or malformed input (FILE:LINE or FILE: offset N,\n"
     "and the reason) or nothing to analyse, 2 bad usage, 3 --fail-on hit\n";

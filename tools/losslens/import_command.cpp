@@ -44,7 +44,8 @@ const std::string_view import_usage =
     "options:\n"
     "  --db PATH        run-history database, created if missing (default runs.db)\n"
     "  --run NAME       PATH holds one run: store it under NAME (default: its directory,\n"
-    "                   file or W&B run name); several: import only the run NAME\n"
+    "                   file, W&B or MLflow run name); several: import only the run NAME\n"
+    "                   (MLflow: its run name or id)\n"
     "  --classes C      number of classes (enables chance_level, as in "
     "analyze)\n" LOSSLENS_OPTIMIZER_OPTION
     "  --json           print {\"imported\":[{\"run\",\"id\",\"status\",\"steps\",\"points\",\n"

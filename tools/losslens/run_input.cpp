@@ -178,6 +178,7 @@ input_set::input_set(const std::string& given, input_options options, bool buffe
     in.name = mlflow_run_name(dir);
     in.kind = input_kind::mlflow;
     in.source = dir;
+    in.run_id = fs::path(dir).filename().string();
     // The metric files: what the import's identity is taken over.
     for (const auto& e : fs::recursive_directory_iterator(fs::path(dir) / "metrics", ec))
       if (e.is_regular_file(ec)) in.files.push_back(e.path().string());
@@ -538,7 +539,7 @@ std::vector<run_input> select_runs(const std::vector<run_input>& runs, const std
   std::vector<std::string> names;
   for (const auto& r : runs) {
     names.push_back(r.name);
-    if (r.name == name) out.push_back(r);
+    if (r.name == name || (!r.run_id.empty() && r.run_id == name)) out.push_back(r);
   }
   if (out.empty()) throw error("no run '" + name + "' here; runs: " + join(names));
   return out;

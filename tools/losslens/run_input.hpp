@@ -70,7 +70,8 @@ struct run_input {
   std::vector<std::optional<series_target>>
       forced;           ///< tensorboard_csv: per file, from --loss FILE...
   std::string csv_run;  ///< W&B: the run's columns to read
-  std::string run_id;   ///< mlflow_db: the run's run_uuid in the database (files[0])
+  std::string run_id;   ///< MLflow: the run's id (mlflow_db: its run_uuid in the database,
+                        ///< files[0]; the file store: its directory's name)
 };
 
 /// A run being read: its mapping, notes and samples.
@@ -143,8 +144,8 @@ void print_mapping(std::string_view command, const run_input& run, const opened_
 /// The run's series names as JSON: {"tag": "series", ...} (used tags only).
 nlohmann::json series_of(const opened_run& opened);
 
-/// The runs to read: all of them, or the one called `name`. Throws losslens::error naming the
-/// runs there are when none is called so.
+/// The runs to read: all of them, or those called `name` (or, for MLflow runs, with that id).
+/// Throws losslens::error naming the runs there are when none is called so.
 std::vector<run_input> select_runs(const std::vector<run_input>& runs, const std::string& name);
 
 }  // namespace losslens::cli
