@@ -146,5 +146,7 @@ TEST_CASE("mlflow db: other files are not taken for one", "[mlflow]") {
       << std::string("SQLite format 3\0", 16) << std::string(84, '\x7f');
   CHECK(storage::is_sqlite_file(broken));
   CHECK_FALSE(storage::is_mlflow_database(broken));
-  CHECK(error_of([&] { storage::find_mlflow_db_runs(broken); }).rfind(broken + ": ", 0) == 0);
+  const std::string damaged = error_of([&] { storage::find_mlflow_db_runs(broken); });
+  CHECK(damaged.rfind(broken + ": the SQLite file is damaged or incomplete (sqlite: ", 0) == 0);
+  CHECK(damaged.find("recover it with `sqlite3 " + broken + " .recover`") != std::string::npos);
 }

@@ -38,12 +38,17 @@ bool has_mlflow_tables(sqlite3* db) {
   return st.step() && st.int64(0) == 3;
 }
 
-// Wraps SQLite's errors with the file and what was being read.
+// Wraps SQLite's errors with the file and what to do.
 template <class Fn>
 auto reading(const std::string& path, Fn&& fn) {
   try {
     return fn();
   } catch (const detail::sqlite_error& e) {
+    if (e.code() == SQLITE_CORRUPT || e.code() == SQLITE_NOTADB)
+      throw error(path + ": the SQLite file is damaged or incomplete (" + e.what() +
+                  "): copy it again once MLflow has stopped writing it, or recover it with "
+                  "`sqlite3 " +
+                  path + " .recover`");
     throw error(path + ": cannot read MLflow's tables: " + e.what());
   }
 }
