@@ -484,7 +484,9 @@ TEST_CASE("fixtures: runs of MLflow's SQLite store give the original CSV's findi
   CHECK(config["import"]["mlflow_run"] == "0123abcd0");
   r = cli("import " + q(db) + " --db " + history + " --json");
   REQUIRE(r.status == 0);
-  for (const auto& i : json::parse(r.out)["imported"]) CHECK(i["status"] == "already imported");
+  // Bound to a name: a range-for over a member of a temporary reads freed memory in C++20.
+  const auto second = json::parse(r.out);
+  for (const auto& i : second["imported"]) CHECK(i["status"] == "already imported");
   CHECK(reader.runs().size() == 3);
   testing::mlflow_store_run added = runs[0];
   added.id = "fedc9876";
