@@ -217,3 +217,33 @@ TEST_CASE("sample merger: one sample per step of any stream, each stream's numbe
     CHECK(out[i].wall_time == (i < 4 ? 99.5 + double(i) : 104.0));
   }
 }
+
+TEST_CASE("reset_sample: every number missing, the slots asked for, the vectors' memory kept") {
+  sample s;
+  s.step = 7;
+  s.wall_time = 3.5;
+  s.loss = s.grad_norm = s.lr = s.lr_min = s.lr_max = s.accuracy = s.balanced_accuracy =
+      s.clip_norm = s.max_norm = 1.0;
+  s.task_losses = {1.0, 2.0, 3.0};
+  s.task_weights = {0.5};
+  s.task_grad_norms = {4.0};
+  s.param_grad_norms = {5.0, 6.0};
+  s.class_recall = {0.9};
+  s.param_flags = {stale_grad};
+  s.first_non_finite_param = 1;
+  s.eval_mode = true;
+  const void* tasks_memory = s.task_losses.data();
+  reset_sample(s, 2, 1);
+  const sample fresh;
+  CHECK((s.step == fresh.step && s.wall_time == fresh.wall_time));
+  for (const auto* v : {&s.loss, &s.grad_norm, &s.lr, &s.lr_min, &s.lr_max, &s.accuracy,
+                        &s.balanced_accuracy, &s.clip_norm, &s.max_norm})
+    CHECK_FALSE(v->has_value());
+  CHECK(s.task_losses == std::vector<std::optional<double>>(2));
+  CHECK(s.param_grad_norms == std::vector<std::optional<double>>(1));
+  CHECK((s.task_weights.empty() && s.task_grad_norms.empty() && s.class_recall.empty() &&
+         s.param_flags.empty()));
+  CHECK((s.first_non_finite_param == -1 && !s.eval_mode));
+  // Two slots fit in the three the vector held: no new allocation.
+  CHECK(static_cast<const void*>(s.task_losses.data()) == tasks_memory);
+}

@@ -49,10 +49,8 @@ bool sample_merger::next(sample& s) {
       any = true;
     }
   if (!any) return false;
-  s = sample{};
+  reset_sample(s, schema_.tasks.size(), schema_.params.size());
   s.step = step;
-  s.task_losses.assign(schema_.tasks.size(), std::nullopt);
-  s.param_grad_norms.assign(schema_.params.size(), std::nullopt);
   bool have_wall = false;
   for (auto& st : streams_) {
     if (!st.live || st.current.step != step) continue;

@@ -48,11 +48,9 @@ void add_streams(sample_merger& merger, const std::vector<tag_series>& tags,
                         at = std::size_t(0)](sample& s) mutable {
       if (at >= points->size()) return false;
       const tag_point& p = (*points)[at++];
-      s = sample{};
+      reset_sample(s, tasks, params);  // this stream's task or parameter is its schema's first
       s.step = p.step;
       s.wall_time = p.wall_time;
-      s.task_losses.resize(tasks);  // this stream's task or parameter is its schema's first
-      s.param_grad_norms.resize(params);
       put_value(s, target.role, 0, p.value);
       return true;
     });

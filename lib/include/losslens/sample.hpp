@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace losslens {
@@ -58,6 +59,19 @@ struct sample {
   std::vector<std::uint8_t> param_flags;
   bool eval_mode = false;  ///< the model was in eval() mode during this training step
 };
+
+/// Makes s a default sample with `tasks` task-loss and `params` parameter-norm slots, all
+/// missing, reusing the memory of its vectors: a reader that refills one sample per step then
+/// allocates only while a vector grows. Throws std::bad_alloc only.
+inline void reset_sample(sample& s, std::size_t tasks, std::size_t params) {
+  auto task_losses = std::move(s.task_losses);
+  auto param_grad_norms = std::move(s.param_grad_norms);
+  s = sample{};
+  task_losses.assign(tasks, std::nullopt);
+  param_grad_norms.assign(params, std::nullopt);
+  s.task_losses = std::move(task_losses);
+  s.param_grad_norms = std::move(param_grad_norms);
+}
 
 /// Widens s.lr_min / s.lr_max to hold [lo, hi], the learning rates of some of the optimizer's
 /// param groups (a log's `lr/<group>` series); a NaN or infinite bound is left out. Never throws.
