@@ -61,16 +61,6 @@ bool is_sqlite_file(const std::string& path) noexcept {
   return in.read(head, sizeof head) && std::memcmp(head, "SQLite format 3", 16) == 0;
 }
 
-bool is_mlflow_database(const std::string& path) noexcept {
-  if (!is_sqlite_file(path)) return false;
-  try {
-    const db_handle db = open_read_only(path);
-    return has_mlflow_tables(db.get());
-  } catch (...) {
-    return false;
-  }
-}
-
 std::vector<mlflow_db_run> find_mlflow_db_runs(const std::string& path) {
   const db_handle db = open_read_only(path);
   return reading(path, [&] {

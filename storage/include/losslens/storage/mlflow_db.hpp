@@ -18,10 +18,6 @@ struct mlflow_db_run {
   std::string experiment;  ///< experiments.name, else the experiment's id
 };
 
-/// True when `path` is an SQLite file (by its header) whose schema has MLflow's `runs` and
-/// `metrics` tables. False for anything else, a losslens run history included; never throws.
-bool is_mlflow_database(const std::string& path) noexcept;
-
 /// True when `path` is an SQLite file, whatever its tables (by its first 16 bytes); never throws.
 bool is_sqlite_file(const std::string& path) noexcept;
 
