@@ -3,7 +3,8 @@
 // the file, an explicit --loss mapping), then the analyzer (every detector) and both reports.
 // Invariants: the reader parses or throws losslens::error ("NAME:LINE: reason"), nothing else
 // escapes; parsed rows have increasing steps and one slot per task/parameter of the header;
-// the JSON report is valid JSON; warnings are one line each. The same bytes also go to
+// the JSON report is valid JSON; warnings and reading notes are one line each (the notes
+// start "NAME:LINE: "). The same bytes also go to
 // read_trainer_state (a Hugging Face trainer_state.json): read, with each key's steps
 // increasing, or a losslens::error naming the file.
 
@@ -66,6 +67,10 @@ header_info analyze(const std::string& bytes, const losslens::csv_options& optio
       if (detectors) a.observe(s);
     }
     a.flush();
+    for (const auto& n : reader.reading_notes()) {
+      require(n.find('\n') == std::string::npos, "reading notes are one line");
+      require_line_prefix(n);  // "NAME:LINE: ", as errors
+    }
     const auto report = losslens::findings_report_json(a.findings(), a.steps());
     losslens::fuzz::require_json(
         report.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "analyze --json");

@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <cmath>
@@ -8,6 +9,7 @@
 #include <random>
 #include <sstream>
 
+#include "error_of.hpp"
 #include "losslens/csv_reader.hpp"
 #include "losslens/error.hpp"
 
@@ -24,12 +26,7 @@ std::vector<sample> read_all(const std::string& text, sample_schema* schema = nu
   return out;
 }
 std::string error_of(const std::string& text) {
-  try {
-    read_all(text);
-  } catch (const losslens::error& e) {
-    return e.what();
-  }
-  return "no error";
+  return losslens::testing::error_of([&] { read_all(text); });
 }
 }  // namespace
 
@@ -440,6 +437,68 @@ TEST_CASE("csv: rows across read chunks, long lines and the last line without a 
         "t.csv:3: line longer than 1 MiB: not a CSV of training numbers");
   CHECK_THAT(error_of(text + "\n40002,x,\n"),
              Catch::StartsWith("t.csv:40003: column 'loss': 'x' is not a number"));
+}
+
+TEST_CASE("csv: a log still being written: a last row cut at any byte is left out or read") {
+  // A trainer's CSV read while it runs ends wherever its last write stopped. The last line,
+  // without a line end, is read when it is a whole row and otherwise left out with a note; a
+  // short row that does end in a line end is still an error.
+  std::string head = "step,loss,grad_norm,lr\n";
+  for (int i = 0; i < 10; ++i) head += std::to_string(i) + ",2.5,1.5,0.01\n";
+  const std::string last = "10,0.383261,1.9241e-05,0.01";
+  for (std::size_t k = 1; k <= last.size(); ++k) {
+    const std::string cut = last.substr(0, k);
+    INFO("last line '" << cut << "'");
+    std::istringstream in(head + cut);
+    csv_reader r(in, "t.csv");
+    std::vector<sample> rows;
+    sample s;
+    REQUIRE_NOTHROW([&] {
+      while (r.next(s)) rows.push_back(s);
+    }());
+    // Three commas make four cells, and each prefix of the last one ("", "0", "0.", "0.0")
+    // reads as a number or as missing.
+    const bool whole = std::count(cut.begin(), cut.end(), ',') == 3;
+    REQUIRE(rows.size() == (whole ? 11u : 10u));
+    if (whole) {
+      CHECK((rows.back().step == 10 && *rows.back().loss == 0.383261 &&
+             *rows.back().grad_norm == 1.9241e-05));
+      CHECK(r.reading_notes().empty());
+      continue;
+    }
+    CHECK(rows.back().step == 9);
+    REQUIRE(r.reading_notes().size() == 1);
+    CHECK_THAT(r.reading_notes()[0],
+               Catch::StartsWith("t.csv:12: the last line, without a line end, is not a whole "
+                                 "row (") &&
+                   Catch::EndsWith("): left out (a log still being written?)"));
+  }
+  // Which reason each kind of cut gives.
+  auto note_of = [](const std::string& text) {
+    std::istringstream in(text);
+    csv_reader r(in, "t.csv");
+    sample s;
+    while (r.next(s)) {
+    }
+    return r.reading_notes().empty() ? std::string("none") : r.reading_notes()[0];
+  };
+  CHECK(note_of(head + "10,0.3") ==
+        "t.csv:12: the last line, without a line end, is not a whole row (2 cells but the header "
+        "has 4 columns): left out (a log still being written?)");
+  CHECK_THAT(note_of(head + "10,0.3,1e-,0.01"),
+             Catch::Contains("(column 'grad_norm': '1e-' is not a number)"));
+  CHECK_THAT(note_of("\"Step\",\"r - loss\"\n\"1\",\"0.5\"\n\"2\",\"0.4"),
+             Catch::Contains("t.csv:3: the last line, without a line end, is not a whole row (an "
+                             "unterminated quote)"));
+  CHECK(note_of(head + "10,0.3,1.2,0.01") == "none");
+  // With a line end the same rows are errors, as before.
+  CHECK_THAT(error_of(head + "10,0.3\n"),
+             Catch::StartsWith("t.csv:12: row has 2 cells but the header has 4 columns"));
+  CHECK_THAT(error_of(head + "10,0.3,1e-,0.01\n"),
+             Catch::StartsWith("t.csv:12: column 'grad_norm': '1e-' is not a number"));
+  // More cells than the header is not a row cut short.
+  CHECK_THAT(error_of(head + "10,0.3,1.2,0.01,7"),
+             Catch::StartsWith("t.csv:12: row has 5 cells but the header has 4 columns"));
 }
 
 TEST_CASE("csv: cells at every offset of a 16-byte block, padded, quoted or with a bad byte") {

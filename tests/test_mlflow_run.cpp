@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "error_of.hpp"
 #include "losslens/error.hpp"
 #include "losslens/mlflow_run.hpp"
 #include "temp_dir.hpp"
@@ -28,12 +29,7 @@ const losslens::tag_series& metric(const losslens::mlflow_run& run, const std::s
 }
 
 std::string error_of(const fs::path& run) {
-  try {
-    (void)losslens::read_mlflow_run(run.string());
-  } catch (const losslens::error& e) {
-    return e.what();
-  }
-  return "no error";
+  return losslens::testing::error_of([&] { (void)losslens::read_mlflow_run(run.string()); });
 }
 
 }  // namespace
@@ -109,4 +105,30 @@ TEST_CASE("mlflow: a step logged twice keeps the value written last, bad lines s
   CHECK(error_of(run) == file + ":1: timestamp 'x'");
   write(run / "metrics" / "loss", "1  2.0\n");
   CHECK(error_of(run) == file + ":1: value '' is not a number");
+}
+
+TEST_CASE("mlflow: a metric line still being written is left out with a note, never misread") {
+  // MLflow appends "<ts> <value> <step>\n" per call: read while the run goes on, a file can end
+  // in the middle of a line, whose cut step ("1" of "12") or value would read as another point.
+  losslens::testing::temp_dir dir("mlflow");
+  const fs::path run = dir.path / "r";
+  write(run / "meta.yaml", "run_id: r\nrun_name: live\n");
+  const std::string done = "1700000000000 2.0 0\n1700000000100 1.5 1\n";
+  const std::string last = "1700000000200 0.5413 12";
+  const std::string file = (run / "metrics" / "loss").string();
+  for (std::size_t k = 1; k <= last.size(); ++k) {
+    INFO("last line '" << last.substr(0, k) << "'");
+    write(run / "metrics" / "loss", done + last.substr(0, k));
+    const auto r = losslens::read_mlflow_run(run.string());
+    const auto& loss = metric(r, "loss").points;
+    REQUIRE(loss.size() == 2);
+    CHECK((loss[0].value == 2.0 && loss[1].step == 1 && loss[1].value == 1.5));
+    REQUIRE(r.notes.size() == 1);
+    CHECK(r.notes[0] ==
+          file + ":3: the last line has no line end: left out (a run still being written?)");
+  }
+  write(run / "metrics" / "loss", done + last + "\n");
+  const auto whole = losslens::read_mlflow_run(run.string());
+  CHECK(metric(whole, "loss").points.size() == 3);
+  CHECK(whole.notes.empty());
 }

@@ -20,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "error_of.hpp"
 #include "files.hpp"
 #include "fixtures.hpp"
 #include "losslens/error.hpp"
@@ -54,12 +55,7 @@ std::vector<scalar_value> read_all(const std::string& bytes, std::string* trunca
 }
 
 std::string error_of(const std::string& bytes) {
-  try {
-    read_all(bytes);
-  } catch (const losslens::error& e) {
-    return e.what();
-  }
-  return "no error";
+  return losslens::testing::error_of([&] { read_all(bytes); });
 }
 
 // Protobuf wire format, written from the encoding description (not with generated code).

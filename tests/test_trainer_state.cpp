@@ -6,6 +6,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "error_of.hpp"
 #include "losslens/error.hpp"
 #include "losslens/tag_mapping.hpp"
 #include "losslens/trainer_state.hpp"
@@ -75,12 +76,7 @@ const losslens::tag_series& key(const trainer_state_log& log, const std::string&
 
 std::string error_of(const std::string& text) {
   std::istringstream in(text);
-  try {
-    read_trainer_state(in, "t.json");
-  } catch (const losslens::error& e) {
-    return e.what();
-  }
-  return "no error";
+  return losslens::testing::error_of([&] { read_trainer_state(in, "t.json"); });
 }
 
 }  // namespace
@@ -135,6 +131,18 @@ TEST_CASE("trainer_state.json: a step logged twice keeps the value written last"
 
 TEST_CASE("trainer_state.json: what is not one says why") {
   CHECK_THAT(error_of("{\"log_history\": [1, 2"), Catch::StartsWith("t.json: not JSON ("));
+  // Cut anywhere, a real file says it ends early (the Trainer rewrites it at each checkpoint);
+  // a file broken in its middle does not.
+  const std::string whole =
+      "{\"global_step\": 2, \"log_history\": [{\"loss\": 2.3, \"step\": 1}, {\"loss\": NaN, "
+      "\"step\": 2}]}";
+  for (std::size_t k = 1; k < whole.size(); ++k) {
+    INFO(whole.substr(0, k));
+    REQUIRE_THAT(error_of(whole.substr(0, k)),
+                 Catch::EndsWith("; it ends early: a checkpoint still being saved? read it again "
+                                 "once the Trainer has written it"));
+  }
+  CHECK_THAT(error_of("{\"log_history\": [1 2]}"), !Catch::Contains("ends early"));
   CHECK(error_of("{\"global_step\": 3}") ==
         "t.json: no 'log_history' list: not a Hugging Face Trainer's trainer_state.json");
   CHECK(error_of("[]") ==

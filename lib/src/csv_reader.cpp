@@ -179,9 +179,7 @@ csv_reader::csv_reader(std::istream& in, std::string name, csv_options options)
 
 csv_reader::~csv_reader() = default;
 
-void csv_reader::fail(const std::string& reason) const {
-  throw error(name_ + ":" + std::to_string(line_) + ": " + reason);
-}
+void csv_reader::fail(const std::string& reason) const { throw error(where() + reason); }
 
 bool csv_reader::fill() {
   // Large reads straight into one buffer (a byte at a time through the stream was most of the
@@ -199,6 +197,7 @@ bool csv_reader::read_line(std::string_view& out) {
     if (pos_ == end_ && !fill()) {
       if (!carried) return false;
       ++line_;
+      unterminated_ = true;  // the file's last line, without a line end
       out = buf_;
       return true;
     }
@@ -337,19 +336,19 @@ void csv_reader::read_header() {
     c.role = t.role;
     c.index = schema_index(schema_, t);
   }
-  const std::string where = name_ + ":" + std::to_string(line_) + ": ";
+  const std::string at = where();
   if (epoch_step)
-    warnings_.push_back(where +
+    warnings_.push_back(at +
                         "no step column: the epoch is the step (one row per epoch; the rules "
                         "look at 16-200 steps at a time, so a short log says little)");
   if (auto unused = mapping_.unused_summary("column"); !unused.empty())
-    warnings_.push_back(where + unused +
+    warnings_.push_back(at + unused +
                         " (known: loss, loss/<task>, grad_norm, grad_norm/<name>, lr, accuracy, "
                         "wall_time and their common TensorBoard/W&B spellings; map a column "
                         "with --loss, --grad-norm, --lr or --task NAME=COLUMN)");
-  for (const auto& n : mapping_.notes) warnings_.push_back(where + n);
+  for (const auto& n : mapping_.notes) warnings_.push_back(at + n);
   if (bounds > 0)
-    warnings_.push_back(where + std::to_string(bounds) +
+    warnings_.push_back(at + std::to_string(bounds) +
                         " W&B __MIN/__MAX columns ignored (bucket bounds of the value column)");
   skip_empty_rows_ = tensorboard_ || !runs_.empty();
   row_line_ = line_;
@@ -362,11 +361,17 @@ bool csv_reader::read_cells() {
     if (trim(line).empty()) continue;  // blank lines (e.g. a trailing one) are skipped
     if (!split_plain(line, cells_)) {
       if (has_binary(line)) fail("binary data in a row");
-      if (!split(line, cells_)) fail("unterminated quote");
+      if (!split(line, cells_)) {
+        if (unterminated_) return cut_short("an unterminated quote");
+        fail("unterminated quote");
+      }
     }
-    if (cells_.size() != columns_.size())
-      fail("row has " + std::to_string(cells_.size()) + " cells but the header has " +
-           std::to_string(columns_.size()) + " columns");
+    if (cells_.size() != columns_.size()) {
+      const std::string counts = std::to_string(cells_.size()) + " cells but the header has " +
+                                 std::to_string(columns_.size()) + " columns";
+      if (unterminated_ && cells_.size() < columns_.size()) return cut_short(counts);
+      fail("row has " + counts);
+    }
     // The step is read here, without failing, so that a row read ahead can be compared with
     // the step before it; parse_row says what is wrong with it.
     const std::string_view cell = cells_[step_column_];
@@ -376,8 +381,27 @@ bool csv_reader::read_cells() {
       row_step_cell_ =
           ec == std::errc{} && p == cell.data() + cell.size() ? step_cell::whole : step_cell::bad;
     }
+    if (unterminated_) {
+      // A log still being written ends in the middle of a row: a cell it cannot read is that
+      // (parse_row writes only the sample it is given, so trying it changes nothing else).
+      sample probe;
+      try {
+        parse_row(probe);
+      } catch (const error& e) {
+        const std::string_view what = e.what();
+        return cut_short(what.substr(std::min(what.size(), where().size())));
+      }
+    }
     return true;
   }
+}
+
+std::string csv_reader::where() const { return name_ + ":" + std::to_string(line_) + ": "; }
+
+bool csv_reader::cut_short(std::string_view reason) {
+  cut_short_ = where() + "the last line, without a line end, is not a whole row (" +
+               std::string(reason) + "): left out (a log still being written?)";
+  return false;
 }
 
 bool csv_reader::next(sample& s) {
@@ -477,6 +501,7 @@ void csv_reader::add_reading_notes() {
         "logging each micro-batch at its optimizer step?)" +
         (values_skipped_ > 1 ? " (" + std::to_string(values_skipped_) + " values in all)"
                              : std::string()));
+  if (!cut_short_.empty()) reading_notes_.push_back(std::exchange(cut_short_, {}));
   restarts_ = rows_skipped_ = values_skipped_ = 0;
 }
 

@@ -29,7 +29,8 @@ std::vector<std::string_view> fields_of(std::string_view line) {
   }
 }
 
-tag_series read_metric(const fs::path& file, std::string key, std::size_t& stepless) {
+tag_series read_metric(const fs::path& file, std::string key, std::size_t& stepless,
+                       std::vector<std::string>& notes) {
   std::ifstream in(file, std::ios::binary);
   if (!in) throw error(file.string() + ": cannot open");
   tag_series series{std::move(key), {}};
@@ -41,6 +42,14 @@ tag_series read_metric(const fs::path& file, std::string key, std::size_t& stepl
       l.remove_suffix(1);
     while (!l.empty() && (l.front() == ' ' || l.front() == '\t')) l.remove_prefix(1);
     if (l.empty()) continue;
+    if (in.eof()) {
+      // MLflow ends every line it appends: one without a line end is still being written (a
+      // cut step or value would read as another point).
+      notes.push_back(where +
+                      "the last line has no line end: left out (a run still being "
+                      "written?)");
+      break;
+    }
     const auto f = fields_of(l);
     if (f.size() != 2 && f.size() != 3)
       throw error(where + std::to_string(f.size()) +
@@ -119,8 +128,8 @@ mlflow_run read_mlflow_run(const std::string& dir) {
     if (ec) throw error(metrics.string() + ": cannot list: " + ec.message());
     if (!it->is_regular_file(ec)) continue;
     // A key with '/' is a nested file: its path below metrics/ is the key.
-    run.metrics.push_back(
-        read_metric(it->path(), it->path().lexically_relative(metrics).generic_string(), stepless));
+    run.metrics.push_back(read_metric(
+        it->path(), it->path().lexically_relative(metrics).generic_string(), stepless, run.notes));
   }
   std::sort(run.metrics.begin(), run.metrics.end(),
             [](const tag_series& a, const tag_series& b) { return a.tag < b.tag; });

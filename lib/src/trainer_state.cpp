@@ -80,8 +80,21 @@ bool is_json_name(std::string_view file_name) {
 trainer_state_log read_trainer_state(std::istream& in, const std::string& name) {
   const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
   json doc;
+  const std::string quoted = quote_non_finite(text);
   try {
-    doc = json::parse(quote_non_finite(text));
+    doc = json::parse(quoted);
+  } catch (const json::parse_error& e) {
+    // The Trainer rewrites the file at each checkpoint: read meanwhile, it ends early.
+    // Where the parser stopped, to the end: nothing, or the start of a NaN or an Infinity.
+    const std::string_view rest =
+        std::string_view(quoted).substr(std::min(quoted.size(), e.byte > 0 ? e.byte - 1 : 0));
+    const bool ends_early =
+        !quoted.empty() && (e.byte >= quoted.size() || std::string_view("NaN").starts_with(rest) ||
+                            std::string_view("Infinity").starts_with(rest));
+    throw error(name + ": not JSON (" + e.what() + ")" +
+                (ends_early ? "; it ends early: a checkpoint still being saved? read it again "
+                              "once the Trainer has written it"
+                            : ""));
   } catch (const json::exception& e) {
     throw error(name + ": not JSON (" + e.what() + ")");
   }

@@ -48,6 +48,10 @@ std::string tensorboard_csv_tag(std::string_view path);
 /// resumed run appended to the log) until they pass the last step read, are skipped and
 /// counted in reading_notes(). Memory use does not grow with the file.
 ///
+/// A last line without a line end that is not a whole row (fewer cells than the header, a
+/// cell that is not a number, an open quote: a log still being written) is left out with a
+/// note in reading_notes(); a whole one is read.
+///
 /// Every error is a losslens::error whose message starts with "FILE:LINE: ".
 /// Thread-safety: one thread at a time.
 class csv_reader {
@@ -102,7 +106,9 @@ class csv_reader {
   void merge_row(sample& s);  // adds extra_'s values to s
   void add_reading_notes();   // at the end: what was skipped
   void read_header();
+  std::string where() const;  // "FILE:LINE: " of the line read last
   [[noreturn]] void fail(const std::string& reason) const;
+  bool cut_short(std::string_view reason);  // the last line is an incomplete row: false
 
   std::unique_ptr<std::ifstream> file_;
   std::istream* in_;
@@ -119,7 +125,9 @@ class csv_reader {
   std::vector<std::string> warnings_;
   std::vector<char> chunk_;  // the bytes read ahead, [pos_, end_) not yet taken
   std::size_t pos_ = 0, end_ = 0;
-  std::string buf_;  // a line that spans two chunks
+  std::string buf_;            // a line that spans two chunks
+  bool unterminated_ = false;  // the line read last ended the file without a line end
+  std::string cut_short_;      // the note for an incomplete last row, until the end
   std::vector<std::string_view> cells_;
   std::size_t step_column_ = 0;
   std::int64_t row_step_ = 0;  // cells_'s step, when row_step_cell_ is whole
