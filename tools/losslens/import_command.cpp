@@ -93,8 +93,12 @@ import_result import_run(const input_set& inputs, const run_input& run, const st
     throw error(run.source + ": step " + std::to_string(lowest_step) +
                 ": the run history stores steps from 0 up; shift the steps to import this run");
 
-  // The identity of an import: contents, W&B run, mapping and detector options.
-  const std::string identity = inputs.fingerprint(run) + "|run=" + run.csv_run +
+  // The identity of an import: contents, W&B run, mapping and detector options. An MLflow
+  // database's run is opened for pass 2 first and fingerprinted from the rows pass 2 stores
+  // (one read fewer of the database, and what is stored is what the identity says).
+  std::unique_ptr<opened_run> opened;
+  if (run.kind == input_kind::mlflow_db) opened = inputs.open(run);
+  const std::string identity = inputs.fingerprint(run, opened.get()) + "|run=" + run.csv_run +
                                "|series=" + analysis.series.dump() +
                                "|classes=" + std::to_string(options.chance_level.num_classes) +
                                // Given, it changes the advice stored (older imports: none).
@@ -110,7 +114,7 @@ import_result import_run(const input_set& inputs, const run_input& run, const st
   }
 
   // Pass 2: store the points, then the findings.
-  const auto opened = inputs.open(run);
+  if (!opened) opened = inputs.open(run);
   const char* kinds[] = {"csv",    "tensorboard-csv", "tfevents", "hf-trainer-state",
                          "mlflow", "mlflow-db"};
   nlohmann::json config = {{"import",

@@ -438,7 +438,7 @@ std::unique_ptr<opened_run> input_set::open(const run_input& run) const {
   return out;
 }
 
-std::string input_set::fingerprint(const run_input& run) const {
+std::string input_set::fingerprint(const run_input& run, const opened_run* opened) const {
   // CRC-64/XZ (ECMA-182 polynomial, reflected) over the bytes of every file, from Boost.CRC.
   boost::crc_optimal<64, 0x42F0E1EBA9EA3693ULL, ~0ULL, ~0ULL, true, true> crc;
   std::uint64_t total = 0;
@@ -449,7 +449,10 @@ std::string input_set::fingerprint(const run_input& run) const {
   if (run.kind == input_kind::mlflow_db) {
     // The run's rows, not the whole database, which changes with every other run.
     add(run.run_id.data(), run.run_id.size());
-    for (const auto& m : storage::read_mlflow_db_run(run.files[0], run.run_id).metrics) {
+    std::unique_ptr<mlflow_run> read;
+    if (!opened || !opened->mlflow)
+      read = std::make_unique<mlflow_run>(storage::read_mlflow_db_run(run.files[0], run.run_id));
+    for (const auto& m : (read ? *read : *opened->mlflow).metrics) {
       add(m.tag.data(), m.tag.size() + 1);  // with its NUL: "ab"+"c" is not "a"+"bc"
       for (const auto& p : m.points) {
         add(&p.step, sizeof p.step);

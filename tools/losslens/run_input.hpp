@@ -103,8 +103,11 @@ class input_set {
   /// Opens a run. Throws losslens::error with the file and the position of a malformed input,
   /// or when none of its series is a loss or a gradient norm (what was seen, and how to map).
   std::unique_ptr<opened_run> open(const run_input& run) const;
-  /// A content fingerprint of the run's files (CRC-64 of their bytes, and their sizes).
-  std::string fingerprint(const run_input& run) const;
+  /// A content fingerprint of the run's files (CRC-64 of their bytes, and their sizes); of an
+  /// MLflow database's run, of its rows, taken from `opened` when given (the run as open()
+  /// read it: the database is not read again), else read. Throws losslens::error (a file that
+  /// cannot be read).
+  std::string fingerprint(const run_input& run, const opened_run* opened = nullptr) const;
 
  private:
   void add_file(const std::string& path);
