@@ -188,7 +188,7 @@ TEST_CASE("csv: rows mixing non-finite, empty and quoted cells, and whole error 
   CHECK(error_of("step,loss\n1,0.5\n2,0.5x\n") == "t.csv:3: column 'loss': '0.5x' is not a number");
   CHECK(error_of("step,loss\n1,0.5,7\n") ==
         "t.csv:2: row has 3 cells but the header has 2 columns");
-  CHECK(error_of("step,loss\n1\n") == "t.csv:2: row has 1 cells but the header has 2 columns");
+  CHECK(error_of("step,loss\n1\n") == "t.csv:2: row has 1 cell but the header has 2 columns");
   CHECK(error_of("step,loss\n1.5,1\n") == "t.csv:2: step '1.5' is not a whole number");
   CHECK(error_of("step,loss\n1,1\x01\n") == "t.csv:2: binary data in a row");
 }
@@ -371,7 +371,7 @@ TEST_CASE("csv: malformed input names the file, the line and the reason") {
   CHECK_THAT(error_of("loss,grad_norm\n1,2\n"), Catch::StartsWith("t.csv:1: no 'step' column"));
   CHECK_THAT(error_of("step,loss\n1,2\n2,3,4\n"),
              Catch::StartsWith("t.csv:3: row has 3 cells but the header has 2 columns"));
-  CHECK_THAT(error_of("step,loss\n1,2\n2\n"), Catch::StartsWith("t.csv:3: row has 1 cells"));
+  CHECK_THAT(error_of("step,loss\n1,2\n2\n"), Catch::StartsWith("t.csv:3: row has 1 cell but the header has 2 columns"));
   CHECK_THAT(error_of("step,loss\n1,abc\n"),
              Catch::StartsWith("t.csv:2: column 'loss': 'abc' is not a number"));
   CHECK_THAT(error_of("step,loss\n1,1.5x\n"), Catch::Contains("'1.5x' is not a number"));
