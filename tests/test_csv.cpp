@@ -371,7 +371,8 @@ TEST_CASE("csv: malformed input names the file, the line and the reason") {
   CHECK_THAT(error_of("loss,grad_norm\n1,2\n"), Catch::StartsWith("t.csv:1: no 'step' column"));
   CHECK_THAT(error_of("step,loss\n1,2\n2,3,4\n"),
              Catch::StartsWith("t.csv:3: row has 3 cells but the header has 2 columns"));
-  CHECK_THAT(error_of("step,loss\n1,2\n2\n"), Catch::StartsWith("t.csv:3: row has 1 cell but the header has 2 columns"));
+  CHECK_THAT(error_of("step,loss\n1,2\n2\n"),
+             Catch::StartsWith("t.csv:3: row has 1 cell but the header has 2 columns"));
   CHECK_THAT(error_of("step,loss\n1,abc\n"),
              Catch::StartsWith("t.csv:2: column 'loss': 'abc' is not a number"));
   CHECK_THAT(error_of("step,loss\n1,1.5x\n"), Catch::Contains("'1.5x' is not a number"));

@@ -367,10 +367,9 @@ bool csv_reader::read_cells() {
       }
     }
     if (cells_.size() != columns_.size()) {
-      const std::string counts = std::to_string(cells_.size()) +
-                                 (cells_.size() == 1 ? " cell" : " cells") +
-                                 " but the header has " + std::to_string(columns_.size()) +
-                                 " columns";
+      const std::string counts =
+          std::to_string(cells_.size()) + (cells_.size() == 1 ? " cell" : " cells") +
+          " but the header has " + std::to_string(columns_.size()) + " columns";
       if (unterminated_ && cells_.size() < columns_.size()) return cut_short(counts);
       fail("row has " + counts);
     }

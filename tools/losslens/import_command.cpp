@@ -37,6 +37,8 @@ const std::string_view import_usage =
     "Importing the same run again (same file contents, or the same rows of an mlflow.db\n"
     "run; same W&B run, series mapping, --classes and --optimizer) stores nothing and names\n"
     "the run that holds it; a run whose files changed (e.g. grew) is stored as a new run.\n"
+    "A log that grows while it is imported is stored up to the last step diagnosed, with\n"
+    "a note.\n"
     "Every file is read in full before anything is written, so a malformed input stores\n"
     "nothing. A run's started/ended times are those of the import; its points keep their\n"
     "original wall times.\n"
@@ -84,10 +86,12 @@ import_result import_run(const input_set& inputs, const run_input& run, const st
   // Pass 1: read everything (a malformed file stores nothing) and diagnose.
   double first_wall = std::numeric_limits<double>::quiet_NaN(), last_wall = first_wall;
   std::int64_t lowest_step = std::numeric_limits<std::int64_t>::max();
+  std::int64_t last_step = std::numeric_limits<std::int64_t>::min();
   auto analysis = analyze_run(inputs, run, options, "import", [&](const sample& s) {
     if (std::isnan(first_wall)) first_wall = s.wall_time;
     last_wall = s.wall_time;
     lowest_step = std::min(lowest_step, s.step);
+    last_step = s.step;  // steps increase
   });
   if (lowest_step < 0)
     throw error(run.source + ": step " + std::to_string(lowest_step) +
@@ -155,7 +159,14 @@ import_result import_run(const input_set& inputs, const run_input& run, const st
       ++out.points;
     };
     sample s;
+    bool grew = false;
     while (opened->next(s)) {
+      // A log still being written has more steps now than pass 1 diagnosed: the run stored is
+      // the one its findings describe.
+      if (s.step > last_step) {
+        grew = true;
+        break;
+      }
       cur = &s;
       put(loss, s.loss);
       for (std::size_t i = 0; i < tasks.size() && i < s.task_losses.size(); ++i)
@@ -167,8 +178,15 @@ import_result import_run(const input_set& inputs, const run_input& run, const st
       put(accuracy, s.accuracy);
     }
     for (const auto& f : analysis.findings) w.record_finding(f);
-    w.record_event("import", nlohmann::json{{"source", run.source}, {"points", out.points}}.dump(
-                                 -1, ' ', false, nlohmann::json::error_handler_t::replace));
+    nlohmann::json detail = {{"source", run.source}, {"points", out.points}};
+    if (grew) {
+      detail["grew_after_step"] = last_step;
+      std::fprintf(stderr,
+                   "losslens import: %s: the log grew while it was imported: the steps after "
+                   "%lld are not stored (import it again once the run has ended)\n",
+                   run.name.c_str(), static_cast<long long>(last_step));
+    }
+    w.record_event("import", detail.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     if (!w.flush()) throw error(db + ": writing failed: " + w.stats().last_error);
     const auto st = w.stats();
     if (st.written != out.points || st.rejected != 0 || st.dropped != 0)
