@@ -21,45 +21,14 @@
 #include <nlohmann/json.hpp>
 
 #include "bench_util.hpp"
-#include "child_process.hpp"
+#include "cli_runs.hpp"
 #include "losslens/csv_reader.hpp"
 #include "traces.hpp"
 
 using namespace losslens;
+using namespace losslens::bench;
 
 namespace {
-double load1() {
-  double l[3] = {0, 0, 0};
-  return getloadavg(l, 3) > 0 ? l[0] : -1.0;
-}
-
-struct child_result {
-  double seconds = 0;
-  double cpu_seconds = 0;  // user + system: what the run costs when other processes share the CPU
-  long max_rss_kb = 0;
-  int status = -1;
-};
-
-/// Runs argv (the program looked up in PATH) with stdout and stderr to /dev/null: wall time,
-/// and CPU time and peak RSS from wait4 (tests/support's child_process).
-child_result run_child(const std::vector<std::string>& argv) {
-  testing::child_options o;
-  o.out = o.err = testing::stream::null;
-  o.search_path = true;
-  child_result r;
-  const auto t0 = bench::clock_type::now();
-  try {
-    const auto p = testing::run_process(argv[0], {argv.begin() + 1, argv.end()}, o);
-    r.seconds = bench::seconds_since(t0);
-    r.cpu_seconds = p.cpu_seconds;
-    r.max_rss_kb = p.max_rss_kb;
-    r.status = p.status;
-  } catch (const std::exception&) {
-    // Not startable (python3 missing): status -1.
-  }
-  return r;
-}
-
 void write_csv(const std::string& path, std::int64_t rows) {
   std::FILE* f = std::fopen(path.c_str(), "w");
   if (!f) {
@@ -90,23 +59,12 @@ child_result read_in_process(const std::string& path, std::int64_t& rows) {
   sample s;
   rows = 0;
   while (r.next(s)) ++rows;
-  return {bench::seconds_since(t0), process_cpu_seconds() - c0, 0, 0};
+  child_result out;
+  out.seconds = bench::seconds_since(t0);
+  out.cpu_seconds = process_cpu_seconds() - c0;
+  return out;
 }
 
-/// Best (smallest) wall and CPU time over runs.
-struct best {
-  double wall = 1e30, cpu = 1e30;
-  void add(const child_result& r) {
-    wall = std::min(wall, r.seconds);
-    cpu = std::min(cpu, r.cpu_seconds);
-  }
-};
-
-std::string self_dir(const char* argv0) {
-  std::string p = argv0;
-  const auto slash = p.rfind('/');
-  return slash == std::string::npos ? "." : p.substr(0, slash);
-}
 }  // namespace
 
 int main(int argc, char** argv) {

@@ -11,11 +11,13 @@
 #include <nlohmann/json.hpp>
 
 #include "losslens/analyzer.hpp"
+#include "bench_util.hpp"
 #include "program_args.hpp"
 #include "traces.hpp"
 
 using namespace losslens;
 using clock_type = std::chrono::steady_clock;
+using losslens::bench::load1;
 
 int main(int argc, char** argv) {
   const losslens::testing::program_args args(
@@ -75,10 +77,6 @@ int main(int argc, char** argv) {
     sink += double(a.findings().size());
     return timing{std::chrono::duration<double, std::nano>(clock_type::now() - t0).count() / steps,
                   (cpu_ns() - c0) / steps};
-  };
-  auto load1 = [] {
-    double l[3] = {0, 0, 0};
-    return getloadavg(l, 3) > 0 ? l[0] : -1.0;
   };
   const double load_before = load1();
   double best_bare = 1e30, best_an = 1e30, cpu_bare = 1e30, cpu_an = 1e30;

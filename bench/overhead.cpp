@@ -32,19 +32,17 @@
 
 #include "../hooks/src/grad_norms.hpp"
 #include "losslens/torch/monitor.hpp"
+#include "bench_util.hpp"
 #include "program_args.hpp"
 
 using clock_type = std::chrono::steady_clock;
+using losslens::bench::load1;
 namespace F = torch::nn::functional;
 
 namespace {
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0.0 : v[v.size() / 2];
-}
-double load1() {
-  double l[3] = {0, 0, 0};
-  return getloadavg(l, 3) > 0 ? l[0] : -1.0;
 }
 double wall_us() {
   return std::chrono::duration<double, std::micro>(clock_type::now().time_since_epoch()).count();

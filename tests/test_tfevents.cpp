@@ -18,8 +18,10 @@
 
 #include <unistd.h>
 
+#include <boost/crc.hpp>
 #include <nlohmann/json.hpp>
 
+#include "detail/crc32c.hpp"
 #include "error_of.hpp"
 #include "files.hpp"
 #include "fixtures.hpp"
@@ -96,6 +98,24 @@ std::string plugin(const std::string& name) {
 }
 
 }  // namespace
+
+TEST_CASE("tfevents: CRC-32C as Boost.CRC computes it, at every length and alignment",
+          "[tfevents]") {
+  // The check value of the CRC catalogue (CRC-32/ISCSI of "123456789").
+  CHECK(detail::crc32c("123456789", 9) == 0xE3069283u);
+  CHECK(detail::crc32c(nullptr, 0) == 0u);
+  std::vector<unsigned char> bytes(300 + 8);
+  std::uint32_t x = 12345;
+  for (auto& b : bytes) b = static_cast<unsigned char>((x = x * 1103515245u + 12345u) >> 23);
+  int mismatches = 0;
+  for (std::size_t offset = 0; offset < 8; ++offset)
+    for (std::size_t n = 0; n <= 300; ++n) {
+      boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true> reference;
+      reference.process_bytes(bytes.data() + offset, n);
+      mismatches += detail::crc32c(bytes.data() + offset, n) != reference.checksum();
+    }
+  CHECK(mismatches == 0);
+}
 
 TEST_CASE("tfevents: the fixtures read back as expected.json says", "[tfevents]") {
   if (!have_tensorboard_fixtures()) return;
@@ -191,6 +211,58 @@ TEST_CASE("tfevents: writer round trip, bit-exact float32 with NaN and Inf", "[t
     CHECK(got[i].step == std::int64_t(i) * 1000);
     CHECK(got[i].wall_time == 1700000000.5 + double(i));
     CHECK(got[i].tag == (i % 2 ? "train/loss" : "lr"));
+  }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("tfevents: a long file, records across read buffers, one larger than them",
+          "[tfevents]") {
+  // The reader takes the file in 64 KiB pieces and parses events on an arena it resets every
+  // 64 records: thousands of records of several tags, one of them a 100 kB tag, read back
+  // value by value (from a file and from a stream).
+  const auto dir =
+      fs::temp_directory_path() / ("losslens_tfevents_long_" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  const auto path = (dir / "events.out.tfevents.2.test").string();
+  fs::remove(path);
+  const std::string long_tag(100000, 'x');
+  struct point {
+    std::string tag;
+    std::int64_t step;
+    float value;
+  };
+  std::vector<point> written;
+  {
+    event_writer w(path, 1700000000.0);
+    for (std::int64_t step = 0; step < 3000; ++step)
+      for (const char* tag : {"train/loss", "grad_norm", "lr"}) {
+        const float v = float(step) * 0.25f + float(std::strlen(tag));
+        w.write_scalar(tag, step, 1700000000.0 + double(step), v);
+        written.push_back({tag, step, v});
+        if (step == 1500 && std::strcmp(tag, "lr") == 0) {
+          w.write_scalar(long_tag, step, 1700000000.0, -1.5f);
+          written.push_back({long_tag, step, -1.5f});
+        }
+      }
+    w.close();
+  }
+  std::vector<scalar_value> from_file;
+  {
+    event_reader r(path);
+    scalar_value v;
+    while (r.next(v)) from_file.push_back(v);
+    CHECK(r.truncated().empty());
+    CHECK(r.stats().records == written.size() + 1);
+  }
+  const auto from_stream = read_all(read_bytes(path));
+  const std::vector<scalar_value>* both[] = {&from_file, &from_stream};
+  for (const auto* got : both) {
+    REQUIRE(got->size() == written.size());
+    int wrong = 0;
+    for (std::size_t i = 0; i < written.size(); ++i)
+      wrong += (*got)[i].tag != written[i].tag || (*got)[i].step != written[i].step ||
+               (*got)[i].value != double(written[i].value);
+    CHECK(wrong == 0);
   }
   fs::remove_all(dir);
 }

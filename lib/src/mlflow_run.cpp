@@ -18,13 +18,14 @@ bool parse_int(std::string_view s, std::int64_t& v) {
   return !s.empty() && ec == std::errc{} && p == s.data() + s.size();
 }
 
-/// The fields of a line split on single spaces, as MLflow splits them.
-std::vector<std::string_view> fields_of(std::string_view line) {
-  std::vector<std::string_view> out;
-  for (std::size_t at = 0;;) {
+/// How many fields the line has, split on single spaces as MLflow splits them; the first `max`
+/// are put in out.
+std::size_t fields_of(std::string_view line, std::string_view* out, std::size_t max) {
+  std::size_t n = 0;
+  for (std::size_t at = 0;; ++n) {
     const std::size_t space = line.find(' ', at);
-    out.push_back(line.substr(at, space == std::string_view::npos ? space : space - at));
-    if (space == std::string_view::npos) return out;
+    if (n < max) out[n] = line.substr(at, space == std::string_view::npos ? space : space - at);
+    if (space == std::string_view::npos) return n + 1;
     at = space + 1;
   }
 }
@@ -36,7 +37,8 @@ tag_series read_metric(const fs::path& file, std::string key, std::size_t& stepl
   tag_series series{std::move(key), {}};
   std::string line;
   for (std::int64_t n = 1; std::getline(in, line); ++n) {
-    const std::string where = file.string() + ":" + std::to_string(n) + ": ";
+    // Only messages need the place (a string per line was a tenth of reading the file).
+    const auto where = [&] { return file.string() + ":" + std::to_string(n) + ": "; };
     std::string_view l = line;
     while (!l.empty() && (l.back() == '\r' || l.back() == ' ' || l.back() == '\t'))
       l.remove_suffix(1);
@@ -45,23 +47,24 @@ tag_series read_metric(const fs::path& file, std::string key, std::size_t& stepl
     if (in.eof()) {
       // MLflow ends every line it appends: one without a line end is still being written (a
       // cut step or value would read as another point).
-      notes.push_back(where +
+      notes.push_back(where() +
                       "the last line has no line end: left out (a run still being "
                       "written?)");
       break;
     }
-    const auto f = fields_of(l);
-    if (f.size() != 2 && f.size() != 3)
-      throw error(where + std::to_string(f.size()) +
+    std::string_view f[3];
+    const std::size_t fields = fields_of(l, f, 3);
+    if (fields != 2 && fields != 3)
+      throw error(where() + std::to_string(fields) +
                   " fields; a metric line is '<timestamp ms> <value> <step>'");
     tag_point p;
     std::int64_t ts = 0;
-    if (!parse_int(f[0], ts)) throw error(where + "timestamp '" + std::string(f[0]) + "'");
+    if (!parse_int(f[0], ts)) throw error(where() + "timestamp '" + std::string(f[0]) + "'");
     if (!core::detail::parse_double(f[1], p.value))
-      throw error(where + "value '" + std::string(f[1].substr(0, 40)) + "' is not a number");
-    if (f.size() == 3 && !parse_int(f[2], p.step))
-      throw error(where + "step '" + std::string(f[2]) + "' is not a whole number");
-    if (f.size() == 2) ++stepless;
+      throw error(where() + "value '" + std::string(f[1].substr(0, 40)) + "' is not a number");
+    if (fields == 3 && !parse_int(f[2], p.step))
+      throw error(where() + "step '" + std::string(f[2]) + "' is not a whole number");
+    if (fields == 2) ++stepless;
     p.wall_time = double(ts) / 1000.0;
     series.points.push_back(p);
   }

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <map>
 
 #include <sqlite3.h>
 
@@ -95,16 +96,35 @@ mlflow_run read_mlflow_db_run(const std::string& path, const std::string& run_id
     name.bind(1, run_id);
     if (!name.step()) throw error(path + ": no MLflow run '" + run_id + "'");
     run.name = name.text(0);
-    // In the order written (rowid) within a key: one_point_per_step keeps the last of a step.
+    // In the order written (rowid), which the index on run_uuid gives without sorting (ORDER
+    // BY key sorted every row of the run in a temporary B-tree: most of the read); the rows go
+    // to their key's series here, so within a key they stay in the order written and
+    // one_point_per_step keeps the last of a step. Then the keys in order, as SQLite compares
+    // text (bytes, as std::string does).
     statement st(db.get(),
                  "SELECT key, value, step, timestamp, is_nan FROM metrics WHERE run_uuid = ?1 "
-                 "ORDER BY key, rowid");
+                 "ORDER BY rowid");
     st.bind(1, run_id);
     constexpr double largest = std::numeric_limits<double>::max();
+    // The row's series: the one of the row before or the one after it (keys logged one at a
+    // time, or together at each step in the same order), else looked up.
+    std::map<std::string, std::size_t, std::less<>> series;
+    std::size_t last = 0;
     while (st.step()) {
-      std::string key = st.text(0);
-      if (run.metrics.empty() || run.metrics.back().tag != key)
-        run.metrics.push_back({std::move(key), {}});
+      const std::string_view key = st.text_view(0);
+      const std::size_t n = run.metrics.size();
+      if (n == 0 || run.metrics[last].tag != key) {
+        const std::size_t next = last + 1 < n ? last + 1 : 0;
+        if (n > 0 && run.metrics[next].tag == key) {
+          last = next;
+        } else if (const auto it = series.find(key); it != series.end()) {
+          last = it->second;
+        } else {
+          last = n;
+          series.emplace(std::string(key), last);
+          run.metrics.push_back({std::string(key), {}});
+        }
+      }
       tag_point p;
       p.value = st.real(1);
       // SQL has no NaN or Inf: MLflow writes 0 with is_nan set, and the largest double.
@@ -112,8 +132,10 @@ mlflow_run read_mlflow_db_run(const std::string& path, const std::string& run_id
       if (std::fabs(p.value) == largest) p.value = std::copysign(HUGE_VAL, p.value);
       p.step = st.int64(2);
       p.wall_time = double(st.int64(3)) / 1000.0;
-      run.metrics.back().points.push_back(p);
+      run.metrics[last].points.push_back(p);
     }
+    std::sort(run.metrics.begin(), run.metrics.end(),
+              [](const tag_series& a, const tag_series& b) { return a.tag < b.tag; });
     one_point_per_step(run.metrics, run.notes);
     return run;
   });

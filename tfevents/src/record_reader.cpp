@@ -37,11 +37,29 @@ void record_reader::fail(std::uint64_t offset, const std::string& reason) const 
 }
 
 std::size_t record_reader::read(char* out, std::size_t n) {
-  in_->read(out, std::streamsize(n));
-  const auto got = std::size_t(in_->gcount());
-  if (got < n && in_->bad()) fail(offset_, std::string("read error: ") + std::strerror(errno));
+  std::size_t got = 0;
+  while (got < n && (buffer_pos_ < buffer_end_ || refill())) {
+    const std::size_t k = std::min(n - got, buffer_end_ - buffer_pos_);
+    std::memcpy(out + got, buffer_.data() + buffer_pos_, k);
+    buffer_pos_ += k;
+    got += k;
+  }
   offset_ += got;
   return got;
+}
+
+bool record_reader::refill() {
+  if (stream_ended_) return false;
+  if (buffer_.empty()) buffer_.resize(std::size_t(1) << 16);
+  in_->read(buffer_.data(), std::streamsize(buffer_.size()));
+  const auto got = std::size_t(in_->gcount());
+  if (got < buffer_.size()) {
+    if (in_->bad()) fail(offset_, std::string("read error: ") + std::strerror(errno));
+    stream_ended_ = true;
+  }
+  buffer_pos_ = 0;
+  buffer_end_ = got;
+  return got > 0;
 }
 
 bool record_reader::next(std::string& data) {

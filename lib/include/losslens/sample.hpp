@@ -64,13 +64,29 @@ struct sample {
 /// missing, reusing the memory of its vectors: a reader that refills one sample per step then
 /// allocates only while a vector grows. Throws std::bad_alloc only.
 inline void reset_sample(sample& s, std::size_t tasks, std::size_t params) {
-  auto task_losses = std::move(s.task_losses);
-  auto param_grad_norms = std::move(s.param_grad_norms);
-  s = sample{};
-  task_losses.assign(tasks, std::nullopt);
-  param_grad_norms.assign(params, std::nullopt);
-  s.task_losses = std::move(task_losses);
-  s.param_grad_norms = std::move(param_grad_norms);
+  // Field by field: `s = sample{}` built and moved a whole sample, and readers call this once
+  // per point. A member added to sample must be reset here too (hence the size check).
+  static_assert(sizeof(void*) != 8 || sizeof(sample) == 320,
+                "sample changed: reset the new member in reset_sample");
+  s.step = 0;
+  s.wall_time = 0;
+  s.loss.reset();
+  s.task_losses.assign(tasks, std::nullopt);
+  s.task_weights.clear();
+  s.task_grad_norms.clear();
+  s.grad_norm.reset();
+  s.param_grad_norms.assign(params, std::nullopt);
+  s.first_non_finite_param = -1;
+  s.lr.reset();
+  s.lr_min.reset();
+  s.lr_max.reset();
+  s.accuracy.reset();
+  s.balanced_accuracy.reset();
+  s.class_recall.clear();
+  s.clip_norm.reset();
+  s.max_norm.reset();
+  s.param_flags.clear();
+  s.eval_mode = false;
 }
 
 /// Widens s.lr_min / s.lr_max to hold [lo, hi], the learning rates of some of the optimizer's

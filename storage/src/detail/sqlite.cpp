@@ -96,11 +96,13 @@ double statement::real(int col) const noexcept {
   return sqlite3_column_double(stmt_.get(), col);
 }
 
-std::string statement::text(int col) const {
+std::string statement::text(int col) const { return std::string(text_view(col)); }
+
+std::string_view statement::text_view(int col) const noexcept {
   const auto* p = sqlite3_column_text(stmt_.get(), col);
-  return p ? std::string(reinterpret_cast<const char*>(p),
-                         std::size_t(sqlite3_column_bytes(stmt_.get(), col)))
-           : std::string();
+  return p ? std::string_view(reinterpret_cast<const char*>(p),
+                              std::size_t(sqlite3_column_bytes(stmt_.get(), col)))
+           : std::string_view();
 }
 
 transaction::transaction(sqlite3* db, begin_mode mode) : db_(db) {

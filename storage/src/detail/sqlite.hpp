@@ -64,6 +64,8 @@ class statement {
   std::int64_t int64(int col) const noexcept;
   double real(int col) const noexcept;  ///< NULL reads as NaN
   std::string text(int col) const;
+  /// The column's text without a copy, valid until the next step() or reset(); "" for NULL.
+  std::string_view text_view(int col) const noexcept;
 
   explicit operator bool() const noexcept { return stmt_ != nullptr; }
 

@@ -12,10 +12,6 @@
 
 namespace losslens::tfevents {
 
-namespace pb {
-class Event;
-}
-
 /// One scalar of an event file.
 struct scalar_value {
   std::string tag;
@@ -61,9 +57,10 @@ class event_reader {
   bool next_record();
   [[noreturn]] void fail(const std::string& reason) const;
 
+  struct parsed;  // the protobuf message of the current record and the arena it lives in
   record_reader records_;
   std::string buffer_;
-  std::unique_ptr<pb::Event> event_;
+  std::unique_ptr<parsed> parsed_;
   int value_index_ = 0;                                  // next Summary.Value of event_
   std::map<std::string, bool, std::less<>> scalar_tag_;  // per tag: its plugin is scalars
   event_stats stats_;

@@ -8,6 +8,7 @@
 #include <istream>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace losslens::tfevents {
 
@@ -17,7 +18,7 @@ namespace losslens::tfevents {
 /// A file that ends inside a record (a run still being written) is read up to the last
 /// complete record and truncated() says so; a record whose CRC does not match is an error.
 /// Every error is a losslens::error whose message starts with "NAME: offset N: " (N: the byte
-/// offset of the record at fault). Memory: one record.
+/// offset of the record at fault). Memory: one record and a 64 KiB read buffer.
 /// Thread-safety: one thread at a time.
 class record_reader {
  public:
@@ -43,9 +44,15 @@ class record_reader {
  private:
   [[noreturn]] void fail(std::uint64_t offset, const std::string& reason) const;
   std::size_t read(char* out, std::size_t n);
+  bool refill();
 
   std::unique_ptr<std::ifstream> file_;
   std::istream* in_;
+  // The file is read in large pieces: a stream read per framing field (three per record, and an
+  // event is often a few dozen bytes) cost more than checking the record.
+  std::vector<char> buffer_;
+  std::size_t buffer_pos_ = 0, buffer_end_ = 0;
+  bool stream_ended_ = false;
   std::string name_;
   std::uint64_t offset_ = 0;         // bytes consumed
   std::uint64_t record_offset_ = 0;  // start of the record last returned
