@@ -501,6 +501,44 @@ TEST_CASE("chance_level: loss stuck at ln C after warm-up") {
   }
 }
 
+TEST_CASE("chance_level with the count inferred: a slow descent through ln k is progress") {
+  // Read off the level, every ln k a falling loss passes is a candidate: a run descending from
+  // 2.3 to 0.3 over 300k steps sits near ln 9, ln 8 ... ln 2 for thousands of steps each, and a
+  // language model's loss near ln 8 for most of its run. None of that is a uniform guess.
+  auto findings = [](auto loss, int steps, double sigma) {
+    analyzer a(sample_schema{});
+    generator g(21);
+    for (int i = 0; i < steps; ++i) {
+      sample s;
+      s.step = i;
+      s.loss = loss(double(i)) * g.noise(sigma);
+      a.observe(s);
+    }
+    a.flush();
+    return of_kind(a.findings(), "chance_level");
+  };
+  const auto slow =
+      findings([](double t) { return 0.3 + 2.0 * std::exp(-t / 50000); }, 300000, 0.05);
+  for (const auto& f : slow) {
+    INFO(f.message);
+    CHECK(f.first_step < 4000);  // at most the start, before the loss has moved (ln 9-10)
+    CHECK(f.last_step < 4000);
+  }
+  const auto lm =
+      findings([](double t) { return 1.8 + 9.0 * std::pow(1 + t / 200, -0.6); }, 200000, 0.03);
+  CHECK(lm.empty());
+
+  // A loss that comes down to ln 10 in 10k steps and stays there is at chance: reported once it
+  // has stayed about as long as it took to get there.
+  const auto stuck = findings(
+      [](double t) { return std::max(std::log(10.0), 5.0 - 2.7 * t / 10000); }, 30000, 0.03);
+  REQUIRE(stuck.size() == 1);
+  CHECK(stuck[0].evidence_value("classes") == 10);
+  CHECK(stuck[0].first_step > 10000);
+  CHECK(stuck[0].first_step < 21000);
+  CHECK(stuck[0].last_step > 29000);
+}
+
 TEST_CASE(
     "chance_level with the count inferred: the first loss's count is quoted when it differs") {
   // A 10-class run that blew up and sits a little above chance: 2.41, which reads as ln 11.

@@ -783,13 +783,16 @@ class chance_level final : public detector {
         classes_(o.chance_level.num_classes),
         target_(classes_ >= 2 ? std::log(double(classes_)) : nan),
         ema_(o.chance_level.ema_alpha),
-        acc_(o.chance_level.ema_alpha) {}
+        acc_(o.chance_level.ema_alpha) {
+    snapshots_.reserve(max_snapshots);
+  }
 
   void observe(const step_context& ctx, finding_log& log) override {
     const double x = ctx.level_loss;
     if (!std::isfinite(x)) return;
     if (ema_.count() == 0) first_ = x;
     const double e = ema_.push(x);
+    remember(e);
     if (finite(ctx.s->accuracy)) acc_.push(*ctx.s->accuracy);
     const std::int64_t step = ctx.s->step;
     if (o_.num_classes == 0 && !infer(e)) return;
@@ -802,6 +805,7 @@ class chance_level final : public detector {
       return;
     }
     if (ema_.count() <= o_.warmup || streak_ < o_.patience) return;
+    if (o_.num_classes == 0 && came_down_lately((1 + above) * target_)) return;
     auto [f, is_new] = open_or_extend(log, this, ep_, step, 2 * std::int64_t(o_.patience), [&] {
       auto f = new_finding("chance_level", severity::warning, start_, step, "loss",
                            o_.num_classes == 0 ? "smoothed_loss_near_log_k_inferred"
@@ -908,6 +912,34 @@ class chance_level final : public detector {
     if (!(k >= 2 && k <= 1000)) return 0;
     return std::abs(first_ - std::log(k)) <= o_.tolerance * std::log(k) ? k : 0;
   }
+  // The smoothed loss every stride_ pushes; with max_snapshots kept, every other one goes and
+  // the stride doubles, so the level of any earlier fraction of the run is at hand. Only a
+  // count and a compare at most steps.
+  void remember(double e) {
+    if (++since_ < stride_) return;
+    since_ = 0;
+    if (snapshots_.size() == max_snapshots) {
+      for (std::size_t i = 1; i < max_snapshots; i += 2) snapshots_[i / 2] = snapshots_[i];
+      snapshots_.resize(max_snapshots / 2);
+      stride_ *= 2;
+    }
+    snapshots_.push_back({std::int64_t(ema_.count()), e});
+  }
+  // With the count read off the level, a loss on its way down passes through the band of one
+  // ln k after another (a long run descending slowly from 2.1 to 0.1 sat near ln 8, ln 7 ... ln
+  // 2 for hundreds of steps each, at 1% per thousand steps): progress, not a uniform guess.
+  // Such a level counts as chance only when the smoothed loss half the run ago (at least
+  // `patience` steps) was not more than half a band's width above the band's top `top` (the
+  // smoothed loss of a flat run strays that far seldom); a model stuck there after a
+  // collapse, or from the start, is reported a little later.
+  bool came_down_lately(double top) const noexcept {
+    const std::int64_t n = std::int64_t(ema_.count());
+    const std::int64_t then = n - std::max<std::int64_t>(o_.patience, n / 2);
+    const double bar = top + tolerance() * target_;
+    for (auto it = snapshots_.rbegin(); it != snapshots_.rend(); ++it)
+      if (it->first <= then) return it->second > bar;
+    return false;  // no level that old: nothing says it came down
+  }
   bool infer(double e) {
     // The average's lowest point counts once it averages over its own horizon (2 / alpha
     // losses): before that it is the mean of a few batches and dips with their noise.
@@ -949,6 +981,9 @@ class chance_level final : public detector {
   double first_ = nan;                                              // the first loss
   std::int64_t streak_ = 0, start_ = 0;
   episode ep_;
+  static constexpr std::size_t max_snapshots = 64;          // see remember()
+  std::vector<std::pair<std::int64_t, double>> snapshots_;  // (count, smoothed loss)
+  std::int64_t stride_ = 16, since_ = 0;
 };
 
 }  // namespace
