@@ -87,21 +87,30 @@ import_result import_run(const input_set& inputs, const run_input& run, const st
   double first_wall = std::numeric_limits<double>::quiet_NaN(), last_wall = first_wall;
   std::int64_t lowest_step = std::numeric_limits<std::int64_t>::max();
   std::int64_t last_step = std::numeric_limits<std::int64_t>::min();
-  auto analysis = analyze_run(inputs, run, options, "import", [&](const sample& s) {
-    if (std::isnan(first_wall)) first_wall = s.wall_time;
-    last_wall = s.wall_time;
-    lowest_step = std::min(lowest_step, s.step);
-    last_step = s.step;  // steps increase
-  });
+  std::unique_ptr<opened_run> opened;
+  auto analysis = analyze_run(
+      inputs, run, options, "import",
+      [&](const sample& s) {
+        if (std::isnan(first_wall)) first_wall = s.wall_time;
+        last_wall = s.wall_time;
+        lowest_step = std::min(lowest_step, s.step);
+        last_step = s.step;  // steps increase
+      },
+      &opened);
   if (lowest_step < 0)
     throw error(run.source + ": step " + std::to_string(lowest_step) +
                 ": the run history stores steps from 0 up; shift the steps to import this run");
 
+  // A run read whole into memory (event files, MLflow, a Trainer's log) is stored from what
+  // pass 1 read: not read (and parsed) again, and what is stored is what was diagnosed. A CSV
+  // streams, and is read again below.
+  if (opened && opened->rewind)
+    opened->rewind();
+  else
+    opened.reset();
   // The identity of an import: contents, W&B run, mapping and detector options. An MLflow
-  // database's run is opened for pass 2 first and fingerprinted from the rows pass 2 stores
-  // (one read fewer of the database, and what is stored is what the identity says).
-  std::unique_ptr<opened_run> opened;
-  if (run.kind == input_kind::mlflow_db) opened = inputs.open(run);
+  // database's run is fingerprinted from the rows read (the database is read once, and what is
+  // stored is what the identity says).
   const std::string identity = inputs.fingerprint(run, opened.get()) + "|run=" + run.csv_run +
                                "|series=" + analysis.series.dump() +
                                "|classes=" + std::to_string(options.chance_level.num_classes) +

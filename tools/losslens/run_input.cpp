@@ -314,15 +314,20 @@ std::unique_ptr<opened_run> input_set::open(const run_input& run) const {
   auto open_series = [&](const std::vector<tag_series>& series,
                          const std::vector<std::string>& notes) {
     in_context([&] { o.mapping = map_tags(tag_names(series), options_.mapping); });
-    o.merger = std::make_unique<sample_merger>();
-    add_streams(*o.merger, series, o.mapping);
     o.notes = notes;
     if (auto unused = o.mapping.unused_summary(o.tag_word); !unused.empty())
       o.notes.insert(o.notes.begin(), unused);
     for (const auto& n : o.mapping.notes) o.notes.push_back(n);
-    sample_merger* m = o.merger.get();
-    o.schema = m->schema();
-    o.next = [m](sample& s) { return m->next(s); };
+    // The series live in o (its events, trainer_state or mlflow): a new merger over them
+    // starts the run again.
+    o.rewind = [&o, all = &series] {
+      o.merger = std::make_unique<sample_merger>();
+      add_streams(*o.merger, *all, o.mapping);
+      sample_merger* m = o.merger.get();
+      o.next = [m](sample& s) { return m->next(s); };
+    };
+    o.rewind();
+    o.schema = o.merger->schema();
   };
   switch (run.kind) {
     case input_kind::csv: {
@@ -480,8 +485,9 @@ std::string input_set::fingerprint(const run_input& run, const opened_run* opene
 
 run_analysis analyze_run(const input_set& inputs, const run_input& run,
                          const detector_options& options, std::string_view command,
-                         const std::function<void(const sample&)>& each) {
-  const auto opened = inputs.open(run);
+                         const std::function<void(const sample&)>& each,
+                         std::unique_ptr<opened_run>* keep) {
+  auto opened = inputs.open(run);
   print_mapping(command, run, *opened);
   std::vector<std::string> notes = opened->notes;
   auto note = [&](const std::string& n) {
@@ -520,7 +526,9 @@ run_analysis analyze_run(const input_set& inputs, const run_input& run,
                      ? std::string(" after the header")
                      : " for the " + opened->tag_word + "s " + opened->mapping.describe()) +
                 ": nothing to analyse");
-  return {a.findings(), a.steps(), series_of(*opened), std::move(notes)};
+  run_analysis out{a.findings(), a.steps(), series_of(*opened), std::move(notes)};
+  if (keep) *keep = std::move(opened);
+  return out;
 }
 
 void print_mapping(std::string_view command, const run_input& run, const opened_run& opened) {

@@ -81,6 +81,10 @@ struct opened_run {
   std::vector<std::string> notes;  ///< unused tags, cut-short files, ambiguities (one line each)
   sample_schema schema;
   std::function<bool(sample&)> next;
+  /// For a run read whole into memory (event files, a Trainer's log, MLflow): makes next()
+  /// start again from the first step without reading the input again. Empty for a streamed
+  /// CSV (open it again instead).
+  std::function<void()> rewind;
   // What next() reads from.
   std::vector<std::unique_ptr<csv_reader>> readers;
   std::unique_ptr<std::istringstream> text;
@@ -135,11 +139,14 @@ struct run_analysis {
 
 /// Opens the run, prints its mapping and notes (print_mapping), runs every detector over it
 /// (with the optimizer its LR tags name when options has none, with a note) and prints the notes
-/// about its rows; `each` (optional) sees every sample. Throws losslens::error for
-/// a malformed input, for a run with nothing to diagnose, and for one with no data rows.
+/// about its rows; `each` (optional) sees every sample; `keep` (optional) receives the opened
+/// run once read (to rewind a run held in memory instead of reading it again). Throws
+/// losslens::error for a malformed input, for a run with nothing to diagnose, and for one with
+/// no data rows.
 run_analysis analyze_run(const input_set& inputs, const run_input& run,
                          const detector_options& options, std::string_view command,
-                         const std::function<void(const sample&)>& each = {});
+                         const std::function<void(const sample&)>& each = {},
+                         std::unique_ptr<opened_run>* keep = nullptr);
 
 /// Prints how a run's tags were mapped and its notes on stderr, prefixed with "losslens CMD: ".
 void print_mapping(std::string_view command, const run_input& run, const opened_run& opened);
