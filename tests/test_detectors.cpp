@@ -501,12 +501,15 @@ TEST_CASE("chance_level: loss stuck at ln C after warm-up") {
   }
 }
 
-TEST_CASE("chance_level with the count inferred: a slow descent through ln k is progress") {
+TEST_CASE("chance_level: a slow descent through the chance band is progress") {
   // Read off the level, every ln k a falling loss passes is a candidate: a run descending from
   // 2.3 to 0.3 over 300k steps sits near ln 9, ln 8 ... ln 2 for thousands of steps each, and a
-  // language model's loss near ln 8 for most of its run. None of that is a uniform guess.
-  auto findings = [](auto loss, int steps, double sigma) {
-    analyzer a(sample_schema{});
+  // language model's loss near ln 8 for most of its run. None of that is a uniform guess; nor
+  // is a 10-class model, started too confident, passing ln 10 on its slow way down.
+  auto findings = [](auto loss, int steps, double sigma, int classes = 0) {
+    detector_options o;
+    o.chance_level.num_classes = classes;
+    analyzer a(sample_schema{}, o);
     generator g(21);
     for (int i = 0; i < steps; ++i) {
       sample s;
@@ -537,6 +540,17 @@ TEST_CASE("chance_level with the count inferred: a slow descent through ln k is 
   CHECK(stuck[0].first_step > 10000);
   CHECK(stuck[0].first_step < 21000);
   CHECK(stuck[0].last_step > 29000);
+
+  const auto known =
+      findings([](double t) { return 0.4 + 3.2 * std::exp(-t / 40000); }, 200000, 0.05, 10);
+  CHECK(known.empty());
+  // Known classes, a loss that comes down to ln 10 and stays: the stay from its start.
+  const auto known_stuck = findings(
+      [](double t) { return std::max(std::log(10.0), 4.0 - 1.7 * t / 8000); }, 30000, 0.05, 10);
+  REQUIRE(known_stuck.size() == 1);
+  CHECK(known_stuck[0].first_step > 6000);
+  CHECK(known_stuck[0].first_step < 9000);
+  CHECK(known_stuck[0].last_step > 29000);
 }
 
 TEST_CASE(

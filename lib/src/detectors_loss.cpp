@@ -805,7 +805,7 @@ class chance_level final : public detector {
       return;
     }
     if (ema_.count() <= o_.warmup || streak_ < o_.patience) return;
-    if (o_.num_classes == 0 && came_down_lately((1 + above) * target_)) return;
+    if (came_down_lately((1 + above) * target_)) return;
     auto [f, is_new] = open_or_extend(log, this, ep_, step, 2 * std::int64_t(o_.patience), [&] {
       auto f = new_finding("chance_level", severity::warning, start_, step, "loss",
                            o_.num_classes == 0 ? "smoothed_loss_near_log_k_inferred"
@@ -925,13 +925,14 @@ class chance_level final : public detector {
     }
     snapshots_.push_back({std::int64_t(ema_.count()), e});
   }
-  // With the count read off the level, a loss on its way down passes through the band of one
-  // ln k after another (a long run descending slowly from 2.1 to 0.1 sat near ln 8, ln 7 ... ln
-  // 2 for hundreds of steps each, at 1% per thousand steps): progress, not a uniform guess.
-  // Such a level counts as chance only when the smoothed loss half the run ago (at least
-  // `patience` steps) was not more than half a band's width above the band's top `top` (the
-  // smoothed loss of a flat run strays that far seldom); a model stuck there after a
-  // collapse, or from the start, is reported a little later.
+  // A loss on its way down passes through the chance band (and, with the count read off the
+  // level, through the band of one ln k after another: a long run descending slowly from 2.1 to
+  // 0.1 sat near ln 8, ln 7 ... ln 2 for hundreds of steps each, at 1% per thousand steps):
+  // progress, not a uniform guess. Such a level counts as chance only when the smoothed loss
+  // half the run ago (at least `patience` steps) was not more than half a band's width above
+  // the band's top `top` (the smoothed loss of a flat run strays that far seldom); a model
+  // stuck there after a collapse, or from the start, is reported a little later, from where
+  // its stay began.
   bool came_down_lately(double top) const noexcept {
     const std::int64_t n = std::int64_t(ema_.count());
     const std::int64_t then = n - std::max<std::int64_t>(o_.patience, n / 2);
