@@ -80,14 +80,7 @@ int main(int argc, char** argv) {
       {"repeat", "losslens"}, {}, 1);
   const std::int64_t rows = args.positional_integer(0, 2000000, 10, std::int64_t(1) << 32);
   const int repeat = int(args.integer("repeat", 3, 1, 100));
-  const std::string cli = args.text("losslens", self_dir(argv[0]) + "/../tools/losslens/losslens");
-  if (access(cli.c_str(), X_OK) != 0) {
-    std::fprintf(stderr,
-                 "bench_analyze_csv: %s is not an executable (build losslens_cli or "
-                 "give --losslens PATH)\n",
-                 cli.c_str());
-    return 1;
-  }
+  const std::string cli = cli_or_exit(args, argv[0], "bench_analyze_csv");
   bench::scratch_dir dir;
   const std::string big = (dir.path / "run.csv").string();
   const std::string small = (dir.path / "run_small.csv").string();

@@ -8,8 +8,6 @@
 // average.
 // Usage: bench_analyze_formats [ROWS=1000000] [--repeat N] [--losslens PATH]
 
-#include <unistd.h>
-
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -153,14 +151,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   const int repeat = int(args.integer("repeat", 3, 1, 100));
-  const std::string cli = args.text("losslens", self_dir(argv[0]) + "/../tools/losslens/losslens");
-  if (access(cli.c_str(), X_OK) != 0) {
-    std::fprintf(stderr,
-                 "bench_analyze_formats: %s is not an executable (build losslens_cli or give "
-                 "--losslens PATH)\n",
-                 cli.c_str());
-    return 1;
-  }
+  const std::string cli = cli_or_exit(args, argv[0], "bench_analyze_formats");
   scratch_dir dir;
   struct format {
     const char* name;

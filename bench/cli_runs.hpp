@@ -3,7 +3,11 @@
 // compare `losslens analyze` with baselines run in turn: wall time, CPU time and peak RSS of a
 // child, and the best of several runs.
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <string>
 #include <vector>
@@ -57,6 +61,20 @@ inline std::string self_dir(const char* argv0) {
   const std::string p = argv0;
   const auto slash = p.rfind('/');
   return slash == std::string::npos ? "." : p.substr(0, slash);
+}
+
+/// The losslens CLI a bench runs: --losslens PATH, else ../tools/losslens/losslens next to
+/// the bench program. Exits (status 1, saying what to do) when it is not an executable.
+inline std::string cli_or_exit(const testing::program_args& args, const char* argv0,
+                               const char* bench_name) {
+  const std::string cli = args.text("losslens", self_dir(argv0) + "/../tools/losslens/losslens");
+  if (access(cli.c_str(), X_OK) != 0) {
+    std::fprintf(stderr,
+                 "%s: %s is not an executable (build losslens_cli or give --losslens PATH)\n",
+                 bench_name, cli.c_str());
+    std::exit(1);
+  }
+  return cli;
 }
 
 }  // namespace losslens::bench
