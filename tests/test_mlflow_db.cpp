@@ -7,6 +7,10 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "error_of.hpp"
 #include "losslens/error.hpp"
@@ -140,4 +144,59 @@ TEST_CASE("mlflow db: other files are not taken for one", "[mlflow]") {
   const std::string damaged = error_of([&] { storage::find_mlflow_db_runs(broken); });
   CHECK(damaged.rfind(broken + ": the SQLite file is damaged or incomplete (sqlite: ", 0) == 0);
   CHECK(damaged.find("recover it with `sqlite3 " + broken + " .recover`") != std::string::npos);
+}
+
+TEST_CASE("mlflow db: a long run read in rowid ranges on several threads", "[mlflow]") {
+  losslens::testing::temp_dir dir("mlflowdb_parts");
+  const std::string db = dir.file("mlflow.db");
+  const std::int64_t t0 = 1700000000000;
+  // Three keys logged together at each step, a fourth from step 700 on, steps 300-399 logged
+  // again after 999 (a resumed run), a NaN; another run's rows before and after.
+  mlflow_store_run before{"0000aaaa", "before", 0, 10, false, {}};
+  mlflow_store_run run{"1111bbbb", "long", 0, 20, false, {}};
+  mlflow_store_run after{"2222cccc", "after", 0, 30, false, {}};
+  for (int i = 0; i < 50; ++i) before.metrics.push_back({"loss", 5.0, t0 + i, i});
+  std::map<std::string, std::map<std::int64_t, double>> want;  // key -> step -> value kept
+  for (int i = 0; i < 1100; ++i) {
+    const std::int64_t step = i < 1000 ? i : 300 + (i - 1000);
+    const double loss = i == 500 ? nan_v : 3.0 / (1 + i);
+    for (const auto& [key, v] : std::vector<std::pair<std::string, double>>{
+             {"loss", loss}, {"lr", 1e-3 * (i % 7)}, {"grad_norm", 0.25 * i}}) {
+      run.metrics.push_back({key, v, t0 + i, step});
+      want[key][step] = v;
+    }
+    if (i >= 700) {
+      run.metrics.push_back({"acc", 0.001 * i, t0 + i, step});
+      want["acc"][step] = 0.001 * i;
+    }
+  }
+  for (int i = 0; i < 50; ++i) after.metrics.push_back({"loss", 6.0, t0 + i, i});
+  losslens::testing::write_mlflow_store(db, {{0, "Default"}}, {before, run, after});
+
+  auto check = [&](const mlflow_run& r) {
+    REQUIRE(r.metrics.size() == 4);
+    for (const auto& m : r.metrics) {
+      INFO(m.tag);
+      const auto& w = want.at(m.tag);
+      REQUIRE(m.points.size() == w.size());
+      std::size_t i = 0;
+      for (const auto& [step, v] : w) {
+        const auto& p = m.points[i++];
+        CHECK(p.step == step);
+        CHECK((p.value == v || (std::isnan(p.value) && std::isnan(v))));
+      }
+    }
+    REQUIRE(r.notes.size() == 4);  // steps 300-399 again; acc's come after its 700-999
+  };
+  const auto one = storage::read_mlflow_db_run(db, "1111bbbb", {1 << 20, 1});
+  check(one);
+  for (unsigned threads = 2; threads <= 5; ++threads) {
+    INFO(threads << " threads");
+    const auto parts = storage::read_mlflow_db_run(db, "1111bbbb", {1, threads});
+    check(parts);
+    CHECK(parts.notes == one.notes);
+    for (std::size_t k = 0; k < one.metrics.size(); ++k)
+      for (std::size_t i = 0; i < one.metrics[k].points.size(); ++i)
+        CHECK(parts.metrics[k].points[i].wall_time == one.metrics[k].points[i].wall_time);
+  }
 }

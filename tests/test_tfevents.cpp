@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "detail/crc32c.hpp"
+#include "detail/record_split.hpp"
 #include "error_of.hpp"
 #include "files.hpp"
 #include "fixtures.hpp"
@@ -408,5 +409,134 @@ TEST_CASE("tfevents: runs of a logdir, repeated steps keep the value written las
   std::vector<double> losses;
   while (m.next(s)) losses.push_back(*s.loss);
   CHECK(losses == std::vector<double>{1, 2, 30, 40});
+  fs::remove_all(dir);
+}
+
+TEST_CASE("tfevents: a file read in parts on several threads gives what one piece gives",
+          "[tfevents]") {
+  const auto dir = fs::temp_directory_path() / ("losslens_parts_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  // Four tags (acc from step 3000 on), a restart that logs steps 2000-2199 again, a tag named
+  // as a histogram whose later values are plain scalars (one piece skips them all), and in the
+  // middle of the file one large record whose bytes are framed
+  // records: the search for the cut of two parts starts inside it and finds a false start.
+  std::vector<std::string> records;
+  records.push_back(frame_record(
+      event_with(1.0, 0, field_bytes(1, "h") + plugin("histograms") + field_fixed(2, 1.0f))));
+  for (int step = 0; step < 6000; ++step) {
+    const int s = step < 4000 ? step : step - 2000;  // steps 2000.. again after 3999
+    records.push_back(frame_record(scalar_event("loss", s, 10.0 + step, float(1.0 / (1 + step)))));
+    records.push_back(frame_record(scalar_event("lr", s, 10.0 + step, 0.001f)));
+    if (step % 3 == 0)
+      records.push_back(frame_record(scalar_event("grad_norm", s, 10.0 + step, float(step))));
+    if (step >= 3000) records.push_back(frame_record(scalar_event("acc", s, 10.0 + step, 0.5f)));
+    if (step % 100 == 0 && step < 500)  // in the first part however many there are
+      records.push_back(
+          frame_record(event_with(2.0, s, field_bytes(1, "h") + field_fixed(2, 2.0f))));
+  }
+  std::string fakes;
+  for (int i = 0; i < 3000; ++i) fakes += frame_record(scalar_event("fake", i, 1.0, 9.0f));
+  const std::string image = frame_record(
+      event_with(3.0, 1, field_bytes(1, "img") + field_bytes(4, field_bytes(4, fakes))));
+  std::size_t body = 0;
+  for (const auto& r : records) body += r.size();
+  std::string file = frame_record(file_version_event(1.0));
+  const std::size_t first = file.size();
+  std::vector<std::size_t> starts;
+  std::size_t image_at = 0;
+  for (const auto& r : records) {
+    // The whole file's middle is (first + body + image) / 2: inside the image when it starts a
+    // quarter of its size before (first + body) / 2.
+    if (image_at == 0 && file.size() + image.size() / 4 >= (first + body) / 2) {
+      image_at = file.size();
+      starts.push_back(file.size());
+      file += image;
+    }
+    starts.push_back(file.size());
+    file += r;
+  }
+  REQUIRE(image_at < file.size() / 2);
+  REQUIRE(file.size() / 2 < image_at + image.size());
+  const auto path = (dir / "events.out.tfevents.1.parts").string();
+  auto write = [&](const std::string& bytes) {
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  };
+  auto read = [&](unsigned threads) {
+    read_options o;
+    o.threads = threads;
+    o.part_bytes = 1;
+    return read_scalar_run({"r", {path}}, o);
+  };
+  auto same = [](const scalar_run& a, const scalar_run& b) {
+    CHECK(a.records == b.records);
+    CHECK(a.scalars == b.scalars);
+    CHECK(a.skipped == b.skipped);
+    CHECK(a.notes == b.notes);
+    REQUIRE(a.tag_names() == b.tag_names());
+    for (std::size_t t = 0; t < a.tags.size(); ++t) {
+      const auto& p = a.tags[t].points;
+      const auto& q = b.tags[t].points;
+      REQUIRE(p.size() == q.size());
+      for (std::size_t i = 0; i < p.size(); ++i)
+        if (p[i].step != q[i].step || p[i].wall_time != q[i].wall_time ||
+            std::memcmp(&p[i].value, &q[i].value, sizeof(double)) != 0)
+          FAIL("tag " << a.tags[t].tag << " point " << i << " differs");
+    }
+  };
+
+  write(file);
+  const scalar_run one = read(1);
+  CHECK(one.files_in_parts == 0);
+  CHECK(one.tag_names() == std::vector<std::string>{"loss", "lr", "grad_norm", "acc"});
+  CHECK(one.scalars == 6000 + 6000 + 2000 + 3000);
+  CHECK(one.skipped == 1 + 5 + 1);  // h's 6 values, the image
+  CHECK(one.tags[0].points.size() == 4000);
+  REQUIRE(one.notes.size() == 4);  // loss, lr, grad_norm, acc: steps repeated
+  // 2-7 threads: read in parts unless the search for a cut starts inside the image, where it
+  // finds a false record start; the part before then ends elsewhere, and the file is read
+  // again in one piece. The same run either way.
+  for (unsigned threads = 2; threads <= 7; ++threads) {
+    INFO(threads << " threads");
+    bool in_image = false;
+    for (unsigned i = 1; i < threads; ++i) {
+      const std::size_t near = file.size() / threads * i;
+      in_image = in_image || (near > image_at && near < image_at + image.size());
+    }
+    const scalar_run parts = read(threads);
+    same(parts, one);
+    CHECK(parts.files_in_parts == (in_image ? 0 : 1));
+  }
+  // The search for a cut: a real record start, and inside the image a false one.
+  const std::size_t some = starts[starts.size() / 3];
+  CHECK(detail::record_starts_after(path, file.size(), {some - 3}) ==
+        std::vector<std::uint64_t>{some});
+  const auto inside = detail::record_starts_after(path, file.size(), {file.size() / 2});
+  REQUIRE(inside.size() == 1);
+  CHECK(inside[0] > image_at);
+  CHECK(inside[0] < image_at + image.size());
+
+  // A value of h in the last part, its plugin named in the first: read again in one piece.
+  write(file + frame_record(event_with(4.0, 7000, field_bytes(1, "h") + field_fixed(2, 3.0f))));
+  const scalar_run late_h = read(3);
+  CHECK(late_h.files_in_parts == 0);
+  CHECK(late_h.skipped == one.skipped + 1);
+  same(late_h, read(1));
+
+  // Cut short, then corrupt in the first and in the last part: the same note and errors.
+  write(file.substr(0, file.size() - 3));
+  const scalar_run cut = read(1);
+  REQUIRE(cut.notes.size() == 5);
+  CHECK_THAT(cut.notes[0], Catch::Contains("the last record is cut short"));
+  for (unsigned threads = 2; threads <= 4; ++threads) same(read(threads), cut);
+  for (const std::size_t at : {starts[100], starts[starts.size() - 100]}) {
+    std::string bad = file;
+    bad[at + 14] ^= 0x10;
+    write(bad);
+    const std::string want = losslens::testing::error_of([&] { read(1); });
+    CHECK_THAT(want, Catch::Contains("offset " + std::to_string(at) + ": corrupt record"));
+    for (unsigned threads = 2; threads <= 4; ++threads)
+      CHECK(losslens::testing::error_of([&] { read(threads); }) == want);
+  }
   fs::remove_all(dir);
 }

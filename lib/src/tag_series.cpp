@@ -11,6 +11,63 @@ std::vector<std::string> tag_names(const std::vector<tag_series>& tags) {
   return out;
 }
 
+std::size_t tag_series_builder::index(std::string_view tag) {
+  const std::size_t n = tags_.size();
+  if (n > 0 && tags_[last_].tag == tag) return last_;
+  const std::size_t next = last_ + 1 < n ? last_ + 1 : 0;
+  if (n > 0 && tags_[next].tag == tag) {
+    last_ = next;
+  } else if (const auto it = index_.find(tag); it != index_.end()) {
+    last_ = it->second;
+  } else {
+    last_ = n;
+    index_.emplace(std::string(tag), n);
+    tags_.push_back({std::string(tag), {}});
+  }
+  return last_;
+}
+
+std::vector<tag_series> tag_series_builder::take() noexcept {
+  std::vector<tag_series> out = std::move(tags_);
+  tags_.clear();
+  index_.clear();
+  last_ = 0;
+  return out;
+}
+
+void tag_series_part::add(std::string_view tag, const tag_point& p) {
+  const std::size_t t = tags_.index(tag);
+  if (t == blocks_.size()) {
+    blocks_.emplace_back();
+    counts_.push_back(0);
+  }
+  auto& blocks = blocks_[t];
+  if (blocks.empty() || blocks.back().size() == block_) blocks.emplace_back().reserve(block_);
+  blocks.back().push_back(p);
+  ++counts_[t];
+}
+
+void tag_series_part::join(std::vector<tag_series_part>& parts, tag_series_builder& into) {
+  std::map<std::string, std::size_t, std::less<>> left;  // per tag: points not joined yet
+  for (const auto& part : parts)
+    for (std::size_t t = 0; t < part.counts_.size(); ++t)
+      left[part.tags_.all()[t].tag] += part.counts_[t];
+  for (auto& part : parts) {
+    for (std::size_t t = 0; t < part.blocks_.size(); ++t) {
+      const std::string& tag = part.tags_.all()[t].tag;
+      auto& points = into.series(tag).points;
+      std::size_t& rest = left.find(tag)->second;
+      points.reserve(points.size() + rest);  // once, at the tag's first part
+      rest -= part.counts_[t];
+      for (auto& b : part.blocks_[t]) {
+        points.insert(points.end(), b.begin(), b.end());
+        std::vector<tag_point>().swap(b);
+      }
+    }
+    part = tag_series_part();
+  }
+}
+
 void one_point_per_step(std::vector<tag_series>& tags, std::vector<std::string>& notes) {
   for (auto& t : tags) {
     auto& p = t.points;

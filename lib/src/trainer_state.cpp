@@ -4,11 +4,11 @@
 #include <fstream>
 #include <iterator>
 #include <limits>
-#include <map>
 
 #include <nlohmann/json.hpp>
 
 #include "losslens/error.hpp"
+#include "losslens/tag_series.hpp"
 
 namespace losslens {
 namespace {
@@ -104,7 +104,7 @@ trainer_state_log read_trainer_state(std::istream& in, const std::string& name) 
   log.name = name;
   if (auto g = doc.find("global_step"); g != doc.end() && g->is_number_integer())
     log.global_step = g->get<std::int64_t>();
-  std::map<std::string, std::size_t, std::less<>> index;
+  tag_series_builder keys;
   std::size_t summaries = 0;
   const json& history = doc["log_history"];
   for (std::size_t i = 0; i < history.size(); ++i) {
@@ -124,14 +124,10 @@ trainer_state_log read_trainer_state(std::istream& in, const std::string& name) 
       double v = 0;
       // `epoch` is on every entry, training and evaluation alike: the position, not a series.
       if (key == "step" || key == "epoch" || !number_of(value, v)) continue;
-      auto it = index.find(key);
-      if (it == index.end()) {
-        it = index.emplace(key, log.keys.size()).first;
-        log.keys.push_back({key, {}});
-      }
-      log.keys[it->second].points.push_back({step->get<std::int64_t>(), 0.0, v});
+      keys.series(key).points.push_back({step->get<std::int64_t>(), 0.0, v});
     }
   }
+  log.keys = keys.take();
   // The Trainer logs the mean of the losses since its last entry, and the grad norm of the
   // entry's own step.
   if (auto every = doc.find("logging_steps");

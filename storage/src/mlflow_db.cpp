@@ -3,15 +3,18 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <limits>
-#include <map>
+#include <thread>
 
 #include <sqlite3.h>
 
 #include "detail/schema.hpp"
 #include "detail/sqlite.hpp"
 #include "losslens/error.hpp"
+#include "losslens/parallel_for.hpp"
+#include "losslens/tag_series.hpp"
 
 namespace losslens::storage {
 namespace {
@@ -54,6 +57,28 @@ auto reading(const std::string& path, Fn&& fn) {
   }
 }
 
+// The metric rows of a run with rowids in [from, to], in rowid order, each into its key's
+// series; on a connection of its own (one per thread).
+void read_rows(const std::string& path, const std::string& run_id, std::int64_t from,
+               std::int64_t to, tag_series_part& out) {
+  const db_handle db = open_read_only(path);
+  statement st(db.get(),
+               "SELECT key, value, step, timestamp, is_nan FROM metrics WHERE run_uuid = ?1 AND "
+               "rowid BETWEEN ?2 AND ?3 ORDER BY rowid");
+  st.bind(1, run_id).bind(2, from).bind(3, to);
+  constexpr double largest = std::numeric_limits<double>::max();
+  while (st.step()) {
+    tag_point p;
+    p.value = st.real(1);
+    // SQL has no NaN or Inf: MLflow writes 0 with is_nan set, and the largest double.
+    if (st.int64(4) != 0) p.value = std::numeric_limits<double>::quiet_NaN();
+    if (std::fabs(p.value) == largest) p.value = std::copysign(HUGE_VAL, p.value);
+    p.step = st.int64(2);
+    p.wall_time = double(st.int64(3)) / 1000.0;
+    out.add(st.text_view(0), p);
+  }
+}
+
 }  // namespace
 
 bool is_sqlite_file(const std::string& path) noexcept {
@@ -86,7 +111,8 @@ std::vector<mlflow_db_run> find_mlflow_db_runs(const std::string& path) {
   });
 }
 
-mlflow_run read_mlflow_db_run(const std::string& path, const std::string& run_id) {
+mlflow_run read_mlflow_db_run(const std::string& path, const std::string& run_id,
+                              const mlflow_db_read_options& options) {
   const db_handle db = open_read_only(path);
   return reading(path, [&] {
     mlflow_run run;
@@ -99,41 +125,38 @@ mlflow_run read_mlflow_db_run(const std::string& path, const std::string& run_id
     // In the order written (rowid), which the index on run_uuid gives without sorting (ORDER
     // BY key sorted every row of the run in a temporary B-tree: most of the read); the rows go
     // to their key's series here, so within a key they stay in the order written and
-    // one_point_per_step keeps the last of a step. Then the keys in order, as SQLite compares
-    // text (bytes, as std::string does).
-    statement st(db.get(),
-                 "SELECT key, value, step, timestamp, is_nan FROM metrics WHERE run_uuid = ?1 "
-                 "ORDER BY rowid");
-    st.bind(1, run_id);
-    constexpr double largest = std::numeric_limits<double>::max();
-    // The row's series: the one of the row before or the one after it (keys logged one at a
-    // time, or together at each step in the same order), else looked up.
-    std::map<std::string, std::size_t, std::less<>> series;
-    std::size_t last = 0;
-    while (st.step()) {
-      const std::string_view key = st.text_view(0);
-      const std::size_t n = run.metrics.size();
-      if (n == 0 || run.metrics[last].tag != key) {
-        const std::size_t next = last + 1 < n ? last + 1 : 0;
-        if (n > 0 && run.metrics[next].tag == key) {
-          last = next;
-        } else if (const auto it = series.find(key); it != series.end()) {
-          last = it->second;
-        } else {
-          last = n;
-          series.emplace(std::string(key), last);
-          run.metrics.push_back({std::string(key), {}});
-        }
+    // one_point_per_step keeps the last of a step. A long run is read in rowid ranges on the
+    // machine's cores, one connection each, joined in rowid order. Then the keys in order, as
+    // SQLite compares text (bytes, as std::string does).
+    // (Not min() and max(): SQLite takes them by scanning every index entry of the run.)
+    statement first(db.get(),
+                    "SELECT rowid FROM metrics WHERE run_uuid = ?1 ORDER BY rowid LIMIT 1");
+    statement last(db.get(),
+                   "SELECT rowid FROM metrics WHERE run_uuid = ?1 ORDER BY rowid DESC LIMIT 1");
+    first.bind(1, run_id);
+    last.bind(1, run_id);
+    if (!first.step() || !last.step()) return run;  // no metrics
+    const std::int64_t lo = first.int64(0), hi = last.int64(0);
+    const unsigned threads =
+        options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
+    const std::int64_t parts = std::clamp<std::int64_t>(
+        (hi - lo + 1) / std::max<std::int64_t>(1, options.rows_per_part), 1, threads);
+    std::vector<tag_series_part> points(static_cast<std::size_t>(parts));
+    std::vector<std::exception_ptr> errors(points.size());
+    parallel_for(points.size(), unsigned(parts), [&](std::size_t i) {
+      const std::int64_t from = lo + (hi - lo + 1) / parts * std::int64_t(i);
+      const std::int64_t to = i + 1 == points.size() ? hi : from + (hi - lo + 1) / parts - 1;
+      try {
+        reading(path, [&] { read_rows(path, run_id, from, to, points[i]); });
+      } catch (...) {
+        errors[i] = std::current_exception();
       }
-      tag_point p;
-      p.value = st.real(1);
-      // SQL has no NaN or Inf: MLflow writes 0 with is_nan set, and the largest double.
-      if (st.int64(4) != 0) p.value = std::numeric_limits<double>::quiet_NaN();
-      if (std::fabs(p.value) == largest) p.value = std::copysign(HUGE_VAL, p.value);
-      p.step = st.int64(2);
-      p.wall_time = double(st.int64(3)) / 1000.0;
-      run.metrics[last].points.push_back(p);
-    }
+    });
+    for (const auto& e : errors)
+      if (e) std::rethrow_exception(e);
+    tag_series_builder series;
+    tag_series_part::join(points, series);
+    run.metrics = series.take();
     std::sort(run.metrics.begin(), run.metrics.end(),
               [](const tag_series& a, const tag_series& b) { return a.tag < b.tag; });
     one_point_per_step(run.metrics, run.notes);

@@ -50,6 +50,9 @@ struct event_reader::parsed {
 event_reader::event_reader(const std::string& path)
     : records_(path), parsed_(std::make_unique<parsed>()) {}
 
+event_reader::event_reader(const std::string& path, std::uint64_t start, std::uint64_t end)
+    : records_(path, start, end), parsed_(std::make_unique<parsed>()) {}
+
 event_reader::event_reader(std::istream& in, std::string name)
     : records_(in, std::move(name)), parsed_(std::make_unique<parsed>()) {}
 
@@ -63,7 +66,7 @@ void event_reader::fail(const std::string& reason) const {
 bool event_reader::next_record() {
   if (!records_.next(buffer_)) return false;
   ++stats_.records;
-  parsed_->event = nullptr;
+  parsed_->event = nullptr;  // Reset frees it: no dangling event if what follows throws
   if (stats_.records % parsed::reset_every == 0) parsed_->arena.Reset();
   parsed_->event = google::protobuf::Arena::CreateMessage<pb::Event>(&parsed_->arena);
   if (!parsed_->event->ParseFromString(buffer_))
@@ -85,16 +88,15 @@ bool event_reader::next(scalar_value& v) {
     }
     const pb::Summary::Value& sv = event->summary().value(value_index_++);
     // A tag's plugin is named on its first value only (TensorBoard's writers); remember it.
-    auto known = scalar_tag_.find(sv.tag());
+    auto known = plugins_.find(sv.tag());
+    if (known == plugins_.end()) known = plugins_.emplace(sv.tag(), tag_plugin{}).first;
+    tag_plugin& plugin = known->second;
     if (sv.has_metadata() && sv.metadata().has_plugin_data()) {
-      const bool scalars = sv.metadata().plugin_data().plugin_name() == "scalars" ||
-                           sv.metadata().plugin_data().plugin_name().empty();
-      if (known == scalar_tag_.end())
-        known = scalar_tag_.emplace(sv.tag(), scalars).first;
-      else
-        known->second = scalars;
+      plugin.named = true;
+      plugin.scalars = sv.metadata().plugin_data().plugin_name() == "scalars" ||
+                       sv.metadata().plugin_data().plugin_name().empty();
     }
-    if (known != scalar_tag_.end() && !known->second) {
+    if (!plugin.scalars) {
       ++stats_.skipped;
       continue;
     }
@@ -134,6 +136,7 @@ bool event_reader::next(scalar_value& v) {
       ++stats_.skipped;  // an image, a histogram, audio...
       continue;
     }
+    if (!plugin.named) ++plugin.unnamed_values;
     v.tag = sv.tag();
     v.step = event->step();
     v.wall_time = event->wall_time();

@@ -27,6 +27,14 @@ record_reader::record_reader(const std::string& path) : name_(path) {
   in_ = file_.get();
 }
 
+record_reader::record_reader(const std::string& path, std::uint64_t start, std::uint64_t end)
+    : record_reader(path) {
+  if (start > 0 && !file_->seekg(std::streamoff(start)))
+    throw error(path + ": cannot seek to offset " + std::to_string(start));
+  offset_ = start;
+  end_ = end;
+}
+
 record_reader::record_reader(std::istream& in, std::string name)
     : in_(&in), name_(std::move(name)) {}
 
@@ -62,16 +70,26 @@ bool record_reader::refill() {
   return got > 0;
 }
 
+std::string record_reader::truncated(std::uint64_t earlier) const {
+  if (cut_.empty()) return {};
+  return name_ + ": offset " + std::to_string(cut_at_) + ": the last record is cut short (" + cut_ +
+         "): read the " + std::to_string(earlier + records_) +
+         " complete records before it (a run still being written?)";
+}
+
 bool record_reader::next(std::string& data) {
   if (done_) return false;
   const std::uint64_t start = offset_;
+  if (start >= end_) {
+    done_ = true;
+    return false;
+  }
   unsigned char header[12];
   const std::size_t got = read(reinterpret_cast<char*>(header), sizeof header);
-  auto cut = [&](const std::string& what) {
+  auto cut = [&](std::string what) {
     done_ = true;
-    truncated_ = name_ + ": offset " + std::to_string(start) + ": the last record is cut short (" +
-                 what + "): read the " + std::to_string(records_) +
-                 " complete records before it (a run still being written?)";
+    cut_at_ = start;
+    cut_ = std::move(what);
     return false;
   };
   if (got == 0) {

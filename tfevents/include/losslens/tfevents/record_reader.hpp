@@ -24,6 +24,11 @@ class record_reader {
  public:
   /// Opens the file. Throws losslens::error when it cannot be opened.
   explicit record_reader(const std::string& path);
+  /// Reads the records of the file from byte `start` (where a record begins) up to byte `end`:
+  /// next() returns false at the first record that starts at or after `end`, and offset() then
+  /// says where that is (one part of a file read in parts). Throws losslens::error when the
+  /// file cannot be opened or positioned.
+  record_reader(const std::string& path, std::uint64_t start, std::uint64_t end);
   /// Reads from a stream that outlives the reader; `name` appears in messages.
   record_reader(std::istream& in, std::string name);
   ~record_reader();
@@ -33,11 +38,15 @@ class record_reader {
   bool next(std::string& data);
   /// Byte offset of the record last returned by next().
   std::uint64_t record_offset() const noexcept { return record_offset_; }
+  /// Bytes consumed from the start of the file: after next() returned false at the `end` of a
+  /// part, the offset of the first record not read.
+  std::uint64_t offset() const noexcept { return offset_; }
   /// Records returned so far.
   std::uint64_t records() const noexcept { return records_; }
   /// When the file ended inside a record: "NAME: offset N: ..." saying what was cut and that
-  /// the records before it were read; empty otherwise.
-  const std::string& truncated() const noexcept { return truncated_; }
+  /// the records before it were read (this reader's, plus `earlier` records of the file before
+  /// its start); empty otherwise.
+  std::string truncated(std::uint64_t earlier = 0) const;
   /// The name used in messages.
   const std::string& name() const noexcept { return name_; }
 
@@ -57,7 +66,9 @@ class record_reader {
   std::uint64_t offset_ = 0;         // bytes consumed
   std::uint64_t record_offset_ = 0;  // start of the record last returned
   std::uint64_t records_ = 0;
-  std::string truncated_;
+  std::uint64_t end_ = UINT64_MAX;  // no record starting here or later is read
+  std::uint64_t cut_at_ = 0;        // the cut-short last record: its offset and what was cut
+  std::string cut_;
   bool done_ = false;
 };
 

@@ -40,20 +40,35 @@ using tag_series = losslens::tag_series;
 struct scalar_run {
   std::string name;
   std::vector<std::string> files;
-  std::vector<tag_series> tags;    ///< in order of first appearance
-  std::uint64_t records = 0;       ///< events read
-  std::uint64_t scalars = 0;       ///< scalar values read
-  std::uint64_t skipped = 0;       ///< non-scalar summary values skipped
-  std::vector<std::string> notes;  ///< a cut-short last record, steps re-ordered or repeated
+  std::vector<tag_series> tags;      ///< in order of first appearance
+  std::uint64_t records = 0;         ///< events read
+  std::uint64_t scalars = 0;         ///< scalar values read
+  std::uint64_t skipped = 0;         ///< non-scalar summary values skipped
+  std::uint64_t files_in_parts = 0;  ///< files read in parts on several threads (read_options)
+  std::vector<std::string> notes;    ///< a cut-short last record, steps re-ordered or repeated
 
   /// The tag names, in order.
   std::vector<std::string> tag_names() const;
 };
 
+/// How read_scalar_run reads each file.
+struct read_options {
+  /// A file is read in parts, one per thread, when each part gets at least this many bytes;
+  /// the result is the same as one thread's (see read_scalar_run).
+  std::uint64_t part_bytes = std::uint64_t(4) << 20;
+  /// Threads (parts) at most for one file; 0: as many as the machine has CPUs.
+  unsigned threads = 0;
+};
 /// Reads every scalar of the run's files (in order). Within a tag, points are sorted by step;
 /// when a step repeats (a restarted run that logged it again), the one written last is kept,
 /// with a note. Throws losslens::error ("FILE: offset N: reason") on a corrupt record.
-scalar_run read_scalar_run(const run_files& run);
+///
+/// A large file is read in parts on several threads (options), cut where records start and
+/// joined in file order, with the same result, notes and errors as reading it in one piece: a
+/// tag's plugin named before a part's start decides that part's values of the tag, and a file
+/// whose parts do not join up exactly (an error in one, a cut in the middle of a record) is
+/// read again in one piece.
+scalar_run read_scalar_run(const run_files& run, const read_options& options = {});
 /// The same for one event file in a stream (e.g. in memory); `name` appears in messages and is
 /// the run's name.
 scalar_run read_scalar_run(std::istream& in, const std::string& name);
