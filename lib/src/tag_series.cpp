@@ -76,19 +76,21 @@ void one_point_per_step(std::vector<tag_series>& tags, std::vector<std::string>&
     if (std::is_sorted(p.begin(), p.end(), by_step) &&
         std::adjacent_find(p.begin(), p.end(), same_step) == p.end())
       continue;
-    std::stable_sort(p.begin(), p.end(), by_step);  // keeps the write order within a step
-    std::vector<tag_point> kept;
-    kept.reserve(p.size());
-    for (const auto& x : p) {
-      if (!kept.empty() && kept.back().step == x.step)
-        kept.back() = x;
+    if (!std::is_sorted(p.begin(), p.end(), by_step))
+      std::stable_sort(p.begin(), p.end(), by_step);  // keeps the write order within a step
+    // In place, the last of each step kept (a copy held the tag twice at once).
+    std::size_t kept = 0;
+    for (std::size_t i = 0; i < p.size(); ++i) {
+      if (kept > 0 && p[kept - 1].step == p[i].step)
+        p[kept - 1] = p[i];
       else
-        kept.push_back(x);
+        p[kept++] = p[i];
     }
-    notes.push_back("tag '" + t.tag + "': " + std::to_string(p.size() - kept.size()) +
+    notes.push_back("tag '" + t.tag + "': " + std::to_string(p.size() - kept) +
                     " repeated steps (a restarted run?): kept the value written last; points "
                     "sorted by step");
-    p = std::move(kept);
+    p.resize(kept);
+    if (kept < p.capacity() / 2) p.shrink_to_fit();  // a copy of what is kept, when it pays
   }
 }
 
