@@ -7,9 +7,13 @@
 
 namespace losslens {
 
+unsigned thread_count(unsigned threads) noexcept {
+  return threads > 0 ? threads : std::max(1u, std::thread::hardware_concurrency());
+}
+
 void parallel_for(std::size_t count, unsigned threads,
                   const std::function<void(std::size_t)>& task) noexcept {
-  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  threads = thread_count(threads);
   std::atomic<std::size_t> next{0};
   auto work = [&] {
     for (std::size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < count;) task(i);

@@ -6,7 +6,6 @@
 #include <exception>
 #include <fstream>
 #include <limits>
-#include <thread>
 
 #include <sqlite3.h>
 
@@ -58,11 +57,10 @@ auto reading(const std::string& path, Fn&& fn) {
 }
 
 // The metric rows of a run with rowids in [from, to], in rowid order, each into its key's
-// series; on a connection of its own (one per thread).
-void read_rows(const std::string& path, const std::string& run_id, std::int64_t from,
-               std::int64_t to, tag_series_part& out) {
-  const db_handle db = open_read_only(path);
-  statement st(db.get(),
+// series, on `db` (a connection is used by one thread at a time).
+void read_rows(sqlite3* db, const std::string& run_id, std::int64_t from, std::int64_t to,
+               tag_series_part& out) {
+  statement st(db,
                "SELECT key, value, step, timestamp, is_nan FROM metrics WHERE run_uuid = ?1 AND "
                "rowid BETWEEN ?2 AND ?3 ORDER BY rowid");
   st.bind(1, run_id).bind(2, from).bind(3, to);
@@ -137,23 +135,29 @@ mlflow_run read_mlflow_db_run(const std::string& path, const std::string& run_id
     last.bind(1, run_id);
     if (!first.step() || !last.step()) return run;  // no metrics
     const std::int64_t lo = first.int64(0), hi = last.int64(0);
-    const unsigned threads =
-        options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
+    const unsigned threads = thread_count(options.threads);
     const std::int64_t parts = std::clamp<std::int64_t>(
         (hi - lo + 1) / std::max<std::int64_t>(1, options.rows_per_part), 1, threads);
     std::vector<tag_series_part> points(static_cast<std::size_t>(parts));
-    std::vector<std::exception_ptr> errors(points.size());
-    parallel_for(points.size(), unsigned(parts), [&](std::size_t i) {
-      const std::int64_t from = lo + (hi - lo + 1) / parts * std::int64_t(i);
-      const std::int64_t to = i + 1 == points.size() ? hi : from + (hi - lo + 1) / parts - 1;
-      try {
-        reading(path, [&] { read_rows(path, run_id, from, to, points[i]); });
-      } catch (...) {
-        errors[i] = std::current_exception();
-      }
-    });
-    for (const auto& e : errors)
-      if (e) std::rethrow_exception(e);
+    if (parts == 1) {
+      read_rows(db.get(), run_id, lo, hi, points[0]);  // a short run: on this connection
+    } else {
+      std::vector<std::exception_ptr> errors(points.size());
+      parallel_for(points.size(), unsigned(parts), [&](std::size_t i) {
+        const std::int64_t from = lo + (hi - lo + 1) / parts * std::int64_t(i);
+        const std::int64_t to = i + 1 == points.size() ? hi : from + (hi - lo + 1) / parts - 1;
+        try {
+          reading(path, [&] {
+            const db_handle own = open_read_only(path);  // a connection per thread
+            read_rows(own.get(), run_id, from, to, points[i]);
+          });
+        } catch (...) {
+          errors[i] = std::current_exception();
+        }
+      });
+      for (const auto& e : errors)
+        if (e) std::rethrow_exception(e);
+    }
     tag_series_builder series;
     tag_series_part::join(points, series);
     run.metrics = series.take();

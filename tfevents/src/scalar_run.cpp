@@ -5,7 +5,6 @@
 #include <filesystem>
 #include <map>
 #include <memory>
-#include <thread>
 
 #include "losslens/error.hpp"
 #include "detail/record_split.hpp"
@@ -139,7 +138,7 @@ void read_file(scalar_run& run, tag_series_builder& tags, const std::string& pat
                const read_options& options) {
   std::error_code ec;
   const std::uint64_t size = fs::file_size(path, ec);
-  unsigned threads = options.threads > 0 ? options.threads : std::thread::hardware_concurrency();
+  unsigned threads = thread_count(options.threads);
   if (!ec && options.part_bytes > 0)
     threads = unsigned(std::min<std::uint64_t>(threads, size / options.part_bytes));
   if (!ec && threads > 1 && read_in_parts(run, tags, path, size, threads)) return;

@@ -8,6 +8,10 @@
 
 namespace losslens {
 
+/// How many threads a read asked to use `threads` (0: the machine's) may start: `threads`, or
+/// the machine's CPU count (at least 1) when 0. Thread-safe.
+unsigned thread_count(unsigned threads) noexcept;
+
 /// Calls task(i) once for every i in [0, count), on up to `threads` threads (the calling thread
 /// among them; 0: as many as the machine has CPUs), and returns when every call has returned.
 /// Which thread runs which i is not fixed: each task writes its own result (and catches its own
