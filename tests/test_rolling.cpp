@@ -88,6 +88,37 @@ TEST_CASE("lazy_median: median and largest value equal a sorted copy at every pu
   }
 }
 
+TEST_CASE("lazy_median: the largest value, kept as values come, through NaN and falling runs") {
+  // max() is updated by push() and rescans only when its value leaves the window: falling runs
+  // (a rescan at every push), rising runs, ties, NaN (skipped, as ring::max skips it) and
+  // windows of NaN only (-Inf).
+  std::mt19937_64 rng(11);
+  std::uniform_real_distribution<double> u(0, 1);
+  const double qnan = std::numeric_limits<double>::quiet_NaN();
+  for (std::size_t w : {1u, 2u, 3u, 7u, 16u, 33u}) {
+    lazy_median l(w);
+    std::deque<double> window;
+    double level = 100;
+    for (int i = 0; i < 4000; ++i) {
+      const int phase = (i / 97) % 5;
+      double x = phase == 0   ? (level -= 1)                    // falling
+                 : phase == 1 ? (level += 1)                    // rising
+                 : phase == 2 ? double(rng() % 3)               // ties
+                 : phase == 3 ? (u(rng) < 0.7 ? qnan : u(rng))  // mostly NaN
+                 : rng() % 2  ? -std::numeric_limits<double>::infinity()
+                              : u(rng);
+      if (i >= 3000 && i < 3000 + 2 * int(w)) x = qnan;  // a window of NaN only
+      l.push(x);
+      window.push_back(x);
+      if (window.size() > w) window.pop_front();
+      double want = -std::numeric_limits<double>::infinity();
+      for (double v : window)
+        if (v >= want) want = v;
+      REQUIRE(l.max() == want);
+    }
+  }
+}
+
 TEST_CASE("clipped_scale: values beyond 8 robust scales of the last 16 are clipped to them") {
   // The rule written out with a sorted copy of the window (log scale while every value is
   // positive, then linear from the first value <= 0 on, the window restarted).

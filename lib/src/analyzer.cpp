@@ -333,6 +333,8 @@ analyzer::analyzer(sample_schema schema, detector_options options, finding_route
   level_ = std::make_unique<core::detail::level_filter>();
   scale_ = std::make_unique<core::detail::clipped_scale>();
   detectors_ = core::detail::make_detectors(options_, *schema_);
+  for (const auto& d : detectors_)
+    if (!d->flags_only()) unflagged_.push_back(d.get());
   source_ = router_->add_source("detectors");
   // Last, once nothing can throw.
   router_->set_refresh(source_, refresh_of(log_.get(), schema_.get(), router_, source_));
@@ -471,7 +473,11 @@ void analyzer::run_rules(core::detail::step_context& ctx) {
   // also parses the rows, and this evens the two threads' work.
   ctx.level_loss = level_->update(ctx.total_loss);
   ctx.loss_range = level_->range();
-  for (auto& d : detectors_) d->observe(ctx, *log_);
+  if (s.param_flags.empty()) {
+    for (core::detail::detector* d : unflagged_) d->observe(ctx, *log_);
+  } else {
+    for (auto& d : detectors_) d->observe(ctx, *log_);
+  }
   log_->flush(s.step, options_.update_interval, options_.max_update_interval, *schema_,
               &analyzer::notify, this);
 }

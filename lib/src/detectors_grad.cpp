@@ -53,16 +53,24 @@ class non_finite final : public detector {
   };
 
   /// The series is `fixed`, or task `task`'s loss; its name is built only for a finding.
+  /// Inlined: a finite value (every step but a few) only updates the state.
   void check(const step_context& ctx, finding_log& log, std::size_t k,
              const std::optional<double>& v, const char* fixed, int task, int param) {
     if (!v) return;
     state& st = st_[k];
-    const std::int64_t step = ctx.s->step;
     if (std::isfinite(*v)) {
       st.last_finite = *v;
-      st.last_finite_step = step;
+      st.last_finite_step = ctx.s->step;
       return;
     }
+    report(ctx, log, st, *v, fixed, task, param);
+  }
+
+  // Out of line, so that the finite path does not pay for this one's frame.
+  [[gnu::noinline]] void report(const step_context& ctx, finding_log& log, state& st,
+                                const double value, const char* fixed, int task, int param) {
+    const std::optional<double> v = value;
+    const std::int64_t step = ctx.s->step;
     const std::string series =
         task >= 0 ? task_series(*ctx.schema, static_cast<std::size_t>(task)) : std::string(fixed);
     auto [f, is_new] = open_or_extend(log, this, st.ep, step, gap_, [&] {

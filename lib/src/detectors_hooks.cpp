@@ -43,6 +43,7 @@ class flag_rule final : public detector {
   flag_rule(const flag_rule_spec& spec, std::uint8_t bit, int patience, const sample_schema& schema)
       : spec_(spec), bit_(bit), patience_(patience), last_flags_(schema.params.size(), 0) {}
 
+  bool flags_only() const noexcept override { return true; }
   void observe(const step_context& ctx, finding_log& log) override {
     const sample& s = *ctx.s;
     if (s.param_flags.empty()) return;    // no hooks behind this sample
@@ -168,6 +169,7 @@ class not_updated final : public detector {
         optimizer_(o.optimizer),
         last_flags_(schema.params.size(), 0) {}
 
+  bool flags_only() const noexcept override { return true; }
   void observe(const step_context& ctx, finding_log& log) override {
     const sample& s = *ctx.s;
     if (s.param_flags.empty()) return;

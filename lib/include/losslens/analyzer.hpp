@@ -111,6 +111,9 @@ class analyzer {
   std::unique_ptr<core::detail::level_filter> level_;
   std::unique_ptr<core::detail::clipped_scale> scale_;
   std::vector<std::unique_ptr<core::detail::detector>> detectors_;
+  // The same rules in the same order less those that only read param_flags: what a sample
+  // without them (every CSV row, most offline logs) runs.
+  std::vector<core::detail::detector*> unflagged_;
   double last_lr_ = std::numeric_limits<double>::quiet_NaN();
   double last_lr_min_ = std::numeric_limits<double>::quiet_NaN();
   double last_lr_max_ = std::numeric_limits<double>::quiet_NaN();

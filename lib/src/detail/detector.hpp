@@ -165,6 +165,9 @@ class detector {
  public:
   virtual ~detector() = default;
   virtual void observe(const step_context& ctx, finding_log& log) = 0;
+  /// True when observe() reads only sample::param_flags and does nothing on a sample without
+  /// them: the analyzer then skips it on such samples.
+  virtual bool flags_only() const noexcept { return false; }
   /// Rebuilds f.message (and f.advice where it quotes changing numbers) from f's evidence.
   virtual void describe(finding& f, const sample_schema& schema) const = 0;
 };

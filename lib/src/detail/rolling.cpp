@@ -31,6 +31,7 @@ std::size_t count_in_block(const double* v, double a) noexcept {
 #if defined(__SSE2__)
   const __m128d va = _mm_set1_pd(a);
   __m128i c0 = _mm_setzero_si128(), c1 = c0;
+#pragma GCC unroll 4  // -O2 does not unroll: the loop's own counting was a quarter of it
   for (std::size_t i = 0; i < block; i += 4) {
     const __m128d x0 = _mm_loadu_pd(v + i), x1 = _mm_loadu_pd(v + i + 2);
     // A true compare is all ones, i.e. -1: subtracting it counts.
@@ -356,6 +357,18 @@ void lagged_tail::recompute() noexcept {
   upper_ = kth_smallest(scratch_.data(), total, total - want);
   current_ = current_ + 1 == blocks_ ? 0 : current_ + 1;
   counts_[current_] = 0;
+}
+
+void lazy_median::rescan_max() noexcept {
+  // Only called on a full window (max_left_ counts from capacity): the value at index i (0 the
+  // oldest) leaves after i + 1 more pushes. Ties take the newest, which stays longest.
+  max_ = -std::numeric_limits<double>::infinity();
+  max_left_ = values_.capacity();  // none found (all NaN): look again after a window
+  for (std::size_t i = 0; i < values_.size(); ++i)
+    if (values_[i] >= max_) {
+      max_ = values_[i];
+      max_left_ = i + 1;
+    }
 }
 
 double lazy_median::median() noexcept {

@@ -230,18 +230,34 @@ class lagged_tail {
 /// rarely: a held episode deciding whether the series recovered).
 class lazy_median {
  public:
-  explicit lazy_median(std::size_t window) : values_(window), scratch_(window) {}
-  void push(double x) noexcept { values_.push(x); }
+  explicit lazy_median(std::size_t window) : values_(window), scratch_(window), max_left_(window) {}
+  void push(double x) noexcept {
+    values_.push(x);
+    // The largest value is kept as values come: a pass over the window only when it leaves.
+    if (x >= max_) {
+      max_ = x;
+      max_left_ = values_.capacity();
+    } else if (--max_left_ == 0) {
+      rescan_max();
+    }
+  }
   std::size_t count() const noexcept { return values_.size(); }
   /// NaN when empty. The same value as sorted_window::median() of the same values.
   double median() noexcept;
-  /// The largest value (-Inf when empty): a bound on the median that costs a pass over the
-  /// window, for rules that need the median only when it could cross a bar.
-  double max() const noexcept { return values_.max(); }
+  /// The largest value (-Inf when empty; NaN values are skipped), as ring::max() gives it: a
+  /// bound on the median for rules that need the median only when it could cross a bar.
+  /// O(1): kept up to date by push().
+  double max() const noexcept { return max_; }
 
  private:
+  void rescan_max() noexcept;
+
   ring values_;
   std::vector<double> scratch_;
+  double max_ = -std::numeric_limits<double>::infinity();
+  // Pushes until the value max_ was taken from leaves the window (its newest occurrence); at
+  // first, until the window is full.
+  std::size_t max_left_;
 };
 
 /// Exponential moving average with Adam's bias correction: the weights of the values seen so
