@@ -458,23 +458,21 @@ bool analyzer::prepare(const sample& s, core::detail::step_context& ctx) noexcep
     ctx.first_non_finite_norm = sum.first_non_finite;
   }
   grad_->update(ctx);
-  return true;
-}
-
-void analyzer::run_rules(core::detail::step_context& ctx) {
-  const sample& s = *ctx.s;
-  // The loss's level filter and working scale here rather than in prepare(): in
-  // observe_stream() the reader's thread also parses the rows, and this evens the two
-  // threads' work (valgrind, a 4-column CSV: 2905 instructions per row on the reader's
-  // thread against 2248 here with the working scale there).
-  ctx.level_loss = level_->update(ctx.total_loss);
-  ctx.loss_range = level_->range();
   if (std::isfinite(ctx.total_loss)) {
     double y = 0;
     ctx.work_reset = scale_->push(ctx.total_loss, ctx.log_loss, y);
     ctx.work_loss = y;
   }
   ctx.work_log = scale_->log_scale();
+  return true;
+}
+
+void analyzer::run_rules(core::detail::step_context& ctx) {
+  const sample& s = *ctx.s;
+  // The level filter here rather than in prepare(): in observe_stream() the reader's thread
+  // also parses the rows, and this evens the two threads' work.
+  ctx.level_loss = level_->update(ctx.total_loss);
+  ctx.loss_range = level_->range();
   if (s.param_flags.empty()) {
     for (core::detail::detector* d : unflagged_) d->observe(ctx, *log_);
   } else {

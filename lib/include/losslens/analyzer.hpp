@@ -93,8 +93,8 @@ class analyzer {
   analyzer(sample_schema schema, detector_options options, finding_router* router);
   static void notify(void* self, const finding& f, core::detail::publication p);
   // observe() in two halves: most of the shared numbers (false for an out-of-order step),
-  // which observe_stream() runs on its reader's thread, then the loss's level filter and
-  // working scale, and the rules.
+  // which observe_stream() runs on its reader's thread, then the loss's level filter and the
+  // rules.
   bool prepare(const sample& s, core::detail::step_context& ctx) noexcept;
   void run_rules(core::detail::step_context& ctx);
 
