@@ -64,6 +64,53 @@ TEST_CASE("non_finite prefers the parameter order reported by the hooks") {
   CHECK(a.findings()[0].evidence_value("value") == INFINITY);
 }
 
+TEST_CASE("the rules on the hooks' flags see the flagged steps among steps without flags") {
+  // Steps without param_flags (an offline log, or steps before the hooks were attached) skip
+  // the rules that read only the flags: the flagged steps after them are still reported from
+  // their first step, and findings and their order are those of a run whose unflagged steps
+  // carry flags that are all clear.
+  sample_schema schema{{}, {"w", "b"}};
+  auto run = [&](bool clear_flags_present) {
+    analyzer a(schema);
+    for (std::int64_t step = 0; step < 120; ++step) {
+      sample s;
+      s.step = step;
+      s.loss = 2.0 - 0.001 * double(step) + (step == 90 ? 40.0 : 0.0);  // a spike at 90
+      s.grad_norm = 1.0;
+      s.param_grad_norms = {0.8, 0.2};
+      if (step >= 60 && step < 100) {
+        s.param_flags = {param_flag::stale_grad, 0};  // w's gradient was not cleared
+        if (step >= 80) s.param_flags[1] = param_flag::grad_cleared;
+      } else if (clear_flags_present) {
+        s.param_flags = {0, 0};
+      }
+      a.observe(s);
+    }
+    a.flush();
+    return a.findings();
+  };
+  const auto without = run(false), with = run(true);
+  const auto stale = of_kind(without, "missing_zero_grad");
+  REQUIRE(stale.size() == 1);
+  CHECK(stale[0].first_step == 60);
+  CHECK(stale[0].last_step == 99);
+  CHECK(stale[0].evidence_value("parameters") == 1);
+  CHECK(stale[0].evidence_value("of_parameters") == 2);
+  const auto order = of_kind(without, "call_order");
+  REQUIRE(order.size() == 1);
+  CHECK(order[0].first_step == 80);
+  CHECK(!of_kind(without, "loss_spike").empty());
+  REQUIRE(without.size() == with.size());
+  for (std::size_t i = 0; i < without.size(); ++i) {
+    INFO(i << ": " << without[i].kind);
+    CHECK(without[i].id == with[i].id);
+    CHECK(without[i].kind == with[i].kind);
+    CHECK(without[i].first_step == with[i].first_step);
+    CHECK(without[i].last_step == with[i].last_step);
+    CHECK(without[i].message == with[i].message);
+  }
+}
+
 TEST_CASE("non_finite episodes: one per run of bad steps, merged across short gaps") {
   sample_schema schema;
   detector_options o;
