@@ -3,11 +3,13 @@
 
 #include <catch2/catch.hpp>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -294,6 +296,62 @@ TEST_CASE("observe_stream finds what observe() finds, sample by sample, and stop
                     "runs.csv:5002: 'x' is not a number");
   CHECK(two.steps() == one.steps());
   CHECK(json_of(two.findings()) == json_of(one.findings()));
+}
+
+TEST_CASE("observe_stream: the loss's working scale on either thread finds what observe() finds") {
+  // observe_stream takes the loss's working scale on the reader's thread and moves it to the
+  // rules' thread when the rules keep waiting for rows (batches 8 to 32 of 1024 rows). A
+  // source that pauses at every batch makes the reading the slower half (the scale moves);
+  // rules that pause at every batch keep it where it is. Either way the findings are
+  // observe()'s, through oscillation and divergence (which read the working scale) after the
+  // move, and a loss that falls through 0 there (the scale goes linear on the rules' thread).
+  std::vector<sample> rows;
+  sample_schema schema;
+  for (int r = 0; rows.size() < 45000; ++r) {
+    const trace t = r % 3 == 0   ? oscillation_trace(std::uint64_t(r))
+                    : r % 3 == 1 ? divergence_trace(std::uint64_t(r))
+                                 : spike_trace(std::uint64_t(r));
+    schema = t.schema;
+    const std::int64_t base = rows.empty() ? 0 : rows.back().step + 1;
+    for (sample s : t.samples) {
+      s.step += base;
+      rows.push_back(std::move(s));
+    }
+  }
+  std::mt19937_64 rng(5);
+  std::normal_distribution<double> noise(0, 0.02);
+  for (int i = 0; i < 6000; ++i) {  // through 0, then a bounce on the linear scale
+    sample s = rows.back();
+    s.step += 1;
+    s.loss = 0.5 - 0.0002 * i + noise(rng) + (i > 4000 ? 0.3 * (i % 2) : 0.0);
+    rows.push_back(std::move(s));
+  }
+  analyzer one(schema);
+  for (const auto& s : rows) one.observe(s);
+  one.flush();
+  REQUIRE(!of_kind(one.findings(), "oscillation").empty());
+  REQUIRE(!of_kind(one.findings(), "divergence").empty());
+  for (const bool slow_reader : {true, false}) {
+    INFO((slow_reader ? "slow reader" : "slow rules"));
+    analyzer two(schema);
+    std::size_t next = 0, seen = 0;
+    auto pause = [] { std::this_thread::sleep_for(std::chrono::milliseconds(2)); };
+    two.observe_stream(
+        [&](sample& s) {
+          if (next == rows.size()) return false;
+          if (slow_reader && next % 1024 == 0) pause();
+          s = rows[next++];
+          return true;
+        },
+        [&](const sample&) {
+          if (!slow_reader && seen % 1024 == 0) pause();
+          ++seen;
+        });
+    two.flush();
+    CHECK(seen == rows.size());
+    CHECK(json_of(two.findings()) == json_of(one.findings()));
+    CHECK(json_of(two.episodes()) == json_of(one.episodes()));
+  }
 }
 
 TEST_CASE("loss_spike: robust z-score on a known spike, citing the grad-norm spike before it") {

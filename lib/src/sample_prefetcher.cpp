@@ -86,7 +86,9 @@ const sample* sample_prefetcher::next() {
       if (wake) freed_cv_.notify_one();
     }
     std::unique_lock lock(mutex_);
+    if (filled_ == 0) ++waits_;
     filled_cv_.wait(lock, [&] { return filled_ > 0; });
+    ++batches_;
     holding_ = true;
     pos_ = 0;
   }

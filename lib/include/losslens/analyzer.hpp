@@ -94,8 +94,10 @@ class analyzer {
   static void notify(void* self, const finding& f, core::detail::publication p);
   // observe() in two halves: most of the shared numbers (false for an out-of-order step),
   // which observe_stream() runs on its reader's thread, then the loss's level filter and the
-  // rules.
+  // rules. The loss's working scale goes with either (take_working_scale; run_rules takes it
+  // when the context has not).
   bool prepare(const sample& s, core::detail::step_context& ctx) noexcept;
+  void take_working_scale(core::detail::step_context& ctx) noexcept;
   void run_rules(core::detail::step_context& ctx);
 
   // On the heap, as the log: the router's refresh of this source points at both, and they stay

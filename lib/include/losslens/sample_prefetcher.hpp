@@ -49,6 +49,11 @@ class sample_prefetcher {
   /// The next sample, valid until the following call (or the destructor); nullptr at the end.
   /// Rethrows the source's exception after the samples read before it.
   const sample* next();
+  /// Batches next() has begun to hand out, and how many of them it had to wait for (none was
+  /// read yet): the share of waits says whether the reading is the slower half. Same thread as
+  /// next().
+  std::size_t batches() const noexcept { return batches_; }
+  std::size_t waits() const noexcept { return waits_; }
   /// Where the sample last returned by next() sits in the ring (see prepare_fn).
   std::size_t place() const noexcept { return head_ * batch_ + pos_ - 1; }
   /// The sample `k` places after the one last returned by next() when next() will hand it out
@@ -80,7 +85,8 @@ class sample_prefetcher {
   std::size_t head_ = 0, pos_ = 0;
   bool holding_ = false;  // next() is reading slots_[head_]
   bool done_ = false;     // next() has seen the end
-  std::jthread thread_;   // last: started once everything above exists
+  std::size_t batches_ = 0, waits_ = 0;
+  std::jthread thread_;  // last: started once everything above exists
 };
 
 }  // namespace losslens

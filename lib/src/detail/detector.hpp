@@ -62,6 +62,9 @@ struct step_context {
   double work_loss = nan;
   bool work_log = true;     ///< work_loss is a log
   bool work_reset = false;  ///< the scale switched to linear at this step: forget earlier values
+  /// work_loss, work_log and work_reset are set already (analyzer::observe_stream's reader
+  /// thread took them): run_rules leaves them.
+  bool work_taken = false;
   optimizer_kind optimizer = optimizer_kind::unknown;  ///< detector_options::optimizer
 };
 
