@@ -417,8 +417,8 @@ void analyzer::observe_stream(sample_prefetcher::source_fn source,
       reader_takes_scale = false;
     if (p.accepted && reader_takes_scale) take_working_scale(p.ctx);
   });
-  // The waits for batches from = 8 (past the start) to 32: at least 18 of those 24 say the
-  // reading sets the pace. Decided once.
+  // Waits for at least 18 of the batches after the 8th up to the 33rd (the first ones are
+  // waited for whatever the file) say the reading sets the pace. Decided once.
   constexpr std::size_t from = 8, to = 32, need = 18;
   std::size_t waits_from = 0;
   bool decided = false;
