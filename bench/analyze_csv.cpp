@@ -4,7 +4,9 @@
 // REPEAT runs, taken in turn. Also the analyze process's peak RSS, at ROWS and at ROWS/10 rows
 // (memory must not grow with the file). Wall and CPU (user + system) times: on a shared machine
 // the CPU times are the steadier figure. Prints JSON with the 1-minute load average.
-// Usage: bench_analyze_csv [ROWS=2000000] [--repeat N] [--losslens PATH]
+// With --wall-time a fifth column, wall_time (seconds since the epoch with milliseconds, as
+// TensorBoard and W&B exports carry): one more number per row for the reader to parse.
+// Usage: bench_analyze_csv [ROWS=2000000] [--repeat N] [--losslens PATH] [--wall-time]
 
 #include <sys/resource.h>
 #include <time.h>
@@ -29,7 +31,7 @@ using namespace losslens;
 using namespace losslens::bench;
 
 namespace {
-void write_csv(const std::string& path, std::int64_t rows) {
+void write_csv(const std::string& path, std::int64_t rows, bool wall_time) {
   std::FILE* f = std::fopen(path.c_str(), "w");
   if (!f) {
     std::perror(path.c_str());
@@ -37,10 +39,14 @@ void write_csv(const std::string& path, std::int64_t rows) {
   }
   // A healthy run: decaying loss with noise, noisy grad norm, a constant LR.
   traces::generator g(11);
-  std::fputs("step,loss,grad_norm,lr\n", f);
+  std::fputs(wall_time ? "step,wall_time,loss,grad_norm,lr\n" : "step,loss,grad_norm,lr\n", f);
   for (std::int64_t i = 1; i <= rows; ++i) {
     const double loss = (0.2 + 2.0 * std::exp(-double(i) / double(rows / 4 + 1))) * g.noise(0.1);
-    std::fprintf(f, "%lld,%.6g,%.6g,0.001\n", static_cast<long long>(i), loss, g.noise(0.2));
+    if (wall_time)
+      std::fprintf(f, "%lld,%.3f,", static_cast<long long>(i), 1.7e9 + 0.05 * double(i));
+    else
+      std::fprintf(f, "%lld,", static_cast<long long>(i));
+    std::fprintf(f, "%.6g,%.6g,0.001\n", loss, g.noise(0.2));
   }
   std::fclose(f);
 }
@@ -70,22 +76,25 @@ child_result read_in_process(const std::string& path, std::int64_t& rows) {
 int main(int argc, char** argv) {
   const testing::program_args args(
       argc, argv,
-      "usage: bench_analyze_csv [ROWS] [--repeat N] [--losslens PATH]\n\n"
+      "usage: bench_analyze_csv [ROWS] [--repeat N] [--losslens PATH] [--wall-time]\n\n"
       "Rows per second of `losslens analyze` on a CSV of ROWS rows (default 2000000) with the\n"
       "columns step,loss,grad_norm,lr, against `wc -l`, Python's csv module reading the rows\n"
       "(skipped without python3) and csv_reader alone, all timed in this run on the same file,\n"
       "best of --repeat runs (default 3). Peak RSS of analyze at ROWS and ROWS/10 rows.\n"
       "--losslens: the CLI (default: ../tools/losslens/losslens next to this program).\n"
+      "--wall-time: a fifth column, wall_time, before loss (as exports of TensorBoard and\n"
+      "W&B carry).\n"
       "Prints JSON with the 1-minute load average.\n",
-      {"repeat", "losslens"}, {}, 1);
+      {"repeat", "losslens"}, {"wall-time"}, 1);
   const std::int64_t rows = args.positional_integer(0, 2000000, 10, std::int64_t(1) << 32);
   const int repeat = int(args.integer("repeat", 3, 1, 100));
   const std::string cli = cli_or_exit(args, argv[0], "bench_analyze_csv");
   bench::scratch_dir dir;
   const std::string big = (dir.path / "run.csv").string();
   const std::string small = (dir.path / "run_small.csv").string();
-  write_csv(big, rows);
-  write_csv(small, rows / 10);
+  const bool wall_time = args.has("wall-time");
+  write_csv(big, rows, wall_time);
+  write_csv(small, rows / 10, wall_time);
   const bool python = run_child({"python3", "-c", "pass"}).status == 0;
   const std::string py =
       "import csv,sys\nn=0\nwith open(sys.argv[1],newline='') as f:\n"
@@ -109,7 +118,7 @@ int main(int argc, char** argv) {
   const double mrows = double(rows) / 1e6;
   nlohmann::json out = {
       {"rows", rows},
-      {"columns", 4},
+      {"columns", wall_time ? 5 : 4},
       {"file_bytes", std::filesystem::file_size(big)},
       {"repeat", repeat},
       {"wc_l_s", wc.wall},

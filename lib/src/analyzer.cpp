@@ -399,7 +399,7 @@ void analyzer::observe_stream(sample_prefetcher::source_fn source,
   // The loss's working scale is taken on the reader's thread, and moves to the rules' thread
   // when the reading is seen to be the slower half: which thread has slack depends on the file
   // (on a 4-column CSV the rules waited for 30% of the batches, with a wall-time column for
-  // 97%, and moving the scale made the one 4-5% slower and the other 13% faster). The scale's
+  // 97%, and moving the scale slowed the one and sped up the other). The scale's
   // state changes hands once, at the first row where the reader sees the flag: its earlier
   // rows and its pushes reach the rules' thread through the prefetcher's handover, and it
   // never touches the scale again. Every row's scale is the same either way: one sequence of
