@@ -637,6 +637,57 @@ TEST_CASE("import: runs into the history, idempotent, shown by runs, findings an
   CHECK(serve.wait() == 0);
 }
 
+namespace {
+// CRC-64/XZ written from its definition, a bit at a time: the ECMA-182 polynomial reflected
+// (0xC96C5795D7870F42), all ones in and out. "123456789" gives 0x995DC9BBDF1939FA.
+std::uint64_t crc64_xz(const std::string& bytes) {
+  std::uint64_t crc = ~std::uint64_t(0);
+  for (unsigned char b : bytes) {
+    crc ^= b;
+    for (int k = 0; k < 8; ++k) crc = (crc & 1) ? (crc >> 1) ^ 0xC96C5795D7870F42ULL : crc >> 1;
+  }
+  return ~crc;
+}
+}  // namespace
+
+TEST_CASE("import: a CSV's identity is the CRC-64 of the bytes the analysis read", "[import]") {
+  REQUIRE(crc64_xz("123456789") == 0x995DC9BBDF1939FAULL);
+  testing::temp_dir dir("import");
+  const auto db = dir.file("runs.db");
+  // Over a megabyte (the reader takes 256 KiB at a time), the last line without a line end.
+  std::string text = "step,loss,grad_norm\n";
+  for (int i = 1; i <= 50000; ++i)
+    text += std::to_string(i) + "," + std::to_string(2.0 / (1 + 0.001 * i) + 0.01 * (i % 7)) + "," +
+            std::to_string(1 + 0.1 * (i % 5)) + (i < 50000 ? "\n" : "");
+  REQUIRE(text.size() > (1u << 20));
+  const auto csv = dir.path / "run.csv";
+  write_text(csv, text);
+  auto r = cli("import " + q(csv) + " --db " + db);
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  char want[64];
+  std::snprintf(want, sizeof want, "crc64:%016llx:%zu|", (unsigned long long)crc64_xz(text),
+                text.size());
+  storage::run_reader reader(db);
+  REQUIRE(reader.runs().size() == 1);
+  const auto identity =
+      json::parse(reader.runs()[0].config_json)["import"]["identity"].get<std::string>();
+  CHECK(identity.rfind(want, 0) == 0);
+  CHECK(reader.runs()[0].steps == 50000);
+  // The same bytes again: nothing stored. One byte changed: another run.
+  r = cli("import " + q(csv) + " --db " + db);
+  CHECK(r.out.find("already imported as run 1") != std::string::npos);
+  text[text.size() - 1] = text.back() == '0' ? '1' : '0';
+  write_text(csv, text);
+  r = cli("import " + q(csv) + " --db " + db);
+  REQUIRE(r.status == 0);
+  CHECK(r.out.rfind("imported run as run 2", 0) == 0);
+  std::snprintf(want, sizeof want, "crc64:%016llx:%zu|", (unsigned long long)crc64_xz(text),
+                text.size());
+  CHECK(json::parse(reader.runs()[1].config_json)["import"]["identity"].get<std::string>().rfind(
+            want, 0) == 0);
+}
+
 TEST_CASE("export --format tfevents: read back by our reader and by an independent one",
           "[import]") {
   if (!have_tensorboard_fixtures()) return;

@@ -188,6 +188,7 @@ bool csv_reader::fill() {
   const std::streamsize n = in_->rdbuf()->sgetn(chunk_.data(), std::streamsize(chunk_.size()));
   pos_ = 0;
   end_ = n > 0 ? std::size_t(n) : 0;
+  if (options_.on_read) options_.on_read(chunk_.data(), end_);
   return end_ > 0;
 }
 

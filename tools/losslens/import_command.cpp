@@ -101,6 +101,10 @@ import_result import_run(const input_set& inputs, const run_input& run, const st
     throw error(run.source + ": step " + std::to_string(lowest_step) +
                 ": the run history stores steps from 0 up; shift the steps to import this run");
 
+  // The identity of an import: contents, W&B run, mapping and detector options. A CSV file's
+  // bytes are those pass 1 read, and an MLflow database's run is fingerprinted from the rows
+  // it read (neither is read again for it, and what is stored is what the identity says).
+  const std::string content = inputs.fingerprint(run, opened.get());
   // A run read whole into memory (event files, MLflow, a Trainer's log) is stored from what
   // pass 1 read: not read (and parsed) again, and what is stored is what was diagnosed. A CSV
   // streams, and is read again below.
@@ -108,10 +112,7 @@ import_result import_run(const input_set& inputs, const run_input& run, const st
     opened->rewind();
   else
     opened.reset();
-  // The identity of an import: contents, W&B run, mapping and detector options. An MLflow
-  // database's run is fingerprinted from the rows read (the database is read once, and what is
-  // stored is what the identity says).
-  const std::string identity = inputs.fingerprint(run, opened.get()) + "|run=" + run.csv_run +
+  const std::string identity = content + "|run=" + run.csv_run +
                                "|series=" + analysis.series.dump() +
                                "|classes=" + std::to_string(options.chance_level.num_classes) +
                                // Given, it changes the advice stored (older imports: none).

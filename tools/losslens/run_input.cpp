@@ -9,8 +9,6 @@
 #include <iterator>
 #include <map>
 
-#include <boost/crc.hpp>
-
 #include "losslens/analyzer.hpp"
 #include "losslens/error.hpp"
 
@@ -300,7 +298,7 @@ void input_set::add_tensorboard_group(std::vector<std::string> files,
   runs_.push_back(std::move(in));
 }
 
-std::unique_ptr<opened_run> input_set::open(const run_input& run) const {
+std::unique_ptr<opened_run> input_set::open(const run_input& run, bool checksum) const {
   auto out = std::make_unique<opened_run>();
   opened_run& o = *out;
   auto in_context = [&](auto&& fn) {
@@ -347,6 +345,14 @@ std::unique_ptr<opened_run> input_set::open(const run_input& run) const {
                       " W&B runs (" + join(o.readers[0]->runs()) +
                       "): choose one with --run NAME, or give the file's path");
       } else {
+        // An import's identity is the checksum of the bytes its analysis read: no second pass
+        // over the file for it.
+        if (checksum) {
+          o.read_checksum = std::make_unique<content_checksum>();
+          co.on_read = [sum = o.read_checksum.get()](const char* bytes, std::size_t n) {
+            sum->add(bytes, n);
+          };
+        }
         o.readers.push_back(std::make_unique<csv_reader>(run.files[0], co));
       }
       csv_reader* r = o.readers[0].get();
@@ -443,51 +449,57 @@ std::unique_ptr<opened_run> input_set::open(const run_input& run) const {
   return out;
 }
 
+void content_checksum::add(const void* bytes, std::size_t n) noexcept {
+  ended_ = n == 0;
+  crc_.process_bytes(bytes, n);
+  total_ += n;
+}
+
+std::string content_checksum::text() const {
+  char out[64];
+  std::snprintf(out, sizeof out, "crc64:%016llx:%llu", (unsigned long long)crc_.checksum(),
+                (unsigned long long)total_);
+  return out;
+}
+
 std::string input_set::fingerprint(const run_input& run, const opened_run* opened) const {
-  // CRC-64/XZ (ECMA-182 polynomial, reflected) over the bytes of every file, from Boost.CRC.
-  boost::crc_optimal<64, 0x42F0E1EBA9EA3693ULL, ~0ULL, ~0ULL, true, true> crc;
-  std::uint64_t total = 0;
-  auto add = [&](const void* bytes, std::size_t n) {
-    crc.process_bytes(bytes, n);
-    total += n;
-  };
+  if (opened && opened->read_checksum && opened->read_checksum->ended())
+    return opened->read_checksum->text();
+  content_checksum sum;
   if (run.kind == input_kind::mlflow_db) {
     // The run's rows, not the whole database, which changes with every other run.
-    add(run.run_id.data(), run.run_id.size());
+    sum.add(run.run_id.data(), run.run_id.size());
     std::unique_ptr<mlflow_run> read;
     if (!opened || !opened->mlflow)
       read = std::make_unique<mlflow_run>(storage::read_mlflow_db_run(run.files[0], run.run_id));
     for (const auto& m : (read ? *read : *opened->mlflow).metrics) {
-      add(m.tag.data(), m.tag.size() + 1);  // with its NUL: "ab"+"c" is not "a"+"bc"
+      sum.add(m.tag.data(), m.tag.size() + 1);  // with its NUL: "ab"+"c" is not "a"+"bc"
       for (const auto& p : m.points) {
-        add(&p.step, sizeof p.step);
-        add(&p.value, sizeof p.value);
-        add(&p.wall_time, sizeof p.wall_time);
+        sum.add(&p.step, sizeof p.step);
+        sum.add(&p.value, sizeof p.value);
+        sum.add(&p.wall_time, sizeof p.wall_time);
       }
     }
   } else {
     for (const auto& f : run.files) {
       if (f == "-") {
-        add(stdin_text_.data(), stdin_text_.size());
+        sum.add(stdin_text_.data(), stdin_text_.size());
         continue;
       }
       std::ifstream in(f, std::ios::binary);
       if (!in) throw error(f + ": cannot open");
       char buf[1 << 16];
-      while (in.read(buf, sizeof buf) || in.gcount() > 0) add(buf, std::size_t(in.gcount()));
+      while (in.read(buf, sizeof buf) || in.gcount() > 0) sum.add(buf, std::size_t(in.gcount()));
     }
   }
-  char out[64];
-  std::snprintf(out, sizeof out, "crc64:%016llx:%llu", (unsigned long long)crc.checksum(),
-                (unsigned long long)total);
-  return out;
+  return sum.text();
 }
 
 run_analysis analyze_run(const input_set& inputs, const run_input& run,
                          const detector_options& options, std::string_view command,
                          const std::function<void(const sample&)>& each,
                          std::unique_ptr<opened_run>* keep) {
-  auto opened = inputs.open(run);
+  auto opened = inputs.open(run, keep != nullptr);
   print_mapping(command, run, *opened);
   std::vector<std::string> notes = opened->notes;
   auto note = [&](const std::string& n) {

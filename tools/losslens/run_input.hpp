@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include <boost/crc.hpp>
 #include <nlohmann/json.hpp>
 
 #include "args.hpp"
@@ -74,6 +75,23 @@ struct run_input {
                         ///< files[0]; the file store: its directory's name)
 };
 
+/// CRC-64/XZ (ECMA-182 polynomial, reflected; Boost.CRC) of the bytes given and their count:
+/// the content part of an import's identity. Thread-safety: one thread at a time.
+class content_checksum {
+ public:
+  /// Adds n bytes; n = 0 marks the input's end (more bytes after it clear the mark).
+  void add(const void* bytes, std::size_t n) noexcept;
+  /// Whether the last call marked the end.
+  bool ended() const noexcept { return ended_; }
+  /// "crc64:<16 hex digits>:<byte count>".
+  std::string text() const;
+
+ private:
+  boost::crc_optimal<64, 0x42F0E1EBA9EA3693ULL, ~0ULL, ~0ULL, true, true> crc_;
+  std::uint64_t total_ = 0;
+  bool ended_ = false;
+};
+
 /// A run being read: its mapping, notes and samples.
 struct opened_run {
   tag_mapping mapping;             ///< tag -> series (CSV: the columns of the run)
@@ -85,6 +103,9 @@ struct opened_run {
   /// start again from the first step without reading the input again. Empty for a streamed
   /// CSV (open it again instead).
   std::function<void()> rewind;
+  /// A CSV file: the checksum of the bytes next() has read so far, all of them once it
+  /// returned false; fingerprint() takes it instead of reading the file again.
+  std::unique_ptr<content_checksum> read_checksum;
   // What next() reads from.
   std::vector<std::unique_ptr<csv_reader>> readers;
   std::unique_ptr<std::istringstream> text;
@@ -104,13 +125,15 @@ class input_set {
 
   /// Every run found, in order.
   const std::vector<run_input>& runs() const noexcept { return runs_; }
-  /// Opens a run. Throws losslens::error with the file and the position of a malformed input,
-  /// or when none of its series is a loss or a gradient norm (what was seen, and how to map).
-  std::unique_ptr<opened_run> open(const run_input& run) const;
+  /// Opens a run; with `checksum`, a CSV file's bytes are checksummed as they are read
+  /// (opened_run::read_checksum, for fingerprint()). Throws losslens::error with the file and
+  /// the position of a malformed input, or when none of its series is a loss or a gradient
+  /// norm (what was seen, and how to map).
+  std::unique_ptr<opened_run> open(const run_input& run, bool checksum = false) const;
   /// A content fingerprint of the run's files (CRC-64 of their bytes, and their sizes); of an
-  /// MLflow database's run, of its rows, taken from `opened` when given (the run as open()
-  /// read it: the database is not read again), else read. Throws losslens::error (a file that
-  /// cannot be read).
+  /// MLflow database's run, of its rows. Taken from `opened` when given and it holds them (the
+  /// run as open() read it: a CSV file read to its end, an MLflow database's run), else read.
+  /// Throws losslens::error (a file that cannot be read).
   std::string fingerprint(const run_input& run, const opened_run* opened = nullptr) const;
 
  private:
@@ -140,7 +163,8 @@ struct run_analysis {
 /// Opens the run, prints its mapping and notes (print_mapping), runs every detector over it
 /// (with the optimizer its LR tags name when options has none, with a note) and prints the notes
 /// about its rows; `each` (optional) sees every sample; `keep` (optional) receives the opened
-/// run once read (to rewind a run held in memory instead of reading it again). Throws
+/// run once read (to rewind a run held in memory instead of reading it again), with a CSV
+/// file's checksum taken as it was read (opened_run::read_checksum). Throws
 /// losslens::error for a malformed input, for a run with nothing to diagnose, and for one with
 /// no data rows.
 run_analysis analyze_run(const input_set& inputs, const run_input& run,

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <exception>
 #include <fstream>
+#include <functional>
 #include <istream>
 #include <memory>
 #include <optional>
@@ -22,6 +23,10 @@ struct csv_options {
   std::string run;          ///< W&B export with several runs: whose columns (empty: the first)
   std::string value_tag;    ///< TensorBoard export: the tag of its Value column (empty: from
                             ///< the file name, see tensorboard_csv_tag)
+  /// Sees the input's bytes as they are read, block by block in order from the first byte
+  /// (for a checksum of exactly what was parsed), and with n = 0 each time the input's end
+  /// is reached. Called on the thread that reads; must not throw.
+  std::function<void(const char* bytes, std::size_t n)> on_read;
 };
 
 /// The tag of a TensorBoard "download CSV" file: TensorBoard names it
