@@ -14,6 +14,7 @@
 #include "losslens/storage/run_writer.hpp"
 
 using losslens::bench::clock_type;
+using losslens::bench::load1;
 using losslens::bench::seconds_since;
 using namespace losslens::storage;
 
@@ -76,13 +77,14 @@ int main(int argc, char** argv) {
       argc, argv,
       "usage: bench_ingest [--points N] [--series S]\n\n"
       "Ingest throughput of the run-history writer against a bare prepared-statement insert\n"
-      "loop into the same table layout: N points (>= 1000, default 4,000,000) over S series\n"
-      "(default 8). Prints JSON.\n",
+      "loop (one row per statement) into the same table layout: N points (>= 1000, default\n"
+      "4,000,000) over S series (default 8). Prints JSON with the 1-minute load average.\n",
       {"points", "series"});
   const auto points = args.integer("points", 4'000'000, 1000, std::int64_t{1} << 40);
   const auto series = args.integer("series", 8, 1, 100000);
   const losslens::bench::scratch_dir dir;
   writer_options wo;
+  const double load_before = load1();
 
   const double bare_s = bare_loop(dir.file("bare.db"), points, series, std::int64_t(wo.batch_rows));
 
@@ -123,10 +125,11 @@ int main(int argc, char** argv) {
       "\"producer_waits_for_room\": %llu},\n"
       " \"writer_vs_bare\": %.3f,\n"
       " \"append_ns\": %.1f,\n"
+      " \"load1_before\": %.2f, \"load1_after\": %.2f,\n"
       " \"targets\": {\"points_per_s\": 500000, \"writer_vs_bare\": 0.7}}\n",
       (long long)points, (long long)series, wo.batch_rows, bare_s, bare_rate, writer_s, writer_rate,
       (unsigned long long)st.batches, (unsigned long long)st.checkpoints,
       (long long)st.wal_bytes_max, (unsigned long long)st.dropped, (unsigned long long)full_waits,
-      writer_rate / bare_rate, producer_ns);
+      writer_rate / bare_rate, producer_ns, load_before, load1());
   return 0;
 }

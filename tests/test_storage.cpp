@@ -796,6 +796,46 @@ TEST_CASE("out-of-order steps are rejected and counted", "[storage]") {
   REQUIRE(pts[3].step == 9);
 }
 
+TEST_CASE("points rejected among many accepted ones leave the others stored as given",
+          "[storage]") {
+  // The writer inserts many rows per statement: the rows around a rejected one, and those of
+  // other series in between, keep their own series, step, wall time and value.
+  temp_dir dir;
+  const auto db = dir.file("runs.db");
+  run_options ro;
+  ro.name = "interleaved";
+  ro.extra_series = {{"a", series_kind::other}, {"b", series_kind::other}};
+  std::map<int, std::vector<point>> want;
+  std::int64_t run_id = 0;
+  std::uint64_t expect_rejected = 0;
+  {
+    run_writer w(db, ro);
+    run_id = w.run_id();
+    const run_writer::series_handle handles[] = {*w.find_series("a"), *w.find_series("b")};
+    for (int i = 1; i <= 1000; ++i) {
+      const int h = i % 3 == 0 ? 1 : 0;  // two of three points to "a"
+      // Every 17th point of "a" goes back a step: rejected.
+      const bool back = h == 0 && i % 17 == 0;
+      const std::int64_t step = back ? i - 3 : i;
+      const double wall = 1e9 + 0.25 * i, value = i % 11 == 0 ? nan_v : 1.0 / i;
+      while (!w.try_append(handles[h], step, wall, value)) std::this_thread::yield();
+      if (back)
+        ++expect_rejected;
+      else
+        want[h].push_back({step, wall, value});
+    }
+    REQUIRE(w.flush());
+    REQUIRE(w.stats().rejected == expect_rejected);
+  }
+  run_reader r(db);
+  for (int h = 0; h < 2; ++h) {
+    INFO("series " << h);
+    const auto got = r.points(r.find_series(run_id, h == 0 ? "a" : "b").id, 0, 1 << 30);
+    REQUIRE(got.size() == want[h].size());
+    for (std::size_t i = 0; i < got.size(); ++i) REQUIRE(same_point(got[i], want[h][i]));
+  }
+}
+
 TEST_CASE("the WAL stays bounded while a reader reads continuously", "[storage]") {
   temp_dir dir;
   const auto db = dir.file("runs.db");

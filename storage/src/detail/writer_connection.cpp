@@ -1,5 +1,6 @@
 #include "detail/writer_connection.hpp"
 
+#include <array>
 #include <cstdio>
 #include <filesystem>
 
@@ -11,6 +12,19 @@
 #include "losslens/version.hpp"
 
 namespace losslens::storage::detail {
+
+namespace {
+// Rows per point insert, largest first: a statement's fixed cost (its step, halt and reset)
+// was a good part of storing a point one row at a time.
+constexpr std::size_t insert_sizes[] = {256, 16, 1};
+constexpr std::size_t max_insert_rows = insert_sizes[0];
+
+std::string insert_points_sql(std::size_t rows) {
+  std::string sql = "INSERT INTO points(series_id, step, wall_time, value) VALUES";
+  for (std::size_t i = 0; i < rows; ++i) sql += i == 0 ? "(?,?,?,?)" : ",(?,?,?,?)";
+  return sql;
+}
+}  // namespace
 
 namespace {
 constexpr std::int64_t page_size = 4096;
@@ -40,9 +54,8 @@ writer_connection::writer_connection(const std::string& path,
            "PRAGMA max_page_count = " +
                std::to_string(std::max<std::int64_t>(
                    1, options.max_database_bytes / query_int(db_.get(), "PRAGMA page_size"))));
-    insert_point_ = statement(db_.get(),
-                              "INSERT INTO points(series_id, step, wall_time, value) "
-                              "VALUES(?1, ?2, ?3, ?4)");
+    for (std::size_t i = 0; i < insert_points_.size(); ++i)
+      insert_points_[i] = statement(db_.get(), insert_points_sql(insert_sizes[i]));
     upsert_rollup_ = statement(db_.get(), std::string("INSERT OR REPLACE INTO rollups(series_id, "
                                                       "level, bucket, ") +
                                               summary_columns +
@@ -74,7 +87,7 @@ writer_connection::writer_connection(const std::string& path,
 
 writer_connection::~writer_connection() {
   // Finalize statements before the connection closes, then fold the WAL into the database.
-  insert_point_ = {};
+  insert_points_ = {};
   upsert_rollup_ = {};
   upsert_finding_ = {};
   insert_event_ = {};
@@ -182,20 +195,44 @@ void writer_connection::add_point(series_state& s, const point_record& r) {
   s.dirty = true;
 }
 
+void writer_connection::insert_rows(const point_record* const* rows, std::size_t n) {
+  for (std::size_t k = 0; k < insert_points_.size(); ++k) {
+    statement& st = insert_points_[k];
+    for (const std::size_t size = insert_sizes[k]; n >= size; n -= size, rows += size) {
+      for (std::size_t i = 0; i < size; ++i) {
+        const point_record& p = *rows[i];
+        const int c = int(4 * i);
+        st.bind(c + 1, series_[p.series].db_id)
+            .bind(c + 2, p.step)
+            .bind(c + 3, p.wall_time)
+            .bind(c + 4, p.value);
+      }
+      st.run();
+    }
+  }
+}
+
 void writer_connection::write_all(std::optional<storage::run_status> final_status,
                                   std::uint64_t dropped_total, std::uint64_t& written,
                                   std::uint64_t& rejected) {
   transaction t(db_.get());
+  std::array<const point_record*, max_insert_rows> rows;
+  std::size_t held = 0;
   for (const auto& r : batch_) {
     auto& s = series_[r.series];
     if (r.step < 0 || r.step <= s.last_step) {
       ++rejected;
       continue;
     }
-    insert_point_.bind(1, s.db_id).bind(2, r.step).bind(3, r.wall_time).bind(4, r.value).run();
+    rows[held++] = &r;
+    if (held == rows.size()) {
+      insert_rows(rows.data(), held);
+      held = 0;
+    }
     add_point(s, r);
     ++written;
   }
+  insert_rows(rows.data(), held);
   // Open (partial) buckets: level i's open bucket holds everything before level i-1's.
   for (auto& s : series_) {
     if (!s.dirty) continue;

@@ -2,6 +2,7 @@
 // The SQL side of run_writer: owns the connection, the prepared statements and the rollup
 // state of every series, and writes one batch per transaction. Used by one thread at a time.
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -59,6 +60,8 @@ class writer_connection {
   void write_rollup(const series_state& s, std::size_t level, std::int64_t bucket,
                     const storage::bucket_summary& summary);
   void insert_event(std::string_view kind, const std::string& detail, std::int64_t step);
+  /// Inserts n points, as many as fit in each of insert_points_ in turn, largest first.
+  void insert_rows(const point_record* const* rows, std::size_t n);
   void maybe_checkpoint(storage::writer_stats& stats) noexcept;
 
   std::string path_;
@@ -74,7 +77,7 @@ class writer_connection {
   std::uint64_t rejected_recorded_ = 0;
   std::uint64_t failures_since_success_ = 0;
 
-  statement insert_point_;
+  std::array<statement, 3> insert_points_;  // of 256, 16 and 1 rows (see insert_rows)
   statement upsert_rollup_;
   statement upsert_finding_;
   statement insert_event_;
