@@ -3,6 +3,8 @@
 #include <array>
 #include <cstdio>
 #include <filesystem>
+#include <iterator>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 #include <sqlite3.h>
@@ -24,9 +26,7 @@ std::string insert_points_sql(std::size_t rows) {
   for (std::size_t i = 0; i < rows; ++i) sql += i == 0 ? "(?,?,?,?)" : ",(?,?,?,?)";
   return sql;
 }
-}  // namespace
 
-namespace {
 constexpr std::int64_t page_size = 4096;
 // A run whose heartbeat is this old (seconds) counts as crashed when a writer opens the file.
 constexpr double stale_after_seconds = 30;
@@ -54,6 +54,7 @@ writer_connection::writer_connection(const std::string& path,
            "PRAGMA max_page_count = " +
                std::to_string(std::max<std::int64_t>(
                    1, options.max_database_bytes / query_int(db_.get(), "PRAGMA page_size"))));
+    static_assert(std::size(insert_sizes) == std::tuple_size_v<decltype(insert_points_)>);
     for (std::size_t i = 0; i < insert_points_.size(); ++i)
       insert_points_[i] = statement(db_.get(), insert_points_sql(insert_sizes[i]));
     upsert_rollup_ = statement(db_.get(), std::string("INSERT OR REPLACE INTO rollups(series_id, "
