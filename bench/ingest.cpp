@@ -1,10 +1,12 @@
-// Ingest throughput of the run-history writer against a bare prepared-statement insert loop
-// into the same table layout, in the same process. Prints one JSON object.
+// Ingest throughput of the run-history writer against bare prepared-statement insert loops
+// (256 rows and one row per statement) into the same table layout, in the same process.
+// Prints one JSON object.
 //
 //   bench_ingest [--points N] [--series S]      (defaults: 4,000,000 points over 8 series)
 
 #include <sqlite3.h>
 #include <chrono>
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -32,9 +34,11 @@ void must(int rc, sqlite3* db) {
 }
 
 // The baseline: what a hand-written loop gets from SQLite with the same settings, the same
-// points table and the same batch size, without queue, rollups or bookkeeping.
+// points table and the same batch size, without queue, rollups or bookkeeping. It inserts
+// `per_statement` rows with each statement (the writer's largest is 256) and the rest of a
+// transaction one row at a time.
 double bare_loop(const std::string& path, std::int64_t points, std::int64_t series,
-                 std::int64_t batch) {
+                 std::int64_t batch, std::int64_t per_statement) {
   sqlite3* db = nullptr;
   must(sqlite3_open(path.c_str(), &db), db);
   must(sqlite3_exec(db,
@@ -45,27 +49,48 @@ double bare_loop(const std::string& path, std::int64_t points, std::int64_t seri
                     "WITHOUT ROWID;",
                     nullptr, nullptr, nullptr),
        db);
-  sqlite3_stmt* st = nullptr;
-  must(sqlite3_prepare_v2(db, "INSERT INTO points VALUES(?1, ?2, ?3, ?4)", -1, &st, nullptr), db);
+  auto prepare = [&](std::int64_t rows) {
+    std::string sql = "INSERT INTO points VALUES(?,?,?,?)";
+    for (std::int64_t r = 1; r < rows; ++r) sql += ",(?,?,?,?)";
+    sqlite3_stmt* st = nullptr;
+    must(sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr), db);
+    return st;
+  };
+  sqlite3_stmt* many = prepare(per_statement);
+  sqlite3_stmt* one = prepare(1);
   auto t0 = clock_type::now();
-  std::int64_t in_txn = 0;
   must(sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr), db);
-  for (std::int64_t i = 0; i < points; ++i) {
-    const std::int64_t s = i % series, step = i / series;
-    sqlite3_bind_int64(st, 1, s + 1);
-    sqlite3_bind_int64(st, 2, step);
-    sqlite3_bind_double(st, 3, double(step) * 0.01);
-    sqlite3_bind_double(st, 4, value_at(step, s));
-    must(sqlite3_step(st), db);
-    sqlite3_reset(st);
-    if (++in_txn == batch) {
-      must(sqlite3_exec(db, "COMMIT; BEGIN", nullptr, nullptr, nullptr), db);
-      in_txn = 0;
+  for (std::int64_t i = 0; i < points;) {
+    const std::int64_t txn_end = std::min(points, i + batch);
+    while (i < txn_end) {
+      sqlite3_stmt* st = txn_end - i >= per_statement ? many : one;
+      const std::int64_t rows = st == many ? per_statement : 1;
+      for (std::int64_t r = 0; r < rows; ++r, ++i) {
+        const std::int64_t s = i % series, step = i / series;
+        const int at = int(4 * r);
+        sqlite3_bind_int64(st, at + 1, s + 1);
+        sqlite3_bind_int64(st, at + 2, step);
+        sqlite3_bind_double(st, at + 3, double(step) * 0.01);
+        sqlite3_bind_double(st, at + 4, value_at(step, s));
+      }
+      must(sqlite3_step(st), db);
+      sqlite3_reset(st);
     }
+    must(sqlite3_exec(db, i < points ? "COMMIT; BEGIN" : "COMMIT", nullptr, nullptr, nullptr), db);
   }
-  must(sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr), db);
   double secs = seconds_since(t0);
-  sqlite3_finalize(st);
+  sqlite3_finalize(many);
+  sqlite3_finalize(one);
+  // Every point stored, or the figure means nothing.
+  sqlite3_stmt* count = nullptr;
+  must(sqlite3_prepare_v2(db, "SELECT count(*) FROM points", -1, &count, nullptr), db);
+  must(sqlite3_step(count), db);
+  if (sqlite3_column_int64(count, 0) != points) {
+    std::fprintf(stderr, "bench_ingest: the bare loop stored %lld of %lld points\n",
+                 (long long)sqlite3_column_int64(count, 0), (long long)points);
+    std::exit(1);
+  }
+  sqlite3_finalize(count);
   sqlite3_close(db);
   return secs;
 }
@@ -76,9 +101,11 @@ int main(int argc, char** argv) {
   const losslens::testing::program_args args(
       argc, argv,
       "usage: bench_ingest [--points N] [--series S]\n\n"
-      "Ingest throughput of the run-history writer against a bare prepared-statement insert\n"
-      "loop (one row per statement) into the same table layout: N points (>= 1000, default\n"
-      "4,000,000) over S series (default 8). Prints JSON with the 1-minute load average.\n",
+      "Ingest throughput of the run-history writer against two bare prepared-statement insert\n"
+      "loops into the same table layout, one with 256 rows per statement as the writer's largest\n"
+      "(writer_vs_bare) and one with a row per statement (writer_vs_bare_one_row): N points\n"
+      "(>= 1000, default 4,000,000) over S series (default 8). Prints JSON with the 1-minute\n"
+      "load average.\n",
       {"points", "series"});
   const auto points = args.integer("points", 4'000'000, 1000, std::int64_t{1} << 40);
   const auto series = args.integer("series", 8, 1, 100000);
@@ -86,7 +113,11 @@ int main(int argc, char** argv) {
   writer_options wo;
   const double load_before = load1();
 
-  const double bare_s = bare_loop(dir.file("bare.db"), points, series, std::int64_t(wo.batch_rows));
+  // The writer's largest insert statement has 256 rows (writer_connection): the fair baseline
+  // inserts as many; the one-row loop shows what the statement shape alone is worth.
+  const auto batch = std::int64_t(wo.batch_rows);
+  const double bare1_s = bare_loop(dir.file("bare1.db"), points, series, batch, 1);
+  const double bare_s = bare_loop(dir.file("bare256.db"), points, series, batch, 256);
 
   run_options ro;
   ro.name = "bench";
@@ -117,19 +148,21 @@ int main(int argc, char** argv) {
   }
 
   const double bare_rate = double(points) / bare_s, writer_rate = double(points) / writer_s;
+  const double bare1_rate = double(points) / bare1_s;
   std::printf(
       "{\"bench\": \"ingest\", \"points\": %lld, \"series\": %lld, \"batch_rows\": %zu,\n"
-      " \"bare_loop\": {\"seconds\": %.3f, \"points_per_s\": %.0f},\n"
+      " \"bare_loop_one_row\": {\"seconds\": %.3f, \"points_per_s\": %.0f},\n"
+      " \"bare_loop_256_rows\": {\"seconds\": %.3f, \"points_per_s\": %.0f},\n"
       " \"writer\": {\"seconds\": %.3f, \"points_per_s\": %.0f, \"batches\": %llu, "
       "\"checkpoints\": %llu, \"wal_bytes_max\": %lld, \"dropped\": %llu, "
       "\"producer_waits_for_room\": %llu},\n"
-      " \"writer_vs_bare\": %.3f,\n"
+      " \"writer_vs_bare\": %.3f, \"writer_vs_bare_one_row\": %.3f,\n"
       " \"append_ns\": %.1f,\n"
       " \"load1_before\": %.2f, \"load1_after\": %.2f,\n"
       " \"targets\": {\"points_per_s\": 500000, \"writer_vs_bare\": 0.7}}\n",
-      (long long)points, (long long)series, wo.batch_rows, bare_s, bare_rate, writer_s, writer_rate,
-      (unsigned long long)st.batches, (unsigned long long)st.checkpoints,
+      (long long)points, (long long)series, wo.batch_rows, bare1_s, bare1_rate, bare_s, bare_rate,
+      writer_s, writer_rate, (unsigned long long)st.batches, (unsigned long long)st.checkpoints,
       (long long)st.wal_bytes_max, (unsigned long long)st.dropped, (unsigned long long)full_waits,
-      writer_rate / bare_rate, producer_ns, load_before, load1());
+      writer_rate / bare_rate, writer_rate / bare1_rate, producer_ns, load_before, load1());
   return 0;
 }
