@@ -1,10 +1,9 @@
 // Dashboard fan-out: commit-to-client latency with 1, 100 and 1000 websocket clients on
 // loopback while a writer streams 10k points/s into one run. Prints JSON.
 //
-// The writer appends a batch every --commit-ms (default 200, the writer's default
-// flush_interval: 2000 points) and commits it with flush(); the time flush() returns is the
-// batch's commit time (an upper bound, so latencies are if anything
-// underestimated by the microseconds flush() takes to wake). Every client records when it
+// The writer appends a batch every --commit-ms (default 200: 2000 points) and commits it with
+// flush(); the time flush() returns is the batch's commit time (an upper bound, so latencies are if
+// anything underestimated by the microseconds flush() takes to wake). Every client records when it
 // first sees each batch's last step; latency = seen - committed, for every batch and client.
 //
 // usage: bench_dashboard_fanout [--seconds S] [--threads T] [--max-clients N] [--commit-ms C]

@@ -3,12 +3,14 @@
 // Prints one JSON object.
 //
 //   bench_ingest [--points N] [--series S]      (defaults: 4,000,000 points over 8 series)
+//   bench_ingest --live SECONDS [--rate R] [--series S]   (bytes a live run writes)
 
 #include <sqlite3.h>
 #include <chrono>
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <string>
 #include <thread>
 
@@ -95,23 +97,101 @@ double bare_loop(const std::string& path, std::int64_t points, std::int64_t seri
   return secs;
 }
 
+// Bytes this process has handed to write() and its kin so far (/proc/self/io's wchar): what a
+// run costs the disk, WAL and checkpoints included. -1 where /proc does not say.
+std::int64_t bytes_written() {
+  std::ifstream io("/proc/self/io");
+  std::string key;
+  std::int64_t v = 0;
+  while (io >> key >> v)
+    if (key == "wchar:") return v;
+  return -1;
+}
+
+struct live_result {
+  double seconds = 0;
+  std::int64_t bytes = -1;
+  std::uint64_t points = 0, commits = 0;
+};
+
+// A live run as a trainer makes it: `rate` steps a second, one point per series per step, for
+// `seconds`, committed every `flush` (or sooner when batch_rows points are pending).
+live_result live_run(const std::string& path, std::int64_t series, double rate, double seconds,
+                     std::chrono::milliseconds flush) {
+  run_options ro;
+  ro.name = "live";
+  for (std::int64_t s = 0; s < series; ++s)
+    ro.extra_series.push_back({"s" + std::to_string(s), series_kind::other});
+  writer_options wo;
+  wo.flush_interval = flush;
+  live_result r;
+  const std::int64_t b0 = bytes_written();
+  const auto t0 = clock_type::now();
+  const auto steps = std::int64_t(rate * seconds);
+  {
+    run_writer w(path, ro, wo);
+    for (std::int64_t step = 0; step < steps; ++step) {
+      for (std::int64_t s = 0; s < series; ++s)
+        w.append(run_writer::series_handle(s), step, double(step) / rate, value_at(step, s));
+      std::this_thread::sleep_until(t0 +
+                                    std::chrono::duration_cast<clock_type::duration>(
+                                        std::chrono::duration<double>(double(step + 1) / rate)));
+    }
+    w.finish();
+    const writer_stats st = w.stats();
+    r.points = st.written;
+    r.commits = st.batches;
+  }
+  r.seconds = seconds_since(t0);
+  const std::int64_t b1 = bytes_written();
+  r.bytes = b0 < 0 || b1 < 0 ? -1 : b1 - b0;
+  return r;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const losslens::testing::program_args args(
       argc, argv,
-      "usage: bench_ingest [--points N] [--series S]\n\n"
+      "usage: bench_ingest [--points N] [--series S]\n"
+      "       bench_ingest --live SECONDS [--rate R] [--series S]\n\n"
       "Ingest throughput of the run-history writer against two bare prepared-statement insert\n"
       "loops into the same table layout, one with 256 rows per statement as the writer's largest\n"
       "(writer_vs_bare) and one with a row per statement (writer_vs_bare_one_row): N points\n"
       "(>= 1000, default 4,000,000) over S series (default 8). Prints JSON with the 1-minute\n"
-      "load average.\n",
-      {"points", "series"});
-  const auto points = args.integer("points", 4'000'000, 1000, std::int64_t{1} << 40);
+      "load average.\n\n"
+      "--live: instead, what a live run writes to disk: R steps a second (default 200) of S\n"
+      "series for SECONDS, once with flush_interval 200 ms and once with 1 s (the default);\n"
+      "the bytes the process wrote (/proc/self/io wchar: WAL, checkpoints, everything) per\n"
+      "point, per commit and per hour.\n",
+      {"points", "series", "live", "rate"});
   const auto series = args.integer("series", 8, 1, 100000);
   const losslens::bench::scratch_dir dir;
   writer_options wo;
   const double load_before = load1();
+  if (args.has("live")) {
+    const double seconds = args.number("live", 10, 1, 3600),
+                 rate = args.number("rate", 200, 1, 1e5);
+    std::printf("{\"bench\": \"ingest_live\", \"series\": %lld, \"steps_per_s\": %g, \"runs\": [",
+                (long long)series, rate);
+    const char* sep = "";
+    for (const int ms : {200, 1000}) {
+      const live_result r = live_run(dir.file((ms == 200 ? "live200.db" : "live1000.db")), series,
+                                     rate, seconds, std::chrono::milliseconds(ms));
+      const double per_point = r.points > 0 ? double(r.bytes) / double(r.points) : 0;
+      std::printf(
+          "%s\n  {\"flush_interval_ms\": %d, \"seconds\": %.2f, \"points\": %llu, "
+          "\"commits\": %llu, \"bytes_written\": %lld, \"bytes_per_point\": %.0f, "
+          "\"bytes_per_commit\": %.0f, \"mb_per_hour\": %.1f}",
+          sep, ms, r.seconds, (unsigned long long)r.points, (unsigned long long)r.commits,
+          (long long)r.bytes, per_point, r.commits > 0 ? double(r.bytes) / double(r.commits) : 0,
+          double(r.bytes) / r.seconds * 3600 / 1e6);
+      sep = ",";
+    }
+    std::printf("],\n \"load1_before\": %.2f, \"load1_after\": %.2f}\n", load_before, load1());
+    return 0;
+  }
+  const auto points = args.integer("points", 4'000'000, 1000, std::int64_t{1} << 40);
 
   // The writer's largest insert statement has 256 rows (writer_connection): the fair baseline
   // inserts as many; the one-row loop shows what the statement shape alone is worth.

@@ -866,3 +866,41 @@ TEST_CASE("the WAL stays bounded while a reader reads continuously", "[storage]"
   REQUIRE(st.written == std::uint64_t(n));
   REQUIRE(st.wal_bytes_max <= wo.wal_limit_bytes);
 }
+
+TEST_CASE("a new finding is committed at once, with the points before it", "[storage]") {
+  // With an interval of a minute, only the finding itself can make the writer commit: without
+  // that, a process killed right after its first NaN would lose the finding.
+  temp_dir dir;
+  const auto db = dir.file("runs.db");
+  writer_options wo;
+  wo.flush_interval = std::chrono::seconds(60);
+  wo.heartbeat_interval = std::chrono::seconds(60);
+  run_writer w(db, one_series(), wo);
+  const std::string points_sql =
+      "SELECT count(*) FROM points WHERE series_id = (SELECT min(id) FROM series WHERE run_id = " +
+      std::to_string(w.run_id()) + ")";
+  for (int i = 0; i < 300; ++i) REQUIRE(w.append(0, i, double(i), 0.5 * i));
+  finding f;
+  f.id = 3;
+  f.kind = "non_finite";
+  f.level = severity::error;
+  f.first_step = f.last_step = 299;
+  f.series = "loss";
+  f.message = "loss is NaN";
+  w.record_finding(f);
+  auto committed = [&] {
+    return sql_int(db, "SELECT count(*) FROM findings WHERE finding_id = 3") == 1;
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  while (!committed() && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20))
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  REQUIRE(committed());
+  // The commit that stored it holds every point appended before it.
+  REQUIRE(sql_int(db, points_sql) == 300);
+  REQUIRE(w.stats().written == 300);
+  // A later update of the same finding is an update: stored with the next commit.
+  f.last_step = 300;
+  w.record_finding(f);
+  REQUIRE(w.flush());
+  REQUIRE(sql_int(db, "SELECT last_step FROM findings WHERE finding_id = 3") == 300);
+}

@@ -6,6 +6,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -99,6 +100,8 @@ struct run_writer::impl {
   std::uint64_t flush_requested_ = 0;
   std::uint64_t flushed_ = 0;
   bool nudged_ = false;
+  std::set<std::uint64_t> known_findings_;  // ids given to record_finding so far
+  bool finding_opened_ = false;             // one of them is new since the last look: commit now
   bool stop_ = false;
   bool exited_ = false;
   run_status final_status_ = run_status::finished;
@@ -184,8 +187,13 @@ void run_writer::append(const sample& s) noexcept {
 void run_writer::record_finding(const finding& f) {
   std::lock_guard lock(impl_->mutex_);
   impl_->pending_findings_.insert_or_assign(f.id, f);
-  // An idle writer commits findings at once rather than at the next heartbeat.
-  if (impl_->idle_.load()) {
+  // A finding seen for the first time is committed at once, with the points queued before
+  // it, not flush_interval later: a process killed right after a NaN keeps what it found.
+  // Updates of a known one wait for the next commit; an idle writer commits them at once
+  // rather than at the next heartbeat.
+  const bool opened = impl_->known_findings_.insert(f.id).second;
+  if (opened) impl_->finding_opened_ = true;
+  if (opened || impl_->idle_.load()) {
     impl_->nudged_ = true;
     impl_->wake_.notify_one();
   }
@@ -259,7 +267,7 @@ void run_writer::impl::loop() noexcept {
 
   for (;;) {
     std::uint64_t flush_target = 0;
-    bool stopping = false;
+    bool stopping = false, opened = false;
     {
       std::lock_guard lock(mutex_);
       conn.add(std::move(pending_findings_), std::move(pending_events_));
@@ -267,6 +275,7 @@ void run_writer::impl::loop() noexcept {
       pending_events_.clear();
       flush_target = flush_requested_;
       stopping = stop_;
+      opened = std::exchange(finding_opened_, false);
     }
     // Drain the queue into the batch (up to one batch, or more while writes fail).
     const std::size_t limit = degraded ? options_.max_pending_rows : options_.batch_rows;
@@ -279,7 +288,7 @@ void run_writer::impl::loop() noexcept {
     if (batch.size() >= limit) drained = queue_->size_approx() == 0;
     if (stopping && (drained || degraded)) break;  // the last commits below write the rest
 
-    const bool forced = stopping || flush_target > flushed;
+    const bool forced = stopping || flush_target > flushed || opened;
     auto now = clock::now();
     bool due = batch.size() >= options_.batch_rows || forced ||
                (conn.has_pending() && now - last_commit >= options_.flush_interval) ||

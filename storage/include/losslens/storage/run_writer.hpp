@@ -42,9 +42,13 @@ struct run_options {
 
 /// How the writer behaves. Defaults suit a training loop.
 struct writer_options {
-  std::size_t queue_capacity = 1 << 18;           ///< points buffered between producer and writer
-  std::size_t batch_rows = 100000;                ///< commit once this many points are pending ...
-  std::chrono::milliseconds flush_interval{200};  ///< ... or this long after the last commit
+  std::size_t queue_capacity = 1 << 18;  ///< points buffered between producer and writer
+  std::size_t batch_rows = 100000;       ///< commit once this many points are pending ...
+  /// ... or this long after the last commit. Each commit writes every database page it changed
+  /// (a few per series) to the WAL whole, so shorter intervals cost disk writes: about 290
+  /// bytes a point at 200 ms against 120 at 1 s (bench_ingest --live, docs/storage.md). A
+  /// finding seen for the first time is committed at once whatever this is.
+  std::chrono::milliseconds flush_interval{1000};
   std::chrono::milliseconds heartbeat_interval{1000};     ///< liveness update while idle
   std::chrono::milliseconds busy_timeout{5000};           ///< wait for other connections' locks
   std::chrono::milliseconds retry_interval{1000};         ///< retry period while degraded
@@ -91,8 +95,9 @@ struct writer_stats {
 /// construction never throw: the writer turns degraded (stats(), one line on stderr) and retries.
 ///
 /// The writer thread sleeps until something is due: the commit of pending points
-/// (flush_interval after the previous one), a heartbeat, a retry, a flush() or finish(), a
-/// queue half full, or the first point after an idle sleep. An idle run wakes it once per
+/// (flush_interval after the previous one, or at once with a finding seen for the first time),
+/// a heartbeat, a retry, a flush() or finish(), a queue half full, or the first point after an
+/// idle sleep. An idle run wakes it once per
 /// heartbeat_interval.
 class run_writer {
  public:
@@ -123,7 +128,8 @@ class run_writer {
   void append(const sample& s) noexcept;
 
   /// Stores a finding, or updates it when one with the same id was stored (an episode that
-  /// grew). Copies f; thread-safe; takes a short lock. Repeated updates are coalesced.
+  /// grew). Copies f; thread-safe; takes a short lock. Repeated updates are coalesced. A
+  /// finding whose id is new is committed at once, with every point appended before it.
   void record_finding(const finding& f);
   /// Stores an event (kind e.g. "note"; detail_json an object). Takes a short lock.
   void record_event(std::string_view kind, std::string detail_json = "{}", std::int64_t step = -1);
