@@ -97,8 +97,7 @@ struct writer_stats {
 /// The writer thread sleeps until something is due: the commit of pending points
 /// (flush_interval after the previous one, or at once with a finding seen for the first time),
 /// a heartbeat, a retry, a flush() or finish(), a queue half full, or the first point after an
-/// idle sleep. An idle run wakes it once per
-/// heartbeat_interval.
+/// idle sleep. An idle run wakes it once per heartbeat_interval.
 class run_writer {
  public:
   using series_handle = std::uint32_t;
