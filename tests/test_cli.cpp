@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -88,6 +89,56 @@ TEST_CASE("analyze text output, --classes and --fail-on") {
       temp_file("healthy.csv", csv_of(g.healthy(losslens::traces::healthy_shape::cosine)));
   r = run("analyze " + healthy.string() + " --classes 10 --fail-on warning");
   CHECK(r.status == 0);
+}
+
+TEST_CASE("analyze --classes on a multi-task run: the class task's loss, named with --class-task") {
+  // cls: a 10-class cross-entropy whose first loss is 2.1x ln 10 (a last layer initialised
+  // too large), then at chance; recon: trains, weighted 10x into the total.
+  std::string csv = "step,loss,loss/cls,loss/recon\n";
+  std::uint64_t state = 7;
+  for (int i = 0; i < 800; ++i) {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;  // a little noise
+    const double u = double(state >> 11) / double(1ULL << 53) - 0.5;
+    const double cls = i == 0 ? 4.9 : 2.302585 * (1 + 0.02 * u);
+    const double recon = 0.5 * std::exp(-i / 200.0) + 0.01;
+    char line[160];
+    std::snprintf(line, sizeof line, "%d,%.17g,%.17g,%.17g\n", i, cls + 10 * recon, cls, recon);
+    csv += line;
+  }
+  const auto path = temp_file("multitask.csv", csv);
+  // Without --class-task: the total (4.9 + 5.1 at first) is no cross-entropy; nothing is
+  // judged against ln 10, and a note says how to name the task.
+  auto r = run("analyze " + path.string() + " --classes 10");
+  CHECK(r.status == 0);
+  CHECK(r.out.find("--classes 10 is not applied: the loss is the sum of the task losses cls, "
+                   "recon") != std::string::npos);
+  CHECK(r.out.find("--class-task NAME") != std::string::npos);
+  CHECK(r.out.find("WARNING  initial_loss") == std::string::npos);
+  CHECK(r.out.find("WARNING  chance_level") == std::string::npos);
+  r = run("analyze " + path.string() + " --classes 10 --class-task cls --json");
+  REQUIRE(r.status == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  std::vector<std::string> kinds;
+  for (const auto& f : j["findings"]) {
+    kinds.push_back(f["kind"].get<std::string>() + " " + f["series"].get<std::string>());
+    if (f["kind"] == "initial_loss") {
+      CHECK(f["first_step"] == 0);
+      CHECK(f["evidence"]["initial_loss"] == 4.9);
+      CHECK(f["evidence"]["ratio"].get<double>() == Approx(4.9 / std::log(10.0L)));
+    }
+  }
+  // (Beside them task_stalled and task_dominance: cls does not train while recon does.)
+  CHECK(std::count(kinds.begin(), kinds.end(), "initial_loss loss/cls") == 1);
+  CHECK(std::count(kinds.begin(), kinds.end(), "chance_level loss/cls") == 1);
+  CHECK(std::none_of(kinds.begin(), kinds.end(), [](const std::string& k) {
+    return k.rfind("initial_loss", 0) == 0 || k.rfind("chance_level", 0) == 0
+               ? k.substr(k.find(' ')) == " loss"
+               : false;
+  }));
+  r = run("analyze " + path.string() + " --classes 10 --class-task box");
+  CHECK(r.status == 1);
+  CHECK(r.out.find("--class-task box: no such task (tasks: cls, recon)") != std::string::npos);
+  CHECK(run("analyze " + path.string() + " --class-task=").status == 2);
 }
 
 TEST_CASE("analyze reads standard input") {

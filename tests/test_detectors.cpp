@@ -880,3 +880,71 @@ TEST_CASE("task_dominance reads the task weights off the total when a trace has 
   CHECK(unweighted[0].first_step == 0);
   CHECK(unweighted[0].series == "loss/recon");
 }
+
+TEST_CASE("a class count judges the class task's loss, never a total that mixes tasks") {
+  // Two tasks: a 10-class cross-entropy that never leaves ln 10 (a classifier at chance) and
+  // a reconstruction loss that trains, weighted 10x into the total. The total starts at 7.4
+  // (3.2x ln 10) and ends near 2.4: neither says anything about ln 10.
+  const long double ln10 = std::log(10.0L);
+  std::mt19937_64 rng(11);
+  std::normal_distribution<double> noise(0, 0.01);
+  auto run = [&](const std::string& class_task, double first_cls) {
+    sample_schema schema{{"cls", "recon"}, {}};
+    schema.class_task = class_task;
+    detector_options o;
+    o.chance_level.num_classes = 10;
+    analyzer a(schema, o);
+    rng.seed(11);
+    for (int i = 0; i < 1500; ++i) {
+      sample s;
+      s.step = i;
+      const double cls = i == 0 ? first_cls : double(ln10) * (1 + noise(rng));
+      const double recon = 0.5 * std::exp(-i / 300.0) + 0.01;
+      s.task_losses = {cls, recon};
+      s.task_weights = {1, 10};
+      s.loss = cls + 10 * recon;
+      a.observe(s);
+    }
+    a.flush();
+    return a.findings();
+  };
+  SECTION("no class task named: initial_loss and chance_level stay off") {
+    const auto fs = run("", double(ln10));
+    CHECK(of_kind(fs, "initial_loss").empty());  // the total's 7.4 is no first loss of a CE
+    CHECK(of_kind(fs, "chance_level").empty());
+  }
+  SECTION("the class task named: its own loss is at chance") {
+    const auto fs = run("cls", double(ln10));
+    CHECK(of_kind(fs, "initial_loss").empty());
+    const auto chance = of_kind(fs, "chance_level");
+    REQUIRE(chance.size() == 1);
+    CHECK(chance[0].series == "loss/cls");
+    CHECK(chance[0].evidence_value("chance_loss") == Approx(double(ln10)).epsilon(1e-15));
+    CHECK(chance[0].evidence_value("smoothed") == Approx(double(ln10)).epsilon(0.01));
+    CHECK(chance[0].first_step <= 300);  // warm-up 200, then patience 100 at the level
+    CHECK(chance[0].last_step == 1499);
+  }
+  SECTION("the class task named: its first loss far above ln 10") {
+    const double first = 4.8;  // 2.08x ln 10: a last layer initialised too large
+    const auto fs = run("cls", first);
+    const auto init = of_kind(fs, "initial_loss");
+    REQUIRE(init.size() == 1);
+    CHECK(init[0].series == "loss/cls");
+    CHECK(init[0].first_step == 0);
+    CHECK(init[0].evidence_value("initial_loss") == first);
+    CHECK(init[0].evidence_value("ratio") == Approx(double(first / ln10)).epsilon(1e-15));
+  }
+}
+
+TEST_CASE("class_loss_index: the class task, the only task, the total or none") {
+  CHECK(class_loss_index(sample_schema{}) == -1);
+  CHECK(class_loss_index(sample_schema{{"cls"}, {}}) == 0);
+  CHECK(!class_loss_index(sample_schema{{"a", "b"}, {}}));
+  sample_schema named{{"box", "cls"}, {}};
+  named.class_task = "cls";
+  CHECK(class_loss_index(named) == 1);
+  named.class_task = "seg";  // not among the tasks: the total mixes box and cls
+  CHECK(!class_loss_index(named));
+  named.tasks.clear();  // a single loss: the total is the class loss
+  CHECK(class_loss_index(named) == -1);
+}

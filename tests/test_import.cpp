@@ -874,3 +874,40 @@ TEST_CASE(
   r = cli("--help");
   CHECK(r.out.find("import") != std::string::npos);
 }
+
+TEST_CASE("import --classes of a two-task run: the class task named or nothing against ln C",
+          "[import]") {
+  if (!have_tensorboard_fixtures()) return;
+  // mt_unweighted (written by the fixtures' converter): the total is a 10-class cross-entropy
+  // (first value 2.314, ln 10 = 2.303) plus a reconstruction loss of ~1e4. Judged as a
+  // cross-entropy, that total would be "5042x ln 10" at step 0.
+  testing::temp_dir dir("import_class_task");
+  const auto db = dir.file("runs.db");
+  const auto run = q(fixtures / "mt_unweighted");
+  auto r = cli("import " + run + " --classes 10 --db " + db);
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("--classes 10 is not applied: the loss is the sum of the task losses cls, "
+                   "recon") != std::string::npos);
+  r = cli("import " + run + " --classes 10 --class-task cls --db " + db);
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("imported mt_unweighted as run 2") != std::string::npos);  // another identity
+  r = cli("import " + run + " --classes 10 --class-task cls --db " + db);
+  CHECK(r.out.find("already imported as run 2") != std::string::npos);
+  r = cli("import " + run + " --classes 10 --class-task seg --db " + db);
+  CHECK(r.status == 1);
+  CHECK(r.err.find("--class-task seg: no such task (tasks: cls, recon)") != std::string::npos);
+
+  storage::run_reader reader(db);
+  const auto runs = reader.runs();
+  REQUIRE(runs.size() == 2);
+  for (const auto& info : runs) {
+    CHECK(json::parse(info.config_json)["import"].value("class_task", "") ==
+          (info.id == 2 ? "cls" : ""));
+    for (const auto& f : reader.findings(info.id)) {
+      INFO(f.f.kind << " " << f.f.series << ": " << f.f.message);
+      CHECK(f.f.kind != "initial_loss");  // cls starts within 1% of ln 10
+      CHECK(f.f.kind != "chance_level");  // and falls to 1.256
+    }
+  }
+}

@@ -9,6 +9,7 @@
 #include <new>
 
 #include "detail/detector.hpp"
+#include "detail/level_filter.hpp"
 #include "detail/norm_summary.hpp"
 #include "detail/rolling.hpp"
 #include "losslens/error.hpp"
@@ -217,43 +218,6 @@ class grad_baseline {
   int warmup_, tail_warmup_;
   std::int64_t last_step_ = std::numeric_limits<std::int64_t>::min();
   double last_value_ = nan, last_ratio_ = nan;
-};
-
-/// The loss winsorized against its recent median and MAD (see step_context::level_loss).
-class level_filter {
- public:
-  level_filter() : median_(64), slow_(0.01) {}
-  double update(double x) {
-    if (!std::isfinite(x)) return nan;
-    double out = x;
-    if (median_.count() >= 16) {
-      // The bound is max(5 robust scales, half the median): within half the median of it no
-      // value is clipped, and the MAD is not needed.
-      const double m = median_.median();
-      if (std::abs(x - m) > 0.5 * std::abs(m)) {
-        const double s = std::max(5 * median_.scale(), 0.5 * std::abs(m));
-        out = std::clamp(x, m - s, m + s);
-      }
-    }
-    median_.push(x);
-    const double e = slow_.push(out);
-    if (slow_.count() <= 50) {
-      initial_sum_ += out;
-      initial_ = initial_sum_ / double(slow_.count());
-      best_ = e;
-    }
-    best_ = std::min(best_, e);
-    return out;
-  }
-  double range() const noexcept {
-    if (slow_.count() < 50) return nan;
-    return initial_ - best_ > 0 ? initial_ - best_ : std::abs(initial_);
-  }
-
- private:
-  rolling_median median_;
-  ema slow_;
-  double initial_sum_ = 0, initial_ = 0, best_ = 0;
 };
 
 }  // namespace core::detail

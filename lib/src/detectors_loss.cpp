@@ -1,12 +1,16 @@
-// loss_spike, divergence, plateau, oscillation and chance_level: rules on the total loss.
+// loss_spike, divergence, plateau, oscillation and chance_level: rules on the total loss
+// (chance_level: on the class task's own when the run names one).
 
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <limits>
+#include <memory>
+#include <string>
 
 #include "detail/detector.hpp"
 #include "detail/evidence_slots.hpp"
+#include "detail/level_filter.hpp"
 #include "detail/rolling.hpp"
 
 namespace losslens::core::detail {
@@ -778,17 +782,37 @@ class oscillation final : public detector {
 
 class chance_level final : public detector {
  public:
-  chance_level(const detector_options& o, const sample_schema&)
-      : o_(o.chance_level),
-        classes_(o.chance_level.num_classes),
+  chance_level(const detector_options& o, const sample_schema& schema)
+      : o_(known_count(o.chance_level, schema)),
+        classes_(o_.num_classes),
         target_(classes_ >= 2 ? std::log(double(classes_)) : nan),
         ema_(o.chance_level.ema_alpha),
         acc_(o.chance_level.ema_alpha) {
     snapshots_.reserve(max_snapshots);
+    // The level of a uniform guess is that of the class loss: with several tasks, the class
+    // task's own loss (their total mixes in other losses); a known count and no class task
+    // among several tasks leaves nothing to compare with ln C. With the count inferred from
+    // the level, the total unless a class task is named.
+    const auto task = class_loss_index(schema);
+    if (classes_ >= 2 && !task)
+      off_ = true;
+    else if (task && *task >= 0 && (classes_ >= 2 || !schema.class_task.empty()))
+      task_ = *task;
+    if (task_ >= 0) {
+      task_level_ = std::make_unique<level_filter>();
+      series_ = task_series(schema, std::size_t(task_));
+    }
   }
 
   void observe(const step_context& ctx, finding_log& log) override {
-    const double x = ctx.level_loss;
+    if (off_) return;
+    double x = ctx.level_loss;
+    if (task_ >= 0) {
+      const auto& tl = ctx.s->task_losses;
+      const std::size_t i = std::size_t(task_);
+      // Winsorized like the total's level (one bad batch moves no level).
+      x = i < tl.size() && tl[i] ? task_level_->update(*tl[i]) : nan;
+    }
     if (!std::isfinite(x)) return;
     if (ema_.count() == 0) first_ = x;
     const double e = ema_.push(x);
@@ -807,7 +831,7 @@ class chance_level final : public detector {
     if (ema_.count() <= o_.warmup || streak_ < o_.patience) return;
     if (came_down_lately((1 + above) * target_)) return;
     auto [f, is_new] = open_or_extend(log, this, ep_, step, 2 * std::int64_t(o_.patience), [&] {
-      auto f = new_finding("chance_level", severity::warning, start_, step, "loss",
+      auto f = new_finding("chance_level", severity::warning, start_, step, series_,
                            o_.num_classes == 0 ? "smoothed_loss_near_log_k_inferred"
                                                : "smoothed_loss_near_log_classes",
                            {{"num_classes", double(classes_)},
@@ -973,9 +997,21 @@ class chance_level final : public detector {
     return true;
   }
 
+  // The options with num_classes set to the count the schema knows (the monitor read it off
+  // the class task's logits) when none was given: 0 still means "infer it from the level".
+  static detector_options::chance_level_t known_count(detector_options::chance_level_t o,
+                                                      const sample_schema& schema) {
+    if (o.num_classes < 2 && schema.classes >= 2) o.num_classes = int(schema.classes);
+    return o;
+  }
+
   detector_options::chance_level_t o_;
   int classes_;
   double target_;
+  bool off_ = false;             // a given count, but no loss it predicts a level for
+  int task_ = -1;                // the class task whose loss is watched; -1: the total's level
+  std::string series_ = "loss";  // the series findings name
+  std::unique_ptr<level_filter> task_level_;  // the class task's loss, winsorized
   ema ema_, acc_;
   double lowest_ = std::numeric_limits<double>::infinity();
   double band_lo_ = 0, band_hi_ = 0, band_k_ = 0, band_log_k_ = 0;  // see infer()

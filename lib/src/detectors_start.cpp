@@ -12,21 +12,18 @@ class initial_loss final : public detector {
  public:
   initial_loss(const detector_options& o, const sample_schema& schema) : o_(o.initial_loss) {
     o_.window = std::max(o_.window, 4);
-    // Where the expected level comes from, most explicit first.
+    // Where the expected level comes from, most explicit first: a given level is the total's;
+    // a class count (--classes, or the class task's logits) predicts ln C for the class loss,
+    // which is the total only when no other task is mixed into it (class_loss_index).
     if (o_.expected > 0) {
       expected_ = o_.expected;
-    } else if (o.chance_level.num_classes >= 2) {
-      classes_ = o.chance_level.num_classes;
-    } else if (schema.classes >= 2) {
-      // The class task's loss: the total when the run has no named tasks (or only that one),
-      // else its own series; a total that mixes other tasks has no predicted level.
-      const auto& t = schema.tasks;
-      const auto it = std::find(t.begin(), t.end(), schema.class_task);
-      if (it != t.end())
-        task_ = int(it - t.begin());
-      else if (!t.empty())
-        return;
-      classes_ = int(schema.classes);
+    } else if (const int c = o.chance_level.num_classes >= 2 ? o.chance_level.num_classes
+                                                             : int(schema.classes);
+               c >= 2) {
+      const auto task = class_loss_index(schema);
+      if (!task) return;
+      task_ = *task;
+      classes_ = c;
     }
     if (classes_ >= 2) expected_ = std::log(double(classes_));
   }

@@ -22,7 +22,7 @@ static_assert(finding::max_spans == 64,
 const std::string_view analyze_usage =
     "usage: losslens analyze PATH [--classes C] [--optimizer NAME] [--all] [--json]\n"
     "                        [--fail-on LEVEL] [--run NAME] [--loss TAG] [--grad-norm TAG]\n"
-    "                        [--lr TAG] [--task NAME=TAG]...\n"
+    "                        [--lr TAG] [--task NAME=TAG]... [--class-task NAME]\n"
     "       losslens analyze --loss FILE [--grad-norm FILE] [--lr FILE] [--task NAME=FILE] ...\n"
     "\n"
     "Runs every detector over a run's per-step numbers and prints the findings. PATH is\n"
@@ -82,8 +82,11 @@ const std::string_view analyze_usage =
     "  read up to the last complete record, with a note.\n"
     "\n"
     "options:\n"
-    "  --classes C      number of classes of a classification loss (2 = binary); enables the\n"
-    "                   chance_level rule (loss stuck near ln C)\n" LOSSLENS_OPTIMIZER_OPTION
+    "  --classes C      number of classes of a classification loss (2 = binary): the first\n"
+    "                   loss is then expected near ln C (initial_loss) and a loss stuck\n"
+    "                   there is reported (chance_level, which otherwise infers C from the\n"
+    "                   level); with several task losses, see "
+    "--class-task\n" LOSSLENS_OPTIMIZER_OPTION
     "  --all            also list each incident's episodes, one line each:\n"
     "                     episode 3: steps 900-912 warning peak 14.2\n"
     "                   (the first 32 and the latest 32 are kept; a line counts the others)\n"

@@ -21,7 +21,7 @@ namespace losslens::cli {
 const std::string_view import_usage =
     "usage: losslens import PATH [--db PATH] [--run NAME] [--classes C] [--optimizer NAME]\n"
     "                       [--json] [--loss TAG] [--grad-norm TAG] [--lr TAG]\n"
-    "                       [--task NAME=TAG]...\n"
+    "                       [--task NAME=TAG]... [--class-task NAME]\n"
     "       losslens import --loss FILE [--grad-norm FILE] [--lr FILE] ... [--db PATH]\n"
     "\n"
     "Reads runs as `losslens analyze` does (a CSV; TensorBoard event files\n"
@@ -35,8 +35,9 @@ const std::string_view import_usage =
     "next to monitored runs.\n"
     "\n"
     "Importing the same run again (same file contents, or the same rows of an mlflow.db\n"
-    "run; same W&B run, series mapping, --classes and --optimizer) stores nothing and names\n"
-    "the run that holds it; a run whose files changed (e.g. grew) is stored as a new run.\n"
+    "run; same W&B run, series mapping, --classes, --class-task and --optimizer) stores\n"
+    "nothing and names the run that holds it; a run whose files changed (e.g. grew) is\n"
+    "stored as a new run.\n"
     "A log that grows while it is imported is stored up to the last step diagnosed, with\n"
     "a note.\n"
     "Every file is read in full before anything is written, so a malformed input stores\n"
@@ -48,8 +49,8 @@ const std::string_view import_usage =
     "  --run NAME       PATH holds one run: store it under NAME (default: its directory,\n"
     "                   file, W&B or MLflow run name); several: import only the run NAME\n"
     "                   (MLflow: its run name or id)\n"
-    "  --classes C      number of classes (enables chance_level, as in "
-    "analyze)\n" LOSSLENS_OPTIMIZER_OPTION
+    "  --classes C      number of classes of the classification loss (as in analyze; see\n"
+    "                   --class-task)\n" LOSSLENS_OPTIMIZER_OPTION
     "  --json           print {\"imported\":[{\"run\",\"id\",\"status\",\"steps\",\"points\",\n"
     "                   \"findings\"},...]} (status: imported, already imported, "
     "failed)\n" LOSSLENS_INPUT_OPTIONS
@@ -112,13 +113,16 @@ import_result import_run(const input_set& inputs, const run_input& run, const st
     opened->rewind();
   else
     opened.reset();
-  const std::string identity = content + "|run=" + run.csv_run +
-                               "|series=" + analysis.series.dump() +
-                               "|classes=" + std::to_string(options.chance_level.num_classes) +
-                               // Given, it changes the advice stored (older imports: none).
-                               (options.optimizer == optimizer_kind::unknown
-                                    ? std::string()
-                                    : std::string("|optimizer=") + to_string(options.optimizer));
+  const std::string identity =
+      content + "|run=" + run.csv_run + "|series=" + analysis.series.dump() +
+      "|classes=" + std::to_string(options.chance_level.num_classes) +
+      // Given, it changes the advice stored (older imports: none).
+      (options.optimizer == optimizer_kind::unknown
+           ? std::string()
+           : std::string("|optimizer=") + to_string(options.optimizer)) +
+      // The same (older imports: none).
+      (inputs.options().class_task.empty() ? std::string()
+                                           : "|class_task=" + inputs.options().class_task);
   import_result out;
   out.steps = analysis.steps;
   out.findings = analysis.findings;
@@ -143,6 +147,8 @@ import_result import_run(const input_set& inputs, const run_input& run, const st
                              {"wall_time", {{"first", first_wall}, {"last", last_wall}}},
                              {"notes", analysis.notes}}}};
   if (!run.run_id.empty()) config["import"]["mlflow_run"] = run.run_id;
+  if (!inputs.options().class_task.empty())
+    config["import"]["class_task"] = inputs.options().class_task;
   storage::run_options ro;
   ro.name = name;
   ro.schema = opened->schema;
@@ -264,7 +270,7 @@ int run_import(int argc, char** argv) {
       if (args.has("json")) continue;
       if (r.existing)
         std::printf(
-            "%s: already imported as run %lld (same contents, series and --classes): "
+            "%s: already imported as run %lld (same contents, series and options): "
             "nothing stored\n",
             name.c_str(), (long long)r.id);
       else

@@ -16,8 +16,8 @@ namespace losslens::cli {
 
 namespace fs = std::filesystem;
 
-const std::vector<std::string_view> input_value_options = {"loss", "grad-norm", "lr", "task",
-                                                           "run"};
+const std::vector<std::string_view> input_value_options = {"loss", "grad-norm", "lr",
+                                                           "task", "run",       "class-task"};
 
 namespace {
 
@@ -96,6 +96,9 @@ input_options parse_input_options(const parsed_args& args) {
     add(v.substr(eq + 1), {series_role::task_loss, v.substr(0, eq)}, "task");
   }
   o.run = args.get("run");
+  o.class_task = args.get("class-task");
+  if (args.options.count("class-task") != 0 && o.class_task.empty())
+    throw usage_error("--class-task needs the name of a task (a loss/NAME series)");
   return o;
 }
 
@@ -429,6 +432,14 @@ std::unique_ptr<opened_run> input_set::open(const run_input& run, bool checksum)
       break;
     }
   }
+  if (!options_.class_task.empty()) {
+    const auto& t = o.schema.tasks;
+    if (std::find(t.begin(), t.end(), options_.class_task) == t.end())
+      throw error(run.source + ": --class-task " + options_.class_task + ": no such task (" +
+                  (t.empty() ? std::string("the run has no task losses") : "tasks: " + join(t)) +
+                  ")");
+    o.schema.class_task = options_.class_task;
+  }
   if (!o.mapping.diagnosable()) {
     // What the user names a series by: a column, a tag, or (TensorBoard exports) the file.
     const std::string w = o.tag_word,
@@ -514,6 +525,11 @@ run_analysis analyze_run(const input_set& inputs, const run_input& run,
          ", as its LR tags name it (advice quotes its LR range; --optimizer NAME to say "
          "otherwise)");
   }
+  if (o.chance_level.num_classes >= 2 && !class_loss_index(opened->schema))
+    note(run.name + ": --classes " + std::to_string(o.chance_level.num_classes) +
+         " is not applied: the loss is the sum of the task losses " + join(opened->schema.tasks) +
+         " and no class count predicts its level (initial_loss and chance_level stay off); name "
+         "the classification task with --class-task NAME");
   analyzer a(opened->schema, o);
   // The reader parses (and derives the rules' shared numbers) on a thread of its own while the
   // rules take the rows before.

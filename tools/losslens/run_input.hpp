@@ -35,6 +35,9 @@ struct input_options {
   tag_map_options mapping;      ///< --loss TAG, --grad-norm TAG, --lr TAG, --task NAME=TAG
   std::vector<tag_rule> files;  ///< --loss FILE ...: TensorBoard CSV exports (tag = the path)
   std::string run;              ///< --run NAME
+  /// --class-task NAME: the task whose loss --classes counts the classes of (the schema's
+  /// class_task); every run read must have that task.
+  std::string class_task;
 };
 
 /// The value options behind input_options, for parse_args.
@@ -46,7 +49,11 @@ extern const std::vector<std::string_view> input_value_options;
   "  --grad-norm TAG  the same for the gradient norm (TAG or FILE)\n"                            \
   "  --lr TAG         the same for the learning rate (TAG or FILE)\n"                            \
   "  --task NAME=TAG  the tag (TAG or FILE) that is task NAME's loss (series loss/NAME);\n"      \
-  "                   repeatable\n"
+  "                   repeatable\n"                                                              \
+  "  --class-task NAME in a run with several task losses, the task whose loss is the\n"          \
+  "                   classification loss (--classes C): initial_loss and chance_level judge\n"  \
+  "                   it against ln C instead of the total, which mixes in the other tasks\n"    \
+  "                   (without this flag they are off for such a run, with a note)\n"
 /// Reads --loss, --grad-norm, --lr, --task (a value naming an existing file is a TensorBoard
 /// CSV export of that series, otherwise a tag) and --run. Throws usage_error.
 input_options parse_input_options(const parsed_args& args);
@@ -125,6 +132,8 @@ class input_set {
 
   /// Every run found, in order.
   const std::vector<run_input>& runs() const noexcept { return runs_; }
+  /// The options given at construction.
+  const input_options& options() const noexcept { return options_; }
   /// Opens a run; with `checksum`, a CSV file's bytes are checksummed as they are read
   /// (opened_run::read_checksum, for fingerprint()). Throws losslens::error with the file and
   /// the position of a malformed input, or when none of its series is a loss or a gradient

@@ -108,10 +108,13 @@ struct detector_options {
     double min_range_fraction = 0.05;  ///< mean |diff| at least this x the run's progress
   } oscillation;
 
-  /// `chance_level`: loss stuck near ln C (or ln 2 for binary) after warm-up.
+  /// `chance_level`: loss stuck near ln C (or ln 2 for binary) after warm-up. The loss is the
+  /// class loss (class_loss_index in sample.hpp): with several tasks, the class task's own.
   struct chance_level_t {
     bool enabled = true;
-    int num_classes = 0;  ///< 0 = unknown: inferred from the level (see below); 2 = binary
+    /// 0 = the count of the schema's class task (the monitor's check_class_logits), else
+    /// unknown: inferred from the level (see below); 2 = binary. Also initial_loss's C.
+    int num_classes = 0;
     double inferred_tolerance = 0.01;  ///< with num_classes 0: |smoothed - ln k| <= this x ln k
     double tolerance = 0.03;           ///< smoothed >= (1 - tolerance) x ln C, and ...
     /// ... <= (1 + above_tolerance) x ln C: a model that collapsed after a blow-up sits at or a

@@ -25,6 +25,13 @@ struct sample_schema {
   std::size_t classes = 0;
 };
 
+/// The loss a class count predicts a level for (initial_loss expects ln C of it, chance_level
+/// watches it against ln C): the index in schema.tasks of schema.class_task when the run has
+/// that task; of its only task when it has one and no class task is named; -1 (the total loss)
+/// when it has no tasks; std::nullopt when the total mixes tasks and none of them is the class
+/// task (a cross-entropy plus other losses has no predicted level). Pure; thread-safe.
+std::optional<int> class_loss_index(const sample_schema& schema);
+
 /// One step's numbers. A missing number is an empty optional; NaN and Inf are values (and are
 /// exactly what the non_finite detector looks for). Vectors are indexed like the schema's names
 /// and may be shorter than the schema (the rest count as missing).
