@@ -948,3 +948,32 @@ TEST_CASE("class_loss_index: the class task, the only task, the total or none") 
   named.tasks.clear();  // a single loss: the total is the class loss
   CHECK(class_loss_index(named) == -1);
 }
+
+TEST_CASE("chance_level takes the class count the monitor read off the logits") {
+  // A schema whose class task's logits had 10 (or 2) outputs, no count in the options: the
+  // band is the known count's (3% below, 10% above ln C), not an inferred k within 1%.
+  for (const std::size_t classes : {std::size_t(10), std::size_t(2)}) {
+    INFO(classes << " classes");
+    const long double chance = std::log(static_cast<long double>(classes));
+    sample_schema schema;
+    schema.class_task = "cls";
+    schema.classes = classes;
+    analyzer a(schema);  // num_classes 0
+    std::mt19937_64 rng(3);
+    std::normal_distribution<double> noise(0, 0.01);
+    for (int i = 0; i < 1000; ++i) {
+      sample s;
+      s.step = i;
+      s.loss = double(chance * 1.05L) * (1 + noise(rng));  // 5% above: outside an inferred band
+      a.observe(s);
+    }
+    a.flush();
+    const auto fs = of_kind(a.findings(), "chance_level");
+    REQUIRE(fs.size() == 1);
+    CHECK(fs[0].series == "loss");
+    CHECK(fs[0].rule.name == "smoothed_loss_near_log_classes");
+    CHECK(fs[0].evidence_value("inferred") == 0);
+    CHECK(fs[0].evidence_value("classes") == double(classes));
+    CHECK(fs[0].evidence_value("chance_loss") == Approx(double(chance)).epsilon(1e-15));
+  }
+}
