@@ -466,3 +466,28 @@ TEST_CASE("router: a refresh that throws is reported, the episode still placed")
   CHECK(logged ==
         std::vector<std::string>{"refreshing the episodes of source 'flaky' failed: disk gone"});
 }
+
+TEST_CASE("router: a task at chance and flat against the falling total is one incident") {
+  finding_router r;
+  const auto src = r.add_source("detectors");
+  auto chance = episode(1, "chance_level", "loss/cls", 9, 799);
+  chance.message = "smoothed loss 2.304 has stayed between 3.0% below and 10% above ln(10)";
+  r.publish(src, chance, true);
+  r.publish(src, episode(2, "task_stalled", "loss/cls", 49, 649), true);
+  // Another task's stall, and a stall beside the total's chance level: not the same loss.
+  r.publish(src, episode(3, "task_stalled", "loss/recon", 60, 650), true);
+  finding_router total;
+  const auto s2 = total.add_source("detectors");
+  total.publish(s2, episode(1, "chance_level", "loss", 9, 799), true);
+  total.publish(s2, episode(2, "task_stalled", "loss/cls", 49, 649), true);
+  const auto& inc = r.incidents();
+  REQUIRE(inc.size() == 3);
+  CHECK(inc[0].symptom_of_id == 0);
+  CHECK(inc[1].symptom_of_id == inc[0].id);
+  CHECK(inc[1].symptom_of ==
+        "the stalled task at step 9: chance_level at step 9 (smoothed loss 2.304 has stayed "
+        "between 3.0% below and 10% above ln(10))");
+  CHECK(inc[2].symptom_of_id == 0);
+  REQUIRE(total.incidents().size() == 2);
+  CHECK(total.incidents()[1].symptom_of_id == 0);
+}

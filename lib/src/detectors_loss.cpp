@@ -225,8 +225,8 @@ class divergence final : public detector {
     const bool ratio_ok = (best_ <= 0) | (e >= o_.rise_ratio * best_);
     // Once open, the episode holds until the smoothed loss comes back below half the rise that
     // opened it: a loss hovering around the threshold is one episode, not dozens.
-    const bool up =
-        (rise > 0) & (rise >= (ep_.open() ? 0.5 : 1.0) * needed) & (ep_.open() | ratio_ok);
+    const bool is_open = ep_.open();
+    const bool up = (rise > 0) & (rise >= (is_open ? 0.5 : 1.0) * needed) & (is_open | ratio_ok);
     if (!up) {
       held_ = 0;
       if (ep_.open() && step_diff(step, ep_.last_hit) > 4 * std::int64_t(o_.patience)) ep_.close();

@@ -58,19 +58,35 @@ const cause_rule cause_rules[] = {
 /// Kinds that describe one state of the model through different instruments. A collapse to
 /// a constant output (dead ReLUs after a blow-up, a saturated output layer) shows as near-zero
 /// gradients in most layers, parameters that stopped moving, one predicted class and a loss
-/// at ln(k), all from about the same step: one incident, not four.
+/// at ln(k), all from about the same step: one incident, not four. A task whose loss sits at
+/// chance while the others train is also flat against the falling total (task_stalled): one
+/// incident of that task, when both are about its own loss series.
 struct symptom_group {
   std::string_view name;
   std::initializer_list<std::string_view> kinds;
+  bool same_series = false;  ///< only findings about one series are signs of one state
 };
 const symptom_group symptom_groups[] = {
     {"collapse",
      {"vanishing_gradients", "dead_parameters", "constant_predictions", "chance_level"}},
+    {"stalled task", {"chance_level", "task_stalled"}, true},
 };
 
-const symptom_group* group_of(std::string_view kind) {
+bool in_group(const symptom_group& g, std::string_view kind) {
+  return std::find(g.kinds.begin(), g.kinds.end(), kind) != g.kinds.end();
+}
+
+bool in_any_group(std::string_view kind) {
+  return std::any_of(std::begin(symptom_groups), std::end(symptom_groups),
+                     [&](const symptom_group& g) { return in_group(g, kind); });
+}
+
+/// The first group in which a and b are signs of one state (another kind each), or null.
+const symptom_group* shared_group(const finding& a, const finding& b) {
+  if (a.kind == b.kind) return nullptr;
   for (const auto& g : symptom_groups)
-    if (std::find(g.kinds.begin(), g.kinds.end(), kind) != g.kinds.end()) return &g;
+    if (in_group(g, a.kind) && in_group(g, b.kind) && (!g.same_series || a.series == b.series))
+      return &g;
   return nullptr;
 }
 
@@ -253,15 +269,14 @@ void finding_router::find_cause(finding& inc) const {
 }
 
 void finding_router::find_symptom_host(finding& inc) const {
-  const symptom_group* g = group_of(inc.kind);
-  if (!g) return;
+  if (!in_any_group(inc.kind)) return;
   // The first incident of the group whose latest episode is going on at this onset (or ended
   // at most cause_window steps before it, or begins at most symptom_window steps after it:
   // onsets of smoothed rules are estimates) and that is at least as severe: a sign that is
   // worse than the incident would be hidden under it.
   for (const auto& h : incidents_) {
-    if (h.symptom_of_id != 0 || h.kind == inc.kind || group_of(h.kind) != g || inc.level > h.level)
-      continue;
+    const symptom_group* g = shared_group(inc, h);
+    if (h.symptom_of_id != 0 || !g || inc.level > h.level) continue;
     const std::int64_t from = h.spans.empty() ? h.first_step : h.spans.back().first_step;
     const std::int64_t to = h.spans.empty() ? h.last_step : h.spans.back().last_step;
     if (step_diff(from, inc.first_step) > options_.symptom_window ||

@@ -158,7 +158,6 @@ class pipeline : sink_context {
   pipeline_options options_;
   run_start start_;
   finding_router router_;
-  finding_router::source_id detectors_source_ = 0;
   std::unique_ptr<analyzer> analyzer_;
   std::unique_ptr<sample_queue> queue_owner_;
   std::atomic<sample_queue*> queue_{nullptr};
