@@ -573,3 +573,48 @@ TEST_CASE("a NaN batch is saved as a .pt replay file with its step, and the run 
   CHECK(named >= 1);
   CHECK(other == 0);
 }
+
+TEST_CASE("chance_level judges the class task's own loss with the count its logits show") {
+  // Two tasks in one model: a 10-class head on inputs that carry nothing about the labels
+  // (fresh noise each step: it stays at chance) and a reconstruction that trains. The total
+  // mixes them; the monitor knows from check_class_logits which task is the classifier and
+  // how many classes it has (no num_classes given).
+  torch::manual_seed(4);
+  mlp cls;
+  torch::nn::Linear recon(20, 20);
+  std::vector<torch::Tensor> params = cls->parameters();
+  for (const auto& p : recon->parameters()) params.push_back(p);
+  torch::optim::SGD opt(params, 0.05);
+  auto o = quiet("class-task");
+  o.detectors.chance_level.num_classes = 0;
+  auto lens = attach(cls, opt, o);
+  toy_data data;
+  std::vector<double> ce;
+  for (int i = 0; i < 700; ++i) {
+    auto [x, unused] = data.batch(i);
+    const auto y = torch::randint(0, 10, {64}, torch::kLong);
+    opt.zero_grad();
+    auto logits = cls->forward(torch::randn({64, 20}));
+    lens.check_class_logits("cls", logits, y);
+    auto l_cls = lens.loss("cls", F::cross_entropy(logits, y));
+    auto l_recon = lens.loss("recon", F::mse_loss(recon->forward(x), x));
+    auto total = l_cls + l_recon;
+    total.backward();
+    opt.step();
+    lens.step(total);
+    ce.push_back(l_cls.item<double>());
+  }
+  lens.detach();
+  const auto chance = kinds(lens, "chance_level");
+  REQUIRE(chance.size() == 1);
+  CHECK(chance[0].series == "loss/cls");
+  CHECK(chance[0].evidence_value("inferred") == 0);
+  CHECK(chance[0].evidence_value("classes") == 10);
+  // The smoothed level against LibTorch's own losses of the last 100 steps.
+  double recent = 0;
+  for (std::size_t i = ce.size() - 100; i < ce.size(); ++i) recent += ce[i] / 100;
+  CHECK(chance[0].evidence_value("smoothed") == Approx(recent).epsilon(0.02));
+  CHECK(kinds(lens, "initial_loss").empty());        // the class loss starts at ln 10
+  for (const auto& f : kinds(lens, "task_stalled"))  // the same state of that task, said once
+    if (f.series == "loss/cls") CHECK(f.symptom_of_id == chance[0].id);
+}
