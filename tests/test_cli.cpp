@@ -127,7 +127,7 @@ TEST_CASE("analyze --classes on a multi-task run: the class task's loss, named w
       CHECK(f["evidence"]["ratio"].get<double>() == Approx(4.9 / std::log(10.0L)));
     }
   }
-  // (Beside them task_stalled and task_dominance: cls does not train while recon does.)
+  // (Beside them task_stalled, listed under chance_level: cls does not train while recon does.)
   CHECK(std::count(kinds.begin(), kinds.end(), "initial_loss loss/cls") == 1);
   CHECK(std::count(kinds.begin(), kinds.end(), "chance_level loss/cls") == 1);
   CHECK(std::none_of(kinds.begin(), kinds.end(), [](const std::string& k) {
