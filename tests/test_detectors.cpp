@@ -751,6 +751,36 @@ TEST_CASE("task_dominance: a scale gap the other task trained into is no scale m
   for (const auto& e : a.episodes()) CHECK(e.rule.name != "raw_scale_ratio");
 }
 
+TEST_CASE("task_dominance: an auxiliary loss weighted below 1 on purpose is no starved task") {
+  // A language model's loss (10 -> 2) plus a load-balancing loss near its floor of 1, weighted
+  // 0.01: the aux term is 0.5% of the total by design. Weighting a task up instead (a
+  // reconstruction x 100 beside a classifier) is the pathology and still reported.
+  auto run = [](double w_lm, double w_aux, bool report_weights) {
+    sample_schema schema{{"lm", "aux"}, {}};
+    analyzer a(schema);
+    std::mt19937_64 rng(1);
+    std::normal_distribution<double> n(0, 1);
+    for (int i = 0; i < 6000; ++i) {
+      sample s;
+      s.step = i;
+      const double lm = (2.0 + 8.0 * std::exp(-i / 2000.0)) * std::exp(0.03 * n(rng));
+      const double aux = (1.0 + 0.5 * std::exp(-i / 500.0)) * std::exp(0.02 * n(rng));
+      s.task_losses = {lm, aux};
+      if (report_weights) s.task_weights = {w_lm, w_aux};
+      s.loss = w_lm * lm + w_aux * aux;
+      a.observe(s);
+    }
+    a.flush();
+    return of_kind(a.findings(), "task_dominance");
+  };
+  CHECK(run(1, 0.01, true).empty());
+  CHECK(run(1, 0.01, false).empty());  // the weights read off the total
+  const auto up = run(100, 1, true);   // lm weighted 100: aux (1.0 vs 200+) is drowned
+  REQUIRE(up.size() == 1);
+  CHECK(up[0].series == "loss/lm");
+  CHECK(up[0].rule.name == "weighted_loss_share");
+}
+
 TEST_CASE("task_stalled: one task flat while the total falls") {
   const auto t = stalled_trace(6);
   const auto fs = of_kind(analyze(t), "task_stalled");

@@ -153,6 +153,7 @@ class task_dominance final : public detector {
         raw_(schema.tasks.size(), nan),
         level_(schema.tasks.size(), ema(o.task_dominance.ema_alpha)),
         weights_(schema.tasks.size()),
+        weight_(schema.tasks.size(), 1.0),
         initial_(schema.tasks.size(), nan) {}
 
   void observe(const step_context& ctx, finding_log& log) override {
@@ -167,8 +168,8 @@ class task_dominance final : public detector {
       if (weights_.pending(*s.loss, raw_)) return;
     }
     for (std::size_t i = 0; i < t; ++i) {
-      const double w = i < s.task_weights.size() ? s.task_weights[i] : weights_.weight(i);
-      loss_.now_[i] = w * raw_[i];
+      weight_[i] = i < s.task_weights.size() ? s.task_weights[i] : weights_.weight(i);
+      loss_.now_[i] = weight_[i] * raw_[i];
       grad_.now_[i] = i < s.task_grad_norms.size() && finite(s.task_grad_norms[i])
                           ? *s.task_grad_norms[i]
                           : nan;
@@ -236,6 +237,24 @@ class task_dominance final : public detector {
     return true;
   }
 
+  // The other tasks are small in the total only through weights below 1 that they were given
+  // (or that the fit reads off the total): their own losses are comparable with the dominant
+  // one's (its share of the unweighted sum, smoothed, is under the threshold). That is an
+  // auxiliary loss added on purpose (MoE load balancing or a z-loss at 0.01 beside a language
+  // model's loss), not a task drowned by another's scale; weights above 1 on the dominant task
+  // are no such excuse.
+  bool auxiliary_by_weight(std::size_t dominant) const {
+    double raw_total = 0;
+    for (std::size_t i = 0; i < level_.size(); ++i) {
+      const double v = level_[i].value();
+      if (!std::isfinite(v) || v < 0) return false;
+      if (i != dominant && !(weight_[i] < 1)) return false;
+      raw_total += v;
+    }
+    return weight_[dominant] <= 1 && raw_total > 0 &&
+           level_[dominant].value() / raw_total < o_.share_threshold;
+  }
+
   // Every other task has come down to a fraction of its initial loss: it trained, and the
   // task left dominating the total is expected, not starving the others.
   bool others_converged(std::size_t dominant) const {
@@ -254,6 +273,7 @@ class task_dominance final : public detector {
     if (tr.count_ <= o_.warmup || tr.streak_ < o_.patience) return;
     const std::size_t d = tr.dominant_;
     if (others_converged(d)) return;
+    if (!by_grad && auxiliary_by_weight(d)) return;
     const sample_schema& sc = *ctx.schema;
     // Raw scales: the largest and smallest unweighted task losses at this step.
     double lo = nan, hi = nan;
@@ -327,6 +347,7 @@ class task_dominance final : public detector {
   std::vector<double> raw_;
   std::vector<ema> level_;  // smoothed raw task losses
   weight_fit weights_;
+  std::vector<double> weight_;   // this step's task weights (reported, else fitted)
   std::vector<double> initial_;  // their level after warm-up
 };
 
