@@ -783,7 +783,7 @@ class oscillation final : public detector {
 class chance_level final : public detector {
  public:
   chance_level(const detector_options& o, const sample_schema& schema)
-      : o_(known_count(o.chance_level, schema)),
+      : o_(with_known_count(o, schema)),
         classes_(o_.num_classes),
         target_(classes_ >= 2 ? std::log(double(classes_)) : nan),
         ema_(o.chance_level.ema_alpha),
@@ -997,12 +997,12 @@ class chance_level final : public detector {
     return true;
   }
 
-  // The options with num_classes set to the count the schema knows (the monitor read it off
-  // the class task's logits) when none was given: 0 still means "infer it from the level".
-  static detector_options::chance_level_t known_count(detector_options::chance_level_t o,
-                                                      const sample_schema& schema) {
-    if (o.num_classes < 2 && schema.classes >= 2) o.num_classes = int(schema.classes);
-    return o;
+  // The options with num_classes the known count (0 still means "infer it from the level").
+  static detector_options::chance_level_t with_known_count(const detector_options& o,
+                                                           const sample_schema& schema) {
+    auto c = o.chance_level;
+    c.num_classes = known_class_count(o, schema);
+    return c;
   }
 
   detector_options::chance_level_t o_;

@@ -17,9 +17,7 @@ class initial_loss final : public detector {
     // which is the total only when no other task is mixed into it (class_loss_index).
     if (o_.expected > 0) {
       expected_ = o_.expected;
-    } else if (const int c = o.chance_level.num_classes >= 2 ? o.chance_level.num_classes
-                                                             : int(schema.classes);
-               c >= 2) {
+    } else if (const int c = known_class_count(o, schema); c >= 2) {
       const auto task = class_loss_index(schema);
       if (!task) return;
       task_ = *task;

@@ -68,6 +68,14 @@ struct step_context {
   optimizer_kind optimizer = optimizer_kind::unknown;  ///< detector_options::optimizer
 };
 
+/// The class count of the rules on the class loss (initial_loss, chance_level):
+/// chance_level.num_classes when given, else the count the monitor read off the class task's
+/// logits (schema.classes); 0 when neither is known.
+inline int known_class_count(const detector_options& o, const sample_schema& schema) noexcept {
+  if (o.chance_level.num_classes >= 2) return o.chance_level.num_classes;
+  return schema.classes >= 2 ? int(schema.classes) : 0;
+}
+
 class detector;
 
 /// How a finding reaches a finding_log's notify: opened (its first publication), updated (it
