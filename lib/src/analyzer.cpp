@@ -12,6 +12,7 @@
 #include "detail/level_filter.hpp"
 #include "detail/norm_summary.hpp"
 #include "detail/rolling.hpp"
+#include "detail/task_weights.hpp"
 #include "losslens/error.hpp"
 #include "losslens/series_key.hpp"
 
@@ -64,6 +65,7 @@ bool finding_log::due(std::size_t i, std::int64_t step, std::int64_t interval,
 
 void finding_log::flush(std::int64_t step, std::int64_t interval, std::int64_t max_interval,
                         const sample_schema& schema, notify_fn notify, void* ctx) {
+  prev_row_ = step;  // the rules have seen this row: see prev_row()
   // Most steps publish nothing (an open episode grows and is not due yet): the list is then
   // left as it is. Those before the first due one stay pending.
   const auto first = std::find_if(pending_.begin(), pending_.end(), [&](std::size_t i) {
@@ -237,6 +239,9 @@ void validate(const detector_options& o) {
   need(o.exploding.tail_window >= 1, "exploding.tail_window must be >= 1");
   need(o.loss_spike.recent_window >= 1, "loss_spike.recent_window must be >= 1");
   need(o.loss_spike.tail_window >= 1, "loss_spike.tail_window must be >= 1");
+  need(o.loss_spike.sustained_steps >= 1 && o.loss_spike.sustained_hits >= 1 &&
+           o.loss_spike.sustained_hits <= o.loss_spike.sustained_steps,
+       "loss_spike.sustained_hits must be in [1, sustained_steps]");
   need(o.oscillation.window >= 8 && o.oscillation.stride >= 1 &&
            o.oscillation.stride <= o.oscillation.window,
        "oscillation.window must be >= 8 and 1 <= stride <= window");
@@ -296,6 +301,8 @@ analyzer::analyzer(sample_schema schema, detector_options options, finding_route
   listener_handle_ = router_->add_listener(nullptr);
   grad_ = std::make_unique<core::detail::grad_baseline>(options_);
   level_ = std::make_unique<core::detail::level_filter>();
+  if (!schema_->tasks.empty())
+    weights_ = std::make_unique<core::detail::task_weights>(schema_->tasks.size());
   scale_ = std::make_unique<core::detail::clipped_scale>();
   detectors_ = core::detail::make_detectors(options_, *schema_);
   for (const auto& d : detectors_)
@@ -470,6 +477,10 @@ void analyzer::run_rules(core::detail::step_context& ctx) {
   ctx.level_loss = level_->update(ctx.total_loss);
   ctx.loss_range = level_->range();
   if (!ctx.work_taken) take_working_scale(ctx);
+  if (weights_) {
+    weights_->update(s);
+    ctx.weights = weights_.get();
+  }
   if (s.param_flags.empty()) {
     for (core::detail::detector* d : unflagged_) d->observe(ctx, *log_);
   } else {

@@ -30,6 +30,11 @@ class loss_spike final : public detector {
     const double x = ctx.total_loss;
     if (!std::isfinite(x)) return;
     after_.push(x);
+    // The learning rate raised 2x or more in one step (a warm restart): a jump of the loss in
+    // the steps after it is the schedule's (NaN compares false).
+    if (ctx.lr >= 2 * last_lr_) last_lr_raise_ = ctx.s->step;
+    last_lr_ = ctx.lr;
+    if (cand_.active) sustained(ctx, log, x);
     // A held spike settles once the loss has had confirm_steps to come back down.
     const double range = std::isfinite(ctx.loss_range) ? ctx.loss_range : 0.0;
     if (gate_.waiting(ctx.s->step))
@@ -58,72 +63,39 @@ class loss_spike final : public detector {
     const bool matters =
         !std::isfinite(ctx.loss_range) || x - m >= o_.min_range_fraction * ctx.loss_range;
     bool spike = (!(m > 0) || ratio >= o_.min_ratio) && matters;
-    if (spike) {
+    // A smaller jump of a positive loss counts if it lasts (sustained(), some steps later).
+    const std::int64_t step = ctx.s->step;
+    bool smaller =
+        !spike && !cand_.active && m > 0 &&
+        (!std::isfinite(ctx.loss_range) || x - m >= o_.sustained_range_fraction * ctx.loss_range) &&
+        step_diff(step, last_lr_raise_) > o_.lr_raise_lookback;
+    if (spike || smaller) {
       // An outlier for the median/MAD can still be an ordinary value when the loss swings
       // (a bimodal window); a spike must also stand above everything seen recently.
       double recent_max = -std::numeric_limits<double>::infinity();
       for (std::size_t i = 0; i < recent_.size(); ++i)
         recent_max = std::max(recent_max, recent_[i]);
-      spike = x >= o_.recent_max_ratio * recent_max || (recent_max <= 0 && x > recent_max);
+      const bool above =
+          x >= o_.recent_max_ratio * recent_max || (recent_max <= 0 && x > recent_max);
+      spike = spike && above;
+      smaller = smaller && above;
     }
     // While the loss swings or climbs, those rules describe it; single spikes would be noise.
-    const std::int64_t step = ctx.s->step;
-    if (spike && !ep_.continues(step, o_.merge_gap))
+    if ((spike || smaller) && !ep_.continues(step, o_.merge_gap))
       for (const char* k : {"oscillation", "divergence"})
-        if (log.last_step_of(k) >= step_diff(step, o_.unstable_lookback)) spike = false;
-    if (!spike) {
-      push(x, ctx.log_loss);
-      return;
-    }
+        if (log.last_step_of(k) >= step_diff(step, o_.unstable_lookback)) spike = smaller = false;
     // The scale z was taken against, for the evidence (z = (t(loss) - t(median)) / scale).
-    const double scale = median_.scale();
+    const double scale = spike || smaller ? median_.scale() : nan;
     // The raw value enters the baseline: the median/MAD ignore isolated outliers by
     // themselves, and a lasting level shift is absorbed after window/2 steps (the divergence and
     // oscillation rules take over from there).
     push(x, ctx.log_loss);
-    auto [f, is_new] = open_or_extend(log, this, ep_, step, o_.merge_gap, [&] {
-      auto f = new_finding("loss_spike", severity::warning, step, step, "loss", "robust_zscore",
-                           {{"window", double(o_.window)},
-                            {"z_threshold", o_.z_threshold},
-                            {"min_ratio", o_.min_ratio},
-                            {"recent_window", double(o_.recent_window)},
-                            {"recent_max_ratio", o_.recent_max_ratio}});
-      f.evidence = {{"loss", x},
-                    {"running_median", m},
-                    {"robust_scale", scale},
-                    {"log_scale", median_.log_scale() ? 1.0 : 0.0},
-                    {"z", z},
-                    {"ratio", ratio},
-                    {"spike_steps", 0},
-                    {"z_needed", z_needed}};
-      const std::int64_t gs = ctx.last_grad_spike_step;
-      if (gs != std::numeric_limits<std::int64_t>::min() && step_diff(step, gs) >= 0 &&
-          step_diff(step, gs) <= o_.grad_lookback) {
-        f.evidence.emplace_back("grad_spike_step", double(gs));
-        f.evidence.emplace_back("grad_norm", ctx.last_grad_spike_value);
-        f.evidence.emplace_back("grad_norm_ratio", ctx.last_grad_spike_ratio);
-      }
-      set_lr_evidence(f, ctx);
-      f.advice = format(
-          "clip gradients (clip_grad_norm_ 1.0) or %s; look at the batch at "
-          "step %lld for outliers or bad labels; trainers of large models skip "
-          "the update on such steps (attach option guard)%s",
-          lr_hint(ctx).c_str(), static_cast<long long>(step), lr_note(ctx).c_str());
-      return f;
-    });
-    // Only a run whose own losses are heavy-tailed (a memorising run's hard batches) has
-    // transients worth waiting for; elsewhere a spike is reported on its step.
-    const bool heavy =
-        tail_.count() >= std::size_t(o_.tail_warmup) && tail_.upper() >= o_.heavy_tail_z;
-    gate_.hit(log, ep_.index, is_new, step, m, std::isfinite(ctx.loss_range) && heavy);
-    f.set_evidence("spike_steps", f.evidence_value("spike_steps") + 1);
-    if (!is_new && z > f.evidence_value("z")) {  // the peak, with what it was measured against
-      f.set_evidence("loss", x);
-      f.set_evidence("running_median", m);
-      f.set_evidence("robust_scale", scale);
-      f.set_evidence("z", z);
-      f.set_evidence("ratio", ratio);
+    const peak p{x, m, scale, z, ratio, z_needed};
+    if (smaller && !ep_.continues(step, o_.merge_gap)) {
+      cand_ = {true, step, p, m + 0.5 * (x - m), 0, 0, grad_spike_before(ctx, step)};
+      return;
     }
+    if (spike) hit(ctx, log, step, p, grad_spike_before(ctx, step), 0);
   }
 
   void describe(finding& f, const sample_schema&) const override {
@@ -144,15 +116,118 @@ class loss_spike final : public detector {
           "median)",
           static_cast<long long>(gs), f.evidence_value("grad_norm"),
           f.evidence_value("grad_norm_ratio"));
+    if (const double hits = f.evidence_value("sustained_hits"); hits > 0)
+      f.message +=
+          format("; it stayed above %.4g, half the jump, for %g of the %g steps after it",
+                 f.evidence_value("sustained_bar"), hits, f.evidence_value("sustained_seen"));
     if (f.evidence_value("recovered") > 0)
       f.message += format("; transient: the loss was back at %.4g %g steps later",
                           f.evidence_value("recovered_level"), f.evidence_value("recovered_after"));
   }
 
  private:
+  // A spike's peak and what it was measured against.
+  struct peak {
+    double loss = nan, median = nan, scale = nan, z = nan, ratio = nan, z_needed = nan;
+  };
+  // A smaller jump waiting to be seen lasting (sustained_steps).
+  struct candidate {
+    bool active = false;
+    std::int64_t step = 0;
+    peak at;
+    double bar = 0;  // half the jump above the median
+    int seen = 0, hits = 0;
+    std::array<double, 3> grad{nan, nan, nan};  // see grad_spike_before
+  };
+
   void push(double x, double log_x) noexcept {
     median_.push(x, log_x);
     recent_.push(x);
+  }
+
+  // The grad-norm spike up to grad_lookback steps before `step`: its step, norm and ratio to
+  // the running median (NaN when there is none).
+  std::array<double, 3> grad_spike_before(const step_context& ctx, std::int64_t step) const {
+    const std::int64_t gs = ctx.last_grad_spike_step;
+    if (gs != std::numeric_limits<std::int64_t>::min() && step_diff(step, gs) >= 0 &&
+        step_diff(step, gs) <= o_.grad_lookback)
+      return {double(gs), ctx.last_grad_spike_value, ctx.last_grad_spike_ratio};
+    return {nan, nan, nan};
+  }
+
+  // The candidate's loss one more step: a spike once it stayed above half the jump for
+  // sustained_hits steps, dropped once that can no longer happen.
+  void sustained(const step_context& ctx, finding_log& log, double x) {
+    ++cand_.seen;
+    if (x >= cand_.bar) ++cand_.hits;
+    if (cand_.hits >= o_.sustained_hits) {
+      cand_.active = false;
+      hit(ctx, log, cand_.step, cand_.at, cand_.grad, cand_.hits);
+    } else if (cand_.seen - cand_.hits > o_.sustained_steps - o_.sustained_hits) {
+      cand_.active = false;  // back down: one batch, not a spike
+    }
+  }
+
+  // Opens or grows the episode with a spike that began at `first` (the current step, or a
+  // sustained jump's first step with `hits` steps after it above half the jump).
+  void hit(const step_context& ctx, finding_log& log, std::int64_t first, const peak& p,
+           const std::array<double, 3>& grad, int hits) {
+    const std::int64_t step = ctx.s->step;
+    auto [f, is_new] = open_or_extend(log, this, ep_, step, o_.merge_gap, [&] {
+      auto f =
+          hits > 0
+              ? new_finding("loss_spike", severity::warning, first, step, "loss", "sustained_jump",
+                            {{"window", double(o_.window)},
+                             {"z_threshold", o_.z_threshold},
+                             {"recent_max_ratio", o_.recent_max_ratio},
+                             {"sustained_steps", double(o_.sustained_steps)},
+                             {"sustained_hits", double(o_.sustained_hits)},
+                             {"sustained_range_fraction", o_.sustained_range_fraction}})
+              : new_finding("loss_spike", severity::warning, step, step, "loss", "robust_zscore",
+                            {{"window", double(o_.window)},
+                             {"z_threshold", o_.z_threshold},
+                             {"min_ratio", o_.min_ratio},
+                             {"recent_window", double(o_.recent_window)},
+                             {"recent_max_ratio", o_.recent_max_ratio}});
+      f.evidence = {{"loss", p.loss},
+                    {"running_median", p.median},
+                    {"robust_scale", p.scale},
+                    {"log_scale", median_.log_scale() ? 1.0 : 0.0},
+                    {"z", p.z},
+                    {"ratio", p.ratio},
+                    {"spike_steps", 0},
+                    {"z_needed", p.z_needed}};
+      if (hits > 0) {
+        f.evidence.emplace_back("sustained_hits", double(hits));
+        f.evidence.emplace_back("sustained_seen", double(cand_.seen));
+        f.evidence.emplace_back("sustained_bar", cand_.bar);
+      }
+      if (std::isfinite(grad[0])) {
+        f.evidence.emplace_back("grad_spike_step", grad[0]);
+        f.evidence.emplace_back("grad_norm", grad[1]);
+        f.evidence.emplace_back("grad_norm_ratio", grad[2]);
+      }
+      set_lr_evidence(f, ctx);
+      f.advice = format(
+          "clip gradients (clip_grad_norm_ 1.0) or %s; look at the batch at "
+          "step %lld for outliers or bad labels; trainers of large models skip "
+          "the update on such steps (attach option guard)%s",
+          lr_hint(ctx).c_str(), static_cast<long long>(first), lr_note(ctx).c_str());
+      return f;
+    });
+    // Only a run whose own losses are heavy-tailed (a memorising run's hard batches) has
+    // transients worth waiting for; elsewhere a spike is reported on its step.
+    const bool heavy =
+        tail_.count() >= std::size_t(o_.tail_warmup) && tail_.upper() >= o_.heavy_tail_z;
+    gate_.hit(log, ep_.index, is_new, step, p.median, std::isfinite(ctx.loss_range) && heavy);
+    f.set_evidence("spike_steps", f.evidence_value("spike_steps") + 1 + hits);
+    if (!is_new && p.z > f.evidence_value("z")) {  // the peak, with what it was measured against
+      f.set_evidence("loss", p.loss);
+      f.set_evidence("running_median", p.median);
+      f.set_evidence("robust_scale", p.scale);
+      f.set_evidence("z", p.z);
+      f.set_evidence("ratio", p.ratio);
+    }
   }
 
   detector_options::loss_spike_t o_;
@@ -162,6 +237,9 @@ class loss_spike final : public detector {
   lazy_median after_;  // the last confirm_steps losses, to tell a transient
   recovery_gate gate_;
   episode ep_;
+  candidate cand_;
+  double last_lr_ = nan;
+  std::int64_t last_lr_raise_ = std::numeric_limits<std::int64_t>::min();
 };
 
 class divergence final : public detector {
@@ -338,11 +416,13 @@ class plateau final : public detector {
     if (ema_.count() <= std::max(1, o_.warmup)) {
       best_ = initial_ = e;
       best_step_ = step;
+      best_lr_ = ctx.lr;
       return;
     }
     if (better(e)) {
       best_ = e;
       best_step_ = step;
+      best_lr_ = ctx.lr;
       bad_ = 0;
       if (ep_.open()) {
         ep_.close();
@@ -392,6 +472,15 @@ class plateau final : public detector {
                              "the loss has barely moved from where it started: the "
                              "learning rate may be too low, or gradients do not reach "
                              "the model; check that the model can overfit one batch");
+      else if (ctx.lr < 0.99 * best_lr_)  // NaN compares false
+        // A schedule already lowers it (cosine, step decay): a flatter loss late in such a
+        // schedule is expected, and another 10x cut on top of it is no fix.
+        f.advice = format(
+            "the learning rate already decays (%.3g at step %lld, %.3g now): a flattening "
+            "loss late in a decaying schedule is expected; if the loss is still high, a "
+            "longer schedule or a larger model helps more than a lower rate%s",
+            best_lr_, static_cast<long long>(best_step_), ctx.lr,
+            lr_range_note(ctx.optimizer, ctx.lr, ctx.lr_min, ctx.lr_max).c_str());
       else
         f.advice = std::isfinite(ctx.lr)
                        ? format(
@@ -431,6 +520,7 @@ class plateau final : public detector {
   ema ema_;
   double best_ = 0, initial_ = 0;
   std::int64_t best_step_ = 0, bad_ = 0, cooldown_left_ = 0;
+  double best_lr_ = nan;  // the learning rate at best_step_
   episode ep_;
   evidence_slots<2> ev_;  // what an open episode writes at every step
 };

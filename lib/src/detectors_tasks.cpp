@@ -1,10 +1,13 @@
 // task_dominance and task_stalled: rules across the tasks of a multi-task loss.
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "detail/detector.hpp"
 #include "detail/evidence_slots.hpp"
 #include "detail/rolling.hpp"
+#include "detail/task_weights.hpp"
 
 namespace losslens::core::detail {
 namespace {
@@ -53,123 +56,26 @@ class share_tracker {
   evidence_slots<6> ev;  // what report() writes at every step of ep
 };
 
-/// The task weights of a total loss, fitted from the samples: total = sum_i w_i L_i by least
-/// squares (no intercept) over every step where all are finite. Used only when the fit is
-/// exact to 1% (a weighted sum, not a coincidence) and every weight is positive; otherwise all
-/// weights are 1, as the detectors assumed before.
-class weight_fit {
- public:
-  explicit weight_fit(std::size_t tasks)
-      : n_(tasks),
-        xtx_(tasks * tasks, 0.0),
-        xty_(tasks, 0.0),
-        w_(tasks, 1.0),
-        a_(tasks * tasks),
-        b_(tasks),
-        fit_(tasks) {}
-
-  void observe(double total, const std::vector<double>& losses) {
-    if (n_ < 2 || !std::isfinite(total)) return;
-    for (double v : losses)
-      if (!std::isfinite(v)) return;
-    for (std::size_t i = 0; i < n_; ++i) {
-      xty_[i] += losses[i] * total;
-      for (std::size_t j = 0; j < n_; ++j) xtx_[i * n_ + j] += losses[i] * losses[j];
-    }
-    yy_ += total * total;
-    ++count_;
-    if (count_ >= std::int64_t(n_) + 8 && (count_ - std::int64_t(n_)) % 16 == 0) solve();
-  }
-  double weight(std::size_t i) const noexcept { return fitted_ ? w_[i] : 1.0; }
-  /// Not fitted yet, and the total is not the plain sum of the losses: the weights are not
-  /// all 1, and shares cannot be judged until the fit (a few steps).
-  bool pending(double total, const std::vector<double>& losses) const noexcept {
-    if (fitted_ || n_ < 2 || !std::isfinite(total)) return false;
-    double sum = 0;
-    for (double v : losses) sum += v;
-    return std::isfinite(sum) && std::abs(sum - total) > 0.01 * std::abs(total);
-  }
-
- private:
-  void solve() {
-    // Gaussian elimination with partial pivoting on a copy of the normal equations (in
-    // buffers allocated once: this runs every 16 steps).
-    std::vector<double>& a = a_;
-    std::vector<double>& b = b_;
-    std::copy(xtx_.begin(), xtx_.end(), a.begin());
-    std::copy(xty_.begin(), xty_.end(), b.begin());
-    for (std::size_t c = 0; c < n_; ++c) {
-      std::size_t p = c;
-      for (std::size_t r = c + 1; r < n_; ++r)
-        if (std::abs(a[r * n_ + c]) > std::abs(a[p * n_ + c])) p = r;
-      if (!(std::abs(a[p * n_ + c]) > 0)) return;
-      for (std::size_t k = 0; k < n_; ++k) std::swap(a[c * n_ + k], a[p * n_ + k]);
-      std::swap(b[c], b[p]);
-      for (std::size_t r = c + 1; r < n_; ++r) {
-        const double f = a[r * n_ + c] / a[c * n_ + c];
-        for (std::size_t k = c; k < n_; ++k) a[r * n_ + k] -= f * a[c * n_ + k];
-        b[r] -= f * b[c];
-      }
-    }
-    std::vector<double>& w = fit_;
-    for (std::size_t c = n_; c-- > 0;) {
-      double v = b[c];
-      for (std::size_t k = c + 1; k < n_; ++k) v -= a[c * n_ + k] * w[k];
-      w[c] = v / a[c * n_ + c];
-    }
-    // Residual sum of squares from the normal equations: y'y - 2 w'X'y + w'X'X w.
-    double rss = yy_;
-    for (std::size_t i = 0; i < n_; ++i) {
-      rss -= 2 * w[i] * xty_[i];
-      for (std::size_t j = 0; j < n_; ++j) rss += w[i] * xtx_[i * n_ + j] * w[j];
-    }
-    bool ok = yy_ > 0 && std::max(rss, 0.0) <= 1e-4 * yy_;
-    for (double v : w) ok = ok && std::isfinite(v) && v > 0;
-    fitted_ = ok;
-    if (!ok) return;
-    // Weights are set by people (1, 0.5, 10, 1e-3): rounded to 3 significant digits, float32
-    // rounding of the logged losses does not move them (and a plain sum gives exactly 1).
-    for (double& v : w) {
-      const double scale = std::pow(10.0, std::floor(std::log10(v)) - 2);
-      v = std::round(v / scale) * scale;
-    }
-    w_ = w;
-  }
-
-  std::size_t n_;
-  std::vector<double> xtx_, xty_, w_;
-  std::vector<double> a_, b_, fit_;  // solve()'s working copies
-  double yy_ = 0;
-  std::int64_t count_ = 0;
-  bool fitted_ = false;
-};
-
 class task_dominance final : public detector {
  public:
   task_dominance(const detector_options& o, const sample_schema& schema)
       : o_(o.task_dominance),
         loss_(schema.tasks.size(), o.task_dominance.ema_alpha),
         grad_(schema.tasks.size(), o.task_dominance.ema_alpha),
-        raw_(schema.tasks.size(), nan),
         level_(schema.tasks.size(), ema(o.task_dominance.ema_alpha)),
-        weights_(schema.tasks.size()),
-        weight_(schema.tasks.size(), 1.0),
         initial_(schema.tasks.size(), nan) {}
 
   void observe(const step_context& ctx, finding_log& log) override {
     const sample& s = *ctx.s;
-    const std::size_t t = raw_.size();
-    for (std::size_t i = 0; i < t; ++i)
-      raw_[i] = i < s.task_losses.size() && finite(s.task_losses[i]) ? *s.task_losses[i] : nan;
-    // Without reported weights (a CSV of a weighted run), the weights are read off the total:
-    // total = sum w_i L_i fitted over the steps so far. 1 each when that does not fit.
-    if (s.task_weights.empty() && finite(s.loss)) {
-      weights_.observe(*s.loss, raw_);
-      if (weights_.pending(*s.loss, raw_)) return;
-    }
+    const std::size_t t = level_.size();
+    if (t == 0 || !ctx.weights) return;
+    // The weights reported, else read off the total (task_weights); shares wait for the fit
+    // while the total is no plain sum.
+    w_ = ctx.weights;
+    if (w_->pending()) return;
+    const std::vector<double>& raw = w_->raw();
     for (std::size_t i = 0; i < t; ++i) {
-      weight_[i] = i < s.task_weights.size() ? s.task_weights[i] : weights_.weight(i);
-      loss_.now_[i] = weight_[i] * raw_[i];
+      loss_.now_[i] = w_->weight(i) * raw[i];
       grad_.now_[i] = i < s.task_grad_norms.size() && finite(s.task_grad_norms[i])
                           ? *s.task_grad_norms[i]
                           : nan;
@@ -177,8 +83,8 @@ class task_dominance final : public detector {
     // Gradient shares on the shared parameters, when reported, are what decides which task
     // drives training (GradNorm balances those, not the losses): they take precedence.
     for (std::size_t i = 0; i < t; ++i)
-      if (std::isfinite(raw_[i])) {
-        level_[i].push(raw_[i]);
+      if (std::isfinite(raw[i])) {
+        level_[i].push(raw[i]);
         if (level_[i].count() == o_.warmup) initial_[i] = level_[i].value();
       }
     const bool by_grad = grad_.update(s.step, o_.share_threshold);
@@ -194,8 +100,9 @@ class task_dominance final : public detector {
   bool scale_mismatch(const step_context& ctx, finding_log& log) {
     double lo = nan, hi = nan, total = 0;
     std::size_t hi_i = 0;
-    for (std::size_t i = 0; i < raw_.size(); ++i) {
-      const double v = raw_[i];
+    const std::vector<double>& raw = w_->raw();
+    for (std::size_t i = 0; i < raw.size(); ++i) {
+      const double v = raw[i];
       if (!(std::isfinite(v) && v > 0)) continue;
       if (std::isnan(lo) || v < lo) lo = v;
       if (std::isnan(hi) || v > hi) {
@@ -233,26 +140,24 @@ class task_dominance final : public detector {
     f.set_evidence("steps", double(step_diff(ctx.s->step, f.first_step) + 1));
     const double mine = loss_.now_[hi_i];
     f.set_evidence("suggested_weight_factor",
-                   mine > 0 ? (others / double(raw_.size() - 1)) / mine : nan);
+                   mine > 0 ? (others / double(raw.size() - 1)) / mine : nan);
     return true;
   }
 
-  // The other tasks are small in the total only through weights below 1 that they were given
-  // (or that the fit reads off the total): their own losses are comparable with the dominant
-  // one's (its share of the unweighted sum, smoothed, is under the threshold). That is an
-  // auxiliary loss added on purpose (MoE load balancing or a z-loss at 0.01 beside a language
-  // model's loss), not a task drowned by another's scale; weights above 1 on the dominant task
-  // are no such excuse.
+  // The other tasks are small in the total through weights below 1 that they were given (or
+  // that the fit reads off the total), and their own losses are within `scale_ratio` of the
+  // dominant one's (smoothed): an auxiliary loss added on purpose (MoE load balancing or a
+  // z-loss at 0.01 beside a language model's loss, which starts 10x above it), not a task
+  // drowned by another's scale; weights above 1 on the dominant task are no such excuse.
   bool auxiliary_by_weight(std::size_t dominant) const {
-    double raw_total = 0;
+    const double top = level_[dominant].value();
+    if (!(w_->weight(dominant) <= 1) || !(top > 0)) return false;
     for (std::size_t i = 0; i < level_.size(); ++i) {
+      if (i == dominant) continue;
       const double v = level_[i].value();
-      if (!std::isfinite(v) || v < 0) return false;
-      if (i != dominant && !(weight_[i] < 1)) return false;
-      raw_total += v;
+      if (!(w_->weight(i) < 1) || !(v > 0) || !(top < o_.scale_ratio * v)) return false;
     }
-    return weight_[dominant] <= 1 && raw_total > 0 &&
-           level_[dominant].value() / raw_total < o_.share_threshold;
+    return true;
   }
 
   // Every other task has come down to a fraction of its initial loss: it trained, and the
@@ -277,7 +182,7 @@ class task_dominance final : public detector {
     const sample_schema& sc = *ctx.schema;
     // Raw scales: the largest and smallest unweighted task losses at this step.
     double lo = nan, hi = nan;
-    for (double v : raw_)
+    for (double v : w_->raw())
       if (std::isfinite(v) && v > 0) {
         lo = std::isnan(lo) ? v : std::min(lo, v);
         hi = std::isnan(hi) ? v : std::max(hi, v);
@@ -299,7 +204,7 @@ class task_dominance final : public detector {
     double others = 0;
     for (std::size_t i = 0; i < tr.now_.size(); ++i)
       if (i != d && std::isfinite(tr.now_[i])) others += tr.now_[i];
-    const std::size_t n_others = raw_.size() - 1;
+    const std::size_t n_others = level_.size() - 1;
     // Written at every step of the episode: by place, not by name (see evidence_slots). f is
     // captured by a named reference: clang 14 cannot capture a structured binding.
     auto put = [&, &fd = f](std::size_t slot, std::string_view name, double v) {
@@ -344,11 +249,9 @@ class task_dominance final : public detector {
  private:
   detector_options::task_dominance_t o_;
   share_tracker loss_, grad_;
-  std::vector<double> raw_;
-  std::vector<ema> level_;  // smoothed raw task losses
-  weight_fit weights_;
-  std::vector<double> weight_;   // this step's task weights (reported, else fitted)
-  std::vector<double> initial_;  // their level after warm-up
+  const task_weights* w_ = nullptr;  // this step's task losses and weights (step_context)
+  std::vector<ema> level_;           // smoothed raw task losses
+  std::vector<double> initial_;      // their level after warm-up
 };
 
 class task_stalled final : public detector {
@@ -383,14 +286,22 @@ class task_stalled final : public detector {
     ++nsnaps_;
     if (nsnaps_ < 5) return;
     const std::size_t old = std::size_t(nsnaps_ % 5) * w;  // the slot written 4 snapshots ago
-    const double total_then = snaps_[old + 1], total_now = total_.value();
+    // The others learn when the total reaches a new low: measured from the lowest the smoothed
+    // total had been until `window` steps ago, a total coming back down after a loss spike (an
+    // LM's loss sent from 3.3 to 4.8 for 60 steps) is no drop. Every snapshot is folded in
+    // once, when it becomes the oldest.
+    best_total_ = std::min(best_total_, snaps_[old + 1]);
+    const double total_then = best_total_, total_now = total_.value();
     const double total_drop = (total_then - total_now) / std::abs(total_then);
     for (std::size_t i = 0; i < tasks_.size(); ++i) {
       const double then = snaps_[old + 2 + i], now = tasks_[i].value();
       const double change = std::abs(now - then) / std::max(std::abs(then), 1e-12);
+      // A loss weighted down on purpose (a load-balancing loss at 0.01) is a regularizer that
+      // sits at its floor (1.0 for balanced experts) while the task it serves learns.
       const bool stalled = std::isfinite(initial_[i]) && std::isfinite(then) &&
                            change <= o_.max_task_change && total_drop >= o_.min_total_drop &&
-                           now >= o_.min_remaining * initial_[i];
+                           now >= o_.min_remaining * initial_[i] &&
+                           !(ctx.weights && ctx.weights->auxiliary(i, o_.auxiliary_weight));
       if (!stalled) {
         eps_[i].close();
         continue;
@@ -422,7 +333,7 @@ class task_stalled final : public detector {
     const double initial = f.evidence_value("task_initial");
     f.message = format(
         "%s moved %.2g%% (smoothed %.4g) over the last %d steps while the "
-        "total fell %.1f%%; it is still at %.0f%% of its initial %.4g",
+        "total fell %.1f%% to a new low; it is still at %.0f%% of its initial %.4g",
         f.series.c_str() + 5, 100 * f.evidence_value("task_change"),
         f.evidence_value("task_smoothed"), 4 * stride_, 100 * f.evidence_value("total_drop"),
         100 * f.evidence_value("task_smoothed") / initial, initial);
@@ -437,6 +348,7 @@ class task_stalled final : public detector {
   std::vector<episode> eps_;
   std::vector<double> snaps_;
   std::int64_t nsnaps_ = 0;
+  double best_total_ = std::numeric_limits<double>::infinity();  // see observe()
   int since_ = 0;
 };
 

@@ -23,6 +23,7 @@ enum class publication : unsigned char;
 class clipped_scale;
 class grad_baseline;
 class level_filter;
+class task_weights;
 struct step_context;
 }  // namespace core::detail
 
@@ -112,6 +113,7 @@ class analyzer {
   std::unique_ptr<core::detail::grad_baseline> grad_;
   std::unique_ptr<core::detail::level_filter> level_;
   std::unique_ptr<core::detail::clipped_scale> scale_;
+  std::unique_ptr<core::detail::task_weights> weights_;  // null without tasks
   std::vector<std::unique_ptr<core::detail::detector>> detectors_;
   // The same rules in the same order less those that only read param_flags: what a sample
   // without them (every CSV row, most offline logs) runs.

@@ -64,6 +64,16 @@ struct detector_options {
     double heavy_tail_z = 4;      ///< ... but only when the run's p99 z-score is at least this
                                   ///< (heavy-tailed losses); otherwise a spike is reported at once
     double min_range_fraction = 0.25;  ///< loss - median at least this x the run's progress
+    /// A smaller jump that lasts (an LM's loss from 3.3 to 4.8 for 60 steps, after falling from
+    /// 10.8: below min_ratio and min_range_fraction) is a spike when the loss stays above half
+    /// the jump for `sustained_hits` of the `sustained_steps` steps after it, the jump (which
+    /// passes z and recent_max_ratio like any spike) is at least `sustained_range_fraction` x
+    /// the run's progress, and the learning rate was not raised 2x or more in one step within
+    /// `lr_raise_lookback` steps before it (a warm restart's jump is the schedule's).
+    int sustained_steps = 8;
+    int sustained_hits = 6;
+    double sustained_range_fraction = 0.05;
+    std::int64_t lr_raise_lookback = 256;
   } loss_spike;
 
   /// `divergence`: smoothed loss rises well above its best and stays there.
@@ -145,6 +155,9 @@ struct detector_options {
     double max_task_change = 0.02;  ///< relative change of the task's smoothed loss
     double min_total_drop = 0.10;   ///< relative drop of the smoothed total
     double min_remaining = 0.5;     ///< task still >= this x its initial level (not converged)
+    /// A task weighted at most this x the largest task weight (reported, or read off the
+    /// total) is an auxiliary loss on purpose (MoE load balancing, a z-loss): not reported.
+    double auxiliary_weight = 0.1;
     double ema_alpha = 0.05;
     int warmup = 50;
   } task_stalled;

@@ -20,6 +20,8 @@ namespace losslens::core::detail {
 
 inline constexpr double nan = std::numeric_limits<double>::quiet_NaN();
 
+class task_weights;
+
 /// Numbers the analyzer derives once per step for all detectors.
 struct step_context {
   const sample* s = nullptr;
@@ -66,6 +68,8 @@ struct step_context {
   /// thread took them): run_rules leaves them.
   bool work_taken = false;
   optimizer_kind optimizer = optimizer_kind::unknown;  ///< detector_options::optimizer
+  /// The task losses and weights of this step (null without tasks); set by run_rules.
+  const task_weights* weights = nullptr;
 };
 
 /// The class count of the rules on the class loss (initial_loss, chance_level):
@@ -100,6 +104,10 @@ class finding_log {
   const std::vector<finding>& all() const noexcept { return findings_; }
   /// The last step covered by any finding of this kind, or INT64_MIN when there is none.
   std::int64_t last_step_of(std::string_view kind) const noexcept;
+  /// The step of the last row flush() was called for (none before the first): while the rules
+  /// see a row, the row before it. An episode hit on that row goes on at this one, whatever
+  /// the steps between them (a log written every 100 steps).
+  std::optional<std::int64_t> prev_row() const noexcept { return prev_row_; }
 
   using notify_fn = void (*)(void* ctx, const finding&, publication);
   /// Publishes what is due at `step` through notify: a finding grown since its last
@@ -149,6 +157,7 @@ class finding_log {
   std::vector<std::size_t> pending_;
   std::vector<std::size_t> keep_;  // scratch for flush
   std::uint64_t next_id_ = 1;
+  std::optional<std::int64_t> prev_row_;  // see prev_row()
 };
 
 /// a - b saturated to the int64 range. Steps may span all of it (a CSV can say anything), and
@@ -242,12 +251,13 @@ struct hit_result {
   bool is_new;
 };
 
-/// Extends the episode's finding to `step` when it continues (within merge_gap), else opens a
-/// new finding made by make(); either way the episode now points at it.
+/// Extends the episode's finding to `step` when it continues (within merge_gap, or hit on the
+/// log's previous row), else opens a new finding made by make(); either way the episode now
+/// points at it.
 template <class Make>
 hit_result open_or_extend(finding_log& log, const detector* owner, episode& ep, std::int64_t step,
                           std::int64_t merge_gap, Make&& make) {
-  const bool cont = ep.continues(step, merge_gap);
+  const bool cont = ep.continues(step, merge_gap) || (ep.open() && log.prev_row() == ep.last_hit);
   if (cont) {
     log.at(ep.index).last_step = step;
     log.touch(ep.index);
