@@ -157,6 +157,22 @@ TEST_CASE("analyze reads standard input") {
              "improvement), so a log this short shows little of what went wrong"}));
 }
 
+TEST_CASE("analyze of a log written every 10 steps counts its rows, not its steps") {
+  const auto path = temp_file("sparse.csv", "step,loss\n10,1\n20,0.9\n30,nan\n");
+  auto r = run("analyze " + path.string());
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("1 finding in 3 rows over steps 10-30\n") != std::string::npos);
+  CHECK(r.out.find("only 3 rows over steps 10-30: most rules first need a history") !=
+        std::string::npos);
+  const auto js = losslens::testing::run_shell(std::string(LOSSLENS_CLI) + " analyze --json " +
+                                               path.string() + " 2>/dev/null");
+  REQUIRE(js.status == 0);
+  const auto j = nlohmann::json::parse(js.out);
+  CHECK(j["steps"] == 3);
+  CHECK(j["first_step"] == 10);
+  CHECK(j["last_step"] == 30);
+}
+
 TEST_CASE("analyze: malformed files and bad usage exit non-zero with a clear message") {
   const auto ragged = temp_file("ragged.csv", "step,loss\n1,2\n2,3,4\n");
   auto r = run("analyze " + ragged.string());

@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -131,6 +132,14 @@ TEST_CASE("text report lists each finding with its steps, evidence, rule and fix
   CHECK(text.find("rule: non_finite_value merge_gap=50") != std::string::npos);
   CHECK(text.find("fix: clip") != std::string::npos);
   CHECK(format_findings_text({}, 12) == "no findings in 12 steps\n");
+  // A log written every 10 steps: its rows are not its steps.
+  CHECK(format_findings_text({}, report_extent{300, 10, 3000}) ==
+        "no findings in 300 rows over steps 10-3000\n");
+  CHECK(format_findings_text({}, report_extent{3, 5, 7}) == "no findings in 3 steps\n");
+  CHECK(extent_text({1, 42, 42}) == "1 step");
+  CHECK(extent_text({2, 0, 1}) == "2 steps");
+  CHECK(extent_text({2, INT64_MIN, INT64_MAX}) ==
+        "2 rows over steps -9223372036854775808-9223372036854775807");
   CHECK(worst_severity({}) == -1);
   CHECK(worst_severity({sample_finding()}) == 2);
 }

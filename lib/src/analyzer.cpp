@@ -421,7 +421,7 @@ bool analyzer::prepare(const sample& s, core::detail::step_context& ctx) noexcep
     ++out_of_order_;
     return false;
   }
-  ++steps_;
+  if (steps_++ == 0) first_step_ = s.step;
   last_step_ = s.step;
 
   ctx.s = &s;

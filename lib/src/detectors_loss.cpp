@@ -81,7 +81,7 @@ class loss_spike final : public detector {
       smaller = smaller && above;
     }
     // While the loss swings or climbs, those rules describe it; single spikes would be noise.
-    if ((spike || smaller) && !ep_.continues(step, o_.merge_gap))
+    if ((spike || smaller) && !ep_.continues(log, step, o_.merge_gap))
       for (const char* k : {"oscillation", "divergence"})
         if (log.last_step_of(k) >= step_diff(step, o_.unstable_lookback)) spike = smaller = false;
     // The scale z was taken against, for the evidence (z = (t(loss) - t(median)) / scale).
@@ -91,11 +91,11 @@ class loss_spike final : public detector {
     // oscillation rules take over from there).
     push(x, ctx.log_loss);
     const peak p{x, m, scale, z, ratio, z_needed};
-    if (smaller && !ep_.continues(step, o_.merge_gap)) {
+    if (smaller && !ep_.continues(log, step, o_.merge_gap)) {
       cand_ = {true, step, p, m + 0.5 * (x - m), 0, 0, grad_spike_before(ctx, step)};
       return;
     }
-    if (spike) hit(ctx, log, step, p, grad_spike_before(ctx, step), 0);
+    if (spike) hit(ctx, log, step, p, grad_spike_before(ctx, step), nullptr);
   }
 
   void describe(finding& f, const sample_schema&) const override {
@@ -162,33 +162,33 @@ class loss_spike final : public detector {
     if (x >= cand_.bar) ++cand_.hits;
     if (cand_.hits >= o_.sustained_hits) {
       cand_.active = false;
-      hit(ctx, log, cand_.step, cand_.at, cand_.grad, cand_.hits);
+      hit(ctx, log, cand_.step, cand_.at, cand_.grad, &cand_);
     } else if (cand_.seen - cand_.hits > o_.sustained_steps - o_.sustained_hits) {
       cand_.active = false;  // back down: one batch, not a spike
     }
   }
 
-  // Opens or grows the episode with a spike that began at `first` (the current step, or a
-  // sustained jump's first step with `hits` steps after it above half the jump).
+  // Opens or grows the episode with a spike that began at `first`: the current step, or the
+  // first step of a sustained jump `sust` (null for a single-step spike).
   void hit(const step_context& ctx, finding_log& log, std::int64_t first, const peak& p,
-           const std::array<double, 3>& grad, int hits) {
+           const std::array<double, 3>& grad, const candidate* sust) {
     const std::int64_t step = ctx.s->step;
+    const int hits = sust ? sust->hits : 0;
     auto [f, is_new] = open_or_extend(log, this, ep_, step, o_.merge_gap, [&] {
       auto f =
-          hits > 0
-              ? new_finding("loss_spike", severity::warning, first, step, "loss", "sustained_jump",
-                            {{"window", double(o_.window)},
-                             {"z_threshold", o_.z_threshold},
-                             {"recent_max_ratio", o_.recent_max_ratio},
-                             {"sustained_steps", double(o_.sustained_steps)},
-                             {"sustained_hits", double(o_.sustained_hits)},
-                             {"sustained_range_fraction", o_.sustained_range_fraction}})
-              : new_finding("loss_spike", severity::warning, step, step, "loss", "robust_zscore",
-                            {{"window", double(o_.window)},
-                             {"z_threshold", o_.z_threshold},
-                             {"min_ratio", o_.min_ratio},
-                             {"recent_window", double(o_.recent_window)},
-                             {"recent_max_ratio", o_.recent_max_ratio}});
+          sust ? new_finding("loss_spike", severity::warning, first, step, "loss", "sustained_jump",
+                             {{"window", double(o_.window)},
+                              {"z_threshold", o_.z_threshold},
+                              {"recent_max_ratio", o_.recent_max_ratio},
+                              {"sustained_steps", double(o_.sustained_steps)},
+                              {"sustained_hits", double(o_.sustained_hits)},
+                              {"sustained_range_fraction", o_.sustained_range_fraction}})
+               : new_finding("loss_spike", severity::warning, step, step, "loss", "robust_zscore",
+                             {{"window", double(o_.window)},
+                              {"z_threshold", o_.z_threshold},
+                              {"min_ratio", o_.min_ratio},
+                              {"recent_window", double(o_.recent_window)},
+                              {"recent_max_ratio", o_.recent_max_ratio}});
       f.evidence = {{"loss", p.loss},
                     {"running_median", p.median},
                     {"robust_scale", p.scale},
@@ -197,10 +197,10 @@ class loss_spike final : public detector {
                     {"ratio", p.ratio},
                     {"spike_steps", 0},
                     {"z_needed", p.z_needed}};
-      if (hits > 0) {
-        f.evidence.emplace_back("sustained_hits", double(hits));
-        f.evidence.emplace_back("sustained_seen", double(cand_.seen));
-        f.evidence.emplace_back("sustained_bar", cand_.bar);
+      if (sust) {
+        f.evidence.emplace_back("sustained_hits", double(sust->hits));
+        f.evidence.emplace_back("sustained_seen", double(sust->seen));
+        f.evidence.emplace_back("sustained_bar", sust->bar);
       }
       if (std::isfinite(grad[0])) {
         f.evidence.emplace_back("grad_spike_step", grad[0]);
@@ -737,7 +737,7 @@ class oscillation final : public detector {
     const bool any = steady || recent || growing;
     in_row_ = any ? in_row_ + 1 : 0;
     const std::int64_t step = ctx.s->step;
-    if (in_row_ < 2 && !ep_.continues(step, 2 * std::int64_t(o_.window))) return;
+    if (in_row_ < 2 && !ep_.continues(log, step, 2 * std::int64_t(o_.window))) return;
     if (!any) return;
     const bool alternating = steady || recent;
     const range_stats& fit = recent ? rs : all;

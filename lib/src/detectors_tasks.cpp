@@ -71,11 +71,11 @@ class task_dominance final : public detector {
     if (t == 0 || !ctx.weights) return;
     // The weights reported, else read off the total (task_weights); shares wait for the fit
     // while the total is no plain sum.
-    w_ = ctx.weights;
-    if (w_->pending()) return;
-    const std::vector<double>& raw = w_->raw();
+    const task_weights& w = *ctx.weights;
+    if (w.pending()) return;
+    const std::vector<double>& raw = w.raw();
     for (std::size_t i = 0; i < t; ++i) {
-      loss_.now_[i] = w_->weight(i) * raw[i];
+      loss_.now_[i] = w.weight(i) * raw[i];
       grad_.now_[i] = i < s.task_grad_norms.size() && finite(s.task_grad_norms[i])
                           ? *s.task_grad_norms[i]
                           : nan;
@@ -100,7 +100,7 @@ class task_dominance final : public detector {
   bool scale_mismatch(const step_context& ctx, finding_log& log) {
     double lo = nan, hi = nan, total = 0;
     std::size_t hi_i = 0;
-    const std::vector<double>& raw = w_->raw();
+    const std::vector<double>& raw = ctx.weights->raw();
     for (std::size_t i = 0; i < raw.size(); ++i) {
       const double v = raw[i];
       if (!(std::isfinite(v) && v > 0)) continue;
@@ -118,7 +118,8 @@ class task_dominance final : public detector {
     // A gap the others trained into (a reconstruction down from 0.5 to 0.02 beside a
     // classifier at 2.3) is progress, not a mismatch of scales: it opens no episode (one
     // opened by the scales at the start goes on).
-    if (!loss_.ep.continues(ctx.s->step, 2 * std::int64_t(o_.patience)) && others_converged(hi_i))
+    if (!loss_.ep.continues(log, ctx.s->step, 2 * std::int64_t(o_.patience)) &&
+        others_converged(hi_i))
       return false;
     auto [f, is_new] =
         open_or_extend(log, this, loss_.ep, ctx.s->step, 2 * std::int64_t(o_.patience), [&] {
@@ -149,13 +150,13 @@ class task_dominance final : public detector {
   // dominant one's (smoothed): an auxiliary loss added on purpose (MoE load balancing or a
   // z-loss at 0.01 beside a language model's loss, which starts 10x above it), not a task
   // drowned by another's scale; weights above 1 on the dominant task are no such excuse.
-  bool auxiliary_by_weight(std::size_t dominant) const {
+  bool auxiliary_by_weight(const task_weights& w, std::size_t dominant) const {
     const double top = level_[dominant].value();
-    if (!(w_->weight(dominant) <= 1) || !(top > 0)) return false;
+    if (!(w.weight(dominant) <= 1) || !(top > 0)) return false;
     for (std::size_t i = 0; i < level_.size(); ++i) {
       if (i == dominant) continue;
       const double v = level_[i].value();
-      if (!(w_->weight(i) < 1) || !(v > 0) || !(top < o_.scale_ratio * v)) return false;
+      if (!(w.weight(i) < 1) || !(v > 0) || !(top < o_.scale_ratio * v)) return false;
     }
     return true;
   }
@@ -172,17 +173,16 @@ class task_dominance final : public detector {
     return true;
   }
 
- public:
  private:
   void report(const step_context& ctx, finding_log& log, share_tracker& tr, bool by_grad) {
     if (tr.count_ <= o_.warmup || tr.streak_ < o_.patience) return;
     const std::size_t d = tr.dominant_;
     if (others_converged(d)) return;
-    if (!by_grad && auxiliary_by_weight(d)) return;
+    if (!by_grad && auxiliary_by_weight(*ctx.weights, d)) return;
     const sample_schema& sc = *ctx.schema;
     // Raw scales: the largest and smallest unweighted task losses at this step.
     double lo = nan, hi = nan;
-    for (double v : w_->raw())
+    for (double v : ctx.weights->raw())
       if (std::isfinite(v) && v > 0) {
         lo = std::isnan(lo) ? v : std::min(lo, v);
         hi = std::isnan(hi) ? v : std::max(hi, v);
@@ -249,9 +249,8 @@ class task_dominance final : public detector {
  private:
   detector_options::task_dominance_t o_;
   share_tracker loss_, grad_;
-  const task_weights* w_ = nullptr;  // this step's task losses and weights (step_context)
-  std::vector<ema> level_;           // smoothed raw task losses
-  std::vector<double> initial_;      // their level after warm-up
+  std::vector<ema> level_;       // smoothed raw task losses
+  std::vector<double> initial_;  // their level after warm-up
 };
 
 class task_stalled final : public detector {

@@ -52,10 +52,23 @@ std::string format_episodes_text(const finding& f, std::string_view indent) {
   return out;
 }
 
-std::string format_findings_text(const std::vector<finding>& findings, std::int64_t steps,
+bool report_extent::every_step() const noexcept {
+  std::int64_t span = 0;
+  // rows == last - first + 1, without overflow on extreme steps
+  return rows <= 1 || (!__builtin_sub_overflow(last_step, first_step, &span) && span == rows - 1);
+}
+
+std::string extent_text(const report_extent& extent) {
+  const std::int64_t n = extent.rows;
+  if (extent.every_step()) return std::to_string(n) + (n == 1 ? " step" : " steps");
+  return std::to_string(n) + " rows over steps " + std::to_string(extent.first_step) + "-" +
+         std::to_string(extent.last_step);
+}
+
+std::string format_findings_text(const std::vector<finding>& findings, const report_extent& extent,
                                  bool all_episodes) {
   std::string out;
-  const std::string in_steps = " in " + std::to_string(steps) + (steps == 1 ? " step" : " steps");
+  const std::string in_steps = " in " + extent_text(extent);
   if (findings.empty()) return "no findings" + in_steps + "\n";
   // A finding that is another sign of a listed incident goes under it, not on its own.
   std::vector<finding_ref> refs;

@@ -90,7 +90,8 @@ const std::string_view analyze_usage =
     "  --all            also list each incident's episodes, one line each:\n"
     "                     episode 3: steps 900-912 warning peak 14.2\n"
     "                   (the first 32 and the latest 32 are kept; a line counts the others)\n"
-    "  --json           print {\"findings\":[...],\"steps\":N,\"run\":NAME,\"source\":PATH,\n"
+    "  --json           print {\"findings\":[...],\"steps\":ROWS,\"first_step\":A,\n"
+    "                   \"last_step\":B,\"run\":NAME,\"source\":PATH,\n"
     "                   \"series\":{TAG:SERIES},\"notes\":[...]} instead of the readable\n"
     "                   report (each finding with episodes, spans, cause_id, cause,\n"
     "                   symptom_of_id and symptom_of; the notes are those printed on\n"
@@ -106,7 +107,9 @@ const std::string_view analyze_usage =
 namespace {
 
 nlohmann::json run_json(const run_input& run, const run_analysis& r) {
-  auto j = findings_report_json(r.findings, r.steps);
+  auto j = findings_report_json(r.findings, r.extent.rows);
+  j["first_step"] = r.extent.first_step;
+  j["last_step"] = r.extent.last_step;
   j["run"] = run.name;
   j["source"] = run.source;
   j["series"] = r.series;
@@ -153,7 +156,7 @@ int run_analyze(int argc, char** argv) {
     if (json) {
       print_json(run_json(run, r));
     } else {
-      std::fputs(format_findings_text(r.findings, r.steps, args.has("all")).c_str(), stdout);
+      std::fputs(format_findings_text(r.findings, r.extent, args.has("all")).c_str(), stdout);
     }
     return fail_on >= 0 && worst_severity(r.findings) >= fail_on ? 3 : 0;
   }
@@ -171,7 +174,7 @@ int run_analyze(int argc, char** argv) {
         all.push_back(run_json(run, r));
       } else {
         std::printf("%s== run %s  (%s)\n%s", i ? "\n" : "", run.name.c_str(), run.source.c_str(),
-                    format_findings_text(r.findings, r.steps, args.has("all")).c_str());
+                    format_findings_text(r.findings, r.extent, args.has("all")).c_str());
       }
     } catch (const error& e) {
       failed = true;

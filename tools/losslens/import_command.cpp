@@ -63,7 +63,7 @@ namespace {
 struct import_result {
   std::int64_t id = 0;
   bool existing = false;
-  std::int64_t steps = 0;
+  report_extent extent;  // the rows analysed and stored, and their first and last step
   std::uint64_t points = 0;
   std::vector<finding> findings;
 };
@@ -124,7 +124,7 @@ import_result import_run(const input_set& inputs, const run_input& run, const st
       (inputs.options().class_task.empty() ? std::string()
                                            : "|class_task=" + inputs.options().class_task);
   import_result out;
-  out.steps = analysis.steps;
+  out.extent = analysis.extent;
   out.findings = analysis.findings;
   if ((out.id = imported_before(db, identity)) != 0) {
     out.existing = true;
@@ -143,7 +143,7 @@ import_result import_run(const input_set& inputs, const run_input& run, const st
                              {"wandb_run", run.csv_run},
                              {"series", analysis.series},
                              {"classes", options.chance_level.num_classes},
-                             {"steps", analysis.steps},
+                             {"steps", analysis.extent.rows},
                              {"wall_time", {{"first", first_wall}, {"last", last_wall}}},
                              {"notes", analysis.notes}}}};
   if (!run.run_id.empty()) config["import"]["mlflow_run"] = run.run_id;
@@ -264,7 +264,7 @@ int run_import(int argc, char** argv) {
       results.push_back({{"run", name},
                          {"id", r.id},
                          {"status", r.existing ? "already imported" : "imported"},
-                         {"steps", r.steps},
+                         {"steps", r.extent.rows},
                          {"points", r.points},
                          {"findings", r.findings.size()}});
       if (args.has("json")) continue;
@@ -274,8 +274,8 @@ int run_import(int argc, char** argv) {
             "nothing stored\n",
             name.c_str(), (long long)r.id);
       else
-        std::printf("imported %s as run %lld: %lld steps, %llu points, %s\n", name.c_str(),
-                    (long long)r.id, (long long)r.steps, (unsigned long long)r.points,
+        std::printf("imported %s as run %lld: %s, %llu points, %s\n", name.c_str(), (long long)r.id,
+                    extent_text(r.extent).c_str(), (unsigned long long)r.points,
                     findings_text(r.findings).c_str());
     } catch (const error& e) {
       failed = true;

@@ -541,7 +541,7 @@ run_analysis analyze_run(const input_set& inputs, const run_input& run,
   // a clean bill of health.
   const int full = options.chance_level.warmup + options.chance_level.patience;
   if (a.steps() > 0 && a.steps() < full)
-    note(run.name + ": only " + std::to_string(a.steps()) + (a.steps() == 1 ? " step" : " steps") +
+    note(run.name + ": only " + extent_text({a.steps(), a.first_step(), a.last_step()}) +
          ": most rules first need a history (loss spikes " +
          std::to_string(options.loss_spike.warmup) + " steps, divergence " +
          std::to_string(options.divergence.warmup) + ", oscillation " +
@@ -554,7 +554,10 @@ run_analysis analyze_run(const input_set& inputs, const run_input& run,
                      ? std::string(" after the header")
                      : " for the " + opened->tag_word + "s " + opened->mapping.describe()) +
                 ": nothing to analyse");
-  run_analysis out{a.findings(), a.steps(), series_of(*opened), std::move(notes)};
+  run_analysis out{a.findings(),
+                   {a.steps(), a.first_step(), a.last_step()},
+                   series_of(*opened),
+                   std::move(notes)};
   if (keep) *keep = std::move(opened);
   return out;
 }

@@ -21,6 +21,7 @@
 #include "losslens/csv_reader.hpp"
 #include "losslens/detector_options.hpp"
 #include "losslens/finding.hpp"
+#include "losslens/report.hpp"
 #include "losslens/sample_merger.hpp"
 #include "losslens/tag_mapping.hpp"
 #include "losslens/mlflow_run.hpp"
@@ -161,7 +162,7 @@ class input_set {
 /// A run after the detectors.
 struct run_analysis {
   std::vector<finding> findings;
-  std::int64_t steps = 0;
+  report_extent extent;   ///< the rows analysed and their first and last step
   nlohmann::json series;  ///< series_of(opened)
   /// The input's notes (unused tags, ambiguities, cut-short files) and those about its rows,
   /// known once they were read (a CSV's steps that went back, values skipped at a repeated

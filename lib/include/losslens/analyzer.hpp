@@ -85,6 +85,10 @@ class analyzer {
   finding_router& router() noexcept { return *router_; }
   /// Samples accepted so far.
   std::int64_t steps() const noexcept;
+  /// The steps of the first and the last sample accepted (0 before any): with steps(), what
+  /// a report covers (report_extent).
+  std::int64_t first_step() const noexcept { return first_step_; }
+  std::int64_t last_step() const noexcept { return last_step_; }
   /// Samples ignored because their step did not increase.
   std::int64_t out_of_order() const noexcept;
   const sample_schema& schema() const noexcept;
@@ -123,6 +127,7 @@ class analyzer {
   double last_lr_max_ = std::numeric_limits<double>::quiet_NaN();
   std::int64_t steps_ = 0;
   std::int64_t out_of_order_ = 0;
+  std::int64_t first_step_ = 0;
   std::int64_t last_step_ = 0;
 };
 

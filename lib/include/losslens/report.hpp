@@ -14,8 +14,28 @@
 
 namespace losslens {
 
-/// A readable report: one block per finding (incident) or a line saying there are none.
-/// `steps` is the number of samples analysed. A block is
+/// What a report covers: `rows` samples analysed, the first at `first_step` and the last at
+/// `last_step`. From a count alone (a monitor that saw every step) the steps are 1..rows.
+struct report_extent {
+  std::int64_t rows = 0;
+  std::int64_t first_step = 1;
+  std::int64_t last_step = 0;
+  report_extent() = default;
+  /// rows steps, 1..rows (implicit: a step count is such an extent).
+  report_extent(std::int64_t steps) noexcept  // NOLINT(google-explicit-constructor)
+      : rows(steps), last_step(steps) {}
+  report_extent(std::int64_t rows_, std::int64_t first, std::int64_t last) noexcept
+      : rows(rows_), first_step(first), last_step(last) {}
+  /// Whether the rows are every step from first_step to last_step (then "N steps" says it all).
+  bool every_step() const noexcept;
+};
+
+/// "N steps", or "N rows over steps A-B" when the rows are not every step between their first
+/// and last (a log written every 100 steps). Thread-safe; throws nothing but std::bad_alloc.
+std::string extent_text(const report_extent& extent);
+
+/// A readable report: one block per finding (incident) or a line saying there are none, its
+/// first line ending " in " + extent_text(extent). A block is
 ///   SEVERITY  kind  steps FIRST[-LAST]  series[  (N episodes)]
 ///     message
 ///     preceded by: cause          (when f.cause is set)
@@ -29,7 +49,7 @@ namespace losslens {
 /// whose symptom_of_id names a listed finding has no block of its own; the first line counts
 /// the blocks and says how many were listed under another.
 /// Thread-safe (reads only its arguments); throws nothing but std::bad_alloc.
-std::string format_findings_text(const std::vector<finding>& findings, std::int64_t steps,
+std::string format_findings_text(const std::vector<finding>& findings, const report_extent& extent,
                                  bool all_episodes = false);
 
 /// The lines that relate f to other incidents, each between `indent` and `end`: "preceded

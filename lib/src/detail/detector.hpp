@@ -175,9 +175,11 @@ struct episode {
   std::int64_t last_hit = 0;
   bool open() const noexcept { return index != finding_log::none; }
   void close() noexcept { index = finding_log::none; }
-  /// True when an open episode may absorb a hit at `step` (within merge_gap of the last one).
-  bool continues(std::int64_t step, std::int64_t merge_gap) const noexcept {
-    return open() && step_diff(step, last_hit) <= merge_gap;
+  /// True when an open episode may absorb a hit at `step`: within merge_gap steps of its last
+  /// hit, or hit on the log's previous row (see finding_log::prev_row: a sparse log's rows are
+  /// further apart than any gap).
+  bool continues(const finding_log& log, std::int64_t step, std::int64_t merge_gap) const noexcept {
+    return open() && (step_diff(step, last_hit) <= merge_gap || log.prev_row() == last_hit);
   }
 };
 
@@ -257,7 +259,7 @@ struct hit_result {
 template <class Make>
 hit_result open_or_extend(finding_log& log, const detector* owner, episode& ep, std::int64_t step,
                           std::int64_t merge_gap, Make&& make) {
-  const bool cont = ep.continues(step, merge_gap) || (ep.open() && log.prev_row() == ep.last_hit);
+  const bool cont = ep.continues(log, step, merge_gap);
   if (cont) {
     log.at(ep.index).last_step = step;
     log.touch(ep.index);

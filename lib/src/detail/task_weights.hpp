@@ -48,8 +48,7 @@ class task_weights {
 
   /// Takes this step's task losses (NaN when missing or not finite) and weights from s.
   void update(const sample& s);
-  /// Task i's loss at this step, unweighted (NaN when missing).
-  double raw(std::size_t i) const noexcept { return raw_[i]; }
+  /// The task losses at this step, unweighted (NaN where missing or not finite).
   const std::vector<double>& raw() const noexcept { return raw_; }
   /// Task i's weight at this step.
   double weight(std::size_t i) const noexcept { return weight_[i]; }
