@@ -153,6 +153,118 @@ TEST_CASE("non_finite episodes: one per run of bad steps, merged across short ga
 }
 
 namespace {
+// A run whose loss falls from 4 to about 1 while its gradient norm is +Inf on the steps `bad`
+// says (and, where `nan_loss` says, the loss is NaN).
+template <class Bad, class NanLoss>
+analyzer overflow_run(int steps, Bad&& bad, NanLoss&& nan_loss, detector_options o = {}) {
+  analyzer a(sample_schema{}, o);
+  std::mt19937_64 rng(3);
+  std::normal_distribution<double> noise(0, 0.02);
+  for (int i = 1; i <= steps; ++i) {
+    sample s;
+    s.step = i;
+    s.loss = nan_loss(i) ? NAN : (1 + 3 / std::sqrt(1 + i / 50.0)) * std::exp(noise(rng));
+    s.grad_norm = bad(i) ? INFINITY : std::exp(noise(rng));
+    a.observe(s);
+  }
+  a.flush();
+  return a;
+}
+}  // namespace
+
+TEST_CASE("non_finite: gradient norms a dynamic loss scaler skipped are info, not an error") {
+  const auto no_nan = [](int) { return false; };
+  const auto nf = [](auto&&... args) {
+    return of_kind(overflow_run(args...).findings(), "non_finite");
+  };
+  // fp16 with GradScaler: 6 overflows in a row at the start (the scale comes down from 2^16),
+  // then one every 2000 steps when it tries a larger scale. The loss stays finite throughout.
+  const auto scaler = [](int i) { return i <= 6 || (i > 6 && (i - 6) % 2000 == 0); };
+  // (The loss's slow fall is a plateau now and then: only non_finite is looked at.)
+  const auto a = of_kind(overflow_run(10000, scaler, no_nan).findings(), "non_finite");
+  REQUIRE(a.size() == 1);
+  const finding& f = a[0];
+  CHECK(f.kind == "non_finite");
+  CHECK(f.series == "grad_norm");
+  CHECK(f.level == severity::info);
+  CHECK(f.rule.name == "skipped_update");
+  CHECK(f.episodes == 5);  // steps 1-6, 2006, 4006, 6006, 8006
+  CHECK(f.first_step == 1);
+  CHECK(f.last_step == 8006);
+  CHECK(f.evidence_value("longest_run") == 6);  // the worst episode: the first
+  CHECK(f.evidence_value("finite_loss_after") == 8);
+  CHECK(f.message.find("the update was skipped") != std::string::npos);
+  CHECK(f.advice.find("loss scaler") != std::string::npos);
+
+  // The same without the hold (skip_confirm 0): every overflow is an error, as before.
+  detector_options off;
+  off.non_finite.skip_confirm = 0;
+  const auto b = nf(10000, scaler, no_nan, off);
+  REQUIRE(b.size() == 1);
+  CHECK(b[0].level == severity::error);
+  CHECK(b[0].rule.name == "non_finite_value");
+
+  // 17 in a row is no scaler lowering its scale (16 halvings take it from 2^16 to 1): an error,
+  // with the text of one.
+  const auto c = nf(
+      3000, [](int i) { return i >= 1000 && i < 1017; }, no_nan);
+  REQUIRE(c.size() == 1);
+  CHECK(c[0].level == severity::error);
+  CHECK(c[0].rule.name == "non_finite_value");
+  CHECK(c[0].message.find("skipped") == std::string::npos);
+  // 16 in a row still is.
+  const auto d = nf(
+      3000, [](int i) { return i >= 1000 && i < 1016; }, no_nan);
+  REQUIRE(d.size() == 1);
+  CHECK(d[0].level == severity::info);
+  CHECK(d[0].evidence_value("longest_run") == 16);
+
+  // Settled as skipped (steps 1000-1002, then 8 rows with a finite loss), then the same episode
+  // grows (step 1030, within the merge gap) into 20 in a row: the error it was at first.
+  const auto e = nf(
+      3000, [](int i) { return (i >= 1000 && i < 1003) || (i >= 1030 && i < 1050); }, no_nan);
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].level == severity::error);
+  CHECK(e[0].rule.name == "non_finite_value");
+  CHECK(e[0].first_step == 1000);
+  CHECK(e[0].last_step == 1049);
+  CHECK(e[0].message.find("skipped") == std::string::npos);
+}
+
+TEST_CASE("non_finite: a gradient overflow the loss does not survive stays an error, its cause") {
+  // +Inf gradients at step 1000 with a finite loss, then the loss NaN from step 1001: the
+  // update was applied. The gradient's episode is an error, published before the loss's.
+  const analyzer a = overflow_run(
+      2000, [](int i) { return i == 1000; }, [](int i) { return i > 1000; });
+  const auto fs = of_kind(a.findings(), "non_finite");
+  REQUIRE(fs.size() == 2);
+  const finding& grad = fs[0].series == "grad_norm" ? fs[0] : fs[1];
+  const finding& loss = fs[0].series == "grad_norm" ? fs[1] : fs[0];
+  CHECK(grad.level == severity::error);
+  CHECK(grad.first_step == 1000);
+  CHECK(grad.message.find("skipped") == std::string::npos);
+  CHECK(loss.level == severity::error);
+  CHECK(loss.first_step == 1001);
+  CHECK(grad.id < loss.id);
+
+  // Without a loss at that step nothing says the update was skipped: an error at once.
+  sample_schema schema;
+  analyzer b(schema);
+  std::vector<severity> seen;
+  b.on_finding([&](const finding& f, bool is_new) {
+    if (is_new) seen.push_back(f.level);
+  });
+  for (int i = 1; i <= 300; ++i) {
+    sample s;
+    s.step = i;
+    if (i != 200) s.loss = 1.0;
+    s.grad_norm = i == 200 ? INFINITY : 1.0;
+    b.observe(s);
+    if (i == 200) CHECK(seen == std::vector<severity>{severity::error});  // on its own step
+  }
+}
+
+namespace {
 // The last_step of every publication of one non_finite episode from step 20 to steps - 1.
 std::vector<std::int64_t> publications(analyzer& a, int steps) {
   std::vector<std::int64_t> at;
@@ -762,6 +874,12 @@ TEST_CASE("chance_level: a slow descent through the chance band is progress") {
   CHECK(stuck[0].first_step > 10000);
   CHECK(stuck[0].first_step < 21000);
   CHECK(stuck[0].last_step > 29000);
+  // A language model comes down from ln of its vocabulary (10.8 for 50k tokens) to 2.30 and
+  // stays there: a floor far below its own chance (plateau's to report), not ln 10's. (A
+  // first loss of 5, as above, still names no count over 1000.)
+  const auto lm_flat =
+      findings([](double t) { return std::log(10.0) + 8.5 * std::exp(-t / 2500); }, 80000, 0.02);
+  CHECK(lm_flat.empty());
 
   const auto known =
       findings([](double t) { return 0.4 + 3.2 * std::exp(-t / 40000); }, 200000, 0.05, 10);

@@ -229,6 +229,8 @@ void validate(const detector_options& o) {
   auto need = [](bool ok, const char* what) {
     if (!ok) throw error(std::string("invalid detector options: ") + what);
   };
+  need(o.non_finite.skip_confirm >= 0 && o.non_finite.skip_max_run >= 1,
+       "non_finite.skip_confirm must be >= 0 and skip_max_run >= 1");
   need(o.loss_spike.window >= 8, "loss_spike.window must be >= 8");
   need(o.loss_spike.z_threshold > 0, "loss_spike.z_threshold must be > 0");
   need(o.loss_spike.tail_factor >= 0, "loss_spike.tail_factor must be >= 0");

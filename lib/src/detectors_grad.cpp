@@ -20,13 +20,16 @@ const char* value_name(double v) { return std::isnan(v) ? "NaN" : (v > 0 ? "+Inf
 class non_finite final : public detector {
  public:
   non_finite(const detector_options& o, const sample_schema& schema)
-      : gap_(o.non_finite.merge_gap), st_(schema.tasks.size() + 2) {}
+      : o_(o.non_finite), st_(schema.tasks.size() + 2) {}
 
   // The message describes the first bad value and does not change as the episode grows.
   void describe(finding&, const sample_schema&) const override {}
 
   void observe(const step_context& ctx, finding_log& log) override {
     const sample& s = *ctx.s;
+    // A held gradient episode is an error once the loss goes bad after it (settled before the
+    // loss's own episode opens, so that it is placed first, as its cause).
+    if (skip_.held && s.loss && !std::isfinite(*s.loss)) settle(log, st_.back().ep.index, false);
     check(ctx, log, 0, s.loss, "loss", -1, -1);
     for (std::size_t i = 0; i < s.task_losses.size() && i < ctx.schema->tasks.size(); ++i)
       check(ctx, log, 1 + i, s.task_losses[i], nullptr, int(i), -1);
@@ -41,7 +44,14 @@ class non_finite final : public detector {
       g = s.param_grad_norms.size() > static_cast<std::size_t>(first)
               ? s.param_grad_norms[static_cast<std::size_t>(first)]
               : std::optional<double>(nan);
-    check(ctx, log, st_.size() - 1, g, "grad_norm", -1, first);
+    if (g && !std::isfinite(*g)) {
+      grad_hit(ctx, log, *g, first);
+    } else {
+      skip_.run = 0;
+      if (g) check(ctx, log, st_.size() - 1, g, "grad_norm", -1, first);  // the last finite
+      if (skip_.held && finite(s.loss) && ++skip_.clean >= o_.skip_confirm)
+        settle(log, st_.back().ep.index, true);
+    }
   }
 
  private:
@@ -67,18 +77,18 @@ class non_finite final : public detector {
   }
 
   // Out of line, so that the finite path does not pay for this one's frame.
-  [[gnu::noinline]] void report(const step_context& ctx, finding_log& log, state& st,
+  [[gnu::noinline]] bool report(const step_context& ctx, finding_log& log, state& st,
                                 const double value, const char* fixed, int task, int param) {
     const std::optional<double> v = value;
     const std::int64_t step = ctx.s->step;
     const std::string series =
         task >= 0 ? task_series(*ctx.schema, static_cast<std::size_t>(task)) : std::string(fixed);
-    auto [f, is_new] = open_or_extend(log, this, st.ep, step, gap_, [&] {
+    auto [f, is_new] = open_or_extend(log, this, st.ep, step, o_.merge_gap, [&] {
       st.count = 0;
       std::string name = series;
       if (param >= 0) name = param_series(*ctx.schema, static_cast<std::size_t>(param));
       auto f = new_finding("non_finite", severity::error, step, step, name, "non_finite_value",
-                           {{"merge_gap", double(gap_)}});
+                           {{"merge_gap", double(o_.merge_gap)}});
       f.evidence = {{"value", *v},
                     {"last_finite_value", st.last_finite},
                     {"last_finite_step", double(st.last_finite_step)}};
@@ -105,10 +115,93 @@ class non_finite final : public detector {
     });
     ++st.count;
     f.set_evidence("non_finite_steps", double(st.count));
+    return is_new;
   }
 
-  std::int64_t gap_;
+  // A non-finite gradient norm. Beside a finite loss it may be an update a dynamic loss scaler
+  // skipped (fp16: on overflow GradScaler skips the step and halves its scale, a few steps in a
+  // row at the start and one now and then after it grows the scale again): the episode is held
+  // until the loss has stayed finite for skip_confirm rows after it (settle). A loss that goes
+  // bad, or more than skip_max_run such norms in a row, makes it an error as before.
+  [[gnu::noinline]] void grad_hit(const step_context& ctx, finding_log& log, double g, int first) {
+    const std::optional<double>& loss = ctx.s->loss;
+    state& st = st_.back();
+    const std::size_t before = st.ep.index;
+    const bool is_new = report(ctx, log, st, g, "grad_norm", -1, first);
+    if (is_new) {
+      // The episode before, still held, had a finite loss up to this new one: skipped updates.
+      if (skip_.held) settle(log, before, true);
+      skip_ = {};
+      if (finite(loss) && o_.skip_confirm > 0) {
+        skip_.held = true;
+        log.hold(st.ep.index);
+      }
+    }
+    skip_.clean = 0;
+    skip_.longest = std::max(skip_.longest, ++skip_.run);
+    // (A row without a loss says nothing either way.)
+    const bool bad = (loss && !std::isfinite(*loss)) || skip_.run > o_.skip_max_run;
+    if (skip_.held && bad) {
+      settle(log, st.ep.index, false);
+    } else if (skip_.skipped && bad) {
+      // Settled as skipped updates, then grew into what is not: the error it was at first.
+      finding& f = log.at(st.ep.index);
+      f.level = severity::error;
+      f.rule = std::move(skip_.rule);
+      f.message = std::move(skip_.message);
+      f.advice = std::move(skip_.advice);
+      skip_.skipped = false;
+      log.touch(st.ep.index);
+    }
+  }
+
+  // Settles the held gradient episode i: skipped updates (info) or, as it was opened, an error.
+  void settle(finding_log& log, std::size_t i, bool skipped) {
+    skip_.held = false;
+    if (i == finding_log::none) return;
+    if (skipped) {
+      finding& f = log.at(i);
+      skip_.skipped = true;
+      skip_.rule = f.rule;
+      skip_.message = f.message;
+      skip_.advice = f.advice;
+      f.level = severity::info;
+      f.rule = {"skipped_update",
+                {{"merge_gap", double(o_.merge_gap)},
+                 {"skip_confirm", double(o_.skip_confirm)},
+                 {"skip_max_run", double(o_.skip_max_run)}}};
+      f.set_evidence("longest_run", double(skip_.longest));
+      f.set_evidence("finite_loss_after", double(skip_.clean));
+      f.message += format(
+          "; the loss stayed finite (%lld such norms in a row at most, then %lld rows with a "
+          "finite loss), so the update was skipped (a dynamic loss scaler's overflow step, or a "
+          "guard's skip)",
+          static_cast<long long>(skip_.longest), static_cast<long long>(skip_.clean));
+      f.advice =
+          "nothing to fix while such steps stay short and rare: with fp16, a dynamic loss scaler "
+          "(GradScaler, DeepSpeed, Megatron) skips the update and halves its scale when the "
+          "gradients overflow, a few steps in a row at the start and one now and then when it "
+          "tries a larger scale (every 2000 steps by default); without loss scaling (a guard "
+          "skipped it, or clipping zeroed it), find the operation that overflows in the batch at "
+          "this step (log, division, exp, sqrt at 0); bf16 needs no loss scaler";
+    }
+    log.release(i);
+  }
+
+  // The gradient episode that may be skipped updates (see grad_hit).
+  struct skip_watch {
+    bool held = false;         // held back until settled
+    bool skipped = false;      // settled as skipped updates (the error's text kept below)
+    std::int64_t run = 0;      // non-finite gradient norms in a row
+    std::int64_t longest = 0;  // the longest such run in the episode
+    std::int64_t clean = 0;    // rows with a finite loss since the last one
+    rule_info rule;
+    std::string message, advice;
+  };
+
+  detector_options::non_finite_t o_;
   std::vector<state> st_;  // loss, tasks..., grad_norm
+  skip_watch skip_;
 };
 
 /// Largest per-parameter norm at this step and its share of the squared total.

@@ -904,7 +904,11 @@ class chance_level final : public detector {
       x = i < tl.size() && tl[i] ? task_level_->update(*tl[i]) : nan;
     }
     if (!std::isfinite(x)) return;
-    if (ema_.count() == 0) first_ = x;
+    if (ema_.count() == 0) {
+      first_ = x;
+      // An untrained model over more classes than are inferred here (see infer()).
+      beyond_inferred_ = x > (1 + o_.tolerance) * std::log(max_inferred);
+    }
     const double e = ema_.push(x);
     remember(e);
     if (finite(ctx.s->accuracy)) acc_.push(*ctx.s->accuracy);
@@ -1023,7 +1027,7 @@ class chance_level final : public detector {
   double first_loss_classes() const noexcept {
     if (!(first_ > 0)) return 0;
     const double k = std::round(std::exp(first_));
-    if (!(k >= 2 && k <= 1000)) return 0;
+    if (!(k >= 2 && k <= max_inferred)) return 0;
     return std::abs(first_ - std::log(k)) <= o_.tolerance * std::log(k) ? k : 0;
   }
   // The smoothed loss every stride_ pushes; with max_snapshots kept, every other one goes and
@@ -1056,6 +1060,10 @@ class chance_level final : public detector {
     return false;  // no level that old: nothing says it came down
   }
   bool infer(double e) {
+    // A first loss above ln 1000 (and its tolerance) is an untrained model over more classes
+    // than are inferred here: a language model starts near ln of its vocabulary (10.8 for 50k
+    // tokens), and any ln k it comes down to is far below its own chance, a floor on the way.
+    if (beyond_inferred_) return false;
     // The average's lowest point counts once it averages over its own horizon (2 / alpha
     // losses): before that it is the mean of a few batches and dips with their noise.
     const bool settled = double(ema_.count()) >= 2 / o_.ema_alpha;
@@ -1073,7 +1081,7 @@ class chance_level final : public detector {
       band_log_k_ = std::log(band_k_);
     }
     const double k = band_k_;
-    if (!(k >= 2 && k <= 1000)) return false;
+    if (!(k >= 2 && k <= max_inferred)) return false;
     const double t = band_log_k_;
     if (int(k) != classes_) {
       if (ep_.open()) ep_.close();
@@ -1095,6 +1103,8 @@ class chance_level final : public detector {
     return c;
   }
 
+  static constexpr double max_inferred = 1000;  // the largest class count read off a level
+
   detector_options::chance_level_t o_;
   int classes_;
   double target_;
@@ -1106,6 +1116,7 @@ class chance_level final : public detector {
   double lowest_ = std::numeric_limits<double>::infinity();
   double band_lo_ = 0, band_hi_ = 0, band_k_ = 0, band_log_k_ = 0;  // see infer()
   double first_ = nan;                                              // the first loss
+  bool beyond_inferred_ = false;  // the first loss is above ln max_inferred (see infer())
   std::int64_t streak_ = 0, start_ = 0;
   episode ep_;
   static constexpr std::size_t max_snapshots = 64;          // see remember()

@@ -35,6 +35,14 @@ struct detector_options {
   struct non_finite_t {
     bool enabled = true;
     std::int64_t merge_gap = 50;  ///< steps of finite values that end an episode
+    /// A non-finite gradient norm beside a finite loss is held back until the loss has stayed
+    /// finite for this many rows after the last such norm: then the update was skipped (a
+    /// dynamic loss scaler's overflow step, fp16) and the episode is info (`skipped_update`).
+    /// 0: never (every one is an error at once).
+    int skip_confirm = 8;
+    /// More non-finite gradient norms in a row than this is no scaler lowering its scale (from
+    /// 2^16 to 1 is 16 halvings): an error.
+    int skip_max_run = 16;
   } non_finite;
 
   /// `loss_spike`: robust z-score of the loss against a rolling median/MAD.
