@@ -835,6 +835,46 @@ TEST_CASE("chance_level: loss stuck at ln C after warm-up") {
   }
 }
 
+TEST_CASE("chance_level: a loss at chance while the learning rate warms up is not reported") {
+  // A 10-class run whose LR rises linearly from 0 to 1e-3 over 2000 steps: nothing moves for
+  // the first 400 steps, then the loss falls to 0.35. The `stuck` run stays at ln 10 for good.
+  auto run = [](int classes, bool stuck, std::int64_t* opened_at) {
+    detector_options o;
+    o.chance_level.num_classes = classes;
+    analyzer a(sample_schema{}, o);
+    a.on_finding([&](const finding& f, bool is_new) {
+      if (is_new && f.kind == "chance_level" && opened_at) *opened_at = f.last_step;
+    });
+    generator g(8);
+    for (int i = 1; i <= 8000; ++i) {
+      sample s;
+      s.step = i;
+      s.lr = 1e-3 * std::min(1.0, i / 2000.0);
+      const double p = std::max(0.0, i - 400.0) / 3000;
+      s.loss = (stuck ? std::log(10.0) : 0.35 + (std::log(10.0) - 0.35) * std::exp(-p * p)) *
+               g.noise(0.03);
+      a.observe(s);
+    }
+    a.flush();
+    return of_kind(a.findings(), "chance_level");
+  };
+  CHECK(run(10, false, nullptr).empty());
+  CHECK(run(0, false, nullptr).empty());
+  // Stuck: reported once the LR has not risen for `patience` (100) steps (its last rise is at
+  // step 2000), the episode from where the stay began (with the count inferred, from the last
+  // time the smoothed loss entered the tighter 1% band).
+  for (int classes : {10, 0}) {
+    INFO("classes " << classes);
+    std::int64_t opened = -1;
+    const auto fs = run(classes, true, &opened);
+    REQUIRE(fs.size() == 1);
+    CHECK(fs[0].first_step <= (classes ? 300 : 2099));
+    CHECK(opened >= 2099);
+    CHECK(opened <= 2200);
+    CHECK(fs[0].last_step == 8000);
+  }
+}
+
 TEST_CASE("chance_level: a slow descent through the chance band is progress") {
   // Read off the level, every ln k a falling loss passes is a candidate: a run descending from
   // 2.3 to 0.3 over 300k steps sits near ln 9, ln 8 ... ln 2 for thousands of steps each, and a

@@ -913,6 +913,11 @@ class chance_level final : public detector {
     remember(e);
     if (finite(ctx.s->accuracy)) acc_.push(*ctx.s->accuracy);
     const std::int64_t step = ctx.s->step;
+    // A learning rate still rising (a warm-up from 0, or a cycle's way up): until it is large
+    // enough nothing moves, and the loss waits at chance. Rows since it last rose.
+    if (ctx.lr > lr_prev_) since_lr_rose_ = 0;
+    ++since_lr_rose_;
+    if (std::isfinite(ctx.lr)) lr_prev_ = ctx.lr;
     if (o_.num_classes == 0 && !infer(e)) return;
     const double above =
         o_.num_classes == 0 ? tolerance() : std::max(tolerance(), o_.above_tolerance);
@@ -922,7 +927,9 @@ class chance_level final : public detector {
       streak_ = 0;
       return;
     }
-    if (ema_.count() <= o_.warmup || streak_ < o_.patience) return;
+    // A stay at chance counts once it has lasted `patience` rows with the learning rate no
+    // longer rising; its episode still starts where the stay began.
+    if (ema_.count() <= o_.warmup || streak_ < o_.patience || since_lr_rose_ < o_.patience) return;
     if (came_down_lately((1 + above) * target_)) return;
     auto [f, is_new] = open_or_extend(log, this, ep_, step, 2 * std::int64_t(o_.patience), [&] {
       auto f = new_finding("chance_level", severity::warning, start_, step, series_,
@@ -1117,6 +1124,8 @@ class chance_level final : public detector {
   double band_lo_ = 0, band_hi_ = 0, band_k_ = 0, band_log_k_ = 0;  // see infer()
   double first_ = nan;                                              // the first loss
   bool beyond_inferred_ = false;  // the first loss is above ln max_inferred (see infer())
+  double lr_prev_ = nan;          // the learning rate of the row before
+  std::int64_t since_lr_rose_ = std::numeric_limits<std::int64_t>::max() / 2;  // rows
   std::int64_t streak_ = 0, start_ = 0;
   episode ep_;
   static constexpr std::size_t max_snapshots = 64;          // see remember()
