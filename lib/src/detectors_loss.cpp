@@ -92,7 +92,16 @@ class loss_spike final : public detector {
     push(x, ctx.log_loss);
     const peak p{x, m, scale, z, ratio, z_needed};
     if (smaller && !ep_.continues(log, step, o_.merge_gap)) {
-      cand_ = {true, step, p, m + 0.5 * (x - m), 0, 0, grad_spike_before(ctx, step)};
+      cand_ = {true,
+               step,
+               p,
+               m + 0.5 * (x - m),
+               0,
+               0,
+               grad_spike_before(ctx, step),
+               o_.averaged_roughness_ratio > 0 ? roughness_before() : nan,
+               x,
+               {}};
       return;
     }
     if (spike) hit(ctx, log, step, p, grad_spike_before(ctx, step), nullptr);
@@ -138,7 +147,30 @@ class loss_spike final : public detector {
     double bar = 0;  // half the jump above the median
     int seen = 0, hits = 0;
     std::array<double, 3> grad{nan, nan, nan};  // see grad_spike_before
+    double rough_before = nan;                  // see roughness_before
+    double last = nan;                          // the loss of the step before
+    std::array<double, 16> moves{};             // |log change| of the steps after the jump
   };
+
+  // The median |log change| from one step to the next over the recent window before the
+  // newest value (the jump); NaN when a value is not positive.
+  double roughness_before() const {
+    std::array<double, 256> d{};
+    const std::size_t n = std::min<std::size_t>(recent_.size(), d.size() + 1);
+    if (n < 3) return nan;
+    const std::size_t first = recent_.size() - n;
+    std::size_t k = 0;
+    for (std::size_t i = first + 1; i + 1 < recent_.size(); ++i) {
+      if (!(recent_[i - 1] > 0 && recent_[i] > 0)) return nan;
+      d[k++] = std::abs(std::log(recent_[i] / recent_[i - 1]));
+    }
+    return median_of(d.data(), k);
+  }
+  static double median_of(double* v, std::size_t n) {
+    if (n == 0) return nan;
+    std::nth_element(v, v + n / 2, v + n);
+    return v[n / 2];
+  }
 
   void push(double x, double log_x) noexcept {
     median_.push(x, log_x);
@@ -158,14 +190,30 @@ class loss_spike final : public detector {
   // The candidate's loss one more step: a spike once it stayed above half the jump for
   // sustained_hits steps, dropped once that can no longer happen.
   void sustained(const step_context& ctx, finding_log& log, double x) {
+    if (std::size_t(cand_.seen) < cand_.moves.size())
+      cand_.moves[std::size_t(cand_.seen)] =
+          x > 0 && cand_.last > 0 ? std::abs(std::log(x / cand_.last)) : nan;
+    cand_.last = x;
     ++cand_.seen;
     if (x >= cand_.bar) ++cand_.hits;
     if (cand_.hits >= o_.sustained_hits) {
       cand_.active = false;
-      hit(ctx, log, cand_.step, cand_.at, cand_.grad, &cand_);
+      if (!averaged()) hit(ctx, log, cand_.step, cand_.at, cand_.grad, &cand_);
     } else if (cand_.seen - cand_.hits > o_.sustained_steps - o_.sustained_hits) {
       cand_.active = false;  // back down: one batch, not a spike
     }
+  }
+
+  // The steps after the candidate's jump move averaged_roughness_ratio times more than those
+  // before it: an averaged series restarting (see detector_options), not a spike.
+  bool averaged() {
+    const double before = cand_.rough_before;
+    if (!(before > 0)) return false;  // off, a value not positive, or a flat (quantized) log
+    const std::size_t n = std::min(std::size_t(cand_.seen), cand_.moves.size());
+    for (std::size_t i = 0; i < n; ++i)
+      if (std::isnan(cand_.moves[i])) return false;
+    const double after = median_of(cand_.moves.data(), n);
+    return after >= o_.averaged_roughness_ratio * before && after > 0;
   }
 
   // Opens or grows the episode with a spike that began at `first`: the current step, or the

@@ -82,6 +82,12 @@ struct detector_options {
     int sustained_hits = 6;
     double sustained_range_fraction = 0.05;
     std::int64_t lr_raise_lookback = 256;
+    /// Nor is it a spike when the steps after the jump move this many times more than the
+    /// steps before it did (median |log change| of the first 16 after, of the recent_window
+    /// before): a series that smooth was averaged, and a running mean of the epoch so far
+    /// (Keras' batch-level loss, a printed running_loss / i) restarts with one batch's loss
+    /// at each epoch. 0: off.
+    double averaged_roughness_ratio = 10;
   } loss_spike;
 
   /// `divergence`: smoothed loss rises well above its best and stays there.
